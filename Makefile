@@ -1,0 +1,136 @@
+# regionstore developer tasks; `make help` lists them.
+# The local stack (Kafka, Redis, three regional stores, the four services) runs under
+# process-compose, without Docker. Every setting below can be overridden: make up KAFKA_PORT=19092
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+RUN_DIR ?= .run
+CACHE_DIR ?= .cache
+override RUN_DIR := $(abspath $(RUN_DIR))
+override CACHE_DIR := $(abspath $(CACHE_DIR))
+
+PC_PORT ?= 18080
+KAFKA_PORT ?= 9092
+KAFKA_CONTROLLER_PORT ?= 9093
+REDIS_PORT ?= 6379
+REGION_1_PORT ?= 27017
+REGION_2_PORT ?= 27018
+REGION_3_PORT ?= 27019
+GATEWAY_PORT ?= 8000
+WRITER_PORT ?= 8101
+REPLICATOR_PORT ?= 8102
+RECOVERY_PORT ?= 8103
+# Services to start with the infra; `make up SERVICES=` runs the infra alone.
+SERVICES ?= gateway writer replicator recovery
+UP_TIMEOUT ?= 300
+STORE_IMPL ?= $(if $(shell command -v mongod 2>/dev/null),mongod,ferretdb)
+P ?=
+
+PROCESS_COMPOSE_VERSION := v1.85.0
+FERRETDB_VERSION := v1.24.2
+PROCESS_COMPOSE := $(CACHE_DIR)/bin/process-compose-$(PROCESS_COMPOSE_VERSION)
+FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)
+KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
+PYTHON ?= $(ROOT)/.venv/bin/python
+PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
+LOCAL := $(ROOT)/deploy/local/bin
+STACKCTL := python3 $(LOCAL)/stackctl.py
+
+export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB STORE_IMPL SERVICES UP_TIMEOUT
+export PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT REGION_1_PORT REGION_2_PORT REGION_3_PORT
+export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
+# process-compose's CLI (`process-compose process list`) finds the server through this.
+export PC_PORT_NUM := $(PC_PORT)
+# uv must use the machine's Python, never download one.
+export UV_PYTHON_DOWNLOADS := never
+
+# Tests reach the stack through the same variables the services read; preset ones win
+# (to point the integration tests at another deployment).
+TEST_ENV := REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS REGIONSTORE_REDIS__URL \
+	REGIONSTORE_STORES__REGION_1 REGIONSTORE_STORES__REGION_2 REGIONSTORE_STORES__REGION_3 \
+	REGIONSTORE_GATEWAY_URL REGIONSTORE_WRITER_URL REGIONSTORE_REPLICATOR_URL REGIONSTORE_RECOVERY_URL
+REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+REGIONSTORE_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
+REGIONSTORE_STORES__REGION_1 ?= mongodb://127.0.0.1:$(REGION_1_PORT)/?directConnection=true
+REGIONSTORE_STORES__REGION_2 ?= mongodb://127.0.0.1:$(REGION_2_PORT)/?directConnection=true
+REGIONSTORE_STORES__REGION_3 ?= mongodb://127.0.0.1:$(REGION_3_PORT)/?directConnection=true
+REGIONSTORE_GATEWAY_URL ?= http://127.0.0.1:$(GATEWAY_PORT)
+REGIONSTORE_WRITER_URL ?= http://127.0.0.1:$(WRITER_PORT)
+REGIONSTORE_REPLICATOR_URL ?= http://127.0.0.1:$(REPLICATOR_PORT)
+REGIONSTORE_RECOVERY_URL ?= http://127.0.0.1:$(RECOVERY_PORT)
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "%s\n", substr($$0, 5)} \
+		/^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Local stack
+
+.PHONY: up
+up: tools sync ## start the local stack (installs what is missing) and wait until it is ready
+	@$(STACKCTL) up
+
+.PHONY: down
+down: ## stop the local stack and every process it started; data is kept
+	@$(STACKCTL) down
+
+.PHONY: status
+status: ## show the stack's processes, pids, ports, readiness and memory
+	@$(STACKCTL) status
+
+.PHONY: logs
+logs: ## follow the logs of all processes, or of one: make logs P=kafka
+	@tail -n 40 -F $(if $(P),$(RUN_DIR)/logs/$(P).log,$(RUN_DIR)/logs/*.log)
+
+.PHONY: clean-data
+clean-data: down ## stop the stack and delete its data (RUN_DIR)
+	rm -rf -- "$(RUN_DIR)"
+
+.PHONY: prereqs
+prereqs: ## check (and where possible install) the tools the stack needs
+	@$(LOCAL)/prereqs.sh --install
+
+.PHONY: tools
+tools: $(PROCESS_COMPOSE) $(FERRETDB) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries and jars into CACHE_DIR
+
+$(PROCESS_COMPOSE): | prereqs
+	@echo "building process-compose $(PROCESS_COMPOSE_VERSION) into $(@D)"
+	@$(LOCAL)/install-go-tool.sh github.com/f1bonacc1/process-compose $(PROCESS_COMPOSE_VERSION) . $@
+
+$(FERRETDB): | prereqs
+	@echo "building FerretDB $(FERRETDB_VERSION) into $(@D)"
+	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB $(FERRETDB_VERSION) ./cmd/ferretdb $@
+
+$(KAFKA_LIBS)/.complete: deploy/local/pom.xml | prereqs
+	@echo "fetching Kafka jars into $(KAFKA_LIBS)"
+	@rm -rf "$(KAFKA_LIBS)" && mkdir -p "$(KAFKA_LIBS)"
+	@mvn -q -B -f deploy/local/pom.xml dependency:copy-dependencies \
+		-DoutputDirectory="$(KAFKA_LIBS)" >"$(CACHE_DIR)/kafka/mvn.log" 2>&1 \
+		|| { tail -n 30 "$(CACHE_DIR)/kafka/mvn.log"; exit 1; }
+	@touch $@
+
+##@ Python
+
+.PHONY: sync
+sync: ## install the workspace into .venv from uv.lock
+	@command -v uv >/dev/null || { echo "uv not found: pip install uv==0.13.9" >&2; exit 1; }
+	@uv sync --frozen --quiet
+
+.PHONY: lint
+lint: sync ## ruff and mypy
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src
+
+.PHONY: test
+test: sync ## all tests; integration tests start the local stack if it is not running
+	@echo "uv run pytest"
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest
+
+.PHONY: test-unit
+test-unit: sync ## tests that need no running stack
+	uv run pytest -m "not integration"

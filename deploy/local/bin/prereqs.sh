@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Checks the tools the local stack needs; one line per missing tool, non-zero exit if any.
+# With --install, installs redis-server through apt-get when running as root.
+set -euo pipefail
+
+missing=0
+need() {  # need TOOL HOW-TO-INSTALL
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "$1 not found: $2" >&2
+  missing=1
+  return 1
+}
+
+if [[ "${1:-}" == --install ]] && ! command -v redis-server >/dev/null 2>&1 \
+   && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing redis-server with apt-get" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
+    >/dev/null 2>&1 || echo "apt-get install redis-server failed" >&2
+fi
+
+if need java "apt-get install openjdk-17-jre-headless (Kafka 4 needs Java 17+)"; then
+  [[ "$(java -version 2>&1)" =~ version\ \"([0-9]+) ]]
+  if (( BASH_REMATCH[1] < 17 )); then
+    echo "java ${BASH_REMATCH[1]} is too old: Kafka 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)" >&2
+    missing=1
+  fi
+fi
+need mvn "apt-get install maven" || true
+if need go "install Go 1.24+ (https://go.dev/doc/install)"; then
+  [[ "$(go env GOVERSION)" =~ go1\.([0-9]+) ]]
+  if (( BASH_REMATCH[1] < 24 )); then
+    echo "$(go env GOVERSION) is too old: process-compose and FerretDB need Go 1.24+" >&2
+    missing=1
+  fi
+fi
+need redis-server "apt-get install redis-server" || true
+need redis-cli "apt-get install redis-tools" || true
+need uv "pip install uv==0.13.9" || true
+need python3 "apt-get install python3" || true
+
+exit "$missing"

@@ -1,0 +1,289 @@
+"""Starts, waits for, reports on and stops the local stack through process-compose's REST API.
+
+Standard library only, so `make down` and `make status` work without the project venv.
+Everything comes from the environment the Makefile exports (ports, RUN_DIR, SERVICES, ...).
+
+  stackctl.py up | down | status
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ENV = os.environ
+PC_PORT = int(ENV.get("PC_PORT", "18080"))
+API = f"http://127.0.0.1:{PC_PORT}"
+RUN_DIR = Path(ENV.get("RUN_DIR", ".run")).resolve()
+LOG_DIR = RUN_DIR / "logs"
+PC_LOG = RUN_DIR / "process-compose.log"
+# Every process of a stack carries this in its environment, so `down` can find and end
+# whatever a crashed process-compose left behind, and nothing else.
+MARKER = "REGIONSTORE_STACK_RUN_DIR"
+SERVICES = ENV.get("SERVICES", "gateway writer replicator recovery").split()
+ALL_SERVICES = ("gateway", "writer", "replicator", "recovery")
+INFRA_PORTS = {
+    "process-compose API": "PC_PORT",
+    "kafka": "KAFKA_PORT",
+    "kafka controller": "KAFKA_CONTROLLER_PORT",
+    "redis": "REDIS_PORT",
+    "region_1": "REGION_1_PORT",
+    "region_2": "REGION_2_PORT",
+    "region_3": "REGION_3_PORT",
+}
+SERVICE_PORTS = {
+    "gateway": "GATEWAY_PORT",
+    "writer": "WRITER_PORT",
+    "replicator": "REPLICATOR_PORT",
+    "recovery": "RECOVERY_PORT",
+}
+MAX_RESTARTS_WHILE_STARTING = 3
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def api(method: str, path: str, timeout: float = 3) -> object:
+    request = urllib.request.Request(API + path, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def api_answers() -> bool:
+    try:
+        api("GET", "/live", timeout=1)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def processes() -> list[dict[str, object]]:
+    data = api("GET", "/processes")
+    assert isinstance(data, dict)
+    return list(data["data"])
+
+
+def port_of(name: str) -> str:
+    var = INFRA_PORTS.get(name) or SERVICE_PORTS.get(name)
+    return ENV.get(var, "") if var else ""
+
+
+def is_ready(proc: dict[str, object]) -> bool:
+    if proc["status"] != "Running":
+        return False
+    return not proc["has_ready_probe"] or proc["is_ready"] == "Ready"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid owning a listening TCP socket on port, from /proc (no ss/lsof needed)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+
+
+def marked(pid: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"{MARKER}={RUN_DIR}".encode() in environ
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def leftovers() -> list[int]:
+    mine = {os.getpid(), os.getppid()}
+    return [pid for pid in pids() if pid not in mine and marked(pid) and alive(pid)]
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"  (no log at {path})"
+    return "\n".join(f"  {line}" for line in text[-lines:])
+
+
+def check_ports() -> None:
+    wanted = dict(INFRA_PORTS)
+    wanted.update({name: var for name, var in SERVICE_PORTS.items() if name in SERVICES})
+    problems = []
+    for name, var in wanted.items():
+        port = int(ENV[var])
+        if not listening(port):
+            continue
+        pid = listener_pid(port)
+        owner = f" (pid {pid}: {command_line(pid)})" if pid else ""
+        hint = "; it is left over from an earlier run: make down" if pid and marked(pid) else ""
+        problems.append(f"port {port} ({name}) is in use by another process{owner}{hint}")
+    if problems:
+        fail("\n       ".join(problems))
+
+
+def start_process_compose() -> None:
+    for sub in ("logs", "kafka", "redis", "stores"):
+        (RUN_DIR / sub).mkdir(parents=True, exist_ok=True)
+    disabled = [name for name in ALL_SERVICES if name not in SERVICES]
+    env = {**ENV, MARKER: str(RUN_DIR), "PC_DISABLED_PROCESSES": ",".join(disabled)}
+    command = [
+        ENV["PROCESS_COMPOSE"], "up", "--detached", "--disable-dotenv", "--ordered-shutdown",
+        "--config", ENV["PC_CONFIG"], "--port", str(PC_PORT), "--log-file", str(PC_LOG),
+    ]  # fmt: skip
+    PC_LOG.unlink(missing_ok=True)
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not api_answers():
+        if time.monotonic() > deadline:
+            fail(f"process-compose did not open its API on :{PC_PORT}\n{tail(PC_LOG)}")
+        time.sleep(0.2)
+
+
+def wait_ready(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = [p for p in processes() if p["status"] != "Disabled"]
+        waiting = [p for p in procs if not is_ready(p)]
+        if not waiting:
+            return
+        for proc in waiting:
+            if int(str(proc["restarts"])) >= MAX_RESTARTS_WHILE_STARTING:
+                not_ready(proc, f"keeps exiting ({proc['restarts']} restarts)")
+        if time.monotonic() > deadline:
+            not_ready(waiting[0], f"not ready after {timeout:.0f}s", others=waiting[1:])
+        time.sleep(0.5)
+
+
+def not_ready(proc: dict[str, object], why: str, others: list[dict[str, object]] = ()) -> None:  # type: ignore[assignment]
+    name = proc["name"]
+    also = f" (also waiting: {', '.join(str(p['name']) for p in others)})" if others else ""
+    fail(
+        f"{name} is {why}: status {proc['status']}, exit code {proc['exit_code']}{also}\n"
+        f"last lines of {LOG_DIR / f'{name}.log'}:\n{tail(LOG_DIR / f'{name}.log')}\n"
+        "the stack is left running for a look: make status / make logs P=NAME / make down"
+    )
+
+
+def up() -> None:
+    if api_answers():
+        print(f"stack already running (process-compose API on :{PC_PORT}); waiting until ready")
+    else:
+        check_ports()
+        start_process_compose()
+    wait_ready(float(ENV.get("UP_TIMEOUT", "300")))
+    status()
+
+
+def down() -> None:
+    tracked = []
+    if api_answers():
+        tracked = [int(str(p["pid"])) for p in processes() if p["pid"]]
+        api("POST", "/project/stop")
+    deadline = time.monotonic() + float(ENV.get("DOWN_TIMEOUT", "90"))
+    while api_answers() or any(alive(pid) for pid in tracked) or leftovers():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    stragglers = leftovers()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in stragglers:
+            print(f"ending leftover pid {pid} with {sig.name}: {command_line(pid)}")
+            os.kill(pid, sig)
+        end = time.monotonic() + 10
+        while (stragglers := leftovers()) and time.monotonic() < end:
+            time.sleep(0.2)
+        if not stragglers:
+            break
+    if stragglers:
+        fail(f"processes still running: {stragglers}")
+    print(f"stack stopped; data kept in {RUN_DIR}")
+
+
+def rss_mib(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return f"{int(line.split()[1]) / 1024:.0f}"
+    except OSError:
+        pass
+    return "-"
+
+
+def status() -> None:
+    if not api_answers():
+        print(f"stack is not running (no process-compose API on 127.0.0.1:{PC_PORT})")
+        return
+    row = "{:<12} {:<11} {:<9} {:>7} {:>6} {:>8} {:>8}"
+    print(row.format("PROCESS", "STATUS", "READY", "PID", "PORT", "RESTARTS", "RSS_MiB"))
+    for proc in processes():
+        pid = int(str(proc["pid"]))
+        ready = "ready" if is_ready(proc) else "-" if proc["status"] == "Disabled" else "not ready"
+        print(
+            row.format(
+                str(proc["name"]), str(proc["status"]), ready, pid or "-",
+                port_of(str(proc["name"])), str(proc["restarts"]), rss_mib(pid) if pid else "-",
+            )  # fmt: skip
+        )
+    print(f"process-compose API: {API}  logs: {LOG_DIR}/")
+
+
+def main() -> None:
+    commands = {"up": up, "down": down, "status": status}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        fail(f"usage: stackctl.py {'|'.join(commands)}")
+    try:
+        commands[sys.argv[1]]()
+    except urllib.error.URLError as exc:
+        fail(f"process-compose API on :{PC_PORT} failed: {exc.reason}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs one regional store in the foreground: mongod when installed, else FerretDB on SQLite.
+# usage: store.sh REGION PORT
+set -euo pipefail
+
+region="$1" port="$2"
+: "${RUN_DIR:?}" "${CACHE_DIR:?}"
+data="$RUN_DIR/stores/$region"
+mkdir -p "$data"
+
+if [[ "${STORE_IMPL:-ferretdb}" == mongod ]]; then
+  exec mongod --bind_ip 127.0.0.1 --port "$port" --dbpath "$data" --replSet "$region" \
+    --wiredTigerCacheSizeGB 0.25 --quiet
+fi
+
+exec "$CACHE_DIR/bin/ferretdb" \
+  --handler=sqlite --sqlite-url="file:$data/" --state-dir="$data" \
+  --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable \
+  --log-level="${FERRETDB_LOG_LEVEL:-warn}"

@@ -1,0 +1,3 @@
+from regionstore_gateway.main import main
+
+main()

@@ -1,0 +1,136 @@
+"""The original system's routes, kept as thin aliases over the /v1 API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from regionstore_gateway.api.customers import _write_upsert, customer_out, validate_filter
+from regionstore_gateway.api.dependencies import WritesDep
+from regionstore_gateway.deps import BoardDep, SettingsDep
+from regionstore_gateway.models import StatusBody
+from regionstore_shared.schemas import Customer
+
+router = APIRouter(tags=["original routes"])
+
+
+class NodeStatusBody(StatusBody):
+    """The original's body: which node, and its new status."""
+
+    node_id: str
+
+
+class FilterBody(BaseModel):
+    """The original's filter body."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    zip_range_min: int | None = Field(default=None, alias="zipRangeMin", ge=0, le=99999)
+    zip_range_max: int | None = Field(default=None, alias="zipRangeMax", ge=0, le=99999)
+    city: str | None = Field(default=None, max_length=100)
+    state: str | None = None
+
+
+class LegacyRecord(Customer):
+    """A record as the original answered it, plus the region that served it."""
+
+    region: str
+    served_by: str
+
+
+class LegacyFilterResult(BaseModel):
+    """Matching records and whether any could not be reached."""
+
+    records: list[LegacyRecord]
+    count: int
+    degraded_regions: list[str]
+    incomplete: bool
+
+
+@router.post("/create-customer", status_code=status.HTTP_202_ACCEPTED)
+async def create_customer(customer: Customer, writes: WritesDep) -> dict[str, object]:
+    """Accept a customer (same as POST /v1/customers)."""
+    written = await _write_upsert(writes, customer, create_only=False, wait=False)
+    command = written.command
+    return {
+        "message": "customer accepted",
+        "customer_id": customer.customer_id,
+        "command_id": str(command.command_id),
+        "version": command.version,
+    }
+
+
+@router.post("/node-status")
+async def node_status(
+    body: NodeStatusBody, settings: SettingsDep, board: BoardDep
+) -> dict[str, str]:
+    """Set a node's status (same as PUT /v1/regions/{node_id}/status)."""
+    if body.node_id not in settings.region_map:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown node {body.node_id!r}")
+    await board.set(body.node_id, body.status)
+    return {"node_id": body.node_id, "status": body.status.value}
+
+
+@router.get("/node-statuses")
+async def node_statuses(board: BoardDep) -> dict[str, str]:
+    """Every node's status, by node id."""
+    return {region: value.value for region, value in (await board.all()).items()}
+
+
+async def _filter(writes: WritesDep, settings: SettingsDep, body: FilterBody) -> LegacyFilterResult:
+    query = validate_filter(
+        settings.region_map.names,
+        body.zip_range_min,
+        body.zip_range_max,
+        body.city,
+        body.state,
+        None,
+    )
+    statuses = await writes.statuses()
+    records: list[LegacyRecord] = []
+    after: str | None = None
+    degraded: set[str] = set()
+    incomplete = False
+    while True:
+        page = await writes.repository.page(
+            query, statuses, after=after, limit=settings.api.max_page_size
+        )
+        degraded.update(page.degraded)
+        incomplete = incomplete or bool(page.unreachable)
+        rows = [customer_out(found) for found in page.rows]
+        records += [LegacyRecord(**row.model_dump(exclude={"fallback", "version"})) for row in rows]
+        if not page.more or not rows:
+            break
+        after = rows[-1].customer_id
+    return LegacyFilterResult(
+        records=records,
+        count=len(records),
+        degraded_regions=sorted(degraded),
+        incomplete=incomplete,
+    )
+
+
+@router.post("/filter-records", response_model=LegacyFilterResult)
+async def filter_records_post(
+    body: FilterBody, writes: WritesDep, settings: SettingsDep
+) -> LegacyFilterResult:
+    """Every record matching the filters (body form)."""
+    return await _filter(writes, settings, body)
+
+
+@router.get("/filter-records", response_model=LegacyFilterResult)
+async def filter_records_get(
+    writes: WritesDep,
+    settings: SettingsDep,
+    zip_range_min: Annotated[int | None, Query(alias="zipRangeMin", ge=0, le=99999)] = None,
+    zip_range_max: Annotated[int | None, Query(alias="zipRangeMax", ge=0, le=99999)] = None,
+    city: Annotated[str | None, Query(max_length=100)] = None,
+    state: Annotated[str | None, Query()] = None,
+) -> LegacyFilterResult:
+    """Every record matching the filters (query form)."""
+    body = FilterBody(
+        zip_range_min=zip_range_min, zip_range_max=zip_range_max, city=city, state=state
+    )
+    return await _filter(writes, settings, body)

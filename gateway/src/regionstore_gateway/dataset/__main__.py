@@ -1,0 +1,3 @@
+from regionstore_gateway.dataset.cli import main
+
+raise SystemExit(main())

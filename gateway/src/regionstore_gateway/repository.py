@@ -1,0 +1,215 @@
+"""Every query the gateway makes against the regional stores."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from regionstore_shared import metrics
+from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.documents import CITY_KEY, DELETED, HOME, VERSION
+from regionstore_shared.regions import RegionMap
+from regionstore_shared.schemas import fold_text
+from regionstore_shared.status import NodeStatus
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A document and the region that served it."""
+
+    document: Document
+    served_by: str
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the document is a tombstone."""
+        return bool(self.document.get(DELETED))
+
+    @property
+    def version(self) -> int:
+        """The version that wrote it."""
+        return int(self.document[VERSION])
+
+    @property
+    def home(self) -> str | None:
+        """The customer's home region, for live documents."""
+        home = self.document.get(HOME)
+        return str(home) if home is not None else None
+
+
+@dataclass(slots=True)
+class Lookup:
+    """The newest state of some customers across the regions that could be read."""
+
+    newest: dict[str, Found] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFilter:
+    """A validated list query."""
+
+    zip_min: int | None = None
+    zip_max: int | None = None
+    city: str | None = None
+    state: str | None = None
+    region: str | None = None
+
+    def mongo(self, home: str, after: str | None) -> Document:
+        """The store filter for one home region's share of the query."""
+        query: Document = {HOME: home, DELETED: False}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        zip_range: Document = {}
+        if self.zip_min is not None:
+            zip_range["$gte"] = self.zip_min
+        if self.zip_max is not None:
+            zip_range["$lte"] = self.zip_max
+        if zip_range:
+            query["customer_zip_code_prefix"] = zip_range
+        if self.city:
+            # Anchored and escaped: user text is never a pattern of its own.
+            query[CITY_KEY] = {"$regex": f"^{re.escape(fold_text(self.city))}"}
+        if self.state:
+            query["customer_state"] = self.state
+        return query
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a fan-out query and what it could not see."""
+
+    rows: list[Found]
+    more: bool
+    degraded: list[str]
+    unreachable: list[str]
+
+
+class CustomerRepository:
+    """Reads customers from the regional stores, falling back to replicas."""
+
+    def __init__(
+        self, collections: Mapping[str, Collection], regions: RegionMap, suspicion: Suspicion
+    ) -> None:
+        self._collections = collections
+        self._regions = regions
+        self._suspicion = suspicion
+
+    def _readable(self, region: str, statuses: Mapping[str, NodeStatus]) -> bool:
+        return statuses.get(
+            region
+        ) is not NodeStatus.UNAVAILABLE and not self._suspicion.is_suspect(region)
+
+    async def lookup(
+        self,
+        customer_ids: list[str],
+        statuses: Mapping[str, NodeStatus],
+        projection: Mapping[str, int] | None = None,
+    ) -> Lookup:
+        """The newest document of each customer among every available region."""
+        readable = [r for r in self._regions.names if self._readable(r, statuses)]
+        query = {"_id": {"$in": customer_ids}}
+        results = await asyncio.gather(
+            *(self._collections[r].find(query, projection).to_list(None) for r in readable),
+            return_exceptions=True,
+        )
+        lookup = Lookup(unreachable={r for r in self._regions.names if r not in readable})
+        for region, result in zip(readable, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, PyMongoError):
+                    raise result
+                self._count_error(region, result)
+                lookup.unreachable.add(region)
+                continue
+            for document in result:
+                found = Found(document, region)
+                held = lookup.newest.get(document["_id"])
+                if (
+                    held is None
+                    or found.version > held.version
+                    or (found.version == held.version and found.home == region)
+                ):
+                    lookup.newest[document["_id"]] = found
+        return lookup
+
+    def covered(self, unreachable: set[str]) -> bool:
+        """Whether every region's customers could still be seen in it or one of its replicas."""
+        return all(
+            region not in unreachable
+            or any(r not in unreachable for r in self._regions.fallbacks_for(region))
+            for region in self._regions.names
+        )
+
+    async def version_at_least(self, region: str, customer_id: str, version: int) -> bool:
+        """Whether a region already holds a customer at ``version`` or newer."""
+        document = await self._collections[region].find_one(
+            {"_id": customer_id, VERSION: {"$gte": version}}, {VERSION: 1}
+        )
+        return document is not None
+
+    async def page(
+        self,
+        query: CustomerFilter,
+        statuses: Mapping[str, NodeStatus],
+        *,
+        after: str | None,
+        limit: int,
+    ) -> Page:
+        """One page of customers ordered by id, each region's share read where it can be."""
+        homes = [
+            r
+            for r in self._regions.regions_for_zip_range(query.zip_min, query.zip_max)
+            if query.region is None or r == query.region
+        ]
+        shares = await asyncio.gather(
+            *(self._share(home, query, statuses, after, limit + 1) for home in homes)
+        )
+        degraded = [
+            home
+            for home, (rows, source) in zip(homes, shares, strict=True)
+            if source is not None and source != home
+        ]
+        unreachable = [
+            home for home, (_, source) in zip(homes, shares, strict=True) if source is None
+        ]
+        merged = list(heapq.merge(*(rows for rows, _ in shares), key=lambda f: f.document["_id"]))
+        return Page(merged[:limit], len(merged) > limit, degraded, unreachable)
+
+    async def _share(
+        self,
+        home: str,
+        query: CustomerFilter,
+        statuses: Mapping[str, NodeStatus],
+        after: str | None,
+        limit: int,
+    ) -> tuple[list[Found], str | None]:
+        for source in (home, *self._regions.fallbacks_for(home)):
+            if not self._readable(source, statuses):
+                continue
+            try:
+                cursor = (
+                    self._collections[source]
+                    .find(query.mongo(home, after))
+                    .sort("_id", 1)
+                    .limit(limit)
+                )
+                return [Found(doc, source) async for doc in cursor], source
+            except PyMongoError as error:
+                self._count_error(source, error)
+        return [], None
+
+    def _count_error(self, region: str, error: PyMongoError) -> None:
+        self._suspicion.suspect(region)
+        metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
+        log.warning("region read failed", extra={"region": region, "error": str(error)[:300]})

@@ -1,0 +1,76 @@
+"""The clients the gateway opens once, at start-up, and closes in reverse order."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TypedDict
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.settings import GatewaySettings
+from regionstore_shared.apply import Suspicion
+from regionstore_shared.backlog import BacklogProbe
+from regionstore_shared.clients import kafka_producer, mongo_clients, redis_client
+from regionstore_shared.clock import HybridClock
+from regionstore_shared.indexes import ensure_indexes
+from regionstore_shared.status import StatusBoard
+from regionstore_shared.status_events import StatusChanges
+from regionstore_shared.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    """Everything a request handler may use."""
+
+    settings: GatewaySettings
+    producer: AIOKafkaProducer
+    board: StatusBoard
+    repository: CustomerRepository
+    clock: HybridClock
+    changes: StatusChanges
+    backlog: BacklogProbe
+
+
+@contextlib.asynccontextmanager
+async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State]:
+    """Open every client; yield them as the app's state; close them in reverse order."""
+    name = settings.service_name
+    await ensure_topics(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = redis_client(settings.redis, name)
+        stack.push_async_callback(redis.aclose)
+        mongos = mongo_clients(settings, name)
+        for client in mongos.values():
+            stack.push_async_callback(client.close)
+        collections = {
+            region: client[settings.store.database][settings.store.collection]
+            for region, client in mongos.items()
+        }
+        await ensure_indexes(collections)
+        producer = kafka_producer(settings.kafka, name)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        backlog = BacklogProbe(settings.kafka, name)
+        await backlog.start()
+        stack.push_async_callback(backlog.close)
+        board = StatusBoard(redis, settings.redis, settings.region_map.names)
+        changes = StatusChanges(redis, board)
+        changes.start()
+        stack.push_async_callback(changes.stop)
+        log.info("gateway ready", extra={"port": settings.http.port})
+        yield State(
+            settings=settings,
+            producer=producer,
+            board=board,
+            repository=CustomerRepository(
+                collections, settings.region_map, Suspicion(settings.store.suspect_for_s)
+            ),
+            clock=HybridClock(settings.node_id),
+            changes=changes,
+            backlog=backlog,
+        )

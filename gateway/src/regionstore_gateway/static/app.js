@@ -1,0 +1,804 @@
+// regionstore console: a plain ES module served by the gateway, no build step and no framework.
+// Rule for the whole file: data from the API is written as text (textContent, text nodes or
+// attributes), never parsed as HTML.
+
+const UF_CODES = [
+  "AC", "AL", "AM", "AP", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT", "PA",
+  "PB", "PE", "PI", "PR", "RJ", "RN", "RO", "RR", "RS", "SC", "SE", "SP", "TO",
+];
+const CUSTOMER_FIELDS = [
+  "customer_id", "customer_unique_id", "customer_zip_code_prefix", "customer_city",
+  "customer_state",
+];
+const EDITABLE_FIELDS = CUSTOMER_FIELDS.slice(1);
+const FILTER_FIELDS = ["zip_min", "zip_max", "city", "state", "region", "limit"];
+// The gateway sends a snapshot every few seconds; silence for this long means a dead stream.
+const STREAM_STALE_MS = 45_000;
+const MAX_RETRY_MS = 15_000;
+const TOAST_MS = 6_000;
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+const byTestId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+
+function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "testid") node.dataset.testid = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child); // strings become text nodes
+  }
+  return node;
+}
+
+const formatZip = (zip) => (Number.isInteger(zip) ? String(zip).padStart(5, "0") : String(zip ?? ""));
+
+function listText(names) {
+  if (names.length <= 1) return names.join("");
+  return `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
+}
+
+function randomHex(bytes) {
+  const buf = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// ---------------------------------------------------------------------------------------------
+// API client
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(describeError(status, body));
+    this.status = status;
+    this.body = body;
+  }
+
+  /** FastAPI validation errors keyed by field name (loc[-1]); errors without a field under "". */
+  fieldErrors() {
+    const errors = new Map();
+    const detail = this.body?.detail;
+    if (!Array.isArray(detail)) return errors;
+    for (const item of detail) {
+      const loc = Array.isArray(item?.loc) ? item.loc : [];
+      const field = loc.length > 1 ? String(loc.at(-1)) : "";
+      const msg = cleanMessage(item?.msg ?? "invalid value");
+      errors.set(field, [...(errors.get(field) ?? []), msg]);
+    }
+    return errors;
+  }
+}
+
+// Pydantic prefixes custom validator messages with "Value error, "; the rest is the API's text.
+const cleanMessage = (msg) => String(msg).replace(/^Value error,\s*/, "");
+
+function describeError(status, body) {
+  const detail = body?.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) return detail.map((d) => cleanMessage(d?.msg ?? "")).join("; ");
+  if (typeof body === "string" && body) return body;
+  return status ? `HTTP ${status}` : "The gateway could not be reached.";
+}
+
+async function api(method, path, { body, headers = {}, timeoutMs = 30_000 } = {}) {
+  const init = {
+    method,
+    headers: { Accept: "application/json", ...headers },
+    signal: AbortSignal.timeout(timeoutMs),
+  };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    const timedOut = err?.name === "TimeoutError";
+    throw new ApiError(0, { detail: timedOut ? "The gateway did not answer in time." : "The gateway could not be reached." });
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+const customerPath = (id) => `/v1/customers/${encodeURIComponent(id)}`;
+
+// ---------------------------------------------------------------------------------------------
+// Toasts
+
+function toast(text, kind = "info") {
+  const box = byTestId("toasts");
+  const item = h("div", { class: `toast toast-${kind}`, testid: "toast" }, text);
+  box.append(item);
+  setTimeout(() => item.remove(), TOAST_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regions: cards, switches and the live event stream
+
+const regions = {
+  byName: new Map(),
+  cards: new Map(),
+};
+
+function setConnection(stateName) {
+  const box = byTestId("connection");
+  box.dataset.state = stateName;
+  byTestId("connection-label").textContent = stateName;
+}
+
+function createRegionCard(region) {
+  const id = `region-${region.name}`;
+  const input = h("input", {
+    type: "checkbox",
+    role: "switch",
+    id: `${id}-switch`,
+    testid: "region-switch",
+    "aria-describedby": `${id}-status`,
+  });
+  const card = {
+    input,
+    busy: false,
+    status: h("span", { class: "status-badge", id: `${id}-status`, testid: "region-status" }),
+    zip: h("dd", { class: "mono", testid: "region-zip" }),
+    replicas: h("dd", { testid: "region-replicas" }),
+    pending: h("dd", { testid: "region-pending" }),
+    note: h("p", { class: "region-note", testid: "region-note" }),
+  };
+  card.root = h(
+    "article",
+    { class: "region-card", testid: `region-card-${region.name}`, dataset: { region: region.name }, "aria-labelledby": `${id}-title` },
+    h("header", { class: "region-head" }, h("h3", { id: `${id}-title` }, region.name), card.status),
+    h(
+      "dl",
+      { class: "region-facts" },
+      h("div", {}, h("dt", {}, "Home zips"), card.zip),
+      h("div", {}, h("dt", {}, "Replica"), card.replicas),
+      h("div", {}, h("dt", {}, "Pending"), card.pending),
+    ),
+    card.note,
+    h(
+      "label",
+      { class: "switch", for: input.id },
+      input,
+      h("span", { class: "switch-text" }, h("span", { class: "sr-only" }, `${region.name} `), "Available"),
+    ),
+  );
+  input.addEventListener("change", () => flipRegion(region.name, card));
+  byTestId("region-list").append(card.root);
+  regions.cards.set(region.name, card);
+  return card;
+}
+
+function updateRegionCard(card, region) {
+  const up = region.status === "available";
+  card.root.dataset.status = region.status;
+  if (!card.busy) card.input.checked = up;
+  card.status.textContent = up ? "available" : "unavailable";
+  card.zip.textContent = `${formatZip(region.zip_min)} – ${formatZip(region.zip_max)}`;
+  const replicas = region.replicas ?? [];
+  card.replicas.textContent = replicas.length ? replicas.join(", ") : "none";
+
+  const pending = region.pending;
+  card.pending.classList.toggle("muted", pending === null || pending === undefined);
+  card.pending.classList.toggle("has-backlog", Number(pending) > 0);
+  card.pending.textContent =
+    pending === null || pending === undefined ? "unknown" : `${Number(pending).toLocaleString()} parked`;
+
+  let note = "";
+  if (!up) {
+    const via = replicas.length ? `Reads served by ${listText(replicas)}` : "Reads unavailable";
+    note = `${via}; writes are parked until it is back.`;
+  } else if (Number(pending) > 0) {
+    note = "Replaying parked writes…";
+  }
+  card.note.textContent = note;
+  card.note.hidden = !note;
+}
+
+function renderRegions(list) {
+  const grid = byTestId("region-list");
+  grid.setAttribute("aria-busy", "false");
+  byTestId("region-placeholder")?.remove();
+
+  const previous = regions.byName;
+  regions.byName = new Map(list.map((r) => [r.name, r]));
+  for (const region of list) {
+    const card = regions.cards.get(region.name) ?? createRegionCard(region);
+    updateRegionCard(card, region);
+  }
+  for (const [name, card] of regions.cards) {
+    if (!regions.byName.has(name)) {
+      card.root.remove();
+      regions.cards.delete(name);
+    }
+  }
+  fillRegionFilter();
+  updateZipHint();
+
+  // A flip changes who serves reads: show the current page as it is now.
+  const flipped = list.some((r) => previous.has(r.name) && previous.get(r.name).status !== r.status);
+  if (flipped && customers.loaded) loadCustomers();
+}
+
+async function flipRegion(name, card) {
+  const wanted = card.input.checked ? "available" : "unavailable";
+  card.busy = true;
+  card.input.disabled = true;
+  card.root.setAttribute("aria-busy", "true");
+  try {
+    const region = await api("PUT", `/v1/regions/${encodeURIComponent(name)}/status`, {
+      body: { status: wanted },
+    });
+    const next = [...regions.byName.values()].map((r) => (r.name === name ? { ...r, ...region } : r));
+    card.busy = false;
+    renderRegions(next);
+    toast(`${name} is now ${wanted}.`, wanted === "available" ? "ok" : "warn");
+  } catch (err) {
+    card.input.checked = !card.input.checked;
+    toast(`Could not switch ${name}: ${err.message}`, "error");
+  } finally {
+    card.busy = false;
+    card.input.disabled = false;
+    card.root.removeAttribute("aria-busy");
+  }
+}
+
+async function loadRegions() {
+  try {
+    const data = await api("GET", "/v1/regions");
+    renderRegions(data.regions ?? []);
+  } catch (err) {
+    const placeholder = byTestId("region-placeholder");
+    if (placeholder) placeholder.textContent = `Could not load regions: ${err.message}`;
+  }
+}
+
+const stream = { source: null, watchdog: null, retryMs: 1000, retryTimer: null };
+
+function connectStream() {
+  clearTimeout(stream.retryTimer);
+  stream.source?.close();
+  const source = new EventSource("/v1/regions/events");
+  stream.source = source;
+
+  source.addEventListener("open", () => {
+    if (source !== stream.source) return;
+    stream.retryMs = 1000;
+    setConnection("live");
+    armWatchdog();
+    loadRegions(); // the first pushed snapshot may be seconds away
+  });
+  source.addEventListener("regions", (event) => {
+    if (source !== stream.source) return;
+    setConnection("live");
+    armWatchdog();
+    try {
+      renderRegions(JSON.parse(event.data).regions ?? []);
+    } catch (err) {
+      console.error("bad regions event", err);
+    }
+  });
+  source.addEventListener("error", () => {
+    if (source !== stream.source) return;
+    setConnection("reconnecting");
+    // The browser retries by itself unless the server refused the stream outright.
+    if (source.readyState === EventSource.CLOSED) scheduleReconnect();
+  });
+}
+
+function scheduleReconnect() {
+  stream.source?.close();
+  clearTimeout(stream.retryTimer);
+  stream.retryTimer = setTimeout(connectStream, stream.retryMs);
+  stream.retryMs = Math.min(stream.retryMs * 2, MAX_RETRY_MS);
+}
+
+function armWatchdog() {
+  clearTimeout(stream.watchdog);
+  stream.watchdog = setTimeout(() => {
+    setConnection("reconnecting");
+    scheduleReconnect();
+  }, STREAM_STALE_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Customers: filters, table, banners, paging
+
+const customers = {
+  query: {},
+  cursors: [null], // cursor of every page visited so far; the last one is the current page
+  nextCursor: null,
+  items: [],
+  seq: 0,
+  loaded: false,
+};
+
+function fillStateSelects() {
+  for (const select of [byTestId("filter-state"), byTestId("field-customer_state")]) {
+    select.append(...UF_CODES.map((code) => h("option", { value: code }, code)));
+  }
+}
+
+function fillRegionFilter() {
+  const select = byTestId("filter-region");
+  const names = [...regions.byName.keys()];
+  const current = [...select.options].slice(1).map((o) => o.value);
+  if (names.join() === current.join()) return;
+  const chosen = select.value;
+  select.replaceChildren(h("option", { value: "" }, "Any"), ...names.map((n) => h("option", { value: n }, n)));
+  select.value = names.includes(chosen) ? chosen : "";
+}
+
+function readFilters() {
+  const data = new FormData(byTestId("filter-form"));
+  const query = {};
+  for (const key of FILTER_FIELDS) {
+    const value = String(data.get(key) ?? "").trim();
+    if (value) query[key] = value;
+  }
+  return query;
+}
+
+function clearFilterErrors() {
+  for (const key of FILTER_FIELDS) {
+    byTestId(`filter-error-${key}`).textContent = "";
+    byTestId(`filter-${key}`).removeAttribute("aria-invalid");
+  }
+}
+
+function showBanner(testid, title, detail) {
+  const banner = byTestId(testid);
+  banner.querySelector(".banner-title").textContent = title;
+  banner.querySelector(".banner-detail").textContent = detail;
+  banner.hidden = false;
+}
+
+const hideBanner = (testid) => {
+  byTestId(testid).hidden = true;
+};
+
+function renderBanners(data) {
+  const degraded = data.degraded_regions ?? [];
+  if (degraded.length) {
+    const routes = degraded.map((name) => {
+      const replicas = regions.byName.get(name)?.replicas ?? [];
+      return replicas.length ? `${name} → ${listText(replicas)}` : name;
+    });
+    showBanner(
+      "banner-degraded",
+      `Served from replicas: ${degraded.join(", ")}`,
+      `Unavailable, read from a replica instead (${routes.join("; ")}). Rows marked ↪ came from a replica and may lag slightly.`,
+    );
+  } else {
+    hideBanner("banner-degraded");
+  }
+
+  const unreachable = data.unreachable_regions ?? [];
+  if (data.incomplete || unreachable.length) {
+    const detail = unreachable.length
+      ? `${unreachable.length > 1 ? `${listText(unreachable)}, and their replicas, are` : `${unreachable[0]} and its replica are`} down. Customers homed there are missing from this list.`
+      : "Some customers may be missing from this list.";
+    showBanner(
+      "banner-incomplete",
+      `Some data could not be reached${unreachable.length ? `: ${unreachable.join(", ")}` : ""}`,
+      detail,
+    );
+  } else {
+    hideBanner("banner-incomplete");
+  }
+}
+
+function servedByBadge(item) {
+  if (!item.fallback) {
+    return h("span", { class: "served", testid: "served-by", dataset: { fallback: "false" } }, item.served_by);
+  }
+  return h(
+    "span",
+    {
+      class: "served served-fallback",
+      testid: "served-by",
+      dataset: { fallback: "true" },
+      title: `${item.region} is unavailable: read from its replica ${item.served_by}`,
+    },
+    h("span", { "aria-hidden": "true" }, "↪ "),
+    item.served_by,
+    h("span", { class: "served-note" }, " replica"),
+  );
+}
+
+function customerRow(item) {
+  const id = item.customer_id;
+  return h(
+    "tr",
+    { testid: "customer-row", dataset: { customerId: id } },
+    h("td", { class: "mono cell-id", testid: "cell-id", title: id }, id),
+    h("td", { class: "mono cell-id subtle", testid: "cell-unique-id", title: item.customer_unique_id }, item.customer_unique_id),
+    h("td", { class: "mono num", testid: "cell-zip" }, formatZip(item.customer_zip_code_prefix)),
+    h("td", { class: "cell-city", testid: "cell-city", title: item.customer_city }, item.customer_city),
+    h("td", { testid: "cell-state" }, h("span", { class: "uf" }, item.customer_state)),
+    h("td", { testid: "cell-region" }, item.region),
+    h("td", { testid: "cell-served-by" }, servedByBadge(item)),
+    h(
+      "td",
+      { class: "actions-cell" },
+      h(
+        "div",
+        { class: "actions" },
+          h("button", { type: "button", class: "btn btn-small", testid: "row-edit", "aria-label": `Edit ${id}`, onclick: () => openEditDialog(item) }, "Edit"),
+          h("button", { type: "button", class: "btn btn-small btn-danger-quiet", testid: "row-delete", "aria-label": `Delete ${id}`, onclick: () => confirmDelete(item) }, "Delete"),
+      ),
+    ),
+  );
+}
+
+function renderCustomers(data, highlight) {
+  customers.items = data.items ?? [];
+  customers.nextCursor = data.next_cursor ?? null;
+  const body = byTestId("customers-body");
+  body.replaceChildren(...customers.items.map(customerRow));
+  byTestId("customers-empty").hidden = customers.items.length > 0;
+  renderBanners(data);
+  hideBanner("banner-error");
+
+  const page = customers.cursors.length;
+  const count = customers.items.length;
+  byTestId("page-label").textContent = `Page ${page} · ${count} customer${count === 1 ? "" : "s"}`;
+  byTestId("page-prev").disabled = page <= 1;
+  byTestId("page-next").disabled = !customers.nextCursor;
+
+  if (highlight) {
+    const row = body.querySelector(`tr[data-customer-id="${CSS.escape(highlight)}"]`);
+    row?.classList.add("flash");
+  }
+}
+
+async function loadCustomers({ highlight } = {}) {
+  const seq = ++customers.seq;
+  const params = new URLSearchParams(customers.query);
+  const cursor = customers.cursors.at(-1);
+  if (cursor) params.set("cursor", cursor);
+  const table = byTestId("customers-table");
+  table.setAttribute("aria-busy", "true");
+  try {
+    const data = await api("GET", `/v1/customers?${params}`);
+    if (seq !== customers.seq) return;
+    customers.loaded = true;
+    renderCustomers(data, highlight);
+  } catch (err) {
+    if (seq !== customers.seq) return;
+    showQueryError(err);
+  } finally {
+    if (seq === customers.seq) table.setAttribute("aria-busy", "false");
+  }
+}
+
+function showQueryError(err) {
+  const unplaced = [];
+  if (err.status === 422) {
+    for (const [field, messages] of err.fieldErrors()) {
+      const slot = FILTER_FIELDS.includes(field) ? byTestId(`filter-error-${field}`) : null;
+      if (slot) {
+        slot.textContent = messages.join(" ");
+        byTestId(`filter-${field}`).setAttribute("aria-invalid", "true");
+      } else {
+        unplaced.push(...messages);
+      }
+    }
+    if (!unplaced.length) return;
+  }
+  showBanner("banner-error", "Could not load customers", unplaced.length ? unplaced.join(" ") : err.message);
+}
+
+function applyFilters() {
+  clearFilterErrors();
+  customers.query = readFilters();
+  customers.cursors = [null];
+  loadCustomers();
+}
+
+function wireCustomerList() {
+  const form = byTestId("filter-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyFilters();
+  });
+  // "reset" fires before the inputs are cleared.
+  form.addEventListener("reset", () => setTimeout(applyFilters, 0));
+  byTestId("page-next").addEventListener("click", () => {
+    if (!customers.nextCursor) return;
+    customers.cursors.push(customers.nextCursor);
+    loadCustomers();
+  });
+  byTestId("page-prev").addEventListener("click", () => {
+    if (customers.cursors.length <= 1) return;
+    customers.cursors.pop();
+    loadCustomers();
+  });
+  byTestId("new-customer").addEventListener("click", openCreateDialog);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create / edit / delete
+
+const editor = {
+  mode: "create",
+  original: null,
+};
+
+const field = (name) => byTestId(`field-${name}`);
+
+function clearFormErrors() {
+  for (const name of CUSTOMER_FIELDS) {
+    byTestId(`error-${name}`).textContent = "";
+    field(name).removeAttribute("aria-invalid");
+  }
+  setFormMessage("form-message", "");
+}
+
+function setFormMessage(testid, text, kind = "error") {
+  const box = byTestId(testid);
+  box.textContent = text;
+  box.dataset.kind = kind;
+  box.hidden = !text;
+}
+
+function homeOf(zip) {
+  for (const region of regions.byName.values()) {
+    if (region.zip_min <= zip && zip <= region.zip_max) return region;
+  }
+  return null;
+}
+
+function updateZipHint() {
+  const hint = byTestId("zip-home-hint");
+  const raw = field("customer_zip_code_prefix").value.trim();
+  hint.classList.remove("hint-warn");
+  if (!/^\d+$/.test(raw)) {
+    hint.textContent = "Decides the home region.";
+    return;
+  }
+  const region = homeOf(Number(raw));
+  if (region) {
+    const replicas = region.replicas?.length ? `, replica ${listText(region.replicas)}` : "";
+    hint.textContent = `Home ${region.name}${replicas}.`;
+  } else if (regions.byName.size) {
+    const all = [...regions.byName.values()];
+    const low = Math.min(...all.map((r) => r.zip_min));
+    const high = Math.max(...all.map((r) => r.zip_max));
+    hint.textContent = `Outside every region (${formatZip(low)}–${formatZip(high)}).`;
+    hint.classList.add("hint-warn");
+  }
+}
+
+function fillForm(item) {
+  for (const name of CUSTOMER_FIELDS) {
+    const value = item?.[name];
+    field(name).value = value === null || value === undefined ? "" : String(value);
+  }
+  updateZipHint();
+}
+
+/** Values as the API expects them; a zip that is not all digits is sent as typed, so the API
+ * explains what is wrong with it. */
+function readForm() {
+  const values = {};
+  for (const name of CUSTOMER_FIELDS) {
+    const raw = field(name).value.trim();
+    values[name] = name === "customer_zip_code_prefix" && /^\d+$/.test(raw) ? Number(raw) : raw;
+  }
+  return values;
+}
+
+function setEditorBusy(busy) {
+  const dialog = byTestId("customer-dialog");
+  dialog.setAttribute("aria-busy", String(busy));
+  byTestId("customer-save").disabled = busy;
+  byTestId("customer-delete").disabled = busy;
+}
+
+function openCreateDialog() {
+  editor.mode = "create";
+  editor.original = null;
+  byTestId("customer-form").reset();
+  clearFormErrors();
+  fillForm({ customer_id: randomHex(16), customer_unique_id: "" });
+  field("customer_id").readOnly = false;
+  byTestId("customer-dialog-title").textContent = "New customer";
+  byTestId("customer-meta").textContent = "The write is acknowledged by Kafka, then applied to the home region and its replica.";
+  byTestId("customer-save").textContent = "Create";
+  byTestId("customer-delete").hidden = true;
+  setEditorBusy(false);
+  byTestId("customer-dialog").showModal();
+  field("customer_unique_id").focus();
+}
+
+function describeItem(item) {
+  const served = item.fallback ? ` · read from replica ${item.served_by}` : "";
+  return `Home ${item.region} · version ${item.version}${served}`;
+}
+
+async function openEditDialog(item) {
+  editor.mode = "edit";
+  editor.original = item;
+  byTestId("customer-form").reset();
+  clearFormErrors();
+  fillForm(item);
+  field("customer_id").readOnly = true;
+  byTestId("customer-dialog-title").textContent = "Edit customer";
+  byTestId("customer-meta").textContent = describeItem(item);
+  byTestId("customer-save").textContent = "Save changes";
+  byTestId("customer-delete").hidden = false;
+  setEditorBusy(false);
+  byTestId("customer-dialog").showModal();
+  field("customer_city").focus();
+
+  // The row may be stale: edit against the latest version if it is there.
+  try {
+    const fresh = await api("GET", customerPath(item.customer_id));
+    if (editor.original !== item) return;
+    editor.original = fresh;
+    byTestId("customer-meta").textContent = describeItem(fresh);
+  } catch (err) {
+    if (editor.original !== item) return;
+    if (err.status === 404) {
+      setFormMessage("form-message", "This customer no longer exists.");
+      byTestId("customer-save").disabled = true;
+    }
+  }
+}
+
+function changedFields(values, original) {
+  const changes = {};
+  for (const name of EDITABLE_FIELDS) {
+    if (String(values[name]) !== String(original[name] ?? "")) changes[name] = values[name];
+  }
+  return changes;
+}
+
+function showWriteError(err, testidPrefix = "error-", messageBox = "form-message") {
+  if (err.status === 422) {
+    const unplaced = [];
+    let first = null;
+    for (const [name, messages] of err.fieldErrors()) {
+      if (!CUSTOMER_FIELDS.includes(name)) {
+        unplaced.push(...messages);
+        continue;
+      }
+      byTestId(`${testidPrefix}${name}`).textContent = messages.join(" ");
+      field(name).setAttribute("aria-invalid", "true");
+      first ??= field(name);
+    }
+    first?.focus();
+    setFormMessage(messageBox, unplaced.length ? unplaced.join(" ") : first ? "" : err.message);
+    return;
+  }
+  let text;
+  if (err.status === 409) text = `${err.message}: choose another id, or edit the existing customer.`;
+  else if (err.status === 404) text = `Not found: ${err.message}`;
+  else if (err.status === 503) text = `The write was not accepted, try again shortly: ${err.message}`;
+  else if (err.status === 0) text = err.message;
+  else text = `Error ${err.status}: ${err.message}`;
+  setFormMessage(messageBox, text);
+}
+
+function reportAccepted(verb, result) {
+  const where = result?.region ? ` in ${result.region}` : "";
+  if (result?.applied === false) {
+    toast(`${verb} ${result.customer_id}: accepted, not yet applied${where}; it will appear once replayed.`, "warn");
+  } else {
+    toast(`${verb} ${result?.customer_id ?? "customer"}${where}.`, "ok");
+  }
+}
+
+async function submitCustomer(event) {
+  event.preventDefault();
+  clearFormErrors();
+  const values = readForm();
+  let request;
+  if (editor.mode === "create") {
+    // Leave empty fields out so the API answers "Field required" for them.
+    const body = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== ""));
+    request = () =>
+      api("POST", "/v1/customers?wait=applied", { body, headers: { "If-None-Match": "*" } });
+  } else {
+    const changes = changedFields(values, editor.original);
+    if (!Object.keys(changes).length) {
+      setFormMessage("form-message", "Nothing changed.", "info");
+      return;
+    }
+    request = () => api("PATCH", `${customerPath(editor.original.customer_id)}?wait=applied`, { body: changes });
+  }
+
+  setEditorBusy(true);
+  try {
+    const result = await request();
+    byTestId("customer-dialog").close();
+    reportAccepted(editor.mode === "create" ? "Created" : "Updated", result);
+    await loadCustomers({ highlight: result?.customer_id });
+  } catch (err) {
+    showWriteError(err);
+  } finally {
+    setEditorBusy(false);
+  }
+}
+
+let pendingDelete = null;
+
+function confirmDelete(item) {
+  pendingDelete = item;
+  byTestId("confirm-text").textContent =
+    `Delete customer ${item.customer_id} (${item.customer_city}, ${item.customer_state})? ` +
+    `A tombstone is written to ${item.region} and its replica; this cannot be undone.`;
+  setFormMessage("confirm-message", "");
+  byTestId("confirm-yes").disabled = false;
+  byTestId("confirm-dialog").showModal();
+  byTestId("confirm-no").focus();
+}
+
+async function deleteConfirmed() {
+  const item = pendingDelete;
+  if (!item) return;
+  byTestId("confirm-yes").disabled = true;
+  try {
+    const result = await api("DELETE", `${customerPath(item.customer_id)}?wait=applied`);
+    pendingDelete = null;
+    byTestId("confirm-dialog").close();
+    const editorDialog = byTestId("customer-dialog");
+    if (editorDialog.open) editorDialog.close();
+    reportAccepted("Deleted", { customer_id: item.customer_id, ...result });
+    await loadCustomers();
+  } catch (err) {
+    showWriteError(err, "error-", "confirm-message");
+    byTestId("confirm-yes").disabled = false;
+  }
+}
+
+function wireEditor() {
+  byTestId("customer-form").addEventListener("submit", submitCustomer);
+  byTestId("customer-cancel").addEventListener("click", () => byTestId("customer-dialog").close());
+  byTestId("customer-delete").addEventListener("click", () => confirmDelete(editor.original));
+  field("customer_zip_code_prefix").addEventListener("input", updateZipHint);
+  for (const name of CUSTOMER_FIELDS) {
+    // Once the user edits a field, the API's old complaint about it no longer applies.
+    field(name).addEventListener("input", () => {
+      byTestId(`error-${name}`).textContent = "";
+      field(name).removeAttribute("aria-invalid");
+    });
+  }
+  byTestId("confirm-yes").addEventListener("click", deleteConfirmed);
+  byTestId("confirm-no").addEventListener("click", () => byTestId("confirm-dialog").close());
+  byTestId("confirm-dialog").addEventListener("close", () => {
+    pendingDelete = null;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function main() {
+  fillStateSelects();
+  wireCustomerList();
+  wireEditor();
+  loadRegions();
+  connectStream();
+  applyFilters();
+  document.documentElement.dataset.ready = "true";
+}
+
+main();

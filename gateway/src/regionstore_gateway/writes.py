@@ -1,0 +1,195 @@
+"""Turning accepted requests into versioned commands on the command topic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pymongo.errors import PyMongoError
+
+from regionstore_gateway.planning import delete_targets, upsert_targets
+from regionstore_gateway.repository import CustomerRepository, Lookup
+from regionstore_gateway.settings import GatewaySettings
+from regionstore_shared import metrics
+from regionstore_shared.clock import HybridClock
+from regionstore_shared.regions import ZipOutOfRangeError
+from regionstore_shared.schemas import (
+    Action,
+    Customer,
+    DeleteCustomer,
+    Role,
+    UpsertCustomer,
+    encode_command,
+)
+from regionstore_shared.status import NodeStatus, StatusBoard
+
+Command = UpsertCustomer | DeleteCustomer
+
+
+class KafkaUnavailableError(Exception):
+    """The command could not be acknowledged by Kafka; nothing was accepted."""
+
+
+class CustomerExistsError(Exception):
+    """A create-only write for a customer that exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An acknowledged command, and whether it was seen applied when asked to wait."""
+
+    command: Command
+    applied: bool
+
+
+class Writes:
+    """Validates placement, versions commands and publishes them with acks=all."""
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        producer: AIOKafkaProducer,
+        board: StatusBoard,
+        repository: CustomerRepository,
+        clock: HybridClock,
+    ) -> None:
+        self._settings = settings
+        self._producer = producer
+        self._board = board
+        self._repository = repository
+        self._clock = clock
+
+    @property
+    def repository(self) -> CustomerRepository:
+        """Where current state is read from."""
+        return self._repository
+
+    async def statuses(self) -> dict[str, NodeStatus]:
+        """Every region's status."""
+        return await self._board.all()
+
+    async def lookup(self, customer_ids: list[str]) -> Lookup:
+        """Where these customers live now, as far as the reachable regions tell."""
+        projection = {"_v": 1, "_home": 1, "_deleted": 1}
+        return await self._repository.lookup(customer_ids, await self.statuses(), projection)
+
+    def previously_in(self, lookup: Lookup, customer_id: str) -> tuple[str, ...]:
+        """The regions a customer may live in now; all of them when that cannot be known."""
+        regions = self._settings.region_map
+        found = lookup.newest.get(customer_id)
+        if found is not None:
+            self._clock.observe(found.version)
+            home = found.home
+            if not found.deleted and home is not None and home in regions:
+                return regions.placement_of_home(home)
+            return ()
+        if self._repository.covered(lookup.unreachable):
+            return ()
+        return regions.names
+
+    def upsert_command(self, customer: Customer, previously_in: Sequence[str]) -> UpsertCustomer:
+        """A versioned upsert; raises ZipOutOfRangeError for a zip no region takes."""
+        regions = self._settings.region_map
+        targets = upsert_targets(regions, customer.customer_zip_code_prefix, previously_in)
+        return UpsertCustomer(
+            command_id=uuid.uuid4(),
+            version=self._clock.now(),
+            issued_at_ms=time.time_ns() // 1_000_000,
+            targets=targets,
+            customer=customer,
+            home_region=regions.home_of(customer.customer_zip_code_prefix),
+        )
+
+    def delete_command(self, customer_id: str, lookup: Lookup) -> DeleteCustomer:
+        """A versioned tombstone for wherever the customer may be."""
+        found = lookup.newest.get(customer_id)
+        home = found.home if found is not None and not found.deleted else None
+        if found is not None:
+            self._clock.observe(found.version)
+        return DeleteCustomer(
+            command_id=uuid.uuid4(),
+            version=self._clock.now(),
+            issued_at_ms=time.time_ns() // 1_000_000,
+            targets=delete_targets(self._settings.region_map, home),
+            customer_id=customer_id,
+        )
+
+    async def upsert(self, customer: Customer, *, create_only: bool, wait: bool) -> Written:
+        """Publish one customer's new state."""
+        lookup = await self.lookup([customer.customer_id])
+        found = lookup.newest.get(customer.customer_id)
+        if create_only and found is not None and not found.deleted:
+            raise CustomerExistsError(customer.customer_id)
+        command = self.upsert_command(customer, self.previously_in(lookup, customer.customer_id))
+        await self.publish([command])
+        return Written(command, await self._wait(command) if wait else False)
+
+    async def delete(self, customer_id: str, *, wait: bool) -> Written:
+        """Publish a customer's deletion."""
+        command = self.delete_command(customer_id, await self.lookup([customer_id]))
+        await self.publish([command])
+        return Written(command, await self._wait(command) if wait else False)
+
+    async def publish(self, commands: Sequence[Command]) -> list[BaseException | None]:
+        """Produce commands and wait for Kafka's acknowledgement of each.
+
+        Returns one entry per command: None when acknowledged, else the error. Raises
+        KafkaUnavailableError when not a single command was acknowledged.
+        """
+        topic = self._settings.kafka.command_topic
+        timeout = self._settings.kafka.request_timeout_ms / 1000
+        try:
+            futures = [
+                await self._producer.send(topic, value=encode_command(c), key=c.key.encode())
+                for c in commands
+            ]
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), timeout
+            )
+        except (KafkaError, TimeoutError) as error:
+            metrics.KAFKA_ERRORS.labels(operation="produce").inc()
+            raise KafkaUnavailableError(
+                f"Kafka did not acknowledge the write: {error!r}"
+            ) from error
+        errors: list[BaseException | None] = [
+            r if isinstance(r, BaseException) else None for r in results
+        ]
+        if commands and all(e is not None for e in errors):
+            metrics.KAFKA_ERRORS.labels(operation="produce").inc()
+            raise KafkaUnavailableError(f"Kafka did not acknowledge the write: {errors[0]!r}")
+        return errors
+
+    async def _wait(self, command: Command) -> bool:
+        """Poll, bounded, until the command's first readable target holds its version."""
+        statuses = await self.statuses()
+        order = sorted(command.targets, key=lambda t: (t.role is not Role.HOME, t.action))
+        readable = [
+            t.region
+            for t in order
+            if statuses.get(t.region) is not NodeStatus.UNAVAILABLE
+            and (isinstance(command, DeleteCustomer) or t.action is Action.UPSERT)
+        ]
+        if not readable:
+            return False
+        region = readable[0]
+        deadline = time.monotonic() + self._settings.api.wait_applied_timeout_s
+        pause = 0.005
+        while True:
+            try:
+                if await self._repository.version_at_least(region, command.key, command.version):
+                    return True
+            except PyMongoError:
+                return False
+            if time.monotonic() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
+__all__ = ["CustomerExistsError", "KafkaUnavailableError", "Writes", "ZipOutOfRangeError"]

@@ -1,0 +1,3 @@
+from regionstore_recovery.main import main
+
+main()

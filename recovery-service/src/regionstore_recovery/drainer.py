@@ -1,0 +1,88 @@
+"""Replays one region's pending topic into the region, from its recovery group's offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge
+
+from regionstore_shared.apply import BatchApplier, Command, RegionUnavailableError
+from regionstore_shared.clients import kafka_consumer
+from regionstore_shared.pipeline import DeadLetters, run_batches
+from regionstore_shared.schemas import Target
+from regionstore_shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+DRAINED = Counter(
+    "regionstore_drained_messages_total", "Parked messages replayed into a region.", ["region"]
+)
+DRAINING = Gauge("regionstore_drain_active", "1 while a region's drainer runs.", ["region"])
+
+
+class TargetsIn:
+    """Selects a command's targets in one region, whatever their role."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def __call__(self, command: Command) -> Iterable[Target]:
+        return [target for target in command.targets if target.region == self.region]
+
+
+async def drain(
+    region: str,
+    *,
+    kafka: KafkaSettings,
+    applier: BatchApplier,
+    producer: AIOKafkaProducer,
+    stop: asyncio.Event,
+    retry_min_s: float,
+    retry_max_s: float,
+) -> None:
+    """Drain until ``stop``; a failed batch is not committed and is retried after a pause."""
+    group = kafka.recovery_group(region)
+    consumer = kafka_consumer(
+        kafka, kafka.pending_topic(region), group_id=group, client_id=f"recovery-{region}"
+    )
+    await consumer.start()
+    DRAINING.labels(region=region).set(1)
+    log.info("drain started", extra={"region": region, "group": group})
+    pause = retry_min_s
+
+    async def progressed(count: int) -> None:
+        nonlocal pause
+        pause = retry_min_s
+        DRAINED.labels(region=region).inc(count)
+
+    try:
+        while not stop.is_set():
+            try:
+                await run_batches(
+                    consumer,
+                    group=group,
+                    applier=applier,
+                    select=TargetsIn(region),
+                    dead_letters=DeadLetters(producer, kafka.deadletter_topic),
+                    stop=stop,
+                    role="recovery",
+                    on_batch=progressed,
+                )
+            except RegionUnavailableError as error:
+                log.warning(
+                    "drain paused",
+                    extra={"region": region, "reason": error.reason, "retry_s": pause},
+                )
+                await consumer.seek_to_committed()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await stop.wait()
+                pause = min(pause * 2, retry_max_s)
+    finally:
+        DRAINING.labels(region=region).set(0)
+        await consumer.stop()
+        log.info("drain stopped", extra={"region": region})

@@ -1,0 +1,108 @@
+"""Replays parked commands into regions that came back, woken by Redis keyspace events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+
+from aiokafka import AIOKafkaProducer
+from redis.exceptions import RedisError
+
+from regionstore_recovery.drainer import drain
+from regionstore_recovery.settings import RecoverySettings
+from regionstore_recovery.supervisor import DrainSupervisor
+from regionstore_shared.apply import BatchApplier, Suspicion
+from regionstore_shared.clients import kafka_producer, mongo_clients, redis_client
+from regionstore_shared.runtime import ServiceState, run_service
+from regionstore_shared.status import StatusBoard
+from regionstore_shared.status_events import StatusChanges
+from regionstore_shared.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+async def recover(settings: RecoverySettings, state: ServiceState) -> None:
+    """Reconcile drainers with the statuses on every change and every resync interval."""
+    name = settings.service_name
+    await ensure_topics(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = redis_client(settings.redis, name)
+        stack.push_async_callback(redis.aclose)
+        mongos = mongo_clients(settings, name)
+        for client in mongos.values():
+            stack.push_async_callback(client.close)
+        producer = kafka_producer(settings.kafka, name)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        board = StatusBoard(redis, settings.redis, settings.region_map.names)
+        applier = BatchApplier(
+            collections={
+                region: client[settings.store.database][settings.store.collection]
+                for region, client in mongos.items()
+            },
+            status=board,
+            suspicion=Suspicion(settings.store.suspect_for_s),
+            parker=None,
+            role="recovery",
+        )
+        supervisor = DrainSupervisor(
+            functools.partial(
+                _drain_region,
+                settings=settings,
+                applier=applier,
+                producer=producer,
+            )
+        )
+        stack.push_async_callback(supervisor.stop_all)
+        changes = StatusChanges(redis, board)
+        changes.start()
+        stack.push_async_callback(changes.stop)
+        seen = -1
+        while not state.stop.is_set():
+            try:
+                supervisor.reconcile(await board.all())
+                state.ready = True
+            except RedisError as error:
+                log.warning("statuses unreadable", extra={"error": str(error)})
+            state.details["draining"] = supervisor.draining
+            seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
+
+
+async def _next_change(
+    changes: StatusChanges, seen: int, within_s: float, stop: asyncio.Event
+) -> int:
+    waiter = asyncio.create_task(changes.wait(seen, within_s))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not waiter.done():
+        waiter.cancel()
+        return seen
+    return waiter.result()
+
+
+async def _drain_region(
+    region: str,
+    stop: asyncio.Event,
+    *,
+    settings: RecoverySettings,
+    applier: BatchApplier,
+    producer: AIOKafkaProducer,
+) -> None:
+    await drain(
+        region,
+        kafka=settings.kafka,
+        applier=applier,
+        producer=producer,
+        stop=stop,
+        retry_min_s=settings.retry_min_s,
+        retry_max_s=settings.retry_max_s,
+    )
+
+
+def main() -> None:
+    """Run recovery until SIGTERM."""
+    settings = RecoverySettings()
+    asyncio.run(run_service(settings, functools.partial(recover, settings)))

@@ -1,0 +1,24 @@
+"""Settings of the recovery service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from regionstore_shared.settings import CommonSettings, HttpSettings
+
+
+class RecoverySettings(CommonSettings):
+    """The shared sections plus how often statuses are re-read and how drains back off."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    service_name: str = "recovery"
+    http: HttpSettings = HttpSettings(port=8103)
+    resync_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    retry_min_s: Annotated[float, Field(gt=0)] = 0.5
+    retry_max_s: Annotated[float, Field(gt=0)] = 10.0

@@ -1,0 +1,3 @@
+from regionstore_replicator.main import main
+
+main()

@@ -1,0 +1,20 @@
+"""Applies customer commands to their replica regions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from regionstore_replicator.settings import ReplicatorSettings
+from regionstore_shared.runtime import ServiceState, run_service
+from regionstore_shared.schemas import Role
+from regionstore_shared.service import consume_commands
+
+
+def main() -> None:
+    """Run the replicator until SIGTERM."""
+    settings = ReplicatorSettings()
+
+    async def work(state: ServiceState) -> None:
+        await consume_commands(settings, role=Role.REPLICA, group_id=settings.group_id, state=state)
+
+    asyncio.run(run_service(settings, work))

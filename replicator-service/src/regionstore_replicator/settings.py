@@ -1,0 +1,19 @@
+"""Settings of the replicator service."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from regionstore_shared.settings import CommonSettings, HttpSettings
+
+
+class ReplicatorSettings(CommonSettings):
+    """The shared sections plus the replicator's consumer group."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    service_name: str = "replicator"
+    http: HttpSettings = HttpSettings(port=8102)
+    group_id: str = "regionstore.replicator"

@@ -1,0 +1,79 @@
+"""How many parked commands each region still has to replay."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from regionstore_shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class BacklogProbe:
+    """Reads end offsets of the pending topics and the recovery groups' committed offsets."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str) -> None:
+        self._settings = settings
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{client_id}-backlog",
+            request_timeout_ms=settings.request_timeout_ms,
+        )
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{client_id}-backlog",
+            enable_auto_commit=False,
+            request_timeout_ms=settings.request_timeout_ms,
+        )
+        self._partitions: dict[str, list[TopicPartition]] = {}
+
+    async def start(self) -> None:
+        """Connect both clients."""
+        await self._admin.start()
+        await self._offsets.start()
+
+    async def close(self) -> None:
+        """Disconnect both clients."""
+        await self._offsets.stop()
+        await self._admin.close()
+
+    async def backlog(self, regions: Iterable[str]) -> dict[str, int | None]:
+        """Parked-but-not-replayed commands per region; None where Kafka could not say."""
+        result: dict[str, int | None] = {}
+        for region in regions:
+            try:
+                result[region] = await self._one(region)
+            except KafkaError as error:
+                log.warning("backlog unavailable", extra={"region": region, "error": str(error)})
+                result[region] = None
+        return result
+
+    async def _one(self, region: str) -> int:
+        topic = self._settings.pending_topic(region)
+        tps = self._partitions.get(topic)
+        if tps is None:
+            described = await self._admin.describe_topics([topic])
+            tps = sorted(
+                TopicPartition(topic, p["partition"])
+                for t in described
+                if t["error_code"] == 0
+                for p in t["partitions"]
+            )
+            if not tps:
+                return 0
+            self._partitions[topic] = tps
+        ends = await self._offsets.end_offsets(tps)
+        committed = await self._admin.list_consumer_group_offsets(
+            self._settings.recovery_group(region), partitions=tps
+        )
+        total = 0
+        for tp in tps:
+            done = committed.get(tp)
+            start = done.offset if done is not None and done.offset >= 0 else 0
+            total += max(0, ends[tp] - start)
+        return total

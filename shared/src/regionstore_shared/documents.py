@@ -1,0 +1,60 @@
+"""How customers and tombstones are laid out in a regional store.
+
+``_id`` is the customer id. Bookkeeping fields start with ``_``: ``_v`` the version that wrote the
+document, ``_deleted`` for tombstones, ``_home`` the customer's home region (so a fan-out read takes
+each customer from one region only), ``_city_key``/``_state`` for accent- and case-free filters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from regionstore_shared.schemas import Customer, DeleteCustomer, UpsertCustomer, fold_text
+
+VERSION: Final = "_v"
+DELETED: Final = "_deleted"
+HOME: Final = "_home"
+CITY_KEY: Final = "_city_key"
+COMMAND_ID: Final = "_cmd"
+APPLIED_AT: Final = "_applied_at"
+
+CUSTOMER_FIELDS: Final = (
+    "customer_unique_id",
+    "customer_zip_code_prefix",
+    "customer_city",
+    "customer_state",
+)
+
+
+def live_document(command: UpsertCustomer) -> dict[str, Any]:
+    """The document an upsert leaves in a region that holds the customer."""
+    customer = command.customer
+    return {
+        "_id": customer.customer_id,
+        **customer.model_dump(include=set(CUSTOMER_FIELDS)),
+        CITY_KEY: fold_text(customer.customer_city),
+        HOME: command.home_region,
+        VERSION: command.version,
+        DELETED: False,
+        COMMAND_ID: str(command.command_id),
+        APPLIED_AT: datetime.now(UTC),
+    }
+
+
+def tombstone_document(command: UpsertCustomer | DeleteCustomer) -> dict[str, Any]:
+    """The document that marks a customer gone from a region, at the command's version."""
+    return {
+        "_id": command.key,
+        VERSION: command.version,
+        DELETED: True,
+        COMMAND_ID: str(command.command_id),
+        APPLIED_AT: datetime.now(UTC),
+    }
+
+
+def customer_from_document(document: dict[str, Any]) -> Customer:
+    """The customer a live document holds."""
+    return Customer(
+        customer_id=document["_id"], **{field: document[field] for field in CUSTOMER_FIELDS}
+    )

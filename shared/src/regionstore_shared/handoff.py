@@ -1,0 +1,31 @@
+"""The hint log: commands for a region that cannot take them wait in its pending topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from regionstore_shared.apply import Envelope
+from regionstore_shared.settings import KafkaSettings
+
+
+class KafkaParker:
+    """Parks commands in ``pending.<region>``; returns only once Kafka acknowledged all of them."""
+
+    def __init__(self, producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
+        self._producer = producer
+        self._settings = settings
+
+    async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
+        """Produce every envelope's original bytes to the region's pending topic."""
+        topic = self._settings.pending_topic(region)
+        headers = [("regionstore-park-reason", reason.encode())]
+        sent = [
+            await self._producer.send(
+                topic, value=envelope.raw, key=envelope.command.key.encode(), headers=headers
+            )
+            for envelope in envelopes
+        ]
+        await asyncio.gather(*sent)

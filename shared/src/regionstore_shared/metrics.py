@@ -1,0 +1,53 @@
+"""Prometheus metrics every service shares; names follow the Prometheus conventions."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+COMMANDS_APPLIED = Counter(
+    "regionstore_commands_applied_total",
+    "Command applications written to a regional store (stale ones included).",
+    ["region", "role"],
+)
+COMMANDS_STALE = Counter(
+    "regionstore_commands_stale_total",
+    "Command applications skipped because the store already held a newer version.",
+    ["region"],
+)
+COMMANDS_PARKED = Counter(
+    "regionstore_commands_parked_total",
+    "Commands parked in a region's pending topic because the region was unavailable.",
+    ["region", "reason"],
+)
+COMMANDS_DEADLETTERED = Counter(
+    "regionstore_commands_deadlettered_total",
+    "Messages that could never be applied, sent to the dead-letter topic.",
+    ["source_topic"],
+)
+STORE_ERRORS = Counter(
+    "regionstore_store_errors_total",
+    "Failed writes or reads against a regional store, by kind.",
+    ["region", "kind"],
+)
+KAFKA_ERRORS = Counter(
+    "regionstore_kafka_errors_total",
+    "Kafka operations that failed, by operation.",
+    ["operation"],
+)
+BATCH_SECONDS = Histogram(
+    "regionstore_batch_apply_seconds",
+    "Time to apply or park one consumed batch.",
+    ["role"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+APPLY_LAG_SECONDS = Histogram(
+    "regionstore_apply_lag_seconds",
+    "Time from a command's acceptance at the gateway to its application in a region.",
+    ["role"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONSUMER_LAG = Gauge(
+    "regionstore_consumer_lag_messages",
+    "Messages between a consumer's position and the end of its partition.",
+    ["group", "topic", "partition"],
+)

@@ -1,0 +1,99 @@
+"""How a background service runs: its work, a small HTTP listener for health and metrics, and a
+clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from regionstore_shared.logs import configure_logging
+from regionstore_shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    """What the work shares with the health endpoints."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: bool = False
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class _QuietServer(uvicorn.Server):
+    # The service owns SIGTERM so it can stop its work before the listener goes away.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _health_app(state: ServiceState) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        body = {"ready": state.ready, **state.details}
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Mount("/metrics", app=make_asgi_app()),
+        ]
+    )
+
+
+async def run_service(
+    settings: CommonSettings, work: Callable[[ServiceState], Coroutine[Any, Any, None]]
+) -> None:
+    """Run ``work`` until it returns or SIGTERM/SIGINT arrives, serving health and metrics."""
+    configure_logging(settings.service_name, settings.log_level)
+    state = ServiceState()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, state.stop.set)
+    server = _QuietServer(
+        uvicorn.Config(
+            _health_app(state),
+            host=settings.http.host,
+            port=settings.http.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    listener = asyncio.create_task(server.serve(), name="health-listener")
+    worker = asyncio.create_task(work(state), name="work")
+    stopper = asyncio.create_task(state.stop.wait(), name="stop-signal")
+    log.info("service starting", extra={"port": settings.http.port})
+    try:
+        done, _ = await asyncio.wait(
+            {worker, stopper, listener}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if listener in done and not state.stop.is_set():
+            listener.result()
+            raise RuntimeError(f"health listener on port {settings.http.port} stopped")
+        state.stop.set()
+        await worker
+    finally:
+        state.ready = False
+        for task in (worker, stopper):
+            task.cancel()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        log.info("service stopped")

@@ -1,0 +1,177 @@
+"""Customer records and the commands that change them, as they travel through Kafka.
+
+Commands are imperative (``UpsertCustomer``, ``DeleteCustomer``) and carry everything an apply
+needs: the version that orders them and the explicit list of regions they touch, so no consumer
+has to re-derive placement from configuration that might differ from the gateway's.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+)
+
+UF_CODES: tuple[str, ...] = (
+    "AC", "AL", "AM", "AP", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT", "PA",
+    "PB", "PE", "PI", "PR", "RJ", "RN", "RO", "RR", "RS", "SC", "SE", "SP", "TO",
+)  # fmt: skip
+
+CustomerId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Opaque id: 1-64 letters, digits, '_' or '-' (Olist uses 32 hex chars).",
+        examples=["06b8999e2fba1a1fbc88172c00ba8bc7"],
+    ),
+]
+Version = Annotated[int, Field(ge=1, lt=2**63, description="Hybrid logical clock value.")]
+
+
+def fold_text(text: str) -> str:
+    """Case- and accent-insensitive key of a text: 'São Paulo' and 'sao  PAULO' fold alike."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())
+
+
+def _lowercase_hex(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _known_state(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    code = value.strip().upper()
+    if code not in UF_CODES:
+        raise ValueError(f"must be one of the 27 Brazilian UF codes ({', '.join(UF_CODES)})")
+    return code
+
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+UniqueId = Annotated[
+    str,
+    BeforeValidator(_lowercase_hex),
+    Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="The person behind one or more customer ids: 32 hex characters.",
+        examples=["861eff4711a542e4b93843c6dd7febb0"],
+    ),
+]
+ZipPrefix = Annotated[
+    int, Field(ge=0, le=99999, strict=True, description="First five digits of the zip code.")
+]
+City = Annotated[
+    str,
+    Field(min_length=1, max_length=100, examples=["franca"]),
+    AfterValidator(_printable),
+]
+StateCode = Annotated[
+    str,
+    BeforeValidator(_known_state),
+    Field(min_length=2, max_length=2, description="Brazilian UF code, e.g. SP."),
+]
+
+
+class Customer(BaseModel):
+    """A customer as the Olist data set describes one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    customer_id: CustomerId
+    customer_unique_id: UniqueId
+    customer_zip_code_prefix: ZipPrefix
+    customer_city: City
+    customer_state: StateCode
+
+
+class Role(StrEnum):
+    """Why a region receives a command: it is the customer's home, or holds a replica."""
+
+    HOME = "home"
+    REPLICA = "replica"
+
+
+class Action(StrEnum):
+    """What a region does with a command."""
+
+    UPSERT = "upsert"
+    TOMBSTONE = "tombstone"
+
+
+class Target(BaseModel):
+    """One region a command must reach."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: str
+    role: Role
+    action: Action
+
+
+class _CommandBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    command_id: UUID = Field(description="Unique per accepted write; follows it through logs.")
+    version: Version
+    issued_at_ms: int = Field(ge=0, description="Gateway wall clock when accepted (ms).")
+    targets: tuple[Target, ...] = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        """Kafka key: one customer's commands share a partition and so stay in order."""
+        raise NotImplementedError
+
+
+class UpsertCustomer(_CommandBase):
+    """Make ``customer`` the current state at ``version``; tombstone it where it no longer lives."""
+
+    kind: Literal["upsert"] = "upsert"
+    customer: Customer
+    home_region: str
+
+    @property
+    def key(self) -> str:
+        return self.customer.customer_id
+
+
+class DeleteCustomer(_CommandBase):
+    """Replace the customer by a tombstone at ``version`` in every target region."""
+
+    kind: Literal["delete"] = "delete"
+    customer_id: CustomerId
+
+    @property
+    def key(self) -> str:
+        return self.customer_id
+
+
+Command = Annotated[UpsertCustomer | DeleteCustomer, Field(discriminator="kind")]
+COMMAND_ADAPTER: TypeAdapter[UpsertCustomer | DeleteCustomer] = TypeAdapter(Command)
+
+
+def decode_command(raw: bytes) -> UpsertCustomer | DeleteCustomer:
+    """Decode a command from Kafka; raises pydantic.ValidationError on anything malformed."""
+    return COMMAND_ADAPTER.validate_json(raw)
+
+
+def encode_command(command: UpsertCustomer | DeleteCustomer) -> bytes:
+    """Encode a command for Kafka."""
+    return command.model_dump_json().encode()

@@ -1,0 +1,80 @@
+"""A command consumer service: the clients it opens and the loop it runs, for one role."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from regionstore_shared.apply import BatchApplier, Command, Suspicion
+from regionstore_shared.clients import kafka_consumer, kafka_producer, mongo_clients, redis_client
+from regionstore_shared.handoff import KafkaParker
+from regionstore_shared.indexes import ensure_indexes
+from regionstore_shared.pipeline import DeadLetters, run_batches
+from regionstore_shared.runtime import ServiceState
+from regionstore_shared.schemas import Role, Target
+from regionstore_shared.settings import CommonSettings
+from regionstore_shared.status import StatusBoard
+from regionstore_shared.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def targets_with_role(role: Role) -> TargetsWithRole:
+    """A selector of the targets a consumer of this role applies."""
+    return TargetsWithRole(role)
+
+
+class TargetsWithRole:
+    """Selects a command's targets of one role."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    def __call__(self, command: Command) -> Iterable[Target]:
+        return [target for target in command.targets if target.role is self.role]
+
+
+async def consume_commands(
+    settings: CommonSettings, *, role: Role, group_id: str, state: ServiceState
+) -> None:
+    """Apply the command topic to the regions of ``role`` until asked to stop."""
+    name = settings.service_name
+    await ensure_topics(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = redis_client(settings.redis, name)
+        stack.push_async_callback(redis.aclose)
+        mongos = mongo_clients(settings, name)
+        for client in mongos.values():
+            stack.push_async_callback(client.close)
+        collections = {
+            region: client[settings.store.database][settings.store.collection]
+            for region, client in mongos.items()
+        }
+        state.details["indexes"] = await ensure_indexes(collections)
+        producer = kafka_producer(settings.kafka, name)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        consumer = kafka_consumer(
+            settings.kafka, settings.kafka.command_topic, group_id=group_id, client_id=name
+        )
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        applier = BatchApplier(
+            collections=collections,
+            status=StatusBoard(redis, settings.redis, settings.region_map.names),
+            suspicion=Suspicion(settings.store.suspect_for_s),
+            parker=KafkaParker(producer, settings.kafka),
+            role=role.value,
+        )
+        state.ready = True
+        log.info("consuming commands", extra={"group": group_id, "role": role.value})
+        await run_batches(
+            consumer,
+            group=group_id,
+            applier=applier,
+            select=targets_with_role(role),
+            dead_letters=DeadLetters(producer, settings.kafka.deadletter_topic),
+            stop=state.stop,
+            role=role.value,
+        )

@@ -1,0 +1,515 @@
+"""The one apply path: version-guarded writes, tombstones and parking, against small fakes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import pytest
+from pymongo import InsertOne, ReplaceOne
+from pymongo.errors import AutoReconnect, BulkWriteError, PyMongoError
+
+from regionstore_shared.apply import (
+    BatchApplier,
+    BatchResult,
+    Collection,
+    Envelope,
+    RegionResult,
+    RegionUnavailableError,
+    Suspicion,
+)
+from regionstore_shared.documents import (
+    CITY_KEY,
+    COMMAND_ID,
+    DELETED,
+    HOME,
+    VERSION,
+    customer_from_document,
+)
+from regionstore_shared.schemas import (
+    Action,
+    Customer,
+    DeleteCustomer,
+    Role,
+    Target,
+    UpsertCustomer,
+    encode_command,
+)
+from regionstore_shared.status import NodeStatus
+
+Document = dict[str, Any]
+Op = InsertOne[Document] | ReplaceOne[Document]
+CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
+
+
+def duplicate_key(index: int) -> dict[str, Any]:
+    return {"index": index, "code": 11000, "errmsg": "E11000 duplicate key error"}
+
+
+class FakeCollection:
+    """A regional store in a dict: InsertOne fails on an existing _id, ReplaceOne never upserts."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Document] = {}
+        self.finds = 0
+        self.writes: list[tuple[list[Op], bool]] = []
+        self.fail_with: PyMongoError | None = None
+        self.before_write: Callable[[FakeCollection], None] | None = None
+        self.always_duplicate = False
+
+    def find(self, query: Document, projection: Mapping[str, int]) -> AsyncIterator[Document]:
+        self.finds += 1
+        ids: list[str] = query["_id"]["$in"]
+
+        async def cursor() -> AsyncIterator[Document]:
+            if self.fail_with is not None:
+                raise self.fail_with
+            for customer_id in ids:
+                doc = self.docs.get(customer_id)
+                if doc is not None:
+                    yield {k: v for k, v in doc.items() if k == "_id" or k in projection}
+
+        return cursor()
+
+    async def bulk_write(self, ops: Sequence[Op], ordered: bool = True) -> None:
+        self.writes.append((list(ops), ordered))
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.before_write is not None:
+            hook, self.before_write = self.before_write, None
+            hook(self)
+        errors: list[dict[str, Any]] = []
+        for index, op in enumerate(ops):
+            if isinstance(op, InsertOne):
+                doc: Document = op._doc
+                if self.always_duplicate or doc["_id"] in self.docs:
+                    errors.append(duplicate_key(index))
+                    continue
+                self.docs[doc["_id"]] = dict(doc)
+            else:
+                assert not op._upsert, "a guarded replace must never upsert"
+                guard: Document = op._filter
+                held = self.docs.get(guard["_id"])
+                if held is not None and held[VERSION] < guard[VERSION]["$lt"]:
+                    self.docs[guard["_id"]] = dict(op._doc)
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": []})
+
+
+class FakeStatus:
+    def __init__(self, statuses: dict[str, NodeStatus] | None = None) -> None:
+        self.statuses = statuses or {}
+        self.reads = 0
+
+    async def all(self) -> dict[str, NodeStatus]:
+        self.reads += 1
+        return dict(self.statuses)
+
+
+class RecordingParker:
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, list[Envelope], str]] = []
+
+    async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
+        self.parked.append((region, list(envelopes), reason))
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def customer(city: str = "franca", zip_prefix: int = 14409) -> Customer:
+    return Customer(
+        customer_id=CUSTOMER,
+        customer_unique_id="861eff4711a542e4b93843c6dd7febb0",
+        customer_zip_code_prefix=zip_prefix,
+        customer_city=city,
+        customer_state="SP",
+    )
+
+
+HOME_1 = Target(region="region_1", role=Role.HOME, action=Action.UPSERT)
+REPLICA_3 = Target(region="region_3", role=Role.REPLICA, action=Action.UPSERT)
+
+
+def upsert(
+    version: int, city: str = "franca", targets: Iterable[Target] = (HOME_1, REPLICA_3)
+) -> Envelope:
+    command = UpsertCustomer(
+        command_id=uuid.uuid4(),
+        version=version,
+        issued_at_ms=1_700_000_000_000,
+        targets=tuple(targets),
+        customer=customer(city),
+        home_region="region_1",
+    )
+    return Envelope(command, encode_command(command))
+
+
+def delete(version: int, regions: Iterable[str] = ("region_1", "region_3")) -> Envelope:
+    command = DeleteCustomer(
+        command_id=uuid.uuid4(),
+        version=version,
+        issued_at_ms=1_700_000_000_000,
+        targets=tuple(
+            Target(region=r, role=Role.HOME if i == 0 else Role.REPLICA, action=Action.TOMBSTONE)
+            for i, r in enumerate(regions)
+        ),
+        customer_id=CUSTOMER,
+    )
+    return Envelope(command, encode_command(command))
+
+
+def every_target(command: UpsertCustomer | DeleteCustomer) -> Iterable[Target]:
+    return command.targets
+
+
+def home_only(command: UpsertCustomer | DeleteCustomer) -> Iterable[Target]:
+    return [t for t in command.targets if t.role is Role.HOME]
+
+
+class Harness:
+    """One applier over three fake regions, with its status, parker and suspicion clock."""
+
+    def __init__(self, *, parker: bool = True, hold_s: float = 3.0) -> None:
+        self.stores = {name: FakeCollection() for name in ("region_1", "region_2", "region_3")}
+        self.status = FakeStatus()
+        self.parker = RecordingParker()
+        self.time = FakeTime()
+        self.suspicion = Suspicion(hold_s, clock=self.time)
+        self.applier = BatchApplier(
+            collections=cast("Mapping[str, Collection]", self.stores),
+            status=self.status,
+            suspicion=self.suspicion,
+            parker=self.parker if parker else None,
+            role="writer",
+        )
+
+    async def apply(
+        self,
+        *envelopes: Envelope,
+        select: Callable[[UpsertCustomer | DeleteCustomer], Iterable[Target]] = every_target,
+    ) -> BatchResult:
+        return await self.applier.apply(list(envelopes), select)
+
+    def doc(self, region: str = "region_1") -> Document:
+        return self.stores[region].docs[CUSTOMER]
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+class TestVersionGuard:
+    async def test_a_new_customer_is_inserted_in_every_selected_region(
+        self, harness: Harness
+    ) -> None:
+        envelope = upsert(5, city="São Paulo")
+        result = await harness.apply(envelope)
+        assert result.regions == {
+            "region_1": RegionResult(written=1),
+            "region_3": RegionResult(written=1),
+        }
+        doc = harness.doc("region_1")
+        assert customer_from_document(doc) == customer("São Paulo")
+        assert (doc[VERSION], doc[DELETED], doc[HOME], doc[CITY_KEY]) == (
+            5,
+            False,
+            "region_1",
+            "sao paulo",
+        )
+        assert doc[COMMAND_ID] == str(envelope.command.command_id)
+        assert harness.doc("region_3")[VERSION] == 5
+        assert CUSTOMER not in harness.stores["region_2"].docs
+
+    async def test_only_the_selected_targets_are_written(self, harness: Harness) -> None:
+        await harness.apply(upsert(5), select=home_only)
+        assert CUSTOMER in harness.stores["region_1"].docs
+        assert harness.stores["region_3"].finds == 0
+
+    @pytest.mark.parametrize("order", [(1, 2, 3), (3, 2, 1), (2, 3, 1), (1, 3, 2)])
+    async def test_newest_version_wins_within_a_batch(
+        self, harness: Harness, order: tuple[int, ...]
+    ) -> None:
+        await harness.apply(*(upsert(v, city=f"city {v}") for v in order), select=home_only)
+        assert harness.doc()[VERSION] == 3
+        assert harness.doc()["customer_city"] == "city 3"
+        ops, _ = harness.stores["region_1"].writes[0]
+        assert len(ops) == 1
+
+    async def test_newest_version_wins_across_batches(self, harness: Harness) -> None:
+        await harness.apply(upsert(3, city="new"), select=home_only)
+        result = await harness.apply(upsert(2, city="old"), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=0, stale=1)
+        assert (harness.doc()[VERSION], harness.doc()["customer_city"]) == (3, "new")
+
+    async def test_a_newer_batch_replaces_under_a_version_guard(self, harness: Harness) -> None:
+        await harness.apply(upsert(2, city="old"), select=home_only)
+        result = await harness.apply(upsert(3, city="new"), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=1)
+        assert (harness.doc()[VERSION], harness.doc()["customer_city"]) == (3, "new")
+        ops, ordered = harness.stores["region_1"].writes[-1]
+        assert ordered is False
+        (op,) = ops
+        assert isinstance(op, ReplaceOne)
+        assert op._filter == {"_id": CUSTOMER, VERSION: {"$lt": 3}}
+
+    async def test_applying_the_same_command_twice_changes_nothing(self, harness: Harness) -> None:
+        envelope = upsert(4)
+        await harness.apply(envelope)
+        before = dict(harness.doc())
+        result = await harness.apply(envelope)
+        assert result.written == 0
+        assert result.regions["region_1"].stale == 1
+        assert harness.doc() == before
+        assert len(harness.stores["region_1"].writes) == 1  # the stale one wrote nothing
+
+    async def test_one_bulk_write_per_region_for_many_customers(self, harness: Harness) -> None:
+        envelopes = []
+        for i in range(5):
+            command = upsert(10 + i).command
+            assert isinstance(command, UpsertCustomer)
+            renamed = command.model_copy(
+                update={"customer": command.customer.model_copy(update={"customer_id": f"c{i}"})}
+            )
+            envelopes.append(Envelope(renamed, encode_command(renamed)))
+        result = await harness.apply(*envelopes)
+        assert result.written == 10
+        for region in ("region_1", "region_3"):
+            assert len(harness.stores[region].writes) == 1
+            assert set(harness.stores[region].docs) == {f"c{i}" for i in range(5)}
+
+    async def test_an_empty_selection_reads_no_status(self, harness: Harness) -> None:
+        result = await harness.apply(upsert(1), select=lambda _: [])
+        assert result.regions == {}
+        assert harness.status.reads == 0
+
+
+class TestTombstones:
+    async def test_a_newer_delete_tombstones_a_live_record(self, harness: Harness) -> None:
+        await harness.apply(upsert(1))
+        await harness.apply(delete(2))
+        for region in ("region_1", "region_3"):
+            doc = harness.doc(region)
+            assert (doc[VERSION], doc[DELETED]) == (2, True)
+            assert "customer_city" not in doc
+
+    async def test_an_older_upsert_never_resurrects_a_tombstone(self, harness: Harness) -> None:
+        await harness.apply(upsert(1))
+        await harness.apply(delete(2))
+        result = await harness.apply(upsert(1))
+        assert result.regions["region_1"] == RegionResult(stale=1)
+        assert harness.doc()[DELETED] is True
+
+    async def test_a_delete_first_seen_leaves_a_tombstone(self, harness: Harness) -> None:
+        await harness.apply(delete(5))
+        result = await harness.apply(upsert(3))
+        assert result.regions["region_1"] == RegionResult(stale=1)
+        assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (5, True)
+
+    async def test_tombstone_and_older_upsert_in_one_batch(self, harness: Harness) -> None:
+        await harness.apply(upsert(3), delete(4), upsert(2))
+        assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (4, True)
+
+    async def test_a_newer_upsert_recreates_a_deleted_customer(self, harness: Harness) -> None:
+        await harness.apply(delete(5))
+        await harness.apply(upsert(6, city="back"))
+        assert (harness.doc()[DELETED], harness.doc()["customer_city"]) == (False, "back")
+
+    async def test_an_upsert_tombstones_the_region_it_moved_out_of(self, harness: Harness) -> None:
+        await harness.apply(upsert(1, targets=[HOME_1, REPLICA_3]))
+        moved = [
+            Target(region="region_2", role=Role.HOME, action=Action.UPSERT),
+            Target(region="region_1", role=Role.REPLICA, action=Action.UPSERT),
+            Target(region="region_3", role=Role.REPLICA, action=Action.TOMBSTONE),
+        ]
+        await harness.apply(upsert(2, targets=moved))
+        assert harness.doc("region_3")[DELETED] is True
+        assert harness.doc("region_3")[VERSION] == 2
+        assert harness.doc("region_2")[DELETED] is False
+        assert harness.doc("region_1")[DELETED] is False
+
+
+class TestConcurrentInsert:
+    async def test_an_older_concurrent_insert_is_replaced(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.before_write = lambda s: s.docs.update({CUSTOMER: {"_id": CUSTOMER, VERSION: 1}})
+        result = await harness.apply(upsert(7), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=1)
+        assert harness.doc()[VERSION] == 7
+        assert [type(op) for ops, _ in store.writes for op in ops] == [InsertOne, ReplaceOne]
+        (replace,), _ = store.writes[1]
+        assert isinstance(replace, ReplaceOne)
+        assert replace._filter == {"_id": CUSTOMER, VERSION: {"$lt": 7}}
+
+    async def test_a_newer_concurrent_insert_makes_ours_stale(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.before_write = lambda s: s.docs.update({CUSTOMER: {"_id": CUSTOMER, VERSION: 9}})
+        result = await harness.apply(upsert(7), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=0, stale=1)
+        assert harness.doc()[VERSION] == 9
+        assert len(store.writes) == 1
+
+    async def test_only_the_raced_command_goes_round_again(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.before_write = lambda s: s.docs.update({CUSTOMER: {"_id": CUSTOMER, VERSION: 1}})
+        other = upsert(8).command
+        assert isinstance(other, UpsertCustomer)
+        other = other.model_copy(
+            update={"customer": other.customer.model_copy(update={"customer_id": "other"})}
+        )
+        await harness.apply(upsert(7), Envelope(other, b""), select=home_only)
+        assert [len(ops) for ops, _ in store.writes] == [2, 1]
+        assert store.docs["other"][VERSION] == 8
+        assert store.docs[CUSTOMER][VERSION] == 7
+
+    async def test_duplicates_that_never_settle_are_parked(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.always_duplicate = True
+        result = await harness.apply(upsert(7), select=home_only)
+        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
+        assert len(store.writes) == 5
+
+
+class TestParking:
+    async def test_a_region_marked_unavailable_is_parked_and_others_written(
+        self, harness: Harness
+    ) -> None:
+        harness.status.statuses = {"region_3": NodeStatus.UNAVAILABLE}
+        envelopes = [upsert(1), upsert(2)]
+        result = await harness.apply(*envelopes)
+        assert harness.doc("region_1")[VERSION] == 2
+        assert result.regions["region_3"] == RegionResult(
+            parked=1, parked_reason="marked_unavailable"
+        )
+        ((region, parked, reason),) = harness.parker.parked
+        assert (region, reason) == ("region_3", "marked_unavailable")
+        assert parked == [envelopes[1]]  # only the newest survives per customer
+        assert harness.stores["region_3"].finds == 0
+        assert harness.stores["region_3"].writes == []
+
+    async def test_parking_forwards_the_raw_bytes_unchanged(self, harness: Harness) -> None:
+        harness.status.statuses = {"region_1": NodeStatus.UNAVAILABLE}
+        envelope = upsert(1)
+        await harness.apply(envelope, select=home_only)
+        assert harness.parker.parked[0][1][0].raw == envelope.raw
+
+    async def test_an_available_status_is_written(self, harness: Harness) -> None:
+        harness.status.statuses = {"region_1": NodeStatus.AVAILABLE}
+        result = await harness.apply(upsert(1), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=1)
+
+    async def test_a_region_without_a_store_is_parked(self, harness: Harness) -> None:
+        target = Target(region="region_9", role=Role.HOME, action=Action.UPSERT)
+        result = await harness.apply(upsert(1, targets=[target]))
+        assert result.regions["region_9"].parked_reason == "unknown_region"
+
+    async def test_a_connection_error_parks_and_holds_the_region_suspect(
+        self, harness: Harness
+    ) -> None:
+        store = harness.stores["region_3"]
+        store.fail_with = AutoReconnect("connection refused")
+        first = await harness.apply(upsert(1))
+        assert first.regions["region_3"] == RegionResult(parked=1, parked_reason="write_failed")
+        assert first.regions["region_1"] == RegionResult(written=1)
+        assert harness.suspicion.is_suspect("region_3")
+
+        store.fail_with = None
+        finds, writes = store.finds, len(store.writes)
+        harness.time.now += 2.9
+        second = await harness.apply(upsert(2))
+        assert second.regions["region_3"] == RegionResult(parked=1, parked_reason="recent_failure")
+        assert (store.finds, len(store.writes)) == (finds, writes)
+        assert [reason for _, _, reason in harness.parker.parked] == [
+            "write_failed",
+            "recent_failure",
+        ]
+
+        harness.time.now += 0.2
+        third = await harness.apply(upsert(3))
+        assert third.regions["region_3"] == RegionResult(written=1)
+        assert harness.doc("region_3")[VERSION] == 3
+        assert not harness.suspicion.is_suspect("region_3")
+
+    async def test_a_failing_bulk_write_parks(self, harness: Harness) -> None:
+        harness.stores["region_1"].before_write = _raise(AutoReconnect("reset by peer"))
+        result = await harness.apply(upsert(1), select=home_only)
+        assert result.regions["region_1"].parked_reason == "write_failed"
+
+    async def test_a_bulk_write_error_other_than_duplicate_key_parks(
+        self, harness: Harness
+    ) -> None:
+        error = BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "validation"}]})
+        harness.stores["region_1"].before_write = _raise(error)
+        result = await harness.apply(upsert(1), select=home_only)
+        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
+        assert len(harness.stores["region_1"].writes) == 1
+
+    async def test_a_duplicate_key_with_a_write_concern_error_parks(self, harness: Harness) -> None:
+        error = BulkWriteError(
+            {
+                "writeErrors": [duplicate_key(0)],
+                "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication"}],
+            }
+        )
+        harness.stores["region_1"].before_write = _raise(error)
+        result = await harness.apply(upsert(1), select=home_only)
+        assert result.regions["region_1"].parked_reason == "write_failed"
+
+    async def test_batch_totals(self, harness: Harness) -> None:
+        harness.status.statuses = {"region_3": NodeStatus.UNAVAILABLE}
+        result = await harness.apply(upsert(1))
+        assert (result.written, result.parked) == (1, 1)
+
+
+class TestWithoutParker:
+    async def test_a_region_marked_unavailable_raises(self) -> None:
+        harness = Harness(parker=False)
+        harness.status.statuses = {"region_1": NodeStatus.UNAVAILABLE}
+        with pytest.raises(RegionUnavailableError) as caught:
+            await harness.apply(upsert(1), select=home_only)
+        assert (caught.value.region, caught.value.reason) == ("region_1", "marked_unavailable")
+        assert str(caught.value) == "region region_1 unavailable: marked_unavailable"
+
+    async def test_a_connection_error_raises(self) -> None:
+        harness = Harness(parker=False)
+        harness.stores["region_1"].fail_with = AutoReconnect("down")
+        with pytest.raises(RegionUnavailableError) as caught:
+            await harness.apply(upsert(1), select=home_only)
+        assert caught.value.reason == "write_failed"
+
+
+class TestSuspicion:
+    def test_holds_for_the_configured_time(self) -> None:
+        time = FakeTime()
+        suspicion = Suspicion(3.0, clock=time)
+        suspicion.suspect("region_1")
+        time.now += 2.999
+        assert suspicion.is_suspect("region_1")
+        time.now += 0.001
+        assert not suspicion.is_suspect("region_1")
+
+    def test_clear_forgets_a_failure(self) -> None:
+        suspicion = Suspicion(3.0, clock=FakeTime())
+        suspicion.suspect("region_1")
+        suspicion.clear("region_1")
+        assert not suspicion.is_suspect("region_1")
+
+    def test_other_regions_are_not_suspect(self) -> None:
+        suspicion = Suspicion(3.0, clock=FakeTime())
+        suspicion.suspect("region_1")
+        assert not suspicion.is_suspect("region_2")
+        suspicion.clear("region_2")  # clearing an unknown region is harmless
+
+
+def _raise(error: Exception) -> Callable[[FakeCollection], None]:
+    def hook(_: FakeCollection) -> None:
+        raise error
+
+    return hook

@@ -1,0 +1,116 @@
+"""Headless Chromium against the console the gateway serves at ``/``, on the running stack.
+
+Playwright's sync API marks its own event loop as running between calls for as long as it is
+started, which would stop pytest-asyncio from running any async test meanwhile. So Playwright
+and the browser live for one test module, never for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from console_pages import Console, CustomerFactory
+from playwright.sync_api import Browser, expect, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+# No first-run UI, no background traffic: the machine has no internet for browsers.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
+
+# Writes wait for the home region (?wait=applied), region flips travel through Redis and SSE:
+# a few seconds is normal on a busy machine, so be generous before calling something broken.
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(stack: Any) -> str:
+    """Where the stack's gateway answers."""
+    url = getattr(stack, "gateway_url", None) or os.environ.get(
+        "REGIONSTORE_GATEWAY_URL", DEFAULT_GATEWAY_URL
+    )
+    return str(url).rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(request: pytest.FixtureRequest) -> Path:
+    """test-artifacts/screenshots under the repository root (git-ignored)."""
+    path = request.config.rootpath / "test-artifacts" / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def api(gateway_url: str) -> Iterator[httpx.Client]:
+    """A plain HTTP client for setting up and checking what the UI did."""
+    with httpx.Client(base_url=gateway_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser(gateway_url: str) -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright (never `playwright install`)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def console(
+    browser: Browser, gateway_url: str, screenshot_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Console]:
+    """Console pages for one test; fails the test on any uncaught script error."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
+    opened = Console(browser, gateway_url, screenshot_dir, name)
+    try:
+        yield opened
+    finally:
+        opened.close()
+    assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
+
+
+@pytest.fixture
+def regions(api: httpx.Client, customers: CustomerFactory) -> Iterator[Callable[[str, str], None]]:
+    """Set a region's status through the API; every status is put back after the test.
+
+    Depends on ``customers`` so that regions are back before test customers are deleted.
+    """
+    before = {r["name"]: r["status"] for r in api.get("/v1/regions").json()["regions"]}
+
+    def set_status(region: str, status: str) -> None:
+        response = api.put(f"/v1/regions/{region}/status", json={"status": status})
+        assert response.status_code == 200, response.text
+
+    try:
+        yield set_status
+    finally:
+        for region, status in before.items():
+            set_status(region, status)
+
+
+@pytest.fixture
+def customers(api: httpx.Client) -> Iterator[CustomerFactory]:
+    """Customers made for one test, deleted after it."""
+    factory = CustomerFactory(api)
+    try:
+        yield factory
+    finally:
+        for customer_id in reversed(factory.made):
+            api.delete(f"/v1/customers/{customer_id}", params={"wait": "applied"})

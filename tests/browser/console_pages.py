@@ -1,0 +1,143 @@
+"""Page helpers for the console's browser tests: opening pages, finding things, filtering."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
+
+# Pages are laid out for a laptop screen.
+LAPTOP: ViewportSize = {"width": 1366, "height": 768}
+
+
+@dataclass
+class Console:
+    """Opens console pages, each in a fresh browser context, and photographs them."""
+
+    browser: Browser
+    url: str
+    screenshot_dir: Path
+    test_name: str
+    errors: list[str] = field(default_factory=list)
+    _contexts: list[BrowserContext] = field(default_factory=list)
+
+    def open(self) -> Page:
+        """A new page showing the console, with its region stream live."""
+        context = self.browser.new_context(viewport=LAPTOP, base_url=self.url)
+        self._contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"{error}"))
+        page.goto("/")
+        expect(page.get_by_test_id("connection-label")).to_have_text("live")
+        expect(page.locator("[data-testid^='region-card-']").first).to_be_visible()
+        expect(page.get_by_test_id("customers-table")).to_have_attribute("aria-busy", "false")
+        return page
+
+    def shot(self, page: Page, name: str) -> Path:
+        """Save a full-page screenshot as <test>-<name>.png."""
+        path = self.screenshot_dir / f"{self.test_name}-{name}.png"
+        page.screenshot(path=path, full_page=True, animations="disabled")
+        return path
+
+    def close(self) -> None:
+        """Close every context this console opened."""
+        for context in reversed(self._contexts):
+            context.close()
+
+
+class CustomerFactory:
+    """Creates customers through the API and remembers ids to delete, including UI-made ones."""
+
+    def __init__(self, api: httpx.Client) -> None:
+        self.api = api
+        self.made: list[str] = []
+
+    def body(self, **fields: Any) -> dict[str, Any]:
+        """A valid body with fresh ids; the id is registered for cleanup."""
+        data = {
+            "customer_id": uuid.uuid4().hex,
+            "customer_unique_id": uuid.uuid4().hex,
+            "customer_zip_code_prefix": 13560,
+            "customer_city": f"Teste {uuid.uuid4().hex[:8]}",
+            "customer_state": "SP",
+            **fields,
+        }
+        self.made.append(data["customer_id"])
+        return data
+
+    def create(self, **fields: Any) -> dict[str, Any]:
+        """Create a customer and wait until its home region holds it."""
+        data = self.body(**fields)
+        response = self.api.post("/v1/customers", params={"wait": "applied"}, json=data)
+        assert response.status_code == 202, response.text
+        assert response.json()["applied"], response.text
+        return data
+
+
+def region_card(page: Page, region: str) -> Locator:
+    """The card of one region."""
+    return page.get_by_test_id(f"region-card-{region}")
+
+
+def region_switch(page: Page, region: str) -> Locator:
+    """A region's switch, found the way a screen reader user would: by role and label."""
+    return page.get_by_role("switch", name=f"{region} Available")
+
+
+def filter_customers(page: Page, **filters: str) -> None:
+    """Fill the filter form (zip_min, zip_max, city, state, region, limit) and apply it."""
+    form = page.get_by_test_id("filter-form")
+    form.get_by_role("button", name="Reset").click()
+    for name, value in filters.items():
+        control = page.get_by_test_id(f"filter-{name}")
+        if name in {"state", "region", "limit"}:
+            control.select_option(value)
+        else:
+            control.fill(value)
+    form.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("customers-table")).to_have_attribute("aria-busy", "false")
+
+
+def customer_row(page: Page, customer_id: str) -> Locator:
+    """The table row of one customer."""
+    return page.locator(f"tr[data-customer-id='{customer_id}']")
+
+
+def customer_dialog(page: Page) -> Locator:
+    """The create/edit dialog."""
+    return page.get_by_test_id("customer-dialog")
+
+
+def open_new_customer(page: Page) -> Locator:
+    """Open the empty create form and return its dialog."""
+    page.get_by_role("button", name="New customer").click()
+    dialog = customer_dialog(page)
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading", name="New customer")).to_be_visible()
+    return dialog
+
+
+def fill_customer_form(dialog: Locator, data: dict[str, Any]) -> None:
+    """Type a customer into the form, field by field, by label."""
+    dialog.get_by_label("Customer id").fill(str(data["customer_id"]))
+    dialog.get_by_label("Unique id").fill(str(data["customer_unique_id"]))
+    dialog.get_by_label("Zip prefix").fill(str(data["customer_zip_code_prefix"]))
+    dialog.get_by_label("City").fill(str(data["customer_city"]))
+    dialog.get_by_label("State").select_option(str(data["customer_state"]))
+
+
+def api_field_error(api: httpx.Client, body: dict[str, Any], field_name: str) -> str:
+    """What the API itself says about one field of an invalid body, as the console shows it."""
+    response = api.post("/v1/customers", json=body)
+    assert response.status_code == 422, response.text
+    messages = [
+        error["msg"].removeprefix("Value error, ")
+        for error in response.json()["detail"]
+        if error["loc"][-1] == field_name
+    ]
+    assert messages, response.text
+    return " ".join(messages)

@@ -1,0 +1,108 @@
+"""Real faults on the real stack: stopped stores, killed consumers, a restarted broker.
+
+Every acknowledged write must end exactly once in its home and replica regions: the audit
+counts lost, duplicated, stale and resurrected customers, and all must be zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from tests.regionstore_env import Env, customer, env
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+__all__ = ["env"]
+
+
+async def _post_all(env: Env, bodies: list[dict[str, Any]], concurrency: int = 16) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(body: dict[str, Any]) -> None:
+        async with gate:
+            await env.write("POST", "/v1/customers", json=body)
+
+    await asyncio.gather(*(one(body) for body in bodies))
+
+
+async def _batch(env: Env, bodies: list[dict[str, Any]]) -> None:
+    response = await env.http.post(
+        "/v1/customers:batch", json={"items": [{"customer": b} for b in bodies]}
+    )
+    assert response.status_code == 202, response.text
+    for result in response.json()["results"]:
+        assert result["status"] == "accepted", result
+        env.remember(result)
+
+
+async def test_a_stopped_store_parks_writes_until_it_returns(env: Env, stack: Any) -> None:
+    await stack.stop("region_2")
+    try:
+        homed_there = [customer(zip_prefix=45000, state="BA", city="salvador") for _ in range(150)]
+        replicated_there = [
+            customer(zip_prefix=75000, state="GO", city="goiania") for _ in range(50)
+        ]
+        elsewhere = [customer(zip_prefix=1310) for _ in range(50)]
+        await _post_all(env, homed_there + replicated_there + elsewhere)
+        parked = await env.wait_pending("region_2", at_least=200)
+        assert parked >= 200
+        settled_elsewhere = await env.settle(
+            [env.finals[c["customer_id"]] for c in elsewhere], within_s=60
+        )
+        assert settled_elsewhere.clean, settled_elsewhere
+    finally:
+        await stack.start("region_2")
+    await env.set_status("region_2", "unavailable")
+    await env.set_status("region_2", "available")
+    report = await env.settle()
+    assert report.checked == 250
+    assert report.clean, report
+    assert (await env.pending())["region_2"] == 0
+
+
+async def test_killing_writer_and_replicator_mid_batch_loses_and_duplicates_nothing(
+    env: Env, stack: Any
+) -> None:
+    batches = [
+        [customer(zip_prefix=z) for z in range(1000 + i * 300, 1000 + i * 300 + 300)]
+        + [customer(zip_prefix=40000 + z, state="BA", city="feira de santana") for z in range(300)]
+        for i in range(6)
+    ]
+    writer_pid = await stack.pid("writer")
+    replicator_pid = await stack.pid("replicator")
+    await _batch(env, batches[0])
+    await _batch(env, batches[1])
+    await stack.kill("writer", signal.SIGKILL)
+    await _batch(env, batches[2])
+    await _batch(env, batches[3])
+    await stack.kill("replicator", signal.SIGKILL)
+    await _batch(env, batches[4])
+    await _batch(env, batches[5])
+    await stack.wait_ready("writer")
+    await stack.wait_ready("replicator")
+    assert await stack.pid("writer") != writer_pid
+    assert await stack.pid("replicator") != replicator_pid
+    report = await env.settle(within_s=180)
+    assert report.checked == 3600
+    assert report.clean, report
+
+
+async def test_a_broker_restart_answers_503_then_recovers(env: Env, stack: Any) -> None:
+    before = customer()
+    await env.write("POST", "/v1/customers", json=before)
+    await stack.stop("kafka")
+    try:
+        refused = await env.http.post("/v1/customers", json=customer())
+        assert refused.status_code == 503
+        assert "Kafka" in refused.json()["detail"]
+    finally:
+        await stack.start("kafka")
+    for name in ("gateway", "writer", "replicator", "recovery"):
+        await stack.wait_ready(name)
+    after = [customer(zip_prefix=z) for z in (1500, 45000, 80000)]
+    await _post_all(env, after)
+    report = await env.settle(within_s=180)
+    assert report.clean, report

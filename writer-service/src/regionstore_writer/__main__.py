@@ -1,0 +1,3 @@
+from regionstore_writer.main import main
+
+main()

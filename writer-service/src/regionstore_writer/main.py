@@ -1,0 +1,20 @@
+"""Applies customer commands to their home region."""
+
+from __future__ import annotations
+
+import asyncio
+
+from regionstore_shared.runtime import ServiceState, run_service
+from regionstore_shared.schemas import Role
+from regionstore_shared.service import consume_commands
+from regionstore_writer.settings import WriterSettings
+
+
+def main() -> None:
+    """Run the writer until SIGTERM."""
+    settings = WriterSettings()
+
+    async def work(state: ServiceState) -> None:
+        await consume_commands(settings, role=Role.HOME, group_id=settings.group_id, state=state)
+
+    asyncio.run(run_service(settings, work))
