@@ -51,7 +51,7 @@ class TestRegionCards:
         page = console.open()
         for region in api.get("/v1/regions").json()["regions"]:
             card = region_card(page, region["name"])
-            zip_range = f"{region['zip_min']:05d} – {region['zip_max']:05d}"
+            zip_range = f"{region['zip_min']:05d} \N{EN DASH} {region['zip_max']:05d}"
             expect(card.get_by_test_id("region-zip")).to_have_text(zip_range)
             expect(card.get_by_test_id("region-replicas")).to_have_text(
                 ", ".join(region["replicas"])

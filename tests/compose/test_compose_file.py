@@ -343,7 +343,7 @@ class TestKafka:
         advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
 
         assert "PLAINTEXT://kafka:9092" in advertised
-        assert "EXTERNAL://localhost:9094" in advertised
+        assert "EXTERNAL://127.0.0.1:9094" in advertised
         assert published(kafka)[9094] == ("127.0.0.1", 9094)
 
     def test_keeps_its_log_in_a_named_volume(self, services: dict[str, Service]) -> None:
@@ -429,6 +429,10 @@ class TestAppServices:
 class TestHostTestSettings:
     """deploy/compose.test.env points the integration tests at what compose publishes."""
 
+    def test_marks_the_stack_as_external(self) -> None:
+        # tests/stack.py then leaves the deployment's processes alone.
+        assert read_env_file(TEST_ENV_FILE)["REGIONSTORE_STACK"] == "external"
+
     def test_kafka_is_the_external_listener(self, services: dict[str, Service]) -> None:
         env = read_env_file(TEST_ENV_FILE)
         host, _, port = env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"].partition(":")
@@ -466,7 +470,7 @@ class TestHostTestSettings:
         env = read_env_file(TEST_ENV_FILE)
         _, port = APP_SERVICES[name]
 
-        assert env[f"REGIONSTORE_TEST_{name.upper()}_URL"] == f"http://127.0.0.1:{port}"
+        assert env[f"REGIONSTORE_{name.upper()}_URL"] == f"http://127.0.0.1:{port}"
 
 
 class TestImage:

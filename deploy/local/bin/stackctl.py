@@ -202,7 +202,9 @@ def wait_ready(timeout: float) -> None:
         time.sleep(0.5)
 
 
-def not_ready(proc: dict[str, object], why: str, others: list[dict[str, object]] = ()) -> None:  # type: ignore[assignment]
+def not_ready(
+    proc: dict[str, object], why: str, others: list[dict[str, object]] | None = None
+) -> None:
     name = proc["name"]
     also = f" (also waiting: {', '.join(str(p['name']) for p in others)})" if others else ""
     fail(
@@ -266,12 +268,10 @@ def status() -> None:
     for proc in processes():
         pid = int(str(proc["pid"]))
         ready = "ready" if is_ready(proc) else "-" if proc["status"] == "Disabled" else "not ready"
-        print(
-            row.format(
-                str(proc["name"]), str(proc["status"]), ready, pid or "-",
-                port_of(str(proc["name"])), str(proc["restarts"]), rss_mib(pid) if pid else "-",
-            )  # fmt: skip
-        )
+        name = str(proc["name"])
+        rss = rss_mib(pid) if pid else "-"
+        cells = (name, proc["status"], ready, pid or "-", port_of(name), proc["restarts"], rss)
+        print(row.format(*map(str, cells)))
     print(f"process-compose API: {API}  logs: {LOG_DIR}/")
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 region="$1" port="$2"
-: "${RUN_DIR:?}" "${CACHE_DIR:?}"
+: "${RUN_DIR:?}"
 data="$RUN_DIR/stores/$region"
 mkdir -p "$data"
 
@@ -13,7 +13,7 @@ if [[ "${STORE_IMPL:-ferretdb}" == mongod ]]; then
     --wiredTigerCacheSizeGB 0.25 --quiet
 fi
 
-exec "$CACHE_DIR/bin/ferretdb" \
+exec "${FERRETDB:?}" \
   --handler=sqlite --sqlite-url="file:$data/" --state-dir="$data" \
   --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable \
   --log-level="${FERRETDB_LOG_LEVEL:-warn}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from fastapi import HTTPException
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,8 +20,15 @@ LATENCY = Histogram(
 )
 
 
-class _TooLargeError(Exception):
-    pass
+class _TooLargeError(HTTPException):
+    # An HTTPException, because FastAPI turns any other error raised while it reads the body
+    # into a 400.
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, detail=_too_large(max_bytes))
+
+
+def _too_large(max_bytes: int) -> list[dict[str, object]]:
+    return [{"loc": ["body"], "msg": f"request body over {max_bytes} bytes", "type": "too_large"}]
 
 
 class BodyLimit:
@@ -47,7 +55,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLargeError
+                    raise _TooLargeError(self.max_bytes)
             return message
 
         async def tracking(message: Message) -> None:

@@ -144,22 +144,20 @@ class Writes:
         """
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
+        pending: list[asyncio.Future[object] | BaseException] = []
+        for command in commands:
+            try:
+                value, key = encode_command(command), command.key.encode()
+                pending.append(await self._producer.send(topic, value=value, key=key))
+            except KafkaError as error:
+                pending.append(error)
+        futures = [p for p in pending if not isinstance(p, BaseException)]
         try:
-            futures = [
-                await self._producer.send(topic, value=encode_command(c), key=c.key.encode())
-                for c in commands
-            ]
-            results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), timeout
-            )
-        except (KafkaError, TimeoutError) as error:
-            metrics.KAFKA_ERRORS.labels(operation="produce").inc()
-            raise KafkaUnavailableError(
-                f"Kafka did not acknowledge the write: {error!r}"
-            ) from error
-        errors: list[BaseException | None] = [
-            r if isinstance(r, BaseException) else None for r in results
-        ]
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError:
+            pass
+        errors = [_outcome(p) for p in pending]
         if commands and all(e is not None for e in errors):
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
             raise KafkaUnavailableError(f"Kafka did not acknowledge the write: {errors[0]!r}")
@@ -190,6 +188,14 @@ class Writes:
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+
+def _outcome(sent: asyncio.Future[object] | BaseException) -> BaseException | None:
+    if isinstance(sent, BaseException):
+        return sent
+    if not sent.done():
+        return TimeoutError("no acknowledgement within the request timeout")
+    return sent.exception()
 
 
 __all__ = ["CustomerExistsError", "KafkaUnavailableError", "Writes", "ZipOutOfRangeError"]

@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 DRAINED = Counter(
     "regionstore_drained_messages_total", "Parked messages replayed into a region.", ["region"]
 )
+PENDING = Gauge(
+    "regionstore_pending_backlog_messages",
+    "Parked commands a region has not replayed yet (sampled at every resync).",
+    ["region"],
+)
 DRAINING = Gauge("regionstore_drain_active", "1 while a region's drainer runs.", ["region"])
 
 

@@ -10,10 +10,11 @@ import logging
 from aiokafka import AIOKafkaProducer
 from redis.exceptions import RedisError
 
-from regionstore_recovery.drainer import drain
+from regionstore_recovery.drainer import PENDING, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_shared.apply import BatchApplier, Suspicion
+from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import kafka_producer, mongo_clients, redis_client
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.status import StatusBoard
@@ -59,6 +60,9 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         changes = StatusChanges(redis, board)
         changes.start()
         stack.push_async_callback(changes.stop)
+        backlog = BacklogProbe(settings.kafka, name)
+        await backlog.start()
+        stack.push_async_callback(backlog.close)
         seen = -1
         while not state.stop.is_set():
             try:
@@ -67,6 +71,9 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             except RedisError as error:
                 log.warning("statuses unreadable", extra={"error": str(error)})
             state.details["draining"] = supervisor.draining
+            for region, count in (await backlog.backlog(settings.region_map.names)).items():
+                if count is not None:
+                    PENDING.labels(region=region).set(count)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
 
 

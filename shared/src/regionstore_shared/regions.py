@@ -27,6 +27,8 @@ class RegionSpec(BaseModel):
             raise ValueError(f"region {self.name}: zip_min {self.zip_min} > zip_max {self.zip_max}")
         if self.name in self.replicas:
             raise ValueError(f"region {self.name} cannot be its own replica")
+        if len(set(self.replicas)) != len(self.replicas):
+            raise ValueError(f"region {self.name} lists a replica twice: {list(self.replicas)}")
         return self
 
 

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    model_validator,
 )
 
 UF_CODES: tuple[str, ...] = (
@@ -157,6 +158,12 @@ class DeleteCustomer(_CommandBase):
 
     kind: Literal["delete"] = "delete"
     customer_id: CustomerId
+
+    @model_validator(mode="after")
+    def _only_tombstones(self) -> DeleteCustomer:
+        if any(target.action is not Action.TOMBSTONE for target in self.targets):
+            raise ValueError("a delete can only tombstone its targets")
+        return self
 
     @property
     def key(self) -> str:

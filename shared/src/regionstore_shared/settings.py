@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
@@ -97,6 +97,14 @@ class CommonSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     regions: list[RegionSpec] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
     stores: dict[str, str] = Field(default_factory=_default_store_uris)
+
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _keep_default_stores(cls, value: object) -> object:
+        # Setting one region's URI (REGIONSTORE_STORES__REGION_2) keeps the others' defaults.
+        if isinstance(value, dict):
+            return {**_default_store_uris(), **value}
+        return value
 
     @model_validator(mode="after")
     def _every_region_has_a_store(self) -> CommonSettings:

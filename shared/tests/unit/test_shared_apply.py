@@ -89,7 +89,7 @@ class FakeCollection:
                 self.docs[doc["_id"]] = dict(doc)
             else:
                 assert not op._upsert, "a guarded replace must never upsert"
-                guard: Document = op._filter
+                guard: Mapping[str, Any] = op._filter
                 held = self.docs.get(guard["_id"])
                 if held is not None and held[VERSION] < guard[VERSION]["$lt"]:
                     self.docs[guard["_id"]] = dict(op._doc)
@@ -364,7 +364,8 @@ class TestConcurrentInsert:
         other = other.model_copy(
             update={"customer": other.customer.model_copy(update={"customer_id": "other"})}
         )
-        await harness.apply(upsert(7), Envelope(other, b""), select=home_only)
+        result = await harness.apply(upsert(7), Envelope(other, b""), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=2)
         assert [len(ops) for ops, _ in store.writes] == [2, 1]
         assert store.docs["other"][VERSION] == 8
         assert store.docs[CUSTOMER][VERSION] == 7

@@ -150,8 +150,8 @@ async def load(
 ) -> LoadSummary:
     """Send ``records`` in batches; raise ``GatewayUnavailableError`` if the gateway goes away.
 
-    ``records`` is consumed lazily, so a large CSV is never held in memory: at most
-    ``2 * concurrency`` batches are in flight or queued.
+    ``records`` is consumed lazily, so a large CSV is never held in memory: about
+    ``2 * concurrency`` batches exist at a time (in flight, queued, being read).
     """
     loader = _Loader(client, options or LoadOptions(), sleep)
     bar: Progress = tqdm(
@@ -234,7 +234,8 @@ class _Loader:
             try:
                 response = await self.client.post(BATCH_PATH, json=body)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
-                reason = f"cannot reach the gateway at {self.client.base_url}: {_describe(error)}"
+                url = str(self.client.base_url).rstrip("/")
+                reason = f"cannot reach the gateway at {url}: {_describe(error)}"
                 continue
             if response.status_code not in RETRY_STATUSES:
                 self._record(batch, response)
@@ -259,7 +260,8 @@ class _Loader:
                 f"{status} without a reason"
             ]
             if status == "rejected":
-                self.summary.reject(row.number, reasons, result.get("customer_id"))
+                customer_id = result.get("customer_id") or row.customer.get("customer_id")
+                self.summary.reject(row.number, reasons, customer_id)
             else:
                 self.summary.failed += 1
                 self.summary.failures.update(reasons)
@@ -280,11 +282,18 @@ def _results(response: httpx.Response) -> list[dict[str, Any]] | None:
 def _error_reason(error: dict[str, Any]) -> str:
     """'customer_zip_code_prefix: zip prefix 500 is outside every region (...)'."""
     loc = [str(part) for part in error.get("loc", ())]
-    # ["body", "items", 3, "customer", "customer_zip_code_prefix"] -> the field inside the item
-    where = loc[3:] if loc[:2] == ["body", "items"] else loc
+    # ["body", "items", 3, "upsert", "customer", "customer_state"] -> "customer_state": the
+    # field inside the item, without the index and the union's tag.
+    if loc[:2] == ["body", "items"] and len(loc) > 2:
+        where = loc[3:]
+    else:
+        where = loc[1:] if loc[:1] == ["body"] else loc
+    if where[:1] in (["upsert"], ["delete"]):
+        where = where[1:]
     if where[:1] == ["customer"] and len(where) > 1:
         where = where[1:]
-    return f"{'.'.join(where) or 'item'}: {error.get('msg', 'invalid')}"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{'.'.join(where) or 'item'}: {message}"
 
 
 def _http_reason(response: httpx.Response) -> str:

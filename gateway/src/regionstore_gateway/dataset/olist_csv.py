@@ -44,7 +44,8 @@ def read_customers(stream: TextIO, *, name: str = "<csv>") -> Iterator[Row | Rej
         raise CsvFormatError(f"{name}: empty file, expected the header {_header()}") from None
     except (csv.Error, UnicodeDecodeError) as error:
         raise CsvFormatError(f"{name}: unreadable header: {error}") from error
-    header = [column.strip().lstrip("\ufeff") for column in header]
+    # A byte order mark before a quoted name leaves the quotes in: '\ufeff"customer_id"'.
+    header = [column.lstrip("\ufeff").strip().strip('"') for column in header]
     missing = [column for column in COLUMNS if column not in header]
     if missing:
         raise CsvFormatError(

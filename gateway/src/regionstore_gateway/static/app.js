@@ -108,13 +108,21 @@ async function api(method, path, { body, headers = {}, timeoutMs = 30_000 } = {}
   let data = null;
   if (text) {
     try {
-      data = JSON.parse(text);
+      data = parseJson(text);
     } catch {
       data = text;
     }
   }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
+}
+
+// Versions are hybrid logical clocks (wall-clock ms shifted left, plus a counter): far beyond
+// 2^53, so a JS number would round them. Keep the digits exactly as sent, as a string.
+function parseJson(text) {
+  return JSON.parse(text, (key, value, context) =>
+    key === "version" && typeof value === "number" && context?.source ? context.source : value,
+  );
 }
 
 const customerPath = (id) => `/v1/customers/${encodeURIComponent(id)}`;
@@ -290,7 +298,7 @@ function connectStream() {
     setConnection("live");
     armWatchdog();
     try {
-      renderRegions(JSON.parse(event.data).regions ?? []);
+      renderRegions(parseJson(event.data).regions ?? []);
     } catch (err) {
       console.error("bad regions event", err);
     }
@@ -417,9 +425,9 @@ function servedByBadge(item) {
       dataset: { fallback: "true" },
       title: `${item.region} is unavailable: read from its replica ${item.served_by}`,
     },
-    h("span", { "aria-hidden": "true" }, "↪ "),
-    item.served_by,
-    h("span", { class: "served-note" }, " replica"),
+    h("span", { "aria-hidden": "true" }, "↪"),
+    h("span", {}, item.served_by),
+    h("span", { class: "served-note" }, "replica"),
   );
 }
 
@@ -453,7 +461,11 @@ function renderCustomers(data, highlight) {
   customers.nextCursor = data.next_cursor ?? null;
   const body = byTestId("customers-body");
   body.replaceChildren(...customers.items.map(customerRow));
-  byTestId("customers-empty").hidden = customers.items.length > 0;
+  const empty = byTestId("customers-empty");
+  empty.textContent = data.incomplete
+    ? "Nothing to show: the regions holding these customers cannot be reached."
+    : "No customers match these filters.";
+  empty.hidden = customers.items.length > 0;
   renderBanners(data);
   hideBanner("banner-error");
 
@@ -780,6 +792,7 @@ function wireEditor() {
     field(name).addEventListener("input", () => {
       byTestId(`error-${name}`).textContent = "";
       field(name).removeAttribute("aria-invalid");
+      if (byTestId("form-message").dataset.kind === "info") setFormMessage("form-message", "");
     });
   }
   byTestId("confirm-yes").addEventListener("click", deleteConfirmed);

@@ -1,0 +1,168 @@
+"""The running stack as the bench sees it: the gateway API, the stores, the services' metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from regionstore_shared.apply import Collection
+from regionstore_shared.audit import AuditReport, Expected, audit
+from regionstore_shared.clients import MongoClient, mongo_clients, redis_client
+from regionstore_shared.regions import RegionMap
+from regionstore_shared.settings import CommonSettings
+from regionstore_shared.status import NodeStatus, StatusBoard
+
+from .data import ID_PREFIX, stale_prefix_bound
+from .probes import Samples, scrape
+
+log = logging.getLogger("regionstore_bench")
+
+SERVICE_PORTS = {"gateway": 8000, "writer": 8101, "replicator": 8102, "recovery": 8103}
+
+
+def service_urls() -> dict[str, str]:
+    """Where each service answers; ``REGIONSTORE_<SERVICE>_URL`` overrides, as for the tests."""
+    return {
+        name: os.environ.get(f"REGIONSTORE_{name.upper()}_URL", f"http://127.0.0.1:{port}")
+        for name, port in SERVICE_PORTS.items()
+    }
+
+
+def port_of(url: str) -> int:
+    """The port of a service URL."""
+    parsed = httpx.URL(url)
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+class Progress:
+    """Logs a line every few seconds while long work runs."""
+
+    def __init__(self, what: str, total: int, every_s: float = 5.0) -> None:
+        self._what = what
+        self._total = total
+        self._every_s = every_s
+        self._started = time.monotonic()
+        self._last = self._started
+        self.done = 0
+
+    def add(self, count: int = 1) -> None:
+        """Count finished work; log when it is time."""
+        self.done += count
+        now = time.monotonic()
+        if now - self._last >= self._every_s or self.done >= self._total:
+            self._last = now
+            elapsed = now - self._started
+            log.info(
+                "%s: %s/%s (%.0f/s, %.0fs)",
+                self._what,
+                f"{self.done:,}",
+                f"{self._total:,}",
+                self.done / elapsed if elapsed else 0.0,
+                elapsed,
+            )
+
+
+@dataclass
+class BenchEnv:
+    """Clients to the gateway, every service's /metrics and every regional store."""
+
+    settings: CommonSettings
+    http: httpx.AsyncClient
+    urls: dict[str, str]
+    collections: dict[str, Collection]
+    redis: Redis
+    written_ids: list[str] = field(default_factory=list)
+
+    @property
+    def regions(self) -> RegionMap:
+        """The region map the stack runs with."""
+        return self.settings.region_map
+
+    async def metrics(self, service: str) -> Samples:
+        """One service's /metrics."""
+        return await scrape(self.http, self.urls[service])
+
+    async def set_status(self, region: str, status: str) -> None:
+        """Flip a region through the API."""
+        response = await self.http.put(f"/v1/regions/{region}/status", json={"status": status})
+        response.raise_for_status()
+
+    async def pending(self) -> dict[str, int]:
+        """Each region's parked backlog as the API reports it (None counts as 0)."""
+        response = await self.http.get("/v1/regions")
+        response.raise_for_status()
+        return {r["name"]: r["pending"] or 0 for r in response.json()["regions"]}
+
+    async def restore_regions(self) -> None:
+        """Every region available again: through the API, or straight in Redis if it fails."""
+        board = StatusBoard(self.redis, self.settings.redis, self.regions.names)
+        for region in self.regions.names:
+            try:
+                await self.set_status(region, "available")
+            except httpx.HTTPError as error:
+                log.warning("API flip failed (%r); setting %s in Redis", error, region)
+                await board.set(region, NodeStatus.AVAILABLE)
+
+    async def audit(self, expected: Iterable[Expected]) -> AuditReport:
+        """One audit of these customers across every region."""
+        return await audit(expected, self.collections, self.regions)
+
+    async def delete_ids(self, ids: list[str], chunk: int = 5000) -> int:
+        """Remove the bench's own customers from every store; return documents removed."""
+        removed = 0
+        for collection in self.collections.values():
+            for start in range(0, len(ids), chunk):
+                result = await collection.delete_many({"_id": {"$in": ids[start : start + chunk]}})
+                removed += result.deleted_count
+        return removed
+
+    async def delete_stale_runs(self) -> int:
+        """Remove customers that crashed bench runs left behind (older than a few hours)."""
+        query = {"_id": {"$gte": ID_PREFIX, "$lt": stale_prefix_bound()}}
+        removed = 0
+        for collection in self.collections.values():
+            removed += (await collection.delete_many(query)).deleted_count
+        return removed
+
+
+@contextlib.asynccontextmanager
+async def open_env(timeout_s: float = 120.0) -> AsyncIterator[BenchEnv]:
+    """Clients to the stack; every region is made available again on the way out."""
+    settings = CommonSettings(service_name="bench")
+    urls = service_urls()
+    clients: dict[str, MongoClient] = mongo_clients(settings, "bench")
+    collections: dict[str, Collection] = {
+        region: client[settings.store.database][settings.store.collection]
+        for region, client in clients.items()
+    }
+    redis = redis_client(settings.redis, "bench")
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=urls["gateway"], timeout=timeout_s, limits=limits) as http:
+        env = BenchEnv(settings, http, urls, collections, redis)
+        try:
+            yield env
+        finally:
+            try:
+                await asyncio.shield(env.restore_regions())
+            finally:
+                await redis.aclose()
+                for client in clients.values():
+                    await client.close()
+
+
+def placements(bodies: Iterable[dict[str, Any]], regions: RegionMap) -> dict[str, int]:
+    """How many of these customers each region holds (home or replica)."""
+    counts = dict.fromkeys(regions.names, 0)
+    for body in bodies:
+        for region in regions.placement(body["customer_zip_code_prefix"]):
+            counts[region] += 1
+    return counts

@@ -1,0 +1,321 @@
+"""Scenarios 2 and 3: writes through the gateway, one customer per request or 1000 per batch.
+
+Accepted means the gateway answered 202 (Kafka acknowledged with acks=all). Applied means the
+write is present in its home and replica regions, proved by the audit; its time is taken from
+the services' applied counters, confirmed by an audit that finds every write in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from regionstore_shared.audit import AuditReport, Expected, wait_for_clean
+from regionstore_shared.documents import APPLIED_AT, HOME
+
+from .data import Customers
+from .env import BenchEnv, Progress
+from .plan import Plan
+from .probes import bucket_delta, buckets, total
+from .stats import histogram_quantile, latency_summary, median, percentile, rate
+
+log = logging.getLogger("regionstore_bench")
+
+APPLIED = "regionstore_commands_applied_total"
+PARKED = "regionstore_commands_parked_total"
+LAG = "regionstore_apply_lag_seconds"
+CONSUMER_LAG = "regionstore_consumer_lag_messages"
+ROLE_OF = {"writer": "home", "replicator": "replica"}
+
+
+@dataclass
+class Accepts:
+    """What the gateway acknowledged: final states, and when each acknowledgement arrived."""
+
+    expected: dict[str, Expected] = field(default_factory=dict)
+    accepted_wall: dict[str, float] = field(default_factory=dict)
+    request_seconds: list[float] = field(default_factory=list)
+    rejected: int = 0
+    failed: int = 0
+
+    def accept(self, item: dict[str, Any], wall: float) -> None:
+        """Remember one acknowledged upsert."""
+        customer_id = item["customer_id"]
+        self.expected[customer_id] = Expected(
+            customer_id, item["version"], deleted=False, home=item["region"]
+        )
+        self.accepted_wall[customer_id] = wall
+
+
+def audit_counts(report: AuditReport) -> dict[str, float]:
+    """The audit's counts as numbers for the results file."""
+    return {
+        "checked": float(report.checked),
+        "lost": float(report.lost),
+        "duplicated": float(report.duplicated),
+        "stale": float(report.stale),
+        "resurrected": float(report.resurrected),
+    }
+
+
+async def post_singles(
+    env: BenchEnv, bodies: Sequence[dict[str, Any]], concurrency: int, accepts: Accepts
+) -> float:
+    """POST each customer on its own from ``concurrency`` workers; return the elapsed seconds."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    progress = Progress("single requests", len(bodies))
+
+    async def worker() -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            started = time.perf_counter()
+            response = await env.http.post("/v1/customers", json=body)
+            accepts.request_seconds.append(time.perf_counter() - started)
+            if response.status_code == 202:
+                accepts.accept(response.json(), time.time())
+            else:
+                accepts.failed += 1
+                log.warning("single write answered %s: %s", response.status_code, response.text)
+            progress.add()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def post_batches(
+    env: BenchEnv, chunks: Sequence[list[dict[str, Any]]], concurrency: int, accepts: Accepts
+) -> float:
+    """POST the chunks to the batch endpoint from ``concurrency`` workers; return seconds."""
+    queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+    for chunk in chunks:
+        queue.put_nowait(chunk)
+    progress = Progress("batch items", sum(len(c) for c in chunks))
+
+    async def worker() -> None:
+        while not queue.empty():
+            chunk = queue.get_nowait()
+            started = time.perf_counter()
+            response = await env.http.post(
+                "/v1/customers:batch", json={"items": [{"customer": c} for c in chunk]}
+            )
+            accepts.request_seconds.append(time.perf_counter() - started)
+            wall = time.time()
+            if response.status_code != 202:
+                accepts.failed += len(chunk)
+                log.warning("batch answered %s: %s", response.status_code, response.text[:500])
+                progress.add(len(chunk))
+                continue
+            result = response.json()
+            accepts.rejected += result["rejected"]
+            accepts.failed += result["failed"]
+            for item in result["results"]:
+                if item["status"] == "accepted":
+                    accepts.accept(item, wall)
+            progress.add(len(chunk))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def applied_counters(env: BenchEnv) -> dict[str, float]:
+    """Applications (and parks) so far, per consumer service."""
+    result: dict[str, float] = {}
+    for service, role in ROLE_OF.items():
+        samples = await env.metrics(service)
+        result[service] = total(samples, APPLIED, role=role)
+        result[f"{service}_parked"] = total(samples, PARKED)
+        result[f"{service}_lag"] = total(samples, CONSUMER_LAG)
+    return result
+
+
+async def wait_applied(
+    env: BenchEnv,
+    accepts: Accepts,
+    before: dict[str, float],
+    wanted: dict[str, float],
+    timeout_s: float,
+) -> tuple[float, AuditReport]:
+    """Wait until every accepted write is in place; return (time.perf_counter() then, audit).
+
+    The applied counters tell cheaply when the consumers have written as many commands as were
+    sent; an audit then proves it. If the counters lie (a restart reset them, or another client
+    wrote meanwhile), the audit is repeated until clean or out of time.
+    """
+    deadline = time.perf_counter() + timeout_s
+    last_log = time.perf_counter()
+    while time.perf_counter() < deadline:
+        now = await applied_counters(env)
+        done = {s: now[s] - before[s] for s in wanted}
+        stamp = time.perf_counter()
+        if all(done[s] >= wanted[s] for s in wanted) or any(done[s] < 0 for s in wanted):
+            report = await env.audit(accepts.expected.values())
+            if report.clean:
+                return stamp, report
+        if stamp - last_log > 5:
+            last_log = stamp
+            log.info(
+                "applying: %s",
+                ", ".join(f"{s} {done[s]:,.0f}/{wanted[s]:,.0f}" for s in wanted),
+            )
+        await asyncio.sleep(0.25)
+    report = await wait_for_clean(
+        accepts.expected.values(), env.collections, env.regions, within_s=1.0
+    )
+    return time.perf_counter(), report
+
+
+async def applied_latencies(
+    env: BenchEnv, accepts: Accepts, chunk: int = 5000
+) -> dict[str, list[float]]:
+    """Seconds from each 202 to the ``_applied_at`` stamp the writer/replicator left."""
+    ids = sorted(accepts.expected)
+    home: list[float] = []
+    replica: list[float] = []
+    both: dict[str, float] = {}
+    for region, collection in env.collections.items():
+        for start in range(0, len(ids), chunk):
+            cursor = collection.find(
+                {"_id": {"$in": ids[start : start + chunk]}}, {APPLIED_AT: 1, HOME: 1}
+            )
+            async for document in cursor:
+                stamp = document.get(APPLIED_AT)
+                if not isinstance(stamp, datetime):
+                    continue
+                customer_id = document["_id"]
+                seconds = stamp.timestamp() - accepts.accepted_wall[customer_id]
+                (home if document.get(HOME) == region else replica).append(seconds)
+                both[customer_id] = max(both.get(customer_id, -math.inf), seconds)
+    return {"home": home, "replica": replica, "both": list(both.values())}
+
+
+def lag_quantiles(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, float]:
+    """p50/p99 of the services' apply-lag histograms over the scenario (bucket interpolation)."""
+    result: dict[str, float] = {}
+    for service, role in ROLE_OF.items():
+        delta = bucket_delta(before[service], after[service])
+        result[f"{role}_p50_ms"] = histogram_quantile(0.5, delta) * 1000
+        result[f"{role}_p99_ms"] = histogram_quantile(0.99, delta) * 1000
+    return result
+
+
+async def lag_buckets(env: BenchEnv) -> dict[str, dict[float, float]]:
+    """The apply-lag histogram of the writer and the replicator."""
+    return {
+        service: buckets(await env.metrics(service), LAG, role=role)
+        for service, role in ROLE_OF.items()
+    }
+
+
+def wanted_applies(env: BenchEnv, accepts: Accepts) -> dict[str, float]:
+    """Applications the writer (homes) and the replicator (replicas) owe these writes."""
+    homes = float(len(accepts.expected))
+    replicas = float(
+        sum(
+            len(env.regions.replicas_of(e.home))
+            for e in accepts.expected.values()
+            if e.home is not None
+        )
+    )
+    return {"writer": homes, "replicator": replicas}
+
+
+async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
+    """Scenario 2: single-customer POSTs at a fixed concurrency, in rounds."""
+    unloaded_bodies = customers.bodies[: plan.unloaded_requests]
+    loaded = customers.bodies[plan.unloaded_requests :]
+    accepts = Accepts()
+    before = await applied_counters(env)
+    per_round = math.ceil(len(loaded) / plan.single_rounds)
+    rates: list[float] = []
+    first = time.perf_counter()
+    for index in range(plan.single_rounds):
+        bodies = loaded[index * per_round : (index + 1) * per_round]
+        seconds = await post_singles(env, bodies, plan.single_concurrency, accepts)
+        rates.append(rate(len(bodies), seconds))
+        log.info("singles round %d: %.0f accepted/s", index + 1, rates[-1])
+    accepted_at = time.perf_counter()
+    loaded_seconds = list(accepts.request_seconds)
+    unloaded = Accepts()
+    await post_singles(env, unloaded_bodies, 1, unloaded)
+    accepts.expected.update(unloaded.expected)
+    accepts.accepted_wall.update(unloaded.accepted_wall)
+    accepts.failed += unloaded.failed
+    done, report = await wait_applied(
+        env, accepts, before, wanted_applies(env, accepts), plan.apply_timeout_s
+    )
+    log.info("singles settled %.1fs after the last accept: %s", done - accepted_at, report)
+    return {
+        "requests": float(len(loaded)),
+        "concurrency": float(plan.single_concurrency),
+        "rounds": float(plan.single_rounds),
+        "runs_accepted_per_s": rates,
+        "accepted_per_s": median(rates),
+        "accept_latency": latency_summary(loaded_seconds),
+        "unloaded_accept_latency": latency_summary(unloaded.request_seconds),
+        "failed": float(accepts.failed),
+        "settle_s_after_last_accept": done - accepted_at,
+        "end_to_end_applied_per_s": rate(len(loaded), done - first),
+        "audit": audit_counts(report),
+    }
+
+
+async def batch_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
+    """Scenario 3: the batch endpoint, then wait until every write is in home and replica."""
+    accepts = Accepts()
+    before = await applied_counters(env)
+    lag_before = await lag_buckets(env)
+    started = time.perf_counter()
+    chunks = customers.chunks(plan.batch_size)
+    accept_seconds = await post_batches(env, chunks, plan.batch_concurrency, accepts)
+    log.info("batch: %.0f accepted/s; waiting until applied", len(accepts.expected) / accept_seconds)
+    done, report = await wait_applied(
+        env, accepts, before, wanted_applies(env, accepts), plan.apply_timeout_s
+    )
+    applied_seconds = done - started
+    lag_after = await lag_buckets(env)
+    latencies = await applied_latencies(env, accepts)
+    log.info(
+        "batch: every write applied after %.1fs (%.0f/s): %s",
+        applied_seconds,
+        len(accepts.expected) / applied_seconds,
+        report,
+    )
+    return {
+        "customers": float(len(customers.bodies)),
+        "batch_size": float(plan.batch_size),
+        "concurrency": float(plan.batch_concurrency),
+        "accepted": float(len(accepts.expected)),
+        "rejected": float(accepts.rejected),
+        "failed": float(accepts.failed),
+        "accept_seconds": accept_seconds,
+        "accepted_per_s": rate(len(accepts.expected), accept_seconds),
+        "request_latency": latency_summary(accepts.request_seconds),
+        "applied_seconds": applied_seconds,
+        "applied_per_s": rate(len(accepts.expected), applied_seconds),
+        "apply_latency_method": (
+            "per customer: _applied_at of its home and replica documents minus the wall time "
+            "its batch's 202 arrived; cross-checked with the regionstore_apply_lag_seconds "
+            "bucket deltas (issued_at to apply, interpolated inside coarse buckets)"
+        ),
+        "apply_latency": {
+            "home_p50_ms": percentile(latencies["home"], 50) * 1000,
+            "home_p99_ms": percentile(latencies["home"], 99) * 1000,
+            "replica_p50_ms": percentile(latencies["replica"], 50) * 1000,
+            "replica_p99_ms": percentile(latencies["replica"], 99) * 1000,
+            "both_p50_ms": percentile(latencies["both"], 50) * 1000,
+            "both_p99_ms": percentile(latencies["both"], 99) * 1000,
+            "samples": float(len(latencies["both"])),
+        },
+        "apply_lag_histogram": lag_quantiles(lag_before, lag_after),
+        "audit": audit_counts(report),
+    }

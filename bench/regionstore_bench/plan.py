@@ -1,0 +1,59 @@
+"""How big each scenario is: the full run and the quick (smoke) run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Counts and concurrency of every scenario; recorded in the results as they were."""
+
+    name: str
+    seed: int = 20260514
+    # 1. baselines: the same number of messages/documents as the batch ingest
+    baseline_runs: int = 3
+    rtt_messages: int = 2000
+    insert_runs: int = 3
+    # 2. single-request ingest
+    single_requests: int = 20_000
+    single_concurrency: int = 32
+    single_rounds: int = 3
+    unloaded_requests: int = 300
+    # 3. batch ingest
+    batch_customers: int = 100_000
+    batch_size: int = 1000
+    batch_concurrency: int = 4
+    # 4. recovery
+    recovery_writes: int = 50_000
+    # 5. queries (per condition: all regions up, one region down)
+    queries: int = 1000
+    query_concurrency: int = 8
+    # how long writes may take to settle before the audit gives up
+    apply_timeout_s: float = 600.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as plain data, for the results file."""
+        return dataclasses.asdict(self)
+
+
+FULL = Plan(name="full")
+QUICK = Plan(
+    name="quick",
+    baseline_runs=3,
+    rtt_messages=300,
+    insert_runs=3,
+    single_requests=2000,
+    single_concurrency=32,
+    single_rounds=2,
+    unloaded_requests=100,
+    batch_customers=10_000,
+    batch_size=1000,
+    batch_concurrency=4,
+    recovery_writes=5000,
+    queries=150,
+    query_concurrency=8,
+    apply_timeout_s=240.0,
+)

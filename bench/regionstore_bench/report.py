@@ -1,0 +1,346 @@
+"""Targets, machine facts, and the three result files: JSON, a Markdown summary, a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SERVICES = ("gateway", "writer", "replicator", "recovery")
+RSS_IDLE_MB = 150.0
+RSS_INGEST_MB = 300.0
+PACKAGES = ("aiokafka", "pymongo", "redis", "fastapi", "uvicorn", "pydantic", "httpx")
+
+
+def _target(
+    name: str, measured: float, reference: float, limit: float, better: str, unit: str
+) -> dict[str, Any]:
+    """One target: ``measured / reference`` compared with ``limit`` (``>=`` or ``<=``)."""
+    ratio = measured / reference if reference and not math.isnan(reference) else math.nan
+    passed = ratio >= limit if better == ">=" else ratio <= limit
+    return {
+        "name": name,
+        "measured": measured,
+        "reference": reference,
+        "ratio": ratio,
+        "limit": limit,
+        "comparison": better,
+        "unit": unit,
+        "pass": bool(passed) and not math.isnan(ratio),
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of the issue, from the figures of this run."""
+    base = results["baselines"]
+    insert = base["insert_many"]["docs_per_s"]
+    found = [
+        _target(
+            "batch end-to-end applied/s >= 0.5 x raw insert_many docs/s",
+            results["ingest_batch"]["applied_per_s"], insert, 0.5, ">=", "/s",
+        ),
+        _target(
+            "drain rate >= 0.8 x raw insert_many docs/s",
+            results["recovery"]["drain_per_s"], insert, 0.8, ">=", "/s",
+        ),
+        _target(
+            "single-request accept p50 <= 2 x raw produce round trip p50",
+            results["ingest_single"]["accept_latency"]["p50_ms"],
+            base["produce_rtt"]["p50_ms"], 2.0, "<=", "ms",
+        ),
+        _target(
+            "query p99 one region down <= 1.5 x p99 all up",
+            results["queries"]["one_down"]["p99_ms"],
+            results["queries"]["all_up"]["p99_ms"], 1.5, "<=", "ms",
+        ),
+    ]  # fmt: skip
+    rss = results["rss_mb"]
+    for service in SERVICES:
+        found.append(
+            _target(
+                f"{service} RSS idle <= {RSS_IDLE_MB:.0f} MB",
+                rss["idle"].get(service, math.nan), RSS_IDLE_MB, 1.0, "<=", "MB",
+            )
+        )  # fmt: skip
+        found.append(
+            _target(
+                f"{service} RSS under batch ingest <= {RSS_INGEST_MB:.0f} MB",
+                rss["batch_peak"].get(service, math.nan), RSS_INGEST_MB, 1.0, "<=", "MB",
+            )
+        )  # fmt: skip
+    return found
+
+
+def _first_line(path: str, pattern: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(pattern, text, re.MULTILINE)
+    return match.group(1).strip() if match else "unknown"
+
+
+def machine(versions: dict[str, str]) -> dict[str, Any]:
+    """Cores, memory, CPU, OS and the versions of what ran."""
+    mem_kb = _first_line("/proc/meminfo", r"^MemTotal:\s+(\d+)")
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "not installed"
+    return {
+        "cores": float(os.cpu_count() or 0),
+        "memory_gib": int(mem_kb) / 2**20 if mem_kb.isdigit() else math.nan,
+        "cpu_model": _first_line("/proc/cpuinfo", r"^model name\s*:\s*(.+)$"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": packages,
+        **versions,
+    }
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """The full results."""
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+
+
+def _n(value: float, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
+    """A short summary: headline figures, targets with pass/miss, where the CPU went."""
+    base = results["baselines"]
+    single = results["ingest_single"]
+    batch = results["ingest_batch"]
+    rec = results["recovery"]
+    query = results["queries"]
+    meta = results["meta"]
+    host = meta["machine"]
+    lines = [
+        f"# regionstore benchmark ({meta['plan']['name']} run)",
+        "",
+        f"{meta['started_at']}, {meta['duration_s']:.0f} s; {host['cores']:.0f} cores "
+        f"({host['cpu_model']}), {host['memory_gib']:.1f} GiB; Kafka {host['kafka']}, "
+        f"stores {host['store']}, Python {host['python']}. Every service and the bench share "
+        "the machine. Chart: "
+        f"`{chart}`.",
+        "",
+        "| scenario | figure | value |",
+        "| --- | --- | --- |",
+        f"| baseline | raw produce (acks=all, idempotent), {_n(base['kafka_produce']['messages'])} "
+        f"msgs of {_n(base['kafka_produce']['message_bytes_mean'])} B | "
+        f"{_n(base['kafka_produce']['msgs_per_s'])} msg/s |",
+        f"| baseline | raw consume | {_n(base['kafka_consume']['msgs_per_s'])} msg/s |",
+        f"| baseline | produce round trip p50 / p99 | {_n(base['produce_rtt']['p50_ms'], 2)} / "
+        f"{_n(base['produce_rtt']['p99_ms'], 2)} ms |",
+        f"| baseline | raw insert_many into {base['insert_many']['region']} | "
+        f"{_n(base['insert_many']['docs_per_s'])} docs/s |",
+        f"| singles | {_n(single['requests'])} POSTs at concurrency {_n(single['concurrency'])} | "
+        f"{_n(single['accepted_per_s'])} accepted/s |",
+        f"| singles | accept latency p50 / p99 | {_n(single['accept_latency']['p50_ms'], 1)} / "
+        f"{_n(single['accept_latency']['p99_ms'], 1)} ms |",
+        f"| singles | unloaded (concurrency 1) accept p50 / p99 | "
+        f"{_n(single['unloaded_accept_latency']['p50_ms'], 1)} / "
+        f"{_n(single['unloaded_accept_latency']['p99_ms'], 1)} ms |",
+        f"| batch | {_n(batch['customers'])} customers, {_n(batch['batch_size'])}/request, "
+        f"{_n(batch['concurrency'])} concurrent | {_n(batch['accepted_per_s'])} accepted/s |",
+        f"| batch | end-to-end applied (home + replica, audited) | "
+        f"{_n(batch['applied_per_s'])} customers/s |",
+        f"| batch | apply latency p50 / p99 (202 to applied in both) | "
+        f"{_n(batch['apply_latency']['both_p50_ms'] / 1000, 1)} / "
+        f"{_n(batch['apply_latency']['both_p99_ms'] / 1000, 1)} s |",
+        f"| recovery | {_n(rec['writes'])} writes, {rec['region']} down: backlog | "
+        f"{_n(rec['backlog_at_flip'])} parked |",
+        f"| recovery | drain time / rate (steady) | {_n(rec['drain_seconds'], 1)} s / "
+        f"{_n(rec['drain_per_s'])}/s ({_n(rec['steady_drain_per_s'])}/s) |",
+        f"| queries | {_n(query['queries'])} filtered queries, all up, p50 / p99 | "
+        f"{_n(query['all_up']['p50_ms'], 1)} / {_n(query['all_up']['p99_ms'], 1)} ms |",
+        f"| queries | {query['down_region']} down (replica fallback), p50 / p99 | "
+        f"{_n(query['one_down']['p50_ms'], 1)} / {_n(query['one_down']['p99_ms'], 1)} ms |",
+    ]
+    audits = {
+        "singles": single["audit"],
+        "batch": batch["audit"],
+        "recovery": rec["audit"],
+    }
+    lines += [
+        "",
+        "Audit (lost / duplicated / stale / resurrected): "
+        + "; ".join(
+            f"{name} {_n(a['lost'])}/{_n(a['duplicated'])}/{_n(a['stale'])}/"
+            f"{_n(a['resurrected'])} of {_n(a['checked'])}"
+            for name, a in audits.items()
+        )
+        + ".",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | reference | ratio | limit | result |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in results["targets"]:
+        digits = 1 if t["unit"] in ("ms", "MB") else 0
+        lines.append(
+            f"| {t['name']} | {_n(t['measured'], digits)} {t['unit']} | "
+            f"{_n(t['reference'], digits)} {t['unit']} | {_n(t['ratio'], 2)} | "
+            f"{t['comparison']} {t['limit']:g} | {'pass' if t['pass'] else '**miss**'} |"
+        )
+    rss = results["rss_mb"]
+    lines += [
+        "",
+        "## Memory (RSS, MiB) and CPU",
+        "",
+        "| process | idle | peak under batch | peak overall |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in rss["idle"]:
+        lines.append(
+            f"| {name} | {_n(rss['idle'][name])} | {_n(rss['batch_peak'].get(name, math.nan))} "
+            f"| {_n(rss['peak'].get(name, math.nan))} |"
+        )
+    lines += ["", "CPU share by process (1.00 = one core busy for the whole phase):", ""]
+    cpu = results["cpu_share"]
+    names = sorted({n for phase in cpu.values() for n in phase})
+    lines.append("| phase | " + " | ".join(names) + " |")
+    lines.append("| --- |" + " --- |" * len(names))
+    for phase, shares in cpu.items():
+        cells = " | ".join(_n(shares.get(n, math.nan), 2) for n in names)
+        lines.append(f"| {phase} | {cells} |")
+    lines += ["", f"Settings and every other figure: `{path.with_suffix('.json').name}`.", ""]
+    path.write_text("\n".join(lines))
+
+
+def _bars(ax: Any, labels: list[str], values: list[float], colors: list[str], unit: str) -> None:
+    positions = range(len(labels))
+    clean = [0.0 if math.isnan(v) else v for v in values]
+    ax.barh(positions, clean, color=colors)
+    ax.set_yticks(list(positions), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(max(min((v for v in clean if v > 0), default=1) / 3, 1e-3), max(clean) * 6)
+    for y, value in zip(positions, values, strict=True):
+        ax.text(
+            value if value > 0 else 1, y, f"  {_n(value, 0 if value >= 10 else 1)} {unit}",
+            va="center", fontsize=8,
+        )  # fmt: skip
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """Throughput, latency, targets and memory in one PNG."""
+    base = results["baselines"]
+    single = results["ingest_single"]
+    batch = results["ingest_batch"]
+    rec = results["recovery"]
+    query = results["queries"]
+    raw, system = "#8c8c8c", "#1f77b4"
+    figure, axes = plt.subplots(2, 2, figsize=(15, 10))
+    (throughput, latency), (target_ax, memory) = axes
+    _bars(
+        throughput,
+        [
+            "raw Kafka produce",
+            "raw Kafka consume",
+            "raw insert_many (1 store)",
+            "singles accepted",
+            "batch accepted",
+            "batch applied end-to-end",
+            "recovery drain",
+        ],
+        [
+            base["kafka_produce"]["msgs_per_s"],
+            base["kafka_consume"]["msgs_per_s"],
+            base["insert_many"]["docs_per_s"],
+            single["accepted_per_s"],
+            batch["accepted_per_s"],
+            batch["applied_per_s"],
+            rec["drain_per_s"],
+        ],
+        [raw, raw, raw, system, system, system, system],
+        "/s",
+    )
+    throughput.set_title("Throughput per second (grey: raw baselines)")
+    lat_labels: list[str] = []
+    lat_values: list[float] = []
+    lat_colors: list[str] = []
+    for label, summary, color in (
+        ("raw produce round trip", base["produce_rtt"], raw),
+        ("single accept, concurrency 1", single["unloaded_accept_latency"], system),
+        (f"single accept, concurrency {single['concurrency']:.0f}", single["accept_latency"], system),
+        ("query, all regions up", query["all_up"], system),
+        (f"query, {query['down_region']} down", query["one_down"], system),
+    ):
+        for q in ("p50", "p99"):
+            lat_labels.append(f"{label} {q}")
+            lat_values.append(summary[f"{q}_ms"])
+            lat_colors.append(color if q == "p50" else "#ff7f0e")
+    apply = batch["apply_latency"]
+    lat_labels += ["batch apply p50", "batch apply p99"]
+    lat_values += [apply["both_p50_ms"], apply["both_p99_ms"]]
+    lat_colors += [system, "#ff7f0e"]
+    _bars(latency, lat_labels, lat_values, lat_colors, "ms")
+    latency.set_title("Latency, ms (blue: p50, orange: p99)")
+    ts = results["targets"]
+    score = [
+        (t["ratio"] / t["limit"]) if t["comparison"] == ">=" else (t["limit"] / t["ratio"])
+        for t in ts
+    ]
+    positions = range(len(ts))
+    target_ax.barh(
+        positions,
+        [0.0 if math.isnan(s) else s for s in score],
+        color=["#2ca02c" if t["pass"] else "#d62728" for t in ts],
+    )
+    target_ax.axvline(1.0, color="black", linewidth=1)
+    target_ax.set_xscale("log")
+    target_ax.set_yticks(list(positions), [_short(t["name"]) for t in ts], fontsize=8)
+    target_ax.invert_yaxis()
+    target_ax.set_title("Targets: headroom (>= 1 passes; green pass, red miss)")
+    for y, (t, s) in enumerate(zip(ts, score, strict=True)):
+        target_ax.text(s, y, f"  ratio {_n(t['ratio'], 2)} (limit {t['limit']:g})", va="center", fontsize=7)
+    rss = results["rss_mb"]
+    names = [n for n in SERVICES if n in rss["idle"]]
+    width = 0.38
+    xs = range(len(names))
+    memory.bar([x - width / 2 for x in xs], [rss["idle"][n] for n in names], width, label="idle")
+    memory.bar(
+        [x + width / 2 for x in xs],
+        [rss["batch_peak"].get(n, math.nan) for n in names],
+        width,
+        label="peak under batch ingest",
+    )
+    memory.axhline(RSS_IDLE_MB, color="#1f77b4", linestyle="--", linewidth=1, label="idle limit")
+    memory.axhline(RSS_INGEST_MB, color="#ff7f0e", linestyle="--", linewidth=1, label="ingest limit")
+    memory.set_xticks(list(xs), names)
+    memory.set_ylabel("RSS, MiB")
+    memory.set_title("Service memory")
+    memory.legend(fontsize=8)
+    meta = results["meta"]
+    figure.suptitle(
+        f"regionstore bench ({meta['plan']['name']}), {meta['started_at']}, "
+        f"{meta['machine']['cores']:.0f} cores, everything on one machine"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _short(name: str) -> str:
+    return (
+        name.replace("raw insert_many docs/s", "insert_many")
+        .replace("single-request accept", "single accept")
+        .replace("raw produce round trip", "produce RTT")
+    )
