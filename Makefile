@@ -38,7 +38,8 @@ KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
 PYTHON ?= $(ROOT)/.venv/bin/python
 PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
 LOCAL := $(ROOT)/deploy/local/bin
-STACKCTL := python3 $(LOCAL)/stackctl.py
+# pyenv's python3 shim costs a second a call on a busy machine; the venv's is a real binary.
+STACKCTL := $(firstword $(wildcard $(PYTHON)) python3) -I -S $(LOCAL)/stackctl.py
 
 export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB STORE_IMPL SERVICES UP_TIMEOUT
 export PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT REGION_1_PORT REGION_2_PORT REGION_3_PORT
@@ -105,13 +106,14 @@ $(FERRETDB): | prereqs
 	@echo "building FerretDB $(FERRETDB_VERSION) into $(@D)"
 	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB $(FERRETDB_VERSION) ./cmd/ferretdb $@
 
-$(KAFKA_LIBS)/.complete: deploy/local/pom.xml | prereqs
+# Fetched aside and swapped in, so a broker running from the old jars keeps working.
+$(KAFKA_LIBS)/.complete: $(ROOT)/deploy/local/pom.xml | prereqs
 	@echo "fetching Kafka jars into $(KAFKA_LIBS)"
-	@rm -rf "$(KAFKA_LIBS)" && mkdir -p "$(KAFKA_LIBS)"
-	@mvn -q -B -f deploy/local/pom.xml dependency:copy-dependencies \
-		-DoutputDirectory="$(KAFKA_LIBS)" >"$(CACHE_DIR)/kafka/mvn.log" 2>&1 \
-		|| { tail -n 30 "$(CACHE_DIR)/kafka/mvn.log"; exit 1; }
-	@touch $@
+	@rm -rf "$(KAFKA_LIBS).new" && mkdir -p "$(KAFKA_LIBS).new"
+	@mvn -q -B -f $< dependency:copy-dependencies -DoutputDirectory="$(KAFKA_LIBS).new" \
+		>"$(CACHE_DIR)/kafka/mvn.log" 2>&1 || { tail -n 30 "$(CACHE_DIR)/kafka/mvn.log"; exit 1; }
+	@touch "$(KAFKA_LIBS).new/.complete"
+	@rm -rf "$(KAFKA_LIBS)" && mv "$(KAFKA_LIBS).new" "$(KAFKA_LIBS)"
 
 ##@ Python
 
@@ -127,7 +129,7 @@ lint: sync ## ruff and mypy
 	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src
 
 .PHONY: test
-test: sync ## all tests; integration tests start the local stack if it is not running
+test: sync tools ## all tests; integration tests start the local stack if it is not running
 	@echo "uv run pytest"
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest
 

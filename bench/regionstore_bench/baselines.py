@@ -27,7 +27,9 @@ log = logging.getLogger("regionstore_bench")
 INSERT_CHUNK = 1000
 
 
-async def _produce_all(settings: CommonSettings, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+async def _produce_all(
+    settings: CommonSettings, topic: str, messages: list[tuple[bytes, bytes]]
+) -> float:
     producer = kafka_producer(settings.kafka, "bench-baseline")
     await producer.start()
     try:
@@ -89,9 +91,7 @@ async def kafka_baselines(
 ) -> dict[str, Any]:
     """Produce and consume rates of the ingest's messages, and single-message round trips."""
     kafka = settings.kafka
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers, client_id="bench-admin"
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="bench-admin")
     await admin.start()
     produce_s: list[float] = []
     consume_s: list[float] = []
@@ -100,9 +100,7 @@ async def kafka_baselines(
         for run in range(plan.baseline_runs):
             topic = f"bench.baseline.{uuid.uuid4().hex[:12]}"
             topics.append(topic)
-            await admin.create_topics(
-                [NewTopic(topic, kafka.partitions, kafka.replication_factor)]
-            )
+            await admin.create_topics([NewTopic(topic, kafka.partitions, kafka.replication_factor)])
             produce_s.append(await _produce_all(settings, topic, messages))
             consume_s.append(await _consume_all(settings, topic, len(messages)))
             log.info(

@@ -146,7 +146,9 @@ async def open_env(timeout_s: float = 120.0) -> AsyncIterator[BenchEnv]:
     }
     redis = redis_client(settings.redis, "bench")
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=urls["gateway"], timeout=timeout_s, limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=urls["gateway"], timeout=timeout_s, limits=limits
+    ) as http:
         env = BenchEnv(settings, http, urls, collections, redis)
         try:
             yield env

@@ -198,7 +198,9 @@ async def applied_latencies(
     return {"home": home, "replica": replica, "both": list(both.values())}
 
 
-def lag_quantiles(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, float]:
+def lag_quantiles(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> dict[str, float]:
     """p50/p99 of the services' apply-lag histograms over the scenario (bucket interpolation)."""
     result: dict[str, float] = {}
     for service, role in ROLE_OF.items():
@@ -277,7 +279,9 @@ async def batch_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[
     started = time.perf_counter()
     chunks = customers.chunks(plan.batch_size)
     accept_seconds = await post_batches(env, chunks, plan.batch_concurrency, accepts)
-    log.info("batch: %.0f accepted/s; waiting until applied", len(accepts.expected) / accept_seconds)
+    log.info(
+        "batch: %.0f accepted/s; waiting until applied", len(accepts.expected) / accept_seconds
+    )
     done, report = await wait_applied(
         env, accepts, before, wanted_applies(env, accepts), plan.apply_timeout_s
     )

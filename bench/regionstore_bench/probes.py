@@ -111,7 +111,7 @@ class PhaseUsage:
     def cpu_share(self) -> dict[str, float]:
         """CPU seconds per wall second of each process (1.0 = one core busy)."""
         if self.seconds <= 0:
-            return {name: math.nan for name in self.cpu_s}
+            return dict.fromkeys(self.cpu_s, math.nan)
         return {name: cpu / self.seconds for name, cpu in self.cpu_s.items()}
 
 

@@ -62,7 +62,7 @@ async def profiled(
         log.warning("py-spy not found: no profile of %s", label)
         yield
         return
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     running: dict[str, tuple[asyncio.subprocess.Process, Path]] = {}
     for name, pid in pids.items():
         raw = directory / f"{label}-{name}.txt"
@@ -84,5 +84,6 @@ async def profiled(
             except TimeoutError:
                 process.kill()
                 await process.wait()
-            if raw.exists():
-                results[f"{label}.{name}"] = {"file": str(raw), **summarize(raw)}
+            if await asyncio.to_thread(raw.exists):
+                summary = await asyncio.to_thread(summarize, raw)
+                results[f"{label}.{name}"] = {"file": str(raw), **summary}

@@ -51,7 +51,9 @@ async def recovery(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str,
     region = max(held, key=lambda r: held[r])
     parked_expected = held[region]
     before = (await env.pending())[region]
-    log.info("recovery: %s unavailable while %s writes arrive", region, f"{len(customers.bodies):,}")
+    log.info(
+        "recovery: %s unavailable while %s writes arrive", region, f"{len(customers.bodies):,}"
+    )
     await env.set_status(region, "unavailable")
     accepts = Accepts()
     try:

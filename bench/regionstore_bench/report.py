@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 SERVICES = ("gateway", "writer", "replicator", "recovery")
 RSS_IDLE_MB = 150.0
@@ -279,7 +279,11 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     for label, summary, color in (
         ("raw produce round trip", base["produce_rtt"], raw),
         ("single accept, concurrency 1", single["unloaded_accept_latency"], system),
-        (f"single accept, concurrency {single['concurrency']:.0f}", single["accept_latency"], system),
+        (
+            f"single accept, concurrency {single['concurrency']:.0f}",
+            single["accept_latency"],
+            system,
+        ),
         ("query, all regions up", query["all_up"], system),
         (f"query, {query['down_region']} down", query["one_down"], system),
     ):
@@ -310,7 +314,9 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     target_ax.invert_yaxis()
     target_ax.set_title("Targets: headroom (>= 1 passes; green pass, red miss)")
     for y, (t, s) in enumerate(zip(ts, score, strict=True)):
-        target_ax.text(s, y, f"  ratio {_n(t['ratio'], 2)} (limit {t['limit']:g})", va="center", fontsize=7)
+        target_ax.text(
+            s, y, f"  ratio {_n(t['ratio'], 2)} (limit {t['limit']:g})", va="center", fontsize=7
+        )
     rss = results["rss_mb"]
     names = [n for n in SERVICES if n in rss["idle"]]
     width = 0.38
@@ -323,7 +329,9 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         label="peak under batch ingest",
     )
     memory.axhline(RSS_IDLE_MB, color="#1f77b4", linestyle="--", linewidth=1, label="idle limit")
-    memory.axhline(RSS_INGEST_MB, color="#ff7f0e", linestyle="--", linewidth=1, label="ingest limit")
+    memory.axhline(
+        RSS_INGEST_MB, color="#ff7f0e", linestyle="--", linewidth=1, label="ingest limit"
+    )
     memory.set_xticks(list(xs), names)
     memory.set_ylabel("RSS, MiB")
     memory.set_title("Service memory")

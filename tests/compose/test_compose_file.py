@@ -1,9 +1,10 @@
-"""deploy/compose.yaml, checked by a real Docker Compose.
+"""deploy/compose.yaml and deploy/Dockerfile, checked by the real Docker tools.
 
-`docker compose config` loads, validates and normalizes a compose file without an engine, so it
-runs on the build machines (tests/compose/install-compose.sh installs it there). These tests assert
-on its normalized JSON, not on our own reading of the YAML, and show that it really rejects
-broken files. A missing compose fails the tests: a validator that is not there validates nothing.
+`docker compose config` loads, validates and normalizes a compose file without an engine, and
+BuildKit's Dockerfile checks (tests/compose/dockerfile-check) run without one too, so both run on
+the build machines (tests/compose/install-tools.sh installs them). These tests assert on compose's
+normalized JSON, not on our own reading of the YAML, and show that both tools really reject broken
+files. A missing tool fails the tests: a validator that is not there validates nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ APP_SERVICES = {
 }
 INSTALL_HINT = (
     "Docker Compose v2 or newer is required to validate deploy/compose.yaml: "
-    "run `bash tests/compose/install-compose.sh` (builds the `docker compose` plugin with Go)"
+    "run `bash tests/compose/install-tools.sh` (builds the `docker compose` plugin with Go)"
+)
+TOOLS_DIR = Path(
+    os.environ.get("REGIONSTORE_TOOLS_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "regionstore" / "tools"
 )
 
 Config = dict[str, Any]
@@ -473,8 +478,72 @@ class TestHostTestSettings:
         assert env[f"REGIONSTORE_{name.upper()}_URL"] == f"http://127.0.0.1:{port}"
 
 
+@pytest.fixture(scope="session")
+def dockerfile_check() -> Path:
+    checker = TOOLS_DIR / "dockerfile-check"
+    if not checker.is_file():
+        pytest.fail(
+            f"{checker} is missing: run `bash tests/compose/install-tools.sh` "
+            "(builds BuildKit's Dockerfile checks with Go)"
+        )
+    return checker
+
+
+def run_dockerfile_check(checker: Path, dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(checker), str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+class TestDockerfileChecks:
+    """BuildKit's own checks, the ones `docker build --check` runs, without an engine."""
+
+    def test_the_dockerfile_passes(self, dockerfile_check: Path) -> None:
+        result = run_dockerfile_check(dockerfile_check, DOCKERFILE)
+
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    @pytest.mark.parametrize(
+        ("breakage", "expected_error"),
+        [
+            pytest.param(
+                lambda text: text.replace("AS runtime", "as runtime"),
+                "FromAsCasing",
+                id="keyword-casing",
+            ),
+            pytest.param(
+                lambda text: text.replace("PYTHONUNBUFFERED=1", "PYTHONUNBUFFERED=$UNDEFINED_FLAG"),
+                "UndefinedVar",
+                id="undefined-variable",
+            ),
+            pytest.param(
+                lambda text: text.replace("COPY --from=uv", "COPPY --from=uv"),
+                "unknown instruction",
+                id="unknown-instruction",
+            ),
+        ],
+    )
+    def test_a_broken_copy_is_rejected(
+        self,
+        dockerfile_check: Path,
+        tmp_path: Path,
+        breakage: Callable[[str], str],
+        expected_error: str,
+    ) -> None:
+        original = DOCKERFILE.read_text()
+        broken = breakage(original)
+        assert broken != original, "the breakage no longer applies to deploy/Dockerfile"
+        broken_copy = tmp_path / "Dockerfile"
+        broken_copy.write_text(broken)
+
+        result = run_dockerfile_check(dockerfile_check, broken_copy)
+
+        assert result.returncode != 0
+        assert expected_error in result.stdout + result.stderr
+
+
 class TestImage:
-    """The Dockerfile cannot be built here; these catch the drift that would break the build."""
+    """The image cannot be built here; these catch the drift that would break the build."""
 
     def test_copies_every_workspace_member(self) -> None:
         text = DOCKERFILE.read_text()

@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
-from stack import REPO_ROOT, Stack
+
+from tests.stack import REPO_ROOT, Stack
 
 LOCAL_BIN = REPO_ROOT / "deploy" / "local" / "bin"
 EVENT_WITHIN_S = 15.0
@@ -98,7 +99,7 @@ async def test_redis_publishes_keyspace_events_for_set(stack: Stack) -> None:
         assert event["data"] == b"set"
     finally:
         await client.delete(f"{prefix}region_1:status")
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
 
 

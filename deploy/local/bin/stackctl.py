@@ -8,6 +8,7 @@ Everything comes from the environment the Makefile exports (ports, RUN_DIR, SERV
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,7 @@ SERVICE_PORTS = {
     "recovery": "RECOVERY_PORT",
 }
 MAX_RESTARTS_WHILE_STARTING = 3
+STOPPED = ("Completed", "Error", "Skipped")
 
 
 def fail(message: str) -> None:
@@ -70,7 +72,8 @@ def api_answers() -> bool:
 def processes() -> list[dict[str, object]]:
     data = api("GET", "/processes")
     assert isinstance(data, dict)
-    return list(data["data"])
+    order = [*INFRA_PORTS, *SERVICE_PORTS]
+    return sorted(data["data"], key=lambda p: order.index(p["name"]) if p["name"] in order else 99)
 
 
 def port_of(name: str) -> str:
@@ -179,7 +182,9 @@ def start_process_compose() -> None:
         "--config", ENV["PC_CONFIG"], "--port", str(PC_PORT), "--log-file", str(PC_LOG),
     ]  # fmt: skip
     PC_LOG.unlink(missing_ok=True)
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    started = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        fail(f"process-compose up failed:\n{started.stdout}{started.stderr}")
     deadline = time.monotonic() + 30
     while not api_answers():
         if time.monotonic() > deadline:
@@ -189,14 +194,16 @@ def start_process_compose() -> None:
 
 def wait_ready(timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    restarts_before = {p["name"]: int(str(p["restarts"])) for p in processes()}
     while True:
         procs = [p for p in processes() if p["status"] != "Disabled"]
         waiting = [p for p in procs if not is_ready(p)]
         if not waiting:
             return
         for proc in waiting:
-            if int(str(proc["restarts"])) >= MAX_RESTARTS_WHILE_STARTING:
-                not_ready(proc, f"keeps exiting ({proc['restarts']} restarts)")
+            restarts = int(str(proc["restarts"])) - restarts_before.get(proc["name"], 0)
+            if restarts >= MAX_RESTARTS_WHILE_STARTING:
+                not_ready(proc, f"keeps exiting ({restarts} restarts)")
         if time.monotonic() > deadline:
             not_ready(waiting[0], f"not ready after {timeout:.0f}s", others=waiting[1:])
         time.sleep(0.5)
@@ -217,6 +224,11 @@ def not_ready(
 def up() -> None:
     if api_answers():
         print(f"stack already running (process-compose API on :{PC_PORT}); waiting until ready")
+        # Processes stopped on purpose (`process stop`, a fault test) are brought back.
+        for proc in processes():
+            if proc["status"] in STOPPED:
+                print(f"starting {proc['name']} (was {proc['status']})")
+                api("POST", f"/process/start/{proc['name']}")
     else:
         check_ports()
         start_process_compose()
@@ -226,10 +238,14 @@ def up() -> None:
 
 def down() -> None:
     tracked = []
+    timeout = float(ENV.get("DOWN_TIMEOUT", "90"))
     if api_answers():
         tracked = [int(str(p["pid"])) for p in processes() if p["pid"]]
-        api("POST", "/project/stop")
-    deadline = time.monotonic() + float(ENV.get("DOWN_TIMEOUT", "90"))
+        # The server answers only once every process has stopped, or not at all if it exits
+        # first; either way the loop below checks the outcome.
+        with contextlib.suppress(OSError, ValueError):
+            api("POST", "/project/stop", timeout=timeout)
+    deadline = time.monotonic() + timeout
     while api_answers() or any(alive(pid) for pid in tracked) or leftovers():
         if time.monotonic() > deadline:
             break

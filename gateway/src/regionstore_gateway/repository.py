@@ -42,8 +42,13 @@ class Found:
         return int(self.document[VERSION])
 
     @property
+    def moved(self) -> bool:
+        """A tombstone saying the customer lives in another region, not that it was deleted."""
+        return self.deleted and self.home is not None
+
+    @property
     def home(self) -> str | None:
-        """The customer's home region, for live documents."""
+        """The customer's home region (absent on a delete's tombstones)."""
         home = self.document.get(HOME)
         return str(home) if home is not None else None
 
@@ -96,6 +101,18 @@ class Page:
     unreachable: list[str]
 
 
+def _fresher(found: Found, held: Found) -> bool:
+    """Newer version first; at one version a live copy, and the home copy, win over others.
+
+    One command writes the record and its tombstones elsewhere at the same version.
+    """
+    if found.version != held.version:
+        return found.version > held.version
+    if found.deleted != held.deleted:
+        return not found.deleted
+    return found.home == found.served_by
+
+
 class CustomerRepository:
     """Reads customers from the regional stores, falling back to replicas."""
 
@@ -111,17 +128,11 @@ class CustomerRepository:
             region
         ) is not NodeStatus.UNAVAILABLE and not self._suspicion.is_suspect(region)
 
-    async def lookup(
-        self,
-        customer_ids: list[str],
-        statuses: Mapping[str, NodeStatus],
-        projection: Mapping[str, int] | None = None,
-    ) -> Lookup:
-        """The newest document of each customer among every available region."""
+    async def lookup(self, customer_id: str, statuses: Mapping[str, NodeStatus]) -> Lookup:
+        """The newest document of a customer among every readable region."""
         readable = [r for r in self._regions.names if self._readable(r, statuses)]
-        query = {"_id": {"$in": customer_ids}}
         results = await asyncio.gather(
-            *(self._collections[r].find(query, projection).to_list(None) for r in readable),
+            *(self._collections[r].find_one({"_id": customer_id}) for r in readable),
             return_exceptions=True,
         )
         lookup = Lookup(unreachable={r for r in self._regions.names if r not in readable})
@@ -132,15 +143,12 @@ class CustomerRepository:
                 self._count_error(region, result)
                 lookup.unreachable.add(region)
                 continue
-            for document in result:
-                found = Found(document, region)
-                held = lookup.newest.get(document["_id"])
-                if (
-                    held is None
-                    or found.version > held.version
-                    or (found.version == held.version and found.home == region)
-                ):
-                    lookup.newest[document["_id"]] = found
+            if result is None:
+                continue
+            found = Found(result, region)
+            held = lookup.newest.get(customer_id)
+            if held is None or _fresher(found, held):
+                lookup.newest[customer_id] = found
         return lookup
 
     def covered(self, unreachable: set[str]) -> bool:

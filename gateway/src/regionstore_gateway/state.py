@@ -14,7 +14,7 @@ from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.apply import Suspicion
 from regionstore_shared.backlog import BacklogProbe
-from regionstore_shared.clients import kafka_producer, mongo_clients, redis_client
+from regionstore_shared.clients import open_core
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.status import StatusBoard
@@ -42,19 +42,8 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
     name = settings.service_name
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:
-        redis = redis_client(settings.redis, name)
-        stack.push_async_callback(redis.aclose)
-        mongos = mongo_clients(settings, name)
-        for client in mongos.values():
-            stack.push_async_callback(client.close)
-        collections = {
-            region: client[settings.store.database][settings.store.collection]
-            for region, client in mongos.items()
-        }
+        redis, collections, producer = await open_core(stack, settings, name)
         await ensure_indexes(collections)
-        producer = kafka_producer(settings.kafka, name)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)

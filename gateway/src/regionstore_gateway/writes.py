@@ -74,65 +74,49 @@ class Writes:
         """Every region's status."""
         return await self._board.all()
 
-    async def lookup(self, customer_ids: list[str]) -> Lookup:
-        """Where these customers live now, as far as the reachable regions tell."""
-        projection = {"_v": 1, "_home": 1, "_deleted": 1}
-        return await self._repository.lookup(customer_ids, await self.statuses(), projection)
-
-    def previously_in(self, lookup: Lookup, customer_id: str) -> tuple[str, ...]:
-        """The regions a customer may live in now; all of them when that cannot be known."""
-        regions = self._settings.region_map
+    async def lookup(self, customer_id: str) -> Lookup:
+        """The newest state of a customer in the reachable regions; its version is observed."""
+        lookup = await self._repository.lookup(customer_id, await self.statuses())
         found = lookup.newest.get(customer_id)
         if found is not None:
             self._clock.observe(found.version)
-            home = found.home
-            if not found.deleted and home is not None and home in regions:
-                return regions.placement_of_home(home)
-            return ()
-        if self._repository.covered(lookup.unreachable):
-            return ()
-        return regions.names
+        return lookup
 
-    def upsert_command(self, customer: Customer, previously_in: Sequence[str]) -> UpsertCustomer:
+    def upsert_command(self, customer: Customer) -> UpsertCustomer:
         """A versioned upsert; raises ZipOutOfRangeError for a zip no region takes."""
         regions = self._settings.region_map
-        targets = upsert_targets(regions, customer.customer_zip_code_prefix, previously_in)
         return UpsertCustomer(
             command_id=uuid.uuid4(),
             version=self._clock.now(),
             issued_at_ms=time.time_ns() // 1_000_000,
-            targets=targets,
+            targets=upsert_targets(regions, customer.customer_zip_code_prefix),
             customer=customer,
             home_region=regions.home_of(customer.customer_zip_code_prefix),
         )
 
-    def delete_command(self, customer_id: str, lookup: Lookup) -> DeleteCustomer:
-        """A versioned tombstone for wherever the customer may be."""
-        found = lookup.newest.get(customer_id)
-        home = found.home if found is not None and not found.deleted else None
-        if found is not None:
-            self._clock.observe(found.version)
+    def delete_command(self, customer_id: str) -> DeleteCustomer:
+        """A versioned tombstone for every region."""
         return DeleteCustomer(
             command_id=uuid.uuid4(),
             version=self._clock.now(),
             issued_at_ms=time.time_ns() // 1_000_000,
-            targets=delete_targets(self._settings.region_map, home),
+            targets=delete_targets(self._settings.region_map),
             customer_id=customer_id,
         )
 
     async def upsert(self, customer: Customer, *, create_only: bool, wait: bool) -> Written:
         """Publish one customer's new state."""
-        lookup = await self.lookup([customer.customer_id])
-        found = lookup.newest.get(customer.customer_id)
-        if create_only and found is not None and not found.deleted:
-            raise CustomerExistsError(customer.customer_id)
-        command = self.upsert_command(customer, self.previously_in(lookup, customer.customer_id))
+        if create_only:
+            found = (await self.lookup(customer.customer_id)).newest.get(customer.customer_id)
+            if found is not None and (not found.deleted or found.moved):
+                raise CustomerExistsError(customer.customer_id)
+        command = self.upsert_command(customer)
         await self.publish([command])
         return Written(command, await self._wait(command) if wait else False)
 
     async def delete(self, customer_id: str, *, wait: bool) -> Written:
         """Publish a customer's deletion."""
-        command = self.delete_command(customer_id, await self.lookup([customer_id]))
+        command = self.delete_command(customer_id)
         await self.publish([command])
         return Written(command, await self._wait(command) if wait else False)
 

@@ -1,4 +1,4 @@
-"""Which regions a write reaches: the new placement, plus tombstones where the customer was."""
+"""Which regions a write reaches: all of them, the placement upserted and the rest tombstoned."""
 
 from __future__ import annotations
 
@@ -19,96 +19,121 @@ def summary(targets: tuple[Target, ...]) -> list[tuple[str, str, str]]:
     return [(t.region, t.role.value, t.action.value) for t in targets]
 
 
+FOUR = RegionMap(
+    [
+        RegionSpec(name="a", zip_min=0, zip_max=24999, replicas=("b", "c")),
+        RegionSpec(name="b", zip_min=25000, zip_max=49999, replicas=("c", "d")),
+        RegionSpec(name="c", zip_min=50000, zip_max=74999, replicas=("d", "a")),
+        RegionSpec(name="d", zip_min=75000, zip_max=99999, replicas=("a", "b")),
+    ]
+)
+
+
 class TestUpsertTargets:
     @pytest.mark.parametrize(
-        ("zip_prefix", "home", "replica"),
+        ("zip_prefix", "home", "replica", "tombstoned"),
         [
-            (1000, "region_1", "region_3"),
-            (40000, "region_2", "region_1"),
-            (99999, "region_3", "region_2"),
+            (1000, "region_1", "region_3", "region_2"),
+            (39999, "region_1", "region_3", "region_2"),
+            (40000, "region_2", "region_1", "region_3"),
+            (69999, "region_2", "region_1", "region_3"),
+            (70000, "region_3", "region_2", "region_1"),
+            (99999, "region_3", "region_2", "region_1"),
         ],
     )
-    def test_new_customer_goes_to_home_and_replica(
-        self, zip_prefix: int, home: str, replica: str
+    def test_home_replica_and_a_tombstone_everywhere_else(
+        self, zip_prefix: int, home: str, replica: str, tombstoned: str
     ) -> None:
         assert upsert_targets(REGIONS, zip_prefix) == (
             target(home, Role.HOME, Action.UPSERT),
             target(replica, Role.REPLICA, Action.UPSERT),
+            target(tombstoned, Role.REPLICA, Action.TOMBSTONE),
         )
 
-    def test_staying_in_the_same_region_tombstones_nothing(self) -> None:
-        targets = upsert_targets(REGIONS, 14409, REGIONS.placement_of_home("region_1"))
-        assert all(t.action is Action.UPSERT for t in targets)
-        assert len(targets) == 2
+    @pytest.mark.parametrize("zip_prefix", [1000, 14409, 50000, 70000, 99999])
+    def test_every_region_is_targeted_exactly_once(self, zip_prefix: int) -> None:
+        regions = [t.region for t in upsert_targets(REGIONS, zip_prefix)]
+        assert sorted(regions) == sorted(REGIONS.names)
 
-    def test_move_from_region_1_to_region_2_tombstones_region_3_only(self) -> None:
-        targets = upsert_targets(REGIONS, 50000, REGIONS.placement_of_home("region_1"))
-        assert summary(targets) == [
+    @pytest.mark.parametrize("zip_prefix", [1000, 50000, 99999])
+    def test_exactly_one_home_and_it_is_an_upsert(self, zip_prefix: int) -> None:
+        targets = upsert_targets(REGIONS, zip_prefix)
+        homes = [t for t in targets if t.role is Role.HOME]
+        assert homes == [target(REGIONS.home_of(zip_prefix), Role.HOME, Action.UPSERT)]
+        assert targets[0] == homes[0]
+
+    @pytest.mark.parametrize("zip_prefix", [1000, 50000, 99999])
+    def test_the_upserted_regions_are_the_placement_in_order(self, zip_prefix: int) -> None:
+        targets = upsert_targets(REGIONS, zip_prefix)
+        upserted = tuple(t.region for t in targets if t.action is Action.UPSERT)
+        assert upserted == REGIONS.placement(zip_prefix)
+
+    def test_a_move_needs_no_knowledge_of_the_old_placement(self) -> None:
+        # region_1 -> region_2: region_3 (region_1's old replica) is tombstoned regardless.
+        assert summary(upsert_targets(REGIONS, 50000)) == [
             ("region_2", "home", "upsert"),
-            ("region_1", "replica", "upsert"),  # region_1 is the new replica of region_2
+            ("region_1", "replica", "upsert"),
             ("region_3", "replica", "tombstone"),
         ]
 
-    def test_move_from_region_3_to_region_1(self) -> None:
-        targets = upsert_targets(REGIONS, 2000, REGIONS.placement_of_home("region_3"))
-        assert summary(targets) == [
-            ("region_1", "home", "upsert"),
-            ("region_3", "replica", "upsert"),
-            ("region_2", "replica", "tombstone"),
-        ]
-
     @pytest.mark.parametrize(
-        ("zip_prefix", "tombstoned"),
-        [(1000, "region_2"), (40000, "region_3"), (70000, "region_1")],
+        ("zip_prefix", "expected"),
+        [
+            (
+                80000,
+                [
+                    ("d", "home", "upsert"),
+                    ("a", "replica", "upsert"),
+                    ("b", "replica", "upsert"),
+                    ("c", "replica", "tombstone"),
+                ],
+            ),
+            (
+                100,
+                [
+                    ("a", "home", "upsert"),
+                    ("b", "replica", "upsert"),
+                    ("c", "replica", "upsert"),
+                    ("d", "replica", "tombstone"),
+                ],
+            ),
+        ],
     )
-    def test_unknown_previous_placement_tombstones_every_other_region(
-        self, zip_prefix: int, tombstoned: str
+    def test_four_regions_with_two_replicas_tombstone_exactly_one(
+        self, zip_prefix: int, expected: list[tuple[str, str, str]]
     ) -> None:
-        targets = upsert_targets(REGIONS, zip_prefix, REGIONS.names)
-        assert [t.region for t in targets if t.action is Action.TOMBSTONE] == [tombstoned]
-        assert {t.region for t in targets} == set(REGIONS.names)
+        targets = upsert_targets(FOUR, zip_prefix)
+        assert summary(targets) == expected
+        assert [t.action for t in targets].count(Action.TOMBSTONE) == 1
+        assert sorted(t.region for t in targets) == ["a", "b", "c", "d"]
 
-    def test_each_region_is_targeted_once(self) -> None:
-        targets = upsert_targets(REGIONS, 50000, ["region_1", "region_3", "region_3"])
-        regions = [t.region for t in targets]
-        assert len(regions) == len(set(regions))
+    def test_a_single_region_map_tombstones_nothing(self) -> None:
+        only = RegionMap([RegionSpec(name="solo", zip_min=0, zip_max=99999, replicas=())])
+        assert upsert_targets(only, 5) == (target("solo", Role.HOME, Action.UPSERT),)
 
-    def test_four_regions_with_two_replicas(self) -> None:
-        regions = RegionMap(
-            [
-                RegionSpec(name="a", zip_min=0, zip_max=24999, replicas=("b", "c")),
-                RegionSpec(name="b", zip_min=25000, zip_max=49999, replicas=("c", "d")),
-                RegionSpec(name="c", zip_min=50000, zip_max=74999, replicas=("d", "a")),
-                RegionSpec(name="d", zip_min=75000, zip_max=99999, replicas=("a", "b")),
-            ]
-        )
-        targets = upsert_targets(regions, 80000, regions.placement_of_home("a"))
-        assert summary(targets) == [
-            ("d", "home", "upsert"),
-            ("a", "replica", "upsert"),
-            ("b", "replica", "upsert"),
-            ("c", "replica", "tombstone"),
-        ]
-
-    def test_out_of_range_zip_is_rejected(self) -> None:
+    @pytest.mark.parametrize("zip_prefix", [0, 999])
+    def test_out_of_range_zip_is_rejected(self, zip_prefix: int) -> None:
         with pytest.raises(ZipOutOfRangeError):
-            upsert_targets(REGIONS, 999)
+            upsert_targets(REGIONS, zip_prefix)
 
 
 class TestDeleteTargets:
-    @pytest.mark.parametrize(
-        ("home", "replica"),
-        [("region_1", "region_3"), ("region_2", "region_1"), ("region_3", "region_2")],
-    )
-    def test_known_home_tombstones_its_placement(self, home: str, replica: str) -> None:
-        assert delete_targets(REGIONS, home) == (
-            target(home, Role.HOME, Action.TOMBSTONE),
-            target(replica, Role.REPLICA, Action.TOMBSTONE),
+    def test_tombstones_every_region_the_first_as_home(self) -> None:
+        assert delete_targets(REGIONS) == (
+            target("region_1", Role.HOME, Action.TOMBSTONE),
+            target("region_2", Role.REPLICA, Action.TOMBSTONE),
+            target("region_3", Role.REPLICA, Action.TOMBSTONE),
         )
 
-    @pytest.mark.parametrize("home", [None, "region_9"])
-    def test_unknown_home_tombstones_every_region(self, home: str | None) -> None:
-        targets = delete_targets(REGIONS, home)
-        assert [t.region for t in targets] == ["region_1", "region_2", "region_3"]
-        assert all(t.action is Action.TOMBSTONE for t in targets)
-        assert [t.role for t in targets].count(Role.HOME) == 1
+    def test_four_regions(self) -> None:
+        targets = delete_targets(FOUR)
+        assert summary(targets) == [
+            ("a", "home", "tombstone"),
+            ("b", "replica", "tombstone"),
+            ("c", "replica", "tombstone"),
+            ("d", "replica", "tombstone"),
+        ]
+
+    def test_a_single_region(self) -> None:
+        only = RegionMap([RegionSpec(name="solo", zip_min=0, zip_max=99999, replicas=())])
+        assert delete_targets(only) == (target("solo", Role.HOME, Action.TOMBSTONE),)

@@ -1,14 +1,98 @@
-"""Repository logic that needs no store: coverage of unreachable regions and the filter it sends."""
+"""Repository logic against fake stores: point lookups, which copy wins, coverage, filters."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any, cast
 
 import pytest
+from pymongo.errors import AutoReconnect, PyMongoError
 
-from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found
-from regionstore_shared.apply import Suspicion
+from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, _fresher
+from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
+from regionstore_shared.status import NodeStatus
+
+Document = dict[str, Any]
+CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
+NAMES = ("region_1", "region_2", "region_3")
+
+
+class FakeCollection:
+    """A regional store in a dict that answers point reads and records them."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Document] = {}
+        self.queries: list[Document] = []
+        self.fail_with: BaseException | None = None
+
+    async def find_one(
+        self, query: Document, projection: Mapping[str, int] | None = None
+    ) -> Document | None:
+        self.queries.append(query)
+        if self.fail_with is not None:
+            raise self.fail_with
+        doc = self.docs.get(query["_id"])
+        if doc is None:
+            return None
+        if "_v" in query and not doc["_v"] >= query["_v"]["$gte"]:
+            return None
+        return dict(doc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Stores:
+    """A repository over three fake regions under the default map."""
+
+    def __init__(self) -> None:
+        self.regions = {name: FakeCollection() for name in NAMES}
+        self.clock = Clock()
+        self.suspicion = Suspicion(3.0, clock=self.clock)
+        self.repository = CustomerRepository(
+            cast("Mapping[str, Collection]", self.regions),
+            RegionMap(DEFAULT_REGIONS),
+            self.suspicion,
+        )
+
+    def live(self, region: str, version: int, home: str) -> None:
+        self.regions[region].docs[CUSTOMER] = {
+            "_id": CUSTOMER,
+            "_v": version,
+            "_deleted": False,
+            "_home": home,
+            "customer_city": f"from {region}",
+        }
+
+    def tombstone(self, region: str, version: int, home: str | None = None) -> None:
+        """A delete's tombstone, or with ``home`` an upsert's (the customer lives there)."""
+        doc: Document = {"_id": CUSTOMER, "_v": version, "_deleted": True}
+        if home is not None:
+            doc["_home"] = home
+        self.regions[region].docs[CUSTOMER] = doc
+
+
+def live(version: int, served_by: str, home: str = "region_1") -> Found:
+    return Found({"_id": CUSTOMER, "_v": version, "_deleted": False, "_home": home}, served_by)
+
+
+def tombstone(version: int, served_by: str, home: str | None = None) -> Found:
+    doc: Document = {"_id": CUSTOMER, "_v": version, "_deleted": True}
+    if home is not None:
+        doc["_home"] = home
+    return Found(doc, served_by)
+
+
+@pytest.fixture
+def stores() -> Stores:
+    return Stores()
 
 
 def repository_over(regions: RegionMap) -> CustomerRepository:
@@ -74,9 +158,17 @@ class TestFound:
         found = Found({"_id": "c", "_v": 7, "_deleted": False, "_home": "region_2"}, "region_1")
         assert (found.version, found.deleted, found.home) == (7, False, "region_2")
 
-    def test_tombstone_has_no_home(self) -> None:
+    def test_a_deletes_tombstone_has_no_home_and_did_not_move(self) -> None:
         found = Found({"_id": "c", "_v": 8, "_deleted": True}, "region_1")
-        assert (found.deleted, found.home) == (True, None)
+        assert (found.deleted, found.home, found.moved) == (True, None, False)
+
+    def test_an_upserts_tombstone_points_to_where_the_customer_moved(self) -> None:
+        found = Found({"_id": "c", "_v": 8, "_deleted": True, "_home": "region_2"}, "region_3")
+        assert (found.deleted, found.home, found.moved) == (True, "region_2", True)
+
+    def test_a_live_document_did_not_move(self) -> None:
+        found = Found({"_id": "c", "_v": 7, "_deleted": False, "_home": "region_2"}, "region_3")
+        assert found.moved is False
 
 
 class TestFilterQuery:
@@ -99,3 +191,160 @@ class TestFilterQuery:
         pattern = CustomerFilter(city=city).mongo("region_1", None)["_city_key"]["$regex"]
         assert re.fullmatch(pattern + ".*", city, flags=re.DOTALL)
         assert not re.match(pattern, "zzz")
+
+
+class TestFresher:
+    @pytest.mark.parametrize(
+        ("newer", "older"),
+        [
+            (live(6, "region_2"), live(5, "region_1")),  # even over the home copy
+            (tombstone(6, "region_2"), live(5, "region_1")),  # a newer delete wins
+            (live(6, "region_2"), tombstone(5, "region_1")),  # a newer recreate wins
+            (tombstone(6, "region_1"), tombstone(5, "region_2")),
+        ],
+    )
+    def test_a_newer_version_wins_whatever_it_is(self, newer: Found, older: Found) -> None:
+        assert _fresher(newer, older)
+        assert not _fresher(older, newer)
+
+    @pytest.mark.parametrize("served_by", NAMES)
+    @pytest.mark.parametrize("home", [None, "region_1"])
+    def test_at_one_version_a_live_copy_wins_over_a_tombstone(
+        self, served_by: str, home: str | None
+    ) -> None:
+        copy, gone = live(5, served_by), tombstone(5, "region_2", home)
+        assert _fresher(copy, gone)
+        assert not _fresher(gone, copy)
+
+    def test_at_one_version_the_home_copy_wins_over_a_replica(self) -> None:
+        home, replica = live(5, "region_1"), live(5, "region_3")
+        assert _fresher(home, replica)
+        assert not _fresher(replica, home)
+
+    def test_two_replica_copies_keep_the_one_held(self) -> None:
+        # A home with two replicas, itself unreadable: neither copy outranks the other.
+        first, second = live(5, "b", home="a"), live(5, "c", home="a")
+        assert not _fresher(second, first)
+        assert not _fresher(first, second)
+
+    def test_two_tombstones_keep_the_one_held(self) -> None:
+        assert not _fresher(tombstone(5, "region_1"), tombstone(5, "region_2"))
+        assert not _fresher(tombstone(5, "region_2"), tombstone(5, "region_1"))
+
+
+class TestLookup:
+    async def test_one_point_read_per_region(self, stores: Stores) -> None:
+        await stores.repository.lookup(CUSTOMER, {})
+        for store in stores.regions.values():
+            assert store.queries == [{"_id": CUSTOMER}]
+
+    async def test_nobody_anywhere(self, stores: Stores) -> None:
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert (lookup.newest, lookup.unreachable) == ({}, set())
+
+    @pytest.mark.parametrize("home", NAMES)
+    async def test_the_live_home_copy_beats_same_version_tombstones_and_replicas(
+        self, stores: Stores, home: str
+    ) -> None:
+        placement = RegionMap(DEFAULT_REGIONS).placement_of_home(home)
+        for region in NAMES:
+            if region in placement:
+                stores.live(region, 5, home)
+            else:
+                stores.tombstone(region, 5, home)
+        found = (await stores.repository.lookup(CUSTOMER, {})).newest[CUSTOMER]
+        assert (found.served_by, found.deleted, found.version) == (home, False, 5)
+        assert found.document["customer_city"] == f"from {home}"
+
+    async def test_the_newest_version_wins_over_the_home_copy(self, stores: Stores) -> None:
+        stores.live("region_1", 5, "region_1")
+        stores.live("region_3", 6, "region_1")  # home not yet caught up
+        stores.tombstone("region_2", 5)
+        found = (await stores.repository.lookup(CUSTOMER, {})).newest[CUSTOMER]
+        assert (found.served_by, found.version) == ("region_3", 6)
+
+    async def test_a_newer_tombstone_is_the_answer(self, stores: Stores) -> None:
+        stores.live("region_1", 5, "region_1")
+        stores.tombstone("region_2", 7)
+        stores.live("region_3", 5, "region_1")
+        found = (await stores.repository.lookup(CUSTOMER, {})).newest[CUSTOMER]
+        assert (found.served_by, found.deleted, found.version) == ("region_2", True, 7)
+
+    async def test_a_replica_answers_when_home_is_marked_unavailable(self, stores: Stores) -> None:
+        stores.live("region_1", 5, "region_1")
+        stores.tombstone("region_2", 5)
+        stores.live("region_3", 5, "region_1")
+        statuses = {"region_1": NodeStatus.UNAVAILABLE}
+        lookup = await stores.repository.lookup(CUSTOMER, statuses)
+        assert lookup.newest[CUSTOMER].served_by == "region_3"
+        assert not lookup.newest[CUSTOMER].deleted
+        assert lookup.unreachable == {"region_1"}
+        assert stores.regions["region_1"].queries == []
+
+    async def test_only_a_moved_tombstone_readable_says_where_the_customer_lives(
+        self, stores: Stores
+    ) -> None:
+        stores.live("region_2", 5, "region_2")
+        stores.live("region_1", 5, "region_2")
+        stores.tombstone("region_3", 5, "region_2")
+        statuses = {"region_1": NodeStatus.UNAVAILABLE, "region_2": NodeStatus.UNAVAILABLE}
+        lookup = await stores.repository.lookup(CUSTOMER, statuses)
+        found = lookup.newest[CUSTOMER]
+        assert (found.served_by, found.moved, found.home) == ("region_3", True, "region_2")
+        assert lookup.unreachable == {"region_1", "region_2"}
+
+    async def test_a_suspect_region_is_not_read(self, stores: Stores) -> None:
+        stores.suspicion.suspect("region_2")
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert lookup.unreachable == {"region_2"}
+        assert stores.regions["region_2"].queries == []
+
+    async def test_a_failing_region_is_unreachable_and_held_suspect(self, stores: Stores) -> None:
+        stores.live("region_1", 5, "region_1")
+        stores.live("region_3", 5, "region_1")
+        stores.regions["region_1"].fail_with = AutoReconnect("connection refused")
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert lookup.unreachable == {"region_1"}
+        assert lookup.newest[CUSTOMER].served_by == "region_3"
+        assert stores.suspicion.is_suspect("region_1")
+        assert not stores.suspicion.is_suspect("region_3")
+
+        stores.regions["region_1"].fail_with = None
+        again = await stores.repository.lookup(CUSTOMER, {})
+        assert again.unreachable == {"region_1"}  # held down: not read again
+        assert len(stores.regions["region_1"].queries) == 1
+
+        stores.clock.now += 3.0
+        recovered = await stores.repository.lookup(CUSTOMER, {})
+        assert recovered.unreachable == set()
+        assert recovered.newest[CUSTOMER].served_by == "region_1"
+
+    async def test_every_region_failing_finds_nothing(self, stores: Stores) -> None:
+        for store in stores.regions.values():
+            store.fail_with = AutoReconnect("down")
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert (lookup.newest, lookup.unreachable) == ({}, set(NAMES))
+        assert not stores.repository.covered(lookup.unreachable)
+
+    async def test_an_error_that_is_not_the_stores_propagates(self, stores: Stores) -> None:
+        stores.regions["region_2"].fail_with = RuntimeError("a bug, not an outage")
+        with pytest.raises(RuntimeError, match="a bug"):
+            await stores.repository.lookup(CUSTOMER, {})
+        assert not stores.suspicion.is_suspect("region_2")
+
+
+class TestVersionAtLeast:
+    @pytest.mark.parametrize(("version", "expected"), [(4, True), (5, True), (6, False)])
+    async def test_compares_the_stored_version(
+        self, stores: Stores, version: int, expected: bool
+    ) -> None:
+        stores.live("region_1", 5, "region_1")
+        assert await stores.repository.version_at_least("region_1", CUSTOMER, version) is expected
+
+    async def test_a_missing_customer_is_not_there(self, stores: Stores) -> None:
+        assert not await stores.repository.version_at_least("region_1", CUSTOMER, 1)
+
+    async def test_a_store_error_propagates(self, stores: Stores) -> None:
+        stores.regions["region_1"].fail_with = AutoReconnect("down")
+        with pytest.raises(PyMongoError):
+            await stores.repository.version_at_least("region_1", CUSTOMER, 1)

@@ -1,45 +1,61 @@
-"""Turning requests into commands: where the customer was, versions, and Kafka's answer."""
+"""Turning requests into commands: versions, targets, lookups and Kafka's answer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
 
-from regionstore_gateway.repository import CustomerRepository, Found, Lookup
-from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.writes import KafkaUnavailableError, Writes
-from regionstore_shared.apply import Suspicion
-from regionstore_shared.clock import HybridClock
+from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.settings import ApiSettings, GatewaySettings
+from regionstore_gateway.writes import (
+    CustomerExistsError,
+    KafkaUnavailableError,
+    Writes,
+    ZipOutOfRangeError,
+)
+from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.clock import HybridClock, version_millis
 from regionstore_shared.schemas import (
     Action,
     Customer,
     DeleteCustomer,
+    Role,
     UpsertCustomer,
     decode_command,
 )
+from regionstore_shared.status import NodeStatus
 
+Document = dict[str, Any]
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 WALL_MS = 1_700_000_000_000
 FUTURE_VERSION = (WALL_MS + 3_600_000) << 22 | 7 << 6 | 9  # an hour ahead of our wall clock
 SEND_FAILS = object()
+NAMES = ("region_1", "region_2", "region_3")
 
 
 class FakeProducer:
-    """Hands back one future per send, resolved as scripted; SEND_FAILS makes send raise."""
+    """Hands back one future per send, resolved as scripted; SEND_FAILS makes send raise.
+
+    ``on_send`` sees each decoded command as Kafka takes it (a writer applying it, say).
+    """
 
     def __init__(self, outcomes: list[object]) -> None:
         self.outcomes = outcomes
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.on_send: Callable[[UpsertCustomer | DeleteCustomer], None] | None = None
 
     async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
         outcome = self.outcomes.pop(0)
         if outcome is SEND_FAILS:
             raise KafkaConnectionError("no broker")
         self.sent.append((topic, value, key))
+        if self.on_send is not None:
+            self.on_send(decode_command(value))
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
@@ -47,24 +63,104 @@ class FakeProducer:
             future.set_result("record metadata")
         return future
 
+    def commands(self) -> list[UpsertCustomer | DeleteCustomer]:
+        return [decode_command(value) for _, value, _ in self.sent]
+
+
+class FakeCollection:
+    """A regional store in a dict answering point reads, each recorded."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Document] = {}
+        self.queries: list[Document] = []
+
+    async def find_one(
+        self, query: Document, projection: Mapping[str, int] | None = None
+    ) -> Document | None:
+        self.queries.append(query)
+        doc = self.docs.get(query["_id"])
+        if doc is None or ("_v" in query and doc["_v"] < query["_v"]["$gte"]):
+            return None
+        return dict(doc)
+
+
+class FakeBoard:
+    def __init__(self) -> None:
+        self.statuses: dict[str, NodeStatus] = {}
+
+    async def all(self) -> dict[str, NodeStatus]:
+        return dict(self.statuses)
+
+
+class Gateway:
+    """A Writes over three fake regions, a fake status board and a scripted producer."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        outcomes: list[object] | None = None,
+        producer: FakeProducer | None = None,
+    ) -> None:
+        self.stores = {name: FakeCollection() for name in NAMES}
+        self.board = FakeBoard()
+        self.producer = producer or FakeProducer(list(outcomes or []))
+        repository = CustomerRepository(
+            cast("Mapping[str, Collection]", self.stores), settings.region_map, Suspicion(3.0)
+        )
+        self.writes = Writes(
+            settings=settings,
+            producer=cast(Any, self.producer),
+            board=cast(Any, self.board),
+            repository=repository,
+            clock=HybridClock(1, wall_ms=lambda: WALL_MS),
+        )
+
+    def live(self, region: str, version: int, home: str = "region_1") -> None:
+        self.stores[region].docs[CUSTOMER] = {
+            "_id": CUSTOMER,
+            "_v": version,
+            "_deleted": False,
+            "_home": home,
+            "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+            "customer_zip_code_prefix": 14409,
+            "customer_city": "franca",
+            "customer_state": "SP",
+        }
+
+    def tombstone(self, region: str, version: int, home: str | None = None) -> None:
+        """A delete's tombstone, or with ``home`` an upsert's (the customer lives there)."""
+        doc: Document = {"_id": CUSTOMER, "_v": version, "_deleted": True}
+        if home is not None:
+            doc["_home"] = home
+        self.stores[region].docs[CUSTOMER] = doc
+
+    def reads(self) -> int:
+        return sum(len(store.queries) for store in self.stores.values())
+
+    def apply_to(self, region: str) -> None:
+        """Let every published command land in ``region`` as soon as Kafka takes it."""
+
+        def land(command: UpsertCustomer | DeleteCustomer) -> None:
+            self.stores[region].docs[command.key] = {"_id": command.key, "_v": command.version}
+
+        self.producer.on_send = land
+
 
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
     for name in list(os.environ):
         if name.upper().startswith("REGIONSTORE_"):
             monkeypatch.delenv(name)
-    return GatewaySettings()
+    return GatewaySettings(api=ApiSettings(wait_applied_timeout_s=0.05))
 
 
-def make_writes(settings: GatewaySettings, producer: FakeProducer | None = None) -> Writes:
-    repository = CustomerRepository({}, settings.region_map, Suspicion(3.0))
-    return Writes(
-        settings=settings,
-        producer=cast(Any, producer),
-        board=cast(Any, None),
-        repository=repository,
-        clock=HybridClock(1, wall_ms=lambda: WALL_MS),
-    )
+@pytest.fixture
+def gateway(settings: GatewaySettings) -> Gateway:
+    return Gateway(settings)
+
+
+def make_writes(settings: GatewaySettings, producer: FakeProducer) -> Writes:
+    return Gateway(settings, producer=producer).writes
 
 
 def customer(zip_prefix: int = 14409, customer_id: str = CUSTOMER) -> Customer:
@@ -77,87 +173,213 @@ def customer(zip_prefix: int = 14409, customer_id: str = CUSTOMER) -> Customer:
     )
 
 
-def live_in(home: str, version: int = 5, served_by: str | None = None) -> Lookup:
-    document = {"_id": CUSTOMER, "_v": version, "_home": home, "_deleted": False}
-    return Lookup(newest={CUSTOMER: Found(document, served_by or home)})
+class TestLookup:
+    async def test_a_fresh_clock_issues_versions_at_wall_time(self, gateway: Gateway) -> None:
+        version = gateway.writes.upsert_command(customer()).version
+        assert version_millis(version) == WALL_MS
+        assert version < FUTURE_VERSION
 
+    async def test_the_found_version_is_observed(self, gateway: Gateway) -> None:
+        gateway.live("region_1", FUTURE_VERSION)
+        lookup = await gateway.writes.lookup(CUSTOMER)
+        assert lookup.newest[CUSTOMER].version == FUTURE_VERSION
+        assert gateway.writes.upsert_command(customer()).version > FUTURE_VERSION
+        assert gateway.writes.delete_command(CUSTOMER).version > FUTURE_VERSION
 
-def tombstone(version: int = 5) -> Lookup:
-    document = {"_id": CUSTOMER, "_v": version, "_deleted": True}
-    return Lookup(newest={CUSTOMER: Found(document, "region_1")})
+    async def test_a_found_tombstones_version_is_observed(self, gateway: Gateway) -> None:
+        for region in NAMES:
+            gateway.tombstone(region, FUTURE_VERSION)
+        lookup = await gateway.writes.lookup(CUSTOMER)
+        assert lookup.newest[CUSTOMER].deleted
+        assert gateway.writes.upsert_command(customer()).version > FUTURE_VERSION
 
+    async def test_the_newest_copy_is_the_one_observed(self, gateway: Gateway) -> None:
+        gateway.live("region_1", 5)
+        gateway.tombstone("region_2", FUTURE_VERSION)
+        gateway.live("region_3", 5)
+        found = (await gateway.writes.lookup(CUSTOMER)).newest[CUSTOMER]
+        assert (found.served_by, found.deleted) == ("region_2", True)
+        assert gateway.writes.delete_command(CUSTOMER).version > FUTURE_VERSION
 
-class TestPreviouslyIn:
-    def test_a_live_customer_is_in_its_homes_placement(self, settings: GatewaySettings) -> None:
-        writes = make_writes(settings)
-        assert writes.previously_in(live_in("region_2"), CUSTOMER) == ("region_2", "region_1")
+    async def test_not_found_leaves_the_clock_alone(self, gateway: Gateway) -> None:
+        lookup = await gateway.writes.lookup(CUSTOMER)
+        assert (lookup.newest, lookup.unreachable) == ({}, set())
+        assert version_millis(gateway.writes.upsert_command(customer()).version) == WALL_MS
 
-    def test_a_deleted_customer_is_nowhere(self, settings: GatewaySettings) -> None:
-        assert make_writes(settings).previously_in(tombstone(), CUSTOMER) == ()
-
-    def test_not_found_with_every_region_readable_is_nowhere(
-        self, settings: GatewaySettings
-    ) -> None:
-        assert make_writes(settings).previously_in(Lookup(), CUSTOMER) == ()
-
-    def test_not_found_with_one_region_down_but_covered_is_nowhere(
-        self, settings: GatewaySettings
-    ) -> None:
-        lookup = Lookup(unreachable={"region_2"})
-        assert make_writes(settings).previously_in(lookup, CUSTOMER) == ()
-
-    def test_not_found_with_a_region_and_its_replica_down_may_be_anywhere(
-        self, settings: GatewaySettings
-    ) -> None:
-        lookup = Lookup(unreachable={"region_1", "region_3"})
-        assert make_writes(settings).previously_in(lookup, CUSTOMER) == (
-            "region_1",
-            "region_2",
-            "region_3",
-        )
-
-    def test_the_found_version_is_observed(self, settings: GatewaySettings) -> None:
-        writes = make_writes(settings)
-        previous = writes.previously_in(live_in("region_1", FUTURE_VERSION), CUSTOMER)
-        assert writes.upsert_command(customer(), previous).version > FUTURE_VERSION
+    async def test_reads_one_id_in_every_readable_region(self, gateway: Gateway) -> None:
+        gateway.board.statuses = {"region_2": NodeStatus.UNAVAILABLE}
+        lookup = await gateway.writes.lookup(CUSTOMER)
+        assert lookup.unreachable == {"region_2"}
+        assert gateway.stores["region_1"].queries == [{"_id": CUSTOMER}]
+        assert gateway.stores["region_2"].queries == []
+        assert gateway.stores["region_3"].queries == [{"_id": CUSTOMER}]
 
 
 class TestUpsertCommand:
-    def test_carries_home_and_targets(self, settings: GatewaySettings) -> None:
-        command = make_writes(settings).upsert_command(customer(50000), ("region_1", "region_3"))
-        assert command.home_region == "region_2"
-        assert [(t.region, t.action) for t in command.targets] == [
-            ("region_2", Action.UPSERT),
-            ("region_1", Action.UPSERT),
-            ("region_3", Action.TOMBSTONE),
+    @pytest.mark.parametrize(
+        ("zip_prefix", "home", "replica", "tombstoned"),
+        [
+            (14409, "region_1", "region_3", "region_2"),
+            (50000, "region_2", "region_1", "region_3"),
+            (80000, "region_3", "region_2", "region_1"),
+        ],
+    )
+    def test_carries_home_and_every_region_as_a_target(
+        self, gateway: Gateway, zip_prefix: int, home: str, replica: str, tombstoned: str
+    ) -> None:
+        command = gateway.writes.upsert_command(customer(zip_prefix))
+        assert command.home_region == home
+        assert [(t.region, t.role, t.action) for t in command.targets] == [
+            (home, Role.HOME, Action.UPSERT),
+            (replica, Role.REPLICA, Action.UPSERT),
+            (tombstoned, Role.REPLICA, Action.TOMBSTONE),
         ]
         assert command.key == CUSTOMER
+        assert command.customer == customer(zip_prefix)
 
-    def test_versions_increase_per_command(self, settings: GatewaySettings) -> None:
-        writes = make_writes(settings)
-        first = writes.upsert_command(customer(), ())
-        second = writes.upsert_command(customer(), ())
+    def test_reads_nothing(self, gateway: Gateway) -> None:
+        gateway.writes.upsert_command(customer())
+        assert gateway.reads() == 0
+
+    def test_versions_increase_per_command(self, gateway: Gateway) -> None:
+        first = gateway.writes.upsert_command(customer())
+        second = gateway.writes.upsert_command(customer())
         assert second.version > first.version
         assert first.command_id != second.command_id
 
+    def test_a_zip_no_region_takes_is_rejected(self, gateway: Gateway) -> None:
+        with pytest.raises(ZipOutOfRangeError):
+            gateway.writes.upsert_command(customer(999))
+
 
 class TestDeleteCommand:
-    def test_a_live_customer_is_tombstoned_in_its_placement(
+    def test_tombstones_every_region(self, gateway: Gateway) -> None:
+        command = gateway.writes.delete_command(CUSTOMER)
+        assert [(t.region, t.role, t.action) for t in command.targets] == [
+            ("region_1", Role.HOME, Action.TOMBSTONE),
+            ("region_2", Role.REPLICA, Action.TOMBSTONE),
+            ("region_3", Role.REPLICA, Action.TOMBSTONE),
+        ]
+        assert command.key == CUSTOMER
+        assert gateway.reads() == 0
+
+    def test_versions_increase_across_kinds(self, gateway: Gateway) -> None:
+        upsert = gateway.writes.upsert_command(customer())
+        delete = gateway.writes.delete_command(CUSTOMER)
+        assert delete.version > upsert.version
+
+
+class TestUpsert:
+    async def test_a_plain_upsert_publishes_without_reading(
         self, settings: GatewaySettings
     ) -> None:
-        command = make_writes(settings).delete_command(CUSTOMER, live_in("region_3"))
-        assert [t.region for t in command.targets] == ["region_3", "region_2"]
+        gateway = Gateway(settings, [None])
+        gateway.live("region_1", 5)
+        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=False)
+        assert written.applied is False
+        (command,) = gateway.producer.commands()
+        assert command == written.command
+        assert [t.region for t in command.targets] == ["region_2", "region_1", "region_3"]
+        assert gateway.reads() == 0
+
+    async def test_create_only_refuses_a_live_customer(self, settings: GatewaySettings) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.live("region_3", 5)
+        with pytest.raises(CustomerExistsError):
+            await gateway.writes.upsert(customer(), create_only=True, wait=False)
+        assert gateway.producer.sent == []
+
+    async def test_create_only_refuses_when_only_a_moved_tombstone_is_readable(
+        self, settings: GatewaySettings
+    ) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.live("region_1", 5, home="region_1")
+        gateway.live("region_3", 5, home="region_1")
+        gateway.tombstone("region_2", 5, home="region_1")
+        gateway.board.statuses = {
+            "region_1": NodeStatus.UNAVAILABLE,
+            "region_3": NodeStatus.UNAVAILABLE,
+        }
+        with pytest.raises(CustomerExistsError):
+            await gateway.writes.upsert(customer(), create_only=True, wait=False)
+        assert gateway.producer.sent == []
+
+    async def test_create_only_recreates_a_deleted_customer_above_its_tombstone(
+        self, settings: GatewaySettings
+    ) -> None:
+        gateway = Gateway(settings, [None])
+        for region in NAMES:
+            gateway.tombstone(region, FUTURE_VERSION)
+        written = await gateway.writes.upsert(customer(), create_only=True, wait=False)
+        assert written.command.version > FUTURE_VERSION
+        assert len(gateway.producer.sent) == 1
+
+    async def test_create_only_for_a_new_customer(self, settings: GatewaySettings) -> None:
+        gateway = Gateway(settings, [None])
+        written = await gateway.writes.upsert(customer(), create_only=True, wait=False)
+        assert isinstance(written.command, UpsertCustomer)
+        assert gateway.reads() == len(NAMES)
+
+    async def test_waits_until_home_holds_the_version(self, settings: GatewaySettings) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.apply_to("region_2")
+        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=True)
+        assert written.applied is True
+        assert gateway.stores["region_2"].queries == [
+            {"_id": CUSTOMER, "_v": {"$gte": written.command.version}}
+        ]
+
+    async def test_waits_on_the_replica_when_home_is_marked_unavailable(
+        self, settings: GatewaySettings
+    ) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.board.statuses = {"region_2": NodeStatus.UNAVAILABLE}
+        gateway.apply_to("region_1")
+        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=True)
+        assert written.applied is True
+        assert gateway.stores["region_2"].queries == []
+        assert gateway.stores["region_3"].queries == []  # its tombstone is never awaited
+
+    async def test_never_waits_on_a_tombstone_region(self, settings: GatewaySettings) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.board.statuses = {
+            "region_2": NodeStatus.UNAVAILABLE,
+            "region_1": NodeStatus.UNAVAILABLE,
+        }
+        gateway.apply_to("region_3")
+        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=True)
+        assert written.applied is False
+        assert gateway.reads() == 0
+
+    async def test_not_applied_within_the_timeout(self, settings: GatewaySettings) -> None:
+        gateway = Gateway(settings, [None])
+        written = await gateway.writes.upsert(customer(), create_only=False, wait=True)
+        assert written.applied is False
+        assert len(gateway.stores["region_1"].queries) > 1
+
+
+class TestDelete:
+    async def test_publishes_a_tombstone_for_every_region_without_reading(
+        self, settings: GatewaySettings
+    ) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.live("region_1", 5)
+        written = await gateway.writes.delete(CUSTOMER, wait=False)
+        (command,) = gateway.producer.commands()
+        assert isinstance(command, DeleteCustomer)
+        assert command == written.command
+        assert [t.region for t in command.targets] == list(NAMES)
         assert all(t.action is Action.TOMBSTONE for t in command.targets)
+        assert gateway.reads() == 0
 
-    def test_an_unknown_customer_is_tombstoned_everywhere(self, settings: GatewaySettings) -> None:
-        command = make_writes(settings).delete_command(CUSTOMER, Lookup())
-        assert [t.region for t in command.targets] == ["region_1", "region_2", "region_3"]
-
-    def test_the_delete_outranks_what_was_found(self, settings: GatewaySettings) -> None:
-        command = make_writes(settings).delete_command(
-            CUSTOMER, live_in("region_1", FUTURE_VERSION)
-        )
-        assert command.version > FUTURE_VERSION
+    async def test_waits_on_the_first_readable_region(self, settings: GatewaySettings) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.board.statuses = {"region_1": NodeStatus.UNAVAILABLE}
+        gateway.apply_to("region_2")
+        written = await gateway.writes.delete(CUSTOMER, wait=True)
+        assert written.applied is True
+        assert gateway.stores["region_1"].queries == []
+        assert len(gateway.stores["region_2"].queries) == 1
 
 
 class TestPublish:
@@ -165,8 +387,8 @@ class TestPublish:
         producer = FakeProducer([None, None])
         writes = make_writes(settings, producer)
         commands: list[UpsertCustomer | DeleteCustomer] = [
-            writes.upsert_command(customer(), ()),
-            writes.delete_command("x", Lookup()),
+            writes.upsert_command(customer()),
+            writes.delete_command("x"),
         ]
         assert await writes.publish(commands) == [None, None]
         topic, value, key = producer.sent[0]
@@ -177,18 +399,18 @@ class TestPublish:
     async def test_some_acknowledged_reports_each(self, settings: GatewaySettings) -> None:
         failure = NotLeaderForPartitionError()
         writes = make_writes(settings, FakeProducer([None, failure]))
-        commands = [writes.upsert_command(customer(), ()) for _ in range(2)]
+        commands = [writes.upsert_command(customer()) for _ in range(2)]
         assert await writes.publish(commands) == [None, failure]
 
     async def test_none_acknowledged_raises(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([NotLeaderForPartitionError()]))
         with pytest.raises(KafkaUnavailableError, match="Kafka did not acknowledge the write"):
-            await writes.publish([writes.upsert_command(customer(), ())])
+            await writes.publish([writes.upsert_command(customer())])
 
     async def test_a_send_refused_outright_raises(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([SEND_FAILS]))
         with pytest.raises(KafkaUnavailableError):
-            await writes.publish([writes.upsert_command(customer(), ())])
+            await writes.publish([writes.upsert_command(customer())])
 
     async def test_a_later_send_refused_still_reports_the_earlier_acknowledged_ones(
         self, settings: GatewaySettings
@@ -198,7 +420,7 @@ class TestPublish:
         # only case publish may raise).
         producer = FakeProducer([None, SEND_FAILS])
         writes = make_writes(settings, producer)
-        commands = [writes.upsert_command(customer(), ()) for _ in range(2)]
+        commands = [writes.upsert_command(customer()) for _ in range(2)]
         outcomes = await writes.publish(commands)
         assert outcomes[0] is None
         assert isinstance(outcomes[1], KafkaConnectionError)

@@ -15,7 +15,7 @@ from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.backlog import BacklogProbe
-from regionstore_shared.clients import kafka_producer, mongo_clients, redis_client
+from regionstore_shared.clients import open_core
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
@@ -29,20 +29,10 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
     name = settings.service_name
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:
-        redis = redis_client(settings.redis, name)
-        stack.push_async_callback(redis.aclose)
-        mongos = mongo_clients(settings, name)
-        for client in mongos.values():
-            stack.push_async_callback(client.close)
-        producer = kafka_producer(settings.kafka, name)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
+        redis, collections, producer = await open_core(stack, settings, name)
         board = StatusBoard(redis, settings.redis, settings.region_map.names)
         applier = BatchApplier(
-            collections={
-                region: client[settings.store.database][settings.store.collection]
-                for region, client in mongos.items()
-            },
+            collections=collections,
             status=board,
             suspicion=Suspicion(settings.store.suspect_for_s),
             parker=None,

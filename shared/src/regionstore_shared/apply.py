@@ -7,8 +7,8 @@ in the region's pending topic and move on, recovery stops and tries again later.
 Every write is version-guarded: a document is inserted when the region has never seen the
 customer, otherwise replaced under the filter ``{_id, _v: {$lt: version}}``. Applying a command
 twice, or an old one after a new one, therefore changes nothing; deletes are tombstones with a
-version, so a late replay cannot resurrect a record. (A single guarded upsert would save the read,
-but FerretDB answers its duplicate-key outcome with a reply PyMongo cannot parse.)
+version, so a late replay cannot resurrect a record. (A single guarded upsert per command would
+do in one step, but FerretDB answers its duplicate-key outcome with a reply PyMongo cannot parse.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from regionstore_shared import metrics
 from regionstore_shared.documents import VERSION, live_document, tombstone_document
@@ -32,7 +32,6 @@ from regionstore_shared.status import NodeStatus
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-_MAX_WRITE_ROUNDS = 5
 
 Command = UpsertCustomer | DeleteCustomer
 Collection = AsyncCollection[dict[str, Any]]
@@ -214,48 +213,41 @@ class BatchApplier:
     ) -> tuple[int, int]:
         """Write the newer commands; return (written, stale).
 
-        Inserts for customers the region has never seen, replaces guarded by ``_v < version``
-        for the others. A concurrent applier (recovery draining while the writer runs) can
-        insert first; the duplicate key sends that command round again as a guarded replace.
+        First every document is inserted: a customer the region has never seen costs one
+        write and no read. Those that collide on ``_id`` are then replaced under the filter
+        ``_v < version``; a replace that matches nothing met a newer version and is stale.
         """
-        pending = items
-        stale = 0
-        for _ in range(_MAX_WRITE_ROUNDS):
-            held = {
-                doc["_id"]: doc[VERSION]
-                async for doc in collection.find(
-                    {"_id": {"$in": [e.command.key for e, _ in pending]}}, {VERSION: 1}
-                )
-            }
-            writes: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]] = []
-            planned: list[tuple[Envelope, Target]] = []
-            for envelope, target in pending:
-                command = envelope.command
-                current = held.get(command.key)
-                if current is not None and current >= command.version:
-                    stale += 1
-                    continue
-                document = _document_for(command, target)
-                if current is None:
-                    writes.append(InsertOne(document))
-                else:
-                    guard = {"_id": command.key, VERSION: {"$lt": command.version}}
-                    writes.append(ReplaceOne(guard, document))
-                planned.append((envelope, target))
-            if not writes:
-                return len(items) - stale, stale
-            try:
-                await collection.bulk_write(writes, ordered=False)
-            except BulkWriteError as error:
-                errors: list[dict[str, Any]] = error.details.get("writeErrors", [])
-                if error.details.get("writeConcernErrors") or any(
-                    e.get("code") != DUPLICATE_KEY for e in errors
-                ):
-                    raise
-                pending = [planned[e["index"]] for e in errors]
-                continue
-            return len(items) - stale, stale
-        raise OperationFailure("concurrent inserts did not settle")
+        inserts = [InsertOne(_document_for(e.command, t)) for e, t in items]
+        collided = await self._insert(collection, inserts, items)
+        if not collided:
+            return len(items), 0
+        replaces = [
+            ReplaceOne(
+                {"_id": envelope.command.key, VERSION: {"$lt": envelope.command.version}},
+                _document_for(envelope.command, target),
+            )
+            for envelope, target in collided
+        ]
+        result = await collection.bulk_write(replaces, ordered=False)
+        stale = len(collided) - result.matched_count
+        return len(items) - stale, stale
+
+    @staticmethod
+    async def _insert(
+        collection: Collection,
+        inserts: list[InsertOne[dict[str, Any]]],
+        items: list[tuple[Envelope, Target]],
+    ) -> list[tuple[Envelope, Target]]:
+        try:
+            await collection.bulk_write(inserts, ordered=False)
+        except BulkWriteError as error:
+            errors: list[dict[str, Any]] = error.details.get("writeErrors", [])
+            if error.details.get("writeConcernErrors") or any(
+                e.get("code") != DUPLICATE_KEY for e in errors
+            ):
+                raise
+            return [items[e["index"]] for e in errors]
+        return []
 
     async def _park(
         self, region: str, items: list[tuple[Envelope, Target]], reason: str

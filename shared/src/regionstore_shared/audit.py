@@ -23,7 +23,7 @@ from regionstore_shared.apply import Collection
 from regionstore_shared.documents import DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap
 
-_CHUNK = 5000
+_POINT_READS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +60,16 @@ class AuditReport:
 
 
 async def _read_region(collection: Collection, ids: list[str]) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        cursor = collection.find({"_id": {"$in": chunk}}, {VERSION: 1, DELETED: 1, HOME: 1})
-        async for document in cursor:
-            found[document["_id"]] = document
-    return found
+    projection = {VERSION: 1, DELETED: 1, HOME: 1}
+    if len(ids) <= _POINT_READS:
+        documents = await asyncio.gather(
+            *(collection.find_one({"_id": customer_id}, projection) for customer_id in ids)
+        )
+        return {d["_id"]: d for d in documents if d is not None}
+    # One pass over the collection: FerretDB serves an `_id: {$in: ...}` filter by scanning
+    # anyway, once per query.
+    wanted = set(ids)
+    return {d["_id"]: d async for d in collection.find({}, projection) if d["_id"] in wanted}
 
 
 async def audit(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings, StoreSettings
@@ -78,3 +80,19 @@ def redis_client(settings: RedisSettings, client_name: str) -> Redis:
         health_check_interval=15,
         client_name=client_name,
     )
+
+
+async def open_core(
+    stack: contextlib.AsyncExitStack, settings: CommonSettings, name: str
+) -> tuple[Redis, dict[str, AsyncCollection[dict[str, Any]]], AIOKafkaProducer]:
+    """Redis, every region's customer collection and a started producer, closed by ``stack``."""
+    redis = redis_client(settings.redis, name)
+    stack.push_async_callback(redis.aclose)
+    collections = {}
+    for region, client in mongo_clients(settings, name).items():
+        stack.push_async_callback(client.close)
+        collections[region] = client[settings.store.database][settings.store.collection]
+    producer = kafka_producer(settings.kafka, name)
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    return redis, collections, producer

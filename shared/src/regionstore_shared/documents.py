@@ -43,14 +43,21 @@ def live_document(command: UpsertCustomer) -> dict[str, Any]:
 
 
 def tombstone_document(command: UpsertCustomer | DeleteCustomer) -> dict[str, Any]:
-    """The document that marks a customer gone from a region, at the command's version."""
-    return {
+    """The document that marks a customer gone from a region, at the command's version.
+
+    An upsert's tombstone (the customer lives elsewhere) keeps ``_home``, so a reader that finds
+    only it knows the customer exists in a region it could not read; a delete's has none.
+    """
+    document: dict[str, Any] = {
         "_id": command.key,
         VERSION: command.version,
         DELETED: True,
         COMMAND_ID: str(command.command_id),
         APPLIED_AT: datetime.now(UTC),
     }
+    if isinstance(command, UpsertCustomer):
+        document[HOME] = command.home_region
+    return document
 
 
 def customer_from_document(document: dict[str, Any]) -> Customer:

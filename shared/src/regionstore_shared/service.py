@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 
 from regionstore_shared.apply import BatchApplier, Command, Suspicion
-from regionstore_shared.clients import kafka_consumer, kafka_producer, mongo_clients, redis_client
+from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.pipeline import DeadLetters, run_batches
@@ -42,19 +42,8 @@ async def consume_commands(
     name = settings.service_name
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:
-        redis = redis_client(settings.redis, name)
-        stack.push_async_callback(redis.aclose)
-        mongos = mongo_clients(settings, name)
-        for client in mongos.values():
-            stack.push_async_callback(client.close)
-        collections = {
-            region: client[settings.store.database][settings.store.collection]
-            for region, client in mongos.items()
-        }
+        redis, collections, producer = await open_core(stack, settings, name)
         state.details["indexes"] = await ensure_indexes(collections)
-        producer = kafka_producer(settings.kafka, name)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
         consumer = kafka_consumer(
             settings.kafka, settings.kafka.command_topic, group_id=group_id, client_id=name
         )

@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 from pymongo import InsertOne, ReplaceOne
 from pymongo.errors import AutoReconnect, BulkWriteError, PyMongoError
+from pymongo.results import BulkWriteResult
 
 from regionstore_shared.apply import (
     BatchApplier,
@@ -20,6 +21,7 @@ from regionstore_shared.apply import (
     Suspicion,
 )
 from regionstore_shared.documents import (
+    APPLIED_AT,
     CITY_KEY,
     COMMAND_ID,
     DELETED,
@@ -47,54 +49,82 @@ def duplicate_key(index: int) -> dict[str, Any]:
     return {"index": index, "code": 11000, "errmsg": "E11000 duplicate key error"}
 
 
+Hook = Callable[["FakeCollection"], None]
+
+
 class FakeCollection:
-    """A regional store in a dict: InsertOne fails on an existing _id, ReplaceOne never upserts."""
+    """A regional store in a dict, answering bulk writes the way MongoDB does.
+
+    An unordered bulk of ``InsertOne`` inserts every new ``_id`` and reports the others as
+    duplicate keys by index; a bulk of ``ReplaceOne`` (never upserting) replaces the documents
+    its filter matches and reports how many matched. ``hooks`` run one per bulk write, before
+    it, to let another applier write in between.
+    """
 
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
-        self.finds = 0
+        self.reads: list[str] = []
         self.writes: list[tuple[list[Op], bool]] = []
         self.fail_with: PyMongoError | None = None
-        self.before_write: Callable[[FakeCollection], None] | None = None
-        self.always_duplicate = False
+        self.hooks: list[Hook | None] = []
 
-    def find(self, query: Document, projection: Mapping[str, int]) -> AsyncIterator[Document]:
-        self.finds += 1
-        ids: list[str] = query["_id"]["$in"]
+    def find(self, *args: Any, **kwargs: Any) -> AsyncIterator[Document]:
+        self.reads.append("find")
 
         async def cursor() -> AsyncIterator[Document]:
-            if self.fail_with is not None:
-                raise self.fail_with
-            for customer_id in ids:
-                doc = self.docs.get(customer_id)
-                if doc is not None:
-                    yield {k: v for k, v in doc.items() if k == "_id" or k in projection}
+            for doc in self.docs.values():
+                yield doc
 
         return cursor()
 
-    async def bulk_write(self, ops: Sequence[Op], ordered: bool = True) -> None:
+    async def find_one(self, *args: Any, **kwargs: Any) -> Document | None:
+        self.reads.append("find_one")
+        return None
+
+    async def bulk_write(self, ops: Sequence[Op], ordered: bool = True) -> BulkWriteResult:
         self.writes.append((list(ops), ordered))
         if self.fail_with is not None:
             raise self.fail_with
-        if self.before_write is not None:
-            hook, self.before_write = self.before_write, None
-            hook(self)
+        if self.hooks:
+            hook = self.hooks.pop(0)
+            if hook is not None:
+                hook(self)
+        assert len({type(op) for op in ops}) == 1, "inserts and replaces go in separate bulks"
         errors: list[dict[str, Any]] = []
+        inserted = matched = 0
         for index, op in enumerate(ops):
             if isinstance(op, InsertOne):
                 doc: Document = op._doc
-                if self.always_duplicate or doc["_id"] in self.docs:
+                if doc["_id"] in self.docs:
                     errors.append(duplicate_key(index))
                     continue
                 self.docs[doc["_id"]] = dict(doc)
+                inserted += 1
             else:
                 assert not op._upsert, "a guarded replace must never upsert"
                 guard: Mapping[str, Any] = op._filter
+                assert set(guard) == {"_id", VERSION}
                 held = self.docs.get(guard["_id"])
                 if held is not None and held[VERSION] < guard[VERSION]["$lt"]:
                     self.docs[guard["_id"]] = dict(op._doc)
+                    matched += 1
+        raw = {
+            "writeErrors": errors,
+            "writeConcernErrors": [],
+            "nInserted": inserted,
+            "nUpserted": 0,
+            "nMatched": matched,
+            "nModified": matched,
+            "nRemoved": 0,
+            "upserted": [],
+        }
         if errors:
-            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": []})
+            raise BulkWriteError(raw)
+        return BulkWriteResult(raw, acknowledged=True)
+
+    def kinds(self) -> list[list[type]]:
+        """The operation types of every bulk write, in order."""
+        return [[type(op) for op in ops] for ops, _ in self.writes]
 
 
 class FakeStatus:
@@ -165,6 +195,25 @@ def delete(version: int, regions: Iterable[str] = ("region_1", "region_3")) -> E
     return Envelope(command, encode_command(command))
 
 
+def upsert_of(customer_id: str, version: int, targets: Iterable[Target] = (HOME_1,)) -> Envelope:
+    """An upsert of another customer than CUSTOMER."""
+    command = upsert(version, targets=targets).command
+    assert isinstance(command, UpsertCustomer)
+    renamed = command.model_copy(
+        update={"customer": command.customer.model_copy(update={"customer_id": customer_id})}
+    )
+    return Envelope(renamed, encode_command(renamed))
+
+
+def stored(customer_id: str, version: int, **fields: Any) -> Hook:
+    """A hook standing for another applier that writes ``customer_id`` at ``version`` first."""
+
+    def hook(store: FakeCollection) -> None:
+        store.docs[customer_id] = {"_id": customer_id, VERSION: version, **fields}
+
+    return hook
+
+
 def every_target(command: UpsertCustomer | DeleteCustomer) -> Iterable[Target]:
     return command.targets
 
@@ -228,10 +277,21 @@ class TestVersionGuard:
         assert harness.doc("region_3")[VERSION] == 5
         assert CUSTOMER not in harness.stores["region_2"].docs
 
+    async def test_a_new_customer_costs_one_unordered_insert_and_no_read(
+        self, harness: Harness
+    ) -> None:
+        await harness.apply(upsert(5))
+        for region in ("region_1", "region_3"):
+            store = harness.stores[region]
+            assert store.kinds() == [[InsertOne]]
+            assert [ordered for _, ordered in store.writes] == [False]
+            assert store.reads == []
+
     async def test_only_the_selected_targets_are_written(self, harness: Harness) -> None:
         await harness.apply(upsert(5), select=home_only)
         assert CUSTOMER in harness.stores["region_1"].docs
-        assert harness.stores["region_3"].finds == 0
+        assert harness.stores["region_3"].writes == []
+        assert CUSTOMER not in harness.stores["region_3"].docs
 
     @pytest.mark.parametrize("order", [(1, 2, 3), (3, 2, 1), (2, 3, 1), (1, 3, 2)])
     async def test_newest_version_wins_within_a_batch(
@@ -240,7 +300,7 @@ class TestVersionGuard:
         await harness.apply(*(upsert(v, city=f"city {v}") for v in order), select=home_only)
         assert harness.doc()[VERSION] == 3
         assert harness.doc()["customer_city"] == "city 3"
-        ops, _ = harness.stores["region_1"].writes[0]
+        (ops, _), *_ = harness.stores["region_1"].writes
         assert len(ops) == 1
 
     async def test_newest_version_wins_across_batches(self, harness: Harness) -> None:
@@ -249,41 +309,85 @@ class TestVersionGuard:
         assert result.regions["region_1"] == RegionResult(written=0, stale=1)
         assert (harness.doc()[VERSION], harness.doc()["customer_city"]) == (3, "new")
 
-    async def test_a_newer_batch_replaces_under_a_version_guard(self, harness: Harness) -> None:
+    async def test_a_newer_batch_collides_then_replaces_under_a_version_guard(
+        self, harness: Harness
+    ) -> None:
         await harness.apply(upsert(2, city="old"), select=home_only)
         result = await harness.apply(upsert(3, city="new"), select=home_only)
         assert result.regions["region_1"] == RegionResult(written=1)
         assert (harness.doc()[VERSION], harness.doc()["customer_city"]) == (3, "new")
-        ops, ordered = harness.stores["region_1"].writes[-1]
+        store = harness.stores["region_1"]
+        assert store.kinds() == [[InsertOne], [InsertOne], [ReplaceOne]]
+        ops, ordered = store.writes[-1]
         assert ordered is False
         (op,) = ops
         assert isinstance(op, ReplaceOne)
         assert op._filter == {"_id": CUSTOMER, VERSION: {"$lt": 3}}
+        assert op._upsert is not True
+        assert op._doc[VERSION] == 3
+        assert store.reads == []
 
     async def test_applying_the_same_command_twice_changes_nothing(self, harness: Harness) -> None:
         envelope = upsert(4)
         await harness.apply(envelope)
-        before = dict(harness.doc())
+        before = {region: dict(harness.doc(region)) for region in ("region_1", "region_3")}
         result = await harness.apply(envelope)
         assert result.written == 0
-        assert result.regions["region_1"].stale == 1
-        assert harness.doc() == before
-        assert len(harness.stores["region_1"].writes) == 1  # the stale one wrote nothing
+        assert result.regions == {
+            "region_1": RegionResult(stale=1),
+            "region_3": RegionResult(stale=1),
+        }
+        for region in ("region_1", "region_3"):
+            assert harness.doc(region) == before[region]  # _applied_at included: not rewritten
+            assert harness.stores[region].kinds() == [[InsertOne], [InsertOne], [ReplaceOne]]
 
-    async def test_one_bulk_write_per_region_for_many_customers(self, harness: Harness) -> None:
-        envelopes = []
-        for i in range(5):
-            command = upsert(10 + i).command
-            assert isinstance(command, UpsertCustomer)
-            renamed = command.model_copy(
-                update={"customer": command.customer.model_copy(update={"customer_id": f"c{i}"})}
-            )
-            envelopes.append(Envelope(renamed, encode_command(renamed)))
+    async def test_one_bulk_write_per_region_for_many_new_customers(self, harness: Harness) -> None:
+        targets = (HOME_1, REPLICA_3)
+        envelopes = [upsert_of(f"c{i}", 10 + i, targets) for i in range(5)]
         result = await harness.apply(*envelopes)
         assert result.written == 10
         for region in ("region_1", "region_3"):
-            assert len(harness.stores[region].writes) == 1
+            assert harness.stores[region].kinds() == [[InsertOne] * 5]
             assert set(harness.stores[region].docs) == {f"c{i}" for i in range(5)}
+
+    async def test_only_the_collided_documents_are_replaced(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.docs["older"] = {"_id": "older", VERSION: 1}
+        store.docs["newer"] = {"_id": "newer", VERSION: 99}
+        batch = [upsert_of("fresh", 10), upsert_of("older", 11), upsert_of("newer", 12)]
+        result = await harness.apply(*batch)
+        assert result.regions["region_1"] == RegionResult(written=2, stale=1)
+        assert store.kinds() == [[InsertOne] * 3, [ReplaceOne] * 2]
+        replaces, _ = store.writes[1]
+        assert [op._filter for op in replaces if isinstance(op, ReplaceOne)] == [
+            {"_id": "older", VERSION: {"$lt": 11}},
+            {"_id": "newer", VERSION: {"$lt": 12}},
+        ]
+        assert {k: d[VERSION] for k, d in store.docs.items()} == {
+            "fresh": 10,
+            "older": 11,
+            "newer": 99,
+        }
+
+    async def test_every_command_stale_writes_nothing(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        for i in range(3):
+            store.docs[f"c{i}"] = {"_id": f"c{i}", VERSION: 50, "mark": "kept"}
+        result = await harness.apply(*(upsert_of(f"c{i}", 10 + i) for i in range(3)))
+        assert result.regions["region_1"] == RegionResult(written=0, stale=3)
+        assert all(d == {"_id": d["_id"], VERSION: 50, "mark": "kept"} for d in store.docs.values())
+
+    async def test_an_equal_version_is_stale(self, harness: Harness) -> None:
+        harness.stores["region_1"].docs[CUSTOMER] = {"_id": CUSTOMER, VERSION: 7, "mark": "kept"}
+        result = await harness.apply(upsert(7), select=home_only)
+        assert result.regions["region_1"] == RegionResult(stale=1)
+        assert harness.doc() == {"_id": CUSTOMER, VERSION: 7, "mark": "kept"}
+
+    async def test_the_applier_never_reads(self, harness: Harness) -> None:
+        await harness.apply(upsert(1))
+        await harness.apply(upsert(3), delete(2))
+        await harness.apply(upsert(2))
+        assert all(store.reads == [] for store in harness.stores.values())
 
     async def test_an_empty_selection_reads_no_status(self, harness: Harness) -> None:
         result = await harness.apply(upsert(1), select=lambda _: [])
@@ -294,21 +398,26 @@ class TestVersionGuard:
 class TestTombstones:
     async def test_a_newer_delete_tombstones_a_live_record(self, harness: Harness) -> None:
         await harness.apply(upsert(1))
-        await harness.apply(delete(2))
+        result = await harness.apply(delete(2))
+        assert result.written == 2
         for region in ("region_1", "region_3"):
             doc = harness.doc(region)
             assert (doc[VERSION], doc[DELETED]) == (2, True)
             assert "customer_city" not in doc
+            assert HOME not in doc  # a delete's tombstone points nowhere
 
     async def test_an_older_upsert_never_resurrects_a_tombstone(self, harness: Harness) -> None:
         await harness.apply(upsert(1))
         await harness.apply(delete(2))
         result = await harness.apply(upsert(1))
         assert result.regions["region_1"] == RegionResult(stale=1)
-        assert harness.doc()[DELETED] is True
+        assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (2, True)
 
     async def test_a_delete_first_seen_leaves_a_tombstone(self, harness: Harness) -> None:
-        await harness.apply(delete(5))
+        result = await harness.apply(delete(5))
+        assert result.regions["region_1"] == RegionResult(written=1)
+        assert harness.stores["region_1"].kinds() == [[InsertOne]]
+        assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (5, True)
         result = await harness.apply(upsert(3))
         assert result.regions["region_1"] == RegionResult(stale=1)
         assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (5, True)
@@ -319,63 +428,84 @@ class TestTombstones:
 
     async def test_a_newer_upsert_recreates_a_deleted_customer(self, harness: Harness) -> None:
         await harness.apply(delete(5))
-        await harness.apply(upsert(6, city="back"))
-        assert (harness.doc()[DELETED], harness.doc()["customer_city"]) == (False, "back")
+        result = await harness.apply(upsert(6, city="back"))
+        assert result.regions["region_1"] == RegionResult(written=1)
+        doc = harness.doc()
+        assert (doc[VERSION], doc[DELETED], doc["customer_city"]) == (6, False, "back")
 
-    async def test_an_upsert_tombstones_the_region_it_moved_out_of(self, harness: Harness) -> None:
+    async def test_an_upsert_tombstones_every_region_outside_its_placement(
+        self, harness: Harness
+    ) -> None:
         await harness.apply(upsert(1, targets=[HOME_1, REPLICA_3]))
         moved = [
             Target(region="region_2", role=Role.HOME, action=Action.UPSERT),
             Target(region="region_1", role=Role.REPLICA, action=Action.UPSERT),
             Target(region="region_3", role=Role.REPLICA, action=Action.TOMBSTONE),
         ]
-        await harness.apply(upsert(2, targets=moved))
-        assert harness.doc("region_3")[DELETED] is True
-        assert harness.doc("region_3")[VERSION] == 2
-        assert harness.doc("region_2")[DELETED] is False
-        assert harness.doc("region_1")[DELETED] is False
+        result = await harness.apply(upsert(2, targets=moved))
+        assert result.written == 3
+        assert (harness.doc("region_3")[VERSION], harness.doc("region_3")[DELETED]) == (2, True)
+        assert (harness.doc("region_2")[VERSION], harness.doc("region_2")[DELETED]) == (2, False)
+        assert (harness.doc("region_1")[VERSION], harness.doc("region_1")[DELETED]) == (2, False)
+
+    async def test_a_tombstone_lands_in_a_region_that_never_saw_the_customer(
+        self, harness: Harness
+    ) -> None:
+        targets = [HOME_1, Target(region="region_2", role=Role.REPLICA, action=Action.TOMBSTONE)]
+        await harness.apply(upsert(4, targets=targets))
+        assert harness.doc("region_2") == {
+            "_id": CUSTOMER,
+            VERSION: 4,
+            DELETED: True,
+            HOME: "region_1",  # an upsert's tombstone says where the customer lives
+            COMMAND_ID: harness.doc("region_1")[COMMAND_ID],
+            APPLIED_AT: harness.doc("region_2")[APPLIED_AT],
+        }
 
 
 class TestConcurrentInsert:
+    """Another applier (recovery draining while the writer runs) writes the same customer."""
+
     async def test_an_older_concurrent_insert_is_replaced(self, harness: Harness) -> None:
         store = harness.stores["region_1"]
-        store.before_write = lambda s: s.docs.update({CUSTOMER: {"_id": CUSTOMER, VERSION: 1}})
+        store.hooks = [stored(CUSTOMER, 1)]
         result = await harness.apply(upsert(7), select=home_only)
         assert result.regions["region_1"] == RegionResult(written=1)
         assert harness.doc()[VERSION] == 7
-        assert [type(op) for ops, _ in store.writes for op in ops] == [InsertOne, ReplaceOne]
+        assert store.kinds() == [[InsertOne], [ReplaceOne]]
         (replace,), _ = store.writes[1]
         assert isinstance(replace, ReplaceOne)
         assert replace._filter == {"_id": CUSTOMER, VERSION: {"$lt": 7}}
 
     async def test_a_newer_concurrent_insert_makes_ours_stale(self, harness: Harness) -> None:
         store = harness.stores["region_1"]
-        store.before_write = lambda s: s.docs.update({CUSTOMER: {"_id": CUSTOMER, VERSION: 9}})
+        store.hooks = [stored(CUSTOMER, 9, mark="theirs")]
         result = await harness.apply(upsert(7), select=home_only)
         assert result.regions["region_1"] == RegionResult(written=0, stale=1)
-        assert harness.doc()[VERSION] == 9
-        assert len(store.writes) == 1
+        assert harness.doc() == {"_id": CUSTOMER, VERSION: 9, "mark": "theirs"}
+        assert store.kinds() == [[InsertOne], [ReplaceOne]]
 
-    async def test_only_the_raced_command_goes_round_again(self, harness: Harness) -> None:
+    async def test_a_newer_write_between_our_insert_and_replace_makes_ours_stale(
+        self, harness: Harness
+    ) -> None:
         store = harness.stores["region_1"]
-        store.before_write = lambda s: s.docs.update({CUSTOMER: {"_id": CUSTOMER, VERSION: 1}})
-        other = upsert(8).command
-        assert isinstance(other, UpsertCustomer)
-        other = other.model_copy(
-            update={"customer": other.customer.model_copy(update={"customer_id": "other"})}
-        )
-        result = await harness.apply(upsert(7), Envelope(other, b""), select=home_only)
+        store.docs[CUSTOMER] = {"_id": CUSTOMER, VERSION: 1}
+        store.hooks = [None, stored(CUSTOMER, 9, mark="theirs")]
+        result = await harness.apply(upsert(7), select=home_only)
+        assert result.regions["region_1"] == RegionResult(stale=1)
+        assert harness.doc() == {"_id": CUSTOMER, VERSION: 9, "mark": "theirs"}
+
+    async def test_only_the_raced_command_is_replaced(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.hooks = [stored(CUSTOMER, 1)]
+        result = await harness.apply(upsert(7), upsert_of("other", 8), select=home_only)
         assert result.regions["region_1"] == RegionResult(written=2)
         assert [len(ops) for ops, _ in store.writes] == [2, 1]
+        (replace,), _ = store.writes[1]
+        assert isinstance(replace, ReplaceOne)
+        assert replace._filter["_id"] == CUSTOMER
         assert store.docs["other"][VERSION] == 8
         assert store.docs[CUSTOMER][VERSION] == 7
-
-    async def test_duplicates_that_never_settle_are_parked(self, harness: Harness) -> None:
-        store = harness.stores["region_1"]
-        store.always_duplicate = True
-        result = await harness.apply(upsert(7), select=home_only)
-        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
-        assert len(store.writes) == 5
 
 
 class TestParking:
@@ -392,7 +522,7 @@ class TestParking:
         ((region, parked, reason),) = harness.parker.parked
         assert (region, reason) == ("region_3", "marked_unavailable")
         assert parked == [envelopes[1]]  # only the newest survives per customer
-        assert harness.stores["region_3"].finds == 0
+        assert harness.stores["region_3"].reads == []
         assert harness.stores["region_3"].writes == []
 
     async def test_parking_forwards_the_raw_bytes_unchanged(self, harness: Harness) -> None:
@@ -409,7 +539,7 @@ class TestParking:
     async def test_a_region_without_a_store_is_parked(self, harness: Harness) -> None:
         target = Target(region="region_9", role=Role.HOME, action=Action.UPSERT)
         result = await harness.apply(upsert(1, targets=[target]))
-        assert result.regions["region_9"].parked_reason == "unknown_region"
+        assert result.regions["region_9"] == RegionResult(parked=1, parked_reason="unknown_region")
 
     async def test_a_connection_error_parks_and_holds_the_region_suspect(
         self, harness: Harness
@@ -420,13 +550,14 @@ class TestParking:
         assert first.regions["region_3"] == RegionResult(parked=1, parked_reason="write_failed")
         assert first.regions["region_1"] == RegionResult(written=1)
         assert harness.suspicion.is_suspect("region_3")
+        assert not harness.suspicion.is_suspect("region_1")
 
         store.fail_with = None
-        finds, writes = store.finds, len(store.writes)
+        writes = len(store.writes)
         harness.time.now += 2.9
         second = await harness.apply(upsert(2))
         assert second.regions["region_3"] == RegionResult(parked=1, parked_reason="recent_failure")
-        assert (store.finds, len(store.writes)) == (finds, writes)
+        assert len(store.writes) == writes
         assert [reason for _, _, reason in harness.parker.parked] == [
             "write_failed",
             "recent_failure",
@@ -438,18 +569,43 @@ class TestParking:
         assert harness.doc("region_3")[VERSION] == 3
         assert not harness.suspicion.is_suspect("region_3")
 
-    async def test_a_failing_bulk_write_parks(self, harness: Harness) -> None:
-        harness.stores["region_1"].before_write = _raise(AutoReconnect("reset by peer"))
+    async def test_a_failing_insert_parks(self, harness: Harness) -> None:
+        harness.stores["region_1"].hooks = [_raise(AutoReconnect("reset by peer"))]
         result = await harness.apply(upsert(1), select=home_only)
-        assert result.regions["region_1"].parked_reason == "write_failed"
+        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
+        assert harness.suspicion.is_suspect("region_1")
+
+    async def test_a_failing_replace_after_a_collision_parks(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.docs[CUSTOMER] = {"_id": CUSTOMER, VERSION: 1}
+        store.hooks = [None, _raise(AutoReconnect("reset by peer"))]
+        result = await harness.apply(upsert(7), upsert_of("other", 8), select=home_only)
+        assert result.regions["region_1"] == RegionResult(parked=2, parked_reason="write_failed")
+        assert store.kinds() == [[InsertOne, InsertOne], [ReplaceOne]]
+        assert harness.suspicion.is_suspect("region_1")
+        # Parked whole: replaying "other", already inserted, is stale and harmless.
+        ((_, parked, _),) = harness.parker.parked
+        assert [e.command.key for e in parked] == [CUSTOMER, "other"]
 
     async def test_a_bulk_write_error_other_than_duplicate_key_parks(
         self, harness: Harness
     ) -> None:
         error = BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "validation"}]})
-        harness.stores["region_1"].before_write = _raise(error)
+        harness.stores["region_1"].hooks = [_raise(error)]
         result = await harness.apply(upsert(1), select=home_only)
         assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
+        assert len(harness.stores["region_1"].writes) == 1  # no replace attempted
+
+    async def test_a_non_duplicate_error_among_duplicates_parks(self, harness: Harness) -> None:
+        error = BulkWriteError(
+            {
+                "writeErrors": [duplicate_key(0), {"index": 1, "code": 121, "errmsg": "invalid"}],
+                "writeConcernErrors": [],
+            }
+        )
+        harness.stores["region_1"].hooks = [_raise(error)]
+        result = await harness.apply(upsert(1), upsert_of("other", 2), select=home_only)
+        assert result.regions["region_1"] == RegionResult(parked=2, parked_reason="write_failed")
         assert len(harness.stores["region_1"].writes) == 1
 
     async def test_a_duplicate_key_with_a_write_concern_error_parks(self, harness: Harness) -> None:
@@ -459,9 +615,18 @@ class TestParking:
                 "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication"}],
             }
         )
-        harness.stores["region_1"].before_write = _raise(error)
+        harness.stores["region_1"].hooks = [_raise(error)]
         result = await harness.apply(upsert(1), select=home_only)
-        assert result.regions["region_1"].parked_reason == "write_failed"
+        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
+        assert len(harness.stores["region_1"].writes) == 1
+
+    async def test_a_write_concern_error_alone_parks(self, harness: Harness) -> None:
+        error = BulkWriteError(
+            {"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "timeout"}]}
+        )
+        harness.stores["region_1"].hooks = [_raise(error)]
+        result = await harness.apply(upsert(1), select=home_only)
+        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
 
     async def test_batch_totals(self, harness: Harness) -> None:
         harness.status.statuses = {"region_3": NodeStatus.UNAVAILABLE}
@@ -483,7 +648,24 @@ class TestWithoutParker:
         harness.stores["region_1"].fail_with = AutoReconnect("down")
         with pytest.raises(RegionUnavailableError) as caught:
             await harness.apply(upsert(1), select=home_only)
+        assert (caught.value.region, caught.value.reason) == ("region_1", "write_failed")
+        assert harness.suspicion.is_suspect("region_1")
+
+    async def test_a_non_duplicate_bulk_error_raises(self) -> None:
+        harness = Harness(parker=False)
+        error = BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "invalid"}]})
+        harness.stores["region_1"].hooks = [_raise(error)]
+        with pytest.raises(RegionUnavailableError) as caught:
+            await harness.apply(upsert(1), select=home_only)
         assert caught.value.reason == "write_failed"
+
+    async def test_a_recent_failure_raises(self) -> None:
+        harness = Harness(parker=False)
+        harness.suspicion.suspect("region_1")
+        with pytest.raises(RegionUnavailableError) as caught:
+            await harness.apply(upsert(1), select=home_only)
+        assert caught.value.reason == "recent_failure"
+        assert harness.stores["region_1"].writes == []
 
 
 class TestSuspicion:
@@ -509,7 +691,7 @@ class TestSuspicion:
         suspicion.clear("region_2")  # clearing an unknown region is harmless
 
 
-def _raise(error: Exception) -> Callable[[FakeCollection], None]:
+def _raise(error: Exception) -> Hook:
     def hook(_: FakeCollection) -> None:
         raise error
 

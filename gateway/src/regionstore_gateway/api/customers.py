@@ -26,7 +26,7 @@ from regionstore_gateway.models import (
     CustomerPage,
     CustomerPatch,
 )
-from regionstore_gateway.repository import CustomerFilter, Found
+from regionstore_gateway.repository import CustomerFilter, Found, Lookup
 from regionstore_gateway.writes import (
     Command,
     CustomerExistsError,
@@ -131,16 +131,7 @@ async def patch_customer(
     customer_id: PathId, body: CustomerPatch, writes: WritesDep, wait: WaitQuery = None
 ) -> Accepted:
     """Change some fields; a zip in another region moves the customer there."""
-    statuses = await writes.statuses()
-    lookup = await writes.repository.lookup([customer_id], statuses)
-    found = lookup.newest.get(customer_id)
-    if found is None or found.deleted:
-        if found is None and not writes.repository.covered(lookup.unreachable):
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                f"regions {sorted(lookup.unreachable)} are unreachable; cannot read the customer",
-            )
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
+    found = _live_or_raise(writes, customer_id, await writes.lookup(customer_id))
     current = customer_out(found).model_dump(include=set(Customer.model_fields))
     customer = _customer({**current, **body.model_dump(exclude_unset=True, exclude_none=True)})
     written = await _write_upsert(writes, customer, create_only=False, wait=wait is not None)
@@ -205,17 +196,13 @@ async def batch(
 async def _batch_commands(
     writes: Writes, valid: list[tuple[int, BatchItem]], results: list[BatchItemResult]
 ) -> list[tuple[int, Command]]:
-    ids = sorted({_item_id(item) for _, item in valid})
-    lookup = await writes.lookup(ids) if ids else None
     commands: list[tuple[int, Command]] = []
     for index, item in valid:
-        assert lookup is not None
         if isinstance(item, BatchDelete):
-            commands.append((index, writes.delete_command(item.customer_id, lookup)))
+            commands.append((index, writes.delete_command(item.customer_id)))
             continue
         try:
-            previous = writes.previously_in(lookup, item.customer.customer_id)
-            commands.append((index, writes.upsert_command(item.customer, previous)))
+            commands.append((index, writes.upsert_command(item.customer)))
         except ZipOutOfRangeError as error:
             loc = ["body", "items", index, "customer", _ZIP]
             results.append(
@@ -227,10 +214,6 @@ async def _batch_commands(
                 )
             )
     return commands
-
-
-def _item_id(item: BatchItem) -> str:
-    return item.customer_id if isinstance(item, BatchDelete) else item.customer.customer_id
 
 
 def _item_result(index: int, command: Command, error: BaseException | None) -> BatchItemResult:
@@ -254,10 +237,23 @@ def _item_result(index: int, command: Command, error: BaseException | None) -> B
 @router.get("/{customer_id}", response_model=CustomerOut)
 async def get_customer(customer_id: PathId, writes: WritesDep) -> CustomerOut:
     """One customer, from its home region or, when home is down, a replica."""
-    lookup = await writes.repository.lookup([customer_id], await writes.statuses())
+    lookup = await writes.repository.lookup(customer_id, await writes.statuses())
+    return customer_out(_live_or_raise(writes, customer_id, lookup))
+
+
+def _live_or_raise(writes: Writes, customer_id: str, lookup: Lookup) -> Found:
+    """The customer's live document; 404 when unknown or deleted, 503 when it cannot be read."""
     found = lookup.newest.get(customer_id)
     if found is not None and not found.deleted:
-        return customer_out(found)
+        return found
+    if found is not None and found.moved:
+        # Only a tombstone pointing elsewhere was readable: the live copies are in regions
+        # that could not be reached.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"customer {customer_id} lives in {found.home}, which cannot be read now "
+            f"(unreachable: {sorted(lookup.unreachable)})",
+        )
     if found is None and not writes.repository.covered(lookup.unreachable):
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -39,6 +39,8 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
+const sentence = (text) => (text ? text[0].toUpperCase() + text.slice(1) : text);
+
 const formatZip = (zip) => (Number.isInteger(zip) ? String(zip).padStart(5, "0") : String(zip ?? ""));
 
 function listText(names) {
@@ -132,7 +134,7 @@ const customerPath = (id) => `/v1/customers/${encodeURIComponent(id)}`;
 
 function toast(text, kind = "info") {
   const box = byTestId("toasts");
-  const item = h("div", { class: `toast toast-${kind}`, testid: "toast" }, text);
+  const item = h("div", { class: `toast toast-${kind}`, testid: "toast" }, sentence(text));
   box.append(item);
   setTimeout(() => item.remove(), TOAST_MS);
 }
@@ -148,6 +150,7 @@ const regions = {
 function setConnection(stateName) {
   const box = byTestId("connection");
   box.dataset.state = stateName;
+  document.documentElement.dataset.connection = stateName;
   byTestId("connection-label").textContent = stateName;
 }
 
@@ -566,7 +569,7 @@ function clearFormErrors() {
 
 function setFormMessage(testid, text, kind = "error") {
   const box = byTestId(testid);
-  box.textContent = text;
+  box.textContent = sentence(text);
   box.dataset.kind = kind;
   box.hidden = !text;
 }

@@ -1,0 +1,212 @@
+"""``python -m regionstore_bench [--quick]``: run every scenario against the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import logging
+import math
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from regionstore_shared.status import NodeStatus
+
+from . import baselines, ingest, queries, recovery, report
+from .data import commands, customers, documents, encoded, run_stamp
+from .env import BenchEnv, log, open_env, port_of
+from .plan import FULL, QUICK, Plan
+from .probes import PhaseUsage, ProcessSampler
+from .profile import profiled
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+PROFILES = ROOT / "test-artifacts" / "bench-profiles"
+INFRA_PORTS = {
+    "kafka": 9092,
+    "redis": 6379,
+    "region_1": 27017,
+    "region_2": 27018,
+    "region_3": 27019,
+}
+IDLE_S = 3.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="regionstore_bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke-sized counts (< 2 minutes)")
+    parser.add_argument("--output", help="results file stem (default latest, or quick)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the services meanwhile")
+    parser.add_argument("--keep-data", action="store_true", help="leave the bench's customers")
+    return parser.parse_args(argv)
+
+
+async def _wait_ready(env: BenchEnv, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        missing = []
+        for name, url in env.urls.items():
+            try:
+                response = await env.http.get(f"{url}/readyz", timeout=5)
+                if response.status_code != 200:
+                    missing.append(name)
+            except httpx.HTTPError:
+                missing.append(name)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"services not ready: {', '.join(missing)} (is the stack up? make up)")
+        await asyncio.sleep(1)
+
+
+async def _versions(env: BenchEnv) -> dict[str, str]:
+    jars = sorted(glob.glob(str(ROOT / ".cache" / "kafka" / "libs" / "kafka_2.13-*.jar")))
+    kafka = Path(jars[0]).stem.removeprefix("kafka_2.13-") if jars else "unknown"
+    collection = next(iter(env.collections.values()))
+    info = await collection.database.client.admin.command("buildInfo")
+    store = (
+        f"FerretDB {info['ferretdbVersion']}"
+        if "ferretdbVersion" in info
+        else f"mongod {info['version']}"
+    )
+    redis_info = await env.redis.info("server")
+    return {"kafka": kafka, "store": store, "redis": str(redis_info.get("redis_version"))}
+
+
+def _usage(phases: dict[str, PhaseUsage]) -> tuple[dict[str, Any], dict[str, Any]]:
+    idle = phases["idle"].median_rss_mb
+    batch = phases["batch"].peak_rss_mb if "batch" in phases else {}
+    peak: dict[str, float] = {}
+    for usage in phases.values():
+        for name, value in usage.peak_rss_mb.items():
+            peak[name] = max(peak.get(name, -math.inf), value)
+    rss = {"idle": idle, "batch_peak": batch, "peak": peak}
+    cpu = {name: usage.cpu_share() for name, usage in phases.items() if name != "idle"}
+    return rss, cpu
+
+
+async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
+    """Every scenario in order; the results as a dict."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    profiles: dict[str, Any] = {}
+    async with open_env() as env:
+        await _wait_ready(env)
+        versions = await _versions(env)
+        statuses = await env.http.get("/v1/regions")
+        if any(r["status"] != NodeStatus.AVAILABLE for r in statuses.json()["regions"]):
+            log.warning("a region was unavailable before the bench; making all available")
+            await env.restore_regions()
+        removed = await env.delete_stale_runs()
+        if removed:
+            log.info("removed %d documents left by older bench runs", removed)
+        stamp = run_stamp()
+        log.info("generating customers (seed %d)", plan.seed)
+        batch_set = customers(stamp, "b", plan.batch_customers, plan.seed)
+        single_set = customers(
+            stamp, "s", plan.single_requests + plan.unloaded_requests, plan.seed + 1
+        )
+        recovery_set = customers(stamp, "r", plan.recovery_writes, plan.seed + 2)
+        baseline_commands = commands(batch_set.bodies, env.regions)
+        messages = encoded(baseline_commands)
+        docs = documents(baseline_commands)
+        del baseline_commands
+        written: list[str] = []
+        ports = {name: port_of(url) for name, url in env.urls.items()} | INFRA_PORTS
+        sampler = ProcessSampler(ports)
+
+        def profiling(label: str, services: tuple[str, ...]) -> Any:
+            pids = {n: p for n, p in sampler.resolve().items() if n in services}
+            return profiled(pids if profile else {}, PROFILES, label, profiles)
+
+        try:
+            async with sampler.phase("idle"):
+                await asyncio.sleep(IDLE_S)
+            async with sampler.phase("baselines"):
+                log.info("1/5 baselines")
+                results["baselines"] = await baselines.kafka_baselines(env.settings, plan, messages)
+                home = env.regions.names[0]
+                results["baselines"]["insert_many"] = await baselines.insert_baseline(
+                    env.settings, plan, docs, home
+                )
+            del messages, docs
+            log.info("2/5 single-request ingest")
+            written += single_set.ids
+            async with (
+                sampler.phase("singles"),
+                profiling("singles", ("gateway", "writer", "replicator")),
+            ):
+                results["ingest_single"] = await ingest.single_ingest(env, plan, single_set)
+            await env.delete_ids(single_set.ids)
+            log.info("3/5 batch ingest")
+            written += batch_set.ids
+            async with (
+                sampler.phase("batch"),
+                profiling("batch", ("gateway", "writer", "replicator")),
+            ):
+                results["ingest_batch"] = await ingest.batch_ingest(env, plan, batch_set)
+            log.info("4/5 queries")
+            async with sampler.phase("queries"), profiling("queries", ("gateway",)):
+                results["queries"] = await queries.queries(env, plan, batch_set)
+            log.info("5/5 recovery")
+            written += recovery_set.ids
+            async with sampler.phase("recovery"), profiling("recovery", ("recovery",)):
+                results["recovery"] = await recovery.recovery(env, plan, recovery_set)
+        finally:
+            await env.restore_regions()
+            if written and not keep_data:
+                log.info("removing the bench's %d customers from the stores", len(written))
+                await env.delete_ids(written)
+        rss, cpu = _usage(sampler.phases)
+    results["rss_mb"] = rss
+    results["cpu_share"] = cpu
+    results["meta"] = {
+        "started_at": started_at,
+        "duration_s": time.perf_counter() - started,
+        "plan": plan.as_dict(),
+        "id_prefix": f"bench-{stamp}-",
+        "settings": {
+            "kafka": env.settings.kafka.model_dump(),
+            "store": env.settings.store.model_dump(),
+            "regions": [spec.model_dump() for spec in env.regions.specs],
+            "services": env.urls,
+        },
+        "machine": report.machine(versions),
+    }
+    if profiles:
+        results["profiles"] = profiles
+    results["targets"] = report.targets(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s bench %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    plan = QUICK if args.quick else FULL
+    stem = args.output or ("quick" if args.quick else "latest")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run(plan, profile=args.profile, keep_data=args.keep_data))
+    json_path, md_path, png_path = (RESULTS / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
+    chart = os.path.relpath(png_path, ROOT)
+    report.write_json(results, json_path)
+    report.write_chart(results, png_path)
+    report.write_markdown(results, md_path, chart)
+    log.info("results: %s, %s, %s", json_path, md_path, png_path)
+    missed = [t["name"] for t in results["targets"] if not t["pass"]]
+    for name in missed:
+        log.info("target missed: %s", name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
