@@ -47,7 +47,7 @@ class Envelope:
 
 
 class RegionUnavailableError(Exception):
-    """A region could not be written; nothing of this batch is known to have reached it."""
+    """A region could not be written; part of the batch may have reached it, harmlessly."""
 
     def __init__(self, region: str, reason: str) -> None:
         super().__init__(f"region {region} unavailable: {reason}")

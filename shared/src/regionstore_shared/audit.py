@@ -3,9 +3,9 @@
 For every acknowledged write the caller knows the customer's final state (version, deleted or
 not, home region). The audit reads every region and counts, per customer:
 
-- ``lost``: a region of the placement lacks the final version entirely;
+- ``lost``: a region of the placement lacks the final version, or holds it as a tombstone;
 - ``stale``: a region of the placement holds an older version;
-- ``duplicated``: a live copy in a region outside the placement (or more than one home copy);
+- ``duplicated``: a live copy in a region outside the placement, or a version nobody wrote;
 - ``resurrected``: a deleted customer is live anywhere.
 
 A correct system ends with all four at zero.
@@ -98,12 +98,12 @@ async def audit(
                 if live:
                     report._note("duplicated", where)
                 continue
-            if document is None:
+            if document is None or (document[VERSION] == final.version and not live):
                 report._note("lost", where)
             elif document[VERSION] < final.version:
                 report._note("stale", f"{where} v{document[VERSION]} < v{final.version}")
-            elif document[VERSION] > final.version or not live:
-                report._note("duplicated", f"{where} holds v{document[VERSION]}, expected live")
+            elif document[VERSION] > final.version:
+                report._note("duplicated", f"{where} holds v{document[VERSION]} > v{final.version}")
     return report
 
 
