@@ -291,3 +291,26 @@ async def test_original_create_route_still_works(env: Env) -> None:
     accepted = response.json()
     env.remember({**accepted, "region": "region_3"})
     assert (await env.settle()).clean
+
+
+async def test_a_flip_back_to_unavailable_mid_drain_loses_nothing(env: Env) -> None:
+    await env.set_status("region_3", "unavailable")
+    bodies = [customer(zip_prefix=70000 + i, state="DF", city="brasilia") for i in range(1500)]
+    for start in range(0, len(bodies), 500):
+        chunk = bodies[start : start + 500]
+        response = await env.http.post(
+            "/v1/customers:batch", json={"items": [{"customer": b} for b in chunk]}
+        )
+        assert response.json()["accepted"] == len(chunk)
+        for result in response.json()["results"]:
+            env.remember(result)
+    assert await env.wait_pending("region_3", at_least=1500) >= 1500
+    await env.set_status("region_3", "available")
+    await env.set_status("region_3", "unavailable")
+    mid_drain = (await env.pending())["region_3"]
+    await env.set_status("region_3", "available")
+    report = await env.settle()
+    assert report.checked == 1500
+    assert report.clean, report
+    assert mid_drain is not None
+    assert (await env.pending())["region_3"] == 0

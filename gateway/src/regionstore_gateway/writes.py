@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from regionstore_shared.schemas import (
 from regionstore_shared.status import NodeStatus, StatusBoard
 
 Command = UpsertCustomer | DeleteCustomer
+log = logging.getLogger(__name__)
 
 
 class KafkaUnavailableError(Exception):
@@ -142,6 +144,17 @@ class Writes:
         except TimeoutError:
             pass
         errors = [_outcome(p) for p in pending]
+        for command, outcome in zip(commands, errors, strict=True):
+            if outcome is None:
+                log.info(
+                    "write accepted",
+                    extra={
+                        "command_id": str(command.command_id),
+                        "customer_id": command.key,
+                        "version": command.version,
+                        "kind": command.kind,
+                    },
+                )
         if commands and all(e is not None for e in errors):
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
             raise KafkaUnavailableError(f"Kafka did not acknowledge the write: {errors[0]!r}")

@@ -139,6 +139,17 @@ def _newest_per_customer(
     return list(newest.values())
 
 
+def _trace(envelope: Envelope, target: Target) -> dict[str, object]:
+    command = envelope.command
+    return {
+        "command_id": str(command.command_id),
+        "customer_id": command.key,
+        "version": command.version,
+        "region": target.region,
+        "action": target.action.value,
+    }
+
+
 class BatchApplier:
     """Applies batches of commands to the regional stores, one unordered bulk write per region."""
 
@@ -204,8 +215,11 @@ class BatchApplier:
         metrics.COMMANDS_STALE.labels(region=region).inc(stale)
         now_ms = time.time_ns() // 1_000_000
         lag = metrics.APPLY_LAG_SECONDS.labels(role=self._role)
-        for envelope, _ in items:
+        trace = log.isEnabledFor(logging.DEBUG)
+        for envelope, target in items:
             lag.observe(max(0, now_ms - envelope.command.issued_at_ms) / 1000)
+            if trace:
+                log.debug("command applied", extra=_trace(envelope, target))
         return RegionResult(written=written, stale=stale)
 
     async def _write(
@@ -257,4 +271,12 @@ class BatchApplier:
         envelopes = [envelope for envelope, _ in items]
         await self._parker.park(region, envelopes, reason)
         metrics.COMMANDS_PARKED.labels(region=region, reason=reason).inc(len(envelopes))
+        log.info(
+            "commands parked",
+            extra={
+                "region": region,
+                "reason": reason,
+                "command_ids": [str(e.command.command_id) for e in envelopes],
+            },
+        )
         return RegionResult(parked=len(envelopes), parked_reason=reason)
