@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from regionstore_shared.apply import Collection
 from regionstore_shared.audit import AuditReport, Expected, wait_for_clean
-from regionstore_shared.clients import MongoClient, mongo_clients
+from regionstore_shared.clients import MongoClient, mongo_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 
@@ -106,7 +106,13 @@ class Env:
 async def env(stack: Any) -> AsyncIterator[Env]:
     """A fresh Env on the running stack; every region is put back to available afterwards."""
     settings = CommonSettings()
-    clients: dict[str, MongoClient] = mongo_clients(settings, "tests")
+    # The tests read the stores directly while the machine is loaded by the whole stack:
+    # a generous socket timeout keeps a slow answer from passing for a dead store.
+    patient = settings.store.model_copy(update={"socket_timeout_ms": 60_000})
+    clients: dict[str, MongoClient] = {
+        region: mongo_client(settings.stores[region], patient, "tests")
+        for region in settings.region_map.names
+    }
     collections = {
         region: client[settings.store.database][settings.store.collection]
         for region, client in clients.items()

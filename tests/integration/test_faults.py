@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from regionstore_shared.audit import wait_for_clean
 from tests.regionstore_env import Env, customer, env
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -49,10 +50,14 @@ async def test_a_stopped_store_parks_writes_until_it_returns(env: Env, stack: An
         await _post_all(env, homed_there + replicated_there + elsewhere)
         parked = await env.wait_pending("region_2", at_least=200)
         assert parked >= 200
-        settled_elsewhere = await env.settle(
-            [env.finals[c["customer_id"]] for c in elsewhere], within_s=60
+        readable = {r: c for r, c in env.collections.items() if r != "region_2"}
+        settled_elsewhere = await wait_for_clean(
+            [env.finals[c["customer_id"]] for c in elsewhere],
+            readable,
+            env.regions,
+            within_s=60,
         )
-        assert settled_elsewhere.clean, settled_elsewhere
+        assert settled_elsewhere.clean, settled_elsewhere  # the live regions did not wait
     finally:
         await stack.start("region_2")
     await env.set_status("region_2", "unavailable")
@@ -81,10 +86,8 @@ async def test_killing_writer_and_replicator_mid_batch_loses_and_duplicates_noth
     await stack.kill("replicator", signal.SIGKILL)
     await _batch(env, batches[4])
     await _batch(env, batches[5])
-    await stack.wait_ready("writer")
-    await stack.wait_ready("replicator")
-    assert await stack.pid("writer") != writer_pid
-    assert await stack.pid("replicator") != replicator_pid
+    assert await stack.wait_ready("writer", not_pid=writer_pid) != writer_pid
+    assert await stack.wait_ready("replicator", not_pid=replicator_pid) != replicator_pid
     report = await env.settle(within_s=180)
     assert report.checked == 3600
     assert report.clean, report

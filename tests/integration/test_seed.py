@@ -27,7 +27,7 @@ from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 
 pytestmark = pytest.mark.integration
 
-READ_WITHIN_S = 30.0
+READ_WITHIN_S = 60.0
 POLL_S = 0.2
 CLI_WITHIN_S = 120.0
 GATEWAY_URL = DatasetSettings().gateway_url  # REGIONSTORE_GATEWAY_URL, as the CLI reads it

@@ -138,11 +138,10 @@ class Writes:
             except KafkaError as error:
                 pending.append(error)
         futures = [p for p in pending if not isinstance(p, BaseException)]
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*futures, return_exceptions=True)
-        except TimeoutError:
-            pass
+        if futures:
+            # asyncio.wait, not a timeout around gather: the delivery futures belong to the
+            # producer and must not be cancelled by an impatient caller.
+            await asyncio.wait(futures, timeout=timeout)
         errors = [_outcome(p) for p in pending]
         for command, outcome in zip(commands, errors, strict=True):
             if outcome is None:
@@ -192,6 +191,8 @@ def _outcome(sent: asyncio.Future[object] | BaseException) -> BaseException | No
         return sent
     if not sent.done():
         return TimeoutError("no acknowledgement within the request timeout")
+    if sent.cancelled():
+        return asyncio.CancelledError("the producer gave up on the message")
     return sent.exception()
 
 

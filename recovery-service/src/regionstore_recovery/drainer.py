@@ -82,7 +82,6 @@ async def drain(
                     "drain paused",
                     extra={"region": region, "reason": error.reason, "retry_s": pause},
                 )
-                await consumer.seek_to_committed()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
                         await stop.wait()

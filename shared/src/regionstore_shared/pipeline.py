@@ -86,10 +86,19 @@ async def run_batches(
         if not batches:
             continue
         records = [record for partition in batches.values() for record in partition]
-        with metrics.BATCH_SECONDS.labels(role=role).time():
-            envelopes = await decode_batch(records, dead_letters)
-            if envelopes:
-                await applier.apply(envelopes, select)
+        try:
+            with metrics.BATCH_SECONDS.labels(role=role).time():
+                envelopes = await decode_batch(records, dead_letters)
+                if envelopes:
+                    await applier.apply(envelopes, select)
+        except BaseException:
+            # Nothing of this batch is committed; rewind so whoever consumes next (this
+            # consumer after a pause, or another after a rebalance) starts with it again.
+            assigned = consumer.assignment()
+            for tp, partition in batches.items():
+                if tp in assigned:
+                    consumer.seek(tp, partition[0].offset)
+            raise
         await consumer.commit(
             {
                 tp: OffsetAndMetadata(partition[-1].offset + 1, "")

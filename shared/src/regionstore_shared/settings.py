@@ -58,7 +58,9 @@ class StoreSettings(BaseModel):
     database: str = "regionstore"
     collection: str = "customers"
     server_selection_timeout_ms: Annotated[int, Field(ge=100)] = 2000
-    socket_timeout_ms: Annotated[int, Field(ge=100)] = 5000
+    # A slow store is not a dead one: dead stores refuse connections and fail server selection
+    # fast; this only bounds a store that accepted the request and never answers.
+    socket_timeout_ms: Annotated[int, Field(ge=100)] = 20000
     # After a connection failure, a region is treated as down locally for this long before the
     # next attempt, so one dead store does not cost every batch a full selection timeout.
     suspect_for_s: Annotated[float, Field(ge=0)] = 3.0

@@ -109,7 +109,7 @@ class GatewayUnavailableError(Exception):
 class Progress(Protocol):
     def update(self, n: int) -> object: ...
 
-    def set_postfix_str(self, s: str) -> object: ...
+    def set_postfix_str(self, s: str, refresh: bool = True) -> object: ...
 
     def close(self) -> None: ...
 
@@ -217,11 +217,12 @@ class _Loader:
             if self.summary.stopped is not None:
                 continue  # drain, so the producer never blocks on a full queue
             await self._send(batch)
-            bar.update(len(batch))
             bar.set_postfix_str(
                 f"accepted={self.summary.accepted} rejected={self.summary.rejected}"
-                f" failed={self.summary.failed}"
+                f" failed={self.summary.failed}",
+                refresh=False,
             )
+            bar.update(len(batch))
 
     async def _send(self, batch: list[Row]) -> None:
         body = {"items": [{"op": "upsert", "customer": row.customer} for row in batch]}

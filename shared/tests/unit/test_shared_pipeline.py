@@ -1,0 +1,120 @@
+"""The consume-apply-commit loop: commit only what was applied, rewind what was not."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from regionstore_shared.apply import Envelope, RegionUnavailableError
+from regionstore_shared.pipeline import run_batches
+from regionstore_shared.schemas import (
+    Action,
+    DeleteCustomer,
+    Role,
+    Target,
+    encode_command,
+)
+
+TP = TopicPartition("pending.region_1", 0)
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def delete_record(offset: int) -> Record:
+    command = DeleteCustomer(
+        command_id=uuid.uuid4(),
+        version=offset + 1,
+        issued_at_ms=0,
+        targets=(Target(region="region_1", role=Role.HOME, action=Action.TOMBSTONE),),
+        customer_id=f"c{offset}",
+    )
+    return Record(TP.topic, TP.partition, offset, command.key.encode(), encode_command(command))
+
+
+class FakeConsumer:
+    def __init__(self, batches: list[list[Record]], stop: asyncio.Event) -> None:
+        self.batches = batches
+        self.stop = stop
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        if not self.batches:
+            self.stop.set()
+            return {}
+        return {TP: self.batches.pop(0)}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+class Applier:
+    def __init__(self, fail_on_call: int | None) -> None:
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    async def apply(self, envelopes: Sequence[Envelope], select: Any) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RegionUnavailableError("region_1", "write_failed")
+
+
+class DeadLetters:
+    async def send(self, record: Record, error: str) -> None:
+        raise AssertionError(f"nothing here is poison: {error}")
+
+
+def select(command: Any) -> Iterable[Target]:
+    return list(command.targets)
+
+
+async def _run(consumer: FakeConsumer, applier: Applier, stop: asyncio.Event) -> None:
+    await run_batches(
+        consumer,  # type: ignore[arg-type]
+        group="g",
+        applier=applier,  # type: ignore[arg-type]
+        select=select,
+        dead_letters=DeadLetters(),  # type: ignore[arg-type]
+        stop=stop,
+        role="recovery",
+    )
+
+
+async def test_each_applied_batch_commits_past_its_last_record() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer([[delete_record(0), delete_record(1)], [delete_record(2)]], stop)
+    await _run(consumer, Applier(fail_on_call=None), stop)
+    assert consumer.commits == [{TP: 2}, {TP: 3}]
+    assert consumer.seeks == []
+
+
+async def test_a_failed_batch_is_not_committed_and_is_rewound_to_its_first_record() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer([[delete_record(0)], [delete_record(5), delete_record(6)]], stop)
+    with pytest.raises(RegionUnavailableError):
+        await _run(consumer, Applier(fail_on_call=2), stop)
+    assert consumer.commits == [{TP: 1}]
+    assert consumer.seeks == [(TP, 5)]
