@@ -136,3 +136,51 @@ test: sync tools ## all tests; integration tests start the local stack if it is 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack
 	uv run pytest -m "not integration"
+
+##@ Data and benchmarks
+
+N ?= 100000
+FILE ?=
+
+.PHONY: seed
+seed: sync ## load N generated Olist-style customers through the batch API: make seed N=100000
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
+		uv run python -m regionstore_gateway.dataset seed --count $(N) --url $(REGIONSTORE_GATEWAY_URL)
+
+.PHONY: import
+import: sync ## load an Olist customers CSV through the batch API: make import FILE=olist_customers_dataset.csv
+	@test -n "$(FILE)" || { echo "usage: make import FILE=path/to/olist_customers_dataset.csv" >&2; exit 2; }
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
+		uv run python -m regionstore_gateway.dataset import "$(FILE)" --url $(REGIONSTORE_GATEWAY_URL)
+
+.PHONY: bench
+bench: sync ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
+
+.PHONY: bench-quick
+bench-quick: sync ## a small benchmark (under 2 min): bench/results/quick.*
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
+
+##@ Docker deployment (needs a Docker engine and Compose v2+)
+
+COMPOSE := docker compose -f $(ROOT)/deploy/compose.yaml
+
+.PHONY: compose-up
+compose-up: ## the production shape in Docker
+	$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT)
+
+.PHONY: compose-down
+compose-down: ## stop it; data volumes stay
+	$(COMPOSE) down --remove-orphans
+
+.PHONY: compose-tools
+compose-tools: ## build docker compose and BuildKit's Dockerfile checks with Go (no engine needed)
+	bash tests/compose/install-tools.sh
+
+.PHONY: compose-config
+compose-config: compose-tools sync ## validate deploy/compose.yaml and deploy/Dockerfile
+	uv run pytest tests/compose
+
+.PHONY: test-compose
+test-compose: sync ## integration tests against the compose deployment (after compose-up)
+	set -a; . deploy/compose.test.env; set +a; uv run pytest -m integration
