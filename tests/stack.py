@@ -132,6 +132,11 @@ class Stack:
         """
         pid = await self.pid(process)
         os.kill(pid, sig)
+        deadline = time.monotonic() + STOPPED_WITHIN_S
+        while sig == signal.SIGKILL and _alive(pid):
+            if time.monotonic() > deadline:
+                raise StackError(f"{process} (pid {pid}) survived SIGKILL")
+            await asyncio.sleep(POLL_S / 10)
         return pid
 
     async def wait_ready(

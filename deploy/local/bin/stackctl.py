@@ -240,7 +240,7 @@ def down() -> None:
     tracked = []
     timeout = float(ENV.get("DOWN_TIMEOUT", "90"))
     if api_answers():
-        tracked = [int(str(p["pid"])) for p in processes() if p["pid"]]
+        tracked = [int(str(p["pid"])) for p in processes() if p["status"] == "Running"]
         # The server answers only once every process has stopped, or not at all if it exits
         # first; either way the loop below checks the outcome.
         with contextlib.suppress(OSError, ValueError):
@@ -254,7 +254,8 @@ def down() -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in stragglers:
             print(f"ending leftover pid {pid} with {sig.name}: {command_line(pid)}")
-            os.kill(pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
         end = time.monotonic() + 10
         while (stragglers := leftovers()) and time.monotonic() < end:
             time.sleep(0.2)
@@ -282,7 +283,7 @@ def status() -> None:
     row = "{:<12} {:<11} {:<9} {:>7} {:>6} {:>8} {:>8}"
     print(row.format("PROCESS", "STATUS", "READY", "PID", "PORT", "RESTARTS", "RSS_MiB"))
     for proc in processes():
-        pid = int(str(proc["pid"]))
+        pid = int(str(proc["pid"])) if proc["status"] == "Running" else 0
         ready = "ready" if is_ready(proc) else "-" if proc["status"] == "Disabled" else "not ready"
         name = str(proc["name"])
         rss = rss_mib(pid) if pid else "-"
