@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
+import json
 import logging
 import math
 import os
@@ -13,13 +14,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from regionstore_shared.status import NodeStatus
 
 from . import baselines, ingest, queries, recovery, report
-from .data import commands, customers, documents, encoded, run_stamp
+from .data import Customers, commands, customers, documents, encoded, run_stamp
 from .env import BenchEnv, log, open_env, port_of
 from .plan import FULL, QUICK, Plan
 from .probes import PhaseUsage, ProcessSampler
@@ -42,8 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="regionstore_bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke-sized counts (< 2 minutes)")
     parser.add_argument("--output", help="results file stem (default latest, or quick)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--profile", action="store_true", help="py-spy the services meanwhile")
     parser.add_argument("--keep-data", action="store_true", help="leave the bench's customers")
+    parser.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="JSON",
+        help="redo targets, summary and chart from an earlier results file; run nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -79,6 +88,16 @@ async def _versions(env: BenchEnv) -> dict[str, str]:
     return {"kafka": kafka, "store": store, "redis": str(redis_info.get("redis_version"))}
 
 
+def infra_ports(env: BenchEnv) -> dict[str, int]:
+    """The ports Kafka, Redis and each regional store listen on, from the settings."""
+    first_broker = env.settings.kafka.bootstrap_servers.split(",")[0]
+    ports = {"kafka": int(first_broker.rsplit(":", 1)[1])}
+    ports["redis"] = urlsplit(env.settings.redis.url).port or 6379
+    for region in env.regions.names:
+        ports[region] = urlsplit(env.settings.stores[region]).port or 27017
+    return ports
+
+
 def _usage(phases: dict[str, PhaseUsage]) -> tuple[dict[str, Any], dict[str, Any]]:
     idle = phases["idle"].median_rss_mb
     batch = phases["batch"].peak_rss_mb if "batch" in phases else {}
@@ -88,6 +107,8 @@ def _usage(phases: dict[str, PhaseUsage]) -> tuple[dict[str, Any], dict[str, Any
             peak[name] = max(peak.get(name, -math.inf), value)
     rss = {"idle": idle, "batch_peak": batch, "peak": peak}
     cpu = {name: usage.cpu_share() for name, usage in phases.items() if name != "idle"}
+    for name, usage in phases.items():
+        cpu.setdefault(name, {})["machine_load_1m"] = (usage.load_start + usage.load_end) / 2
     return rss, cpu
 
 
@@ -118,8 +139,9 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
         messages = encoded(baseline_commands)
         docs = documents(baseline_commands)
         del baseline_commands
-        written: list[str] = []
-        ports = {name: port_of(url) for name, url in env.urls.items()} | INFRA_PORTS
+        run_prefix = f"bench-{stamp}-"
+        written: list[Customers] = []
+        ports = {name: port_of(url) for name, url in env.urls.items()} | infra_ports(env)
         sampler = ProcessSampler(ports)
 
         def profiling(label: str, services: tuple[str, ...]) -> Any:
@@ -134,36 +156,37 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                 results["baselines"] = await baselines.kafka_baselines(env.settings, plan, messages)
                 home = env.regions.names[0]
                 results["baselines"]["insert_many"] = await baselines.insert_baseline(
-                    env.settings, plan, docs, home
+                    env.settings, plan, docs[: plan.insert_documents], home
                 )
             del messages, docs
             log.info("2/5 single-request ingest")
-            written += single_set.ids
+            written += [single_set, batch_set, recovery_set]
             async with (
                 sampler.phase("singles"),
                 profiling("singles", ("gateway", "writer", "replicator")),
             ):
                 results["ingest_single"] = await ingest.single_ingest(env, plan, single_set)
-            await env.delete_ids(single_set.ids)
+            await env.delete_customers(single_set)
             log.info("3/5 batch ingest")
-            written += batch_set.ids
             async with (
                 sampler.phase("batch"),
                 profiling("batch", ("gateway", "writer", "replicator")),
             ):
                 results["ingest_batch"] = await ingest.batch_ingest(env, plan, batch_set)
-            log.info("4/5 queries")
-            async with sampler.phase("queries"), profiling("queries", ("gateway",)):
-                results["queries"] = await queries.queries(env, plan, batch_set)
-            log.info("5/5 recovery")
-            written += recovery_set.ids
+            log.info("4/5 recovery")
             async with sampler.phase("recovery"), profiling("recovery", ("recovery",)):
                 results["recovery"] = await recovery.recovery(env, plan, recovery_set)
+            # Queries run last: on a store that scans for every filter they load it more than
+            # anything else, and would slow the rest.
+            log.info("5/5 queries")
+            async with sampler.phase("queries"), profiling("queries", ("gateway",)):
+                results["queries"] = await queries.queries(env, plan, batch_set)
         finally:
             await env.restore_regions()
             if written and not keep_data:
-                log.info("removing the bench's %d customers from the stores", len(written))
-                await env.delete_ids(written)
+                log.info("removing the bench's customers (%s*) from the stores", run_prefix)
+                for scenario_set in written:
+                    await env.delete_customers(scenario_set)
         rss, cpu = _usage(sampler.phases)
     results["rss_mb"] = rss
     results["cpu_share"] = cpu
@@ -171,7 +194,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
         "started_at": started_at,
         "duration_s": time.perf_counter() - started,
         "plan": plan.as_dict(),
-        "id_prefix": f"bench-{stamp}-",
+        "id_prefix": run_prefix,
         "settings": {
             "kafka": env.settings.kafka.model_dump(),
             "store": env.settings.store.model_dump(),
@@ -191,12 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s bench %(message)s", datefmt="%H:%M:%S"
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     plan = QUICK if args.quick else FULL
     stem = args.output or ("quick" if args.quick else "latest")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(run(plan, profile=args.profile, keep_data=args.keep_data))
-    json_path, md_path, png_path = (RESULTS / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
+    directory: Path = args.results_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    if args.report_only is not None:
+        results = json.loads(args.report_only.read_text())
+        results["targets"] = report.targets(results)
+        stem = args.output or args.report_only.stem
+    else:
+        results = asyncio.run(run(plan, profile=args.profile, keep_data=args.keep_data))
+    json_path, md_path, png_path = (directory / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
     chart = os.path.relpath(png_path, ROOT)
     report.write_json(results, json_path)
     report.write_chart(results, png_path)

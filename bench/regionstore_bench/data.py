@@ -23,6 +23,8 @@ ID_PREFIX = "bench-"
 # '.' sorts right after '-': every bench id lies in [ID_PREFIX, ID_PREFIX_END).
 ID_PREFIX_END = "bench."
 STALE_RUN_S = 6 * 3600
+# Zero-padded sequence numbers, so a range of ids is a range of numbers (see id_ranges).
+ID_DIGITS = 6
 
 
 def run_stamp(now: float | None = None) -> str:
@@ -40,6 +42,7 @@ class Customers:
     """One scenario's customers, as request bodies."""
 
     tag: str
+    prefix: str
     bodies: list[dict[str, Any]]
 
     @property
@@ -47,19 +50,30 @@ class Customers:
         """Every customer id, in order."""
         return [body["customer_id"] for body in self.bodies]
 
+    def id_ranges(self, per_range: int) -> list[tuple[str, str]]:
+        """[low, high) id bounds each covering at most ``per_range`` of these customers."""
+        return [
+            (
+                f"{self.prefix}{start:0{ID_DIGITS}d}",
+                f"{self.prefix}{start + per_range:0{ID_DIGITS}d}",
+            )
+            for start in range(0, max(len(self.bodies), 1), per_range)
+        ]
+
     def chunks(self, size: int) -> list[list[dict[str, Any]]]:
         """The bodies in consecutive chunks of ``size``."""
         return [self.bodies[i : i + size] for i in range(0, len(self.bodies), size)]
 
 
 def customers(stamp: str, tag: str, count: int, seed: int) -> Customers:
-    """``count`` Olist-like customers with ids ``bench-<stamp>-<tag>-<n>``."""
+    """``count`` Olist-like customers with ids ``bench-<stamp>-<tag>-<n>`` (n zero-padded)."""
+    prefix = f"{ID_PREFIX}{stamp}-{tag}-"
     bodies = []
     for n, customer in enumerate(generate(count, seed=seed)):
         body = customer.model_dump()
-        body["customer_id"] = f"{ID_PREFIX}{stamp}-{tag}-{n}"
+        body["customer_id"] = f"{prefix}{n:0{ID_DIGITS}d}"
         bodies.append(body)
-    return Customers(tag, bodies)
+    return Customers(tag, prefix, bodies)
 
 
 def commands(bodies: Iterable[dict[str, Any]], regions: RegionMap) -> list[UpsertCustomer]:
@@ -67,10 +81,11 @@ def commands(bodies: Iterable[dict[str, Any]], regions: RegionMap) -> list[Upser
     result = []
     now_ms = time.time_ns() // 1_000_000
     for version, body in enumerate(bodies, start=1):
-        customer = Customer.model_validate(body)
+        # The bodies came out of validated Customer models: no need to validate them again.
+        customer = Customer.model_construct(**body)
         zip_prefix = customer.customer_zip_code_prefix
         result.append(
-            UpsertCustomer(
+            UpsertCustomer.model_construct(
                 command_id=uuid.uuid4(),
                 version=version,
                 issued_at_ms=now_ms,
@@ -80,6 +95,23 @@ def commands(bodies: Iterable[dict[str, Any]], regions: RegionMap) -> list[Upser
             )
         )
     return result
+
+
+def target_counts(
+    bodies: Iterable[dict[str, Any]], regions: RegionMap
+) -> tuple[dict[str, int], dict[str, int]]:
+    """How many applications these upserts cost, per region and per role (home, replica).
+
+    Taken from the gateway's own planning, so the bench follows whatever it decides (today:
+    the record in home and replicas, a tombstone in every other region).
+    """
+    by_region = dict.fromkeys(regions.names, 0)
+    by_role: dict[str, int] = {}
+    for body in bodies:
+        for target in upsert_targets(regions, body["customer_zip_code_prefix"]):
+            by_region[target.region] += 1
+            by_role[target.role.value] = by_role.get(target.role.value, 0) + 1
+    return by_region, by_role
 
 
 def encoded(commands_: Iterable[UpsertCustomer]) -> list[tuple[bytes, bytes]]:

@@ -15,17 +15,19 @@ import httpx
 from redis.asyncio import Redis
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected, audit
+from regionstore_shared.audit import AuditReport, Expected
 from regionstore_shared.clients import MongoClient, mongo_clients, redis_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus, StatusBoard
 
-from .data import ID_PREFIX, stale_prefix_bound
+from .data import ID_PREFIX, Customers, stale_prefix_bound
 from .probes import Samples, scrape
+from .snapshot import SnapshotCollection, audit_prefix
 
 log = logging.getLogger("regionstore_bench")
 
+DELETE_CHUNK = 25_000
 SERVICE_PORTS = {"gateway": 8000, "writer": 8101, "replicator": 8102, "recovery": 8103}
 
 
@@ -112,25 +114,39 @@ class BenchEnv:
                 log.warning("API flip failed (%r); setting %s in Redis", error, region)
                 await board.set(region, NodeStatus.AVAILABLE)
 
-    async def audit(self, expected: Iterable[Expected]) -> AuditReport:
-        """One audit of these customers across every region."""
-        return await audit(expected, self.collections, self.regions)
+    async def audit(
+        self, expected: Iterable[Expected], prefix: str
+    ) -> tuple[AuditReport, dict[str, SnapshotCollection]]:
+        """The shared audit of these customers (all under ``prefix``) across every region."""
+        return await audit_prefix(expected, self.collections, self.regions, prefix)
 
-    async def delete_ids(self, ids: list[str], chunk: int = 5000) -> int:
-        """Remove the bench's own customers from every store; return documents removed."""
-        removed = 0
-        for collection in self.collections.values():
-            for start in range(0, len(ids), chunk):
-                result = await collection.delete_many({"_id": {"$in": ids[start : start + chunk]}})
+    async def delete_customers(self, customers: Customers) -> int:
+        """Remove one scenario's customers from every store.
+
+        FerretDB deletes every matched document in one SQL statement with a variable per
+        document, and SQLite allows 32,766 variables: so at most DELETE_CHUNK ids per call,
+        as id ranges (any other filter, ``$in`` included, is a full scan per call anyway).
+        """
+
+        async def region(collection: Collection) -> int:
+            removed = 0
+            for low, high in customers.id_ranges(DELETE_CHUNK):
+                result = await collection.delete_many({"_id": {"$gte": low, "$lt": high}})
                 removed += result.deleted_count
-        return removed
+            return removed
+
+        counts = await asyncio.gather(*(region(c) for c in self.collections.values()))
+        return sum(counts)
 
     async def delete_stale_runs(self) -> int:
         """Remove customers that crashed bench runs left behind (older than a few hours)."""
         query = {"_id": {"$gte": ID_PREFIX, "$lt": stale_prefix_bound()}}
         removed = 0
         for collection in self.collections.values():
-            removed += (await collection.delete_many(query)).deleted_count
+            while ids := [
+                d["_id"] async for d in collection.find(query, {"_id": 1}).limit(DELETE_CHUNK)
+            ]:
+                removed += (await collection.delete_many({"_id": {"$in": ids}})).deleted_count
         return removed
 
 
@@ -139,13 +155,19 @@ async def open_env(timeout_s: float = 120.0) -> AsyncIterator[BenchEnv]:
     """Clients to the stack; every region is made available again on the way out."""
     settings = CommonSettings(service_name="bench")
     urls = service_urls()
-    clients: dict[str, MongoClient] = mongo_clients(settings, "bench")
+    # The bench's own reads (audits) and clean-ups touch 100,000s of documents: give them time.
+    patient = settings.model_copy(
+        update={"store": settings.store.model_copy(update={"socket_timeout_ms": 300_000})}
+    )
+    clients: dict[str, MongoClient] = mongo_clients(patient, "bench")
     collections: dict[str, Collection] = {
         region: client[settings.store.database][settings.store.collection]
         for region, client in clients.items()
     }
     redis = redis_client(settings.redis, "bench")
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    # Below uvicorn's 5 s keep-alive: a connection the server is about to close is never reused
+    # (that race shows up as httpx.ReadError on a healthy gateway).
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=2.0)
     async with httpx.AsyncClient(
         base_url=urls["gateway"], timeout=timeout_s, limits=limits
     ) as http:

@@ -2,7 +2,8 @@
 
 Accepted means the gateway answered 202 (Kafka acknowledged with acks=all). Applied means the
 write is present in its home and replica regions, proved by the audit; its time is taken from
-the services' applied counters, confirmed by an audit that finds every write in place.
+the services' applied counters (they move only after a bulk write returned), confirmed by
+an audit that then finds every write in place.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from regionstore_shared.audit import AuditReport, Expected, wait_for_clean
+import httpx
+
+from regionstore_shared.audit import AuditReport, Expected
 from regionstore_shared.documents import APPLIED_AT, HOME
 
-from .data import Customers
+from .data import Customers, target_counts
 from .env import BenchEnv, Progress
 from .plan import Plan
 from .probes import bucket_delta, buckets, total
+from .rawhttp import RawConnection, RawHttpError
+from .snapshot import SnapshotCollection
 from .stats import histogram_quantile, latency_summary, median, percentile, rate
 
 log = logging.getLogger("regionstore_bench")
@@ -38,6 +43,7 @@ ROLE_OF = {"writer": "home", "replicator": "replica"}
 class Accepts:
     """What the gateway acknowledged: final states, and when each acknowledgement arrived."""
 
+    prefix: str
     expected: dict[str, Expected] = field(default_factory=dict)
     accepted_wall: dict[str, float] = field(default_factory=dict)
     request_seconds: list[float] = field(default_factory=list)
@@ -65,30 +71,47 @@ def audit_counts(report: AuditReport) -> dict[str, float]:
 
 
 async def post_singles(
-    env: BenchEnv, bodies: Sequence[dict[str, Any]], concurrency: int, accepts: Accepts
-) -> float:
-    """POST each customer on its own from ``concurrency`` workers; return the elapsed seconds."""
+    env: BenchEnv,
+    bodies: Sequence[dict[str, Any]],
+    concurrency: int,
+    accepts: Accepts,
+    budget_s: float = math.inf,
+) -> tuple[int, float]:
+    """POST each customer on its own from ``concurrency`` workers, until done or out of time.
+
+    Each worker has its own keep-alive connection (see rawhttp). Returns (requests sent,
+    elapsed seconds).
+    """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     progress = Progress("single requests", len(bodies))
+    deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
-        while not queue.empty():
-            body = queue.get_nowait()
-            started = time.perf_counter()
-            response = await env.http.post("/v1/customers", json=body)
-            accepts.request_seconds.append(time.perf_counter() - started)
-            if response.status_code == 202:
-                accepts.accept(response.json(), time.time())
-            else:
-                accepts.failed += 1
-                log.warning("single write answered %s: %s", response.status_code, response.text)
-            progress.add()
+        async with RawConnection(env.urls["gateway"]) as connection:
+            while not queue.empty() and time.perf_counter() < deadline:
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                try:
+                    status, answer = await connection.post_json("/v1/customers", body)
+                except RawHttpError as error:
+                    # Unknown whether it was accepted: not audited, counted as failed.
+                    accepts.failed += 1
+                    log.warning("single write failed: %s", error)
+                    progress.add()
+                    continue
+                accepts.request_seconds.append(time.perf_counter() - started)
+                if status == 202:
+                    accepts.accept(answer, time.time())
+                else:
+                    accepts.failed += 1
+                    log.warning("single write answered %s: %s", status, answer)
+                progress.add()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started
+    return progress.done, time.perf_counter() - started
 
 
 async def post_batches(
@@ -104,9 +127,15 @@ async def post_batches(
         while not queue.empty():
             chunk = queue.get_nowait()
             started = time.perf_counter()
-            response = await env.http.post(
-                "/v1/customers:batch", json={"items": [{"customer": c} for c in chunk]}
-            )
+            try:
+                response = await env.http.post(
+                    "/v1/customers:batch", json={"items": [{"customer": c} for c in chunk]}
+                )
+            except httpx.TransportError as error:
+                accepts.failed += len(chunk)
+                log.warning("batch failed: %r", error)
+                progress.add(len(chunk))
+                continue
             accepts.request_seconds.append(time.perf_counter() - started)
             wall = time.time()
             if response.status_code != 202:
@@ -144,8 +173,8 @@ async def wait_applied(
     before: dict[str, float],
     wanted: dict[str, float],
     timeout_s: float,
-) -> tuple[float, AuditReport]:
-    """Wait until every accepted write is in place; return (time.perf_counter() then, audit).
+) -> tuple[float, AuditReport, dict[str, SnapshotCollection]]:
+    """Wait until every accepted write is in place; return (perf_counter then, audit, snapshot).
 
     The applied counters tell cheaply when the consumers have written as many commands as were
     sent; an audit then proves it. If the counters lie (a restart reset them, or another client
@@ -153,14 +182,21 @@ async def wait_applied(
     """
     deadline = time.perf_counter() + timeout_s
     last_log = time.perf_counter()
+    stalled_since = time.perf_counter()
+    previous: dict[str, float] = {}
     while time.perf_counter() < deadline:
         now = await applied_counters(env)
         done = {s: now[s] - before[s] for s in wanted}
         stamp = time.perf_counter()
-        if all(done[s] >= wanted[s] for s in wanted) or any(done[s] < 0 for s in wanted):
-            report = await env.audit(accepts.expected.values())
+        if done != previous:
+            previous, stalled_since = done, stamp
+        reached = all(done[s] >= wanted[s] for s in wanted)
+        # A restarted service resets its counters: then only the audit can tell.
+        if reached or any(done[s] < 0 for s in wanted) or stamp - stalled_since > 10:
+            report, snapshot = await env.audit(accepts.expected.values(), accepts.prefix)
             if report.clean:
-                return stamp, report
+                return stamp, report, snapshot
+            stalled_since = time.perf_counter()
         if stamp - last_log > 5:
             last_log = stamp
             log.info(
@@ -168,33 +204,26 @@ async def wait_applied(
                 ", ".join(f"{s} {done[s]:,.0f}/{wanted[s]:,.0f}" for s in wanted),
             )
         await asyncio.sleep(0.25)
-    report = await wait_for_clean(
-        accepts.expected.values(), env.collections, env.regions, within_s=1.0
-    )
-    return time.perf_counter(), report
+    report, snapshot = await env.audit(accepts.expected.values(), accepts.prefix)
+    return time.perf_counter(), report, snapshot
 
 
-async def applied_latencies(
-    env: BenchEnv, accepts: Accepts, chunk: int = 5000
+def applied_latencies(
+    accepts: Accepts, snapshot: dict[str, SnapshotCollection]
 ) -> dict[str, list[float]]:
     """Seconds from each 202 to the ``_applied_at`` stamp the writer/replicator left."""
-    ids = sorted(accepts.expected)
     home: list[float] = []
     replica: list[float] = []
     both: dict[str, float] = {}
-    for region, collection in env.collections.items():
-        for start in range(0, len(ids), chunk):
-            cursor = collection.find(
-                {"_id": {"$in": ids[start : start + chunk]}}, {APPLIED_AT: 1, HOME: 1}
-            )
-            async for document in cursor:
-                stamp = document.get(APPLIED_AT)
-                if not isinstance(stamp, datetime):
-                    continue
-                customer_id = document["_id"]
-                seconds = stamp.timestamp() - accepts.accepted_wall[customer_id]
-                (home if document.get(HOME) == region else replica).append(seconds)
-                both[customer_id] = max(both.get(customer_id, -math.inf), seconds)
+    for region, collection in snapshot.items():
+        for customer_id, document in collection.documents.items():
+            stamp = document.get(APPLIED_AT)
+            accepted = accepts.accepted_wall.get(customer_id)
+            if not isinstance(stamp, datetime) or accepted is None:
+                continue
+            seconds = stamp.timestamp() - accepted
+            (home if document.get(HOME) == region else replica).append(seconds)
+            both[customer_id] = max(both.get(customer_id, -math.inf), seconds)
     return {"home": home, "replica": replica, "both": list(both.values())}
 
 
@@ -218,46 +247,49 @@ async def lag_buckets(env: BenchEnv) -> dict[str, dict[float, float]]:
     }
 
 
-def wanted_applies(env: BenchEnv, accepts: Accepts) -> dict[str, float]:
-    """Applications the writer (homes) and the replicator (replicas) owe these writes."""
-    homes = float(len(accepts.expected))
-    replicas = float(
-        sum(
-            len(env.regions.replicas_of(e.home))
-            for e in accepts.expected.values()
-            if e.home is not None
-        )
-    )
-    return {"writer": homes, "replicator": replicas}
+def wanted_applies(
+    env: BenchEnv, accepts: Accepts, bodies: Sequence[dict[str, Any]]
+) -> dict[str, float]:
+    """Applications the writer (home targets) and the replicator (the rest) owe these writes."""
+    accepted = [b for b in bodies if b["customer_id"] in accepts.expected]
+    _, by_role = target_counts(accepted, env.regions)
+    return {service: float(by_role.get(role, 0)) for service, role in ROLE_OF.items()}
 
 
 async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
     """Scenario 2: single-customer POSTs at a fixed concurrency, in rounds."""
     unloaded_bodies = customers.bodies[: plan.unloaded_requests]
     loaded = customers.bodies[plan.unloaded_requests :]
-    accepts = Accepts()
+    accepts = Accepts(customers.prefix)
     before = await applied_counters(env)
     per_round = math.ceil(len(loaded) / plan.single_rounds)
     rates: list[float] = []
+    sent = 0
     first = time.perf_counter()
     for index in range(plan.single_rounds):
         bodies = loaded[index * per_round : (index + 1) * per_round]
-        seconds = await post_singles(env, bodies, plan.single_concurrency, accepts)
-        rates.append(rate(len(bodies), seconds))
-        log.info("singles round %d: %.0f accepted/s", index + 1, rates[-1])
+        count, seconds = await post_singles(
+            env, bodies, plan.single_concurrency, accepts, plan.single_budget_s / plan.single_rounds
+        )
+        sent += count
+        rates.append(rate(count, seconds))
+        log.info("singles round %d: %d sent, %.0f accepted/s", index + 1, count, rates[-1])
     accepted_at = time.perf_counter()
     loaded_seconds = list(accepts.request_seconds)
-    unloaded = Accepts()
+    unloaded = Accepts(customers.prefix)
     await post_singles(env, unloaded_bodies, 1, unloaded)
     accepts.expected.update(unloaded.expected)
     accepts.accepted_wall.update(unloaded.accepted_wall)
     accepts.failed += unloaded.failed
-    done, report = await wait_applied(
-        env, accepts, before, wanted_applies(env, accepts), plan.apply_timeout_s
+    done, report, _ = await wait_applied(
+        env, accepts, before, wanted_applies(env, accepts, customers.bodies), plan.apply_timeout_s
     )
     log.info("singles settled %.1fs after the last accept: %s", done - accepted_at, report)
     return {
-        "requests": float(len(loaded)),
+        "requests": float(sent),
+        "requests_planned": float(len(loaded)),
+        "stopped_by_time_budget": float(sent < len(loaded)),
+        "time_budget_s": plan.single_budget_s,
         "concurrency": float(plan.single_concurrency),
         "rounds": float(plan.single_rounds),
         "runs_accepted_per_s": rates,
@@ -266,14 +298,14 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
         "unloaded_accept_latency": latency_summary(unloaded.request_seconds),
         "failed": float(accepts.failed),
         "settle_s_after_last_accept": done - accepted_at,
-        "end_to_end_applied_per_s": rate(len(loaded), done - first),
+        "end_to_end_applied_per_s": rate(sent, done - first),
         "audit": audit_counts(report),
     }
 
 
 async def batch_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
     """Scenario 3: the batch endpoint, then wait until every write is in home and replica."""
-    accepts = Accepts()
+    accepts = Accepts(customers.prefix)
     before = await applied_counters(env)
     lag_before = await lag_buckets(env)
     started = time.perf_counter()
@@ -282,12 +314,12 @@ async def batch_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[
     log.info(
         "batch: %.0f accepted/s; waiting until applied", len(accepts.expected) / accept_seconds
     )
-    done, report = await wait_applied(
-        env, accepts, before, wanted_applies(env, accepts), plan.apply_timeout_s
+    done, report, snapshot = await wait_applied(
+        env, accepts, before, wanted_applies(env, accepts, customers.bodies), plan.apply_timeout_s
     )
     applied_seconds = done - started
     lag_after = await lag_buckets(env)
-    latencies = await applied_latencies(env, accepts)
+    latencies = applied_latencies(accepts, snapshot)
     log.info(
         "batch: every write applied after %.1fs (%.0f/s): %s",
         applied_seconds,
@@ -308,8 +340,9 @@ async def batch_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[
         "applied_per_s": rate(len(accepts.expected), applied_seconds),
         "apply_latency_method": (
             "per customer: _applied_at of its home and replica documents minus the wall time "
-            "its batch's 202 arrived; cross-checked with the regionstore_apply_lag_seconds "
-            "bucket deltas (issued_at to apply, interpolated inside coarse buckets)"
+            "its batch's 202 arrived (read from the audit's snapshot); cross-checked with the "
+            "regionstore_apply_lag_seconds bucket deltas (issued_at to apply, interpolated "
+            "inside coarse buckets)"
         ),
         "apply_latency": {
             "home_p50_ms": percentile(latencies["home"], 50) * 1000,

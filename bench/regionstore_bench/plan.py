@@ -17,10 +17,16 @@ class Plan:
     baseline_runs: int = 3
     rtt_messages: int = 2000
     insert_runs: int = 3
+    # Documents per insert_many run (the first ones of the ingest's): the rate barely depends
+    # on the count, and three runs of every document would take minutes on FerretDB.
+    insert_documents: int = 34_000
     # 2. single-request ingest
     single_requests: int = 20_000
     single_concurrency: int = 32
     single_rounds: int = 3
+    # On a busy 2-core machine the full count may not fit the run's time: stop sending then,
+    # and record how many were sent.
+    single_budget_s: float = 90.0
     unloaded_requests: int = 300
     # 3. batch ingest
     batch_customers: int = 100_000
@@ -30,7 +36,9 @@ class Plan:
     recovery_writes: int = 50_000
     # 5. queries (per condition: all regions up, one region down)
     queries: int = 1000
-    query_concurrency: int = 8
+    query_concurrency: int = 2
+    query_budget_s: float = 45.0
+    query_timeout_s: float = 45.0
     # how long writes may take to settle before the audit gives up
     apply_timeout_s: float = 600.0
 
@@ -45,15 +53,19 @@ QUICK = Plan(
     baseline_runs=3,
     rtt_messages=300,
     insert_runs=3,
+    insert_documents=10_000,
     single_requests=2000,
     single_concurrency=32,
     single_rounds=2,
+    single_budget_s=15.0,
     unloaded_requests=100,
     batch_customers=10_000,
     batch_size=1000,
     batch_concurrency=4,
     recovery_writes=5000,
     queries=150,
-    query_concurrency=8,
+    query_concurrency=2,
+    query_budget_s=5.0,
+    query_timeout_s=15.0,
     apply_timeout_s=240.0,
 )

@@ -23,7 +23,7 @@ Samples = dict[tuple[str, Labels], float]
 
 async def scrape(http: httpx.AsyncClient, url: str) -> Samples:
     """Every sample of a service's /metrics, keyed by (name, sorted labels)."""
-    response = await http.get(f"{url}/metrics", timeout=10)
+    response = await http.get(f"{url}/metrics", timeout=10, follow_redirects=True)
     response.raise_for_status()
     samples: Samples = {}
     for family in text_string_to_metric_families(response.text):
@@ -104,6 +104,10 @@ class PhaseUsage:
     """Peak RSS and CPU time of each process during one phase."""
 
     seconds: float = 0.0
+    # The machine's 1-minute load average when the phase began and ended: on a shared machine
+    # it says how much else competed for the cores.
+    load_start: float = 0.0
+    load_end: float = 0.0
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     median_rss_mb: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -142,6 +146,7 @@ class ProcessSampler:
         usage = PhaseUsage()
         samples: dict[str, list[float]] = {n: [] for n in pids}
         cpu_start = {n: cpu_seconds(pid) for n, pid in pids.items()}
+        usage.load_start = os.getloadavg()[0]
         started = time.monotonic()
 
         async def sample() -> None:
@@ -158,6 +163,7 @@ class ProcessSampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             usage.seconds = time.monotonic() - started
+            usage.load_end = os.getloadavg()[0]
             for n, pid in pids.items():
                 values = [v for v in samples[n] if not math.isnan(v)] or [rss_mb(pid)]
                 usage.peak_rss_mb[n] = max(values)

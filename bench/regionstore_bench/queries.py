@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import random
 import time
 from collections import Counter
 from typing import Any
+
+import httpx
 
 from regionstore_shared.schemas import fold_text
 
@@ -20,7 +24,7 @@ log = logging.getLogger("regionstore_bench")
 
 Params = dict[str, str | int]
 KINDS = ("zip_range", "state", "city_prefix", "state_city", "zip_state")
-WARMUP = 20
+WARMUP = 1
 
 
 def query_mix(customers: Customers, count: int, seed: int) -> list[tuple[str, Params]]:
@@ -54,11 +58,21 @@ def query_mix(customers: Customers, count: int, seed: int) -> list[tuple[str, Pa
 
 
 async def run_queries(
-    env: BenchEnv, queries: list[tuple[str, Params]], concurrency: int, label: str
+    env: BenchEnv,
+    queries: list[tuple[str, Params]],
+    concurrency: int,
+    label: str,
+    budget_s: float = math.inf,
+    timeout_s: float = 60.0,
 ) -> dict[str, Any]:
-    """Run the queries from ``concurrency`` workers; latency overall and per kind."""
+    """Run the queries from ``concurrency`` workers until done or out of time.
+
+    Latency overall and per kind. A query that has no answer within ``timeout_s`` counts as
+    timed out, at ``timeout_s``: its real latency is at least that.
+    """
     for _, params in queries[:WARMUP]:
-        await env.http.get("/v1/customers", params=params)
+        with contextlib.suppress(httpx.TimeoutException):
+            await env.http.get("/v1/customers", params=params, timeout=timeout_s)
     seconds: list[float] = []
     by_kind: dict[str, list[float]] = {kind: [] for kind in KINDS}
     flags: Counter[str] = Counter()
@@ -67,13 +81,25 @@ async def run_queries(
     for query in queries:
         queue.put_nowait(query)
     progress = Progress(f"queries ({label})", len(queries))
+    deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
         nonlocal rows
-        while not queue.empty():
+        while not queue.empty() and time.perf_counter() < deadline:
             kind, params = queue.get_nowait()
             started = time.perf_counter()
-            response = await env.http.get("/v1/customers", params=params)
+            try:
+                response = await env.http.get("/v1/customers", params=params, timeout=timeout_s)
+            except httpx.TransportError as error:
+                if not isinstance(error, httpx.TimeoutException):
+                    flags["errors"] += 1
+                    progress.add()
+                    continue
+                seconds.append(timeout_s)
+                by_kind[kind].append(timeout_s)
+                flags["timeouts"] += 1
+                progress.add()
+                continue
             elapsed = time.perf_counter() - started
             seconds.append(elapsed)
             by_kind[kind].append(elapsed)
@@ -91,9 +117,12 @@ async def run_queries(
     elapsed = time.perf_counter() - started
     return {
         **latency_summary(seconds),
+        "queries": float(len(seconds)),
         "queries_per_s": len(seconds) / elapsed if elapsed else 0.0,
         "rows_mean": rows / len(seconds) if seconds else 0.0,
         "errors": float(flags["errors"]),
+        "timeouts": float(flags["timeouts"]),
+        "timeout_s": timeout_s,
         "degraded_answers": float(flags["degraded"]),
         "incomplete_answers": float(flags["incomplete"]),
         "by_kind": {kind: latency_summary(values) for kind, values in by_kind.items()},
@@ -116,11 +145,22 @@ async def queries(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, 
     )
     down = homes.most_common(1)[0][0]
     counts = await store_counts(env)
-    up = await run_queries(env, mix, plan.query_concurrency, "all up")
+    up = await run_queries(
+        env, mix, plan.query_concurrency, "all up", plan.query_budget_s, plan.query_timeout_s
+    )
+    # Both conditions run the same queries, however many the first one got through.
+    mix = mix[: int(up["queries"])]
     log.info("queries all up: p50 %.1f ms, p99 %.1f ms", up["p50_ms"], up["p99_ms"])
     await env.set_status(down, "unavailable")
     try:
-        degraded = await run_queries(env, mix, plan.query_concurrency, f"{down} down")
+        degraded = await run_queries(
+            env,
+            mix,
+            plan.query_concurrency,
+            f"{down} down",
+            2 * plan.query_budget_s,
+            plan.query_timeout_s,
+        )
     finally:
         await env.set_status(down, "available")
     log.info(
@@ -128,6 +168,8 @@ async def queries(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, 
     )
     return {
         "queries": float(len(mix)),
+        "queries_planned": float(plan.queries),
+        "time_budget_s": plan.query_budget_s,
         "concurrency": float(plan.query_concurrency),
         "page_size": "gateway default",
         "kinds": list(KINDS),

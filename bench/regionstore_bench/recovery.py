@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from .data import Customers
+from .data import Customers, target_counts
 from .env import BenchEnv, placements
 from .ingest import (
     Accepts,
@@ -46,16 +46,16 @@ async def _drained(env: BenchEnv, region: str) -> float:
 
 
 async def recovery(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
-    """Flip the busiest region down, write, flip it back, time the drain, audit everything."""
+    """Flip the region holding most records down, write, flip it back, time the drain, audit."""
     held = placements(customers.bodies, env.regions)
     region = max(held, key=lambda r: held[r])
-    parked_expected = held[region]
+    parked_expected = target_counts(customers.bodies, env.regions)[0][region]
     before = (await env.pending())[region]
     log.info(
         "recovery: %s unavailable while %s writes arrive", region, f"{len(customers.bodies):,}"
     )
     await env.set_status(region, "unavailable")
-    accepts = Accepts()
+    accepts = Accepts(customers.prefix)
     try:
         accept_seconds = await post_batches(
             env, customers.chunks(plan.batch_size), plan.batch_concurrency, accepts
@@ -78,13 +78,11 @@ async def recovery(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str,
         drain_seconds = timeline[-1][0]
     finally:
         await env.set_status(region, "available")
-    report = await env.audit(accepts.expected.values())
-    if not report.clean:
-        from regionstore_shared.audit import wait_for_clean
-
-        report = await wait_for_clean(
-            accepts.expected.values(), env.collections, env.regions, within_s=plan.apply_timeout_s
-        )
+    report, _ = await env.audit(accepts.expected.values(), accepts.prefix)
+    settle_deadline = time.perf_counter() + plan.apply_timeout_s
+    while not report.clean and time.perf_counter() < settle_deadline:
+        await asyncio.sleep(1)
+        report, _ = await env.audit(accepts.expected.values(), accepts.prefix)
     first_progress = next((t for t, d, _ in timeline if d > 0), drain_seconds)
     last_idle = max((t for t, d, _ in timeline if d <= 0), default=0.0)
     steady_seconds = drain_seconds - last_idle

@@ -7,16 +7,16 @@ and the browser live for one test module, never for the whole session.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from console_pages import Console, CustomerFactory
 from playwright.sync_api import Browser, expect, sync_playwright
+
+from tests.browser.console_pages import Console, CustomerFactory
+from tests.stack import Stack
 
 CHROMIUM = "/usr/bin/chromium"
 # No first-run UI, no background traffic: the machine has no internet for browsers.
@@ -30,7 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
 
 # Writes wait for the home region (?wait=applied), region flips travel through Redis and SSE:
 # a few seconds is normal on a busy machine, so be generous before calling something broken.
@@ -38,12 +37,9 @@ expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="session")
-def gateway_url(stack: Any) -> str:
-    """Where the stack's gateway answers."""
-    url = getattr(stack, "gateway_url", None) or os.environ.get(
-        "REGIONSTORE_GATEWAY_URL", DEFAULT_GATEWAY_URL
-    )
-    return str(url).rstrip("/")
+def gateway_url(stack: Stack) -> str:
+    """Where the stack's gateway answers (REGIONSTORE_GATEWAY_URL, by default :8000)."""
+    return stack.gateway_url.rstrip("/")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from console_pages import (
+from playwright.sync_api import Request, expect
+
+from tests.browser.console_pages import (
     Console,
     CustomerFactory,
     api_field_error,
@@ -17,7 +19,6 @@ from console_pages import (
     filter_customers,
     open_new_customer,
 )
-from playwright.sync_api import Request, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -107,8 +108,9 @@ class TestCreate:
         expect(message).to_contain_text("already exists")
         expect(dialog).to_be_visible()
         console.shot(page, "conflict")
-        stored = api.get(f"/v1/customers/{existing['customer_id']}").json()
-        assert stored["customer_city"] == existing["customer_city"]
+        stored = api.get(f"/v1/customers/{existing['customer_id']}")
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["customer_city"] == existing["customer_city"]
 
 
 class TestValidation:
@@ -181,7 +183,9 @@ class TestEditAndDelete:
         assert "wait=applied" in sent.value.url
         assert sent.value.post_data_json == {"customer_city": new_city}
         expect(row.get_by_test_id("cell-city")).to_have_text(new_city)
-        assert api.get(f"/v1/customers/{customer_id}").json()["customer_city"] == new_city
+        stored = api.get(f"/v1/customers/{customer_id}")
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["customer_city"] == new_city
 
         confirm = page.get_by_test_id("confirm-dialog")
         row.get_by_role("button", name=f"Delete {customer_id}").click()
@@ -231,6 +235,30 @@ class TestList:
         previous.click()
         expect(cells).to_have_text(ids[:10])
         expect(previous).to_be_disabled()
+
+    def test_query_error_is_shown_next_to_its_filter(
+        self, console: Console, api: httpx.Client
+    ) -> None:
+        response = api.get("/v1/customers", params={"zip_min": 5000, "zip_max": 10})
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["query", "zip_max"]
+        page = console.open()
+
+        filter_customers(page, zip_min="5000", zip_max="10")
+
+        expect(page.get_by_test_id("filter-error-zip_max")).to_have_text(
+            error["msg"].removeprefix("Value error, ")
+        )
+        expect(page.get_by_test_id("filter-zip_max")).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_test_id("banner-error")).to_be_hidden()
+        expect(page.get_by_test_id("customer-row")).to_have_count(0)
+        expect(page.get_by_test_id("customers-empty")).to_contain_text("Fix the filters")
+        console.shot(page, "filter-error")
+
+        filter_customers(page, zip_min="5000", zip_max="6000")
+        expect(page.get_by_test_id("filter-error-zip_max")).to_be_empty()
+        expect(page.get_by_test_id("filter-zip_max")).not_to_have_attribute("aria-invalid", "true")
 
     def test_user_text_is_shown_as_text(self, console: Console, customers: CustomerFactory) -> None:
         city = f'<img src=x onerror="window.__pwned=1">{uuid.uuid4().hex[:8]}'

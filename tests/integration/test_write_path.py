@@ -69,7 +69,7 @@ async def test_writes_for_a_down_region_are_parked_and_replayed(
 
 async def test_update_keeps_the_newest_version_everywhere(env: Env) -> None:
     body = customer(zip_prefix=80000, state="PR", city="curitiba")
-    await env.write("POST", "/v1/customers", json=body)
+    await env.write("POST", "/v1/customers?wait=applied", json=body)  # PATCH reads it first
     for city in ("londrina", "maringa", "cascavel"):
         await env.write(
             "PATCH",

@@ -13,7 +13,9 @@ if [[ "${STORE_IMPL:-ferretdb}" == mongod ]]; then
     --wiredTigerCacheSizeGB 0.25 --quiet
 fi
 
+# Immediate transactions take SQLite's single write lock at BEGIN and wait for it (busy_timeout);
+# deferred ones that upgrade from read to write under concurrent writers stall the store.
 exec "${FERRETDB:?}" \
-  --handler=sqlite --sqlite-url="file:$data/" --state-dir="$data" \
+  --handler=sqlite --sqlite-url="file:$data/?_txlock=immediate" --state-dir="$data" \
   --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable \
   --log-level="${FERRETDB_LOG_LEVEL:-warn}"

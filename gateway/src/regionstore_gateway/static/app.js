@@ -134,7 +134,7 @@ const customerPath = (id) => `/v1/customers/${encodeURIComponent(id)}`;
 
 function toast(text, kind = "info") {
   const box = byTestId("toasts");
-  const item = h("div", { class: `toast toast-${kind}`, testid: "toast" }, sentence(text));
+  const item = h("div", { class: `toast toast-${kind}`, testid: "toast" }, text);
   box.append(item);
   setTimeout(() => item.remove(), TOAST_MS);
 }
@@ -504,7 +504,25 @@ async function loadCustomers({ highlight } = {}) {
   }
 }
 
+// Rows that do not match the filters on screen would mislead: show none until the query works.
+function clearCustomers(message) {
+  customers.items = [];
+  customers.nextCursor = null;
+  byTestId("customers-body").replaceChildren();
+  const empty = byTestId("customers-empty");
+  empty.textContent = message;
+  empty.hidden = false;
+  hideBanner("banner-degraded");
+  hideBanner("banner-incomplete");
+  byTestId("page-label").textContent = "";
+  byTestId("page-prev").disabled = customers.cursors.length <= 1;
+  byTestId("page-next").disabled = true;
+}
+
 function showQueryError(err) {
+  clearCustomers(
+    err.status === 422 ? "Fix the filters above to see customers." : "Customers could not be loaded.",
+  );
   const unplaced = [];
   if (err.status === 422) {
     for (const [field, messages] of err.fieldErrors()) {
@@ -760,7 +778,7 @@ function confirmDelete(item) {
   pendingDelete = item;
   byTestId("confirm-text").textContent =
     `Delete customer ${item.customer_id} (${item.customer_city}, ${item.customer_state})? ` +
-    `A tombstone is written to ${item.region} and its replica; this cannot be undone.`;
+    "It is replaced by a tombstone, so a late replay cannot bring it back. This cannot be undone.";
   setFormMessage("confirm-message", "");
   byTestId("confirm-yes").disabled = false;
   byTestId("confirm-dialog").showModal();

@@ -1,0 +1,84 @@
+"""One read of every region per audit, for a store that cannot use an index for ``$in``.
+
+FerretDB's SQLite backend pushes down only a filter that is exactly ``{_id: <value>}``; any
+other filter is a scan of the whole collection, and ``$in`` with thousands of ids is then
+evaluated against every document. ``regionstore_shared.audit.audit`` reads in point reads or one
+pass over the whole collection; the bench also wants each document's ``_applied_at``, so each
+region is read once, by the run's id range, and ``audit`` runs unchanged over that snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, cast
+
+from regionstore_shared.apply import Collection
+from regionstore_shared.audit import AuditReport, Expected, audit
+from regionstore_shared.documents import APPLIED_AT, DELETED, HOME, VERSION
+from regionstore_shared.regions import RegionMap
+
+Document = dict[str, Any]
+PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1, APPLIED_AT: 1}
+
+
+class _Cursor:
+    def __init__(self, documents: list[Document]) -> None:
+        self._documents = documents
+
+    def __aiter__(self) -> AsyncIterator[Document]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Document]:
+        for document in self._documents:
+            yield document
+
+
+class SnapshotCollection:
+    """The reads ``audit`` makes (all, ``_id: {$in}`` or one ``_id``), served from memory."""
+
+    def __init__(self, documents: Mapping[str, Document]) -> None:
+        self.documents = documents
+
+    def _matching(self, query: Document) -> list[Document]:
+        if "_id" not in query:
+            return list(self.documents.values())
+        wanted = query["_id"]
+        ids = wanted["$in"] if isinstance(wanted, dict) else [wanted]
+        return [self.documents[i] for i in ids if i in self.documents]
+
+    def find(self, query: Document, projection: Any = None) -> _Cursor:
+        return _Cursor(self._matching(query))
+
+    async def find_one(self, query: Document, projection: Any = None) -> Document | None:
+        found = self._matching(query)
+        return found[0] if found else None
+
+
+def id_range(prefix: str) -> Document:
+    """The filter for every id that starts with ``prefix`` (ids are [A-Za-z0-9_-])."""
+    return {"_id": {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(prefix[-1]) + 1)}}
+
+
+async def read(collections: Mapping[str, Collection], prefix: str) -> dict[str, SnapshotCollection]:
+    """Every region's documents whose id starts with ``prefix``: one scan per region."""
+
+    async def one(collection: Collection) -> SnapshotCollection:
+        cursor = collection.find(id_range(prefix), PROJECTION)
+        return SnapshotCollection({doc["_id"]: doc async for doc in cursor})
+
+    names = list(collections)
+    snapshots = await asyncio.gather(*(one(collections[n]) for n in names))
+    return dict(zip(names, snapshots, strict=True))
+
+
+async def audit_prefix(
+    expected: Iterable[Expected],
+    collections: Mapping[str, Collection],
+    regions: RegionMap,
+    prefix: str,
+) -> tuple[AuditReport, dict[str, SnapshotCollection]]:
+    """``regionstore_shared.audit.audit`` over one snapshot of the customers under ``prefix``."""
+    snapshots = await read(collections, prefix)
+    report = await audit(expected, cast(Mapping[str, Collection], snapshots), regions)
+    return report, snapshots
