@@ -155,11 +155,11 @@ import: sync ## load an Olist customers CSV through the batch API: make import F
 
 .PHONY: bench
 bench: sync ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench
 
 .PHONY: bench-quick
 bench-quick: sync ## a small benchmark (under 2 min): bench/results/quick.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench --quick
 
 ##@ Docker deployment (needs a Docker engine and Compose v2+)
 

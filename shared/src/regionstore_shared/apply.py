@@ -32,6 +32,9 @@ from regionstore_shared.status import NodeStatus
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+# FerretDB 1.24 (SQLite) holds a pooled connection per update statement until the command ends;
+# at 100 statements its pool of 100 is exhausted and the whole database hangs.
+_REPLACE_CHUNK = 64
 
 Command = UpsertCustomer | DeleteCustomer
 Collection = AsyncCollection[dict[str, Any]]
@@ -242,8 +245,11 @@ class BatchApplier:
             )
             for envelope, target in collided
         ]
-        result = await collection.bulk_write(replaces, ordered=False)
-        stale = len(collided) - result.matched_count
+        matched = 0
+        for start in range(0, len(replaces), _REPLACE_CHUNK):
+            chunk = replaces[start : start + _REPLACE_CHUNK]
+            matched += (await collection.bulk_write(chunk, ordered=False)).matched_count
+        stale = len(collided) - matched
         return len(items) - stale, stale
 
     @staticmethod

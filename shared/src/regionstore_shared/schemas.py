@@ -61,6 +61,8 @@ def _known_state(value: object) -> object:
 
 
 def _printable(value: str) -> str:
+    if value.isprintable():
+        return value
     if any(unicodedata.category(ch).startswith("C") for ch in value):
         raise ValueError("must not contain control characters")
     return value
