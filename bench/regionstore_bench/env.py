@@ -123,9 +123,10 @@ class BenchEnv:
     async def delete_customers(self, customers: Customers) -> int:
         """Remove one scenario's customers from every store.
 
-        FerretDB deletes every matched document in one SQL statement with a variable per
-        document, and SQLite allows 32,766 variables: so at most DELETE_CHUNK ids per call,
-        as id ranges (any other filter, ``$in`` included, is a full scan per call anyway).
+        FerretDB (SQLite) deletes every matched document in one SQL statement with a variable
+        per document, and SQLite allows 32,766 variables: so at most DELETE_CHUNK ids per call,
+        as id ranges. Each call scans the collection (only a lone ``_id`` equality is pushed
+        down, and one ``DeleteOne({_id})`` per customer measured ~5 deletes/s per region).
         """
 
         async def region(collection: Collection) -> int:

@@ -37,8 +37,8 @@ class Plan:
     # 5. queries (per condition: all regions up, one region down)
     queries: int = 1000
     query_concurrency: int = 2
-    query_budget_s: float = 45.0
-    query_timeout_s: float = 45.0
+    query_budget_s: float = 30.0
+    query_timeout_s: float = 30.0
     # how long writes may take to settle before the audit gives up
     apply_timeout_s: float = 600.0
 

@@ -1,4 +1,7 @@
-"""Request dependencies: typed views of the app state."""
+"""Request dependencies: typed views of the app state.
+
+Coroutines, so FastAPI calls them inline instead of handing each to its thread pool.
+"""
 
 from __future__ import annotations
 
@@ -15,31 +18,31 @@ from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     return cast(GatewaySettings, request.state.settings)
 
 
-def _producer(request: Request) -> AIOKafkaProducer:
+async def _producer(request: Request) -> AIOKafkaProducer:
     return request.state.producer
 
 
-def _board(request: Request) -> StatusBoard:
+async def _board(request: Request) -> StatusBoard:
     return cast(StatusBoard, request.state.board)
 
 
-def _repository(request: Request) -> CustomerRepository:
+async def _repository(request: Request) -> CustomerRepository:
     return cast(CustomerRepository, request.state.repository)
 
 
-def _clock(request: Request) -> HybridClock:
+async def _clock(request: Request) -> HybridClock:
     return cast(HybridClock, request.state.clock)
 
 
-def _changes(request: Request) -> StatusChanges:
+async def _changes(request: Request) -> StatusChanges:
     return cast(StatusChanges, request.state.changes)
 
 
-def _backlog(request: Request) -> BacklogProbe:
+async def _backlog(request: Request) -> BacklogProbe:
     return cast(BacklogProbe, request.state.backlog)
 
 

@@ -143,9 +143,12 @@ class Writes:
             # producer and must not be cancelled by an impatient caller.
             await asyncio.wait(futures, timeout=timeout)
         errors = [_outcome(p) for p in pending]
+        # One line per command is the trail for following a write; at DEBUG, because at
+        # INFO it was the largest single cost of accepting a write.
+        trace = log.isEnabledFor(logging.DEBUG)
         for command, outcome in zip(commands, errors, strict=True):
-            if outcome is None:
-                log.info(
+            if trace and outcome is None:
+                log.debug(
                     "write accepted",
                     extra={
                         "command_id": str(command.command_id),

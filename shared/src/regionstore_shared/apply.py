@@ -5,7 +5,7 @@ they select and in what happens when a region cannot be written: the consumers p
 in the region's pending topic and move on, recovery stops and tries again later.
 
 Every write is version-guarded: a document is inserted when the region has never seen the
-customer, otherwise replaced under the filter ``{_id, _v: {$lt: version}}``. Applying a command
+customer, otherwise replaced only where the stored ``_v`` is lower. Applying a command
 twice, or an old one after a new one, therefore changes nothing; deletes are tombstones with a
 version, so a late replay cannot resurrect a record. (A single guarded upsert per command would
 do in one step, but FerretDB answers its duplicate-key outcome with a reply PyMongo cannot parse.)
@@ -20,21 +20,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pymongo import InsertOne, ReplaceOne
+from pymongo import InsertOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError, WriteError
 
 from regionstore_shared import metrics
-from regionstore_shared.documents import VERSION, live_document, tombstone_document
+from regionstore_shared.documents import live_document, tombstone_document
+from regionstore_shared.replace import ReplaceGuard, Replacement, detect_guard, replace_newer
 from regionstore_shared.schemas import Action, DeleteCustomer, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-# FerretDB 1.24 (SQLite) holds a pooled connection per update statement until the command ends;
-# at 100 statements its pool of 100 is exhausted and the whole database hangs.
-_REPLACE_CHUNK = 64
+# Insert-then-replace rounds before giving up on documents that keep vanishing (only an
+# operator removes documents; the system itself writes tombstones).
+_WRITE_ATTEMPTS = 3
 
 Command = UpsertCustomer | DeleteCustomer
 Collection = AsyncCollection[dict[str, Any]]
@@ -164,7 +165,13 @@ class BatchApplier:
         suspicion: Suspicion,
         parker: Parker | None,
         role: str,
+        guard: ReplaceGuard | None = None,
     ) -> None:
+        """``guard`` fixes how collided documents are replaced; by default each region's store
+        is asked once, on its first write (see :mod:`regionstore_shared.replace`)."""
+        self._guards: dict[str, ReplaceGuard] = (
+            {} if guard is None else dict.fromkeys(collections, guard)
+        )
         self._collections = collections
         self._status = status
         self._suspicion = suspicion
@@ -204,7 +211,7 @@ class BatchApplier:
         if collection is None:
             return await self._park(region, items, "unknown_region")
         try:
-            written, stale = await self._write(collection, items)
+            written, stale = await self._write(region, collection, items)
         except PyMongoError as error:
             metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
             log.warning(
@@ -226,31 +233,40 @@ class BatchApplier:
         return RegionResult(written=written, stale=stale)
 
     async def _write(
-        self, collection: Collection, items: list[tuple[Envelope, Target]]
+        self, region: str, collection: Collection, items: list[tuple[Envelope, Target]]
     ) -> tuple[int, int]:
         """Write the newer commands; return (written, stale).
 
         First every document is inserted: a customer the region has never seen costs one
-        write and no read. Those that collide on ``_id`` are then replaced under the filter
-        ``_v < version``; a replace that matches nothing met a newer version and is stale.
+        write and no read. Those that collide on ``_id`` are then replaced where the stored
+        version is older; the others met a newer version and are stale. A document removed
+        between the two steps is inserted again.
         """
-        inserts = [InsertOne(_document_for(e.command, t)) for e, t in items]
-        collided = await self._insert(collection, inserts, items)
-        if not collided:
-            return len(items), 0
-        replaces = [
-            ReplaceOne(
-                {"_id": envelope.command.key, VERSION: {"$lt": envelope.command.version}},
-                _document_for(envelope.command, target),
-            )
-            for envelope, target in collided
-        ]
-        matched = 0
-        for start in range(0, len(replaces), _REPLACE_CHUNK):
-            chunk = replaces[start : start + _REPLACE_CHUNK]
-            matched += (await collection.bulk_write(chunk, ordered=False)).matched_count
-        stale = len(collided) - matched
-        return len(items) - stale, stale
+        guard = await self._guard(region, collection)
+        stale = 0
+        pending = items
+        for _ in range(_WRITE_ATTEMPTS):
+            inserts = [InsertOne(_document_for(e.command, t)) for e, t in pending]
+            collided = await self._insert(collection, inserts, pending)
+            if not collided:
+                return len(items) - stale, stale
+            replacements = [
+                Replacement(e.command.key, e.command.version, _document_for(e.command, t))
+                for e, t in collided
+            ]
+            outcome = await replace_newer(collection, guard, replacements)
+            stale += outcome.stale
+            pending = [collided[i] for i in outcome.missing]
+            if not pending:
+                return len(items) - stale, stale
+        raise WriteError(f"{len(pending)} documents vanished while being replaced")
+
+    async def _guard(self, region: str, collection: Collection) -> ReplaceGuard:
+        guard = self._guards.get(region)
+        if guard is None:
+            guard = self._guards[region] = await detect_guard(collection)
+            log.info("replace guard", extra={"region": region, "guard": guard.value})
+        return guard
 
     @staticmethod
     async def _insert(

@@ -29,6 +29,7 @@ from regionstore_shared.documents import (
     VERSION,
     customer_from_document,
 )
+from regionstore_shared.replace import REPLACE_CHUNK, ReplaceGuard, detect_guard
 from regionstore_shared.schemas import (
     Action,
     Customer,
@@ -67,6 +68,7 @@ class FakeCollection:
         self.writes: list[tuple[list[Op], bool]] = []
         self.fail_with: PyMongoError | None = None
         self.hooks: list[Hook | None] = []
+        self.hooks_on_read: list[Hook | None] = []
 
     def find(self, *args: Any, **kwargs: Any) -> AsyncIterator[Document]:
         self.reads.append("find")
@@ -77,9 +79,14 @@ class FakeCollection:
 
         return cursor()
 
-    async def find_one(self, *args: Any, **kwargs: Any) -> Document | None:
+    async def find_one(self, query: Mapping[str, Any], *args: Any) -> Document | None:
         self.reads.append("find_one")
-        return None
+        if self.hooks_on_read:
+            hook = self.hooks_on_read.pop(0)
+            if hook is not None:
+                hook(self)
+        assert set(query) == {"_id"}, "reads look documents up by _id alone"
+        return self.docs.get(query["_id"])
 
     async def bulk_write(self, ops: Sequence[Op], ordered: bool = True) -> BulkWriteResult:
         self.writes.append((list(ops), ordered))
@@ -103,9 +110,11 @@ class FakeCollection:
             else:
                 assert not op._upsert, "a guarded replace must never upsert"
                 guard: Mapping[str, Any] = op._filter
-                assert set(guard) == {"_id", VERSION}
+                assert set(guard) in ({"_id", VERSION}, {"_id"})
                 held = self.docs.get(guard["_id"])
-                if held is not None and held[VERSION] < guard[VERSION]["$lt"]:
+                if held is not None and (
+                    VERSION not in guard or held[VERSION] < guard[VERSION]["$lt"]
+                ):
                     self.docs[guard["_id"]] = dict(op._doc)
                     matched += 1
         raw = {
@@ -225,7 +234,13 @@ def home_only(command: UpsertCustomer | DeleteCustomer) -> Iterable[Target]:
 class Harness:
     """One applier over three fake regions, with its status, parker and suspicion clock."""
 
-    def __init__(self, *, parker: bool = True, hold_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        *,
+        parker: bool = True,
+        hold_s: float = 3.0,
+        guard: ReplaceGuard = ReplaceGuard.IN_FILTER,
+    ) -> None:
         self.stores = {name: FakeCollection() for name in ("region_1", "region_2", "region_3")}
         self.status = FakeStatus()
         self.parker = RecordingParker()
@@ -237,6 +252,7 @@ class Harness:
             suspicion=self.suspicion,
             parker=self.parker if parker else None,
             role="writer",
+            guard=guard,
         )
 
     async def apply(
@@ -506,6 +522,96 @@ class TestConcurrentInsert:
         assert replace._filter["_id"] == CUSTOMER
         assert store.docs["other"][VERSION] == 8
         assert store.docs[CUSTOMER][VERSION] == 7
+
+
+class TestReadFirstGuard:
+    """Against a store that indexes only a lone ``_id`` filter (FerretDB)."""
+
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return Harness(guard=ReplaceGuard.READ_FIRST)
+
+    async def test_an_older_document_is_read_then_replaced_by_id(self, harness: Harness) -> None:
+        await harness.apply(upsert(2, city="old"), select=home_only)
+        result = await harness.apply(upsert(3, city="new"), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=1)
+        store = harness.stores["region_1"]
+        assert (harness.doc()[VERSION], harness.doc()["customer_city"]) == (3, "new")
+        assert store.reads == ["find_one"]
+        (replace,), _ = store.writes[-1]
+        assert isinstance(replace, ReplaceOne)
+        assert replace._filter == {"_id": CUSTOMER}
+
+    async def test_a_newer_or_equal_stored_version_is_stale_and_not_written(
+        self, harness: Harness
+    ) -> None:
+        store = harness.stores["region_1"]
+        store.docs["newer"] = {"_id": "newer", VERSION: 99, "mark": "kept"}
+        store.docs["equal"] = {"_id": "equal", VERSION: 12, "mark": "kept"}
+        result = await harness.apply(upsert_of("newer", 11), upsert_of("equal", 12))
+        assert result.regions["region_1"] == RegionResult(stale=2)
+        assert store.kinds() == [[InsertOne] * 2]
+        assert all(doc["mark"] == "kept" for doc in store.docs.values())
+
+    async def test_an_older_replay_never_resurrects_a_tombstone(self, harness: Harness) -> None:
+        await harness.apply(upsert(1))
+        await harness.apply(delete(2))
+        result = await harness.apply(upsert(1))
+        assert result.regions["region_1"] == RegionResult(stale=1)
+        assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (2, True)
+
+    async def test_a_document_removed_before_the_read_is_inserted_again(
+        self, harness: Harness
+    ) -> None:
+        store = harness.stores["region_1"]
+        store.docs[CUSTOMER] = {"_id": CUSTOMER, VERSION: 1}
+        store.hooks_on_read = [lambda s: s.docs.pop(CUSTOMER)]
+        result = await harness.apply(upsert(7), select=home_only)
+        assert result.regions["region_1"] == RegionResult(written=1)
+        assert harness.doc()[VERSION] == 7
+        assert store.kinds() == [[InsertOne], [InsertOne]]
+
+    async def test_replaces_go_in_chunks_the_store_can_hold(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        count = REPLACE_CHUNK * 2 + 1
+        for i in range(count):
+            store.docs[f"c{i}"] = {"_id": f"c{i}", VERSION: 1}
+        result = await harness.apply(*(upsert_of(f"c{i}", 10) for i in range(count)))
+        assert result.regions["region_1"] == RegionResult(written=count)
+        assert [len(ops) for ops, _ in store.writes[1:]] == [REPLACE_CHUNK, REPLACE_CHUNK, 1]
+        assert {doc[VERSION] for doc in store.docs.values()} == {10}
+
+
+class FakeAdmin:
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+    async def command(self, name: str) -> dict[str, Any]:
+        assert name == "buildInfo"
+        return self.info
+
+
+class TestDetectGuard:
+    @pytest.mark.parametrize(
+        ("info", "guard"),
+        [
+            ({"version": "7.0.42", "ferretdbVersion": "v1.24.2"}, ReplaceGuard.READ_FIRST),
+            ({"version": "7.0.14"}, ReplaceGuard.IN_FILTER),
+        ],
+    )
+    async def test_the_store_names_its_guard(
+        self, info: dict[str, Any], guard: ReplaceGuard
+    ) -> None:
+        class Client:
+            admin = FakeAdmin(info)
+
+        class Database:
+            client = Client()
+
+        class Store:
+            database = Database()
+
+        assert await detect_guard(cast("Collection", Store())) is guard
 
 
 class TestParking:

@@ -16,7 +16,7 @@ from regionstore_gateway.deps import (
 from regionstore_gateway.writes import Writes
 
 
-def _writes(
+async def _writes(
     settings: SettingsDep,
     producer: ProducerDep,
     board: BoardDep,
