@@ -79,9 +79,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "drain rate >= 0.8 x raw insert_many docs/s",
             results["recovery"]["drain_per_s"], insert, 0.8, ">=", "/s",
         ),
+        # The raw round trip is measured one message at a time, so the accept it is held
+        # against is too; the loaded latency (concurrency 32) is reported beside it.
         _target(
-            "single-request accept p50 <= 2 x raw produce round trip p50",
-            results["ingest_single"]["accept_latency"]["p50_ms"],
+            "single-request accept p50 (one at a time) <= 2 x raw produce round trip p50",
+            results["ingest_single"]["unloaded_accept_latency"]["p50_ms"],
             base["produce_rtt"]["p50_ms"], 2.0, "<=", "ms",
         ),
         _target(

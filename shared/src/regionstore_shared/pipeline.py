@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -50,18 +52,38 @@ class DeadLetters:
         )
 
 
-async def decode_batch(records: list[Record], dead_letters: DeadLetters) -> list[Envelope]:
-    """Decode records; the undecodable ones go to the dead-letter topic and are dropped here."""
-    envelopes: list[Envelope] = []
-    for record in records:
-        if record.value is None:
-            await dead_letters.send(record, "empty message")
-            continue
-        try:
-            envelopes.append(Envelope(decode_command(record.value), record.value))
-        except ValidationError as error:
-            await dead_letters.send(record, f"invalid command: {error}")
-    return envelopes
+@dataclass(slots=True)
+class Batch:
+    """One poll's records, decoded: what to apply and what to dead-letter."""
+
+    records: dict[TopicPartition, list[Record]]
+    envelopes: list[Envelope] = field(default_factory=list)
+    rejects: list[tuple[Record, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Records polled, rejects included."""
+        return sum(len(records) for records in self.records.values())
+
+
+def decode_records(records: dict[TopicPartition, list[Record]]) -> Batch:
+    """Decode a poll's records; the undecodable ones are set aside with the reason."""
+    batch = Batch(records)
+    for partition in records.values():
+        for record in partition:
+            if record.value is None:
+                batch.rejects.append((record, "empty message"))
+                continue
+            try:
+                batch.envelopes.append(Envelope(decode_command(record.value), record.value))
+            except ValidationError as error:
+                batch.rejects.append((record, f"invalid command: {error}"))
+    return batch
+
+
+async def _poll(consumer: AIOKafkaConsumer, timeout_ms: int) -> Batch | None:
+    records = await consumer.getmany(timeout_ms=timeout_ms)
+    return decode_records(records) if records else None
 
 
 async def run_batches(
@@ -79,35 +101,69 @@ async def run_batches(
     """Consume until ``stop`` is set: decode, apply or park, then commit what was handled.
 
     Offsets are committed only after the whole batch is written or parked, so a crash at any
-    point replays at most the uncommitted batch, which the version guard makes harmless.
+    point replays at most the uncommitted batches, which the version guard makes harmless.
+    The next batch is polled and decoded while the current one is written (the stores, not
+    this process, are then the ones working); it is applied only after the current one is
+    committed, and rewound with it if the current one fails.
     """
-    while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=poll_timeout_ms)
-        if not batches:
-            continue
-        records = [record for partition in batches.values() for record in partition]
-        try:
-            with metrics.BATCH_SECONDS.labels(role=role).time():
-                envelopes = await decode_batch(records, dead_letters)
-                if envelopes:
-                    await applier.apply(envelopes, select)
-        except BaseException:
-            # Nothing of this batch is committed; rewind so whoever consumes next (this
-            # consumer after a pause, or another after a rebalance) starts with it again.
-            assigned = consumer.assignment()
-            for tp, partition in batches.items():
-                if tp in assigned:
-                    consumer.seek(tp, partition[0].offset)
-            raise
-        await consumer.commit(
-            {
-                tp: OffsetAndMetadata(partition[-1].offset + 1, "")
-                for tp, partition in batches.items()
-            }
-        )
-        await _update_lag(consumer, group)
-        if on_batch is not None:
-            await on_batch(len(records))
+    ahead: asyncio.Task[Batch | None] | None = None
+    try:
+        while not stop.is_set():
+            if ahead is None:
+                batch = await _poll(consumer, poll_timeout_ms)
+            else:
+                batch, ahead = await ahead, None
+            if batch is None:
+                continue
+            ahead = asyncio.create_task(_poll(consumer, poll_timeout_ms))
+            try:
+                with metrics.BATCH_SECONDS.labels(role=role).time():
+                    for record, error in batch.rejects:
+                        await dead_letters.send(record, error)
+                    if batch.envelopes:
+                        await applier.apply(batch.envelopes, select)
+            except BaseException:
+                following, ahead = await _cancel(ahead), None
+                _rewind(consumer, [batch] if following is None else [batch, following])
+                raise
+            await consumer.commit(
+                {
+                    tp: OffsetAndMetadata(records[-1].offset + 1, "")
+                    for tp, records in batch.records.items()
+                }
+            )
+            await _update_lag(consumer, group)
+            if on_batch is not None:
+                await on_batch(batch.count)
+    finally:
+        if ahead is not None:
+            await _cancel(ahead)
+
+
+async def _cancel(task: asyncio.Task[Batch | None]) -> Batch | None:
+    """Stop a poll in flight; the batch it already returned, if it had finished."""
+    if task.done():
+        return None if task.cancelled() or task.exception() else task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
+
+
+def _rewind(consumer: AIOKafkaConsumer, batches: list[Batch]) -> None:
+    """Seek every partition back to the first record of the earliest batch that holds it.
+
+    Nothing of these batches is committed; whoever consumes next (this consumer after a
+    pause, or another after a rebalance) starts with them again.
+    """
+    first: dict[TopicPartition, int] = {}
+    for batch in batches:
+        for tp, records in batch.records.items():
+            first.setdefault(tp, records[0].offset)
+    assigned = consumer.assignment()
+    for tp, offset in first.items():
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 async def _update_lag(consumer: AIOKafkaConsumer, group: str) -> None:

@@ -22,6 +22,7 @@ from regionstore_shared.schemas import (
 )
 
 TP = TopicPartition("pending.region_1", 0)
+TP2 = TopicPartition("pending.region_1", 1)
 
 
 @dataclass
@@ -46,7 +47,11 @@ def delete_record(offset: int) -> Record:
 
 
 class FakeConsumer:
-    def __init__(self, batches: list[list[Record]], stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        batches: list[list[Record] | dict[TopicPartition, list[Record]]],
+        stop: asyncio.Event,
+    ) -> None:
         self.batches = batches
         self.stop = stop
         self.commits: list[dict[TopicPartition, int]] = []
@@ -56,7 +61,8 @@ class FakeConsumer:
         if not self.batches:
             self.stop.set()
             return {}
-        return {TP: self.batches.pop(0)}
+        batch = self.batches.pop(0)
+        return batch if isinstance(batch, dict) else {TP: batch}
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
@@ -65,7 +71,7 @@ class FakeConsumer:
         self.seeks.append((tp, offset))
 
     def assignment(self) -> set[TopicPartition]:
-        return {TP}
+        return {TP, TP2}
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return None
@@ -78,26 +84,41 @@ class Applier:
 
     async def apply(self, envelopes: Sequence[Envelope], select: Any) -> None:
         self.calls += 1
+        # Yield once, as a store round trip would: the next poll runs meanwhile.
+        await asyncio.sleep(0)
         if self.calls == self.fail_on_call:
             raise RegionUnavailableError("region_1", "write_failed")
 
 
 class DeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
     async def send(self, record: Record, error: str) -> None:
-        raise AssertionError(f"nothing here is poison: {error}")
+        assert "invalid command" in error
+        self.sent.append(record.offset)
+
+
+def poison_record(offset: int, tp: TopicPartition = TP) -> Record:
+    return Record(tp.topic, tp.partition, offset, b"k", b'{"not": "a command"}')
 
 
 def select(command: Any) -> Iterable[Target]:
     return list(command.targets)
 
 
-async def _run(consumer: FakeConsumer, applier: Applier, stop: asyncio.Event) -> None:
+async def _run(
+    consumer: FakeConsumer,
+    applier: Applier,
+    stop: asyncio.Event,
+    dead_letters: DeadLetters | None = None,
+) -> None:
     await run_batches(
         consumer,  # type: ignore[arg-type]
         group="g",
         applier=applier,  # type: ignore[arg-type]
         select=select,
-        dead_letters=DeadLetters(),  # type: ignore[arg-type]
+        dead_letters=dead_letters or DeadLetters(),  # type: ignore[arg-type]
         stop=stop,
         role="recovery",
     )
@@ -118,3 +139,40 @@ async def test_a_failed_batch_is_not_committed_and_is_rewound_to_its_first_recor
         await _run(consumer, Applier(fail_on_call=2), stop)
     assert consumer.commits == [{TP: 1}]
     assert consumer.seeks == [(TP, 5)]
+
+
+async def test_a_failure_rewinds_the_batch_polled_ahead_too() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer(
+        [
+            [delete_record(0)],
+            {TP: [delete_record(1)]},
+            {TP: [delete_record(2)], TP2: [delete_record(7)]},
+        ],
+        stop,
+    )
+    with pytest.raises(RegionUnavailableError):
+        await _run(consumer, Applier(fail_on_call=2), stop)
+    assert consumer.commits == [{TP: 1}]
+    # TP from the failed batch's first record; TP2, only in the batch polled ahead, from its own.
+    assert sorted(consumer.seeks) == [(TP, 1), (TP2, 7)]
+
+
+async def test_poison_is_dead_lettered_once_its_batch_is_handled_and_committed() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer([[delete_record(0), poison_record(1)], [poison_record(2)]], stop)
+    dead_letters = DeadLetters()
+    await _run(consumer, Applier(fail_on_call=None), stop, dead_letters)
+    assert dead_letters.sent == [1, 2]
+    assert consumer.commits == [{TP: 2}, {TP: 3}]
+
+
+async def test_poison_polled_ahead_of_a_failed_batch_is_not_dead_lettered_yet() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer([[delete_record(0)], [poison_record(1)]], stop)
+    dead_letters = DeadLetters()
+    with pytest.raises(RegionUnavailableError):
+        await _run(consumer, Applier(fail_on_call=1), stop, dead_letters)
+    assert dead_letters.sent == []
+    assert consumer.commits == []
+    assert consumer.seeks == [(TP, 0)]
