@@ -50,7 +50,14 @@ def show_until_present(page: Page, customer_id: str, **filters: str) -> None:
 class TestRegionCards:
     def test_cards_show_the_region_map(self, console: Console, api: httpx.Client) -> None:
         page = console.open()
-        for region in api.get("/v1/regions").json()["regions"]:
+        listed = api.get("/v1/regions").json()
+        # Lag moves while other tests' writes settle; its wording and both consumers are stable.
+        lag = page.get_by_test_id("consumer-lag")
+        expect(lag).to_contain_text("Accepted, not yet applied:")
+        expect(lag).to_contain_text("by the writer (home regions)")
+        expect(lag).to_contain_text("by the replicator (replicas)")
+        assert set(listed["lag"]) == {"writer", "replicator"}
+        for region in listed["regions"]:
             card = region_card(page, region["name"])
             zip_range = f"{region['zip_min']:05d} \N{EN DASH} {region['zip_max']:05d}"
             expect(card.get_by_test_id("region-zip")).to_have_text(zip_range)

@@ -109,3 +109,28 @@ async def test_a_broker_restart_answers_503_then_recovers(env: Env, stack: Any) 
     await _post_all(env, after)
     report = await env.settle(within_s=180)
     assert report.clean, report
+
+
+async def _lag(env: Env) -> dict[str, int | None]:
+    response = await env.http.get("/v1/regions")
+    assert response.status_code == 200, response.text
+    lag: dict[str, int | None] = response.json()["lag"]
+    return lag
+
+
+async def test_a_stopped_writer_shows_as_lag_until_it_catches_up(env: Env, stack: Any) -> None:
+    await stack.stop("writer")
+    try:
+        await _post_all(env, [customer() for _ in range(30)])
+        lag = await _lag(env)
+        assert (lag["writer"] or 0) >= 30, lag
+    finally:
+        await stack.start("writer")
+    await stack.wait_ready("writer")
+    report = await env.settle()
+    assert report.clean, report
+    # The writer commits right after its batch lands: the lag reaches 0 just after the audit.
+    deadline = asyncio.get_running_loop().time() + 30
+    while (lag := await _lag(env))["writer"] != 0:
+        assert asyncio.get_running_loop().time() < deadline, lag
+        await asyncio.sleep(0.2)

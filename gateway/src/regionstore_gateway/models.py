@@ -99,9 +99,13 @@ class RegionOut(BaseModel):
 
 
 class RegionList(BaseModel):
-    """Every region."""
+    """Every region, and how far the consumers that write them are behind."""
 
     regions: list[RegionOut]
+    lag: dict[str, int | None] = Field(
+        description="Commands accepted but not yet applied, per consumer: 'writer' (home "
+        "regions) and 'replicator' (replicas); None if unknown. Parked ones count in `pending`."
+    )
 
 
 class BatchUpsert(BaseModel):

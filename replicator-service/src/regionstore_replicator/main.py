@@ -15,6 +15,6 @@ def main() -> None:
     settings = ReplicatorSettings()
 
     async def work(state: ServiceState) -> None:
-        await consume_commands(settings, role=Role.REPLICA, group_id=settings.group_id, state=state)
+        await consume_commands(settings, role=Role.REPLICA, group_id=settings.kafka.replicator_group, state=state)
 
     asyncio.run(run_service(settings, work))

@@ -8,7 +8,7 @@ from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
 class ReplicatorSettings(CommonSettings):
-    """The shared sections plus the replicator's consumer group."""
+    """The shared sections and the replicator's port (its consumer group is `kafka.replicator_group`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -16,4 +16,3 @@ class ReplicatorSettings(CommonSettings):
 
     service_name: str = "replicator"
     http: HttpSettings = HttpSettings(port=8102)
-    group_id: str = "regionstore.replicator"

@@ -1,9 +1,9 @@
-"""How many parked commands each region still has to replay."""
+"""How far behind the consumers are: parked commands per region, unapplied commands per group."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -44,17 +44,26 @@ class BacklogProbe:
 
     async def backlog(self, regions: Iterable[str]) -> dict[str, int | None]:
         """Parked-but-not-replayed commands per region; None where Kafka could not say."""
-        result: dict[str, int | None] = {}
-        for region in regions:
-            try:
-                result[region] = await self._one(region)
-            except KafkaError as error:
-                log.warning("backlog unavailable", extra={"region": region, "error": str(error)})
-                result[region] = None
-        return result
+        return {
+            region: await self._lag_or_none(
+                self._settings.pending_topic(region), self._settings.recovery_group(region)
+            )
+            for region in regions
+        }
 
-    async def _one(self, region: str) -> int:
-        topic = self._settings.pending_topic(region)
+    async def command_lag(self, groups: Mapping[str, str]) -> dict[str, int | None]:
+        """Commands not yet applied by each consumer group, by name; None where unknown."""
+        topic = self._settings.command_topic
+        return {name: await self._lag_or_none(topic, group) for name, group in groups.items()}
+
+    async def _lag_or_none(self, topic: str, group: str) -> int | None:
+        try:
+            return await self._lag(topic, group)
+        except KafkaError as error:
+            log.warning("lag unavailable", extra={"topic": topic, "error": str(error)})
+            return None
+
+    async def _lag(self, topic: str, group: str) -> int:
         tps = self._partitions.get(topic)
         if tps is None:
             described = await self._admin.describe_topics([topic])
@@ -68,9 +77,7 @@ class BacklogProbe:
                 return 0
             self._partitions[topic] = tps
         ends = await self._offsets.end_offsets(tps)
-        committed = await self._admin.list_consumer_group_offsets(
-            self._settings.recovery_group(region), partitions=tps
-        )
+        committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
         total = 0
         for tp in tps:
             done = committed.get(tp)

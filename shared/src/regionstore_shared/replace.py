@@ -21,6 +21,7 @@ from pymongo import ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from regionstore_shared.documents import VERSION
+from regionstore_shared.store_kind import is_ferretdb
 
 Collection = AsyncCollection[dict[str, Any]]
 
@@ -39,9 +40,8 @@ class ReplaceGuard(StrEnum):
 
 
 async def detect_guard(collection: Collection) -> ReplaceGuard:
-    """The guard a region's store serves from its index: FerretDB announces itself in buildInfo."""
-    info: dict[str, Any] = await collection.database.client.admin.command("buildInfo")
-    return ReplaceGuard.READ_FIRST if "ferretdbVersion" in info else ReplaceGuard.IN_FILTER
+    """The guard a region's store serves from its ``_id`` index."""
+    return ReplaceGuard.READ_FIRST if await is_ferretdb(collection) else ReplaceGuard.IN_FILTER
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ class KafkaSettings(BaseModel):
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = 2
     max_batch_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
 
+    writer_group: str = "regionstore.writer"
+    replicator_group: str = "regionstore.replicator"
     recovery_group_prefix: str = "regionstore.recovery."
 
     def pending_topic(self, region: str) -> str:

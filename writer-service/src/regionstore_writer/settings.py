@@ -8,7 +8,7 @@ from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
 class WriterSettings(CommonSettings):
-    """The shared sections plus the writer's consumer group."""
+    """The shared sections and the writer's port (its consumer group is `kafka.writer_group`)."""
 
     model_config = SettingsConfigDict(
         env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -16,4 +16,3 @@ class WriterSettings(CommonSettings):
 
     service_name: str = "writer"
     http: HttpSettings = HttpSettings(port=8101)
-    group_id: str = "regionstore.writer"

@@ -18,11 +18,16 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
 async def region_list(
     settings: GatewaySettings, board: StatusBoard, backlog: BacklogDep
 ) -> RegionList:
-    """Every region with its status and pending backlog."""
+    """Every region with its status and pending backlog, and the consumers' lag."""
     names = settings.region_map.names
     statuses = await board.all()
     pending = await backlog.backlog(names)
+    kafka = settings.kafka
+    lag = await backlog.command_lag(
+        {"writer": kafka.writer_group, "replicator": kafka.replicator_group}
+    )
     return RegionList(
+        lag=lag,
         regions=[
             RegionOut(
                 name=spec.name,

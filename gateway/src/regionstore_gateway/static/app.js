@@ -271,10 +271,24 @@ async function flipRegion(name, card) {
   }
 }
 
+function renderLag(lag) {
+  const count = (name) => {
+    const value = lag?.[name];
+    return value === null || value === undefined ? "unknown" : Number(value).toLocaleString();
+  };
+  byTestId("consumer-lag").textContent =
+    `Accepted, not yet applied: ${count("writer")} by the writer (home regions), ` +
+    `${count("replicator")} by the replicator (replicas).`;
+}
+
+function renderRegionList(data) {
+  renderRegions(data.regions ?? []);
+  renderLag(data.lag);
+}
+
 async function loadRegions() {
   try {
-    const data = await api("GET", "/v1/regions");
-    renderRegions(data.regions ?? []);
+    renderRegionList(await api("GET", "/v1/regions"));
   } catch (err) {
     const placeholder = byTestId("region-placeholder");
     if (placeholder) placeholder.textContent = `Could not load regions: ${err.message}`;
@@ -301,7 +315,7 @@ function connectStream() {
     setConnection("live");
     armWatchdog();
     try {
-      renderRegions(parseJson(event.data).regions ?? []);
+      renderRegionList(parseJson(event.data));
     } catch (err) {
       console.error("bad regions event", err);
     }
