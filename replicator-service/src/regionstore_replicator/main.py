@@ -15,6 +15,8 @@ def main() -> None:
     settings = ReplicatorSettings()
 
     async def work(state: ServiceState) -> None:
-        await consume_commands(settings, role=Role.REPLICA, group_id=settings.kafka.replicator_group, state=state)
+        await consume_commands(
+            settings, role=Role.REPLICA, group_id=settings.kafka.replicator_group, state=state
+        )
 
     asyncio.run(run_service(settings, work))

@@ -8,7 +8,7 @@ from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
 class ReplicatorSettings(CommonSettings):
-    """The shared sections and the replicator's port (its consumer group is `kafka.replicator_group`)."""
+    """The shared sections and the replicator's port; its group is `kafka.replicator_group`."""
 
     model_config = SettingsConfigDict(
         env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True

@@ -15,6 +15,8 @@ def main() -> None:
     settings = WriterSettings()
 
     async def work(state: ServiceState) -> None:
-        await consume_commands(settings, role=Role.HOME, group_id=settings.kafka.writer_group, state=state)
+        await consume_commands(
+            settings, role=Role.HOME, group_id=settings.kafka.writer_group, state=state
+        )
 
     asyncio.run(run_service(settings, work))

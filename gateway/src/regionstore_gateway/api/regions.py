@@ -38,7 +38,7 @@ async def region_list(
                 pending=pending.get(spec.name),
             )
             for spec in settings.region_map.specs
-        ]
+        ],
     )
 
 
