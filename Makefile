@@ -126,7 +126,7 @@ sync: ## install the workspace into .venv from uv.lock
 lint: sync ## ruff and mypy
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src
+	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src bench/regionstore_bench
 
 .PHONY: test
 test: sync tools ## all tests; integration tests start the local stack if it is not running

@@ -137,13 +137,29 @@ async def kafka_baselines(
     }
 
 
+async def _fill(collection: Any, documents: list[dict[str, Any]], count: int) -> None:
+    for start in range(0, count, INSERT_CHUNK):
+        chunk = [
+            documents[i % len(documents)] | {"_id": uuid.uuid4().hex}
+            for i in range(start, min(count, start + INSERT_CHUNK))
+        ]
+        await collection.insert_many(chunk, ordered=False)
+
+
 async def insert_baseline(
-    settings: CommonSettings, plan: Plan, documents: list[dict[str, Any]], region: str
+    settings: CommonSettings,
+    plan: Plan,
+    documents: list[dict[str, Any]],
+    region: str,
+    *,
+    holding: int = 0,
 ) -> dict[str, Any]:
     """insert_many of the ingest's documents into a fresh database of one regional store.
 
     The collection gets the same indexes as the real one, and documents go in chunks of
-    INSERT_CHUNK, unordered, one after the other: the store's own bulk-write rate.
+    INSERT_CHUNK, unordered, one after the other: the store's own bulk-write rate. With
+    ``holding``, the collection first receives that many copies under new ids, untimed: a
+    store's insert rate falls as its collection grows, and a scenario writes into a full one.
     """
     # A long socket timeout: a slow chunk should be measured, not fail.
     store = settings.store.model_copy(update={"socket_timeout_ms": 120_000})
@@ -155,6 +171,7 @@ async def insert_baseline(
             collection = client[name][settings.store.collection]
             try:
                 await ensure_indexes({region: collection})
+                await _fill(collection, documents, holding)
                 started = time.perf_counter()
                 for start in range(0, len(documents), INSERT_CHUNK):
                     chunk = [dict(d) for d in documents[start : start + INSERT_CHUNK]]
@@ -170,6 +187,7 @@ async def insert_baseline(
         "documents": float(len(documents)),
         "chunk": float(INSERT_CHUNK),
         "indexes": "same as the customers collection",
+        "holding": float(holding),
         "runs_docs_per_s": rates,
         "docs_per_s": median(rates),
     }

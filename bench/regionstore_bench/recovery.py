@@ -62,6 +62,7 @@ async def recovery(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str,
         )
         backlog = await _wait_parked(env, region, before + parked_expected, plan.apply_timeout_s)
         drained_before = await _drained(env, region)
+        holding = await env.collections[region].estimated_document_count()
         log.info("recovery: %s backlog %s; flipping back", region, f"{backlog:,}")
         flipped = time.perf_counter()
         await env.set_status(region, "available")
@@ -102,6 +103,7 @@ async def recovery(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str,
         "accepted_per_s": rate(len(accepts.expected), accept_seconds),
         "parked": float(backlog - before),
         "backlog_at_flip": float(backlog),
+        "store_documents_at_flip": float(holding),
         "drain_seconds": drain_seconds,
         "drain_per_s": rate(backlog, drain_seconds),
         "first_replay_after_s": first_progress,

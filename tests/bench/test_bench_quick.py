@@ -30,6 +30,8 @@ SCENARIO_FIELDS: dict[str, list[str]] = {
         "produce_rtt.p99_ms",
         "insert_many.docs_per_s",
         "insert_many.documents",
+        "insert_many_full.docs_per_s",
+        "insert_many_full.holding",
     ],
     "ingest_single": [
         "requests",
@@ -57,6 +59,7 @@ SCENARIO_FIELDS: dict[str, list[str]] = {
         "writes",
         "parked",
         "backlog_at_flip",
+        "store_documents_at_flip",
         "drain_seconds",
         "drain_per_s",
         "steady_drain_per_s",
@@ -145,7 +148,7 @@ class TestQuickBench:
             assert _is_number(data["rss_mb"]["idle"][service]), service
             assert _is_number(data["rss_mb"]["batch_peak"][service]), service
         targets = data["targets"]
-        assert len(targets) == 4 + 2 * len(SERVICES)
+        assert len(targets) == 5 + 2 * len(SERVICES)
         for target in targets:
             assert _is_number(target["ratio"]), target["name"]
             assert isinstance(target["pass"], bool), target["name"]
