@@ -33,7 +33,9 @@ P ?=
 PROCESS_COMPOSE_VERSION := v1.85.0
 FERRETDB_VERSION := v1.24.2
 PROCESS_COMPOSE := $(CACHE_DIR)/bin/process-compose-$(PROCESS_COMPOSE_VERSION)
-FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)
+# Built with deploy/local/ferretdb/id-index.patch, so that lookups by _id use the _id index.
+FERRETDB_PATCH := $(ROOT)/deploy/local/ferretdb/id-index.patch
+FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)-id-index
 KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
 PYTHON ?= $(ROOT)/.venv/bin/python
 PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
@@ -102,9 +104,10 @@ $(PROCESS_COMPOSE): | prereqs
 	@echo "building process-compose $(PROCESS_COMPOSE_VERSION) into $(@D)"
 	@$(LOCAL)/install-go-tool.sh github.com/f1bonacc1/process-compose $(PROCESS_COMPOSE_VERSION) . $@
 
-$(FERRETDB): | prereqs
-	@echo "building FerretDB $(FERRETDB_VERSION) into $(@D)"
-	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB $(FERRETDB_VERSION) ./cmd/ferretdb $@
+$(FERRETDB): $(FERRETDB_PATCH) | prereqs
+	@echo "building FerretDB $(FERRETDB_VERSION) (patched: $(notdir $(FERRETDB_PATCH))) into $(@D)"
+	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB $(FERRETDB_VERSION) ./cmd/ferretdb \
+		$@ $(FERRETDB_PATCH)
 
 # Fetched aside and swapped in, so a broker running from the old jars keeps working.
 $(KAFKA_LIBS)/.complete: $(ROOT)/deploy/local/pom.xml | prereqs
