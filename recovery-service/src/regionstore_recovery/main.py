@@ -35,6 +35,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             collections=collections,
             status=board,
             suspicion=Suspicion(settings.store.suspect_for_s),
+            chunk=settings.store.write_chunk,
             parker=None,
             role="recovery",
         )

@@ -166,9 +166,12 @@ class BatchApplier:
         parker: Parker | None,
         role: str,
         guard: ReplaceGuard | None = None,
+        chunk: int = 250,
     ) -> None:
         """``guard`` fixes how collided documents are replaced; by default each region's store
-        is asked once, on its first write (see :mod:`regionstore_shared.replace`)."""
+        is asked once, on its first write (see :mod:`regionstore_shared.replace`). ``chunk``
+        bounds the commands sent to a region per request."""
+        self._chunk = chunk
         self._guards: dict[str, ReplaceGuard] = (
             {} if guard is None else dict.fromkeys(collections, guard)
         )
@@ -210,17 +213,35 @@ class BatchApplier:
         collection = self._collections.get(region)
         if collection is None:
             return await self._park(region, items, "unknown_region")
-        try:
-            written, stale = await self._write(region, collection, items)
-        except PyMongoError as error:
-            metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
-            log.warning(
-                "region write failed",
-                extra={"region": region, "error": str(error)[:300], "commands": len(items)},
-            )
-            self._suspicion.suspect(region)
-            return await self._park(region, items, "write_failed")
+        written = stale = 0
+        for start in range(0, len(items), self._chunk):
+            chunk = items[start : start + self._chunk]
+            try:
+                chunk_written, chunk_stale = await self._write(region, collection, chunk)
+            except PyMongoError as error:
+                metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
+                log.warning(
+                    "region write failed",
+                    extra={"region": region, "error": str(error)[:300], "commands": len(chunk)},
+                )
+                self._suspicion.suspect(region)
+                self._applied(region, items[:start], written, stale)
+                parked = await self._park(region, items[start:], "write_failed")
+                return RegionResult(
+                    written=written,
+                    stale=stale,
+                    parked=parked.parked,
+                    parked_reason=parked.parked_reason,
+                )
+            written += chunk_written
+            stale += chunk_stale
         self._suspicion.clear(region)
+        self._applied(region, items, written, stale)
+        return RegionResult(written=written, stale=stale)
+
+    def _applied(
+        self, region: str, items: list[tuple[Envelope, Target]], written: int, stale: int
+    ) -> None:
         metrics.COMMANDS_APPLIED.labels(region=region, role=self._role).inc(written)
         metrics.COMMANDS_STALE.labels(region=region).inc(stale)
         now_ms = time.time_ns() // 1_000_000
@@ -230,7 +251,6 @@ class BatchApplier:
             lag.observe(max(0, now_ms - envelope.command.issued_at_ms) / 1000)
             if trace:
                 log.debug("command applied", extra=_trace(envelope, target))
-        return RegionResult(written=written, stale=stale)
 
     async def _write(
         self, region: str, collection: Collection, items: list[tuple[Envelope, Target]]

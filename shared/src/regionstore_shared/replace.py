@@ -25,11 +25,12 @@ from regionstore_shared.store_kind import is_ferretdb
 
 Collection = AsyncCollection[dict[str, Any]]
 
-# FerretDB 1.24 (SQLite) holds a pooled connection per update statement until the command ends;
-# at 100 statements its pool of 100 is exhausted and the whole database hangs.
-REPLACE_CHUNK = 64
-# Point reads in flight per region while versions are read first; FerretDB's pool is 100.
-READ_CONCURRENCY = 16
+# FerretDB 1.24 (SQLite) holds a pooled connection per update statement until the command ends,
+# and its pool has 100: writer, replicator and three drainers replacing at once must stay below
+# it together, or the store hangs until every request times out (64 per request did).
+REPLACE_CHUNK = 16
+# Point reads in flight per applier and region while versions are read first.
+READ_CONCURRENCY = 8
 
 
 class ReplaceGuard(StrEnum):

@@ -53,6 +53,7 @@ async def consume_commands(
             collections=collections,
             status=StatusBoard(redis, settings.redis, settings.region_map.names),
             suspicion=Suspicion(settings.store.suspect_for_s),
+            chunk=settings.store.write_chunk,
             parker=KafkaParker(producer, settings.kafka),
             role=role.value,
         )

@@ -66,6 +66,10 @@ class StoreSettings(BaseModel):
     # After a connection failure, a region is treated as down locally for this long before the
     # next attempt, so one dead store does not cost every batch a full selection timeout.
     suspect_for_s: Annotated[float, Field(ge=0)] = 3.0
+    # Commands per request to one region: each request then ends well within the socket
+    # timeout even when every command collides (FerretDB spends a transaction per replace),
+    # and a failure parks only what was not written yet.
+    write_chunk: Annotated[int, Field(ge=1, le=100_000)] = 250
 
 
 class HttpSettings(BaseModel):

@@ -240,6 +240,7 @@ class Harness:
         parker: bool = True,
         hold_s: float = 3.0,
         guard: ReplaceGuard = ReplaceGuard.IN_FILTER,
+        chunk: int = 250,
     ) -> None:
         self.stores = {name: FakeCollection() for name in ("region_1", "region_2", "region_3")}
         self.status = FakeStatus()
@@ -253,6 +254,7 @@ class Harness:
             parker=self.parker if parker else None,
             role="writer",
             guard=guard,
+            chunk=chunk,
         )
 
     async def apply(
@@ -612,6 +614,40 @@ class TestDetectGuard:
             database = Database()
 
         assert await detect_guard(cast("Collection", Store())) is guard
+
+
+class TestChunks:
+    async def test_a_region_is_written_in_requests_of_the_chunk_size(self) -> None:
+        harness = Harness(chunk=2)
+        result = await harness.apply(*(upsert_of(f"c{i}", 10 + i) for i in range(5)))
+        store = harness.stores["region_1"]
+        assert [len(ops) for ops, _ in store.writes] == [2, 2, 1]
+        assert result.regions["region_1"] == RegionResult(written=5)
+
+    async def test_a_failed_chunk_parks_it_and_the_rest_but_not_what_was_written(self) -> None:
+        harness = Harness(chunk=2)
+        store = harness.stores["region_1"]
+        batch = [upsert_of(f"c{i}", 10 + i) for i in range(5)]
+        original = store.bulk_write
+        calls = 0
+
+        async def failing_from_second_chunk(ops: Sequence[Op], ordered: bool = True) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls >= 2:
+                raise AutoReconnect("store went away")
+            return await original(ops, ordered)
+
+        store.bulk_write = failing_from_second_chunk  # type: ignore[method-assign]
+        result = await harness.apply(*batch)
+        assert result.regions["region_1"] == RegionResult(
+            written=2, parked=3, parked_reason="write_failed"
+        )
+        assert set(store.docs) == {"c0", "c1"}
+        ((region, parked, reason),) = harness.parker.parked
+        assert (region, reason) == ("region_1", "write_failed")
+        assert [e.command.key for e in parked] == ["c2", "c3", "c4"]
+        assert harness.suspicion.is_suspect("region_1")
 
 
 class TestParking:
