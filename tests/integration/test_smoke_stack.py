@@ -142,7 +142,7 @@ def run_script(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 
 def test_prerequisite_check_names_the_missing_tool_in_one_line(tmp_path: Path) -> None:
     # Everything the check looks for except java, which is left off PATH.
-    for tool in ["bash", "mvn", "go", "redis-server", "redis-cli", "uv", "python3"]:
+    for tool in ["bash", "mvn", "go", "redis-server", "redis-cli", "uv", "python3", "patch"]:
         if found := shutil.which(tool):
             (tmp_path / tool).symlink_to(found)
     result = run_script(["bash", str(LOCAL_BIN / "prereqs.sh")], {"PATH": str(tmp_path)})

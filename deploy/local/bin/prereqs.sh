@@ -37,5 +37,6 @@ need redis-server "apt-get install redis-server" || true
 need redis-cli "apt-get install redis-tools" || true
 need uv "pip install uv==0.13.9" || true
 need python3 "apt-get install python3" || true
+need patch "apt-get install patch (FerretDB is built with deploy/local/ferretdb/id-index.patch)" || true
 
 exit "$missing"

@@ -21,12 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pymongo import InsertOne
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError, WriteError
 
 from regionstore_shared import metrics
 from regionstore_shared.documents import live_document, tombstone_document
-from regionstore_shared.replace import ReplaceGuard, Replacement, detect_guard, replace_newer
+from regionstore_shared.replace import Collection as Collection
+from regionstore_shared.replace import (
+    ReplaceGuard,
+    Replacement,
+    detect_guard,
+    replace_newer,
+)
 from regionstore_shared.schemas import Action, DeleteCustomer, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 
@@ -38,7 +43,6 @@ DUPLICATE_KEY = 11000
 _WRITE_ATTEMPTS = 3
 
 Command = UpsertCustomer | DeleteCustomer
-Collection = AsyncCollection[dict[str, Any]]
 TargetSelector = Callable[[Command], Iterable[Target]]
 
 

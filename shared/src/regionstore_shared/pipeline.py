@@ -136,8 +136,9 @@ async def run_batches(
             if on_batch is not None:
                 await on_batch(batch.count)
     finally:
-        if ahead is not None:
-            await _cancel(ahead)
+        # A batch polled ahead and never applied is rewound, so no later poll skips it.
+        if ahead is not None and (following := await _cancel(ahead)) is not None:
+            _rewind(consumer, [following])
 
 
 async def _cancel(task: asyncio.Task[Batch | None]) -> Batch | None:

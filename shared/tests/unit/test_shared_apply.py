@@ -414,6 +414,10 @@ class TestVersionGuard:
 
 
 class TestTombstones:
+    @pytest.fixture(params=list(ReplaceGuard))
+    def harness(self, request: pytest.FixtureRequest) -> Harness:
+        return Harness(guard=request.param)
+
     async def test_a_newer_delete_tombstones_a_live_record(self, harness: Harness) -> None:
         await harness.apply(upsert(1))
         result = await harness.apply(delete(2))
@@ -554,13 +558,6 @@ class TestReadFirstGuard:
         assert result.regions["region_1"] == RegionResult(stale=2)
         assert store.kinds() == [[InsertOne] * 2]
         assert all(doc["mark"] == "kept" for doc in store.docs.values())
-
-    async def test_an_older_replay_never_resurrects_a_tombstone(self, harness: Harness) -> None:
-        await harness.apply(upsert(1))
-        await harness.apply(delete(2))
-        result = await harness.apply(upsert(1))
-        assert result.regions["region_1"] == RegionResult(stale=1)
-        assert (harness.doc()[VERSION], harness.doc()[DELETED]) == (2, True)
 
     async def test_a_document_removed_before_the_read_is_inserted_again(
         self, harness: Harness

@@ -176,3 +176,25 @@ async def test_poison_polled_ahead_of_a_failed_batch_is_not_dead_lettered_yet() 
     assert dead_letters.sent == []
     assert consumer.commits == []
     assert consumer.seeks == [(TP, 0)]
+
+
+class StoppingApplier(Applier):
+    """Asks the loop to stop while applying its first batch."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        super().__init__(fail_on_call=None)
+        self.stop = stop
+
+    async def apply(self, envelopes: Sequence[Envelope], select: Any) -> None:
+        await super().apply(envelopes, select)
+        self.stop.set()
+
+
+async def test_a_batch_polled_ahead_of_a_stop_is_rewound_not_skipped() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer([[delete_record(0)], [delete_record(1), delete_record(2)]], stop)
+    applier = StoppingApplier(stop)
+    await _run(consumer, applier, stop)
+    assert applier.calls == 1
+    assert consumer.commits == [{TP: 1}]
+    assert consumer.seeks == [(TP, 1)]
