@@ -20,6 +20,10 @@ REDIS_PORT ?= 6379
 REGION_1_PORT ?= 27017
 REGION_2_PORT ?= 27018
 REGION_3_PORT ?= 27019
+# Each region's PostgreSQL, behind its FerretDB (STORE_IMPL=ferretdb).
+REGION_1_PG_PORT ?= 5441
+REGION_2_PG_PORT ?= 5442
+REGION_3_PG_PORT ?= 5443
 GATEWAY_PORT ?= 8000
 WRITER_PORT ?= 8101
 REPLICATOR_PORT ?= 8102
@@ -31,11 +35,13 @@ STORE_IMPL ?= $(if $(shell command -v mongod 2>/dev/null),mongod,ferretdb)
 P ?=
 
 PROCESS_COMPOSE_VERSION := v1.85.0
-FERRETDB_VERSION := v1.24.2
+# The newest FerretDB 2 that works with Debian's DocumentDB 1.0.
+FERRETDB_VERSION := v2.7.0
 PROCESS_COMPOSE := $(CACHE_DIR)/bin/process-compose-$(PROCESS_COMPOSE_VERSION)
-# Built with deploy/local/ferretdb/id-index.patch, so that lookups by _id use the _id index.
-FERRETDB_PATCH := $(ROOT)/deploy/local/ferretdb/id-index.patch
-FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)-id-index
+FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)
+# PostgreSQL 18 with DocumentDB, in a Debian unstable root (deploy/local/bin/docdb-root.sh).
+DOCDB_ROOT := $(CACHE_DIR)/docdb-root
+STORE_TOOLS := $(if $(filter ferretdb,$(STORE_IMPL)),$(FERRETDB) $(DOCDB_ROOT)/.complete)
 KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
 PYTHON ?= $(ROOT)/.venv/bin/python
 PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
@@ -43,8 +49,9 @@ LOCAL := $(ROOT)/deploy/local/bin
 # pyenv's python3 shim costs a second a call on a busy machine; the venv's is a real binary.
 STACKCTL := $(firstword $(wildcard $(PYTHON)) python3) -I -S $(LOCAL)/stackctl.py
 
-export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB STORE_IMPL SERVICES UP_TIMEOUT
-export PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT REGION_1_PORT REGION_2_PORT REGION_3_PORT
+export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB DOCDB_ROOT STORE_IMPL SERVICES
+export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT
+export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
 # process-compose's CLI (`process-compose process list`) finds the server through this.
 export PC_PORT_NUM := $(PC_PORT)
@@ -98,16 +105,19 @@ prereqs: ## check (and where possible install) the tools the stack needs
 	@$(LOCAL)/prereqs.sh --install
 
 .PHONY: tools
-tools: $(PROCESS_COMPOSE) $(FERRETDB) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries and jars into CACHE_DIR
+tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
 
 $(PROCESS_COMPOSE): | prereqs
 	@echo "building process-compose $(PROCESS_COMPOSE_VERSION) into $(@D)"
 	@$(LOCAL)/install-go-tool.sh github.com/f1bonacc1/process-compose $(PROCESS_COMPOSE_VERSION) . $@
 
-$(FERRETDB): $(FERRETDB_PATCH) | prereqs
-	@echo "building FerretDB $(FERRETDB_VERSION) (patched: $(notdir $(FERRETDB_PATCH))) into $(@D)"
-	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB $(FERRETDB_VERSION) ./cmd/ferretdb \
-		$@ $(FERRETDB_PATCH)
+$(FERRETDB): | prereqs
+	@echo "building FerretDB $(FERRETDB_VERSION) into $(@D)"
+	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB/v2 $(FERRETDB_VERSION) ./cmd/ferretdb $@
+
+$(DOCDB_ROOT)/.complete: | prereqs
+	@$(LOCAL)/docdb-root.sh $(DOCDB_ROOT)
+	@touch $@
 
 # Fetched aside and swapped in, so a broker running from the old jars keeps working.
 $(KAFKA_LIBS)/.complete: $(ROOT)/deploy/local/pom.xml | prereqs

@@ -26,10 +26,10 @@ if need java "apt-get install openjdk-17-jre-headless (Kafka 4 needs Java 17+)";
   fi
 fi
 need mvn "apt-get install maven" || true
-if need go "install Go 1.24+ (https://go.dev/doc/install)"; then
+if need go "install Go 1.25+ (https://go.dev/doc/install)"; then
   [[ "$(go env GOVERSION)" =~ go1\.([0-9]+) ]]
-  if (( BASH_REMATCH[1] < 24 )); then
-    echo "$(go env GOVERSION) is too old: process-compose and FerretDB need Go 1.24+" >&2
+  if (( BASH_REMATCH[1] < 25 )); then
+    echo "$(go env GOVERSION) is too old: FerretDB 2 needs Go 1.25+" >&2
     missing=1
   fi
 fi
@@ -37,6 +37,5 @@ need redis-server "apt-get install redis-server" || true
 need redis-cli "apt-get install redis-tools" || true
 need uv "pip install uv==0.13.9" || true
 need python3 "apt-get install python3" || true
-need patch "apt-get install patch (FerretDB is built with deploy/local/ferretdb/id-index.patch)" || true
 
 exit "$missing"

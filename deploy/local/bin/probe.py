@@ -6,7 +6,9 @@ a good part of a core on a small machine.
 
   probe.py kafka 127.0.0.1:9092         a Metadata request lists at least one live broker
   probe.py mongo 127.0.0.1:27017 NAME   `hello` answers; a mongod started with --replSet NAME
-                                        is initiated once and must be primary
+                                        is initiated once and must be primary; then
+                                        `listDatabases` answers, which FerretDB can only do
+                                        through its PostgreSQL
 """
 
 from __future__ import annotations
@@ -125,8 +127,9 @@ def mongo_ready(address: str, set_name: str) -> None:
             members = [{"_id": 0, "host": address}]
             mongo_command(sock, {"replSetInitiate": {"_id": set_name, "members": members}})
             raise SystemExit(f"replica set {set_name} initiated; waiting for a primary")
-    if "setName" in hello and not hello.get("isWritablePrimary"):
-        raise SystemExit(f"{address} is not primary yet")
+        if "setName" in hello and not hello.get("isWritablePrimary"):
+            raise SystemExit(f"{address} is not primary yet")
+        mongo_command(sock, {"listDatabases": 1, "nameOnly": True})
 
 
 def main() -> None:

@@ -31,15 +31,18 @@ PC_LOG = RUN_DIR / "process-compose.log"
 MARKER = "REGIONSTORE_STACK_RUN_DIR"
 SERVICES = ENV.get("SERVICES", "gateway writer replicator recovery").split()
 ALL_SERVICES = ("gateway", "writer", "replicator", "recovery")
+STORE_IMPL = ENV.get("STORE_IMPL", "ferretdb")
+REGIONS = ("region_1", "region_2", "region_3")
 INFRA_PORTS = {
     "process-compose API": "PC_PORT",
     "kafka": "KAFKA_PORT",
     "kafka controller": "KAFKA_CONTROLLER_PORT",
     "redis": "REDIS_PORT",
-    "region_1": "REGION_1_PORT",
-    "region_2": "REGION_2_PORT",
-    "region_3": "REGION_3_PORT",
 }
+for _region in REGIONS:
+    if STORE_IMPL == "ferretdb":
+        INFRA_PORTS[f"{_region}_pg"] = f"{_region.upper()}_PG_PORT"
+    INFRA_PORTS[_region] = f"{_region.upper()}_PORT"
 SERVICE_PORTS = {
     "gateway": "GATEWAY_PORT",
     "writer": "WRITER_PORT",
@@ -179,7 +182,8 @@ def start_process_compose() -> None:
     env = {**ENV, MARKER: str(RUN_DIR), "PC_DISABLED_PROCESSES": ",".join(disabled)}
     command = [
         ENV["PROCESS_COMPOSE"], "up", "--detached", "--disable-dotenv", "--ordered-shutdown",
-        "--config", ENV["PC_CONFIG"], "--port", str(PC_PORT), "--log-file", str(PC_LOG),
+        "--config", ENV["PC_CONFIG"],
+        "--config", str(Path(ENV["PC_CONFIG"]).parent / "stores" / f"{STORE_IMPL}.yaml"), "--port", str(PC_PORT), "--log-file", str(PC_LOG),
     ]  # fmt: skip
     PC_LOG.unlink(missing_ok=True)
     started = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -280,7 +284,7 @@ def status() -> None:
     if not api_answers():
         print(f"stack is not running (no process-compose API on 127.0.0.1:{PC_PORT})")
         return
-    row = "{:<12} {:<11} {:<9} {:>7} {:>6} {:>8} {:>8}"
+    row = "{:<13} {:<11} {:<9} {:>7} {:>6} {:>8} {:>8}"
     print(row.format("PROCESS", "STATUS", "READY", "PID", "PORT", "RESTARTS", "RSS_MiB"))
     for proc in processes():
         pid = int(str(proc["pid"])) if proc["status"] == "Running" else 0

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs one regional store in the foreground: mongod when installed, else FerretDB on SQLite.
-# usage: store.sh REGION PORT
+# Runs one regional store's MongoDB-protocol server in the foreground: mongod when installed,
+# else FerretDB 2 in front of the region's own PostgreSQL with DocumentDB (postgres.sh).
+# usage: store.sh REGION PORT PG_PORT
 set -euo pipefail
 
-region="$1" port="$2"
+region="$1" port="$2" pg_port="$3"
 : "${RUN_DIR:?}"
 data="$RUN_DIR/stores/$region"
 mkdir -p "$data"
@@ -13,9 +14,8 @@ if [[ "${STORE_IMPL:-ferretdb}" == mongod ]]; then
     --wiredTigerCacheSizeGB 0.25 --quiet
 fi
 
-# Immediate transactions take SQLite's single write lock at BEGIN and wait for it (busy_timeout);
-# deferred ones that upgrade from read to write under concurrent writers stall the store.
+mkdir -p "$data/ferretdb"
 exec "${FERRETDB:?}" \
-  --handler=sqlite --sqlite-url="file:$data/?_txlock=immediate" --state-dir="$data" \
-  --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable \
-  --log-level="${FERRETDB_LOG_LEVEL:-warn}"
+  --postgresql-url="postgres://postgres@127.0.0.1:$pg_port/postgres" \
+  --listen-addr="127.0.0.1:$port" --state-dir="$data/ferretdb" --debug-addr=- \
+  --telemetry=disable --no-auth --log-level="${FERRETDB_LOG_LEVEL:-warn}"

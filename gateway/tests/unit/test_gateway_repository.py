@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import pytest
@@ -19,13 +19,50 @@ CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 NAMES = ("region_1", "region_2", "region_3")
 
 
+class FakeCursor:
+    """The find cursor of a fake store: records the sort, limit and index hint asked for."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        self.docs = docs
+        self.sorted_by: tuple[str, int] | None = None
+        self.limited_to: int | None = None
+        self.hinted: str | None = None
+
+    def sort(self, key: str, direction: int) -> FakeCursor:
+        self.sorted_by = (key, direction)
+        return self
+
+    def limit(self, count: int) -> FakeCursor:
+        self.limited_to = count
+        return self
+
+    def hint(self, index: str) -> FakeCursor:
+        self.hinted = index
+        return self
+
+    def __aiter__(self) -> AsyncIterator[Document]:
+        async def rows() -> AsyncIterator[Document]:
+            for doc in sorted(self.docs, key=lambda d: d["_id"])[: self.limited_to]:
+                yield doc
+
+        return rows()
+
+
 class FakeCollection:
     """A regional store in a dict that answers point reads and records them."""
 
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.queries: list[Document] = []
+        self.cursors: list[FakeCursor] = []
         self.fail_with: BaseException | None = None
+
+    def find(self, query: Document) -> FakeCursor:
+        self.queries.append(query)
+        home = query["_home"]
+        cursor = FakeCursor([d for d in self.docs.values() if d.get("_home") == home])
+        self.cursors.append(cursor)
+        return cursor
 
     async def find_one(
         self, query: Document, projection: Mapping[str, int] | None = None
@@ -33,7 +70,7 @@ class FakeCollection:
         self.queries.append(query)
         if self.fail_with is not None:
             raise self.fail_with
-        assert set(query) == {"_id"}, "point reads filter on _id alone, which FerretDB indexes"
+        assert set(query) == {"_id"}, "point reads filter on _id alone"
         doc = self.docs.get(query["_id"])
         return None if doc is None else dict(doc)
 
@@ -182,6 +219,23 @@ class TestFilterQuery:
             "_city_key": {"$regex": "^sao"},
             "customer_state": "SP",
         }
+
+    @pytest.mark.parametrize(
+        ("query", "by_field"),
+        [
+            (CustomerFilter(), False),
+            (CustomerFilter(region="region_2"), False),
+            (CustomerFilter(city=""), False),
+            (CustomerFilter(zip_min=0), True),
+            (CustomerFilter(zip_max=5000), True),
+            (CustomerFilter(city="sa"), True),
+            (CustomerFilter(state="SP"), True),
+        ],
+    )
+    def test_by_field_means_a_zip_city_or_state_condition(
+        self, query: CustomerFilter, by_field: bool
+    ) -> None:
+        assert query.by_field is by_field
 
     @pytest.mark.parametrize("city", [".*", "a+b", "(x|y)", "[a-z]", "^$", "\\d"])
     def test_city_text_is_an_escaped_prefix_never_a_pattern(self, city: str) -> None:
@@ -345,3 +399,19 @@ class TestVersionAtLeast:
         stores.regions["region_1"].fail_with = AutoReconnect("down")
         with pytest.raises(PyMongoError):
             await stores.repository.version_at_least("region_1", CUSTOMER, 1)
+
+
+class TestPage:
+    async def test_a_query_without_field_filters_walks_the_id_index(self, stores: Stores) -> None:
+        stores.live("region_1", 3, "region_1")
+        page = await stores.repository.page(CustomerFilter(), {}, after=None, limit=10)
+        assert [found.document["_id"] for found in page.rows] == [CUSTOMER]
+        for region in NAMES:
+            (cursor,) = stores.regions[region].cursors
+            assert (cursor.sorted_by, cursor.limited_to, cursor.hinted) == (("_id", 1), 11, "_id_")
+
+    async def test_a_field_filter_leaves_the_index_to_the_store(self, stores: Stores) -> None:
+        await stores.repository.page(CustomerFilter(state="SP"), {}, after=None, limit=10)
+        cursors = [c for region in NAMES for c in stores.regions[region].cursors]
+        assert len(cursors) == 3
+        assert all(cursor.hinted is None for cursor in cursors)

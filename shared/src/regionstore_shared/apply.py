@@ -5,10 +5,11 @@ they select and in what happens when a region cannot be written: the consumers p
 in the region's pending topic and move on, recovery stops and tries again later.
 
 Every write is version-guarded: a document is inserted when the region has never seen the
-customer, otherwise replaced only where the stored ``_v`` is lower. Applying a command
-twice, or an old one after a new one, therefore changes nothing; deletes are tombstones with a
-version, so a late replay cannot resurrect a record. (A single guarded upsert per command would
-do in one step, but FerretDB answers its duplicate-key outcome with a reply PyMongo cannot parse.)
+customer, otherwise replaced under the filter ``{_id, _v: {$lt: version}}``, which the store
+checks and applies atomically. Applying a command twice, or an old one after a new one, therefore
+changes nothing; deletes are tombstones with a version, so a late replay cannot resurrect a
+record. Insert first, because most commands reach a region that has never seen the customer (a
+new customer, or the tombstone of one that lives elsewhere): those cost one write and no read.
 """
 
 from __future__ import annotations
@@ -20,28 +21,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pymongo import InsertOne
-from pymongo.errors import BulkWriteError, PyMongoError, WriteError
+from pymongo import InsertOne, ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from regionstore_shared import metrics
-from regionstore_shared.documents import live_document, tombstone_document
-from regionstore_shared.replace import Collection as Collection
-from regionstore_shared.replace import (
-    ReplaceGuard,
-    Replacement,
-    detect_guard,
-    replace_newer,
-)
+from regionstore_shared.documents import VERSION, live_document, tombstone_document
 from regionstore_shared.schemas import Action, DeleteCustomer, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-# Insert-then-replace rounds before giving up on documents that keep vanishing (only an
-# operator removes documents; the system itself writes tombstones).
-_WRITE_ATTEMPTS = 3
 
+Collection = AsyncCollection[dict[str, Any]]
 Command = UpsertCustomer | DeleteCustomer
 TargetSelector = Callable[[Command], Iterable[Target]]
 
@@ -123,7 +116,7 @@ class BatchResult:
 
     @property
     def written(self) -> int:
-        """Commands written in any region (stale ones included)."""
+        """Commands that changed a region (stale ones, which changed nothing, not included)."""
         return sum(r.written for r in self.regions.values())
 
 
@@ -169,16 +162,10 @@ class BatchApplier:
         suspicion: Suspicion,
         parker: Parker | None,
         role: str,
-        guard: ReplaceGuard | None = None,
         chunk: int = 250,
     ) -> None:
-        """``guard`` fixes how collided documents are replaced; by default each region's store
-        is asked once, on its first write (see :mod:`regionstore_shared.replace`). ``chunk``
-        bounds the commands sent to a region per request."""
+        """``chunk`` bounds the commands sent to a region per request."""
         self._chunk = chunk
-        self._guards: dict[str, ReplaceGuard] = (
-            {} if guard is None else dict.fromkeys(collections, guard)
-        )
         self._collections = collections
         self._status = status
         self._suspicion = suspicion
@@ -221,7 +208,7 @@ class BatchApplier:
         for start in range(0, len(items), self._chunk):
             chunk = items[start : start + self._chunk]
             try:
-                chunk_written, chunk_stale = await self._write(region, collection, chunk)
+                chunk_written, chunk_stale = await self._write(collection, chunk)
             except PyMongoError as error:
                 metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
                 log.warning(
@@ -257,40 +244,28 @@ class BatchApplier:
                 log.debug("command applied", extra=_trace(envelope, target))
 
     async def _write(
-        self, region: str, collection: Collection, items: list[tuple[Envelope, Target]]
+        self, collection: Collection, items: list[tuple[Envelope, Target]]
     ) -> tuple[int, int]:
         """Write the newer commands; return (written, stale).
 
-        First every document is inserted: a customer the region has never seen costs one
-        write and no read. Those that collide on ``_id`` are then replaced where the stored
-        version is older; the others met a newer version and are stale. A document removed
-        between the two steps is inserted again.
+        Every document is inserted; those that collide on ``_id`` are replaced where the stored
+        version is older, and the rest met a newer (or the same) version: they are stale.
+        Documents are never removed, only tombstoned, so a collided one is still there.
         """
-        guard = await self._guard(region, collection)
-        stale = 0
-        pending = items
-        for _ in range(_WRITE_ATTEMPTS):
-            inserts = [InsertOne(_document_for(e.command, t)) for e, t in pending]
-            collided = await self._insert(collection, inserts, pending)
-            if not collided:
-                return len(items) - stale, stale
-            replacements = [
-                Replacement(e.command.key, e.command.version, _document_for(e.command, t))
-                for e, t in collided
-            ]
-            outcome = await replace_newer(collection, guard, replacements)
-            stale += outcome.stale
-            pending = [collided[i] for i in outcome.missing]
-            if not pending:
-                return len(items) - stale, stale
-        raise WriteError(f"{len(pending)} documents vanished while being replaced")
-
-    async def _guard(self, region: str, collection: Collection) -> ReplaceGuard:
-        guard = self._guards.get(region)
-        if guard is None:
-            guard = self._guards[region] = await detect_guard(collection)
-            log.info("replace guard", extra={"region": region, "guard": guard.value})
-        return guard
+        inserts = [InsertOne(_document_for(e.command, t)) for e, t in items]
+        collided = await self._insert(collection, inserts, items)
+        if not collided:
+            return len(items), 0
+        replaces = [
+            ReplaceOne(
+                {"_id": e.command.key, VERSION: {"$lt": e.command.version}},
+                _document_for(e.command, t),
+            )
+            for e, t in collided
+        ]
+        matched = (await collection.bulk_write(replaces, ordered=False)).matched_count
+        stale = len(collided) - matched
+        return len(items) - stale, stale
 
     @staticmethod
     async def _insert(

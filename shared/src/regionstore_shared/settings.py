@@ -67,8 +67,8 @@ class StoreSettings(BaseModel):
     # next attempt, so one dead store does not cost every batch a full selection timeout.
     suspect_for_s: Annotated[float, Field(ge=0)] = 3.0
     # Commands per request to one region: each request then ends well within the socket
-    # timeout even when every command collides (FerretDB spends a transaction per replace),
-    # and a failure parks only what was not written yet.
+    # timeout even when every command collides, and a failure parks only what was not written
+    # yet.
     write_chunk: Annotated[int, Field(ge=1, le=100_000)] = 250
 
 

@@ -29,7 +29,6 @@ from regionstore_shared.documents import (
     VERSION,
     customer_from_document,
 )
-from regionstore_shared.replace import REPLACE_CHUNK, ReplaceGuard, detect_guard
 from regionstore_shared.schemas import (
     Action,
     Customer,
@@ -68,7 +67,6 @@ class FakeCollection:
         self.writes: list[tuple[list[Op], bool]] = []
         self.fail_with: PyMongoError | None = None
         self.hooks: list[Hook | None] = []
-        self.hooks_on_read: list[Hook | None] = []
 
     def find(self, *args: Any, **kwargs: Any) -> AsyncIterator[Document]:
         self.reads.append("find")
@@ -81,10 +79,6 @@ class FakeCollection:
 
     async def find_one(self, query: Mapping[str, Any], *args: Any) -> Document | None:
         self.reads.append("find_one")
-        if self.hooks_on_read:
-            hook = self.hooks_on_read.pop(0)
-            if hook is not None:
-                hook(self)
         assert set(query) == {"_id"}, "reads look documents up by _id alone"
         return self.docs.get(query["_id"])
 
@@ -110,11 +104,9 @@ class FakeCollection:
             else:
                 assert not op._upsert, "a guarded replace must never upsert"
                 guard: Mapping[str, Any] = op._filter
-                assert set(guard) in ({"_id", VERSION}, {"_id"})
+                assert set(guard) == {"_id", VERSION}, "the version check is in the filter"
                 held = self.docs.get(guard["_id"])
-                if held is not None and (
-                    VERSION not in guard or held[VERSION] < guard[VERSION]["$lt"]
-                ):
+                if held is not None and held[VERSION] < guard[VERSION]["$lt"]:
                     self.docs[guard["_id"]] = dict(op._doc)
                     matched += 1
         raw = {
@@ -239,7 +231,6 @@ class Harness:
         *,
         parker: bool = True,
         hold_s: float = 3.0,
-        guard: ReplaceGuard = ReplaceGuard.IN_FILTER,
         chunk: int = 250,
     ) -> None:
         self.stores = {name: FakeCollection() for name in ("region_1", "region_2", "region_3")}
@@ -253,7 +244,6 @@ class Harness:
             suspicion=self.suspicion,
             parker=self.parker if parker else None,
             role="writer",
-            guard=guard,
             chunk=chunk,
         )
 
@@ -414,10 +404,6 @@ class TestVersionGuard:
 
 
 class TestTombstones:
-    @pytest.fixture(params=list(ReplaceGuard))
-    def harness(self, request: pytest.FixtureRequest) -> Harness:
-        return Harness(guard=request.param)
-
     async def test_a_newer_delete_tombstones_a_live_record(self, harness: Harness) -> None:
         await harness.apply(upsert(1))
         result = await harness.apply(delete(2))
@@ -528,89 +514,6 @@ class TestConcurrentInsert:
         assert replace._filter["_id"] == CUSTOMER
         assert store.docs["other"][VERSION] == 8
         assert store.docs[CUSTOMER][VERSION] == 7
-
-
-class TestReadFirstGuard:
-    """Against a store that indexes only a lone ``_id`` filter (FerretDB)."""
-
-    @pytest.fixture
-    def harness(self) -> Harness:
-        return Harness(guard=ReplaceGuard.READ_FIRST)
-
-    async def test_an_older_document_is_read_then_replaced_by_id(self, harness: Harness) -> None:
-        await harness.apply(upsert(2, city="old"), select=home_only)
-        result = await harness.apply(upsert(3, city="new"), select=home_only)
-        assert result.regions["region_1"] == RegionResult(written=1)
-        store = harness.stores["region_1"]
-        assert (harness.doc()[VERSION], harness.doc()["customer_city"]) == (3, "new")
-        assert store.reads == ["find_one"]
-        (replace,), _ = store.writes[-1]
-        assert isinstance(replace, ReplaceOne)
-        assert replace._filter == {"_id": CUSTOMER}
-
-    async def test_a_newer_or_equal_stored_version_is_stale_and_not_written(
-        self, harness: Harness
-    ) -> None:
-        store = harness.stores["region_1"]
-        store.docs["newer"] = {"_id": "newer", VERSION: 99, "mark": "kept"}
-        store.docs["equal"] = {"_id": "equal", VERSION: 12, "mark": "kept"}
-        result = await harness.apply(upsert_of("newer", 11), upsert_of("equal", 12))
-        assert result.regions["region_1"] == RegionResult(stale=2)
-        assert store.kinds() == [[InsertOne] * 2]
-        assert all(doc["mark"] == "kept" for doc in store.docs.values())
-
-    async def test_a_document_removed_before_the_read_is_inserted_again(
-        self, harness: Harness
-    ) -> None:
-        store = harness.stores["region_1"]
-        store.docs[CUSTOMER] = {"_id": CUSTOMER, VERSION: 1}
-        store.hooks_on_read = [lambda s: s.docs.pop(CUSTOMER)]
-        result = await harness.apply(upsert(7), select=home_only)
-        assert result.regions["region_1"] == RegionResult(written=1)
-        assert harness.doc()[VERSION] == 7
-        assert store.kinds() == [[InsertOne], [InsertOne]]
-
-    async def test_replaces_go_in_chunks_the_store_can_hold(self, harness: Harness) -> None:
-        store = harness.stores["region_1"]
-        count = REPLACE_CHUNK * 2 + 1
-        for i in range(count):
-            store.docs[f"c{i}"] = {"_id": f"c{i}", VERSION: 1}
-        result = await harness.apply(*(upsert_of(f"c{i}", 10) for i in range(count)))
-        assert result.regions["region_1"] == RegionResult(written=count)
-        assert [len(ops) for ops, _ in store.writes[1:]] == [REPLACE_CHUNK, REPLACE_CHUNK, 1]
-        assert {doc[VERSION] for doc in store.docs.values()} == {10}
-
-
-class FakeAdmin:
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
-
-    async def command(self, name: str) -> dict[str, Any]:
-        assert name == "buildInfo"
-        return self.info
-
-
-class TestDetectGuard:
-    @pytest.mark.parametrize(
-        ("info", "guard"),
-        [
-            ({"version": "7.0.42", "ferretdbVersion": "v1.24.2"}, ReplaceGuard.READ_FIRST),
-            ({"version": "7.0.14"}, ReplaceGuard.IN_FILTER),
-        ],
-    )
-    async def test_the_store_names_its_guard(
-        self, info: dict[str, Any], guard: ReplaceGuard
-    ) -> None:
-        class Client:
-            admin = FakeAdmin(info)
-
-        class Database:
-            client = Client()
-
-        class Store:
-            database = Database()
-
-        assert await detect_guard(cast("Collection", Store())) is guard
 
 
 class TestChunks:
