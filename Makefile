@@ -130,9 +130,13 @@ $(KAFKA_LIBS)/.complete: $(ROOT)/deploy/local/pom.xml | prereqs
 
 ##@ Python
 
+UV_VERSION := 0.13.9
+
 .PHONY: sync
-sync: ## install the workspace into .venv from uv.lock
-	@command -v uv >/dev/null || { echo "uv not found: pip install uv==0.13.9" >&2; exit 1; }
+sync: ## install the workspace into .venv from uv.lock (and uv itself, from PyPI, when missing)
+	@command -v uv >/dev/null || { echo "installing uv $(UV_VERSION) with pip"; \
+		python3 -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2 \
+		|| { echo "uv not found and pip could not install it: pip install uv==$(UV_VERSION)" >&2; exit 1; }; }
 	@uv sync --frozen --quiet
 
 .PHONY: lint
@@ -141,8 +145,14 @@ lint: sync ## ruff and mypy
 	uv run ruff format --check .
 	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src bench/regionstore_bench
 
+.PHONY: test-tools
+test-tools: ## what the browser and compose tests need: Debian's chromium, docker compose, Dockerfile checks
+	@$(LOCAL)/prereqs.sh --test
+	@mkdir -p "$(CACHE_DIR)" && bash tests/compose/install-tools.sh >"$(CACHE_DIR)/compose-tools.log" 2>&1 \
+		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
+
 .PHONY: test
-test: sync tools ## all tests; integration tests start the local stack if it is not running
+test: sync tools test-tools ## all tests; integration tests start the local stack if it is not running
 	@echo "uv run pytest"
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks the tools the local stack needs; one line per missing tool, non-zero exit if any.
-# With --install, installs redis-server through apt-get when running as root.
+#   prereqs.sh            check only
+#   prereqs.sh --install  install what apt-get can (as root): redis-server, debootstrap
+#   prereqs.sh --test     what the tests need besides the stack: chromium (apt-get, as root)
 set -euo pipefail
 
 missing=0
@@ -11,11 +13,24 @@ need() {  # need TOOL HOW-TO-INSTALL
   return 1
 }
 
-if [[ "${1:-}" == --install ]] && ! command -v redis-server >/dev/null 2>&1 \
-   && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing redis-server with apt-get" >&2
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
-    >/dev/null 2>&1 || echo "apt-get install redis-server failed" >&2
+apt_install() {  # apt_install COMMAND PACKAGE: when COMMAND is missing and apt-get can run
+  command -v "$1" >/dev/null 2>&1 && return 0
+  [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || return 0
+  echo "installing $2 with apt-get" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
+    >/dev/null 2>&1 || echo "apt-get install $2 failed" >&2
+}
+
+if [[ "${1:-}" == --test ]]; then
+  apt_install chromium chromium
+  need chromium "apt-get install chromium (the browser tests drive Debian's Chromium)" || true
+  need docker "install the docker CLI (the compose tests run docker compose config, no engine)" || true
+  exit "$missing"
+fi
+
+if [[ "${1:-}" == --install ]]; then
+  apt_install redis-server redis-server
+  apt_install debootstrap debootstrap
 fi
 
 if need java "apt-get install openjdk-17-jre-headless (Kafka 4 needs Java 17+)"; then
