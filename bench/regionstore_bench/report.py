@@ -15,10 +15,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
+
+from . import stores
 
 SERVICES = ("gateway", "writer", "replicator", "recovery")
 RSS_IDLE_MB = 150.0
 RSS_INGEST_MB = 300.0
+# Every filtered list query's p99 against the point read's p50 of the same run.
+QUERY_VS_POINT_READ = 10.0
+POINT_READ = "point_read"
 PACKAGES = ("aiokafka", "pymongo", "redis", "fastapi", "uvicorn", "pydantic", "httpx")
 
 
@@ -116,6 +122,36 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _failures(figures: dict[str, Any]) -> float:
+    return float(figures["incomplete_answers"] + figures["timeouts"] + figures["errors"])
+
+
+def query_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each filtered list-query shape's p99 against the point read's p50, all regions up.
+
+    Empty for results from before the point read was measured.
+    """
+    query = results["queries"]
+    by_kind = query["all_up"]["by_kind"]
+    point = by_kind.get(POINT_READ)
+    if point is None:
+        return []
+    found = []
+    for shape in query.get("filtered_shapes", []):
+        figures = by_kind[shape]
+        bad = {shape: _failures(figures), "point read": _failures(point)}
+        invalid = ", ".join(f"{name} {count:.0f}" for name, count in bad.items() if count)
+        found.append(
+            _target(
+                f"query {shape} p99 <= {QUERY_VS_POINT_READ:g} x point read p50",
+                figures["p99_ms"], point["p50_ms"], QUERY_VS_POINT_READ, "<=", "ms",
+                f"answers incomplete, timed out or failed: {invalid}" if invalid else "",
+            )
+            | {"shape": shape}
+        )  # fmt: skip
+    return found
+
+
 def _first_line(path: str, pattern: str) -> str:
     try:
         text = Path(path).read_text()
@@ -183,10 +219,11 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         f"| baseline | raw consume | {_n(base['kafka_consume']['msgs_per_s'])} msg/s |",
         f"| baseline | produce round trip p50 / p99 | {_n(base['produce_rtt']['p50_ms'], 2)} / "
         f"{_n(base['produce_rtt']['p99_ms'], 2)} ms |",
-        f"| baseline | raw insert_many into {base['insert_many']['region']} | "
-        f"{_n(base['insert_many']['docs_per_s'])} docs/s |",
+        f"| baseline | raw insert_many into {base['insert_many']['region']}"
+        f"{_with_indexes(base['insert_many'])} | {_n(base['insert_many']['docs_per_s'])} docs/s |",
         f"| baseline | raw insert_many into {base['insert_many_full']['region']} holding "
-        f"{_n(base['insert_many_full']['holding'])} documents (as at the drain) | "
+        f"{_n(base['insert_many_full']['holding'])} documents (as at the drain)"
+        f"{_with_indexes(base['insert_many_full'])} | "
         f"{_n(base['insert_many_full']['docs_per_s'])} docs/s |",
         f"| singles | {_n(single['requests'])} POSTs at concurrency {_n(single['concurrency'])} | "
         f"{_n(single['accepted_per_s'])} accepted/s |",
@@ -206,9 +243,10 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         f"{_n(rec['backlog_at_flip'])} parked |",
         f"| recovery | drain time / rate (steady) | {_n(rec['drain_seconds'], 1)} s / "
         f"{_n(rec['drain_per_s'])}/s ({_n(rec['steady_drain_per_s'])}/s) |",
-        f"| queries | {_n(query['queries'])} filtered queries, all up, p50 / p99 | "
+        f"| queries | {_n(query['queries'])} list queries of every shape, all up, p50 / p99 | "
         f"{_n(query['all_up']['p50_ms'], 1)} / {_n(query['all_up']['p99_ms'], 1)} ms "
         f"({_query_flags(query['all_up'])}) |",
+        *_point_read_row(query),
         f"| queries | {query['down_region']} down (replica fallback), p50 / p99 | "
         f"{_n(query['one_down']['p50_ms'], 1)} / {_n(query['one_down']['p99_ms'], 1)} ms "
         f"({_query_flags(query['one_down'])}) |",
@@ -233,7 +271,7 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         "| target | measured | reference | ratio | limit | result |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for t in results["targets"]:
+    for t in results["targets"] + results.get("query_targets", []):
         digits = 1 if t["unit"] in ("ms", "MB") else 0
         lines.append(
             f"| {t['name']} | {_n(t['measured'], digits)} {t['unit']} | "
@@ -241,7 +279,10 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
             f"{t['comparison']} {t['limit']:g} | {'pass' if t['pass'] else '**miss**'}"
             f"{' (' + t['note'] + ')' if t.get('note') else ''} |"
         )
+    lines += _query_lines(query, results.get("query_targets", []))
     rss = results["rss_mb"]
+    store_memory = results.get("store_rss_mb")
+    pairs = {stores.pair_of(region) for region in (store_memory or {}).get("regions", {})}
     lines += [
         "",
         "## Memory (RSS, MiB) and CPU",
@@ -249,11 +290,12 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         "| process | idle | peak under batch | peak overall |",
         "| --- | --- | --- | --- |",
     ]
-    for name in rss["idle"]:
+    for name in (n for n in rss["idle"] if n not in pairs):
         lines.append(
             f"| {name} | {_n(rss['idle'][name])} | {_n(rss['batch_peak'].get(name, math.nan))} "
             f"| {_n(rss['peak'].get(name, math.nan))} |"
         )
+    lines += _store_lines(store_memory)
     lines += ["", "CPU share by process (1.00 = one core busy for the whole phase):", ""]
     cpu = results["cpu_share"]
     names = sorted({n for phase in cpu.values() for n in phase})
@@ -264,6 +306,117 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         lines.append(f"| {phase} | {cells} |")
     lines += ["", f"Settings and every other figure: `{path.with_suffix('.json').name}`.", ""]
     path.write_text("\n".join(lines))
+
+
+def _with_indexes(insert: dict[str, Any]) -> str:
+    indexes = insert.get("indexes")
+    if not isinstance(indexes, list):
+        return ""
+    secondary = ", ".join(name for name in indexes if name != "_id_") or "none"
+    text = f" (with the services' indexes: {secondary}"
+    live = insert.get("customer_collection_indexes") or indexes
+    if live != indexes:
+        text += f"; **not like for like**: its customers collection has {', '.join(live)}"
+    return text + ")"
+
+
+def _point_read_row(query: dict[str, Any]) -> list[str]:
+    point = query["all_up"].get("by_kind", {}).get(POINT_READ)
+    if point is None:
+        return []
+    return [
+        f"| queries | {_n(point['samples'])} point reads (GET /v1/customers/{{id}}), all up, "
+        f"p50 / p99 | {_n(point['p50_ms'], 1)} / {_n(point['p99_ms'], 1)} ms |"
+    ]
+
+
+def _indexes(by_region: dict[str, list[str]]) -> str:
+    if not by_region:
+        return "not recorded"
+    distinct = {tuple(names) for names in by_region.values()}
+    if len(distinct) == 1:
+        return ", ".join(next(iter(distinct))) + " (every region)"
+    return "; ".join(f"{region} {', '.join(names)}" for region, names in by_region.items())
+
+
+def _query_lines(query: dict[str, Any], found: list[dict[str, Any]]) -> list[str]:
+    """The table of query shapes: p50/p99 and the ratio to the point read's p50."""
+    up, down = query["all_up"], query["one_down"]
+    point = up["by_kind"].get(POINT_READ)
+    if point is None:
+        return []
+    by_shape = {t["shape"]: t for t in found if "shape" in t}
+    requests = query.get("shape_requests", {})
+    documents = ", ".join(f"{r} {_n(c)}" for r, c in query["store_documents"].items())
+    lines = [
+        "",
+        "## Queries by shape",
+        "",
+        f"Each shape {_n(query['queries_per_shape_planned'])} times per condition (fewer if the "
+        f"{_n(query['time_budget_s'])} s budget ran out), one at a time (concurrency "
+        f"{_n(query['concurrency'])}), in rounds of every shape in a shuffled order; the "
+        f"gateway's default page size. Documents per region: {documents} "
+        f"({_n(query['bench_customers'])} customers of the bench's batch ingest). Indexes on "
+        f"the customers collections: {_indexes(query.get('store_indexes', {}))}. Target: the "
+        f"p99 of every filtered shape <= {QUERY_VS_POINT_READ:g} x the point read's p50, all "
+        "regions up.",
+        "",
+        "| shape | request | samples | rows per answer | p50 ms | p99 ms "
+        f"| p99 / point-read p50 | result | {query['down_region']} down: p50 / p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for shape, figures in up["by_kind"].items():
+        target = by_shape.get(shape)
+        if shape == POINT_READ:
+            ratio, result = "(reference)", ""
+        else:
+            ratio = _n(figures["p99_ms"] / point["p50_ms"], 2) if point["p50_ms"] else "n/a"
+            result = "not a target" if target is None else "pass" if target["pass"] else "**miss**"
+            if target is not None and target["note"]:
+                result += f" ({target['note']})"
+        samples = _n(figures["samples"])
+        if figures.get("no_next_page"):
+            samples += f" ({_n(figures['no_next_page'])} without a second page)"
+        gone = down["by_kind"].get(shape, {})
+        lines.append(
+            f"| {shape} | {requests.get(shape, '')} | {samples} | {_n(figures['rows_mean'], 1)} "
+            f"| {_n(figures['p50_ms'], 1)} | {_n(figures['p99_ms'], 1)} | {ratio} | {result} "
+            f"| {_n(gone.get('p50_ms', math.nan), 1)} / {_n(gone.get('p99_ms', math.nan), 1)} |"
+        )
+    return lines
+
+
+def _store_lines(memory: dict[str, Any] | None) -> list[str]:
+    """The table of each region's store processes: idle and under the batch ingest."""
+    if not memory:
+        return []
+    server = memory["server"]
+    lines = [
+        "",
+        "### Regional stores",
+        "",
+        memory["method"],
+        "",
+        f"| region | {server} idle / batch peak | postgres idle / batch peak (processes, most) "
+        "| pair idle | pair batch peak | pair peak overall | pair PSS end of idle / batch |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for region, entry in memory["regions"].items():
+        own = entry["processes"][server]
+        postgres = entry["processes"].get("postgres")
+        pg_cell = (
+            f"{_n(postgres['idle'])} / {_n(postgres['batch_peak'])} "
+            f"({_n(postgres['processes_max'])})"
+            if postgres
+            else f"none ({stores.postgres_of(region)} not found)"
+        )
+        pair = entry["pair"]
+        lines.append(
+            f"| {region} | {_n(own['idle'])} / {_n(own['batch_peak'])} | {pg_cell} "
+            f"| {_n(pair['idle'])} | {_n(pair['batch_peak'])} | {_n(pair['peak'])} "
+            f"| {_n(pair['pss_idle_end'])} / {_n(pair['pss_batch_end'])} |"
+        )
+    return lines
 
 
 def _query_flags(summary: dict[str, Any]) -> str:
@@ -305,8 +458,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     rec = results["recovery"]
     query = results["queries"]
     raw, system = "#8c8c8c", "#1f77b4"
-    figure, axes = plt.subplots(2, 2, figsize=(15, 10))
-    (throughput, latency), (target_ax, memory) = axes
+    figure, axes = plt.subplots(3, 2, figsize=(15, 15))
+    (throughput, latency), (target_ax, memory), (shapes_ax, store_ax) = axes
     _bars(
         throughput,
         [
@@ -344,8 +497,13 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
             single["accept_latency"],
             system,
         ),
-        ("query, all regions up", query["all_up"], system),
-        (f"query, {query['down_region']} down", query["one_down"], system),
+        ("list query, all regions up", query["all_up"], system),
+        (f"list query, {query['down_region']} down", query["one_down"], system),
+        *(
+            [("point read, all regions up", query["all_up"]["by_kind"][POINT_READ], system)]
+            if POINT_READ in query["all_up"].get("by_kind", {})
+            else []
+        ),
     ):
         for q in ("p50", "p99"):
             lat_labels.append(f"{label} {q}")
@@ -357,7 +515,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     lat_colors += [system, "#ff7f0e"]
     _bars(latency, lat_labels, lat_values, lat_colors, "ms")
     latency.set_title("Latency, ms (blue: p50, orange: p99)")
-    ts = results["targets"]
+    ts = results["targets"] + results.get("query_targets", [])
     score = [
         (t["ratio"] / t["limit"]) if t["comparison"] == ">=" else (t["limit"] / t["ratio"])
         for t in ts
@@ -370,6 +528,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     )
     target_ax.axvline(1.0, color="black", linewidth=1)
     target_ax.set_xscale("log")
+    target_ax.xaxis.set_minor_formatter(NullFormatter())
     target_ax.set_yticks(list(positions), [_short(t["name"]) for t in ts], fontsize=8)
     target_ax.invert_yaxis()
     target_ax.set_title("Targets: headroom (>= 1 passes; green pass, red miss)")
@@ -398,6 +557,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     memory.set_ylabel("RSS, MiB")
     memory.set_title("Service memory")
     memory.legend(fontsize=8)
+    _shapes_chart(shapes_ax, query)
+    _stores_chart(store_ax, results.get("store_rss_mb"))
     meta = results["meta"]
     figure.suptitle(
         f"regionstore bench ({meta['plan']['name']}), {meta['started_at']}, "
@@ -406,6 +567,57 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _shapes_chart(ax: Any, query: dict[str, Any]) -> None:
+    by_kind = query["all_up"].get("by_kind", {})
+    point = by_kind.get(POINT_READ)
+    ax.set_title("Query latency by shape, all regions up, ms (blue: p50, orange: p99)")
+    if point is None:
+        ax.text(0.5, 0.5, "no point read in these results", ha="center", transform=ax.transAxes)
+        return
+    labels: list[str] = []
+    values: list[float] = []
+    colors: list[str] = []
+    for shape, figures in by_kind.items():
+        for q, color in (("p50", "#1f77b4"), ("p99", "#ff7f0e")):
+            labels.append(f"{shape} {q}")
+            values.append(figures[f"{q}_ms"])
+            colors.append(color)
+    _bars(ax, labels, values, colors, "ms")
+    limit = QUERY_VS_POINT_READ * point["p50_ms"]
+    if limit > 0:
+        ax.axvline(limit, color="#d62728", linestyle="--", linewidth=1)
+        ax.text(limit, 0, f" {QUERY_VS_POINT_READ:g} x point-read p50", fontsize=7, va="center")
+
+
+def _stores_chart(ax: Any, memory: dict[str, Any] | None) -> None:
+    ax.set_title("Store memory per region (server + PostgreSQL), MiB", fontsize=10)
+    if not memory:
+        ax.text(0.5, 0.5, "not measured in these results", ha="center", transform=ax.transAxes)
+        return
+    regions = list(memory["regions"])
+    pairs = [memory["regions"][region]["pair"] for region in regions]
+    xs = range(len(regions))
+    width = 0.27
+    for offset, (key, label) in enumerate(
+        (
+            ("idle", "RSS idle"),
+            ("batch_peak", "RSS peak under batch ingest"),
+            ("pss_batch_end", "PSS after the batch ingest"),
+        )
+    ):
+        ax.bar(
+            [x + (offset - 1) * width for x in xs],
+            [0.0 if math.isnan(pair[key]) else pair[key] for pair in pairs],
+            width,
+            label=label,
+        )
+    ax.set_xticks(list(xs), regions)
+    ax.set_ylabel("MiB")
+    tallest = max((v for pair in pairs for v in pair.values() if not math.isnan(v)), default=1.0)
+    ax.set_ylim(0, tallest * 1.3)
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def _short(name: str) -> str:

@@ -1,10 +1,9 @@
-"""One read of every region per audit, for a store that cannot use an index for ``$in``.
+"""One read of every region per audit: the scenario's id range, served from memory to ``audit``.
 
-FerretDB's SQLite backend pushes down only a filter that is exactly ``{_id: <value>}``; any
-other filter is a scan of the whole collection, and ``$in`` with thousands of ids is then
-evaluated against every document. ``regionstore_shared.audit.audit`` reads in point reads or one
-pass over the whole collection; the bench also wants each document's ``_applied_at``, so each
-region is read once, by the run's id range, and ``audit`` runs unchanged over that snapshot.
+``regionstore_shared.audit.audit`` reads in point reads or one pass over the whole collection;
+a scenario's customers share one id prefix, and the bench also wants each document's
+``_applied_at``. So each region is read once, by that id range, and ``audit`` runs unchanged
+over the snapshot.
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ def id_range(prefix: str) -> Document:
 
 
 async def read(collections: Mapping[str, Collection], prefix: str) -> dict[str, SnapshotCollection]:
-    """Every region's documents whose id starts with ``prefix``: one scan per region."""
+    """Every region's documents whose id starts with ``prefix``: one range read per region."""
 
     async def one(collection: Collection) -> SnapshotCollection:
         cursor = collection.find(id_range(prefix), PROJECTION)
