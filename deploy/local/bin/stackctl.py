@@ -33,6 +33,8 @@ SERVICES = ENV.get("SERVICES", "gateway writer replicator recovery").split()
 ALL_SERVICES = ("gateway", "writer", "replicator", "recovery")
 STORE_IMPL = ENV.get("STORE_IMPL", "ferretdb")
 REGIONS = ("region_1", "region_2", "region_3")
+# The regional stores' processes, merged over PC_CONFIG: deploy/local/stores/<kind>.yaml.
+STORES_CONFIG = Path(ENV.get("PC_CONFIG", ".")).parent / "stores" / f"{STORE_IMPL}.yaml"
 INFRA_PORTS = {
     "process-compose API": "PC_PORT",
     "kafka": "KAFKA_PORT",
@@ -182,8 +184,8 @@ def start_process_compose() -> None:
     env = {**ENV, MARKER: str(RUN_DIR), "PC_DISABLED_PROCESSES": ",".join(disabled)}
     command = [
         ENV["PROCESS_COMPOSE"], "up", "--detached", "--disable-dotenv", "--ordered-shutdown",
-        "--config", ENV["PC_CONFIG"],
-        "--config", str(Path(ENV["PC_CONFIG"]).parent / "stores" / f"{STORE_IMPL}.yaml"), "--port", str(PC_PORT), "--log-file", str(PC_LOG),
+        "--config", ENV["PC_CONFIG"], "--config", str(STORES_CONFIG),
+        "--port", str(PC_PORT), "--log-file", str(PC_LOG),
     ]  # fmt: skip
     PC_LOG.unlink(missing_ok=True)
     started = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

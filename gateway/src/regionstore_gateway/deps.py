@@ -10,6 +10,7 @@ from typing import Annotated, cast
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
 
+from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.backlog import BacklogProbe
@@ -38,6 +39,10 @@ async def _clock(request: Request) -> HybridClock:
     return cast(HybridClock, request.state.clock)
 
 
+async def _idempotency(request: Request) -> IdempotencyStore:
+    return cast(IdempotencyStore, request.state.idempotency)
+
+
 async def _changes(request: Request) -> StatusChanges:
     return cast(StatusChanges, request.state.changes)
 
@@ -51,5 +56,6 @@ ProducerDep = Annotated[AIOKafkaProducer, Depends(_producer)]
 BoardDep = Annotated[StatusBoard, Depends(_board)]
 RepositoryDep = Annotated[CustomerRepository, Depends(_repository)]
 ClockDep = Annotated[HybridClock, Depends(_clock)]
+IdempotencyDep = Annotated[IdempotencyStore, Depends(_idempotency)]
 ChangesDep = Annotated[StatusChanges, Depends(_changes)]
 BacklogDep = Annotated[BacklogProbe, Depends(_backlog)]

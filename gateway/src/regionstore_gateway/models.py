@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from regionstore_gateway.idempotency import IdempotencyKey
 from regionstore_shared.schemas import (
     City,
     Customer,
@@ -115,6 +116,7 @@ class BatchUpsert(BaseModel):
 
     op: Literal["upsert"] = "upsert"
     customer: Customer
+    idempotency_key: IdempotencyKey | None = None
 
 
 class BatchDelete(BaseModel):
@@ -124,6 +126,7 @@ class BatchDelete(BaseModel):
 
     op: Literal["delete"]
     customer_id: CustomerId
+    idempotency_key: IdempotencyKey | None = None
 
 
 BatchItem = Annotated[BatchUpsert | BatchDelete, Field(discriminator="op")]
@@ -133,7 +136,11 @@ class BatchItemResult(BaseModel):
     """The outcome of one batch item, in request order."""
 
     index: int
-    status: Literal["accepted", "rejected", "failed"]
+    status: Literal["accepted", "rejected", "unknown", "failed"] = Field(
+        description="accepted: Kafka acknowledged it. rejected: invalid (see errors). unknown: "
+        "sent but not acknowledged in time, it may or may not be applied (command_id says which "
+        "command; retry it with the same idempotency_key). failed: certainly not taken."
+    )
     customer_id: str | None = None
     command_id: str | None = None
     version: int | None = None
@@ -146,5 +153,22 @@ class BatchResult(BaseModel):
 
     accepted: int
     rejected: int
+    unknown: int
     failed: int
     results: list[BatchItemResult]
+
+
+class OutcomeUnknown(BaseModel):
+    """A 504: the command left for Kafka but its acknowledgement did not come in time."""
+
+    detail: str
+    outcome: Literal["unknown"] = "unknown"
+    command_id: str = Field(description="The command that may or may not be applied.")
+    version: int
+
+
+class NotAccepted(BaseModel):
+    """A 503: nothing was published; the write certainly was not accepted."""
+
+    detail: str
+    outcome: Literal["not_accepted"] = "not_accepted"

@@ -20,6 +20,13 @@ class ApiSettings(BaseModel):
     max_page_size: Annotated[int, Field(ge=1)] = 500
     wait_applied_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     region_events_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    idempotency_ttl_s: Annotated[
+        int, Field(ge=60, description="How long an Idempotency-Key is remembered.")
+    ] = 24 * 60 * 60
+    idempotency_key_prefix: str = "regionstore:idempotency:"
+    retry_after_s: Annotated[
+        int, Field(ge=0, le=3600, description="Retry-After of a 503 or 504 write answer.")
+    ] = 2
 
 
 class GatewaySettings(CommonSettings):

@@ -10,6 +10,7 @@ from typing import TypedDict
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.apply import Suspicion
@@ -32,6 +33,7 @@ class State(TypedDict):
     board: StatusBoard
     repository: CustomerRepository
     clock: HybridClock
+    idempotency: IdempotencyStore
     changes: StatusChanges
     backlog: BacklogProbe
 
@@ -60,6 +62,11 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 collections, settings.region_map, Suspicion(settings.store.suspect_for_s)
             ),
             clock=HybridClock(settings.node_id),
+            idempotency=IdempotencyStore(
+                redis,
+                prefix=settings.api.idempotency_key_prefix,
+                ttl_s=settings.api.idempotency_ttl_s,
+            ),
             changes=changes,
             backlog=backlog,
         )

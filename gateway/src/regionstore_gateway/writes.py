@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -33,8 +34,39 @@ Command = UpsertCustomer | DeleteCustomer
 log = logging.getLogger(__name__)
 
 
+class Outcome(StrEnum):
+    """What became of a command handed to Kafka."""
+
+    ACCEPTED = "accepted"
+    """Acknowledged (acks=all): it will reach every region it targets."""
+    UNKNOWN = "unknown"
+    """In the producer's hands but not acknowledged in time: it may still land, or not."""
+    NOT_SENT = "not_sent"
+    """Refused before it entered the producer's buffer: Kafka never saw it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one command, with the error behind anything but ACCEPTED."""
+
+    outcome: Outcome
+    error: BaseException | None = None
+
+
 class KafkaUnavailableError(Exception):
-    """The command could not be acknowledged by Kafka; nothing was accepted."""
+    """Kafka certainly did not take the command: nothing was accepted."""
+
+    def __init__(self, command: Command, cause: BaseException | None) -> None:
+        super().__init__(f"Kafka did not take the write: {cause!r}")
+        self.command = command
+
+
+class OutcomeUnknownError(Exception):
+    """The command left for Kafka but was not acknowledged in time: it may or may not land."""
+
+    def __init__(self, command: Command, cause: BaseException | None) -> None:
+        super().__init__(f"Kafka did not acknowledge the write in time: {cause!r}")
+        self.command = command
 
 
 class CustomerExistsError(Exception):
@@ -106,27 +138,35 @@ class Writes:
             customer_id=customer_id,
         )
 
-    async def upsert(self, customer: Customer, *, create_only: bool, wait: bool) -> Written:
-        """Publish one customer's new state."""
+    async def prepare_upsert(self, customer: Customer, *, create_only: bool) -> UpsertCustomer:
+        """The command making ``customer`` current; create-only refuses a live customer."""
         if create_only:
             found = (await self.lookup(customer.customer_id)).newest.get(customer.customer_id)
             if found is not None and (not found.deleted or found.moved):
                 raise CustomerExistsError(customer.customer_id)
-        command = self.upsert_command(customer)
-        await self.publish([command])
+        return self.upsert_command(customer)
+
+    async def send(self, command: Command, *, wait: bool) -> Written:
+        """Publish one command; raise unless Kafka acknowledged it.
+
+        KafkaUnavailableError means Kafka certainly did not take it; OutcomeUnknownError that
+        it may still be applied.
+        """
+        (delivery,) = await self.publish([command])
+        if delivery.outcome is Outcome.NOT_SENT:
+            raise KafkaUnavailableError(command, delivery.error)
+        if delivery.outcome is Outcome.UNKNOWN:
+            raise OutcomeUnknownError(command, delivery.error)
         return Written(command, await self._wait(command) if wait else False)
 
-    async def delete(self, customer_id: str, *, wait: bool) -> Written:
-        """Publish a customer's deletion."""
-        command = self.delete_command(customer_id)
-        await self.publish([command])
-        return Written(command, await self._wait(command) if wait else False)
+    async def publish(self, commands: Sequence[Command]) -> list[Delivery]:
+        """Produce commands and wait, bounded, for Kafka's acknowledgement of each.
 
-    async def publish(self, commands: Sequence[Command]) -> list[BaseException | None]:
-        """Produce commands and wait for Kafka's acknowledgement of each.
-
-        Returns one entry per command: None when acknowledged, else the error. Raises
-        KafkaUnavailableError when not a single command was acknowledged.
+        ``AIOKafkaProducer.send`` returns once the record is in the producer's buffer, and
+        raises only before that (no metadata for the topic, a full buffer, a closed or failed
+        producer): such a command is NOT_SENT. Once buffered, the idempotent producer retries it
+        until it is delivered, whatever the caller does, and a failed delivery may follow an
+        attempt the broker did append: without an acknowledgement its outcome is UNKNOWN.
         """
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
@@ -142,12 +182,12 @@ class Writes:
             # asyncio.wait, not a timeout around gather: the delivery futures belong to the
             # producer and must not be cancelled by an impatient caller.
             await asyncio.wait(futures, timeout=timeout)
-        errors = [_outcome(p) for p in pending]
+        deliveries = [_delivery(p) for p in pending]
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
-        for command, outcome in zip(commands, errors, strict=True):
-            if trace and outcome is None:
+        for command, delivery in zip(commands, deliveries, strict=True):
+            if trace and delivery.outcome is Outcome.ACCEPTED:
                 log.debug(
                     "write accepted",
                     extra={
@@ -157,10 +197,9 @@ class Writes:
                         "kind": command.kind,
                     },
                 )
-        if commands and all(e is not None for e in errors):
+        if commands and all(d.outcome is not Outcome.ACCEPTED for d in deliveries):
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
-            raise KafkaUnavailableError(f"Kafka did not acknowledge the write: {errors[0]!r}")
-        return errors
+        return deliveries
 
     async def _wait(self, command: Command) -> bool:
         """Poll, bounded, until the command's first readable target holds its version."""
@@ -189,14 +228,23 @@ class Writes:
             pause = min(pause * 2, 0.1)
 
 
-def _outcome(sent: asyncio.Future[object] | BaseException) -> BaseException | None:
+def _delivery(sent: asyncio.Future[object] | BaseException) -> Delivery:
     if isinstance(sent, BaseException):
-        return sent
+        return Delivery(Outcome.NOT_SENT, sent)
     if not sent.done():
-        return TimeoutError("no acknowledgement within the request timeout")
+        return Delivery(Outcome.UNKNOWN, TimeoutError("no acknowledgement in time"))
     if sent.cancelled():
-        return asyncio.CancelledError("the producer gave up on the message")
-    return sent.exception()
+        return Delivery(Outcome.UNKNOWN, asyncio.CancelledError("the producer gave up on it"))
+    error = sent.exception()
+    return Delivery(Outcome.ACCEPTED) if error is None else Delivery(Outcome.UNKNOWN, error)
 
 
-__all__ = ["CustomerExistsError", "KafkaUnavailableError", "Writes", "ZipOutOfRangeError"]
+__all__ = [
+    "CustomerExistsError",
+    "Delivery",
+    "KafkaUnavailableError",
+    "Outcome",
+    "OutcomeUnknownError",
+    "Writes",
+    "ZipOutOfRangeError",
+]

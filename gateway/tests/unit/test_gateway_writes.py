@@ -14,8 +14,12 @@ from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.writes import (
     CustomerExistsError,
+    Delivery,
     KafkaUnavailableError,
+    Outcome,
+    OutcomeUnknownError,
     Writes,
+    Written,
     ZipOutOfRangeError,
 )
 from regionstore_shared.apply import Collection, Suspicion
@@ -28,6 +32,7 @@ from regionstore_shared.schemas import (
     UpsertCustomer,
     decode_command,
 )
+from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import NodeStatus
 
 Document = dict[str, Any]
@@ -35,6 +40,7 @@ CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 WALL_MS = 1_700_000_000_000
 FUTURE_VERSION = (WALL_MS + 3_600_000) << 22 | 7 << 6 | 9  # an hour ahead of our wall clock
 SEND_FAILS = object()
+NEVER = object()  # handed over, never acknowledged
 NAMES = ("region_1", "region_2", "region_3")
 
 
@@ -59,7 +65,7 @@ class FakeProducer:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
-        else:
+        elif outcome is not NEVER:
             future.set_result("record metadata")
         return future
 
@@ -159,6 +165,11 @@ def gateway(settings: GatewaySettings) -> Gateway:
 
 def make_writes(settings: GatewaySettings, producer: FakeProducer) -> Writes:
     return Gateway(settings, producer=producer).writes
+
+
+async def upsert(writes: Writes, customer: Customer, *, create_only: bool, wait: bool) -> Written:
+    command = await writes.prepare_upsert(customer, create_only=create_only)
+    return await writes.send(command, wait=wait)
 
 
 def customer(zip_prefix: int = 14409, customer_id: str = CUSTOMER) -> Customer:
@@ -273,7 +284,7 @@ class TestUpsert:
     ) -> None:
         gateway = Gateway(settings, [None])
         gateway.live("region_1", 5)
-        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=False)
+        written = await upsert(gateway.writes, customer(50000), create_only=False, wait=False)
         assert written.applied is False
         (command,) = gateway.producer.commands()
         assert command == written.command
@@ -284,7 +295,7 @@ class TestUpsert:
         gateway = Gateway(settings, [None])
         gateway.live("region_3", 5)
         with pytest.raises(CustomerExistsError):
-            await gateway.writes.upsert(customer(), create_only=True, wait=False)
+            await upsert(gateway.writes, customer(), create_only=True, wait=False)
         assert gateway.producer.sent == []
 
     async def test_create_only_refuses_when_only_a_moved_tombstone_is_readable(
@@ -299,7 +310,7 @@ class TestUpsert:
             "region_3": NodeStatus.UNAVAILABLE,
         }
         with pytest.raises(CustomerExistsError):
-            await gateway.writes.upsert(customer(), create_only=True, wait=False)
+            await upsert(gateway.writes, customer(), create_only=True, wait=False)
         assert gateway.producer.sent == []
 
     async def test_create_only_recreates_a_deleted_customer_above_its_tombstone(
@@ -308,20 +319,20 @@ class TestUpsert:
         gateway = Gateway(settings, [None])
         for region in NAMES:
             gateway.tombstone(region, FUTURE_VERSION)
-        written = await gateway.writes.upsert(customer(), create_only=True, wait=False)
+        written = await upsert(gateway.writes, customer(), create_only=True, wait=False)
         assert written.command.version > FUTURE_VERSION
         assert len(gateway.producer.sent) == 1
 
     async def test_create_only_for_a_new_customer(self, settings: GatewaySettings) -> None:
         gateway = Gateway(settings, [None])
-        written = await gateway.writes.upsert(customer(), create_only=True, wait=False)
+        written = await upsert(gateway.writes, customer(), create_only=True, wait=False)
         assert isinstance(written.command, UpsertCustomer)
         assert gateway.reads() == len(NAMES)
 
     async def test_waits_until_home_holds_the_version(self, settings: GatewaySettings) -> None:
         gateway = Gateway(settings, [None])
         gateway.apply_to("region_2")
-        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=True)
+        written = await upsert(gateway.writes, customer(50000), create_only=False, wait=True)
         assert written.applied is True
         assert gateway.stores["region_2"].queries == [{"_id": CUSTOMER}]
 
@@ -331,7 +342,7 @@ class TestUpsert:
         gateway = Gateway(settings, [None])
         gateway.board.statuses = {"region_2": NodeStatus.UNAVAILABLE}
         gateway.apply_to("region_1")
-        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=True)
+        written = await upsert(gateway.writes, customer(50000), create_only=False, wait=True)
         assert written.applied is True
         assert gateway.stores["region_2"].queries == []
         assert gateway.stores["region_3"].queries == []  # its tombstone is never awaited
@@ -343,13 +354,13 @@ class TestUpsert:
             "region_1": NodeStatus.UNAVAILABLE,
         }
         gateway.apply_to("region_3")
-        written = await gateway.writes.upsert(customer(50000), create_only=False, wait=True)
+        written = await upsert(gateway.writes, customer(50000), create_only=False, wait=True)
         assert written.applied is False
         assert gateway.reads() == 0
 
     async def test_not_applied_within_the_timeout(self, settings: GatewaySettings) -> None:
         gateway = Gateway(settings, [None])
-        written = await gateway.writes.upsert(customer(), create_only=False, wait=True)
+        written = await upsert(gateway.writes, customer(), create_only=False, wait=True)
         assert written.applied is False
         assert len(gateway.stores["region_1"].queries) > 1
 
@@ -360,7 +371,7 @@ class TestDelete:
     ) -> None:
         gateway = Gateway(settings, [None])
         gateway.live("region_1", 5)
-        written = await gateway.writes.delete(CUSTOMER, wait=False)
+        written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=False)
         (command,) = gateway.producer.commands()
         assert isinstance(command, DeleteCustomer)
         assert command == written.command
@@ -372,7 +383,7 @@ class TestDelete:
         gateway = Gateway(settings, [None])
         gateway.board.statuses = {"region_1": NodeStatus.UNAVAILABLE}
         gateway.apply_to("region_2")
-        written = await gateway.writes.delete(CUSTOMER, wait=True)
+        written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=True)
         assert written.applied is True
         assert gateway.stores["region_1"].queries == []
         assert len(gateway.stores["region_2"].queries) == 1
@@ -386,37 +397,63 @@ class TestPublish:
             writes.upsert_command(customer()),
             writes.delete_command("x"),
         ]
-        assert await writes.publish(commands) == [None, None]
+        assert await writes.publish(commands) == [Delivery(Outcome.ACCEPTED)] * 2
         topic, value, key = producer.sent[0]
         assert (topic, key) == ("customers.commands", CUSTOMER.encode())
         assert isinstance(decode_command(value), UpsertCustomer)
         assert isinstance(decode_command(producer.sent[1][1]), DeleteCustomer)
 
-    async def test_some_acknowledged_reports_each(self, settings: GatewaySettings) -> None:
+    async def test_a_failed_delivery_is_an_unknown_outcome(self, settings: GatewaySettings) -> None:
+        # The idempotent producer retries a buffered record until it gives up; an earlier
+        # attempt may have been appended, so a failure does not prove it was not.
         failure = NotLeaderForPartitionError()
         writes = make_writes(settings, FakeProducer([None, failure]))
         commands = [writes.upsert_command(customer()) for _ in range(2)]
-        assert await writes.publish(commands) == [None, failure]
+        assert await writes.publish(commands) == [
+            Delivery(Outcome.ACCEPTED),
+            Delivery(Outcome.UNKNOWN, failure),
+        ]
 
-    async def test_none_acknowledged_raises(self, settings: GatewaySettings) -> None:
-        writes = make_writes(settings, FakeProducer([NotLeaderForPartitionError()]))
-        with pytest.raises(KafkaUnavailableError, match="Kafka did not acknowledge the write"):
-            await writes.publish([writes.upsert_command(customer())])
+    async def test_no_acknowledgement_in_time_is_an_unknown_outcome(
+        self, settings: GatewaySettings
+    ) -> None:
+        quick = settings.model_copy(update={"kafka": KafkaSettings(request_timeout_ms=1000)})
+        writes = make_writes(quick, FakeProducer([NEVER]))
+        (delivery,) = await writes.publish([writes.upsert_command(customer())])
+        assert delivery.outcome is Outcome.UNKNOWN
+        assert isinstance(delivery.error, TimeoutError)
 
-    async def test_a_send_refused_outright_raises(self, settings: GatewaySettings) -> None:
+    async def test_a_send_refused_outright_was_not_sent(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([SEND_FAILS]))
-        with pytest.raises(KafkaUnavailableError):
-            await writes.publish([writes.upsert_command(customer())])
+        (delivery,) = await writes.publish([writes.upsert_command(customer())])
+        assert delivery.outcome is Outcome.NOT_SENT
+        assert isinstance(delivery.error, KafkaConnectionError)
 
     async def test_a_later_send_refused_still_reports_the_earlier_acknowledged_ones(
         self, settings: GatewaySettings
     ) -> None:
-        # The first command is queued and then acknowledged by Kafka: it will be applied. The
-        # batch answer must not call it failed ("not a single command was acknowledged" is the
-        # only case publish may raise).
         producer = FakeProducer([None, SEND_FAILS])
         writes = make_writes(settings, producer)
         commands = [writes.upsert_command(customer()) for _ in range(2)]
-        outcomes = await writes.publish(commands)
-        assert outcomes[0] is None
-        assert isinstance(outcomes[1], KafkaConnectionError)
+        first, second = await writes.publish(commands)
+        assert first == Delivery(Outcome.ACCEPTED)
+        assert second.outcome is Outcome.NOT_SENT
+
+
+class TestSend:
+    async def test_acknowledged(self, settings: GatewaySettings) -> None:
+        writes = make_writes(settings, FakeProducer([None]))
+        command = writes.delete_command(CUSTOMER)
+        assert await writes.send(command, wait=False) == Written(command, applied=False)
+
+    async def test_unknown_outcome_raises_with_the_command(self, settings: GatewaySettings) -> None:
+        writes = make_writes(settings, FakeProducer([NotLeaderForPartitionError()]))
+        command = writes.upsert_command(customer())
+        with pytest.raises(OutcomeUnknownError, match="did not acknowledge") as caught:
+            await writes.send(command, wait=True)
+        assert caught.value.command == command
+
+    async def test_not_sent_raises_kafka_unavailable(self, settings: GatewaySettings) -> None:
+        writes = make_writes(settings, FakeProducer([SEND_FAILS]))
+        with pytest.raises(KafkaUnavailableError, match="did not take"):
+            await writes.send(writes.upsert_command(customer()), wait=False)

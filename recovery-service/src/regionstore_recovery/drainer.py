@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge
 
 from regionstore_shared.apply import BatchApplier, Command, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
+from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters, run_batches
 from regionstore_shared.schemas import Target
 from regionstore_shared.settings import KafkaSettings
@@ -48,8 +49,13 @@ async def drain(
     stop: asyncio.Event,
     retry_min_s: float,
     retry_max_s: float,
+    outages: Outages | None = None,
 ) -> None:
-    """Drain until ``stop``; a failed batch is not committed and is retried after a pause."""
+    """Drain until ``stop``; a failed batch is not committed and is retried after a pause.
+
+    The first pause of a run of failures is a warning and the retries after it are debug
+    lines: the applier already reports the region down, then back, through ``outages``.
+    """
     group = kafka.recovery_group(region)
     consumer = kafka_consumer(
         kafka, kafka.pending_topic(region), group_id=group, client_id=f"recovery-{region}"
@@ -58,10 +64,13 @@ async def drain(
     DRAINING.labels(region=region).set(1)
     log.info("drain started", extra={"region": region, "group": group})
     pause = retry_min_s
+    pauses = 0
 
     async def progressed(count: int) -> None:
-        nonlocal pause
-        pause = retry_min_s
+        nonlocal pause, pauses
+        if pauses:
+            log.info("drain resumed", extra={"region": region, "pauses": pauses})
+        pause, pauses = retry_min_s, 0
         DRAINED.labels(region=region).inc(count)
 
     try:
@@ -76,9 +85,12 @@ async def drain(
                     stop=stop,
                     role="recovery",
                     on_batch=progressed,
+                    outages=outages,
                 )
             except RegionUnavailableError as error:
-                log.warning(
+                pauses += 1
+                log.log(
+                    logging.WARNING if pauses == 1 else logging.DEBUG,
                     "drain paused",
                     extra={"region": region, "reason": error.reason, "retry_s": pause},
                 )

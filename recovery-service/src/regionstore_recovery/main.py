@@ -16,6 +16,8 @@ from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core
+from regionstore_shared.logs import Outages
+from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
@@ -31,12 +33,17 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         board = StatusBoard(redis, settings.redis, settings.region_map.names)
+        # No parker: a region that cannot be written stops its drain, which retries later.
+        # A command the region refuses for good is dead-lettered, or it would be replayed
+        # forever and hold back every command parked after it.
         applier = BatchApplier(
             collections=collections,
             status=board,
             suspicion=Suspicion(settings.store.suspect_for_s),
             chunk=settings.store.write_chunk,
             parker=None,
+            dead_letters=DeadLetters(producer, settings.kafka.deadletter_topic),
+            outages=state.outages,
             role="recovery",
         )
         supervisor = DrainSupervisor(
@@ -45,6 +52,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
                 settings=settings,
                 applier=applier,
                 producer=producer,
+                outages=state.outages,
             )
         )
         stack.push_async_callback(supervisor.stop_all)
@@ -58,14 +66,25 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         while not state.stop.is_set():
             try:
                 supervisor.reconcile(await board.all())
+                state.outages.ok("redis")
                 state.ready = True
             except RedisError as error:
-                log.warning("statuses unreadable", extra={"error": str(error)})
+                state.outages.failed("redis", f"statuses unreadable: {error}")
             state.details["draining"] = supervisor.draining
-            for region, count in (await backlog.backlog(settings.region_map.names)).items():
-                if count is not None:
-                    PENDING.labels(region=region).set(count)
+            await _sample_backlog(backlog, settings, state.outages)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
+
+
+async def _sample_backlog(
+    backlog: BacklogProbe, settings: RecoverySettings, outages: Outages
+) -> None:
+    counts = await backlog.backlog(settings.region_map.names)
+    for region, count in counts.items():
+        if count is not None:
+            PENDING.labels(region=region).set(count)
+    # Every count read is the proof an idle recovery has that Kafka answers again.
+    if all(count is not None for count in counts.values()):
+        outages.ok("kafka")
 
 
 async def _next_change(
@@ -88,12 +107,14 @@ async def _drain_region(
     settings: RecoverySettings,
     applier: BatchApplier,
     producer: AIOKafkaProducer,
+    outages: Outages,
 ) -> None:
     await drain(
         region,
         kafka=settings.kafka,
         applier=applier,
         producer=producer,
+        outages=outages,
         stop=stop,
         retry_min_s=settings.retry_min_s,
         retry_max_s=settings.retry_max_s,

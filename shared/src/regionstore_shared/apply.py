@@ -2,7 +2,9 @@
 
 Writer, replicator and recovery all call :class:`BatchApplier`; they differ only in which targets
 they select and in what happens when a region cannot be written: the consumers park the commands
-in the region's pending topic and move on, recovery stops and tries again later.
+in the region's pending topic and move on, recovery stops and tries again later. A command the
+region refuses for itself (see :mod:`regionstore_shared.failures`) is neither: it goes to the
+dead-letter topic alone, and the rest of the batch goes on.
 
 Every write is version-guarded: a document is inserted when the region has never seen the
 customer, otherwise replaced under the filter ``{_id, _v: {$lt: version}}``, which the store
@@ -23,10 +25,18 @@ from typing import Any, Protocol
 
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError
 
 from regionstore_shared import metrics
 from regionstore_shared.documents import VERSION, live_document, tombstone_document
+from regionstore_shared.failures import (
+    WRITE_ERRORS,
+    Failure,
+    classify,
+    describe,
+    describe_write_error,
+)
+from regionstore_shared.logs import Outages
 from regionstore_shared.schemas import Action, DeleteCustomer, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 
@@ -45,6 +55,19 @@ class Envelope:
 
     command: Command
     raw: bytes
+    topic: str = ""
+    """The topic it was read from, for the dead-letter headers; empty when not from Kafka."""
+
+
+Item = tuple[Envelope, Target]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A command a region refused for good, and the store's reason."""
+
+    envelope: Envelope
+    error: str
 
 
 class RegionUnavailableError(Exception):
@@ -54,6 +77,19 @@ class RegionUnavailableError(Exception):
         super().__init__(f"region {region} unavailable: {reason}")
         self.region = region
         self.reason = reason
+
+
+class CommandRejectedError(Exception):
+    """A region refused commands for good and the applier has no dead-letter sink for them."""
+
+    def __init__(self, region: str, rejected: Sequence[Rejected]) -> None:
+        ids = ", ".join(str(r.envelope.command.command_id) for r in rejected[:5])
+        super().__init__(
+            f"region {region} refused {len(rejected)} command(s) for good ({ids}; first: "
+            f"{rejected[0].error[:300]}) and the applier has no dead-letter sink"
+        )
+        self.region = region
+        self.rejected = list(rejected)
 
 
 class StatusSource(Protocol):
@@ -66,6 +102,14 @@ class Parker(Protocol):
     """Keeps commands for a region that cannot take them now (its pending topic)."""
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    """Takes commands a region refused for good (the dead-letter topic)."""
+
+    async def send_commands(self, region: str, rejected: Sequence[Rejected]) -> None:
+        """Return only once every command is durably stored with its reason."""
+        ...
 
 
 class Suspicion:
@@ -101,6 +145,7 @@ class RegionResult:
     stale: int = 0
     parked: int = 0
     parked_reason: str | None = None
+    deadlettered: int = 0
 
 
 @dataclass(slots=True)
@@ -119,6 +164,43 @@ class BatchResult:
         """Commands that changed a region (stale ones, which changed nothing, not included)."""
         return sum(r.written for r in self.regions.values())
 
+    @property
+    def deadlettered(self) -> int:
+        """Commands a region refused for good, sent to the dead-letter topic."""
+        return sum(r.deadlettered for r in self.regions.values())
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one write of some of a region's commands did."""
+
+    written: int = 0
+    stale: int = 0
+    rejected: list[tuple[Item, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far a region's share got: its first ``done`` commands are written, stale or refused."""
+
+    done: int = 0
+    written: int = 0
+    stale: int = 0
+    rejected: list[tuple[Item, str]] = field(default_factory=list)
+
+    def add(self, outcome: _Written, commands: int) -> None:
+        self.done += commands
+        self.written += outcome.written
+        self.stale += outcome.stale
+        self.rejected.extend(outcome.rejected)
+
+    def applied(self, items: list[Item]) -> list[Item]:
+        """The handled commands that reached the region (written or stale)."""
+        if not self.rejected:
+            return items[: self.done]
+        refused = {id(envelope) for (envelope, _), _ in self.rejected}
+        return [item for item in items[: self.done] if id(item[0]) not in refused]
+
 
 def _document_for(command: Command, target: Target) -> dict[str, Any]:
     if target.action is Action.TOMBSTONE:
@@ -128,10 +210,8 @@ def _document_for(command: Command, target: Target) -> dict[str, Any]:
     return live_document(command)
 
 
-def _newest_per_customer(
-    envelopes: Iterable[tuple[Envelope, Target]],
-) -> list[tuple[Envelope, Target]]:
-    newest: dict[str, tuple[Envelope, Target]] = {}
+def _newest_per_customer(envelopes: Iterable[Item]) -> list[Item]:
+    newest: dict[str, Item] = {}
     for envelope, target in envelopes:
         key = envelope.command.key
         held = newest.get(key)
@@ -162,24 +242,30 @@ class BatchApplier:
         suspicion: Suspicion,
         parker: Parker | None,
         role: str,
+        dead_letters: DeadLetterSink | None = None,
+        outages: Outages | None = None,
         chunk: int = 250,
     ) -> None:
-        """``chunk`` bounds the commands sent to a region per request."""
+        """``chunk`` bounds the commands sent to a region per request; ``outages`` hears of
+        every region write that fails for the region's sake and every one that succeeds."""
         self._chunk = chunk
         self._collections = collections
         self._status = status
         self._suspicion = suspicion
         self._parker = parker
+        self._dead_letters = dead_letters
+        self._outages = Outages() if outages is None else outages
         self._role = role
 
     async def apply(self, envelopes: Sequence[Envelope], select: TargetSelector) -> BatchResult:
-        """Apply every selected target of every command, or park it.
+        """Apply every selected target of every command, park it, or dead-letter it.
 
-        Raises :class:`RegionUnavailableError` when a region fails and there is no parker.
-        Returns only when each region's share is written or durably parked, so the caller may
-        commit the batch's offsets.
+        Raises :class:`RegionUnavailableError` when a region fails and there is no parker, and
+        :class:`CommandRejectedError` when a region refuses a command and there is no
+        dead-letter sink. Returns only when each region's share is written, durably parked or
+        durably dead-lettered, so the caller may commit the batch's offsets.
         """
-        by_region: dict[str, list[tuple[Envelope, Target]]] = {}
+        by_region: dict[str, list[Item]] = {}
         for envelope in envelopes:
             for target in select(envelope.command):
                 by_region.setdefault(target.region, []).append((envelope, target))
@@ -195,7 +281,7 @@ class BatchApplier:
         return BatchResult(dict(zip(by_region, outcomes, strict=True)))
 
     async def _apply_region(
-        self, region: str, items: list[tuple[Envelope, Target]], status: NodeStatus | None
+        self, region: str, items: list[Item], status: NodeStatus | None
     ) -> RegionResult:
         if status is NodeStatus.UNAVAILABLE:
             return await self._park(region, items, "marked_unavailable")
@@ -204,35 +290,74 @@ class BatchApplier:
         collection = self._collections.get(region)
         if collection is None:
             return await self._park(region, items, "unknown_region")
-        written = stale = 0
-        for start in range(0, len(items), self._chunk):
-            chunk = items[start : start + self._chunk]
-            try:
-                chunk_written, chunk_stale = await self._write(collection, chunk)
-            except PyMongoError as error:
-                metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
-                log.warning(
-                    "region write failed",
-                    extra={"region": region, "error": str(error)[:300], "commands": len(chunk)},
-                )
-                self._suspicion.suspect(region)
-                self._applied(region, items[:start], written, stale)
-                parked = await self._park(region, items[start:], "write_failed")
-                return RegionResult(
-                    written=written,
-                    stale=stale,
-                    parked=parked.parked,
-                    parked_reason=parked.parked_reason,
-                )
-            written += chunk_written
-            stale += chunk_stale
+        progress = _Progress()
+        try:
+            for start in range(0, len(items), self._chunk):
+                chunk = items[start : start + self._chunk]
+                await self._write_chunk(region, collection, chunk, progress)
+        except WRITE_ERRORS as error:
+            return await self._region_failed(region, items, progress, error)
         self._suspicion.clear(region)
-        self._applied(region, items, written, stale)
-        return RegionResult(written=written, stale=stale)
+        self._outages.ok(region)
+        deadlettered = await self._dead_letter(region, progress.rejected)
+        self._applied(region, progress.applied(items), progress.written, progress.stale)
+        return RegionResult(
+            written=progress.written, stale=progress.stale, deadlettered=deadlettered
+        )
 
-    def _applied(
-        self, region: str, items: list[tuple[Envelope, Target]], written: int, stale: int
+    async def _region_failed(
+        self, region: str, items: list[Item], progress: _Progress, error: BaseException
+    ) -> RegionResult:
+        """A transient failure: park what is not handled yet and hold the region suspect."""
+        metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
+        log.debug("region write failed", extra={"region": region, "error": describe(error)})
+        self._outages.failed(region, describe(error))
+        self._suspicion.suspect(region)
+        self._applied(region, progress.applied(items), progress.written, progress.stale)
+        if self._parker is None:
+            # Nothing of this batch is committed: the refused commands are found again and
+            # dead-lettered when it is replayed.
+            raise RegionUnavailableError(region, "write_failed") from error
+        deadlettered = await self._dead_letter(region, progress.rejected)
+        parked = await self._park(region, items[progress.done :], "write_failed")
+        return RegionResult(
+            written=progress.written,
+            stale=progress.stale,
+            parked=parked.parked,
+            parked_reason=parked.parked_reason,
+            deadlettered=deadlettered,
+        )
+
+    async def _write_chunk(
+        self, region: str, collection: Collection, chunk: list[Item], progress: _Progress
     ) -> None:
+        """Write one request's worth of commands; raise only transient failures.
+
+        A permanent failure of the whole request names no document, so the chunk is written
+        again one command per request: the commands that still fail are the culprits.
+        """
+        try:
+            progress.add(await self._write(collection, chunk), len(chunk))
+            return
+        except WRITE_ERRORS as error:
+            if classify(error) is Failure.TRANSIENT:
+                raise
+            metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
+            log.warning(
+                "region refused a request; isolating its commands",
+                extra={"region": region, "error": describe(error)[:300], "commands": len(chunk)},
+            )
+        # What the failed request wrote anyway meets its own version now: stale, harmless.
+        for item in chunk:
+            try:
+                outcome = await self._write(collection, [item])
+            except WRITE_ERRORS as error:
+                if classify(error) is Failure.TRANSIENT:
+                    raise
+                outcome = _Written(rejected=[(item, describe(error))])
+            progress.add(outcome, 1)
+
+    def _applied(self, region: str, items: list[Item], written: int, stale: int) -> None:
         metrics.COMMANDS_APPLIED.labels(region=region, role=self._role).inc(written)
         metrics.COMMANDS_STALE.labels(region=region).inc(stale)
         now_ms = time.time_ns() // 1_000_000
@@ -243,19 +368,17 @@ class BatchApplier:
             if trace:
                 log.debug("command applied", extra=_trace(envelope, target))
 
-    async def _write(
-        self, collection: Collection, items: list[tuple[Envelope, Target]]
-    ) -> tuple[int, int]:
-        """Write the newer commands; return (written, stale).
+    async def _write(self, collection: Collection, items: list[Item]) -> _Written:
+        """Write the newer commands; report how many were written, stale or refused.
 
         Every document is inserted; those that collide on ``_id`` are replaced where the stored
         version is older, and the rest met a newer (or the same) version: they are stale.
         Documents are never removed, only tombstoned, so a collided one is still there.
         """
         inserts = [InsertOne(_document_for(e.command, t)) for e, t in items]
-        collided = await self._insert(collection, inserts, items)
+        collided, rejected = await self._insert(collection, inserts, items)
         if not collided:
-            return len(items), 0
+            return _Written(written=len(items) - len(rejected), rejected=rejected)
         replaces = [
             ReplaceOne(
                 {"_id": e.command.key, VERSION: {"$lt": e.command.version}},
@@ -263,30 +386,58 @@ class BatchApplier:
             )
             for e, t in collided
         ]
-        matched = (await collection.bulk_write(replaces, ordered=False)).matched_count
-        stale = len(collided) - matched
-        return len(items) - stale, stale
+        matched, refused = await self._replace(collection, replaces, collided)
+        rejected.extend(refused)
+        stale = len(collided) - matched - len(refused)
+        return _Written(written=len(items) - stale - len(rejected), stale=stale, rejected=rejected)
 
     @staticmethod
     async def _insert(
-        collection: Collection,
-        inserts: list[InsertOne[dict[str, Any]]],
-        items: list[tuple[Envelope, Target]],
-    ) -> list[tuple[Envelope, Target]]:
+        collection: Collection, inserts: list[InsertOne[dict[str, Any]]], items: list[Item]
+    ) -> tuple[list[Item], list[tuple[Item, str]]]:
+        """Insert; return the commands that collided on ``_id`` and those refused for good."""
         try:
             await collection.bulk_write(inserts, ordered=False)
         except BulkWriteError as error:
-            errors: list[dict[str, Any]] = error.details.get("writeErrors", [])
-            if error.details.get("writeConcernErrors") or any(
-                e.get("code") != DUPLICATE_KEY for e in errors
-            ):
+            if classify(error) is Failure.TRANSIENT:
                 raise
-            return [items[e["index"]] for e in errors]
-        return []
+            collided: list[Item] = []
+            rejected: list[tuple[Item, str]] = []
+            for e in error.details.get("writeErrors", []):
+                if e.get("code") == DUPLICATE_KEY:
+                    collided.append(items[e["index"]])
+                else:
+                    rejected.append((items[e["index"]], describe_write_error(e)))
+            return collided, rejected
+        return [], []
 
-    async def _park(
-        self, region: str, items: list[tuple[Envelope, Target]], reason: str
-    ) -> RegionResult:
+    @staticmethod
+    async def _replace(
+        collection: Collection, replaces: list[ReplaceOne[dict[str, Any]]], items: list[Item]
+    ) -> tuple[int, list[tuple[Item, str]]]:
+        """Replace under the version guard; return how many matched and those refused."""
+        try:
+            result = await collection.bulk_write(replaces, ordered=False)
+        except BulkWriteError as error:
+            if classify(error) is Failure.TRANSIENT:
+                raise
+            refused = [
+                (items[e["index"]], describe_write_error(e))
+                for e in error.details.get("writeErrors", [])
+            ]
+            return int(error.details.get("nMatched", 0)), refused
+        return result.matched_count, []
+
+    async def _dead_letter(self, region: str, rejected: list[tuple[Item, str]]) -> int:
+        if not rejected:
+            return 0
+        failures = [Rejected(envelope, error) for (envelope, _), error in rejected]
+        if self._dead_letters is None:
+            raise CommandRejectedError(region, failures)
+        await self._dead_letters.send_commands(region, failures)
+        return len(failures)
+
+    async def _park(self, region: str, items: list[Item], reason: str) -> RegionResult:
         if self._parker is None:
             raise RegionUnavailableError(region, reason)
         envelopes = [envelope for envelope, _ in items]

@@ -21,8 +21,9 @@ COMMANDS_PARKED = Counter(
 )
 COMMANDS_DEADLETTERED = Counter(
     "regionstore_commands_deadlettered_total",
-    "Messages that could never be applied, sent to the dead-letter topic.",
-    ["source_topic"],
+    "Messages that could never be applied, sent to the dead-letter topic: undecodable ones"
+    " (region empty) and commands a region refused for good.",
+    ["source_topic", "region"],
 )
 STORE_ERRORS = Counter(
     "regionstore_store_errors_total",

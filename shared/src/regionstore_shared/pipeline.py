@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -14,7 +14,8 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from regionstore_shared import metrics
-from regionstore_shared.apply import BatchApplier, Envelope, TargetSelector
+from regionstore_shared.apply import BatchApplier, Envelope, Rejected, TargetSelector
+from regionstore_shared.logs import Outages
 from regionstore_shared.schemas import decode_command
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,18 @@ log = logging.getLogger(__name__)
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
+ERROR_HEADER = "regionstore-error"
+REGION_HEADER = "regionstore-region"
+COMMAND_ID_HEADER = "regionstore-command-id"
+SOURCE_TOPIC_HEADER = "regionstore-source-topic"
+
+
 class DeadLetters:
-    """Sends messages that can never be applied to the dead-letter topic, error in the headers."""
+    """Sends messages that can never be applied to the dead-letter topic, error in the headers.
+
+    Two kinds: records that do not decode to a command (:meth:`send`), and commands a region
+    refused for good (:meth:`send_commands`, the applier's dead-letter sink).
+    """
 
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self._producer = producer
@@ -32,15 +43,15 @@ class DeadLetters:
     async def send(self, record: Record, error: str) -> None:
         """Forward a record unchanged, with where it came from and why it failed."""
         headers = [
-            ("regionstore-error", error[:4000].encode()),
-            ("regionstore-source-topic", record.topic.encode()),
+            (ERROR_HEADER, error[:4000].encode()),
+            (SOURCE_TOPIC_HEADER, record.topic.encode()),
             ("regionstore-source-partition", str(record.partition).encode()),
             ("regionstore-source-offset", str(record.offset).encode()),
         ]
         await self._producer.send_and_wait(
             self._topic, value=record.value, key=record.key, headers=headers
         )
-        metrics.COMMANDS_DEADLETTERED.labels(source_topic=record.topic).inc()
+        metrics.COMMANDS_DEADLETTERED.labels(source_topic=record.topic, region="").inc()
         log.error(
             "message dead-lettered",
             extra={
@@ -50,6 +61,42 @@ class DeadLetters:
                 "error": error[:500],
             },
         )
+
+    async def send_commands(self, region: str, rejected: Sequence[Rejected]) -> None:
+        """Forward each refused command's original bytes, with the region and the store's
+        reason; return once Kafka acknowledged all of them."""
+        sent = []
+        for failure in rejected:
+            envelope = failure.envelope
+            headers = [
+                (ERROR_HEADER, failure.error[:4000].encode()),
+                (REGION_HEADER, region.encode()),
+                (COMMAND_ID_HEADER, str(envelope.command.command_id).encode()),
+                (SOURCE_TOPIC_HEADER, envelope.topic.encode()),
+            ]
+            sent.append(
+                await self._producer.send(
+                    self._topic,
+                    value=envelope.raw,
+                    key=envelope.command.key.encode(),
+                    headers=headers,
+                )
+            )
+        await asyncio.gather(*sent)
+        for failure in rejected:
+            envelope = failure.envelope
+            metrics.COMMANDS_DEADLETTERED.labels(source_topic=envelope.topic, region=region).inc()
+            log.error(
+                "command dead-lettered",
+                extra={
+                    "region": region,
+                    "command_id": str(envelope.command.command_id),
+                    "customer_id": envelope.command.key,
+                    "version": envelope.command.version,
+                    "topic": envelope.topic,
+                    "error": failure.error[:500],
+                },
+            )
 
 
 @dataclass(slots=True)
@@ -75,7 +122,8 @@ def decode_records(records: dict[TopicPartition, list[Record]]) -> Batch:
                 batch.rejects.append((record, "empty message"))
                 continue
             try:
-                batch.envelopes.append(Envelope(decode_command(record.value), record.value))
+                command = decode_command(record.value)
+                batch.envelopes.append(Envelope(command, record.value, record.topic))
             except ValidationError as error:
                 batch.rejects.append((record, f"invalid command: {error}"))
     return batch
@@ -96,6 +144,7 @@ async def run_batches(
     stop: asyncio.Event,
     role: str,
     on_batch: Callable[[int], Awaitable[None]] | None = None,
+    outages: Outages | None = None,
     poll_timeout_ms: int = 500,
 ) -> None:
     """Consume until ``stop`` is set: decode, apply or park, then commit what was handled.
@@ -104,7 +153,8 @@ async def run_batches(
     point replays at most the uncommitted batches, which the version guard makes harmless.
     The next batch is polled and decoded while the current one is written (the stores, not
     this process, are then the ones working); it is applied only after the current one is
-    committed, and rewound with it if the current one fails.
+    committed, and rewound with it if the current one fails. A commit is the consumer's proof
+    that Kafka works: it is reported to ``outages`` as ``kafka`` being ok.
     """
     ahead: asyncio.Task[Batch | None] | None = None
     try:
@@ -132,6 +182,8 @@ async def run_batches(
                     for tp, records in batch.records.items()
                 }
             )
+            if outages is not None:
+                outages.ok("kafka")
             await _update_lag(consumer, group)
             if on_batch is not None:
                 await on_batch(batch.count)

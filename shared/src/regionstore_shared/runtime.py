@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from regionstore_shared.logs import configure_logging
+from regionstore_shared.logs import Outages, configure_logging
 from regionstore_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServiceState:
-    """What the work shares with the health endpoints."""
+    """What the work shares with the health endpoints, and the outages its logs report."""
 
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     details: dict[str, object] = field(default_factory=dict)
+    outages: Outages = field(default_factory=Outages)
 
 
 class _QuietServer(uvicorn.Server):
@@ -61,8 +62,13 @@ async def run_service(
     settings: CommonSettings, work: Callable[[ServiceState], Coroutine[Any, Any, None]]
 ) -> None:
     """Run ``work`` until it returns or SIGTERM/SIGINT arrives, serving health and metrics."""
-    configure_logging(settings.service_name, settings.log_level)
-    state = ServiceState()
+    state = ServiceState(outages=Outages(summary_every_s=settings.log_summary_s))
+    configure_logging(
+        settings.service_name,
+        settings.log_level,
+        summary_every_s=settings.log_summary_s,
+        outages=state.outages,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, state.stop.set)

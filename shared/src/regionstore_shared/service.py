@@ -49,12 +49,15 @@ async def consume_commands(
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        dead_letters = DeadLetters(producer, settings.kafka.deadletter_topic)
         applier = BatchApplier(
             collections=collections,
             status=StatusBoard(redis, settings.redis, settings.region_map.names),
             suspicion=Suspicion(settings.store.suspect_for_s),
             chunk=settings.store.write_chunk,
             parker=KafkaParker(producer, settings.kafka),
+            dead_letters=dead_letters,
+            outages=state.outages,
             role=role.value,
         )
         state.ready = True
@@ -64,7 +67,8 @@ async def consume_commands(
             group=group_id,
             applier=applier,
             select=targets_with_role(role),
-            dead_letters=DeadLetters(producer, settings.kafka.deadletter_topic),
+            dead_letters=dead_letters,
             stop=state.stop,
             role=role.value,
+            outages=state.outages,
         )

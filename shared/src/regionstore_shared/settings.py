@@ -99,6 +99,9 @@ class CommonSettings(BaseSettings):
 
     service_name: str = "regionstore"
     log_level: str = "INFO"
+    # While a dependency stays down, one summary line per this many seconds instead of one per
+    # retry (see regionstore_shared.logs).
+    log_summary_s: Annotated[float, Field(gt=0)] = 30.0
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     store: StoreSettings = StoreSettings()

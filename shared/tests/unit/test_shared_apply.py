@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pytest
 from pymongo import InsertOne, ReplaceOne
-from pymongo.errors import AutoReconnect, BulkWriteError, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    DocumentTooLarge,
+    ExecutionTimeout,
+    NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WTimeoutError,
+)
 from pymongo.results import BulkWriteResult
 
 from regionstore_shared.apply import (
     BatchApplier,
     BatchResult,
     Collection,
+    CommandRejectedError,
     Envelope,
     RegionResult,
     RegionUnavailableError,
+    Rejected,
     Suspicion,
 )
 from regionstore_shared.documents import (
@@ -29,6 +43,7 @@ from regionstore_shared.documents import (
     VERSION,
     customer_from_document,
 )
+from regionstore_shared.logs import Outages
 from regionstore_shared.schemas import (
     Action,
     Customer,
@@ -59,6 +74,11 @@ class FakeCollection:
     duplicate keys by index; a bulk of ``ReplaceOne`` (never upserting) replaces the documents
     its filter matches and reports how many matched. ``hooks`` run one per bulk write, before
     it, to let another applier write in between.
+
+    ``refuse`` maps an ``_id`` to the code every write of it fails with, reported by index as
+    a write error while the other operations of the bulk go on (a document the store rejects).
+    ``poison`` maps an ``_id`` to an error that fails any whole request holding it (a request
+    the store rejects without naming a document).
     """
 
     def __init__(self) -> None:
@@ -67,6 +87,8 @@ class FakeCollection:
         self.writes: list[tuple[list[Op], bool]] = []
         self.fail_with: PyMongoError | None = None
         self.hooks: list[Hook | None] = []
+        self.refuse: dict[str, int] = {}
+        self.poison: dict[str, Exception] = {}
 
     def find(self, *args: Any, **kwargs: Any) -> AsyncIterator[Document]:
         self.reads.append("find")
@@ -91,9 +113,17 @@ class FakeCollection:
             if hook is not None:
                 hook(self)
         assert len({type(op) for op in ops}) == 1, "inserts and replaces go in separate bulks"
+        for op in ops:
+            poison = self.poison.get(_id_of(op))
+            if poison is not None:
+                raise poison
         errors: list[dict[str, Any]] = []
         inserted = matched = 0
         for index, op in enumerate(ops):
+            code = self.refuse.get(_id_of(op))
+            if code is not None:
+                errors.append({"index": index, "code": code, "errmsg": f"refused with {code}"})
+                continue
             if isinstance(op, InsertOne):
                 doc: Document = op._doc
                 if doc["_id"] in self.docs:
@@ -127,6 +157,15 @@ class FakeCollection:
         """The operation types of every bulk write, in order."""
         return [[type(op) for op in ops] for ops, _ in self.writes]
 
+    def ids(self) -> list[list[str]]:
+        """The ``_id`` of every operation of every bulk write, in order."""
+        return [[_id_of(op) for op in ops] for ops, _ in self.writes]
+
+
+def _id_of(op: Op) -> str:
+    customer_id: str = op._doc["_id"] if isinstance(op, InsertOne) else op._filter["_id"]
+    return customer_id
+
 
 class FakeStatus:
     def __init__(self, statuses: dict[str, NodeStatus] | None = None) -> None:
@@ -144,6 +183,18 @@ class RecordingParker:
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
         self.parked.append((region, list(envelopes), reason))
+
+
+class RecordingDeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Rejected]] = []
+
+    async def send_commands(self, region: str, rejected: Sequence[Rejected]) -> None:
+        self.sent.extend((region, r) for r in rejected)
+
+    def keys(self) -> list[tuple[str, str]]:
+        """(region, customer id) of every dead-lettered command, in order."""
+        return [(region, r.envelope.command.key) for region, r in self.sent]
 
 
 class FakeTime:
@@ -230,19 +281,24 @@ class Harness:
         self,
         *,
         parker: bool = True,
+        dead_letters: bool = True,
         hold_s: float = 3.0,
         chunk: int = 250,
     ) -> None:
         self.stores = {name: FakeCollection() for name in ("region_1", "region_2", "region_3")}
         self.status = FakeStatus()
         self.parker = RecordingParker()
+        self.dead_letters = RecordingDeadLetters()
         self.time = FakeTime()
         self.suspicion = Suspicion(hold_s, clock=self.time)
+        self.outages = Outages(clock=self.time)
         self.applier = BatchApplier(
             collections=cast("Mapping[str, Collection]", self.stores),
             status=self.status,
             suspicion=self.suspicion,
             parker=self.parker if parker else None,
+            dead_letters=self.dead_letters if dead_letters else None,
+            outages=self.outages,
             role="writer",
             chunk=chunk,
         )
@@ -629,27 +685,6 @@ class TestParking:
         ((_, parked, _),) = harness.parker.parked
         assert [e.command.key for e in parked] == [CUSTOMER, "other"]
 
-    async def test_a_bulk_write_error_other_than_duplicate_key_parks(
-        self, harness: Harness
-    ) -> None:
-        error = BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "validation"}]})
-        harness.stores["region_1"].hooks = [_raise(error)]
-        result = await harness.apply(upsert(1), select=home_only)
-        assert result.regions["region_1"] == RegionResult(parked=1, parked_reason="write_failed")
-        assert len(harness.stores["region_1"].writes) == 1  # no replace attempted
-
-    async def test_a_non_duplicate_error_among_duplicates_parks(self, harness: Harness) -> None:
-        error = BulkWriteError(
-            {
-                "writeErrors": [duplicate_key(0), {"index": 1, "code": 121, "errmsg": "invalid"}],
-                "writeConcernErrors": [],
-            }
-        )
-        harness.stores["region_1"].hooks = [_raise(error)]
-        result = await harness.apply(upsert(1), upsert_of("other", 2), select=home_only)
-        assert result.regions["region_1"] == RegionResult(parked=2, parked_reason="write_failed")
-        assert len(harness.stores["region_1"].writes) == 1
-
     async def test_a_duplicate_key_with_a_write_concern_error_parks(self, harness: Harness) -> None:
         error = BulkWriteError(
             {
@@ -676,6 +711,203 @@ class TestParking:
         assert (result.written, result.parked) == (1, 1)
 
 
+TRANSIENT_ERRORS = [
+    pytest.param(AutoReconnect("connection reset"), id="AutoReconnect"),
+    pytest.param(NetworkTimeout("timed out"), id="NetworkTimeout"),
+    pytest.param(ServerSelectionTimeoutError("no primary"), id="ServerSelectionTimeoutError"),
+    pytest.param(NotPrimaryError("not primary", {"code": 10107}), id="NotPrimaryError"),
+    pytest.param(ExecutionTimeout("maxTimeMS", 50), id="ExecutionTimeout"),
+    pytest.param(WTimeoutError("waiting for replication", 64), id="WTimeoutError"),
+    pytest.param(OperationFailure("PostgreSQL unreachable", 1), id="FerretDB-InternalError"),
+    pytest.param(OperationFailure("stepped down", 189), id="PrimarySteppedDown"),
+    pytest.param(
+        OperationFailure("odd", 2, {"errorLabels": ["RetryableWriteError"]}), id="labelled"
+    ),
+    pytest.param(
+        BulkWriteError({"writeErrors": [{"index": 0, "code": 11602, "errmsg": "repl state"}]}),
+        id="per-item-transient-code",
+    ),
+    pytest.param(
+        BulkWriteError(
+            {"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "wtimeout"}]}
+        ),
+        id="writeConcernError",
+    ),
+]
+
+
+class TestFailureClasses:
+    """Transient failures park and suspect the region; permanent ones dead-letter the command."""
+
+    @pytest.mark.parametrize("error", TRANSIENT_ERRORS)
+    async def test_a_transient_failure_parks_and_suspects_the_region(
+        self, harness: Harness, error: Exception
+    ) -> None:
+        harness.stores["region_1"].hooks = [_raise(error)]
+        result = await harness.apply(upsert_of("a", 1), upsert_of("b", 2))
+        assert result.regions["region_1"] == RegionResult(parked=2, parked_reason="write_failed")
+        assert harness.suspicion.is_suspect("region_1")
+        assert harness.outages.is_down("region_1")
+        assert harness.dead_letters.sent == []
+
+    async def test_a_refused_document_is_dead_lettered_alone(self, harness: Harness) -> None:
+        store = harness.stores["region_1"]
+        store.refuse = {"bad": 121}
+        batch = [upsert_of("good", 1), upsert_of("bad", 2), upsert_of("fine", 3)]
+        result = await harness.apply(*batch)
+        assert result.regions["region_1"] == RegionResult(written=2, deadlettered=1)
+        assert set(store.docs) == {"good", "fine"}
+        assert store.kinds() == [[InsertOne] * 3]  # one request, nothing retried
+        ((region, rejected),) = harness.dead_letters.sent
+        assert (region, rejected.envelope) == ("region_1", batch[1])
+        assert rejected.error == "WriteError 121: refused with 121"
+        assert harness.parker.parked == []
+        assert not harness.suspicion.is_suspect("region_1")
+        assert not harness.outages.is_down("region_1")
+
+    async def test_a_refused_document_leaves_other_regions_alone(self, harness: Harness) -> None:
+        harness.stores["region_3"].refuse = {"bad": 2}
+        targets = (HOME_1, REPLICA_3)
+        result = await harness.apply(upsert_of("bad", 1, targets), upsert_of("ok", 2, targets))
+        assert result.regions == {
+            "region_1": RegionResult(written=2),
+            "region_3": RegionResult(written=1, deadlettered=1),
+        }
+        assert harness.dead_letters.keys() == [("region_3", "bad")]
+        assert result.deadlettered == 1
+
+    async def test_a_refused_replace_is_dead_lettered_and_the_duplicate_path_goes_on(
+        self, harness: Harness
+    ) -> None:
+        store = harness.stores["region_1"]
+        store.docs["bad"] = {"_id": "bad", VERSION: 1}
+        store.docs["older"] = {"_id": "older", VERSION: 1}
+        store.docs["newer"] = {"_id": "newer", VERSION: 99}
+        # The insert collides with the stored "bad" before its replace is refused.
+        store.hooks = [None, lambda s: s.refuse.update(bad=17419)]
+        batch = [upsert_of(i, 10) for i in ("bad", "older", "newer", "fresh")]
+        result = await harness.apply(*batch)
+        assert result.regions["region_1"] == RegionResult(written=2, stale=1, deadlettered=1)
+        assert store.kinds() == [[InsertOne] * 4, [ReplaceOne] * 3]
+        assert {k: d[VERSION] for k, d in store.docs.items()} == {
+            "bad": 1,
+            "older": 10,
+            "newer": 99,
+            "fresh": 10,
+        }
+        assert harness.dead_letters.keys() == [("region_1", "bad")]
+        assert harness.dead_letters.sent[0][1].error.startswith("WriteError 17419")
+
+    async def test_a_refused_request_is_retried_one_command_at_a_time(
+        self, harness: Harness
+    ) -> None:
+        store = harness.stores["region_1"]
+        store.poison = {"bad": OperationFailure("BSONObjectTooLarge", 10334)}
+        batch = [upsert_of("good", 1), upsert_of("bad", 2), upsert_of("fine", 3)]
+        result = await harness.apply(*batch)
+        assert result.regions["region_1"] == RegionResult(written=2, deadlettered=1)
+        assert store.ids() == [["good", "bad", "fine"], ["good"], ["bad"], ["fine"]]
+        assert set(store.docs) == {"good", "fine"}
+        ((_, rejected),) = harness.dead_letters.sent
+        assert rejected.envelope == batch[1]
+        assert rejected.error.startswith("OperationFailure 10334: BSONObjectTooLarge")
+        assert not harness.suspicion.is_suspect("region_1")
+
+    async def test_isolation_isolates_one_chunk_only(self) -> None:
+        harness = Harness(chunk=2)
+        store = harness.stores["region_1"]
+        store.poison = {"c1": OperationFailure("bad value", 2)}
+        result = await harness.apply(*(upsert_of(f"c{i}", 10 + i) for i in range(4)))
+        assert result.regions["region_1"] == RegionResult(written=3, deadlettered=1)
+        assert store.ids() == [["c0", "c1"], ["c0"], ["c1"], ["c2", "c3"]]
+
+    async def test_a_document_the_driver_cannot_encode_is_dead_lettered(
+        self, harness: Harness
+    ) -> None:
+        harness.stores["region_1"].poison = {"big": DocumentTooLarge("over 16 MiB")}
+        result = await harness.apply(upsert_of("big", 1), upsert_of("small", 2))
+        assert result.regions["region_1"] == RegionResult(written=1, deadlettered=1)
+        assert harness.dead_letters.keys() == [("region_1", "big")]
+
+    async def test_a_transient_failure_while_isolating_parks_the_rest(self) -> None:
+        harness = Harness(chunk=3)
+        store = harness.stores["region_1"]
+        store.poison = {"c1": OperationFailure("bad value", 2)}
+        # The whole chunk, then "c0" alone, then the store goes away.
+        store.hooks = [None, None, _raise(AutoReconnect("gone"))]
+        batch = [upsert_of(f"c{i}", 10 + i) for i in range(5)]
+        result = await harness.apply(*batch)
+        assert result.regions["region_1"] == RegionResult(
+            written=1, parked=4, parked_reason="write_failed"
+        )
+        ((_, parked, _),) = harness.parker.parked
+        assert [e.command.key for e in parked] == ["c1", "c2", "c3", "c4"]
+        assert harness.dead_letters.sent == []
+        assert harness.suspicion.is_suspect("region_1")
+
+    async def test_refused_commands_are_dead_lettered_before_a_later_chunk_parks(self) -> None:
+        harness = Harness(chunk=2)
+        store = harness.stores["region_1"]
+        store.refuse = {"c1": 121}
+        store.hooks = [None, _raise(AutoReconnect("gone"))]
+        result = await harness.apply(*(upsert_of(f"c{i}", 10 + i) for i in range(4)))
+        assert result.regions["region_1"] == RegionResult(
+            written=1, parked=2, parked_reason="write_failed", deadlettered=1
+        )
+        assert harness.dead_letters.keys() == [("region_1", "c1")]
+        ((_, parked, _),) = harness.parker.parked
+        assert [e.command.key for e in parked] == ["c2", "c3"]
+
+    async def test_a_transient_item_error_parks_the_whole_request(self, harness: Harness) -> None:
+        error = BulkWriteError(
+            {
+                "writeErrors": [
+                    {"index": 0, "code": 121, "errmsg": "invalid"},
+                    {"index": 1, "code": 91, "errmsg": "shutting down"},
+                ]
+            }
+        )
+        harness.stores["region_1"].hooks = [_raise(error)]
+        result = await harness.apply(upsert_of("a", 1), upsert_of("b", 2), select=home_only)
+        assert result.regions["region_1"] == RegionResult(parked=2, parked_reason="write_failed")
+        assert harness.dead_letters.sent == []
+
+    async def test_without_a_dead_letter_sink_a_refused_command_raises(self) -> None:
+        harness = Harness(dead_letters=False)
+        harness.stores["region_1"].refuse = {"bad": 121}
+        bad = upsert_of("bad", 2)
+        with pytest.raises(CommandRejectedError) as caught:
+            await harness.apply(upsert_of("good", 1), bad)
+        assert caught.value.region == "region_1"
+        assert [r.envelope for r in caught.value.rejected] == [bad]
+        message = str(caught.value)
+        assert str(bad.command.command_id) in message
+        assert "no dead-letter sink" in message
+        assert "WriteError 121" in message
+
+    async def test_a_region_is_reported_down_once_and_back_once(
+        self, harness: Harness, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = harness.stores["region_3"]
+        store.fail_with = AutoReconnect("connection refused")
+        with caplog.at_level(logging.INFO, logger="regionstore_shared"):
+            for version in range(1, 21):
+                await harness.apply(upsert(version))
+                harness.time.now += 1.0  # past the suspicion every few batches
+            attempts = len(store.writes)
+            store.fail_with = None
+            harness.time.now += 3.0
+            await harness.apply(upsert(30))
+            await harness.apply(upsert(31))
+        outage = [r for r in caplog.records if r.__dict__.get("dependency") == "region_3"]
+        assert [(r.levelname, r.getMessage()) for r in outage] == [
+            ("WARNING", "region_3 down"),
+            ("WARNING", "region_3 back"),
+        ]
+        assert 1 < attempts < 20  # the suspicion spared most batches a write
+        assert outage[-1].__dict__["failures"] == attempts
+
+
 class TestWithoutParker:
     async def test_a_region_marked_unavailable_raises(self) -> None:
         harness = Harness(parker=False)
@@ -693,13 +925,33 @@ class TestWithoutParker:
         assert (caught.value.region, caught.value.reason) == ("region_1", "write_failed")
         assert harness.suspicion.is_suspect("region_1")
 
-    async def test_a_non_duplicate_bulk_error_raises(self) -> None:
+    async def test_a_transient_bulk_error_raises(self) -> None:
         harness = Harness(parker=False)
-        error = BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "invalid"}]})
+        error = BulkWriteError({"writeErrors": [{"index": 0, "code": 91, "errmsg": "shutdown"}]})
         harness.stores["region_1"].hooks = [_raise(error)]
         with pytest.raises(RegionUnavailableError) as caught:
             await harness.apply(upsert(1), select=home_only)
         assert caught.value.reason == "write_failed"
+
+    async def test_a_refused_command_is_dead_lettered_and_the_rest_written(self) -> None:
+        harness = Harness(parker=False)
+        harness.stores["region_1"].refuse = {"bad": 121}
+        result = await harness.apply(upsert_of("good", 1), upsert_of("bad", 2))
+        assert result.regions["region_1"] == RegionResult(written=1, deadlettered=1)
+        assert harness.dead_letters.keys() == [("region_1", "bad")]
+
+    async def test_a_refused_command_before_a_transient_failure_is_left_to_the_replay(
+        self,
+    ) -> None:
+        harness = Harness(parker=False, chunk=1)
+        store = harness.stores["region_1"]
+        store.refuse = {"bad": 121}
+        store.hooks = [None, _raise(AutoReconnect("gone"))]
+        with pytest.raises(RegionUnavailableError):
+            await harness.apply(upsert_of("bad", 1), upsert_of("next", 2))
+        # Nothing is committed: the replay meets "bad" again and dead-letters it then, once.
+        assert harness.dead_letters.sent == []
+        assert harness.suspicion.is_suspect("region_1")
 
     async def test_a_recent_failure_raises(self) -> None:
         harness = Harness(parker=False)

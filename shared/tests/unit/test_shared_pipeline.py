@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 
-from regionstore_shared.apply import Envelope, RegionUnavailableError
-from regionstore_shared.pipeline import run_batches
+from regionstore_shared.apply import Envelope, RegionUnavailableError, Rejected
+from regionstore_shared.logs import Outages
+from regionstore_shared.pipeline import DeadLetters as KafkaDeadLetters
+from regionstore_shared.pipeline import decode_records, run_batches
 from regionstore_shared.schemas import (
     Action,
     DeleteCustomer,
@@ -112,6 +115,7 @@ async def _run(
     applier: Applier,
     stop: asyncio.Event,
     dead_letters: DeadLetters | None = None,
+    outages: Outages | None = None,
 ) -> None:
     await run_batches(
         consumer,  # type: ignore[arg-type]
@@ -121,6 +125,7 @@ async def _run(
         dead_letters=dead_letters or DeadLetters(),  # type: ignore[arg-type]
         stop=stop,
         role="recovery",
+        outages=outages,
     )
 
 
@@ -198,3 +203,83 @@ async def test_a_batch_polled_ahead_of_a_stop_is_rewound_not_skipped() -> None:
     assert applier.calls == 1
     assert consumer.commits == [{TP: 1}]
     assert consumer.seeks == [(TP, 1)]
+
+
+async def test_a_commit_reports_kafka_ok() -> None:
+    stop = asyncio.Event()
+    outages = Outages()
+    outages.failed("kafka", "Unable connect to node with id 1")
+    consumer = FakeConsumer([[delete_record(0)]], stop)
+    await _run(consumer, Applier(fail_on_call=None), stop, outages=outages)
+    assert consumer.commits == [{TP: 1}]
+    assert not outages.is_down("kafka")
+
+
+async def test_a_failed_batch_does_not_report_kafka_ok() -> None:
+    stop = asyncio.Event()
+    outages = Outages()
+    outages.failed("kafka", "Unable connect to node with id 1")
+    consumer = FakeConsumer([[delete_record(0)]], stop)
+    with pytest.raises(RegionUnavailableError):
+        await _run(consumer, Applier(fail_on_call=1), stop, outages=outages)
+    assert outages.is_down("kafka")
+
+
+def test_decoded_envelopes_remember_their_topic() -> None:
+    batch = decode_records({TP: [delete_record(0)]})
+    (envelope,) = batch.envelopes
+    assert envelope.topic == "pending.region_1"
+
+
+class FakeFuture:
+    def __init__(self, sent: list[dict[str, Any]], message: dict[str, Any]) -> None:
+        self._sent = sent
+        self._message = message
+
+    def __await__(self) -> Any:
+        async def acked() -> None:
+            self._sent.append(self._message)
+
+        return acked().__await__()
+
+
+class FakeProducer:
+    """Records a message once its send is awaited: acknowledged, like Kafka's future."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, **message: Any) -> FakeFuture:
+        return FakeFuture(self.sent, {"topic": topic, **message})
+
+
+def _deadlettered(region: str, source_topic: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "regionstore_commands_deadlettered_total",
+        {"source_topic": source_topic, "region": region},
+    )
+    return value or 0.0
+
+
+async def test_refused_commands_are_dead_lettered_with_region_and_reason() -> None:
+    producer = FakeProducer()
+    dead_letters = KafkaDeadLetters(producer, "customers.deadletter")
+    record = delete_record(7)
+    envelope = Envelope(decode_records({TP: [record]}).envelopes[0].command, record.value, TP.topic)
+    before = _deadlettered("region_2", TP.topic)
+
+    await dead_letters.send_commands(
+        "region_2", [Rejected(envelope, "WriteError 121: Document failed validation")]
+    )
+
+    (message,) = producer.sent
+    assert message["topic"] == "customers.deadletter"
+    assert message["value"] == record.value  # the original bytes, unchanged
+    assert message["key"] == b"c7"
+    assert dict(message["headers"]) == {
+        "regionstore-error": b"WriteError 121: Document failed validation",
+        "regionstore-region": b"region_2",
+        "regionstore-command-id": str(envelope.command.command_id).encode(),
+        "regionstore-source-topic": TP.topic.encode(),
+    }
+    assert _deadlettered("region_2", TP.topic) == before + 1

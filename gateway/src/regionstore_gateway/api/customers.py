@@ -6,42 +6,35 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from regionstore_gateway.api.dependencies import WaitQuery, WritesDep
-from regionstore_gateway.api.errors import field_error
-from regionstore_gateway.deps import SettingsDep
+from regionstore_gateway.api.dependencies import KeyHeader, WaitQuery, WritesDep
+from regionstore_gateway.api.errors import field_error, write_responses
+from regionstore_gateway.deps import IdempotencyDep, SettingsDep
+from regionstore_gateway.idempotency import IdempotencyStore, request_hash
+from regionstore_gateway.keyed_writes import Answer, write_once
 from regionstore_gateway.models import (
     Accepted,
-    BatchDelete,
-    BatchItem,
-    BatchItemResult,
-    BatchResult,
     CustomerFields,
     CustomerOut,
     CustomerPage,
     CustomerPatch,
 )
 from regionstore_gateway.repository import CustomerFilter, Found, Lookup
-from regionstore_gateway.writes import (
-    Command,
-    CustomerExistsError,
-    KafkaUnavailableError,
-    Writes,
-    Written,
-)
+from regionstore_gateway.writes import Command, CustomerExistsError, Writes, Written
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import UF_CODES, Customer, CustomerId, UpsertCustomer
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-_ITEM = TypeAdapter[BatchItem](BatchItem)
 _ZIP = "customer_zip_code_prefix"
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 def accepted(written: Written) -> Accepted:
@@ -84,153 +77,170 @@ def _customer(data: dict[str, Any]) -> Customer:
         ) from error
 
 
-async def _write_upsert(
-    writes: Writes, customer: Customer, *, create_only: bool, wait: bool
-) -> Written:
+async def prepare_upsert(writes: Writes, customer: Customer, *, create_only: bool) -> Command:
+    """The upsert command for a request; 422 for a zip no region takes, 409 for create-only."""
     try:
-        return await writes.upsert(customer, create_only=create_only, wait=wait)
+        return await writes.prepare_upsert(customer, create_only=create_only)
     except ZipOutOfRangeError as error:
         raise field_error(("body", _ZIP), str(error)) from error
     except CustomerExistsError as error:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"customer {customer.customer_id} already exists"
         ) from error
-    except KafkaUnavailableError as error:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+def replay_header(answer: Answer, response: Response) -> None:
+    """Tell the client an answer was replayed from the first request with its key."""
+    if answer.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+
+
+async def _write(
+    writes: Writes,
+    keys: IdempotencyStore,
+    response: Response,
+    *,
+    key: str | None,
+    request: str,
+    build: Callable[[], Awaitable[Command]],
+    wait: bool,
+) -> dict[str, Any]:
+    answer = await write_once(
+        writes,
+        keys=keys,
+        key=key,
+        request=request,
+        build=build,
+        answer=lambda written: accepted(written).model_dump(mode="json"),
+        wait=wait,
+    )
+    replay_header(answer, response)
+    return answer.body
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted, responses=write_responses()
+)
 async def create_customer(
     customer: Customer,
     writes: WritesDep,
+    keys: IdempotencyDep,
+    response: Response,
     wait: WaitQuery = None,
     if_none_match: Annotated[
         str | None, Header(description="'*' makes this create-only: 409 if the id exists.")
     ] = None,
-) -> Accepted:
+    idempotency_key: KeyHeader = None,
+) -> dict[str, Any]:
     """Create (or, without ``If-None-Match: *``, replace) a customer."""
     create_only = if_none_match is not None and if_none_match.strip() == "*"
-    written = await _write_upsert(writes, customer, create_only=create_only, wait=wait is not None)
-    return accepted(written)
+    return await _write(
+        writes,
+        keys,
+        response,
+        key=idempotency_key,
+        request=request_hash(
+            "POST /v1/customers",
+            customer=customer.model_dump(mode="json"),
+            create_only=create_only,
+        ),
+        build=lambda: prepare_upsert(writes, customer, create_only=create_only),
+        wait=wait is not None,
+    )
 
 
-@router.put("/{customer_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+@router.put(
+    "/{customer_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=write_responses(),
+)
 async def put_customer(
-    customer_id: PathId, body: CustomerFields, writes: WritesDep, wait: WaitQuery = None
-) -> Accepted:
+    customer_id: PathId,
+    body: CustomerFields,
+    writes: WritesDep,
+    keys: IdempotencyDep,
+    response: Response,
+    wait: WaitQuery = None,
+    idempotency_key: KeyHeader = None,
+) -> dict[str, Any]:
     """Create or replace a customer."""
     if body.customer_id is not None and body.customer_id != customer_id:
         raise field_error(("body", "customer_id"), "must equal the customer id in the path")
     customer = _customer({**body.model_dump(), "customer_id": customer_id})
-    written = await _write_upsert(writes, customer, create_only=False, wait=wait is not None)
-    return accepted(written)
+    return await _write(
+        writes,
+        keys,
+        response,
+        key=idempotency_key,
+        request=request_hash("PUT /v1/customers/{id}", customer=customer.model_dump(mode="json")),
+        build=lambda: prepare_upsert(writes, customer, create_only=False),
+        wait=wait is not None,
+    )
 
 
-@router.patch("/{customer_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+@router.patch(
+    "/{customer_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=write_responses(),
+)
 async def patch_customer(
-    customer_id: PathId, body: CustomerPatch, writes: WritesDep, wait: WaitQuery = None
-) -> Accepted:
+    customer_id: PathId,
+    body: CustomerPatch,
+    writes: WritesDep,
+    keys: IdempotencyDep,
+    response: Response,
+    wait: WaitQuery = None,
+    idempotency_key: KeyHeader = None,
+) -> dict[str, Any]:
     """Change some fields; a zip in another region moves the customer there."""
-    found = _live_or_raise(writes, customer_id, await writes.lookup(customer_id))
-    current = customer_out(found).model_dump(include=set(Customer.model_fields))
-    customer = _customer({**current, **body.model_dump(exclude_unset=True, exclude_none=True)})
-    written = await _write_upsert(writes, customer, create_only=False, wait=wait is not None)
-    return accepted(written)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+
+    async def merged() -> Command:
+        found = _live_or_raise(writes, customer_id, await writes.lookup(customer_id))
+        current = customer_out(found).model_dump(include=set(Customer.model_fields))
+        customer = _customer({**current, **changes})
+        return await prepare_upsert(writes, customer, create_only=False)
+
+    return await _write(
+        writes,
+        keys,
+        response,
+        key=idempotency_key,
+        request=request_hash("PATCH /v1/customers/{id}", customer_id=customer_id, patch=changes),
+        build=merged,
+        wait=wait is not None,
+    )
 
 
-@router.delete("/{customer_id}", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
+@router.delete(
+    "/{customer_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=write_responses(),
+)
 async def delete_customer(
-    customer_id: PathId, writes: WritesDep, wait: WaitQuery = None
-) -> Accepted:
+    customer_id: PathId,
+    writes: WritesDep,
+    keys: IdempotencyDep,
+    response: Response,
+    wait: WaitQuery = None,
+    idempotency_key: KeyHeader = None,
+) -> dict[str, Any]:
     """Delete a customer: a versioned tombstone in every region that may hold it."""
-    try:
-        written = await writes.delete(customer_id, wait=wait is not None)
-    except KafkaUnavailableError as error:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
-    return accepted(written)
 
+    async def tombstone() -> Command:
+        return writes.delete_command(customer_id)
 
-@router.post(":batch", status_code=status.HTTP_202_ACCEPTED, response_model=BatchResult)
-async def batch(
-    body: dict[str, list[Any]], writes: WritesDep, settings: SettingsDep, response: Response
-) -> BatchResult:
-    """Many upserts and deletes in one request, each validated and answered on its own."""
-    items = body.get("items")
-    if items is None or set(body) != {"items"}:
-        raise field_error(("body", "items"), 'the body must be {"items": [...]}', "missing")
-    limit = settings.api.max_batch_items
-    if len(items) > limit:
-        raise field_error(
-            ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
-        )
-    results: list[BatchItemResult] = []
-    valid: list[tuple[int, BatchItem]] = []
-    for index, raw in enumerate(items):
-        if isinstance(raw, dict) and "op" not in raw:
-            raw = {**raw, "op": "upsert"}
-        try:
-            item = _ITEM.validate_python(raw)
-        except ValidationError as error:
-            errors = [
-                {"loc": ["body", "items", index, *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in error.errors(include_url=False)
-            ]
-            results.append(BatchItemResult(index=index, status="rejected", errors=errors))
-            continue
-        valid.append((index, item))
-    commands = await _batch_commands(writes, valid, results)
-    if commands:
-        try:
-            outcomes = await writes.publish([command for _, command in commands])
-        except KafkaUnavailableError as error:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
-        for (index, command), outcome in zip(commands, outcomes, strict=True):
-            results.append(_item_result(index, command, outcome))
-    results.sort(key=lambda r: r.index)
-    counts = {s: sum(r.status == s for r in results) for s in ("accepted", "rejected", "failed")}
-    if not counts["accepted"] and items:
-        response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
-    return BatchResult(**counts, results=results)
-
-
-async def _batch_commands(
-    writes: Writes, valid: list[tuple[int, BatchItem]], results: list[BatchItemResult]
-) -> list[tuple[int, Command]]:
-    commands: list[tuple[int, Command]] = []
-    for index, item in valid:
-        if isinstance(item, BatchDelete):
-            commands.append((index, writes.delete_command(item.customer_id)))
-            continue
-        try:
-            commands.append((index, writes.upsert_command(item.customer)))
-        except ZipOutOfRangeError as error:
-            loc = ["body", "items", index, "customer", _ZIP]
-            results.append(
-                BatchItemResult(
-                    index=index,
-                    status="rejected",
-                    customer_id=item.customer.customer_id,
-                    errors=[{"loc": loc, "msg": str(error), "type": "value_error"}],
-                )
-            )
-    return commands
-
-
-def _item_result(index: int, command: Command, error: BaseException | None) -> BatchItemResult:
-    if error is not None:
-        return BatchItemResult(
-            index=index,
-            status="failed",
-            customer_id=command.key,
-            errors=[{"loc": ["kafka"], "msg": repr(error), "type": "kafka_error"}],
-        )
-    return BatchItemResult(
-        index=index,
-        status="accepted",
-        customer_id=command.key,
-        command_id=str(command.command_id),
-        version=command.version,
-        region=command.home_region if isinstance(command, UpsertCustomer) else None,
+    return await _write(
+        writes,
+        keys,
+        response,
+        key=idempotency_key,
+        request=request_hash("DELETE /v1/customers/{id}", customer_id=customer_id),
+        build=tombstone,
+        wait=wait is not None,
     )
 
 

@@ -1,10 +1,29 @@
-"""Errors answered in FastAPI's validation shape, so every 4xx names the field and the reason."""
+"""Error answers: every 422 names the field and the reason (FastAPI's validation shape), and a
+write that was not acknowledged says whether it may still land (504) or certainly not (503)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
+from regionstore_gateway.models import NotAccepted, OutcomeUnknown
+from regionstore_gateway.writes import KafkaUnavailableError, OutcomeUnknownError
+
+UNKNOWN_DETAIL = (
+    "Kafka did not acknowledge the write in time; outcome unknown: the write may or may not be "
+    f"applied; retry with the same {HEADER} (without one, a retry is a new write)"
+)
+KAFKA_DOWN_DETAIL = "Kafka did not take the write; not accepted: nothing was written, retry later"
+REDIS_DOWN_DETAIL = (
+    f"the {HEADER} cannot be checked: Redis cannot be reached or failed; not accepted: nothing "
+    f"was written, retry later (a write without {HEADER} does not need Redis)"
+)
+KEY_REUSED = f"was already used with a different request; use a new {HEADER} for a new write"
 
 
 def field_error(
@@ -12,3 +31,78 @@ def field_error(
 ) -> RequestValidationError:
     """A 422 for one field."""
     return RequestValidationError([{"loc": tuple(loc), "msg": message, "type": kind}])
+
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def write_responses() -> dict[int | str, Any]:
+    """OpenAPI of the answers a write route gives besides its 202."""
+    return {
+        202: {
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "'true' when answered from the first request with this "
+                    "Idempotency-Key: nothing was published this time.",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        422: {
+            # FastAPI's own validation error schema, which it documents for every other route.
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+            },
+            "description": "Invalid body, path or Idempotency-Key, or an Idempotency-Key "
+            "already used with a different request; `detail` names the field and the reason.",
+        },
+        503: {
+            "model": NotAccepted,
+            "headers": RETRY_AFTER,
+            "description": "Not accepted: Kafka certainly did not take the write, or an "
+            "Idempotency-Key was given and Redis cannot be reached. Nothing was published.",
+        },
+        504: {
+            "model": OutcomeUnknown,
+            "headers": RETRY_AFTER,
+            "description": "Outcome unknown: the command was handed to Kafka but not "
+            "acknowledged in time, so it may or may not be applied. Retry with the same "
+            "Idempotency-Key to get it applied exactly once.",
+        },
+    }
+
+
+def install(app: FastAPI, *, retry_after_s: int) -> None:
+    """Answer the write errors every write route shares."""
+    retry = {"Retry-After": str(retry_after_s)}
+
+    async def unknown(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, OutcomeUnknownError)
+        body = OutcomeUnknown(
+            detail=UNKNOWN_DETAIL,
+            command_id=str(error.command.command_id),
+            version=error.command.version,
+        )
+        return JSONResponse(body.model_dump(), status_code=504, headers=retry)
+
+    async def kafka_down(_: Request, error: Exception) -> JSONResponse:
+        body = NotAccepted(detail=f"{KAFKA_DOWN_DETAIL} ({error})")
+        return JSONResponse(body.model_dump(), status_code=503, headers=retry)
+
+    async def redis_down(_: Request, error: Exception) -> JSONResponse:
+        body = NotAccepted(detail=f"{REDIS_DOWN_DETAIL} ({error})")
+        return JSONResponse(body.model_dump(), status_code=503, headers=retry)
+
+    async def key_reused(_: Request, __: Exception) -> JSONResponse:
+        detail = [{"loc": ["header", HEADER], "msg": KEY_REUSED, "type": "idempotency_key_reused"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    app.add_exception_handler(OutcomeUnknownError, unknown)
+    app.add_exception_handler(KafkaUnavailableError, kafka_down)
+    app.add_exception_handler(IdempotencyUnavailableError, redis_down)
+    app.add_exception_handler(KeyReusedError, key_reused)

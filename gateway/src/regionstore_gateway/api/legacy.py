@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from regionstore_gateway.api.customers import _write_upsert, customer_out, validate_filter
-from regionstore_gateway.api.dependencies import WritesDep
-from regionstore_gateway.deps import BoardDep, SettingsDep
+from regionstore_gateway.api.customers import (
+    customer_out,
+    prepare_upsert,
+    replay_header,
+    validate_filter,
+)
+from regionstore_gateway.api.dependencies import KeyHeader, WritesDep
+from regionstore_gateway.api.errors import write_responses
+from regionstore_gateway.deps import BoardDep, IdempotencyDep, SettingsDep
+from regionstore_gateway.idempotency import request_hash
+from regionstore_gateway.keyed_writes import write_once
 from regionstore_gateway.models import StatusBody
+from regionstore_gateway.writes import Written
 from regionstore_shared.schemas import Customer
 
 router = APIRouter(tags=["original routes"])
@@ -49,14 +58,33 @@ class LegacyFilterResult(BaseModel):
     incomplete: bool
 
 
-@router.post("/create-customer", status_code=status.HTTP_202_ACCEPTED)
-async def create_customer(customer: Customer, writes: WritesDep) -> dict[str, object]:
+@router.post("/create-customer", status_code=status.HTTP_202_ACCEPTED, responses=write_responses())
+async def create_customer(
+    customer: Customer,
+    writes: WritesDep,
+    keys: IdempotencyDep,
+    response: Response,
+    idempotency_key: KeyHeader = None,
+) -> dict[str, object]:
     """Accept a customer (same as POST /v1/customers)."""
-    written = await _write_upsert(writes, customer, create_only=False, wait=False)
+    answer = await write_once(
+        writes,
+        keys=keys,
+        key=idempotency_key,
+        request=request_hash("POST /create-customer", customer=customer.model_dump(mode="json")),
+        build=lambda: prepare_upsert(writes, customer, create_only=False),
+        answer=_accepted,
+        wait=False,
+    )
+    replay_header(answer, response)
+    return answer.body
+
+
+def _accepted(written: Written) -> dict[str, object]:
     command = written.command
     return {
         "message": "customer accepted",
-        "customer_id": customer.customer_id,
+        "customer_id": command.key,
         "command_id": str(command.command_id),
         "version": command.version,
     }

@@ -740,6 +740,7 @@ function showWriteError(err, testidPrefix = "error-", messageBox = "form-message
   if (err.status === 409) text = `${err.message}: choose another id, or edit the existing customer.`;
   else if (err.status === 404) text = `Not found: ${err.message}`;
   else if (err.status === 503) text = `The write was not accepted, try again shortly: ${err.message}`;
+  else if (err.status === 504) text = "Kafka did not confirm the write in time: it may or may not have been saved. Reload the customer before trying again.";
   else if (err.status === 0) text = err.message;
   else text = `Error ${err.status}: ${err.message}`;
   setFormMessage(messageBox, text);

@@ -1,0 +1,180 @@
+"""Idempotency keys: one command per key, so a retried write is published as the same command.
+
+A key maps, in Redis, to the hash of the request it was first used with (route and normalised
+body), the command the gateway built for it (id, version, targets and all), whether Kafka has
+acknowledged that command, and the answer then given. A retry is answered from the record: the
+stored answer once acknowledged, else the stored command is produced again. Producing it twice is
+safe because the apply ignores a version a region already holds.
+
+Records live under a SHA-256 of the key, not the key itself: the gateway never needs the raw key
+back, and the hash keeps Redis key names short and free of whatever characters clients choose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from regionstore_shared import schemas
+
+MAX_KEY_LENGTH = 200
+HEADER = "Idempotency-Key"
+
+
+def _printable_ascii(value: str) -> str:
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ValueError("must contain only printable ASCII characters (space to '~')")
+    return value
+
+
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="1-200 printable ASCII characters, unique per intended write (a UUID, say). "
+        "A retry with the same key and the same request is published as the same command "
+        "(same command_id and version), or answered from the first answer once Kafka took it; "
+        "the same key with a different request is a 422. Remembered for a day (configurable).",
+        examples=["3f1c9a4e-6a7b-4b8e-9c51-2d2f0c6e7a10"],
+    ),
+    AfterValidator(_printable_ascii),
+]
+
+
+def request_hash(route: str, **parts: object) -> str:
+    """A digest of what a request asks for: the route and its normalised body."""
+    canonical = json.dumps({"route": route, **parts}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RecordState(StrEnum):
+    """How far the command of a key got."""
+
+    PENDING = "pending"
+    """Claimed; Kafka's acknowledgement not (yet) seen, so the outcome may be unknown."""
+    ACKED = "acked"
+    """Kafka acknowledged the command; ``answer`` is what the client was told."""
+
+
+class Record(BaseModel):
+    """What the gateway remembers about one idempotency key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_hash: str
+    state: RecordState
+    command: schemas.Command = Field(description="The one command published for this key.")
+    answer: dict[str, Any] | None = Field(
+        default=None, description="The 202 body, once Kafka acknowledged the command."
+    )
+
+    def acked(self, answer: dict[str, Any]) -> Record:
+        """The same record, acknowledged with the answer given."""
+        return self.model_copy(update={"state": RecordState.ACKED, "answer": answer})
+
+
+class IdempotencyUnavailableError(Exception):
+    """Redis cannot be reached, so a keyed write cannot be made safe to retry."""
+
+
+class KeyReusedError(Exception):
+    """The key was first used with a different request."""
+
+
+class IdempotencyStore:
+    """Idempotency records in Redis, each expiring a fixed time after its key was first used.
+
+    Every method takes many keys at once, so a batch costs a few round trips, not one per item.
+    """
+
+    def __init__(self, redis: Redis, *, prefix: str, ttl_s: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+
+    def redis_key(self, key: str) -> str:
+        """Where the record of an idempotency key is stored."""
+        return self._prefix + hashlib.sha256(key.encode()).hexdigest()
+
+    async def find(self, keys: Sequence[str]) -> list[Record | None]:
+        """The record of each key, or None for a key never used (or expired)."""
+        if not keys:
+            return []
+        try:
+            values = await self._redis.mget([self.redis_key(k) for k in keys])
+        except RedisError as error:
+            raise IdempotencyUnavailableError(str(error)) from error
+        return [_parse(value) for value in values]
+
+    async def claim(self, claims: Sequence[tuple[str, Record]]) -> list[Record]:
+        """Store each pending record unless its key is taken; return the record each key holds.
+
+        A key another request claimed meanwhile keeps that request's record, and the caller
+        must go on with it (its command, or its answer), never with its own.
+        """
+        held: dict[str, Record] = {}
+        todo = list(claims)
+        # A key can be taken by our SET NX's rival and expire before our GET; such a key is
+        # claimed again rather than published without a record.
+        for _ in range(3):
+            if not todo:
+                break
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, record in todo:
+                        pipe.set(
+                            self.redis_key(key), record.model_dump_json(), nx=True, ex=self._ttl_s
+                        )
+                    stored = await pipe.execute()
+            except RedisError as error:
+                raise IdempotencyUnavailableError(str(error)) from error
+            held.update((key, record) for (key, record), ok in zip(todo, stored, strict=True) if ok)
+            lost = [(key, record) for (key, record), ok in zip(todo, stored, strict=True) if not ok]
+            winners = await self.find([key for key, _ in lost])
+            held.update(
+                (key, w) for (key, _), w in zip(lost, winners, strict=True) if w is not None
+            )
+            todo = [
+                (key, record) for (key, record), w in zip(lost, winners, strict=True) if w is None
+            ]
+        if todo:
+            raise IdempotencyUnavailableError("idempotency keys kept expiring while claimed")
+        return [held[key] for key, _ in claims]
+
+    async def acknowledge(self, acks: Sequence[tuple[str, Record]]) -> None:
+        """Overwrite each key's record with its acknowledged one, keeping the original expiry."""
+        if not acks:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, record in acks:
+                    pipe.set(self.redis_key(key), record.model_dump_json(), xx=True, keepttl=True)
+                await pipe.execute()
+        except RedisError as error:
+            raise IdempotencyUnavailableError(str(error)) from error
+
+
+def check(record: Record, request: str) -> Record:
+    """The record, if it was made for this request; else KeyReusedError."""
+    if record.request_hash != request:
+        raise KeyReusedError("the key was already used with a different request")
+    return record
+
+
+def _parse(value: str | bytes | None) -> Record | None:
+    if value is None:
+        return None
+    try:
+        return Record.model_validate_json(value)
+    except ValidationError as error:
+        # Unreadable records would otherwise make their key unusable for a day; refusing
+        # is the only answer that cannot publish a second command for it.
+        raise IdempotencyUnavailableError(f"unreadable idempotency record: {error}") from error

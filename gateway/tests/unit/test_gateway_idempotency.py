@@ -1,0 +1,690 @@
+"""Idempotency keys and honest outcomes, through the real app over fake Kafka, Redis and stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, cast
+
+import httpx
+import pytest
+from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownTopicOrPartitionError
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from regionstore_gateway.idempotency import IdempotencyStore, Record, RecordState
+from regionstore_gateway.keyed_writes import pending, write_once
+from regionstore_gateway.main import create_app
+from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.settings import ApiSettings, GatewaySettings
+from regionstore_gateway.state import State
+from regionstore_gateway.writes import Writes
+from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.clock import HybridClock
+from regionstore_shared.schemas import DeleteCustomer, UpsertCustomer, decode_command
+from regionstore_shared.settings import KafkaSettings
+from regionstore_shared.status import NodeStatus
+
+Document = dict[str, Any]
+Command = UpsertCustomer | DeleteCustomer
+NAMES = ("region_1", "region_2", "region_3")
+CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
+PREFIX = "test:idempotency:"
+TTL_S = 3600
+ACK = "ack"
+NEVER = "never"  # handed to the producer, never acknowledged
+SEND_FAILS = "send fails"  # send() raises: the record never entered the producer's buffer
+
+
+def body(zip_prefix: int = 14409, customer_id: str = CUSTOMER, city: str = "franca") -> Document:
+    return {
+        "customer_id": customer_id,
+        "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+        "customer_zip_code_prefix": zip_prefix,
+        "customer_city": city,
+        "customer_state": "SP",
+    }
+
+
+class FakeProducer:
+    """One future per send, resolved as scripted (ACK once the script runs out)."""
+
+    def __init__(self) -> None:
+        self.script: list[object] = []
+        self.sent: list[bytes] = []
+        self.on_send: Callable[[Command], None] | None = None
+
+    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+        outcome = self.script.pop(0) if self.script else ACK
+        if outcome == SEND_FAILS:
+            raise UnknownTopicOrPartitionError()
+        self.sent.append(value)
+        if self.on_send is not None:
+            self.on_send(decode_command(value))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        elif outcome == ACK:
+            future.set_result("record metadata")
+        return future
+
+    def commands(self) -> list[Command]:
+        return [decode_command(value) for value in self.sent]
+
+
+class FakePipeline:
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.queued: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> FakePipeline:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def set(self, name: str, value: str, **options: Any) -> FakePipeline:
+        self.queued.append((name, value, options))
+        return self
+
+    async def execute(self) -> list[bool | None]:
+        self.redis.check()
+        done = [self.redis.store(name, value, **options) for name, value, options in self.queued]
+        if self.redis.after_execute is not None:
+            hook, self.redis.after_execute = self.redis.after_execute, None
+            hook()
+        return done
+
+
+class FakeRedis:
+    """Strings with an expiry each; ``down`` makes every command fail as a refused connection."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.ttls: dict[str, int | None] = {}
+        self.down = False
+        self.after_mget: Callable[[], None] | None = None
+        self.after_execute: Callable[[], None] | None = None
+
+    def check(self) -> None:
+        if self.down:
+            raise RedisConnectionError(
+                "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+            )
+
+    async def mget(self, keys: list[str]) -> list[str | None]:
+        self.check()
+        values = [self.values.get(k) for k in keys]
+        if self.after_mget is not None:
+            hook, self.after_mget = self.after_mget, None
+            hook()
+        return values
+
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline(self)
+
+    def store(
+        self,
+        name: str,
+        value: str,
+        *,
+        ex: int | None = None,
+        nx: bool = False,
+        xx: bool = False,
+        keepttl: bool = False,
+    ) -> bool | None:
+        if (nx and name in self.values) or (xx and name not in self.values):
+            return None
+        self.values[name] = value
+        if not keepttl:
+            self.ttls[name] = ex
+        return True
+
+    def records(self) -> list[Record]:
+        return [Record.model_validate_json(v) for v in self.values.values()]
+
+
+class FakeCollection:
+    def __init__(self) -> None:
+        self.docs: dict[str, Document] = {}
+        self.reads = 0
+
+    async def find_one(
+        self, query: Document, projection: Mapping[str, int] | None = None
+    ) -> Document | None:
+        self.reads += 1
+        doc = self.docs.get(query["_id"])
+        return None if doc is None else dict(doc)
+
+
+class FakeBoard:
+    async def all(self) -> dict[str, NodeStatus]:
+        return {}
+
+
+class Gateway:
+    """The app over fakes, and a client talking to it in process."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.producer = FakeProducer()
+        self.redis = FakeRedis()
+        self.stores = {name: FakeCollection() for name in NAMES}
+        self.keys = IdempotencyStore(cast(Any, self.redis), prefix=PREFIX, ttl_s=TTL_S)
+        repository = CustomerRepository(
+            cast("Mapping[str, Collection]", self.stores), settings.region_map, Suspicion(3.0)
+        )
+        self.writes = Writes(
+            settings=settings,
+            producer=cast(Any, self.producer),
+            board=cast(Any, FakeBoard()),
+            repository=repository,
+            clock=HybridClock(1),
+        )
+        self.state = State(
+            settings=settings,
+            producer=cast(Any, self.producer),
+            board=cast(Any, FakeBoard()),
+            repository=repository,
+            clock=HybridClock(1),
+            idempotency=self.keys,
+            changes=cast(Any, None),
+            backlog=cast(Any, None),
+        )
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        @contextlib.asynccontextmanager
+        async def open_state(_: FastAPI) -> AsyncIterator[State]:
+            yield self.state
+
+        app = create_app(self.settings, open_state=open_state)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                yield client
+
+    def live(self, region: str, version: int, city: str = "franca") -> None:
+        self.stores[region].docs[CUSTOMER] = {
+            **body(city=city),
+            "_id": CUSTOMER,
+            "_v": version,
+            "_deleted": False,
+            "_home": "region_1",
+        }
+
+    def reads(self) -> int:
+        return sum(store.reads for store in self.stores.values())
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
+    for name in list(os.environ):
+        if name.upper().startswith("REGIONSTORE_"):
+            monkeypatch.delenv(name)
+    # The shortest acknowledgement timeout the settings allow: the timeout test waits it out.
+    return GatewaySettings(
+        kafka=KafkaSettings(request_timeout_ms=1000), api=ApiSettings(retry_after_s=7)
+    )
+
+
+@pytest.fixture
+def gateway(settings: GatewaySettings) -> Gateway:
+    return Gateway(settings)
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.client() as client:
+        yield client
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {"Idempotency-Key": key}
+
+
+def ids(response: httpx.Response) -> tuple[str, int]:
+    data = response.json()
+    return data["command_id"], data["version"]
+
+
+class TestRetryAfterAck:
+    async def test_returns_the_first_answer_and_produces_nothing(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        first = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert (first.status_code, again.status_code) == (202, 202)
+        assert again.json() == first.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert "Idempotent-Replayed" not in first.headers
+        assert len(gateway.producer.sent) == 1
+
+    async def test_the_normalised_body_is_what_counts(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        first = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        spaced = {**body(), "customer_state": " sp ", "customer_city": " franca "}
+        again = await client.post("/v1/customers", json=spaced, headers=keyed("k-1"))
+        assert ids(again) == ids(first)
+        assert len(gateway.producer.sent) == 1
+
+    async def test_a_create_only_retry_is_not_a_conflict(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        headers = {**keyed("k-1"), "If-None-Match": "*"}
+        first = await client.post("/v1/customers", json=body(), headers=headers)
+        (command,) = gateway.producer.commands()
+        gateway.live("region_1", command.version)  # it was applied: the id exists now
+        again = await client.post("/v1/customers", json=body(), headers=headers)
+        assert again.status_code == 202, again.text
+        assert ids(again) == ids(first)
+
+    @pytest.mark.parametrize(
+        ("method", "path", "payload"),
+        [
+            ("PUT", f"/v1/customers/{CUSTOMER}", body()),
+            ("DELETE", f"/v1/customers/{CUSTOMER}", None),
+            ("PATCH", f"/v1/customers/{CUSTOMER}", {"customer_city": "sao paulo"}),
+        ],
+    )
+    async def test_every_write_route_honours_the_key(
+        self,
+        gateway: Gateway,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        payload: Document | None,
+    ) -> None:
+        gateway.live("region_1", 5)
+        first = await client.request(method, path, json=payload, headers=keyed("k-1"))
+        again = await client.request(method, path, json=payload, headers=keyed("k-1"))
+        assert (first.status_code, again.status_code) == (202, 202), first.text
+        assert ids(again) == ids(first)
+        assert len(gateway.producer.sent) == 1
+
+    async def test_the_legacy_create_route_honours_the_key(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        first = await client.post("/create-customer", json=body(), headers=keyed("k-1"))
+        again = await client.post("/create-customer", json=body(), headers=keyed("k-1"))
+        assert (first.status_code, again.status_code) == (202, 202)
+        assert again.json() == first.json()
+        assert first.json()["message"] == "customer accepted"
+        assert len(gateway.producer.sent) == 1
+
+    async def test_different_keys_are_different_writes(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        first = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        other = await client.post("/v1/customers", json=body(), headers=keyed("k-2"))
+        assert ids(other)[1] > ids(first)[1]
+        assert len(gateway.producer.sent) == 2
+
+    async def test_the_record_is_kept_under_a_hash_of_the_key_for_the_ttl(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.post("/v1/customers", json=body(), headers=keyed("secret-key"))
+        ((name, raw),) = gateway.redis.values.items()
+        assert name.startswith(PREFIX)
+        assert "secret-key" not in name
+        assert gateway.redis.ttls[name] == TTL_S
+        record = Record.model_validate_json(raw)
+        assert record.state is RecordState.ACKED
+        assert record.answer == response.json()
+        assert record.command == gateway.producer.commands()[0]
+
+
+class TestRetryAfterUnknownOutcome:
+    async def test_republishes_the_identical_command(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [RequestTimedOutError()]
+        first = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert first.status_code == 504
+        again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert again.status_code == 202
+        assert ids(again) == ids(first)
+        one, two = gateway.producer.commands()
+        assert one == two
+        (record,) = gateway.redis.records()
+        assert record.state is RecordState.ACKED
+
+    async def test_a_patch_retry_reproduces_the_first_merge_without_reading(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.live("region_1", 5, city="franca")
+        gateway.producer.script = [NEVER]
+        path = f"/v1/customers/{CUSTOMER}"
+        change = {"customer_zip_code_prefix": 14410}
+        first = await client.patch(path, json=change, headers=keyed("k-1"))
+        assert first.status_code == 504
+        reads = gateway.reads()
+        gateway.live("region_1", 9, city="ribeirao preto")  # another write landed meanwhile
+        again = await client.patch(path, json=change, headers=keyed("k-1"))
+        assert again.status_code == 202
+        assert ids(again) == ids(first)
+        assert gateway.reads() == reads
+        one, two = gateway.producer.commands()
+        assert one == two
+        assert isinstance(two, UpsertCustomer)
+        assert two.customer.customer_city == "franca"
+
+    async def test_a_request_racing_ours_publishes_its_command_not_ours(
+        self, gateway: Gateway, settings: GatewaySettings
+    ) -> None:
+        rival = gateway.writes.delete_command(CUSTOMER)
+
+        def claim_first() -> None:
+            gateway.redis.store(
+                gateway.keys.redis_key("k-1"), pending("same", rival).model_dump_json(), nx=True
+            )
+
+        gateway.redis.after_mget = claim_first
+
+        async def ours() -> Command:
+            return gateway.writes.delete_command(CUSTOMER)
+
+        answer = await write_once(
+            gateway.writes,
+            keys=gateway.keys,
+            key="k-1",
+            request="same",
+            build=ours,
+            answer=lambda written: {"command_id": str(written.command.command_id)},
+            wait=False,
+        )
+        assert answer.body == {"command_id": str(rival.command_id)}
+        assert gateway.producer.commands() == [rival]
+
+
+class TestConflictsAndInvalidKeys:
+    async def test_same_key_different_body_is_a_422(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        other = await client.post("/v1/customers", json=body(city="campinas"), headers=keyed("k-1"))
+        assert other.status_code == 422
+        (error,) = other.json()["detail"]
+        assert error["loc"] == ["header", "Idempotency-Key"]
+        assert "different request" in error["msg"]
+        assert len(gateway.producer.sent) == 1
+
+    async def test_same_key_on_another_route_is_a_422(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        other = await client.delete(f"/v1/customers/{CUSTOMER}", headers=keyed("k-1"))
+        assert other.status_code == 422
+        assert len(gateway.producer.sent) == 1
+
+    @pytest.mark.parametrize(
+        ("key", "reason"),
+        [
+            ("", "at least 1 character"),
+            ("k" * 201, "at most 200 characters"),
+            ("caf\u00e9", "printable ASCII"),
+            ("a\tb", "printable ASCII"),
+        ],
+    )
+    async def test_an_invalid_key_is_a_422_naming_the_header(
+        self, gateway: Gateway, client: httpx.AsyncClient, key: str, reason: str
+    ) -> None:
+        response = await client.post(
+            "/v1/customers", json=body(), headers={b"Idempotency-Key": key.encode("latin-1")}
+        )
+        assert response.status_code == 422
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["header", "Idempotency-Key"]
+        assert reason in error["msg"]
+        assert gateway.producer.sent == []
+        assert gateway.redis.values == {}
+
+    @pytest.mark.parametrize("key", ["k", "~" * 200, "order 42/attempt:1"])
+    async def test_a_valid_key_is_accepted(self, client: httpx.AsyncClient, key: str) -> None:
+        response = await client.post("/v1/customers", json=body(), headers=keyed(key))
+        assert response.status_code == 202, response.text
+
+
+class TestOutcomes:
+    async def test_an_ack_timeout_is_a_504_with_the_command(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [NEVER]
+        response = await client.post("/v1/customers", json=body())
+        assert response.status_code == 504
+        assert response.headers["Retry-After"] == "7"
+        data = response.json()
+        (command,) = gateway.producer.commands()
+        assert data["outcome"] == "unknown"
+        assert (data["command_id"], data["version"]) == (str(command.command_id), command.version)
+        assert "may or may not be applied" in data["detail"]
+        assert "same Idempotency-Key" in data["detail"]
+
+    async def test_a_retriable_delivery_error_is_a_504(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [KafkaConnectionError()]
+        response = await client.delete(f"/v1/customers/{CUSTOMER}", headers=keyed("k-1"))
+        assert response.status_code == 504
+        assert response.json()["outcome"] == "unknown"
+        (record,) = gateway.redis.records()
+        assert record.state is RecordState.PENDING
+
+    async def test_certainly_not_sent_is_a_503(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [SEND_FAILS]
+        response = await client.post("/v1/customers", json=body())
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "7"
+        data = response.json()
+        assert data["outcome"] == "not_accepted"
+        assert "not accepted" in data["detail"]
+        assert "command_id" not in data
+
+    async def test_a_keyed_retry_after_a_503_publishes_the_claimed_command(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [SEND_FAILS]
+        refused = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert refused.status_code == 503
+        (claimed,) = gateway.redis.records()
+        again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert ids(again) == (str(claimed.command.command_id), claimed.command.version)
+
+
+class TestRedisDown:
+    async def test_a_keyed_write_is_a_503_and_produces_nothing(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.redis.down = True
+        response = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "7"
+        assert response.json()["outcome"] == "not_accepted"
+        assert "Redis cannot be reached" in response.json()["detail"]
+        assert gateway.producer.sent == []
+
+    async def test_a_write_without_a_key_does_not_need_redis(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.redis.down = True
+        response = await client.post("/v1/customers", json=body())
+        assert response.status_code == 202
+        assert len(gateway.producer.sent) == 1
+
+    async def test_redis_lost_after_kafka_took_the_command_still_answers_202(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        def go_down(_: Command) -> None:
+            gateway.redis.down = True
+
+        gateway.producer.on_send = go_down
+        first = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert first.status_code == 202
+        (record,) = gateway.redis.records()
+        assert record.state is RecordState.PENDING  # not marked: a retry publishes it again
+        gateway.redis.down = False
+        gateway.producer.on_send = None
+        again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert ids(again) == ids(first)
+        one, two = gateway.producer.commands()
+        assert one == two
+
+
+class TestStore:
+    async def test_a_key_that_expires_between_set_and_get_is_claimed_again(
+        self, gateway: Gateway
+    ) -> None:
+        name = gateway.keys.redis_key("k-1")
+        rival = pending("same", gateway.writes.delete_command(CUSTOMER))
+        gateway.redis.store(name, rival.model_dump_json())
+
+        def expire() -> None:
+            del gateway.redis.values[name]
+
+        gateway.redis.after_execute = expire  # our SET NX lost, then the rival's record expired
+        ours = pending("same", gateway.writes.delete_command(CUSTOMER))
+        assert await gateway.keys.claim([("k-1", ours)]) == [ours]
+        assert gateway.redis.records() == [ours]
+
+    async def test_an_unreadable_record_refuses_the_write(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.redis.store(gateway.keys.redis_key("k-1"), '{"not": "a record"}')
+        response = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert response.status_code == 503
+        assert "unreadable idempotency record" in response.json()["detail"]
+        assert gateway.producer.sent == []
+
+
+def batch_item(key: str | None = None, **customer: Any) -> Document:
+    item: Document = {"customer": body(**customer)}
+    if key is not None:
+        item["idempotency_key"] = key
+    return item
+
+
+class TestBatch:
+    async def test_keyed_items_are_replayed_and_unkeyed_ones_published_again(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        items = [
+            batch_item("a", customer_id="c1"),
+            batch_item(None, customer_id="c2"),
+            {"op": "delete", "customer_id": "c3", "idempotency_key": "b"},
+        ]
+        first = await client.post("/v1/customers:batch", json={"items": items})
+        again = await client.post("/v1/customers:batch", json={"items": items})
+        assert (first.status_code, again.status_code) == (202, 202)
+        one, two = first.json()["results"], again.json()["results"]
+        assert [r["status"] for r in two] == ["accepted"] * 3
+        assert two[0] == one[0]
+        assert two[2] == one[2]
+        assert two[1]["version"] > one[1]["version"]
+        assert len(gateway.producer.sent) == 4
+
+    async def test_an_item_whose_outcome_is_unknown_is_republished_identically(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        items = [batch_item("a", customer_id="c1"), batch_item("b", customer_id="c2")]
+        gateway.producer.script = [ACK, RequestTimedOutError()]
+        first = await client.post("/v1/customers:batch", json={"items": items})
+        assert first.status_code == 202
+        data = first.json()
+        assert (data["accepted"], data["unknown"], data["failed"]) == (1, 1, 0)
+        unknown = data["results"][1]
+        assert unknown["status"] == "unknown"
+        assert unknown["errors"][0]["type"] == "outcome_unknown"
+        again = await client.post("/v1/customers:batch", json={"items": items})
+        assert [r["status"] for r in again.json()["results"]] == ["accepted", "accepted"]
+        assert again.json()["results"][1]["command_id"] == unknown["command_id"]
+        assert again.json()["results"][1]["version"] == unknown["version"]
+        sent = gateway.producer.commands()
+        assert len(sent) == 3
+        assert sent[2] == sent[1]
+
+    async def test_nothing_accepted_and_some_unknown_is_a_504(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [NEVER, SEND_FAILS]
+        items = [batch_item(customer_id="c1"), batch_item(customer_id="c2")]
+        response = await client.post("/v1/customers:batch", json={"items": items})
+        assert response.status_code == 504
+        assert response.headers["Retry-After"] == "7"
+        assert [r["status"] for r in response.json()["results"]] == ["unknown", "failed"]
+
+    async def test_nothing_taken_is_a_503_with_each_item(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [SEND_FAILS]
+        items = [batch_item(customer_id="c1"), batch_item(customer_id="c2", zip_prefix=5)]
+        response = await client.post("/v1/customers:batch", json={"items": items})
+        assert response.status_code == 503
+        assert [r["status"] for r in response.json()["results"]] == ["failed", "rejected"]
+
+    async def test_a_reused_key_and_an_invalid_key_are_rejected_items(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers:batch", json={"items": [batch_item("a")]})
+        items = [batch_item("a", city="campinas"), batch_item("x" * 201, customer_id="c2")]
+        response = await client.post("/v1/customers:batch", json={"items": items})
+        assert response.status_code == 422
+        reused, invalid = response.json()["results"]
+        assert reused["status"] == invalid["status"] == "rejected"
+        assert reused["errors"][0]["loc"] == ["body", "items", 0, "idempotency_key"]
+        assert "different request" in reused["errors"][0]["msg"]
+        assert invalid["errors"][0]["loc"] == ["body", "items", 1, "upsert", "idempotency_key"]
+        assert len(gateway.producer.sent) == 1
+
+    async def test_redis_down_fails_keyed_items_only(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.redis.down = True
+        items = [batch_item("a", customer_id="c1"), batch_item(None, customer_id="c2")]
+        response = await client.post("/v1/customers:batch", json={"items": items})
+        assert response.status_code == 202
+        failed, accepted = response.json()["results"]
+        assert (failed["status"], accepted["status"]) == ("failed", "accepted")
+        assert failed["errors"][0]["type"] == "idempotency_unavailable"
+        assert [c.key for c in gateway.producer.commands()] == ["c2"]
+
+    async def test_new_commands_are_versioned_in_item_order(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        items = [
+            batch_item("a", customer_id="c1"),
+            {"op": "delete", "customer_id": "c1"},
+        ]
+        response = await client.post("/v1/customers:batch", json={"items": items})
+        upsert, delete = response.json()["results"]
+        assert delete["version"] > upsert["version"]
+        assert [c.kind for c in gateway.producer.commands()] == ["upsert", "delete"]
+
+
+class TestOpenApi:
+    @pytest.mark.parametrize(
+        ("path", "method"),
+        [
+            ("/v1/customers", "post"),
+            ("/v1/customers/{customer_id}", "put"),
+            ("/v1/customers/{customer_id}", "patch"),
+            ("/v1/customers/{customer_id}", "delete"),
+            ("/create-customer", "post"),
+        ],
+    )
+    async def test_write_routes_document_the_key_and_the_outcomes(
+        self, client: httpx.AsyncClient, path: str, method: str
+    ) -> None:
+        spec = json.loads((await client.get("/openapi.json")).text)
+        operation = spec["paths"][path][method]
+        (header,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert header["in"] == "header"
+        assert "retry" in header["description"]
+        assert {"202", "422", "503", "504"} <= set(operation["responses"])
+        assert "Retry-After" in operation["responses"]["504"]["headers"]
