@@ -143,7 +143,7 @@ sync: ## install the workspace into .venv from uv.lock (and uv itself, from PyPI
 lint: sync ## ruff and mypy
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src bench/regionstore_bench
+	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src bench/regionstore_bench tests/chaos
 
 .PHONY: test-tools
 test-tools: ## what the browser and compose tests need: Debian's chromium, docker compose, Dockerfile checks
@@ -175,6 +175,14 @@ import: sync ## load an Olist customers CSV through the batch API: make import F
 	@test -n "$(FILE)" || { echo "usage: make import FILE=path/to/olist_customers_dataset.csv" >&2; exit 2; }
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
 		uv run python -m regionstore_gateway.dataset import "$(FILE)" --url $(REGIONSTORE_GATEWAY_URL)
+
+ROUNDS ?= 1
+WRITES ?= 20000
+
+.PHONY: chaos
+chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
+		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES)
 
 .PHONY: bench
 bench: sync ## the full benchmark on the local stack (under 15 min): bench/results/latest.*

@@ -1,26 +1,32 @@
 """Proves what the stores hold against what was acknowledged.
 
 For every acknowledged write the caller knows the customer's final state (version, deleted or
-not, home region). The audit reads every region and counts, per customer:
+not, home region, and optionally every field). The audit reads every region and counts, per
+customer:
 
 - ``lost``: a region of the placement lacks the final version, or holds it as a tombstone;
 - ``stale``: a region of the placement holds an older version;
+- ``mismatched``: a region of the placement holds the final version with other field values;
 - ``duplicated``: a live copy in a region outside the placement, or a version nobody wrote;
-- ``resurrected``: a deleted customer is live anywhere.
+- ``resurrected``: a deleted customer is live anywhere;
+- ``strays``: with a ``stray_prefix``, a live customer under that id prefix that nobody
+  acknowledged (a write refused, yet applied).
 
-A correct system ends with all four at zero.
+When the expected state carries the customer's fields, the placement comes from its zip through
+the region map, not from what the gateway answered. A correct system ends with all at zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.documents import DELETED, HOME, VERSION
+from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap
 
 _POINT_READS = 200
@@ -34,6 +40,18 @@ class Expected:
     version: int
     deleted: bool
     home: str | None = None
+    fields: Mapping[str, Any] | None = None
+    """The customer's fields at the final version (``customer_unique_id``, zip, city, state)."""
+
+    def placement(self, regions: RegionMap) -> tuple[str, ...]:
+        """The regions that must hold the customer live: none once deleted."""
+        if self.deleted:
+            return ()
+        if self.fields is not None:
+            return regions.placement_of_home(
+                regions.home_of(int(self.fields["customer_zip_code_prefix"]))
+            )
+        return () if self.home is None else regions.placement_of_home(self.home)
 
 
 @dataclass(slots=True)
@@ -45,12 +63,21 @@ class AuditReport:
     stale: int = 0
     duplicated: int = 0
     resurrected: int = 0
+    mismatched: int = 0
+    strays: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
         """True when every customer is exactly where and as it should be."""
-        return not (self.lost or self.stale or self.duplicated or self.resurrected)
+        return not (
+            self.lost
+            or self.stale
+            or self.duplicated
+            or self.resurrected
+            or self.mismatched
+            or self.strays
+        )
 
     def _note(self, kind: str, text: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -59,8 +86,9 @@ class AuditReport:
             sample.append(text)
 
 
-async def _read_region(collection: Collection, ids: list[str]) -> dict[str, dict[str, Any]]:
-    projection = {VERSION: 1, DELETED: 1, HOME: 1}
+async def _read_region(
+    collection: Collection, ids: list[str], projection: dict[str, int]
+) -> dict[str, dict[str, Any]]:
     if len(ids) <= _POINT_READS:
         documents = await asyncio.gather(
             *(collection.find_one({"_id": customer_id}, projection) for customer_id in ids)
@@ -72,39 +100,70 @@ async def _read_region(collection: Collection, ids: list[str]) -> dict[str, dict
     return {d["_id"]: d async for d in collection.find({}, projection) if d["_id"] in wanted}
 
 
+async def _live_under(collection: Collection, prefix: str) -> list[str]:
+    query = {"_id": {"$regex": f"^{re.escape(prefix)}"}, DELETED: False}
+    return [d["_id"] async for d in collection.find(query, {"_id": 1})]
+
+
 async def audit(
-    expected: Iterable[Expected], collections: Mapping[str, Collection], regions: RegionMap
+    expected: Iterable[Expected],
+    collections: Mapping[str, Collection],
+    regions: RegionMap,
+    *,
+    stray_prefix: str | None = None,
 ) -> AuditReport:
-    """Compare every region's documents with the expected final states."""
+    """Compare every region's documents with the expected final states.
+
+    With ``stray_prefix``, every live customer whose id starts with it must be expected.
+    """
     wanted = {e.customer_id: e for e in expected}
     ids = sorted(wanted)
     names = list(collections)
-    reads = await asyncio.gather(*(_read_region(collections[r], ids) for r in names))
+    projection = {VERSION: 1, DELETED: 1, HOME: 1}
+    if any(e.fields is not None for e in wanted.values()):
+        projection |= dict.fromkeys(CUSTOMER_FIELDS, 1)
+    reads = await asyncio.gather(*(_read_region(collections[r], ids, projection) for r in names))
     held = dict(zip(names, reads, strict=True))
     report = AuditReport(checked=len(wanted))
     for customer_id, final in wanted.items():
-        placement = (
-            () if final.deleted or final.home is None else regions.placement_of_home(final.home)
-        )
+        placement = final.placement(regions)
         for region in names:
-            document = held[region].get(customer_id)
-            live = document is not None and not document.get(DELETED)
-            where = f"{customer_id}@{region}"
-            if final.deleted:
-                if live:
-                    report._note("resurrected", where)
-                continue
-            if region not in placement:
-                if live:
-                    report._note("duplicated", where)
-                continue
-            if document is None or (document[VERSION] == final.version and not live):
-                report._note("lost", where)
-            elif document[VERSION] < final.version:
-                report._note("stale", f"{where} v{document[VERSION]} < v{final.version}")
-            elif document[VERSION] > final.version:
-                report._note("duplicated", f"{where} holds v{document[VERSION]} > v{final.version}")
+            _check(report, final, placement, region, held[region].get(customer_id))
+    if stray_prefix is not None:
+        for region in names:
+            for customer_id in await _live_under(collections[region], stray_prefix):
+                if customer_id not in wanted:
+                    report._note("strays", f"{customer_id}@{region}")
     return report
+
+
+def _check(
+    report: AuditReport,
+    final: Expected,
+    placement: tuple[str, ...],
+    region: str,
+    document: dict[str, Any] | None,
+) -> None:
+    live = document is not None and not document.get(DELETED)
+    where = f"{final.customer_id}@{region}"
+    if final.deleted:
+        if live:
+            report._note("resurrected", where)
+        return
+    if region not in placement:
+        if live:
+            report._note("duplicated", where)
+        return
+    if document is None or (document[VERSION] == final.version and not live):
+        report._note("lost", where)
+    elif document[VERSION] < final.version:
+        report._note("stale", f"{where} v{document[VERSION]} < v{final.version}")
+    elif document[VERSION] > final.version:
+        report._note("duplicated", f"{where} holds v{document[VERSION]} > v{final.version}")
+    elif final.fields is not None:
+        differ = sorted(k for k, v in final.fields.items() if document.get(k) != v)
+        if differ:
+            report._note("mismatched", f"{where} differs in {', '.join(differ)}")
 
 
 async def wait_for_clean(
@@ -114,12 +173,13 @@ async def wait_for_clean(
     *,
     within_s: float,
     every_s: float = 0.25,
+    stray_prefix: str | None = None,
 ) -> AuditReport:
     """Audit until clean or until ``within_s`` runs out; return the last report."""
     wanted = list(expected)
     deadline = time.monotonic() + within_s
     while True:
-        report = await audit(wanted, collections, regions)
+        report = await audit(wanted, collections, regions, stray_prefix=stray_prefix)
         if report.clean or time.monotonic() >= deadline:
             return report
         await asyncio.sleep(every_s)

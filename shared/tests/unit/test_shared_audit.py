@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
@@ -9,13 +10,14 @@ import pytest
 
 from regionstore_shared.apply import Collection
 from regionstore_shared.audit import AuditReport, Expected, audit, wait_for_clean
-from regionstore_shared.documents import DELETED, HOME, VERSION
+from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 
 Document = dict[str, Any]
 REGIONS = RegionMap(DEFAULT_REGIONS)
 NAMES = ("region_1", "region_2", "region_3")
 PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1}
+FIELD_PROJECTION = dict.fromkeys(CUSTOMER_FIELDS, 1)
 POINT_READS = 200  # the most ids the audit reads one by one
 
 
@@ -34,7 +36,7 @@ class FakeCollection:
     async def find_one(self, query: Document, projection: Mapping[str, int]) -> Document | None:
         assert set(query) == {"_id"}, "a point read by _id"
         assert isinstance(query["_id"], str)
-        assert dict(projection) == PROJECTION
+        assert dict(projection) in (PROJECTION, PROJECTION | FIELD_PROJECTION)
         self.point_reads += 1
         doc = self.docs.get(query["_id"])
         return None if doc is None else self._project(doc, projection)
@@ -42,9 +44,15 @@ class FakeCollection:
     def find(self, query: Document, projection: Mapping[str, int]) -> AsyncIterator[Document]:
         self.scans.append((query, projection))
 
+        def matches(doc: Document) -> bool:
+            if "_id" in query and not re.match(query["_id"]["$regex"], doc["_id"]):
+                return False
+            return DELETED not in query or doc.get(DELETED) == query[DELETED]
+
         async def cursor() -> AsyncIterator[Document]:
             for doc in list(self.docs.values()):
-                yield self._project(doc, projection)
+                if matches(doc):
+                    yield self._project(doc, projection)
 
         return cursor()
 
@@ -321,3 +329,65 @@ class TestWaitForClean:
         )
         assert report.clean
         assert region_3.point_reads == 3
+
+
+FIELDS = {
+    "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+    "customer_zip_code_prefix": 14409,
+    "customer_city": "franca",
+    "customer_state": "SP",
+}
+
+
+def full(customer_id: str = "c", version: int = 5, **changes: Any) -> Expected:
+    """An expectation with every field, as the chaos load records it."""
+    return Expected(customer_id, version, deleted=False, fields={**FIELDS, **changes})
+
+
+class TestEveryField:
+    def put(self, stores: Stores, home: str, version: int = 5, **changes: Any) -> None:
+        stores.placed("c", version, home)
+        for region in REGIONS.placement_of_home(home):
+            stores.regions[region].docs["c"].update({**FIELDS, **changes})
+
+    async def test_the_final_fields_in_the_placement_are_clean(self, stores: Stores) -> None:
+        self.put(stores, "region_1")
+        report = await stores.audit(full())
+        assert report.clean, report
+
+    async def test_another_value_at_the_final_version_is_mismatched(self, stores: Stores) -> None:
+        self.put(stores, "region_1", customer_city="ribeirao preto")
+        report = await stores.audit(full())
+        assert (report.mismatched, report.clean) == (2, False)
+        assert report.examples["mismatched"] == [
+            "c@region_1 differs in customer_city",
+            "c@region_3 differs in customer_city",
+        ]
+
+    async def test_the_placement_comes_from_the_zip_not_the_answered_home(
+        self, stores: Stores
+    ) -> None:
+        self.put(stores, "region_1")  # where a wrong answer would have put it
+        expected = full(customer_zip_code_prefix=45000)  # a region_2 zip
+        report = await stores.audit(
+            Expected("c", 5, deleted=False, home="region_1", fields=expected.fields)
+        )
+        assert report.lost == 1  # region_2, home by the zip, holds only a tombstone
+        assert report.duplicated == 1  # region_3 holds it live outside the placement
+
+
+class TestStrays:
+    async def test_a_live_customer_nobody_acknowledged_is_a_stray(self, stores: Stores) -> None:
+        stores.placed("run-1-a", 5)
+        stores.placed("run-1-b", 6)  # refused, yet applied
+        stores.placed("other-c", 7)  # another run's: not under the prefix
+        stores.deleted("run-1-d", 8)  # only tombstones: not live anywhere
+        report = await audit([live("run-1-a")], stores.collections, REGIONS, stray_prefix="run-1-")
+        assert report.strays == 2
+        assert sorted(report.examples["strays"]) == ["run-1-b@region_1", "run-1-b@region_3"]
+        assert not report.clean
+
+    async def test_no_prefix_looks_for_no_strays(self, stores: Stores) -> None:
+        stores.placed("run-1-b", 6)
+        report = await stores.audit()
+        assert (report.strays, report.clean) == (0, True)

@@ -1,0 +1,123 @@
+"""The kills of a chaos round: SIGKILL every process kind of the stack, one at a time.
+
+Each kill waits until process-compose has the process back and ready before the next one.
+Recovery is killed in the middle of a drain: a region is flipped down until a backlog is
+parked, flipped back, and recovery is killed once the backlog has started to shrink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.stack import Stack
+
+SERVICES = ("gateway", "writer", "replicator")
+INFRA = ("kafka", "redis")
+DRAIN_REGION = "region_3"
+# Every write reaches every region, so a down region parks at the whole load's rate; recovery
+# drains about ten thousand a second, so a smaller backlog is gone before it can be killed.
+PARK_AT_LEAST = 3000
+WATCH_EVERY_S = 0.2
+DRAIN_WATCH_EVERY_S = 0.02
+STEP_WITHIN_S = 120.0
+
+
+class FaultError(AssertionError):
+    """A step of the kill schedule did not happen as planned."""
+
+
+@dataclass
+class Kill:
+    """One SIGKILL and how long the process took to be ready again."""
+
+    process: str
+    down_s: float
+    note: str = ""
+
+
+@dataclass
+class Schedule:
+    """The kills of one round, in the order they happen."""
+
+    processes: list[str]
+    kills: list[Kill] = field(default_factory=list)
+
+
+async def plan(stack: Stack) -> Schedule:
+    """Every service, recovery mid-drain, Kafka, Redis, and every process of every store."""
+    stores = sorted(name for name in await stack.processes() if name.startswith("region_"))
+    return Schedule([*SERVICES, "recovery", *INFRA, *stores])
+
+
+async def run(stack: Stack, http: httpx.AsyncClient, schedule: Schedule, pause_s: float) -> None:
+    """Kill each process of the schedule in turn, with ``pause_s`` of load after each."""
+    for process in schedule.processes:
+        if process == "recovery":
+            schedule.kills.append(await _kill_recovery_mid_drain(stack, http))
+        else:
+            schedule.kills.append(await _kill(stack, process))
+        await asyncio.sleep(pause_s)
+
+
+async def _kill(stack: Stack, process: str, note: str = "") -> Kill:
+    started = time.monotonic()
+    pid = await stack.kill(process)
+    await stack.wait_ready(process, not_pid=pid)
+    return Kill(process, round(time.monotonic() - started, 2), note)
+
+
+async def _kill_recovery_mid_drain(stack: Stack, http: httpx.AsyncClient) -> Kill:
+    await _set_status(http, DRAIN_REGION, "unavailable")
+    try:
+        parked = await _wait_pending(http, lambda n: n >= PARK_AT_LEAST)
+    finally:
+        await _set_status(http, DRAIN_REGION, "available")
+    draining = await _wait_pending(http, lambda n: n < parked, every_s=DRAIN_WATCH_EVERY_S)
+    return await _kill(
+        stack, "recovery", f"{DRAIN_REGION}: {parked} parked, {draining} left when killed"
+    )
+
+
+async def _set_status(http: httpx.AsyncClient, region: str, status: str) -> None:
+    deadline = time.monotonic() + STEP_WITHIN_S
+    while True:
+        try:
+            response = await http.put(f"/v1/regions/{region}/status", json={"status": status})
+            if response.status_code == 200:
+                return
+            why = f"{response.status_code} {response.text[:200]}"
+        except httpx.TransportError as error:
+            why = type(error).__name__
+        if time.monotonic() > deadline:
+            raise FaultError(f"could not set {region} {status}: {why}")
+        await asyncio.sleep(WATCH_EVERY_S)
+
+
+async def _wait_pending(
+    http: httpx.AsyncClient, done: Callable[[int], bool], every_s: float = WATCH_EVERY_S
+) -> int:
+    deadline = time.monotonic() + STEP_WITHIN_S
+    while True:
+        pending = await backlog(http)
+        count = pending.get(DRAIN_REGION)
+        if count is not None and done(count):
+            return count
+        if time.monotonic() > deadline:
+            raise FaultError(f"{DRAIN_REGION} backlog never got there: {pending}")
+        await asyncio.sleep(every_s)
+
+
+async def backlog(http: httpx.AsyncClient) -> dict[str, int | None]:
+    """Each region's parked backlog, and the consumers' lag under "lag.<consumer>"."""
+    try:
+        answer = (await http.get("/v1/regions")).json()
+    except (httpx.TransportError, ValueError):
+        return {}
+    counts: dict[str, int | None] = {r["name"]: r["pending"] for r in answer["regions"]}
+    counts.update({f"lag.{name}": lag for name, lag in answer.get("lag", {}).items()})
+    return counts

@@ -1,0 +1,117 @@
+"""What a chaos round proves besides the stores' audit: no command that was not acknowledged.
+
+Every version that reached the command topic for the round's customers must be one the gateway
+acknowledged. A version nobody acknowledged is a write answered "not accepted" that was taken
+anyway, or a retry that published a second version instead of the first one again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from regionstore_shared.schemas import decode_command
+from regionstore_shared.settings import KafkaSettings
+
+Offsets = dict[TopicPartition, int]
+
+
+@dataclass
+class TopicCheck:
+    """The round's commands as the topic holds them, against the acknowledged versions."""
+
+    commands: int = 0
+    unacknowledged: int = 0
+    missing: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Every published version acknowledged, every acknowledged one published."""
+        return not (self.unacknowledged or self.missing)
+
+
+def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        client_id="regionstore-chaos",
+    )
+
+
+async def end_offsets(settings: KafkaSettings) -> Offsets:
+    """Where the command topic ends now, per partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([settings.command_topic])
+    finally:
+        await admin.close()
+    wanted = [
+        TopicPartition(settings.command_topic, p["partition"])
+        for topic in described
+        for p in topic["partitions"]
+    ]
+    if not wanted:
+        raise AssertionError(f"topic {settings.command_topic} has no partitions: {described}")
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(wanted))
+    finally:
+        await consumer.stop()
+
+
+async def check_topic(
+    settings: KafkaSettings, start: Offsets, prefix: str, acked: dict[str, set[int]]
+) -> TopicCheck:
+    """Read the command topic from ``start`` to its end and compare with ``acked``."""
+    published: dict[str, set[int]] = {}
+    check = TopicCheck()
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        end = await consumer.end_offsets(list(start))
+        consumer.assign(list(start))
+        for partition, offset in start.items():
+            consumer.seek(partition, offset)
+        remaining = {p for p in start if end[p] > start[p]}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        _note(record.value, prefix, published, check)
+            for partition in list(remaining):
+                if await consumer.position(partition) >= end[partition]:
+                    remaining.discard(partition)
+    finally:
+        await consumer.stop()
+    for customer_id in published.keys() | acked.keys():
+        extra = published.get(customer_id, set()) - acked.get(customer_id, set())
+        missing = acked.get(customer_id, set()) - published.get(customer_id, set())
+        check.unacknowledged += len(extra)
+        check.missing += len(missing)
+        for version in sorted(extra)[:1]:
+            _example(check, f"{customer_id} v{version} published, never acknowledged")
+        for version in sorted(missing)[:1]:
+            _example(check, f"{customer_id} v{version} acknowledged, not in the topic")
+    return check
+
+
+def _note(value: bytes, prefix: str, published: dict[str, set[int]], check: TopicCheck) -> None:
+    try:
+        command = decode_command(value)
+    except (ValidationError, ValueError):
+        return  # another writer's bytes: the dead-letter path, not this round's concern
+    if command.key.startswith(prefix):
+        check.commands += 1
+        published.setdefault(command.key, set()).add(command.version)
+
+
+def _example(check: TopicCheck, text: str) -> None:
+    if len(check.examples) < 10:
+        check.examples.append(text)
