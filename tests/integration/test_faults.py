@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from regionstore_shared.audit import wait_for_clean
-from tests.regionstore_env import Env, customer, env
+from tests.regionstore_env import Env, customer, env, new_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 __all__ = ["env"]
@@ -93,18 +93,27 @@ async def test_killing_writer_and_replicator_mid_batch_loses_and_duplicates_noth
     assert report.clean, report
 
 
-async def test_a_broker_restart_answers_503_then_recovers(env: Env, stack: Any) -> None:
+async def test_a_write_during_a_broker_outage_is_resolved_by_its_idempotency_key(
+    env: Env, stack: Any
+) -> None:
     before = customer()
     await env.write("POST", "/v1/customers", json=before)
+    body, key = customer(), {"Idempotency-Key": new_id()}
     await stack.stop("kafka")
     try:
-        refused = await env.http.post("/v1/customers", json=customer())
-        assert refused.status_code == 503
-        assert "Kafka" in refused.json()["detail"]
+        unsure = await env.http.post("/v1/customers", json=body, headers=key)
     finally:
         await stack.start("kafka")
+    # Handed to the producer and never acknowledged: the outcome is unknown, never "refused".
+    assert unsure.status_code == 504, unsure.text
+    answer = unsure.json()
+    assert answer["outcome"] == "unknown"
+    assert "Idempotency-Key" in answer["detail"]
+    assert int(unsure.headers["Retry-After"]) > 0
     for name in ("gateway", "writer", "replicator", "recovery"):
         await stack.wait_ready(name)
+    retried = await env.write("POST", "/v1/customers", json=body, headers=key)
+    assert (retried["command_id"], retried["version"]) == (answer["command_id"], answer["version"])
     after = [customer(zip_prefix=z) for z in (1500, 45000, 80000)]
     await _post_all(env, after)
     report = await env.settle(within_s=180)

@@ -6,15 +6,17 @@ import asyncio
 import heapq
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from pymongo.errors import PyMongoError
+import pymongo
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from regionstore_shared import metrics
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.documents import CITY_KEY, DELETED, HOME, VERSION
+from regionstore_shared.failures import describe
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import fold_text
 from regionstore_shared.status import NodeStatus
@@ -22,7 +24,12 @@ from regionstore_shared.status import NodeStatus
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+T = TypeVar("T")
 ID_INDEX = "_id_"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""The ``kind`` of ``regionstore_store_errors_total`` for a region read that ran out of time."""
+BACKSTOP_GRACE_S = 0.05
+"""How long after the driver's deadline the asyncio one cancels a read the driver let run on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,22 @@ class Page:
     unreachable: list[str]
 
 
+def missed_deadline(error: BaseException) -> bool:
+    """Whether a region read failed for want of time: the region is slow, not known to be out.
+
+    The asyncio backstop ends in TimeoutError; the driver's own deadline in a timeout error
+    (ExecutionTimeout, NetworkTimeout, WaitQueueTimeoutError). A server-selection timeout is
+    not slowness: no server of the region could be found, which is the outage path.
+    """
+    if isinstance(error, TimeoutError):
+        return True
+    return (
+        isinstance(error, PyMongoError)
+        and error.timeout
+        and not isinstance(error, ServerSelectionTimeoutError)
+    )
+
+
 def _fresher(found: Found, held: Found) -> bool:
     """Newer version first; at one version a live copy, and the home copy, win over others.
 
@@ -120,14 +143,41 @@ def _fresher(found: Found, held: Found) -> bool:
 
 
 class CustomerRepository:
-    """Reads customers from the regional stores, falling back to replicas."""
+    """Reads customers from the regional stores, falling back to replicas.
+
+    Every region read has ``read_deadline_s``: a region that misses it counts as not read, so
+    a list share falls back to the replica (degraded) and a point lookup answers from the
+    regions that did answer. A missed deadline does not hold the region suspect: the deadline
+    already bounds what a slow region costs each read, and a slow answer may be the query's
+    doing (a page over many matches), not the region's, so one heavy query must not take a
+    region out of every other read. A region that fails outright is held suspect as before.
+    """
 
     def __init__(
-        self, collections: Mapping[str, Collection], regions: RegionMap, suspicion: Suspicion
+        self,
+        collections: Mapping[str, Collection],
+        regions: RegionMap,
+        suspicion: Suspicion,
+        *,
+        read_deadline_s: float,
     ) -> None:
         self._collections = collections
         self._regions = regions
         self._suspicion = suspicion
+        self._deadline_s = read_deadline_s
+
+    async def _bounded(self, read: Awaitable[T]) -> T:
+        """Await one region read within the read deadline.
+
+        The driver's deadline (``pymongo.timeout``) normally ends a slow read: it also sends
+        ``maxTimeMS``, so the store stops working on a read nobody waits for, and it bounds
+        server selection and connection checkout. The asyncio deadline just after it is the
+        backstop for any await the driver does not bound; a driver operation cancelled that
+        way closes its connection rather than returning it to the pool.
+        """
+        async with asyncio.timeout(self._deadline_s + BACKSTOP_GRACE_S):
+            with pymongo.timeout(self._deadline_s):
+                return await read
 
     def _readable(self, region: str, statuses: Mapping[str, NodeStatus]) -> bool:
         return statuses.get(
@@ -138,15 +188,15 @@ class CustomerRepository:
         """The newest document of a customer among every readable region."""
         readable = [r for r in self._regions.names if self._readable(r, statuses)]
         results = await asyncio.gather(
-            *(self._collections[r].find_one({"_id": customer_id}) for r in readable),
+            *(self._bounded(self._collections[r].find_one({"_id": customer_id})) for r in readable),
             return_exceptions=True,
         )
         lookup = Lookup(unreachable={r for r in self._regions.names if r not in readable})
         for region, result in zip(readable, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, PyMongoError):
+                if not isinstance(result, PyMongoError | TimeoutError):
                     raise result
-                self._count_error(region, result)
+                self._read_failed(region, result)
                 lookup.unreachable.add(region)
                 continue
             if result is None:
@@ -166,8 +216,18 @@ class CustomerRepository:
         )
 
     async def version_at_least(self, region: str, customer_id: str, version: int) -> bool:
-        """Whether a region already holds a customer at ``version`` or newer."""
-        document = await self._collections[region].find_one({"_id": customer_id}, {VERSION: 1})
+        """Whether a region already holds a customer at ``version`` or newer.
+
+        A read that misses the deadline has not seen it (yet); other store errors propagate.
+        """
+        read = self._collections[region].find_one({"_id": customer_id}, {VERSION: 1})
+        try:
+            document = await self._bounded(read)
+        except (PyMongoError, TimeoutError) as error:
+            if not missed_deadline(error):
+                raise
+            self._read_failed(region, error)
+            return False
         return document is not None and int(document[VERSION]) >= version
 
     async def page(
@@ -210,23 +270,39 @@ class CustomerRepository:
             if not self._readable(source, statuses):
                 continue
             try:
-                cursor = (
-                    self._collections[source]
-                    .find(query.mongo(home, after))
-                    .sort("_id", 1)
-                    .limit(limit)
-                )
-                if not query.by_field:
-                    # A region's live customers are a large share of its documents, so walking
-                    # the `_id` index in order finds a page after a few reads; a store's planner
-                    # may prefer a secondary index and then sort every live customer.
-                    cursor = cursor.hint(ID_INDEX)
-                return [Found(doc, source) async for doc in cursor], source
-            except PyMongoError as error:
-                self._count_error(source, error)
+                rows = await self._bounded(self._find(source, home, query, after, limit))
+            except (PyMongoError, TimeoutError) as error:
+                self._read_failed(source, error)
+                continue
+            return [Found(doc, source) for doc in rows], source
         return [], None
 
-    def _count_error(self, region: str, error: PyMongoError) -> None:
+    async def _find(
+        self, source: str, home: str, query: CustomerFilter, after: str | None, limit: int
+    ) -> list[Document]:
+        cursor = (
+            self._collections[source].find(query.mongo(home, after)).sort("_id", 1).limit(limit)
+        )
+        if not query.by_field:
+            # A region's live customers are a large share of its documents, so walking the
+            # `_id` index in order finds a page after a few reads; a store's planner may prefer
+            # a secondary index and then sort every live customer.
+            cursor = cursor.hint(ID_INDEX)
+        return [doc async for doc in cursor]
+
+    def _read_failed(self, region: str, error: PyMongoError | TimeoutError) -> None:
+        """Count a failed region read; hold the region suspect only when it is out, not slow."""
+        if missed_deadline(error):
+            metrics.STORE_ERRORS.labels(region=region, kind=DEADLINE_EXCEEDED).inc()
+            log.warning(
+                "region read missed its deadline",
+                extra={
+                    "region": region,
+                    "deadline_ms": round(self._deadline_s * 1000),
+                    "error": describe(error)[:300],
+                },
+            )
+            return
         self._suspicion.suspect(region)
         metrics.STORE_ERRORS.labels(region=region, kind=type(error).__name__).inc()
         log.warning("region read failed", extra={"region": region, "error": str(error)[:300]})

@@ -27,6 +27,18 @@ class ApiSettings(BaseModel):
     retry_after_s: Annotated[
         int, Field(ge=0, le=3600, description="Retry-After of a 503 or 504 write answer.")
     ] = 2
+    # Well above a healthy region's answers on the local stack (point reads take a few
+    # milliseconds, a list page's share tens of them) and well below the socket timeout, so a
+    # slow home region costs a read this much before its replica answers.
+    read_deadline_ms: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=60_000,
+            description="Deadline of one region's read; a home that misses it is read from "
+            "its replica.",
+        ),
+    ] = 500
 
 
 class GatewaySettings(CommonSettings):

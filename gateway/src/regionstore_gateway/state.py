@@ -18,6 +18,7 @@ from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.indexes import ensure_indexes
+from regionstore_shared.logs import Outages
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
@@ -49,7 +50,12 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)
-        board = StatusBoard(redis, settings.redis, settings.region_map.names)
+        board = StatusBoard(
+            redis,
+            settings.redis,
+            settings.region_map.names,
+            outages=Outages(summary_every_s=settings.log_summary_s),
+        )
         changes = StatusChanges(redis, board)
         changes.start()
         stack.push_async_callback(changes.stop)
@@ -59,7 +65,10 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
             producer=producer,
             board=board,
             repository=CustomerRepository(
-                collections, settings.region_map, Suspicion(settings.store.suspect_for_s)
+                collections,
+                settings.region_map,
+                Suspicion(settings.store.suspect_for_s),
+                read_deadline_s=settings.api.read_deadline_ms / 1000,
             ),
             clock=HybridClock(settings.node_id),
             idempotency=IdempotencyStore(

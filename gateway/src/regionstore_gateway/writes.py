@@ -73,6 +73,17 @@ class CustomerExistsError(Exception):
     """A create-only write for a customer that exists."""
 
 
+class CustomerUnreadableError(Exception):
+    """A create-only write that cannot tell whether the customer exists: a region is unread."""
+
+    def __init__(self, customer_id: str, regions: set[str]) -> None:
+        super().__init__(
+            f"create-only needs every region read to tell that customer {customer_id} is new; "
+            f"regions {sorted(regions)} cannot be read now"
+        )
+        self.regions = regions
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """An acknowledged command, and whether it was seen applied when asked to wait."""
@@ -139,11 +150,20 @@ class Writes:
         )
 
     async def prepare_upsert(self, customer: Customer, *, create_only: bool) -> UpsertCustomer:
-        """The command making ``customer`` current; create-only refuses a live customer."""
+        """The command making ``customer`` current; create-only refuses a live customer.
+
+        Create-only raises CustomerExistsError when a region that was read holds the customer
+        (or says where it moved), and CustomerUnreadableError when none does but some region
+        could not be read: a customer may live in any region (it may have moved), so a region
+        that could not be read is never taken for one where the customer is absent.
+        """
         if create_only:
-            found = (await self.lookup(customer.customer_id)).newest.get(customer.customer_id)
+            lookup = await self.lookup(customer.customer_id)
+            found = lookup.newest.get(customer.customer_id)
             if found is not None and (not found.deleted or found.moved):
                 raise CustomerExistsError(customer.customer_id)
+            if lookup.unreachable:
+                raise CustomerUnreadableError(customer.customer_id, lookup.unreachable)
         return self.upsert_command(customer)
 
     async def send(self, command: Command, *, wait: bool) -> Written:
@@ -241,6 +261,7 @@ def _delivery(sent: asyncio.Future[object] | BaseException) -> Delivery:
 
 __all__ = [
     "CustomerExistsError",
+    "CustomerUnreadableError",
     "Delivery",
     "KafkaUnavailableError",
     "Outcome",

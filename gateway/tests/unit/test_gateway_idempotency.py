@@ -14,6 +14,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownTopicOrPartitionError
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from pymongo.errors import AutoReconnect
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from regionstore_gateway.idempotency import IdempotencyStore, Record, RecordState
@@ -152,11 +153,14 @@ class FakeCollection:
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.reads = 0
+        self.fail_with: Exception | None = None
 
     async def find_one(
         self, query: Document, projection: Mapping[str, int] | None = None
     ) -> Document | None:
         self.reads += 1
+        if self.fail_with is not None:
+            raise self.fail_with
         doc = self.docs.get(query["_id"])
         return None if doc is None else dict(doc)
 
@@ -176,7 +180,10 @@ class Gateway:
         self.stores = {name: FakeCollection() for name in NAMES}
         self.keys = IdempotencyStore(cast(Any, self.redis), prefix=PREFIX, ttl_s=TTL_S)
         repository = CustomerRepository(
-            cast("Mapping[str, Collection]", self.stores), settings.region_map, Suspicion(3.0)
+            cast("Mapping[str, Collection]", self.stores),
+            settings.region_map,
+            Suspicion(3.0),
+            read_deadline_s=settings.api.read_deadline_ms / 1000,
         )
         self.writes = Writes(
             settings=settings,
@@ -496,6 +503,32 @@ class TestOutcomes:
         (claimed,) = gateway.redis.records()
         again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
         assert ids(again) == (str(claimed.command.command_id), claimed.command.version)
+
+
+class TestCreateOnly:
+    async def test_a_region_that_cannot_be_read_is_a_503_and_produces_nothing(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.stores["region_2"].fail_with = AutoReconnect("connection refused")
+        headers = {**keyed("k-1"), "If-None-Match": "*"}
+        response = await client.post("/v1/customers", json=body(), headers=headers)
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "7"
+        data = response.json()
+        assert data["outcome"] == "not_accepted"
+        assert "regions ['region_2'] cannot be read now" in data["detail"]
+        assert "nothing was written" in data["detail"]
+        assert gateway.producer.sent == []
+        assert gateway.redis.values == {}  # the key was not claimed: a retry starts afresh
+
+    async def test_a_customer_found_elsewhere_is_still_a_409(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.live("region_1", 5)
+        gateway.stores["region_2"].fail_with = AutoReconnect("connection refused")
+        response = await client.post("/v1/customers", json=body(), headers={"If-None-Match": "*"})
+        assert response.status_code == 409
+        assert gateway.producer.sent == []
 
 
 class TestRedisDown:

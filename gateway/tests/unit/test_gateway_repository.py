@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import pytest
-from pymongo.errors import AutoReconnect, PyMongoError
+from fastapi import HTTPException
+from prometheus_client import REGISTRY
+from pydantic import ValidationError
+from pymongo.errors import (
+    AutoReconnect,
+    ExecutionTimeout,
+    NetworkTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WaitQueueTimeoutError,
+)
 
-from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, _fresher
+from regionstore_gateway.api.customers import get_customer
+from regionstore_gateway.repository import (
+    CustomerFilter,
+    CustomerRepository,
+    Found,
+    _fresher,
+    missed_deadline,
+)
+from regionstore_gateway.settings import GatewaySettings
+from regionstore_gateway.writes import Writes
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
 from regionstore_shared.status import NodeStatus
@@ -17,13 +38,32 @@ from regionstore_shared.status import NodeStatus
 Document = dict[str, Any]
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 NAMES = ("region_1", "region_2", "region_3")
+DEADLINE_S = 0.01
+
+
+class Stall:
+    """A read that waits for an event nobody sets; counts the reads it held and cancelled."""
+
+    def __init__(self) -> None:
+        self.never = asyncio.Event()
+        self.held = 0
+        self.cancelled = 0
+
+    async def __call__(self) -> None:
+        self.held += 1
+        try:
+            await self.never.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
 
 
 class FakeCursor:
     """The find cursor of a fake store: records the sort, limit and index hint asked for."""
 
-    def __init__(self, docs: list[Document]) -> None:
+    def __init__(self, docs: list[Document], store: FakeCollection) -> None:
         self.docs = docs
+        self.store = store
         self.sorted_by: tuple[str, int] | None = None
         self.limited_to: int | None = None
         self.hinted: str | None = None
@@ -42,6 +82,7 @@ class FakeCursor:
 
     def __aiter__(self) -> AsyncIterator[Document]:
         async def rows() -> AsyncIterator[Document]:
+            await self.store.answer()
             for doc in sorted(self.docs, key=lambda d: d["_id"])[: self.limited_to]:
                 yield doc
 
@@ -49,18 +90,28 @@ class FakeCursor:
 
 
 class FakeCollection:
-    """A regional store in a dict that answers point reads and records them."""
+    """A regional store in a dict that answers reads and records them.
+
+    ``fail_with`` fails every read; ``stall`` holds every read until it is cancelled.
+    """
 
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.queries: list[Document] = []
         self.cursors: list[FakeCursor] = []
         self.fail_with: BaseException | None = None
+        self.stall: Stall | None = None
+
+    async def answer(self) -> None:
+        if self.stall is not None:
+            await self.stall()
+        if self.fail_with is not None:
+            raise self.fail_with
 
     def find(self, query: Document) -> FakeCursor:
         self.queries.append(query)
         home = query["_home"]
-        cursor = FakeCursor([d for d in self.docs.values() if d.get("_home") == home])
+        cursor = FakeCursor([d for d in self.docs.values() if d.get("_home") == home], self)
         self.cursors.append(cursor)
         return cursor
 
@@ -68,8 +119,7 @@ class FakeCollection:
         self, query: Document, projection: Mapping[str, int] | None = None
     ) -> Document | None:
         self.queries.append(query)
-        if self.fail_with is not None:
-            raise self.fail_with
+        await self.answer()
         assert set(query) == {"_id"}, "point reads filter on _id alone"
         doc = self.docs.get(query["_id"])
         return None if doc is None else dict(doc)
@@ -94,6 +144,7 @@ class Stores:
             cast("Mapping[str, Collection]", self.regions),
             RegionMap(DEFAULT_REGIONS),
             self.suspicion,
+            read_deadline_s=DEADLINE_S,
         )
 
     def live(self, region: str, version: int, home: str) -> None:
@@ -102,8 +153,19 @@ class Stores:
             "_v": version,
             "_deleted": False,
             "_home": home,
+            "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+            "customer_zip_code_prefix": 14409,
             "customer_city": f"from {region}",
+            "customer_state": "SP",
         }
+
+    def stall(self, *regions: str) -> list[Stall]:
+        """Make every read of ``regions`` wait for ever (or until the deadline cancels it)."""
+        stalls = []
+        for region in regions:
+            stall = self.regions[region].stall = Stall()
+            stalls.append(stall)
+        return stalls
 
     def tombstone(self, region: str, version: int, home: str | None = None) -> None:
         """A delete's tombstone, or with ``home`` an upsert's (the customer lives there)."""
@@ -130,7 +192,7 @@ def stores() -> Stores:
 
 
 def repository_over(regions: RegionMap) -> CustomerRepository:
-    return CustomerRepository({}, regions, Suspicion(3.0))
+    return CustomerRepository({}, regions, Suspicion(3.0), read_deadline_s=DEADLINE_S)
 
 
 @pytest.fixture
@@ -415,3 +477,170 @@ class TestPage:
         cursors = [c for region in NAMES for c in stores.regions[region].cursors]
         assert len(cursors) == 3
         assert all(cursor.hinted is None for cursor in cursors)
+
+
+def deadline_misses(region: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "regionstore_store_errors_total", {"region": region, "kind": "DeadlineExceeded"}
+    )
+    return sample or 0.0
+
+
+class FakeWrites:
+    """What the read route needs of Writes: the repository and the statuses."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.repository = stores.repository
+
+    async def statuses(self) -> dict[str, NodeStatus]:
+        return {}
+
+
+def place(stores: Stores, version: int = 5) -> None:
+    """The customer where an upsert puts it: home region_1, replica region_3, moved pointer."""
+    stores.live("region_1", version, "region_1")
+    stores.tombstone("region_2", version, "region_1")
+    stores.live("region_3", version, "region_1")
+
+
+# A read the deadline did not end would wait for ever: fail fast instead.
+@pytest.mark.timeout(10)
+class TestReadDeadline:
+    async def test_a_share_whose_home_misses_it_is_read_from_the_replica(
+        self, stores: Stores
+    ) -> None:
+        place(stores)
+        (stall,) = stores.stall("region_1")
+        before = deadline_misses("region_1")
+        page = await stores.repository.page(CustomerFilter(), {}, after=None, limit=10)
+        assert [(f.document["_id"], f.served_by) for f in page.rows] == [(CUSTOMER, "region_3")]
+        assert (page.degraded, page.unreachable) == (["region_1"], [])
+        assert (stall.held, stall.cancelled) == (1, 1)  # ended, not left running
+        assert deadline_misses("region_1") == before + 1
+
+    async def test_a_share_whose_home_and_replica_miss_it_is_unreachable(
+        self, stores: Stores
+    ) -> None:
+        place(stores)
+        stalls = stores.stall("region_1", "region_3")
+        page = await stores.repository.page(CustomerFilter(), {}, after=None, limit=10)
+        assert page.rows == []
+        # region_1's customers: home and replica (region_3) late; region_3's: from region_2.
+        assert (page.unreachable, page.degraded) == (["region_1"], ["region_3"])
+        assert [(s.held, s.cancelled) for s in stalls] == [(1, 1), (2, 2)]
+
+    async def test_a_lookup_whose_home_misses_it_answers_from_the_replica(
+        self, stores: Stores
+    ) -> None:
+        place(stores)
+        (stall,) = stores.stall("region_1")
+        answer = await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
+        assert (answer.served_by, answer.region, answer.fallback) == ("region_3", "region_1", True)
+        assert stall.cancelled == 1
+
+    async def test_a_lookup_whose_home_and_replica_miss_it_is_a_503(self, stores: Stores) -> None:
+        place(stores)
+        stores.stall("region_1", "region_3")
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert lookup.unreachable == {"region_1", "region_3"}
+        assert lookup.newest[CUSTOMER].moved  # only region_2's pointer was read
+        with pytest.raises(HTTPException) as caught:
+            await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
+        assert caught.value.status_code == 503
+
+    async def test_an_unknown_customer_behind_two_late_regions_is_a_503_not_a_404(
+        self, stores: Stores
+    ) -> None:
+        stores.stall("region_1", "region_3")
+        with pytest.raises(HTTPException) as caught:
+            await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
+        assert caught.value.status_code == 503
+
+    async def test_a_late_region_is_not_held_suspect_and_is_read_again(
+        self, stores: Stores
+    ) -> None:
+        place(stores)
+        stores.stall("region_1")
+        first = await stores.repository.lookup(CUSTOMER, {})
+        assert first.unreachable == {"region_1"}
+        assert not stores.suspicion.is_suspect("region_1")
+        stores.regions["region_1"].stall = None
+        again = await stores.repository.lookup(CUSTOMER, {})  # no time has passed
+        assert again.unreachable == set()
+        assert again.newest[CUSTOMER].served_by == "region_1"
+
+    async def test_version_at_least_has_not_seen_a_version_it_could_not_read_in_time(
+        self, stores: Stores
+    ) -> None:
+        stores.live("region_1", 5, "region_1")
+        stores.stall("region_1")
+        assert not await stores.repository.version_at_least("region_1", CUSTOMER, 5)
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            ExecutionTimeout("operation exceeded time limit", 50),
+            NetworkTimeout("timed out"),
+            WaitQueueTimeoutError("no connection free in time"),
+        ],
+    )
+    async def test_the_drivers_own_deadline_is_a_miss_too(
+        self, stores: Stores, error: PyMongoError
+    ) -> None:
+        place(stores)
+        stores.regions["region_1"].fail_with = error
+        before = deadline_misses("region_1")
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert lookup.unreachable == {"region_1"}
+        assert lookup.newest[CUSTOMER].served_by == "region_3"
+        page = await stores.repository.page(CustomerFilter(), {}, after=None, limit=10)
+        assert page.degraded == ["region_1"]
+        assert not stores.suspicion.is_suspect("region_1")
+        assert deadline_misses("region_1") == before + 2
+
+    async def test_no_server_within_the_deadline_is_an_outage_held_suspect(
+        self, stores: Stores
+    ) -> None:
+        place(stores)
+        stores.regions["region_1"].fail_with = ServerSelectionTimeoutError("no servers")
+        before = deadline_misses("region_1")
+        lookup = await stores.repository.lookup(CUSTOMER, {})
+        assert lookup.unreachable == {"region_1"}
+        assert stores.suspicion.is_suspect("region_1")
+        assert deadline_misses("region_1") == before
+
+
+class TestMissedDeadline:
+    @pytest.mark.parametrize(
+        ("error", "missed"),
+        [
+            (TimeoutError(), True),
+            (ExecutionTimeout("operation exceeded time limit", 50), True),
+            (NetworkTimeout("timed out"), True),
+            (ServerSelectionTimeoutError("no servers"), False),
+            (AutoReconnect("connection refused"), False),
+            (RuntimeError("a bug"), False),
+        ],
+    )
+    def test_only_running_out_of_time_is_a_miss(self, error: BaseException, missed: bool) -> None:
+        assert missed_deadline(error) is missed
+
+
+class TestReadDeadlineSetting:
+    @pytest.fixture(autouse=True)
+    def clean_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in list(os.environ):
+            if name.upper().startswith("REGIONSTORE_"):
+                monkeypatch.delenv(name)
+
+    def test_half_a_second_by_default(self) -> None:
+        assert GatewaySettings().api.read_deadline_ms == 500
+
+    def test_read_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REGIONSTORE_API__READ_DEADLINE_MS", "250")
+        assert GatewaySettings().api.read_deadline_ms == 250
+
+    def test_must_be_positive(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REGIONSTORE_API__READ_DEADLINE_MS", "0")
+        with pytest.raises(ValidationError):
+            GatewaySettings()

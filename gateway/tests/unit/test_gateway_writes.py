@@ -9,11 +9,13 @@ from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
+from pymongo.errors import AutoReconnect
 
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.writes import (
     CustomerExistsError,
+    CustomerUnreadableError,
     Delivery,
     KafkaUnavailableError,
     Outcome,
@@ -74,16 +76,25 @@ class FakeProducer:
 
 
 class FakeCollection:
-    """A regional store in a dict answering point reads, each recorded."""
+    """A regional store in a dict answering point reads, each recorded.
+
+    ``fail_with`` fails every read; ``late`` holds every read until it is cancelled.
+    """
 
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.queries: list[Document] = []
+        self.fail_with: Exception | None = None
+        self.late = False
 
     async def find_one(
         self, query: Document, projection: Mapping[str, int] | None = None
     ) -> Document | None:
         self.queries.append(query)
+        if self.late:
+            await asyncio.Event().wait()
+        if self.fail_with is not None:
+            raise self.fail_with
         doc = self.docs.get(query["_id"])
         return None if doc is None else dict(doc)
 
@@ -109,7 +120,10 @@ class Gateway:
         self.board = FakeBoard()
         self.producer = producer or FakeProducer(list(outcomes or []))
         repository = CustomerRepository(
-            cast("Mapping[str, Collection]", self.stores), settings.region_map, Suspicion(3.0)
+            cast("Mapping[str, Collection]", self.stores),
+            settings.region_map,
+            Suspicion(3.0),
+            read_deadline_s=settings.api.read_deadline_ms / 1000,
         )
         self.writes = Writes(
             settings=settings,
@@ -155,7 +169,7 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
     for name in list(os.environ):
         if name.upper().startswith("REGIONSTORE_"):
             monkeypatch.delenv(name)
-    return GatewaySettings(api=ApiSettings(wait_applied_timeout_s=0.05))
+    return GatewaySettings(api=ApiSettings(wait_applied_timeout_s=0.05, read_deadline_ms=10))
 
 
 @pytest.fixture
@@ -311,6 +325,23 @@ class TestUpsert:
         }
         with pytest.raises(CustomerExistsError):
             await upsert(gateway.writes, customer(), create_only=True, wait=False)
+        assert gateway.producer.sent == []
+
+    @pytest.mark.parametrize("unread", ["marked unavailable", "failing", "late"])
+    async def test_create_only_never_takes_an_unread_region_for_an_absent_customer(
+        self, settings: GatewaySettings, unread: str
+    ) -> None:
+        gateway = Gateway(settings, [None])
+        if unread == "marked unavailable":
+            gateway.board.statuses = {"region_2": NodeStatus.UNAVAILABLE}
+        elif unread == "failing":
+            gateway.stores["region_2"].fail_with = AutoReconnect("connection refused")
+        else:
+            gateway.stores["region_2"].late = True
+        with pytest.raises(CustomerUnreadableError) as caught:
+            await upsert(gateway.writes, customer(), create_only=True, wait=False)
+        assert caught.value.regions == {"region_2"}
+        assert "['region_2'] cannot be read now" in str(caught.value)
         assert gateway.producer.sent == []
 
     async def test_create_only_recreates_a_deleted_customer_above_its_tombstone(

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge
 from regionstore_shared.apply import BatchApplier, Command, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
 from regionstore_shared.logs import Outages
-from regionstore_shared.pipeline import DeadLetters, run_batches
+from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.schemas import Target
 from regionstore_shared.settings import KafkaSettings
 
@@ -57,8 +57,15 @@ async def drain(
     lines: the applier already reports the region down, then back, through ``outages``.
     """
     group = kafka.recovery_group(region)
+    # Normally one recovery process drains a region; a second one (a restart overlapping its
+    # predecessor, a scaled deployment) rebalances the group like any consumer's.
+    ownership = PartitionOwnership(group)
     consumer = kafka_consumer(
-        kafka, kafka.pending_topic(region), group_id=group, client_id=f"recovery-{region}"
+        kafka,
+        kafka.pending_topic(region),
+        group_id=group,
+        client_id=f"recovery-{region}",
+        listener=ownership,
     )
     await consumer.start()
     DRAINING.labels(region=region).set(1)
@@ -84,6 +91,7 @@ async def drain(
                     dead_letters=DeadLetters(producer, kafka.deadletter_topic),
                     stop=stop,
                     role="recovery",
+                    ownership=ownership,
                     on_batch=progressed,
                     outages=outages,
                 )

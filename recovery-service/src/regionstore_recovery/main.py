@@ -32,7 +32,10 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
-        board = StatusBoard(redis, settings.redis, settings.region_map.names)
+        # The drainers' applier reads statuses through the board, which answers with the last
+        # ones read while Redis is down; the loop below reads Redis itself (``read``) and
+        # leaves the drainers as they are when it cannot.
+        board = StatusBoard(redis, settings.redis, settings.region_map.names, outages=state.outages)
         # No parker: a region that cannot be written stops its drain, which retries later.
         # A command the region refuses for good is dead-lettered, or it would be replayed
         # forever and hold back every command parked after it.
@@ -65,8 +68,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         seen = -1
         while not state.stop.is_set():
             try:
-                supervisor.reconcile(await board.all())
-                state.outages.ok("redis")
+                supervisor.reconcile(await board.read())
                 state.ready = True
             except RedisError as error:
                 state.outages.failed("redis", f"statuses unreadable: {error}")

@@ -211,13 +211,33 @@ def _document_for(command: Command, target: Target) -> dict[str, Any]:
 
 
 def _newest_per_customer(envelopes: Iterable[Item]) -> list[Item]:
+    """The newest command of each customer, in customer id order.
+
+    A store may run a bulk write as one transaction that locks its documents in request order
+    (DocumentDB does): appliers that write overlapping customers in different orders then
+    deadlock, each costing a second before the store aborts one. In one order they only queue.
+    """
     newest: dict[str, Item] = {}
     for envelope, target in envelopes:
         key = envelope.command.key
         held = newest.get(key)
         if held is None or held[0].command.version < envelope.command.version:
             newest[key] = (envelope, target)
-    return list(newest.values())
+    return [newest[key] for key in sorted(newest)]
+
+
+def _first_failure(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a batch raises when region shares fail: the first one, unwrapped.
+
+    Callers catch :class:`RegionUnavailableError` and :class:`CommandRejectedError` as such
+    (recovery's drainer pauses on the former), not inside an ExceptionGroup. The group holds
+    the shares that failed, in the order they failed, and never the siblings it cancelled;
+    a share that failed alongside the first is noted on it, not dropped.
+    """
+    first, *others = failed.exceptions
+    for other in others:
+        first.add_note(f"another region share of the batch failed too: {other!r}")
+    return first
 
 
 def _trace(envelope: Envelope, target: Target) -> dict[str, object]:
@@ -262,8 +282,10 @@ class BatchApplier:
 
         Raises :class:`RegionUnavailableError` when a region fails and there is no parker, and
         :class:`CommandRejectedError` when a region refuses a command and there is no
-        dead-letter sink. Returns only when each region's share is written, durably parked or
-        durably dead-lettered, so the caller may commit the batch's offsets.
+        dead-letter sink; when shares fail, the first failure is raised as itself, after the
+        other regions' shares were cancelled and awaited. Returns only when each region's
+        share is written, durably parked or durably dead-lettered, so the caller may commit
+        the batch's offsets.
         """
         by_region: dict[str, list[Item]] = {}
         for envelope in envelopes:
@@ -272,13 +294,28 @@ class BatchApplier:
         if not by_region:
             return BatchResult()
         statuses = await self._status.all()
-        outcomes = await asyncio.gather(
-            *(
-                self._apply_region(region, _newest_per_customer(items), statuses.get(region))
-                for region, items in by_region.items()
-            )
-        )
-        return BatchResult(dict(zip(by_region, outcomes, strict=True)))
+        # A TaskGroup, not gather: when one region's share raises, the others are cancelled
+        # and awaited before the error leaves, so no region write outlives the batch (nor the
+        # clients its caller may then close). The caller commits nothing of a batch that
+        # raised and replays it, so a share cut short mid-write is harmless: the apply is
+        # idempotent.
+        try:
+            async with asyncio.TaskGroup() as group:
+                shares = {
+                    region: group.create_task(
+                        self._apply_region(
+                            region, _newest_per_customer(items), statuses.get(region)
+                        )
+                    )
+                    for region, items in by_region.items()
+                }
+        except BaseExceptionGroup as failed:
+            error = _first_failure(failed)
+        else:
+            return BatchResult({region: share.result() for region, share in shares.items()})
+        # Raised outside the handler: inside it the group, which holds the error, would
+        # become the error's context.
+        raise error
 
     async def _apply_region(
         self, region: str, items: list[Item], status: NodeStatus | None

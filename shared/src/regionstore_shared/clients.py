@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
@@ -29,11 +29,18 @@ def kafka_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
 
 
 def kafka_consumer(
-    settings: KafkaSettings, *topics: str, group_id: str, client_id: str
+    settings: KafkaSettings,
+    *topics: str,
+    group_id: str,
+    client_id: str,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
-    """A consumer that commits only when told to, after its batch is applied or parked."""
-    return AIOKafkaConsumer(
-        *topics,
+    """A consumer that commits only when told to, after its batch is applied or parked.
+
+    ``listener`` hears of every rebalance of the group (see
+    :class:`~regionstore_shared.pipeline.PartitionOwnership`).
+    """
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id,
         client_id=client_id,
@@ -45,6 +52,8 @@ def kafka_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
     )
+    consumer.subscribe(list(topics), listener=listener)
+    return consumer
 
 
 def mongo_client(uri: str, settings: StoreSettings, appname: str) -> MongoClient:

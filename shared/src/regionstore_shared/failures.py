@@ -66,6 +66,40 @@ TRANSIENT_CODES: frozenset[int] = frozenset(
     }
 )
 
+
+def sqlstate_code(sqlstate: str) -> int:
+    """The error code DocumentDB answers for a PostgreSQL SQLSTATE it does not map to a MongoDB
+    code: PostgreSQL's own packing of the five characters, six bits each, first one lowest."""
+    if len(sqlstate) != 5:
+        raise ValueError(f"a SQLSTATE has five characters: {sqlstate!r}")
+    return sum(((ord(ch) - ord("0")) & 0x3F) << (6 * i) for i, ch in enumerate(sqlstate))
+
+
+#: PostgreSQL failures that DocumentDB (the local store) passes through, all about the moment and
+#: never the document: a retry clears them. Two appliers writing overlapping customers in one
+#: region can deadlock (40P01): PostgreSQL then aborts one of them, which must be parked and
+#: replayed, not dead-lettered.
+TRANSIENT_SQLSTATES: frozenset[str] = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "53000",  # insufficient_resources
+        "53100",  # disk_full
+        "53200",  # out_of_memory
+        "53300",  # too_many_connections
+        "57014",  # query_canceled (statement timeout)
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "08000",  # connection_exception
+        "08003",  # connection_does_not_exist
+        "08006",  # connection_failure
+    }
+)
+
+TRANSIENT_CODES = TRANSIENT_CODES | {sqlstate_code(state) for state in TRANSIENT_SQLSTATES}
+
 #: Labels the server puts on errors that a retry may clear.
 TRANSIENT_LABELS: frozenset[str] = frozenset({"RetryableWriteError", "TransientTransactionError"})
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -101,37 +108,130 @@ class DeadLetters:
 
 @dataclass(slots=True)
 class Batch:
-    """One poll's records, decoded: what to apply and what to dead-letter."""
+    """One poll's records, decoded: what to apply and what to dead-letter, by partition."""
 
     records: dict[TopicPartition, list[Record]]
-    envelopes: list[Envelope] = field(default_factory=list)
+    decoded: dict[TopicPartition, list[Envelope]] = field(default_factory=dict)
     rejects: list[tuple[Record, str]] = field(default_factory=list)
 
     @property
+    def envelopes(self) -> list[Envelope]:
+        """The commands to apply, partition by partition in poll order."""
+        return [envelope for envelopes in self.decoded.values() for envelope in envelopes]
+
+    @property
     def count(self) -> int:
-        """Records polled, rejects included."""
+        """Records held, rejects included."""
         return sum(len(records) for records in self.records.values())
+
+    def holds(self, record: Record) -> bool:
+        """Whether the record's partition is still part of the batch."""
+        return TopicPartition(record.topic, record.partition) in self.records
+
+    def offsets(self, owned: Collection[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """What committing the batch means, for the partitions in ``owned`` only."""
+        return {
+            tp: OffsetAndMetadata(records[-1].offset + 1, "")
+            for tp, records in self.records.items()
+            if tp in owned
+        }
+
+    def drop(self, partitions: Collection[TopicPartition]) -> int:
+        """Forget every record of ``partitions``; return how many were held."""
+        dropped = 0
+        for tp in partitions:
+            dropped += len(self.records.pop(tp, ()))
+            self.decoded.pop(tp, None)
+        if dropped:
+            self.rejects = [(r, e) for r, e in self.rejects if self.holds(r)]
+        return dropped
 
 
 def decode_records(records: dict[TopicPartition, list[Record]]) -> Batch:
     """Decode a poll's records; the undecodable ones are set aside with the reason."""
     batch = Batch(records)
-    for partition in records.values():
+    for tp, partition in records.items():
+        decoded = batch.decoded.setdefault(tp, [])
         for record in partition:
             if record.value is None:
                 batch.rejects.append((record, "empty message"))
                 continue
             try:
                 command = decode_command(record.value)
-                batch.envelopes.append(Envelope(command, record.value, record.topic))
+                decoded.append(Envelope(command, record.value, record.topic))
             except ValidationError as error:
                 batch.rejects.append((record, f"invalid command: {error}"))
     return batch
 
 
-async def _poll(consumer: AIOKafkaConsumer, timeout_ms: int) -> Batch | None:
+class PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Keeps the batches a consumer holds to the partitions it still owns.
+
+    Pass it to :func:`~regionstore_shared.clients.kafka_consumer` and to :func:`run_batches`.
+    When the group rebalances, aiokafka calls :meth:`on_partitions_revoked` before the
+    partitions go to their new owners, which start from the last committed offset: every
+    batch held (the one being applied and the one polled ahead) then forgets the records of
+    those partitions, so this consumer neither applies what it has not started nor commits
+    what it no longer owns. A partition given back to this consumer restarts from its
+    committed offset too, so nothing forgotten is skipped.
+    """
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+        self._held: list[Batch] = []
+        self._revoked: set[TopicPartition] = set()
+
+    def hold(self, batch: Batch) -> None:
+        """Track a batch from the moment it is polled."""
+        self._held.append(batch)
+
+    def release(self, batch: Batch) -> None:
+        """Stop tracking a batch once it is committed."""
+        self._held = [held for held in self._held if held is not batch]
+
+    def release_all(self) -> None:
+        """Stop tracking every batch: the loop rewound or committed all it held."""
+        self._held.clear()
+
+    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        """Drop the revoked partitions' records from every batch held (aiokafka's callback)."""
+        dropped = sum(batch.drop(revoked) for batch in self._held)
+        self._revoked = set(revoked)
+        self._forget_lag(self._revoked)
+        log.info(
+            "partitions revoked",
+            extra={"group": self._group, "partitions": _names(revoked), "dropped": dropped},
+        )
+
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        """Log the new assignment (aiokafka's callback)."""
+        # Again: a lag update in the middle of the rebalance may have set them anew.
+        self._forget_lag(self._revoked - set(assigned))
+        log.info(
+            "partitions assigned", extra={"group": self._group, "partitions": _names(assigned)}
+        )
+
+    def _forget_lag(self, partitions: Collection[TopicPartition]) -> None:
+        # Another member reports these partitions' lag now; a stale gauge here would count twice.
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self._group, tp.topic, str(tp.partition))
+
+
+def _names(partitions: Collection[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
+
+
+async def _poll(
+    consumer: AIOKafkaConsumer, timeout_ms: int, ownership: PartitionOwnership
+) -> Batch | None:
     records = await consumer.getmany(timeout_ms=timeout_ms)
-    return decode_records(records) if records else None
+    if not records:
+        return None
+    # Held before this task ends: a rebalance can come before the loop takes the batch.
+    batch = decode_records(records)
+    ownership.hold(batch)
+    return batch
 
 
 async def run_batches(
@@ -143,6 +243,7 @@ async def run_batches(
     dead_letters: DeadLetters,
     stop: asyncio.Event,
     role: str,
+    ownership: PartitionOwnership | None = None,
     on_batch: Callable[[int], Awaitable[None]] | None = None,
     outages: Outages | None = None,
     poll_timeout_ms: int = 500,
@@ -155,42 +256,67 @@ async def run_batches(
     this process, are then the ones working); it is applied only after the current one is
     committed, and rewound with it if the current one fails. A commit is the consumer's proof
     that Kafka works: it is reported to ``outages`` as ``kafka`` being ok.
+
+    ``ownership``, the consumer's rebalance listener, removes revoked partitions from the
+    batches in hand; only partitions still assigned are committed, and a commit the group
+    refuses because it rebalanced is logged and skipped: the new owners consume those records
+    again. Without it (a consumer with fixed partitions) nothing is ever revoked.
     """
+    ownership = ownership if ownership is not None else PartitionOwnership(group)
     ahead: asyncio.Task[Batch | None] | None = None
     try:
         while not stop.is_set():
             if ahead is None:
-                batch = await _poll(consumer, poll_timeout_ms)
+                batch = await _poll(consumer, poll_timeout_ms, ownership)
             else:
                 batch, ahead = await ahead, None
             if batch is None:
                 continue
-            ahead = asyncio.create_task(_poll(consumer, poll_timeout_ms))
+            ahead = asyncio.create_task(_poll(consumer, poll_timeout_ms, ownership))
             try:
                 with metrics.BATCH_SECONDS.labels(role=role).time():
                     for record, error in batch.rejects:
-                        await dead_letters.send(record, error)
-                    if batch.envelopes:
-                        await applier.apply(batch.envelopes, select)
+                        # A partition revoked during an earlier send is its new owner's now.
+                        if batch.holds(record):
+                            await dead_letters.send(record, error)
+                    # A batch in the middle of applying finishes it even if a rebalance takes
+                    # partitions away meanwhile: applying twice is harmless, committing is not.
+                    if envelopes := batch.envelopes:
+                        await applier.apply(envelopes, select)
             except BaseException:
                 following, ahead = await _cancel(ahead), None
                 _rewind(consumer, [batch] if following is None else [batch, following])
                 raise
-            await consumer.commit(
-                {
-                    tp: OffsetAndMetadata(records[-1].offset + 1, "")
-                    for tp, records in batch.records.items()
-                }
-            )
-            if outages is not None:
+            committed = await _commit(consumer, batch, group)
+            ownership.release(batch)
+            if committed and outages is not None:
                 outages.ok("kafka")
             await _update_lag(consumer, group)
-            if on_batch is not None:
+            if on_batch is not None and batch.count:
                 await on_batch(batch.count)
     finally:
         # A batch polled ahead and never applied is rewound, so no later poll skips it.
         if ahead is not None and (following := await _cancel(ahead)) is not None:
             _rewind(consumer, [following])
+        ownership.release_all()
+
+
+async def _commit(consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
+    """Commit the batch's partitions this consumer still owns; whether a commit was made."""
+    offsets = batch.offsets(consumer.assignment())
+    if not offsets:
+        return False
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as error:
+        # The group rebalanced between the check above and the commit: the partitions'
+        # new owners start from the last committed offsets and apply these records again.
+        log.warning(
+            "commit refused after a rebalance; the new owners consume the batch again",
+            extra={"group": group, "partitions": _names(offsets), "error": str(error)},
+        )
+        return False
+    return True
 
 
 async def _cancel(task: asyncio.Task[Batch | None]) -> Batch | None:
@@ -221,10 +347,13 @@ def _rewind(consumer: AIOKafkaConsumer, batches: list[Batch]) -> None:
 
 async def _update_lag(consumer: AIOKafkaConsumer, group: str) -> None:
     for tp in consumer.assignment():
-        end = consumer.highwater(tp)
-        if end is None:
+        # A rebalance can take partitions away while this loop awaits a position.
+        if tp not in consumer.assignment() or (end := consumer.highwater(tp)) is None:
             continue
-        lag = max(0, end - await consumer.position(tp))
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:
+            continue
         metrics.CONSUMER_LAG.labels(group=group, topic=tp.topic, partition=str(tp.partition)).set(
-            lag
+            max(0, end - position)
         )

@@ -10,7 +10,7 @@ from regionstore_shared.apply import BatchApplier, Command, Suspicion
 from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.indexes import ensure_indexes
-from regionstore_shared.pipeline import DeadLetters, run_batches
+from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import Role, Target
 from regionstore_shared.settings import CommonSettings
@@ -44,15 +44,22 @@ async def consume_commands(
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         state.details["indexes"] = await ensure_indexes(collections)
+        ownership = PartitionOwnership(group_id)
         consumer = kafka_consumer(
-            settings.kafka, settings.kafka.command_topic, group_id=group_id, client_id=name
+            settings.kafka,
+            settings.kafka.command_topic,
+            group_id=group_id,
+            client_id=name,
+            listener=ownership,
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         dead_letters = DeadLetters(producer, settings.kafka.deadletter_topic)
         applier = BatchApplier(
             collections=collections,
-            status=StatusBoard(redis, settings.redis, settings.region_map.names),
+            status=StatusBoard(
+                redis, settings.redis, settings.region_map.names, outages=state.outages
+            ),
             suspicion=Suspicion(settings.store.suspect_for_s),
             chunk=settings.store.write_chunk,
             parker=KafkaParker(producer, settings.kafka),
@@ -70,5 +77,6 @@ async def consume_commands(
             dead_letters=dead_letters,
             stop=state.stop,
             role=role.value,
+            ownership=ownership,
             outages=state.outages,
         )

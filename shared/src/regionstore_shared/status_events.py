@@ -15,11 +15,16 @@ log = logging.getLogger(__name__)
 
 
 class StatusChanges:
-    """Wakes waiters whenever a region's status key changes."""
+    """Wakes waiters whenever a region's status key changes, and after every (re)connect.
 
-    def __init__(self, redis: Redis, board: StatusBoard) -> None:
+    Each wake-up follows a fresh read of the board, so a waiter that then asks the board gets
+    the statuses Redis holds now, including changes made while this process was cut off.
+    """
+
+    def __init__(self, redis: Redis, board: StatusBoard, *, retry_s: float = 1.0) -> None:
         self._redis = redis
         self._board = board
+        self._retry_s = retry_s
         self._changed = asyncio.Condition()
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
@@ -58,10 +63,15 @@ class StatusChanges:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.psubscribe(*patterns)
-                    await self._bump()  # anything may have changed while we were not listening
+                    # Anything may have changed while we were not listening. Reading here also
+                    # refreshes the board's last known statuses, which it may still be
+                    # answering from after an outage, before any waiter looks at them.
+                    await self._board.read()
+                    await self._bump()
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
+                            await self._board.read()
                             await self._bump()
-            except RedisError as error:
+            except (RedisError, OSError) as error:
                 log.warning("status listener reconnecting", extra={"error": str(error)})
-                await asyncio.sleep(1)
+                await asyncio.sleep(self._retry_s)

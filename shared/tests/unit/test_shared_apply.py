@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pytest
@@ -78,7 +79,8 @@ class FakeCollection:
     ``refuse`` maps an ``_id`` to the code every write of it fails with, reported by index as
     a write error while the other operations of the bulk go on (a document the store rejects).
     ``poison`` maps an ``_id`` to an error that fails any whole request holding it (a request
-    the store rejects without naming a document).
+    the store rejects without naming a document). ``before`` is awaited at the start of every
+    bulk write, to hold a write in flight or order it after another region's.
     """
 
     def __init__(self) -> None:
@@ -89,6 +91,7 @@ class FakeCollection:
         self.hooks: list[Hook | None] = []
         self.refuse: dict[str, int] = {}
         self.poison: dict[str, Exception] = {}
+        self.before: Callable[[], Awaitable[object]] | None = None
 
     def find(self, *args: Any, **kwargs: Any) -> AsyncIterator[Document]:
         self.reads.append("find")
@@ -106,6 +109,8 @@ class FakeCollection:
 
     async def bulk_write(self, ops: Sequence[Op], ordered: bool = True) -> BulkWriteResult:
         self.writes.append((list(ops), ordered))
+        if self.before is not None:
+            await self.before()
         if self.fail_with is not None:
             raise self.fail_with
         if self.hooks:
@@ -195,6 +200,22 @@ class RecordingDeadLetters:
     def keys(self) -> list[tuple[str, str]]:
         """(region, customer id) of every dead-lettered command, in order."""
         return [(region, r.envelope.command.key) for region, r in self.sent]
+
+
+class InFlight:
+    """A region write that starts and never finishes on its own; records its cancellation."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
 
 
 class FakeTime:
@@ -424,8 +445,8 @@ class TestVersionGuard:
         assert store.kinds() == [[InsertOne] * 3, [ReplaceOne] * 2]
         replaces, _ = store.writes[1]
         assert [op._filter for op in replaces if isinstance(op, ReplaceOne)] == [
-            {"_id": "older", VERSION: {"$lt": 11}},
             {"_id": "newer", VERSION: {"$lt": 12}},
+            {"_id": "older", VERSION: {"$lt": 11}},
         ]
         assert {k: d[VERSION] for k, d in store.docs.items()} == {
             "fresh": 10,
@@ -570,6 +591,21 @@ class TestConcurrentInsert:
         assert replace._filter["_id"] == CUSTOMER
         assert store.docs["other"][VERSION] == 8
         assert store.docs[CUSTOMER][VERSION] == 7
+
+
+class TestLockOrder:
+    async def test_every_request_writes_its_customers_in_id_order(self) -> None:
+        harness = Harness(chunk=3)
+        store = harness.stores["region_1"]
+        store.docs["c3"] = {"_id": "c3", VERSION: 1}
+        store.docs["c1"] = {"_id": "c1", VERSION: 1}
+        ids = ["c4", "c1", "c6", "c3", "c5", "c2"]
+        await harness.apply(*(upsert_of(i, 10) for i in ids), select=home_only)
+        assert [[op._doc["_id"] for op in ops] for ops, _ in store.writes] == [
+            ["c1", "c2", "c3"],
+            ["c1", "c3"],
+            ["c4", "c5", "c6"],
+        ]
 
 
 class TestChunks:
@@ -806,7 +842,7 @@ class TestFailureClasses:
         batch = [upsert_of("good", 1), upsert_of("bad", 2), upsert_of("fine", 3)]
         result = await harness.apply(*batch)
         assert result.regions["region_1"] == RegionResult(written=2, deadlettered=1)
-        assert store.ids() == [["good", "bad", "fine"], ["good"], ["bad"], ["fine"]]
+        assert store.ids() == [["bad", "fine", "good"], ["bad"], ["fine"], ["good"]]
         assert set(store.docs) == {"good", "fine"}
         ((_, rejected),) = harness.dead_letters.sent
         assert rejected.envelope == batch[1]
@@ -960,6 +996,45 @@ class TestWithoutParker:
             await harness.apply(upsert(1), select=home_only)
         assert caught.value.reason == "recent_failure"
         assert harness.stores["region_1"].writes == []
+
+
+class TestOneRegionFailing:
+    """A region's failure leaves the batch as itself, and no other region's write runs on."""
+
+    async def test_cancels_a_write_still_in_flight_in_another_region(self) -> None:
+        harness = Harness(parker=False)
+        stalled = InFlight()
+        harness.stores["region_3"].before = stalled
+        # region_1 fails only once region_3's write is under way.
+        harness.stores["region_1"].before = stalled.started.wait
+        harness.stores["region_1"].fail_with = AutoReconnect("down")
+        with pytest.raises(RegionUnavailableError) as caught:
+            await harness.apply(upsert(1))
+        assert (caught.value.region, caught.value.reason) == ("region_1", "write_failed")
+        assert isinstance(caught.value.__cause__, AutoReconnect)
+        assert stalled.cancelled
+        assert not harness.suspicion.is_suspect("region_3")  # cut short, not failed
+
+    async def test_a_refusal_without_a_sink_is_raised_as_itself(self) -> None:
+        harness = Harness(dead_letters=False)
+        stalled = InFlight()
+        harness.stores["region_3"].before = stalled
+        harness.stores["region_1"].before = stalled.started.wait
+        harness.stores["region_1"].refuse = {CUSTOMER: 121}
+        with pytest.raises(CommandRejectedError) as caught:
+            await harness.apply(upsert(1))
+        assert caught.value.region == "region_1"
+        assert stalled.cancelled
+
+    async def test_regions_failing_together_raise_the_first_and_note_the_others(self) -> None:
+        harness = Harness(parker=False)
+        harness.stores["region_1"].fail_with = AutoReconnect("region_1 down")
+        harness.stores["region_3"].fail_with = AutoReconnect("region_3 down")
+        with pytest.raises(RegionUnavailableError) as caught:
+            await harness.apply(upsert(1))
+        assert caught.value.region == "region_1"
+        (note,) = caught.value.__notes__
+        assert "region region_3 unavailable: write_failed" in note
 
 
 class TestSuspicion:

@@ -32,6 +32,7 @@ from regionstore_shared.failures import (
     classify_write_errors,
     describe,
     describe_write_error,
+    sqlstate_code,
 )
 
 SERVER_TRANSIENT_CODES = {
@@ -194,3 +195,32 @@ class TestDescribe:
 
     def test_is_bounded(self) -> None:
         assert len(describe(OperationFailure("x" * 5000, 2))) < 1100
+
+
+class TestPostgresStates:
+    @pytest.mark.parametrize(
+        ("sqlstate", "code"),
+        [("40P01", 16908292), ("40001", 16777220), ("53300", 12485), ("22P02", 33685634)],
+    )
+    def test_a_sqlstate_packs_as_documentdb_answers_it(self, sqlstate: str, code: int) -> None:
+        assert sqlstate_code(sqlstate) == code
+
+    def test_a_deadlock_in_a_bulk_write_is_transient(self) -> None:
+        # As the local store answered a deadlock between two appliers (seen in a fault test).
+        error = BulkWriteError(
+            {
+                "writeErrors": [
+                    {"index": 0, "code": 16908292, "errmsg": "deadlock detected"},
+                    {"index": 3, "code": 16777220, "errmsg": "could not serialize access"},
+                ],
+                "writeConcernErrors": [],
+            }
+        )
+        assert classify(error) is Failure.TRANSIENT
+
+    def test_invalid_text_representation_stays_permanent(self) -> None:
+        assert classify_code(sqlstate_code("22P02")) is Failure.PERMANENT
+
+    def test_a_sqlstate_has_five_characters(self) -> None:
+        with pytest.raises(ValueError, match="five characters"):
+            sqlstate_code("40P0")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from regionstore_gateway.api.dependencies import KeyHeader, WaitQuery, WritesDep
@@ -24,9 +25,16 @@ from regionstore_gateway.models import (
     CustomerOut,
     CustomerPage,
     CustomerPatch,
+    NotAccepted,
 )
 from regionstore_gateway.repository import CustomerFilter, Found, Lookup
-from regionstore_gateway.writes import Command, CustomerExistsError, Writes, Written
+from regionstore_gateway.writes import (
+    Command,
+    CustomerExistsError,
+    CustomerUnreadableError,
+    Writes,
+    Written,
+)
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import UF_CODES, Customer, CustomerId, UpsertCustomer
 
@@ -125,28 +133,43 @@ async def create_customer(
     customer: Customer,
     writes: WritesDep,
     keys: IdempotencyDep,
+    settings: SettingsDep,
     response: Response,
     wait: WaitQuery = None,
     if_none_match: Annotated[
-        str | None, Header(description="'*' makes this create-only: 409 if the id exists.")
+        str | None,
+        Header(
+            description="'*' makes this create-only: 409 if the id exists, 503 (nothing "
+            "published) if it was found nowhere but some region could not be read. A check "
+            "before the write, not a lock: two concurrent create-only requests for one new id "
+            "may both be accepted."
+        ),
     ] = None,
     idempotency_key: KeyHeader = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | JSONResponse:
     """Create (or, without ``If-None-Match: *``, replace) a customer."""
     create_only = if_none_match is not None and if_none_match.strip() == "*"
-    return await _write(
-        writes,
-        keys,
-        response,
-        key=idempotency_key,
-        request=request_hash(
-            "POST /v1/customers",
-            customer=customer.model_dump(mode="json"),
-            create_only=create_only,
-        ),
-        build=lambda: prepare_upsert(writes, customer, create_only=create_only),
-        wait=wait is not None,
-    )
+    try:
+        return await _write(
+            writes,
+            keys,
+            response,
+            key=idempotency_key,
+            request=request_hash(
+                "POST /v1/customers",
+                customer=customer.model_dump(mode="json"),
+                create_only=create_only,
+            ),
+            build=lambda: prepare_upsert(writes, customer, create_only=create_only),
+            wait=wait is not None,
+        )
+    except CustomerUnreadableError as error:
+        body = NotAccepted(detail=f"{error}; not accepted: nothing was written, retry later")
+        return JSONResponse(
+            body.model_dump(),
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.api.retry_after_s)},
+        )
 
 
 @router.put(

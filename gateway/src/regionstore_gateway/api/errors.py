@@ -1,5 +1,6 @@
-"""Error answers: every 422 names the field and the reason (FastAPI's validation shape), and a
-write that was not acknowledged says whether it may still land (504) or certainly not (503)."""
+"""Error answers: every 422 names the field and the reason (FastAPI's validation shape), a
+write that was not acknowledged says whether it may still land (504) or certainly not (503),
+and a status change Redis could not take is a 503 that says the status was not changed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
 from regionstore_gateway.models import NotAccepted, OutcomeUnknown
 from regionstore_gateway.writes import KafkaUnavailableError, OutcomeUnknownError
+from regionstore_shared.status import StatusStoreUnavailableError
 
 UNKNOWN_DETAIL = (
     "Kafka did not acknowledge the write in time; outcome unknown: the write may or may not be "
@@ -24,6 +26,11 @@ REDIS_DOWN_DETAIL = (
     f"was written, retry later (a write without {HEADER} does not need Redis)"
 )
 KEY_REUSED = f"was already used with a different request; use a new {HEADER} for a new write"
+STATUS_STORE_DOWN = "node status store unavailable; the status was not changed"
+STATUS_STORE_SILENT = (
+    "node status store did not answer in time; the status may or may not have changed: "
+    "read it back (GET /v1/regions) or retry"
+)
 
 
 def field_error(
@@ -77,6 +84,18 @@ def write_responses() -> dict[int | str, Any]:
     }
 
 
+def status_change_responses() -> dict[int | str, Any]:
+    """OpenAPI of a status change's 503."""
+    return {
+        503: {
+            "headers": RETRY_AFTER,
+            "description": "Redis, which keeps the statuses, cannot be reached: the status was "
+            "not changed (or, if Redis did not answer in time, may or may not have been); "
+            "`detail` says which.",
+        }
+    }
+
+
 def install(app: FastAPI, *, retry_after_s: int) -> None:
     """Answer the write errors every write route shares."""
     retry = {"Retry-After": str(retry_after_s)}
@@ -98,6 +117,13 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
         body = NotAccepted(detail=f"{REDIS_DOWN_DETAIL} ({error})")
         return JSONResponse(body.model_dump(), status_code=503, headers=retry)
 
+    async def status_store_down(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StatusStoreUnavailableError)
+        detail = STATUS_STORE_DOWN if error.certainly_unchanged else STATUS_STORE_SILENT
+        return JSONResponse(
+            {"detail": f"{detail} ({error.__cause__})"}, status_code=503, headers=retry
+        )
+
     async def key_reused(_: Request, __: Exception) -> JSONResponse:
         detail = [{"loc": ["header", HEADER], "msg": KEY_REUSED, "type": "idempotency_key_reused"}]
         return JSONResponse({"detail": detail}, status_code=422)
@@ -106,3 +132,4 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
     app.add_exception_handler(KafkaUnavailableError, kafka_down)
     app.add_exception_handler(IdempotencyUnavailableError, redis_down)
     app.add_exception_handler(KeyReusedError, key_reused)
+    app.add_exception_handler(StatusStoreUnavailableError, status_store_down)

@@ -14,7 +14,7 @@ from regionstore_gateway.api.customers import (
     validate_filter,
 )
 from regionstore_gateway.api.dependencies import KeyHeader, WritesDep
-from regionstore_gateway.api.errors import write_responses
+from regionstore_gateway.api.errors import status_change_responses, write_responses
 from regionstore_gateway.deps import BoardDep, IdempotencyDep, SettingsDep
 from regionstore_gateway.idempotency import request_hash
 from regionstore_gateway.keyed_writes import write_once
@@ -90,7 +90,7 @@ def _accepted(written: Written) -> dict[str, object]:
     }
 
 
-@router.post("/node-status")
+@router.post("/node-status", responses=status_change_responses())
 async def node_status(
     body: NodeStatusBody, settings: SettingsDep, board: BoardDep
 ) -> dict[str, str]:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from regionstore_gateway.api.errors import status_change_responses
 from regionstore_gateway.deps import BacklogDep, BoardDep, ChangesDep, SettingsDep
 from regionstore_gateway.models import RegionList, RegionOut, StatusBody
 from regionstore_gateway.settings import GatewaySettings
@@ -18,7 +19,10 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
 async def region_list(
     settings: GatewaySettings, board: StatusBoard, backlog: BacklogDep
 ) -> RegionList:
-    """Every region with its status and pending backlog, and the consumers' lag."""
+    """Every region with its status and pending backlog, and the consumers' lag.
+
+    While Redis cannot be reached the statuses are the last ones read (see StatusBoard).
+    """
     names = settings.region_map.names
     statuses = await board.all()
     pending = await backlog.backlog(names)
@@ -48,11 +52,14 @@ async def list_regions(settings: SettingsDep, board: BoardDep, backlog: BacklogD
     return await region_list(settings, board, backlog)
 
 
-@router.put("/{region}/status", response_model=RegionOut)
+@router.put("/{region}/status", response_model=RegionOut, responses=status_change_responses())
 async def set_status(
     region: str, body: StatusBody, settings: SettingsDep, board: BoardDep, backlog: BacklogDep
 ) -> RegionOut:
-    """Mark a region available or unavailable; recovery drains it when it comes back."""
+    """Mark a region available or unavailable; recovery drains it when it comes back.
+
+    503 when Redis cannot be reached: statuses live only there, so nothing was changed.
+    """
     if region not in settings.region_map:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown region {region!r}")
     await board.set(region, body.status)

@@ -1,0 +1,278 @@
+"""Region statuses survive a Redis outage: the last ones read, one log line per outage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from regionstore_shared.logs import Outages
+from regionstore_shared.settings import RedisSettings
+from regionstore_shared.status import NodeStatus, StatusBoard, StatusStoreUnavailableError
+from regionstore_shared.status_events import StatusChanges
+
+REGIONS = ("region_1", "region_2", "region_3")
+SETTINGS = RedisSettings()
+AVAILABLE, UNAVAILABLE = NodeStatus.AVAILABLE, NodeStatus.UNAVAILABLE
+
+
+class FakeRedis:
+    """String keys; ``down`` makes every command fail with ``error``, as redis-py does."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.down = False
+        self.error: RedisError = RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+        self.calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise self.error
+
+    async def mget(self, keys: list[str]) -> list[str | None]:
+        self._check()
+        return [self.values.get(key) for key in keys]
+
+    async def set(self, key: str, value: str) -> bool:
+        self._check()
+        self.values[key] = value
+        return True
+
+    def mark(self, region: str, status: NodeStatus) -> None:
+        self.values[SETTINGS.status_key(region)] = status.value
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    logger = logging.getLogger("test.status")
+    handler = Lines()
+    logger.addHandler(handler)
+    logger.propagate = False
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def redis() -> FakeRedis:
+    return FakeRedis()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def board(redis: FakeRedis, clock: FakeClock) -> StatusBoard:
+    outages = Outages(clock=clock, logger=logging.getLogger("test.status"))
+    return StatusBoard(cast(Any, redis), SETTINGS, REGIONS, outages=outages, clock=clock)
+
+
+class TestAll:
+    async def test_reads_every_region_in_one_round_trip(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.mark("region_2", UNAVAILABLE)
+        statuses = await board.all()
+        assert statuses == {"region_1": AVAILABLE, "region_2": UNAVAILABLE, "region_3": AVAILABLE}
+        assert redis.calls == 1
+        assert board.reachable
+
+    async def test_redis_down_answers_the_last_statuses_read(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.mark("region_2", UNAVAILABLE)
+        read = await board.all()
+        redis.down = True
+        assert await board.all() == read
+        assert not board.reachable
+
+    async def test_redis_down_before_any_read_means_every_region_available(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.down = True
+        assert await board.all() == dict.fromkeys(REGIONS, AVAILABLE)
+
+    async def test_an_outage_logs_once_however_many_reads_and_once_when_back(
+        self, board: StatusBoard, redis: FakeRedis, clock: FakeClock, lines: Lines
+    ) -> None:
+        await board.all()
+        redis.down = True
+        for _ in range(50):
+            clock.now += 0.5  # past the retry interval: every call tries Redis
+            await board.all()
+        assert lines.messages == ["redis down"]
+        redis.down = False
+        clock.now += 1
+        await board.all()
+        await board.all()
+        assert lines.messages == ["redis down", "redis back"]
+        assert board.reachable
+
+    async def test_after_a_failure_redis_is_tried_again_only_after_the_interval(
+        self, board: StatusBoard, redis: FakeRedis, clock: FakeClock
+    ) -> None:
+        redis.down = True
+        await board.all()
+        for _ in range(10):
+            await board.all()
+        assert redis.calls == 1
+        clock.now += 1.0
+        redis.down = False
+        redis.mark("region_3", UNAVAILABLE)
+        assert (await board.all())["region_3"] is UNAVAILABLE
+        assert redis.calls == 2
+
+    async def test_statuses_changed_during_the_outage_are_read_when_redis_is_back(
+        self, board: StatusBoard, redis: FakeRedis, clock: FakeClock
+    ) -> None:
+        await board.all()
+        redis.down = True
+        await board.all()
+        redis.mark("region_1", UNAVAILABLE)
+        redis.down = False
+        clock.now += 1.0
+        assert (await board.all())["region_1"] is UNAVAILABLE
+
+
+class TestRead:
+    async def test_raises_when_redis_is_down(self, board: StatusBoard, redis: FakeRedis) -> None:
+        redis.down = True
+        with pytest.raises(RedisConnectionError):
+            await board.read()
+
+    async def test_ignores_the_retry_interval(
+        self, board: StatusBoard, redis: FakeRedis, clock: FakeClock
+    ) -> None:
+        redis.down = True
+        await board.all()
+        redis.down = False
+        redis.mark("region_2", UNAVAILABLE)
+        assert (await board.read())["region_2"] is UNAVAILABLE
+        # ... and ends the interval: the next all() reads Redis again.
+        redis.mark("region_2", AVAILABLE)
+        assert (await board.all())["region_2"] is AVAILABLE
+
+
+class TestSet:
+    async def test_stores_the_status(self, board: StatusBoard, redis: FakeRedis) -> None:
+        await board.set("region_1", UNAVAILABLE)
+        assert redis.values == {SETTINGS.status_key("region_1"): "unavailable"}
+
+    async def test_a_refused_connection_certainly_changed_nothing(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.down = True
+        with pytest.raises(StatusStoreUnavailableError) as caught:
+            await board.set("region_1", UNAVAILABLE)
+        assert caught.value.region == "region_1"
+        assert caught.value.certainly_unchanged
+        assert redis.values == {}
+
+    async def test_a_timeout_may_have_changed_it(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.down = True
+        redis.error = RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+        with pytest.raises(StatusStoreUnavailableError) as caught:
+            await board.set("region_1", UNAVAILABLE)
+        assert not caught.value.certainly_unchanged
+
+    async def test_a_stored_status_is_what_an_outage_answers_next(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        await board.set("region_3", UNAVAILABLE)
+        redis.down = True
+        assert (await board.all())["region_3"] is UNAVAILABLE
+
+
+class FakePubSub:
+    """One connection's subscription: fails as scripted, or yields the scripted messages."""
+
+    def __init__(self, fail: bool, messages: list[dict[str, Any]], idle: asyncio.Event) -> None:
+        self._fail = fail
+        self._messages = messages
+        self._idle = idle
+
+    async def __aenter__(self) -> FakePubSub:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def psubscribe(self, *patterns: str) -> None:
+        if self._fail:
+            raise RedisConnectionError("Connection closed by server.")
+
+    async def listen(self) -> AsyncIterator[dict[str, Any]]:
+        for message in self._messages:
+            yield message
+        self._idle.set()
+        await asyncio.Event().wait()  # a live subscription with nothing more to say
+
+
+class PubSubRedis(FakeRedis):
+    def __init__(self, connections: list[FakePubSub]) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def pubsub(self) -> FakePubSub:
+        return self._connections.pop(0)
+
+
+class TestStatusChanges:
+    async def test_a_reconnect_rereads_the_board_before_waking_waiters(self) -> None:
+        idle = asyncio.Event()
+        redis = PubSubRedis([FakePubSub(True, [], idle), FakePubSub(False, [], idle)])
+        board = StatusBoard(cast(Any, redis), SETTINGS, REGIONS)
+        redis.down = True
+        await board.all()  # the board answers from memory: every region available
+        redis.down = False
+        redis.mark("region_2", UNAVAILABLE)  # changed while this process was cut off
+        changes = StatusChanges(cast(Any, redis), board, retry_s=0)
+        changes.start()
+        try:
+            seen = await changes.wait(0, within_s=5)
+            assert seen == 1
+            # The retry interval of the board has not passed, yet it answers what Redis holds.
+            assert (await board.all())["region_2"] is UNAVAILABLE
+        finally:
+            await changes.stop()
+
+    async def test_every_keyspace_event_rereads_the_board(self) -> None:
+        idle = asyncio.Event()
+        event = {"type": "pmessage", "data": "set"}
+        redis = PubSubRedis([FakePubSub(False, [event], idle)])
+        board = StatusBoard(cast(Any, redis), SETTINGS, REGIONS)
+        changes = StatusChanges(cast(Any, redis), board, retry_s=0)
+        changes.start()
+        try:
+            await asyncio.wait_for(idle.wait(), 5)
+            assert changes.generation == 2
+            assert redis.calls == 2  # one read on connect, one per event
+        finally:
+            await changes.stop()
