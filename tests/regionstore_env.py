@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,20 @@ class Env:
             region: await collection.find_one({"_id": customer_id})
             for region, collection in self.collections.items()
         }
+
+    async def wait_documents(
+        self,
+        customer_id: str,
+        done: Callable[[dict[str, dict[str, Any] | None]], bool],
+        within_s: float = APPLY_WITHIN_S,
+    ) -> dict[str, dict[str, Any] | None]:
+        """A customer's documents once ``done`` holds of them, or as they are when time is up."""
+        deadline = time.monotonic() + within_s
+        while True:
+            docs = await self.documents(customer_id)
+            if done(docs) or time.monotonic() > deadline:
+                return docs
+            await asyncio.sleep(0.2)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -31,7 +31,8 @@ async def test_a_write_reaches_home_and_replica(env: Env) -> None:
     assert accepted["region"] == "region_1"
     report = await env.settle()
     assert report.clean, report
-    docs = await env.documents(body["customer_id"])
+    # The audit needs home and replica; the tombstone elsewhere is the replicator's to write.
+    docs = await env.wait_documents(body["customer_id"], lambda d: d["region_2"] is not None)
     assert docs["region_1"] is not None
     assert docs["region_3"] is not None
     assert docs["region_2"] is not None
