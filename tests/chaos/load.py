@@ -191,6 +191,8 @@ class Client:
                 if response.status_code == 503 and answer.get("outcome") == "not_accepted":
                     if first:
                         self._refused(write)
+                        # As a client should: the next write waits as long as it was told.
+                        await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
                         return
                 elif response.status_code < 500:
                     self._ledger.errors.append(f"{method} {path}: {response.status_code} {answer}")
@@ -216,6 +218,7 @@ class Client:
             except (httpx.TransportError, ValueError, KeyError, TypeError):
                 results = [{"status": "unknown"} for _ in writes]
             retry: list[Write] = []
+            refused = False
             for write, result in zip(writes, results, strict=True):
                 outcome = result["status"]
                 if outcome == "accepted":
@@ -223,6 +226,7 @@ class Client:
                     self._resolved(write, result)
                 elif outcome == "failed" and write.key not in tried:
                     self._refused(write)
+                    refused = True
                 elif outcome == "rejected":
                     self._ledger.errors.append(f"batch item {write.item()}: {result}")
                     self._forget(write)
@@ -234,5 +238,5 @@ class Client:
                 for write in writes:
                     self._unresolved(write, "batch item never resolved")
                 return
-            if writes:
+            if writes or refused:
                 await asyncio.sleep(RETRY_EVERY_S)
