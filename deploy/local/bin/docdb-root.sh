@@ -17,6 +17,8 @@ fail() {
   exit 1
 }
 
+trap 'fail "unexpected failure at line $LINENO of $0"' ERR
+
 [[ $EUID -eq 0 ]] || fail "it needs root (debootstrap, chroot, mount); run make as root, or install mongod and use STORE_IMPL=mongod"
 for tool in unshare chroot mount; do
   command -v "$tool" >/dev/null || fail "$tool not found (apt-get install util-linux coreutils mount)"
@@ -34,9 +36,9 @@ mirror="$(
     cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
       | sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p'
   } | tr ' ' '\n' | grep -E '/debian/?$' | head -n 1
-)"
-[[ -n "$mirror" ]] || fail "no Debian mirror found in /etc/apt/sources.list*; add one, or set DOCDB_MIRROR"
+)" || true
 mirror="${DOCDB_MIRROR:-$mirror}"
+[[ -n "$mirror" ]] || fail "no Debian mirror found in /etc/apt/sources.list*; add one, or set DOCDB_MIRROR"
 
 rm -rf "$tmp" && mkdir -p "$(dirname "$out")"
 echo "debootstrap sid from $mirror into $tmp (log: $log)"
