@@ -7,8 +7,12 @@ refusing one document (it fails its validation, is too large, holds a field the 
 replaying it would fail forever, so only that command goes to the dead-letter topic and the rest
 of the batch goes on.
 
-When in doubt the answer is transient: a parked command waits and is never lost, whereas a
-dead-lettered one leaves the apply path until someone replays it by hand.
+Only errors known to be about the document are permanent (:data:`PERMANENT_CODES`, and
+PostgreSQL's data and integrity classes as DocumentDB passes them through); everything else is
+transient. A parked command waits and is never lost, whereas a dead-lettered one leaves the apply
+path until someone replays it by hand; and a store in front of PostgreSQL answers outages with
+codes of its own (DocumentDB's 2600, "postmaster was shut down while establishing libpq
+connection", dead-lettered an acknowledged write while the default was the other way).
 """
 
 from __future__ import annotations
@@ -100,6 +104,32 @@ TRANSIENT_SQLSTATES: frozenset[str] = frozenset(
 
 TRANSIENT_CODES = TRANSIENT_CODES | {sqlstate_code(state) for state in TRANSIENT_SQLSTATES}
 
+#: Server error codes that are about the document written: a retry fails the same way.
+PERMANENT_CODES: frozenset[int] = frozenset(
+    {
+        2,  # BadValue
+        9,  # FailedToParse
+        14,  # TypeMismatch
+        17,  # InvalidLength
+        28,  # PathNotViable
+        52,  # DollarPrefixedFieldName
+        55,  # InvalidDBRef
+        56,  # EmptyFieldName
+        57,  # DottedFieldName
+        66,  # ImmutableField
+        121,  # DocumentValidationFailure
+        10334,  # BSONObjectTooLarge
+        11000,  # DuplicateKey (the insert step handles it; elsewhere it is the document's)
+        16755,  # cannot index the document
+        17280,  # KeyTooLong
+        17419,  # document too large
+    }
+)
+
+#: PostgreSQL classes about the data itself (data exception, integrity constraint violation), as
+#: DocumentDB answers them when it has no MongoDB code for them.
+PERMANENT_SQLSTATE_CLASSES: frozenset[str] = frozenset({"22", "23"})
+
 #: Labels the server puts on errors that a retry may clear.
 TRANSIENT_LABELS: frozenset[str] = frozenset({"RetryableWriteError", "TransientTransactionError"})
 
@@ -108,11 +138,20 @@ TRANSIENT_LABELS: frozenset[str] = frozenset({"RetryableWriteError", "TransientT
 WRITE_ERRORS = (PyMongoError, InvalidDocument)
 
 
+def _sqlstate_class(code: int) -> str | None:
+    """The two-character class of a packed SQLSTATE; None for a code too small to be one."""
+    if code < 1 << 24:  # a SQLSTATE ending in 0 would collide with MongoDB's own codes
+        return None
+    return "".join(chr(((code >> (6 * i)) & 0x3F) + ord("0")) for i in range(2))
+
+
 def classify_code(code: int | None) -> Failure:
-    """Classify one server error by its code; an error without a code is transient."""
+    """Classify one server error by its code: permanent only when known to be the document's."""
     if code is None or code in TRANSIENT_CODES:
         return Failure.TRANSIENT
-    return Failure.PERMANENT
+    if code in PERMANENT_CODES or _sqlstate_class(code) in PERMANENT_SQLSTATE_CLASSES:
+        return Failure.PERMANENT
+    return Failure.TRANSIENT
 
 
 def classify_write_errors(details: Mapping[str, Any]) -> Failure:
@@ -138,10 +177,11 @@ def classify(error: BaseException) -> Failure:
     Transient: connection failures of every kind (``AutoReconnect``, ``NetworkTimeout``,
     ``NotPrimaryError``, ``ServerSelectionTimeoutError``, ``WaitQueueTimeoutError``), write
     concern errors (``WTimeoutError`` included), ``ExecutionTimeout``, server errors with a code
-    in :data:`TRANSIENT_CODES` or a label in :data:`TRANSIENT_LABELS`, and driver errors that
-    are not the server's answer (``InvalidOperation``, ``ConfigurationError``, ...): those are
-    this process's state, not the document's. Permanent: any other server error, and a document
-    the driver cannot encode (``InvalidDocument``, ``DocumentTooLarge``).
+    in :data:`TRANSIENT_CODES` or a label in :data:`TRANSIENT_LABELS`, any code not known to be
+    the document's, and driver errors that are not the server's answer (``InvalidOperation``,
+    ``ConfigurationError``, ...): those are this process's state, not the document's. Permanent:
+    a server error whose code is the document's (see :func:`classify_code`), and a document the
+    driver cannot encode (``InvalidDocument``, ``DocumentTooLarge``).
     """
     if isinstance(error, InvalidDocument):
         return Failure.PERMANENT

@@ -123,7 +123,7 @@ class TestClassify:
         assert classify(labelled_bulk) is Failure.TRANSIENT
 
     @pytest.mark.parametrize("code", PERMANENT_CODES.values(), ids=PERMANENT_CODES)
-    def test_other_server_codes_are_permanent(self, code: int) -> None:
+    def test_the_documents_own_codes_are_permanent(self, code: int) -> None:
         assert classify(OperationFailure("refused", code)) is Failure.PERMANENT
         assert classify(bulk(code)) is Failure.PERMANENT
         assert classify_code(code) is Failure.PERMANENT
@@ -131,7 +131,8 @@ class TestClassify:
     def test_write_errors_and_cursor_errors_are_server_answers(self) -> None:
         assert classify(WriteError("invalid", 121)) is Failure.PERMANENT
         assert classify(DuplicateKeyError("E11000", 11000)) is Failure.PERMANENT
-        assert classify(CursorNotFound("cursor gone", 43)) is Failure.PERMANENT
+        # A server answer, but about the cursor, not the document: transient.
+        assert classify(CursorNotFound("cursor gone", 43)) is Failure.TRANSIENT
 
     @pytest.mark.parametrize(
         "error",
@@ -224,3 +225,23 @@ class TestPostgresStates:
     def test_a_sqlstate_has_five_characters(self) -> None:
         with pytest.raises(ValueError, match="five characters"):
             sqlstate_code("40P0")
+
+
+class TestUnknownCodes:
+    @pytest.mark.parametrize(
+        "code",
+        [
+            2600,  # DocumentDB: postmaster was shut down while establishing libpq connection
+            4,  # an unlisted MongoDB code
+            123456,
+            sqlstate_code("XX000"),  # internal_error
+            sqlstate_code("42P01"),  # undefined_table
+        ],
+    )
+    def test_a_code_not_known_to_be_the_documents_is_transient(self, code: int) -> None:
+        assert classify_code(code) is Failure.TRANSIENT
+        assert classify(bulk(code)) is Failure.TRANSIENT
+
+    @pytest.mark.parametrize("sqlstate", ["22P02", "22003", "23502", "23514"])
+    def test_postgres_data_and_integrity_errors_are_permanent(self, sqlstate: str) -> None:
+        assert classify_code(sqlstate_code(sqlstate)) is Failure.PERMANENT
