@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from regionstore_gateway.api.dependencies import KeyHeader, WaitQuery, WritesDep
@@ -25,13 +24,11 @@ from regionstore_gateway.models import (
     CustomerOut,
     CustomerPage,
     CustomerPatch,
-    NotAccepted,
 )
 from regionstore_gateway.repository import CustomerFilter, Found, Lookup
 from regionstore_gateway.writes import (
     Command,
     CustomerExistsError,
-    CustomerUnreadableError,
     Writes,
     Written,
 )
@@ -133,7 +130,6 @@ async def create_customer(
     customer: Customer,
     writes: WritesDep,
     keys: IdempotencyDep,
-    settings: SettingsDep,
     response: Response,
     wait: WaitQuery = None,
     if_none_match: Annotated[
@@ -146,30 +142,22 @@ async def create_customer(
         ),
     ] = None,
     idempotency_key: KeyHeader = None,
-) -> dict[str, Any] | JSONResponse:
+) -> dict[str, Any]:
     """Create (or, without ``If-None-Match: *``, replace) a customer."""
     create_only = if_none_match is not None and if_none_match.strip() == "*"
-    try:
-        return await _write(
-            writes,
-            keys,
-            response,
-            key=idempotency_key,
-            request=request_hash(
-                "POST /v1/customers",
-                customer=customer.model_dump(mode="json"),
-                create_only=create_only,
-            ),
-            build=lambda: prepare_upsert(writes, customer, create_only=create_only),
-            wait=wait is not None,
-        )
-    except CustomerUnreadableError as error:
-        body = NotAccepted(detail=f"{error}; not accepted: nothing was written, retry later")
-        return JSONResponse(
-            body.model_dump(),
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(settings.api.retry_after_s)},
-        )
+    return await _write(
+        writes,
+        keys,
+        response,
+        key=idempotency_key,
+        request=request_hash(
+            "POST /v1/customers",
+            customer=customer.model_dump(mode="json"),
+            create_only=create_only,
+        ),
+        build=lambda: prepare_upsert(writes, customer, create_only=create_only),
+        wait=wait is not None,
+    )
 
 
 @router.put(

@@ -4,7 +4,7 @@ and a status change Redis could not take is a 503 that says the status was not c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,14 +13,19 @@ from fastapi.responses import JSONResponse
 
 from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
 from regionstore_gateway.models import NotAccepted, OutcomeUnknown
-from regionstore_gateway.writes import KafkaUnavailableError, OutcomeUnknownError
+from regionstore_gateway.writes import (
+    CustomerUnreadableError,
+    KafkaUnavailableError,
+    OutcomeUnknownError,
+)
 from regionstore_shared.status import StatusStoreUnavailableError
 
 UNKNOWN_DETAIL = (
     "Kafka did not acknowledge the write in time; outcome unknown: the write may or may not be "
     f"applied; retry with the same {HEADER} (without one, a retry is a new write)"
 )
-KAFKA_DOWN_DETAIL = "Kafka did not take the write; not accepted: nothing was written, retry later"
+NOTHING_WRITTEN = "not accepted: nothing was written, retry later"
+KAFKA_DOWN_DETAIL = f"Kafka did not take the write; {NOTHING_WRITTEN}"
 REDIS_DOWN_DETAIL = (
     f"the {HEADER} cannot be checked: Redis cannot be reached or failed; not accepted: nothing "
     f"was written, retry later (a write without {HEADER} does not need Redis)"
@@ -109,13 +114,14 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
         )
         return JSONResponse(body.model_dump(), status_code=504, headers=retry)
 
-    async def kafka_down(_: Request, error: Exception) -> JSONResponse:
-        body = NotAccepted(detail=f"{KAFKA_DOWN_DETAIL} ({error})")
-        return JSONResponse(body.model_dump(), status_code=503, headers=retry)
+    def not_accepted(
+        why: Callable[[Exception], str],
+    ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def answer(_: Request, error: Exception) -> JSONResponse:
+            body = NotAccepted(detail=why(error))
+            return JSONResponse(body.model_dump(), status_code=503, headers=retry)
 
-    async def redis_down(_: Request, error: Exception) -> JSONResponse:
-        body = NotAccepted(detail=f"{REDIS_DOWN_DETAIL} ({error})")
-        return JSONResponse(body.model_dump(), status_code=503, headers=retry)
+        return answer
 
     async def status_store_down(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StatusStoreUnavailableError)
@@ -129,7 +135,11 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
         return JSONResponse({"detail": detail}, status_code=422)
 
     app.add_exception_handler(OutcomeUnknownError, unknown)
+    kafka_down = not_accepted(lambda e: f"{KAFKA_DOWN_DETAIL} ({e})")
+    redis_down = not_accepted(lambda e: f"{REDIS_DOWN_DETAIL} ({e})")
+    unreadable = not_accepted(lambda e: f"{e}; {NOTHING_WRITTEN}")
     app.add_exception_handler(KafkaUnavailableError, kafka_down)
     app.add_exception_handler(IdempotencyUnavailableError, redis_down)
+    app.add_exception_handler(CustomerUnreadableError, unreadable)
     app.add_exception_handler(KeyReusedError, key_reused)
     app.add_exception_handler(StatusStoreUnavailableError, status_store_down)
