@@ -152,9 +152,12 @@ test-tools: ## what the browser and compose tests need: Debian's chromium, docke
 		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
 
 .PHONY: test
-test: sync tools test-tools ## all tests; integration tests start the local stack if it is not running
-	@echo "uv run pytest"
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest
+PYTEST_ARGS ?=
+
+.PHONY: test
+test: sync tools test-tools ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
+	@echo "uv run pytest $(PYTEST_ARGS)"
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack
