@@ -151,7 +151,6 @@ test-tools: ## what the browser and compose tests need: Debian's chromium, docke
 	@mkdir -p "$(CACHE_DIR)" && bash tests/compose/install-tools.sh >"$(CACHE_DIR)/compose-tools.log" 2>&1 \
 		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
 
-.PHONY: test
 PYTEST_ARGS ?=
 
 .PHONY: test
