@@ -64,10 +64,14 @@ TEST_ENV := REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS REGIONSTORE_REDIS__URL \
 	REGIONSTORE_STORES__REGION_1 REGIONSTORE_STORES__REGION_2 REGIONSTORE_STORES__REGION_3 \
 	REGIONSTORE_GATEWAY_URL REGIONSTORE_WRITER_URL REGIONSTORE_REPLICATOR_URL REGIONSTORE_RECOVERY_URL
 REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
-REGIONSTORE_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
-REGIONSTORE_STORES__REGION_1 ?= mongodb://127.0.0.1:$(REGION_1_PORT)/?directConnection=true
-REGIONSTORE_STORES__REGION_2 ?= mongodb://127.0.0.1:$(REGION_2_PORT)/?directConnection=true
-REGIONSTORE_STORES__REGION_3 ?= mongodb://127.0.0.1:$(REGION_3_PORT)/?directConnection=true
+# The stack's passwords, RUN_DIR/secrets/<name>: made by the `secrets` prerequisite and read
+# only when a recipe runs (these are recursively expanded), so a first run finds them too.
+secret = $(strip $(file < $(RUN_DIR)/secrets/$(1)))
+STORE_LOGIN = $(if $(filter ferretdb,$(STORE_IMPL)),regionstore:$(call secret,store_password)@)
+REGIONSTORE_REDIS__URL ?= redis://regionstore:$(call secret,redis_password)@127.0.0.1:$(REDIS_PORT)/0
+REGIONSTORE_STORES__REGION_1 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_1_PORT)/?directConnection=true
+REGIONSTORE_STORES__REGION_2 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_2_PORT)/?directConnection=true
+REGIONSTORE_STORES__REGION_3 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_3_PORT)/?directConnection=true
 REGIONSTORE_GATEWAY_URL ?= http://127.0.0.1:$(GATEWAY_PORT)
 REGIONSTORE_WRITER_URL ?= http://127.0.0.1:$(WRITER_PORT)
 REGIONSTORE_REPLICATOR_URL ?= http://127.0.0.1:$(REPLICATOR_PORT)
@@ -81,8 +85,12 @@ help: ## list the targets
 ##@ Local stack
 
 .PHONY: up
-up: tools sync ## start the local stack (installs what is missing) and wait until it is ready
+up: tools sync secrets ## start the local stack (installs what is missing) and wait until it is ready
 	@$(STACKCTL) up
+
+.PHONY: secrets
+secrets: ## make the stack's random passwords where missing: RUN_DIR/secrets/<name>, mode 0600
+	@$(STACKCTL) secrets
 
 .PHONY: down
 down: ## stop the local stack and every process it started; data is kept
@@ -95,6 +103,24 @@ status: ## show the stack's processes, pids, ports, readiness and memory
 .PHONY: logs
 logs: ## follow the logs of all processes, or of one: make logs P=kafka
 	@tail -n 40 -F $(if $(P),$(RUN_DIR)/logs/$(P).log,$(RUN_DIR)/logs/*.log)
+
+ROLE ?=
+NAME ?=
+ID ?=
+
+.PHONY: key
+key: ## create an API key (printed once): make key ROLE=reader|writer|operator [NAME=...]
+	@test -n "$(ROLE)" || { echo "usage: make key ROLE=reader|writer|operator [NAME=what it is for]" >&2; exit 2; }
+	@$(STACKCTL) keys create --role "$(ROLE)" --name "$(NAME)"
+
+.PHONY: keys
+keys: ## list the API keys (ids, roles, names; never the keys)
+	@$(STACKCTL) keys list
+
+.PHONY: revoke-key
+revoke-key: ## revoke an API key: make revoke-key ID=<key id>
+	@test -n "$(ID)" || { echo "usage: make revoke-key ID=<key id> (make keys lists them)" >&2; exit 2; }
+	@$(STACKCTL) keys revoke "$(ID)"
 
 .PHONY: clean-data
 clean-data: down ## stop the stack and delete its data (RUN_DIR)
@@ -143,7 +169,7 @@ sync: ## install the workspace into .venv from uv.lock (and uv itself, from PyPI
 lint: sync ## ruff and mypy
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src bench/regionstore_bench tests/chaos
+	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos
 
 .PHONY: test-tools
 test-tools: ## what the browser and compose tests need: Debian's chromium, docker compose, Dockerfile checks
@@ -154,7 +180,7 @@ test-tools: ## what the browser and compose tests need: Debian's chromium, docke
 PYTEST_ARGS ?=
 
 .PHONY: test
-test: sync tools test-tools ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
+test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
 	@echo "uv run pytest $(PYTEST_ARGS)"
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS)
 
@@ -162,21 +188,32 @@ test: sync tools test-tools ## all tests (or some: make test PYTEST_ARGS='tests/
 test-unit: sync ## tests that need no running stack
 	uv run pytest -m "not integration"
 
+FUZZ_EXAMPLES ?= 300
+
+.PHONY: fuzz
+fuzz: sync secrets ## a long Schemathesis run over the whole API (FUZZ_EXAMPLES cases per operation); prints its figures
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		uv run pytest tests/integration/test_api_fuzz.py -s -p no:cacheprovider --timeout 3600
+
 ##@ Data and benchmarks
 
 N ?= 100000
 FILE ?=
 
 .PHONY: seed
-seed: sync ## load N generated Olist-style customers through the batch API: make seed N=100000
+seed: sync secrets ## load N generated Olist-style customers through the batch API: make seed N=100000
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m regionstore_gateway.dataset seed --count $(N) --url $(REGIONSTORE_GATEWAY_URL)
+		uv run regionstore seed $(N) --url $(REGIONSTORE_GATEWAY_URL)
 
 .PHONY: import
-import: sync ## load an Olist customers CSV through the batch API: make import FILE=olist_customers_dataset.csv
+import: sync secrets ## load an Olist customers CSV through the batch API: make import FILE=olist_customers_dataset.csv
 	@test -n "$(FILE)" || { echo "usage: make import FILE=path/to/olist_customers_dataset.csv" >&2; exit 2; }
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m regionstore_gateway.dataset import "$(FILE)" --url $(REGIONSTORE_GATEWAY_URL)
+		uv run regionstore import "$(FILE)" --url $(REGIONSTORE_GATEWAY_URL)
+
+.PHONY: audit
+audit: sync secrets ## check the regional stores against each other: make audit (see regionstore audit --help)
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run regionstore audit
 
 ROUNDS ?= 1
 WRITES ?= 20000
@@ -187,19 +224,36 @@ chaos: up ## SIGKILL every process kind under load and prove nothing was lost: m
 		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES)
 
 .PHONY: bench
-bench: sync ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
+bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench
 
 .PHONY: bench-quick
-bench-quick: sync ## a small benchmark (under 2 min): bench/results/quick.*
+bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench --quick
 
 ##@ Docker deployment (needs a Docker engine and Compose v2+)
 
 COMPOSE := docker compose -f $(ROOT)/deploy/compose.yaml
+# deploy/compose.yaml's Docker secrets; the Mongo keyfile only takes base64 characters (hex is).
+# Compose mounts each file as it is, so the files are readable by the containers' own users
+# and the directory by nobody else.
+# metrics_key is an API key (rsk_<key id>_<secret>), which compose's metrics-key service registers
+# with the reader role for Prometheus; it is made first, so the loop leaves it alone.
+COMPOSE_SECRETS := mongo_root_password mongo_keyfile store_password redis_password kafka_password auth_secret grafana_admin_password metrics_key
+
+.PHONY: compose-secrets
+compose-secrets: ## make deploy/compose.yaml's secrets where missing: random, in deploy/secrets/ (git-ignored)
+	@chmod 700 $(ROOT)/deploy/secrets
+	@cd $(ROOT)/deploy/secrets && { test -s metrics_key || python3 -c \
+		'import secrets; print(f"rsk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}", end="")' >metrics_key; }
+	@cd $(ROOT)/deploy/secrets && for name in $(COMPOSE_SECRETS); do \
+		test -s "$$name" || python3 -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1])), end="")' \
+			"$$( [ "$$name" = mongo_keyfile ] && echo 378 || echo 32 )" >"$$name"; \
+	done
+	@echo "secrets in deploy/secrets/: $(COMPOSE_SECRETS)"
 
 .PHONY: compose-up
-compose-up: ## the production shape in Docker
+compose-up: compose-secrets ## the production shape in Docker
 	$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT)
 
 .PHONY: compose-down

@@ -17,6 +17,7 @@ from regionstore_shared.audit import AuditReport, Expected, wait_for_clean
 from regionstore_shared.clients import MongoClient, mongo_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
+from tests.keys import headers
 
 APPLY_WITHIN_S = 90.0
 
@@ -131,7 +132,7 @@ async def env(stack: Any) -> AsyncIterator[Env]:
         region: client[settings.store.database][settings.store.collection]
         for region, client in clients.items()
     }
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers(), timeout=60) as http:
         environment = Env(http, settings, collections)
         try:
             yield environment

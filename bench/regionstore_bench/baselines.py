@@ -13,9 +13,9 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
-from regionstore_shared.clients import kafka_producer, mongo_client
+from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer, mongo_client
 from regionstore_shared.indexes import CUSTOMER_INDEXES
 from regionstore_shared.settings import CommonSettings
 
@@ -45,7 +45,7 @@ async def _consume_all(settings: CommonSettings, topic: str, count: int) -> floa
     kafka = settings.kafka
     # The services' fetch settings, without a group: nothing is left behind on the broker.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **kafka_connection(kafka),
         client_id="bench-baseline",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -91,7 +91,7 @@ async def kafka_baselines(
 ) -> dict[str, Any]:
     """Produce and consume rates of the ingest's messages, and single-message round trips."""
     kafka = settings.kafka
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="bench-admin")
+    admin = kafka_admin(kafka, "bench-admin")
     await admin.start()
     produce_s: list[float] = []
     consume_s: list[float] = []

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from regionstore_gateway.dataset.olist import generate
 from regionstore_gateway.planning import upsert_targets
 from regionstore_shared.documents import live_document
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import Customer, UpsertCustomer, encode_command
+from regionstore_tools.dataset.olist import generate
 
 ID_PREFIX = "bench-"
 # '.' sorts right after '-': every bench id lies in [ID_PREFIX, ID_PREFIX_END).

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from regionstore_shared.api_key import api_key, auth_headers
 from regionstore_shared.apply import Collection
 from regionstore_shared.audit import AuditReport, Expected
 from regionstore_shared.clients import MongoClient, mongo_clients, redis_client
@@ -80,13 +81,18 @@ class Progress:
 
 @dataclass
 class BenchEnv:
-    """Clients to the gateway, every service's /metrics and every regional store."""
+    """Clients to the gateway, every service's /metrics and every regional store.
+
+    Every request carries the API key (``regionstore_shared.api_key``: the operator key of
+    ``make up`` unless REGIONSTORE_API_KEY or REGIONSTORE_API_KEY_FILE say otherwise).
+    """
 
     settings: CommonSettings
     http: httpx.AsyncClient
     urls: dict[str, str]
     collections: dict[str, Collection]
     redis: Redis
+    api_key: str = field(repr=False, default="")
     written_ids: list[str] = field(default_factory=list)
 
     @property
@@ -173,10 +179,11 @@ async def open_env(timeout_s: float = 120.0) -> AsyncIterator[BenchEnv]:
     # Below uvicorn's 5 s keep-alive: a connection the server is about to close is never reused
     # (that race shows up as httpx.ReadError on a healthy gateway).
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=2.0)
+    key = api_key()
     async with httpx.AsyncClient(
-        base_url=urls["gateway"], timeout=timeout_s, limits=limits
+        base_url=urls["gateway"], headers=auth_headers(key), timeout=timeout_s, limits=limits
     ) as http:
-        env = BenchEnv(settings, http, urls, collections, redis)
+        env = BenchEnv(settings, http, urls, collections, redis, key)
         try:
             yield env
         finally:

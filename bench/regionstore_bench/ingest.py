@@ -89,7 +89,7 @@ async def post_singles(
     deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
-        async with RawConnection(env.urls["gateway"]) as connection:
+        async with RawConnection(env.urls["gateway"], env.api_key) as connection:
             while not queue.empty() and time.perf_counter() < deadline:
                 body = queue.get_nowait()
                 started = time.perf_counter()

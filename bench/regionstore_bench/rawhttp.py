@@ -23,10 +23,11 @@ class RawHttpError(Exception):
 class RawConnection:
     """One persistent connection; requests on it go one after the other."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, api_key: str) -> None:
         url = httpx.URL(base_url)
         self._host = url.host
         self._port = url.port or 80
+        self._authorization = f"Authorization: Bearer {api_key}\r\n"
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -55,7 +56,7 @@ class RawConnection:
         """POST a JSON body; return (status, decoded JSON body)."""
         body = json.dumps(payload).encode()
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{self._authorization}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         try:

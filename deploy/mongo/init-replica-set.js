@@ -1,17 +1,25 @@
-// Bootstraps one region's replica set. Run by that region's one-shot `mongo-rN-init` service with
-// mongosh, connected directly to the first member:
+// Bootstraps one region's replica set and its service user. Run by that region's one-shot
+// `mongo-rN-init` service with mongosh, connected directly to the first member:
 //
 //   mongosh --quiet "mongodb://mongo-r1a:27017/?directConnection=true" --file init-replica-set.js
 //
 // Environment:
-//   RS_NAME                 replica set name, which is the region name (region_1, ...)
-//   RS_MEMBERS              comma-separated host:port of the members; the first one is preferred
-//                           as primary (priority 2), so a port published for it reaches the primary
-//   RS_PRIMARY_TIMEOUT_MS   how long to wait for a primary and a majority of healthy members
+//   RS_NAME                   replica set name, which is the region name (region_1, ...)
+//   RS_MEMBERS                comma-separated host:port of the members; the first one is preferred
+//                             as primary (priority 2), so a port published for it reaches the
+//                             primary
+//   RS_PRIMARY_TIMEOUT_MS     how long to wait for a primary and a majority of healthy members
+//   ROOT_USERNAME             the administrator the members' entrypoint made on their first start
+//   ROOT_PASSWORD_FILE        its password, a Docker secret
+//   APP_USERNAME              the services' user: readWrite on APP_DATABASE, nothing else
+//   APP_PASSWORD_FILE         its password, a Docker secret
+//   APP_DATABASE              the services' database (REGIONSTORE_STORE__DATABASE)
 //
-// Idempotent: a set that is already initiated is left as it is (only its name is checked), so
-// `docker compose up` can run this on every start. Exits non-zero when the set is not usable in
-// time, so services that depend on it with `service_completed_successfully` do not start.
+// Idempotent: a set that is already initiated is left as it is (only its name is checked), and
+// the service user is created, or given the current password and role, so `docker compose up`
+// can run this on every start (and rotates the password). Exits non-zero when the set is not
+// usable in time, so services that depend on it with `service_completed_successfully` do not
+// start.
 
 const NOT_YET_INITIALIZED = 94;
 const ALREADY_INITIALIZED = 23;
@@ -20,6 +28,22 @@ const HEALTHY_STATES = ["PRIMARY", "SECONDARY"];
 function fail(message) {
   print(`init-replica-set: ${message}`);
   quit(1);
+}
+
+const LOGIN_SETTINGS = [
+  "ROOT_USERNAME",
+  "ROOT_PASSWORD_FILE",
+  "APP_USERNAME",
+  "APP_PASSWORD_FILE",
+  "APP_DATABASE",
+];
+
+function readSecret(path) {
+  const secret = require("fs").readFileSync(path, "utf8").trim();
+  if (!secret) {
+    fail(`${path} is empty`);
+  }
+  return secret;
 }
 
 function readSettings() {
@@ -32,7 +56,22 @@ function readSettings() {
   if (!name || hosts.length === 0 || !(timeoutMs > 0)) {
     fail("RS_NAME, RS_MEMBERS and a positive RS_PRIMARY_TIMEOUT_MS are required");
   }
-  return { name, hosts, timeoutMs };
+  const missing = LOGIN_SETTINGS.filter((key) => !process.env[key]);
+  if (missing.length > 0) {
+    fail(`${missing.join(", ")} required`);
+  }
+  const env = process.env;
+  return {
+    name,
+    hosts,
+    timeoutMs,
+    root: { user: env.ROOT_USERNAME, pwd: readSecret(env.ROOT_PASSWORD_FILE) },
+    app: {
+      user: env.APP_USERNAME,
+      pwd: readSecret(env.APP_PASSWORD_FILE),
+      database: env.APP_DATABASE,
+    },
+  };
 }
 
 function replicaSetConfig(name, hosts) {
@@ -107,8 +146,34 @@ function waitUntilUsable(name, timeoutMs) {
   }
 }
 
+// Users are written on the primary; the first member is preferred, so it becomes the primary.
+function waitUntilPrimaryHere(timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (!adminCommand({ hello: 1 }).isWritablePrimary) {
+    if (Date.now() >= deadline) {
+      fail(`this member is not primary after ${timeoutMs} ms`);
+    }
+    sleep(1000);
+  }
+}
+
+// Creates the services' user, or brings its password and role up to date.
+function ensureAppUser(app) {
+  const roles = [{ role: "readWrite", db: app.database }];
+  const found = adminCommand({ usersInfo: app.user }).users || [];
+  if (found.length === 0) {
+    adminCommand({ createUser: app.user, pwd: app.pwd, roles });
+    print(`init-replica-set: created user ${app.user}`);
+  } else {
+    adminCommand({ updateUser: app.user, pwd: app.pwd, roles });
+    print(`init-replica-set: updated user ${app.user}`);
+  }
+}
+
 function main() {
-  const { name, hosts, timeoutMs } = readSettings();
+  const { name, hosts, timeoutMs, root, app } = readSettings();
+  // The members run with a keyfile, so with authorization: nothing works before this.
+  db.getSiblingDB("admin").auth(root.user, root.pwd);
   const status = currentStatus();
   if (status === null) {
     initiate(name, hosts);
@@ -118,6 +183,8 @@ function main() {
     print(`init-replica-set: ${name} already initiated, leaving its config as it is`);
   }
   waitUntilUsable(name, timeoutMs);
+  waitUntilPrimaryHere(timeoutMs);
+  ensureAppUser(app);
 }
 
 main();

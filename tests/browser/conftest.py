@@ -2,13 +2,16 @@
 
 Playwright's sync API marks its own event loop as running between calls for as long as it is
 started, which would stop pytest-asyncio from running any async test meanwhile. So Playwright
-and the browser live for one test module, never for the whole session.
+and the browser live for one test module, never for the whole session, and the keys the pages
+sign in with are made before it starts.
+
+Every page runs under the gateway's Content-Security-Policy; a violation fails the test.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -16,9 +19,11 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.browser.console_pages import Console, CustomerFactory
+from tests.keys import headers, new_key
 from tests.stack import Stack
 
 CHROMIUM = "/usr/bin/chromium"
+ROLES = ("reader", "writer", "operator")
 # No first-run UI, no background traffic: the machine has no internet for browsers.
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -50,15 +55,21 @@ def screenshot_dir(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+async def role_keys(stack: Stack) -> dict[str, str]:
+    """A fresh key of every role, for the pages to sign in with."""
+    return {role: await new_key(role) for role in ROLES}
+
+
 @pytest.fixture(scope="module")
 def api(gateway_url: str) -> Iterator[httpx.Client]:
-    """A plain HTTP client for setting up and checking what the UI did."""
-    with httpx.Client(base_url=gateway_url, timeout=60) as client:
+    """A plain HTTP client, with the operator key, for setting up and checking what the UI did."""
+    with httpx.Client(base_url=gateway_url, headers=headers(), timeout=60) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def browser(gateway_url: str) -> Iterator[Browser]:
+def browser(gateway_url: str, role_keys: Mapping[str, str]) -> Iterator[Browser]:
     """Debian's Chromium, driven by Playwright (never `playwright install`)."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -70,16 +81,21 @@ def browser(gateway_url: str) -> Iterator[Browser]:
 
 @pytest.fixture
 def console(
-    browser: Browser, gateway_url: str, screenshot_dir: Path, request: pytest.FixtureRequest
+    browser: Browser,
+    gateway_url: str,
+    screenshot_dir: Path,
+    role_keys: Mapping[str, str],
+    request: pytest.FixtureRequest,
 ) -> Iterator[Console]:
-    """Console pages for one test; fails the test on any uncaught script error."""
+    """Console pages for one test; fails the test on any uncaught script error or CSP violation."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
-    opened = Console(browser, gateway_url, screenshot_dir, name)
+    opened = Console(browser, gateway_url, screenshot_dir, name, role_keys)
     try:
         yield opened
     finally:
         opened.close()
     assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
+    assert not opened.csp_violations, f"Content-Security-Policy violations: {opened.csp_violations}"
 
 
 @pytest.fixture

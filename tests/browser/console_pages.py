@@ -1,19 +1,48 @@
-"""Page helpers for the console's browser tests: opening pages, finding things, filtering."""
+"""Page helpers for the console's browser tests: signing in, finding things, filtering."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+)
 
 # Pages are laid out for a laptop screen.
 LAPTOP: ViewportSize = {"width": 1366, "height": 768}
 READABLE_WITHIN_S = 90.0
+
+# Runs before any script of the page: every Content-Security-Policy violation is reported on the
+# console, where the test collects it (Chromium also logs most of them there by itself).
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}`
+    + ` at ${event.sourceFile}:${event.lineNumber}`);
+});
+"""
+
+
+def is_csp_report(message: ConsoleMessage) -> bool:
+    """Whether a console message reports a Content-Security-Policy violation."""
+    text = message.text
+    return text.startswith("CSP violation") or "Content Security Policy" in text
+
+
+def key_id(key: str) -> str:
+    """The public id of a key ``rsk_<id>_<secret>``."""
+    return key.split("_")[1]
 
 
 @dataclass
@@ -24,20 +53,36 @@ class Console:
     url: str
     screenshot_dir: Path
     test_name: str
+    keys: Mapping[str, str]
     errors: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
     _contexts: list[BrowserContext] = field(default_factory=list)
 
-    def open(self) -> Page:
-        """A new page showing the console, with its region stream live."""
-        context = self.browser.new_context(viewport=LAPTOP, base_url=self.url)
-        self._contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: self.errors.append(f"{error}"))
-        page.goto("/")
+    def open(self, role: str = "operator") -> Page:
+        """A new page signed in with a key of ``role``: the console, its region stream live."""
+        page = self.open_signed_out()
+        sign_in(page, self.keys[role])
+        expect(page.get_by_test_id("session-role")).to_have_text(role)
         expect(page.get_by_test_id("connection-label")).to_have_text("live")
         expect(page.locator("[data-testid^='region-card-']").first).to_be_visible()
         expect(page.get_by_test_id("customers-table")).to_have_attribute("aria-busy", "false")
         return page
+
+    def open_signed_out(self) -> Page:
+        """A new page in a fresh browser context (no session cookie), showing the sign-in form."""
+        context = self.browser.new_context(viewport=LAPTOP, base_url=self.url)
+        context.add_init_script(CSP_LISTENER)
+        self._contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"{error}"))
+        page.on("console", self._console)
+        page.goto("/")
+        expect(page.get_by_test_id("signin-form")).to_be_visible()
+        return page
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if is_csp_report(message):
+            self.csp_violations.append(message.text)
 
     def shot(self, page: Page, name: str) -> Path:
         """Save a full-page screenshot as <test>-<name>.png."""
@@ -87,6 +132,13 @@ class CustomerFactory:
         while self.api.get(f"/v1/customers/{customer_id}").status_code != 200:
             assert time.monotonic() < deadline, f"{customer_id} not readable after {within_s}s"
             time.sleep(0.25)
+
+
+def sign_in(page: Page, key: str) -> None:
+    """Type a key into the sign-in form and send it."""
+    form = page.get_by_test_id("signin-form")
+    form.get_by_label("API key").fill(key)
+    form.get_by_role("button", name="Sign in").click()
 
 
 def region_card(page: Page, region: str) -> Locator:

@@ -18,6 +18,7 @@ from regionstore_shared.settings import CommonSettings
 from tests.chaos import faults
 from tests.chaos.load import Client, Ledger
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
+from tests.keys import headers
 from tests.stack import Stack
 
 SETTLE_WITHIN_S = 300.0
@@ -80,7 +81,7 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
     prefix = uuid.uuid4().hex[:8]
     ledger = Ledger(prefix)
     start = await end_offsets(settings.kafka)
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers(), timeout=30) as http:
         schedule = await faults.plan(stack)
         stop = asyncio.Event()
         clients = [Client(n, http, ledger, settings.region_map) for n in range(plan.clients)]

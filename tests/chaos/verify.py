@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.schemas import decode_command
 from regionstore_shared.settings import KafkaSettings
 
@@ -36,7 +36,7 @@ class TopicCheck:
 
 def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_connection(settings),
         enable_auto_commit=False,
         client_id="regionstore-chaos",
     )
@@ -44,7 +44,7 @@ def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
 
 async def end_offsets(settings: KafkaSettings) -> Offsets:
     """Where the command topic ends now, per partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka_admin(settings, "regionstore-chaos")
     await admin.start()
     try:
         described = await admin.describe_topics([settings.command_topic])

@@ -6,7 +6,8 @@
 // SCENARIO_JSON: {"env": {...}, "replies": {"<command name>": [reply, ...]}}
 // Replies of one command are used in order and the last one repeats. A reply {"throw": {"code",
 // "message"}} is thrown as mongosh throws a MongoServerError. `sleep` advances a fake clock
-// that `Date.now()` reads, so wait loops run instantly.
+// that `Date.now()` reads, so wait loops run instantly. `require` is node's (the script reads its
+// secrets with `fs`).
 //
 // Prints one JSON line: {"exitCode", "error", "commands", "printed", "clockMs"}.
 
@@ -50,7 +51,18 @@ function main() {
         commands.push(command);
         return nextReply(Object.keys(command)[0]);
       },
+      // mongosh's db.getSiblingDB(name).auth(user, pwd), recorded as {auth: user, db: name}; it
+      // succeeds unless the scenario scripts "auth" replies.
+      getSiblingDB(name) {
+        return {
+          auth(user, pwd) {
+            commands.push({ auth: user, db: name, pwdLength: String(pwd).length });
+            return replies.auth ? nextReply("auth") : { ok: 1 };
+          },
+        };
+      },
     },
+    require,
     print: (...parts) => printed.push(parts.join(" ")),
     quit: (code = 0) => {
       throw new Quit(code);

@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
+from regionstore_shared.settings import CommonSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 TEST_ENV_FILE = DEPLOY / "compose.test.env"
+MAKEFILE = REPO_ROOT / "Makefile"
 DOCKERFILE = DEPLOY / "Dockerfile"
+SECRETS_DIR = DEPLOY / "secrets"
 
 REGIONS = ("region_1", "region_2", "region_3")
 MEMBERS_PER_REGION = 3
@@ -139,15 +144,23 @@ def unescape(value: str) -> str:
     return value.replace("$$", "$")
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        key, _, raw = line.partition("=")
-        (value,) = shlex.split(raw)
-        values[key.strip()] = value
-    return values
+def redis_server_command(redis: Service) -> list[str]:
+    """The redis-server arguments of the start script (`sh -c SCRIPT`)."""
+    assert redis["command"][:2] == ["sh", "-c"]
+    script = unescape(redis["command"][2])
+    line = next(line for line in script.splitlines() if "redis-server" in line)
+    words = shlex.split(line)
+    return words[words.index("redis-server") :]
+
+
+def secret_sources(service: Service) -> dict[str, str]:
+    """Secret name -> where the container sees it."""
+    return {
+        secret["source"]: secret["target"]
+        if secret["target"].startswith("/")
+        else f"/run/secrets/{secret['target']}"
+        for secret in service.get("secrets", [])
+    }
 
 
 class TestValidation:
@@ -213,7 +226,7 @@ class TestEveryService:
                 continue
             healthcheck = service.get("healthcheck", {})
             assert not healthcheck.get("disable"), name
-            assert healthcheck.get("test", [])[:1] == ["CMD"], name
+            assert healthcheck.get("test", [""])[0] in ("CMD", "CMD-SHELL"), name
 
     def test_long_running_services_restart_unless_stopped(
         self, services: dict[str, Service]
@@ -251,8 +264,12 @@ class TestEveryService:
         for name, service in services.items():
             for mount in service.get("volumes", []):
                 if mount["type"] == "bind":
-                    # Only the init script is bind-mounted, read-only.
-                    assert mount["source"] == str(DEPLOY / "mongo" / "init-replica-set.js"), name
+                    # Only the repository's own files are bind-mounted, read-only, and never
+                    # a secret (those are Docker secrets).
+                    source = Path(mount["source"])
+                    assert source.is_relative_to(DEPLOY), name
+                    assert not source.is_relative_to(SECRETS_DIR), name
+                    assert source.exists(), name
                     assert mount.get("read_only") is True, name
                     continue
                 assert mount["type"] == "volume", name
@@ -270,8 +287,24 @@ class TestEveryService:
         secret_name = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|CREDENTIAL", re.IGNORECASE)
         for name, service in services.items():
             for key, value in service.get("environment", {}).items():
+                # A *_FILE variable names a mounted secret, not a secret.
+                if key.endswith("_FILE"):
+                    assert (value or "").startswith("/run/secrets/"), f"{name}: {key}"
+                    continue
                 assert not secret_name.search(key), f"{name}: {key} must come from the caller"
                 assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value or ""), f"{name}: {key}"
+
+    def test_no_password_is_written_into_the_text(self) -> None:
+        text = COMPOSE_FILE.read_text()
+
+        assert not re.search(r"://[^/@\s$]+:[^/@\s$]+@", text), "a URL with a password"
+        values = re.findall(r'password\s*=\s*"?([^\s\]"]*)', text, re.IGNORECASE)
+        assert values
+        # A shell variable read from a secret, or the placeholder of a comment.
+        assert all(value.startswith("$") or value == "..." for value in values), values
+        # Redis ACL passwords: `>plaintext` or `#sha256`, other than the one read at start-up.
+        assert not re.search(r"\son\s+[>#][0-9A-Za-z]", text)
+        assert not re.search(r"[0-9a-f]{32,}", text), "something that looks like a key"
 
 
 class TestRegionalStores:
@@ -347,7 +380,7 @@ class TestKafka:
         kafka = services["kafka"]
         advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
 
-        assert "PLAINTEXT://kafka:9092" in advertised
+        assert "INTERNAL://kafka:9092" in advertised
         assert "EXTERNAL://127.0.0.1:9094" in advertised
         assert published(kafka)[9094] == ("127.0.0.1", 9094)
 
@@ -362,17 +395,22 @@ class TestRedis:
     def test_notifies_keyspace_events_and_appends_to_its_log(
         self, services: dict[str, Service]
     ) -> None:
-        command = [unescape(part) for part in services["redis"]["command"]]
+        server = redis_server_command(services["redis"])
 
-        assert command[0] == "redis-server"
-        assert command[command.index("--appendonly") + 1] == "yes"
-        assert command[command.index("--notify-keyspace-events") + 1] == "K$"
+        assert server[server.index("--appendonly") + 1] == "yes"
+        assert server[server.index("--notify-keyspace-events") + 1] == "K$"
+
+    def test_runs_through_the_image_entrypoint(self, services: dict[str, Service]) -> None:
+        # docker-entrypoint.sh drops root for the redis user; a bare redis-server would not.
+        script = unescape(services["redis"]["command"][2])
+
+        assert "exec docker-entrypoint.sh redis-server " in script
 
     def test_is_checked_and_persistent(self, services: dict[str, Service]) -> None:
         redis = services["redis"]
 
         assert redis["image"].startswith("redis:7")
-        assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+        assert "redis-cli" in redis["healthcheck"]["test"][1]
         assert [m["type"] for m in redis["volumes"] if m["target"] == "/data"] == ["volume"]
 
 
@@ -431,15 +469,222 @@ class TestAppServices:
             assert env["REGIONSTORE_REDIS__URL"] == "redis://redis:6379/0", name
 
 
+class TestCredentials:
+    """Nothing runs without its credentials, and every credential is a git-ignored secret."""
+
+    def test_every_secret_is_a_git_ignored_file_that_make_creates(self, config: Config) -> None:
+        files = {name: Path(spec["file"]) for name, spec in config["secrets"].items()}
+        made = re.search(r"^COMPOSE_SECRETS := (.+)$", MAKEFILE.read_text(), re.MULTILINE)
+        assert made is not None
+
+        assert set(files) == set(made.group(1).split())
+        for name, path in files.items():
+            assert path.parent == SECRETS_DIR, name
+            ignored = subprocess.run(
+                ["git", "check-ignore", "--quiet", "--no-index", str(path)],
+                cwd=REPO_ROOT,
+                check=False,
+            )
+            assert ignored.returncode == 0, f"{path} is not git-ignored"
+        tracked = subprocess.run(
+            ["git", "ls-files", str(SECRETS_DIR)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert tracked.stdout.split() in ([], ["deploy/secrets/.gitignore"])
+
+    @pytest.mark.parametrize("region", REGIONS)
+    def test_members_authenticate_each_other_and_make_a_root_user(
+        self, services: dict[str, Service], region: str
+    ) -> None:
+        for name, member in members_of(services, region).items():
+            command = member["command"]
+            keyfile = command[command.index("--keyFile") + 1]
+            entrypoint = " ".join(unescape(part) for part in member["entrypoint"])
+            env = member["environment"]
+
+            assert f"/run/secrets/mongo_keyfile {keyfile}" in entrypoint, name
+            assert "exec docker-entrypoint.sh" in entrypoint, name
+            assert env["MONGO_INITDB_ROOT_USERNAME"], name
+            assert env["MONGO_INITDB_ROOT_PASSWORD_FILE"] == "/run/secrets/mongo_root_password"
+            assert {"mongo_keyfile", "mongo_root_password"} <= set(secret_sources(member)), name
+
+    @pytest.mark.parametrize("region", REGIONS)
+    def test_the_init_logs_in_as_root_and_makes_the_services_user(
+        self, services: dict[str, Service], region: str
+    ) -> None:
+        name, init = init_service_of(services, region)
+        env = init["environment"]
+        member = services[env["RS_MEMBERS"].split(",")[0].split(":")[0]]
+        mounted = secret_sources(init)
+
+        assert env["ROOT_USERNAME"] == member["environment"]["MONGO_INITDB_ROOT_USERNAME"]
+        assert env["ROOT_PASSWORD_FILE"] == mounted["mongo_root_password"], name
+        assert env["APP_PASSWORD_FILE"] == mounted["store_password"], name
+        for app in APP_SERVICES:
+            app_env = services[app]["environment"]
+            assert env["APP_USERNAME"] == app_env["REGIONSTORE_STORE__USERNAME"], app
+            assert env["APP_DATABASE"] == app_env.get("REGIONSTORE_STORE__DATABASE", "regionstore")
+
+    def test_redis_has_one_user_and_no_default_one(self, services: dict[str, Service]) -> None:
+        redis = services["redis"]
+        script = unescape(redis["command"][2])
+        server = redis_server_command(redis)
+        acl_file = server[server.index("--aclfile") + 1]
+        user = services["writer"]["environment"]["REGIONSTORE_REDIS__USERNAME"]
+
+        assert f"user default off\\nuser {user} on #%s" in script
+        assert f">{acl_file}" in script
+        assert "/run/secrets/redis_password" in script
+        assert set(secret_sources(redis)) == {"redis_password"}
+        healthcheck = unescape(redis["healthcheck"]["test"][1])
+        assert f"--user {user}" in healthcheck
+        assert "REDISCLI_AUTH=" in healthcheck
+        assert "/run/secrets/redis_password" in healthcheck
+
+    def test_kafka_clients_log_in_with_scram(self, services: dict[str, Service]) -> None:
+        env = services["kafka"]["environment"]
+        protocols = dict(
+            item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+        )
+        advertised = {
+            item.split("://")[0]: item.split("://")[1]
+            for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        }
+
+        assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        for listener, address in advertised.items():
+            if protocols[listener] == "PLAINTEXT":
+                # Only inside the container: the broker itself and its healthcheck.
+                assert address.startswith("127.0.0.1:"), listener
+                assert not any(
+                    p["target"] == int(address.split(":")[1])
+                    for p in services["kafka"].get("ports", [])
+                ), listener
+            else:
+                assert protocols[listener] in ("SASL_PLAINTEXT", "SASL_SSL"), listener
+        jaas = env["KAFKA_OPTS"].removeprefix("-Djava.security.auth.login.config=")
+        assert any(m["target"] == jaas for m in services["kafka"]["volumes"])
+
+    def test_kafka_storage_is_formatted_with_the_services_user(
+        self, services: dict[str, Service]
+    ) -> None:
+        storage = services["kafka-storage"]
+        script = unescape(storage["command"][0])
+        user = services["writer"]["environment"]["REGIONSTORE_KAFKA__SASL_USERNAME"]
+        log_dir = services["kafka"]["environment"]["KAFKA_LOG_DIRS"]
+
+        assert services["kafka"]["depends_on"]["kafka-storage"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert f'--add-scram "SCRAM-SHA-512=[name={user},password=$password]"' in script
+        assert 'password="$(cat /run/secrets/kafka_password)"' in script
+        assert "--ignore-formatted" in script
+        assert f"log.dirs={log_dir}" in script
+        assert (
+            storage["environment"]["CLUSTER_ID"] == services["kafka"]["environment"]["CLUSTER_ID"]
+        )
+        assert [m["source"] for m in storage["volumes"] if m["target"] == log_dir] == [
+            next(m["source"] for m in services["kafka"]["volumes"] if m["target"] == log_dir)
+        ]
+
+    @pytest.mark.parametrize("name", list(APP_SERVICES))
+    def test_services_run_in_production_with_every_credential(
+        self, services: dict[str, Service], name: str
+    ) -> None:
+        env = services[name]["environment"]
+        mounted = secret_sources(services[name])
+
+        assert env["REGIONSTORE_ENVIRONMENT"] == "production"
+        assert env["REGIONSTORE_KAFKA__SECURITY_PROTOCOL"].startswith("SASL_")
+        assert mounted["kafka_password"] == "/run/secrets/regionstore_kafka__sasl_password"
+        assert mounted["redis_password"] == "/run/secrets/regionstore_redis__password"
+        assert mounted["store_password"] == "/run/secrets/regionstore_store__password"
+        if name == "gateway":
+            assert mounted["auth_secret"] == "/run/secrets/regionstore_auth__secret"
+
+    @pytest.mark.parametrize("name", list(APP_SERVICES))
+    def test_the_production_settings_accept_what_a_service_gets(
+        self,
+        services: dict[str, Service],
+        name: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # The services' own settings check, with the service's environment and its secrets
+        # mounted as compose mounts them.
+        for source, target in secret_sources(services[name]).items():
+            (tmp_path / Path(target).name).write_text(f"{source}-value\n")
+        for key in list(os.environ):
+            if key.startswith("REGIONSTORE_"):
+                monkeypatch.delenv(key)
+        for key, value in services[name]["environment"].items():
+            monkeypatch.setenv(key, unescape(value))
+
+        settings = CommonSettings(_secrets_dir=tmp_path)
+
+        assert settings.environment == "production"
+        assert settings.kafka.sasl_password.get_secret_value() == "kafka_password-value"
+        assert settings.redis.password.get_secret_value() == "redis_password-value"
+        assert settings.store.password.get_secret_value() == "store_password-value"
+
+    @pytest.mark.parametrize("name", list(APP_SERVICES))
+    def test_a_service_without_its_secrets_refuses_to_start(
+        self,
+        services: dict[str, Service],
+        name: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        for key in list(os.environ):
+            if key.startswith("REGIONSTORE_"):
+                monkeypatch.delenv(key)
+        for key, value in services[name]["environment"].items():
+            monkeypatch.setenv(key, unescape(value))
+
+        with pytest.raises(ValidationError) as refused:
+            CommonSettings(_secrets_dir=tmp_path)
+
+        assert {e["loc"] for e in refused.value.errors()} == {("kafka",), ("redis",), ("stores",)}
+
+
+FAKE_SECRETS = {
+    "kafka_password": "kafka-pw-from-the-secret",
+    "redis_password": "redis-pw-from-the-secret",
+    "mongo_root_password": "root-pw-from-the-secret",
+}
+
+
+@pytest.fixture(scope="module")
+def host_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """deploy/compose.test.env as a shell sources it, with fake secrets in COMPOSE_SECRETS."""
+    secrets = tmp_path_factory.mktemp("secrets")
+    for name, value in FAKE_SECRETS.items():
+        (secrets / name).write_text(value)
+    sourced = subprocess.run(
+        ["bash", "-c", 'set -a; . "$1"; set +a; env -0', "_", str(TEST_ENV_FILE)],
+        env={"PATH": os.environ["PATH"], "COMPOSE_SECRETS": str(secrets)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(item.split("=", 1) for item in sourced.stdout.split("\0") if item)
+
+
 class TestHostTestSettings:
     """deploy/compose.test.env points the integration tests at what compose publishes."""
 
-    def test_marks_the_stack_as_external(self) -> None:
+    def test_marks_the_stack_as_external(self, host_env: dict[str, str]) -> None:
         # tests/stack.py then leaves the deployment's processes alone.
-        assert read_env_file(TEST_ENV_FILE)["REGIONSTORE_STACK"] == "external"
+        assert host_env["REGIONSTORE_STACK"] == "external"
 
-    def test_kafka_is_the_external_listener(self, services: dict[str, Service]) -> None:
-        env = read_env_file(TEST_ENV_FILE)
+    def test_kafka_is_the_external_listener(
+        self, services: dict[str, Service], host_env: dict[str, str]
+    ) -> None:
+        env = host_env
         host, _, port = env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"].partition(":")
 
         assert f"EXTERNAL://{host}:{port}" in services["kafka"]["environment"][
@@ -447,32 +692,46 @@ class TestHostTestSettings:
         ].split(",")
         assert int(port) in {hp for _, hp in published(services["kafka"]).values()}
 
-    def test_redis_is_the_published_port(self, services: dict[str, Service]) -> None:
-        env = read_env_file(TEST_ENV_FILE)
+    def test_kafka_logs_in_as_the_services_do(
+        self, services: dict[str, Service], host_env: dict[str, str]
+    ) -> None:
+        app = services["writer"]["environment"]
 
-        assert env["REGIONSTORE_REDIS__URL"] == (
-            f"redis://127.0.0.1:{published(services['redis'])[6379][1]}/0"
+        for field in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_USERNAME"):
+            key = f"REGIONSTORE_KAFKA__{field}"
+            assert host_env[key] == app[key], key
+        assert host_env["REGIONSTORE_KAFKA__SASL_PASSWORD"] == FAKE_SECRETS["kafka_password"]
+
+    def test_redis_is_the_published_port_with_the_services_login(
+        self, services: dict[str, Service], host_env: dict[str, str]
+    ) -> None:
+        user = services["writer"]["environment"]["REGIONSTORE_REDIS__USERNAME"]
+
+        assert host_env["REGIONSTORE_REDIS__URL"] == (
+            f"redis://{user}:{FAKE_SECRETS['redis_password']}@127.0.0.1:"
+            f"{published(services['redis'])[6379][1]}/0"
         )
 
     @pytest.mark.parametrize("region", REGIONS)
-    def test_each_region_is_its_published_member(
-        self, services: dict[str, Service], region: str
+    def test_each_region_is_its_published_member_as_root(
+        self, services: dict[str, Service], host_env: dict[str, str], region: str
     ) -> None:
-        env = read_env_file(TEST_ENV_FILE)
         _, init = init_service_of(services, region)
         preferred = init["environment"]["RS_MEMBERS"].split(",")[0].split(":")[0]
         host_port = published(services[preferred])[27017][1]
+        root = init["environment"]["ROOT_USERNAME"]
 
-        uri = env[f"REGIONSTORE_STORES__{region.upper()}"]
+        uri = host_env[f"REGIONSTORE_STORES__{region.upper()}"]
 
-        assert uri.startswith(f"mongodb://127.0.0.1:{host_port}/?")
+        login = f"{root}:{FAKE_SECRETS['mongo_root_password']}"
+        assert uri.startswith(f"mongodb://{login}@127.0.0.1:{host_port}/?")
         assert "directConnection=true" in uri
 
     @pytest.mark.parametrize("name", list(APP_SERVICES))
     def test_each_service_url_is_its_published_port(
-        self, services: dict[str, Service], name: str
+        self, services: dict[str, Service], host_env: dict[str, str], name: str
     ) -> None:
-        env = read_env_file(TEST_ENV_FILE)
+        env = host_env
         _, port = APP_SERVICES[name]
 
         assert env[f"REGIONSTORE_{name.upper()}_URL"] == f"http://127.0.0.1:{port}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,28 @@ SCRIPT = REPO_ROOT / "deploy" / "mongo" / "init-replica-set.js"
 FAKE_MONGOSH = Path(__file__).with_name("fake_mongosh.js")
 
 MEMBERS = ["mongo-r1a:27017", "mongo-r1b:27017", "mongo-r1c:27017"]
-ENV = {"RS_NAME": "region_1", "RS_MEMBERS": ",".join(MEMBERS), "RS_PRIMARY_TIMEOUT_MS": "30000"}
+SECRETS = Path(tempfile.mkdtemp(prefix="init-replica-set-"))
+ROOT_PASSWORD = "root-Pa55-from-a-secret"
+APP_PASSWORD = "app-Pa55-from-a-secret"
+(SECRETS / "root").write_text(f"{ROOT_PASSWORD}\n")
+(SECRETS / "app").write_text(f"{APP_PASSWORD}\n")
+ENV = {
+    "RS_NAME": "region_1",
+    "RS_MEMBERS": ",".join(MEMBERS),
+    "RS_PRIMARY_TIMEOUT_MS": "30000",
+    "ROOT_USERNAME": "root",
+    "ROOT_PASSWORD_FILE": str(SECRETS / "root"),
+    "APP_USERNAME": "regionstore",
+    "APP_PASSWORD_FILE": str(SECRETS / "app"),
+    "APP_DATABASE": "regionstore",
+}
 NOT_YET_INITIALIZED = {"throw": {"code": 94, "message": "no replset config has been received"}}
+# What a set that is up answers to the steps after the bootstrap, unless a test says otherwise.
+USABLE = {
+    "hello": [{"ok": 1, "isWritablePrimary": True}],
+    "usersInfo": [{"ok": 1, "users": []}],
+    "createUser": [{"ok": 1}],
+}
 
 
 def status(*states: str, set_name: str = "region_1") -> dict[str, Any]:
@@ -39,7 +60,7 @@ def run_script(replies: dict[str, list[dict[str, Any]]], env: dict[str, str] = E
         pytest.fail(
             "node is required to test deploy/mongo/init-replica-set.js (apt-get install nodejs)"
         )
-    scenario = json.dumps({"env": env, "replies": replies})
+    scenario = json.dumps({"env": env, "replies": {**USABLE, **replies}})
     result = subprocess.run(
         [node, str(FAKE_MONGOSH), str(SCRIPT), scenario],
         capture_output=True,
@@ -162,11 +183,90 @@ class TestFailures:
         assert outcome["error"] == "not authorized"
         assert "replSetInitiate" not in command_names(outcome)
 
-    @pytest.mark.parametrize("missing", ["RS_NAME", "RS_MEMBERS"])
+    @pytest.mark.parametrize(
+        "missing",
+        [
+            "RS_NAME",
+            "RS_MEMBERS",
+            "ROOT_USERNAME",
+            "ROOT_PASSWORD_FILE",
+            "APP_USERNAME",
+            "APP_PASSWORD_FILE",
+            "APP_DATABASE",
+        ],
+    )
     def test_requires_its_settings(self, missing: str) -> None:
         env = {key: value for key, value in ENV.items() if key != missing}
 
         outcome = run_script({}, env=env)
+
+        assert outcome["exitCode"] == 1, outcome
+        assert outcome["commands"] == []
+
+
+class TestLogins:
+    def test_logs_in_as_root_before_any_command(self) -> None:
+        outcome = run_script({"replSetGetStatus": [status("PRIMARY", "SECONDARY", "SECONDARY")]})
+
+        assert outcome["exitCode"] == 0, outcome
+        first = outcome["commands"][0]
+        assert first == {"auth": "root", "db": "admin", "pwdLength": len(ROOT_PASSWORD)}
+
+    def test_creates_the_service_user_with_readwrite_on_its_database_only(self) -> None:
+        outcome = run_script({"replSetGetStatus": [status("PRIMARY", "SECONDARY", "SECONDARY")]})
+
+        assert outcome["exitCode"] == 0, outcome
+        (created,) = [c for c in outcome["commands"] if "createUser" in c]
+        assert created == {
+            "createUser": "regionstore",
+            "pwd": APP_PASSWORD,
+            "roles": [{"role": "readWrite", "db": "regionstore"}],
+        }
+
+    def test_an_existing_service_user_gets_the_current_password(self) -> None:
+        outcome = run_script(
+            {
+                "replSetGetStatus": [status("PRIMARY", "SECONDARY", "SECONDARY")],
+                "usersInfo": [{"ok": 1, "users": [{"user": "regionstore"}]}],
+                "updateUser": [{"ok": 1}],
+            }
+        )
+
+        assert outcome["exitCode"] == 0, outcome
+        assert "createUser" not in command_names(outcome)
+        (updated,) = [c for c in outcome["commands"] if "updateUser" in c]
+        assert updated["pwd"] == APP_PASSWORD
+
+    def test_writes_the_user_only_once_this_member_is_primary(self) -> None:
+        outcome = run_script(
+            {
+                "replSetGetStatus": [status("SECONDARY", "PRIMARY", "SECONDARY")],
+                "hello": [
+                    {"ok": 1, "isWritablePrimary": False},
+                    {"ok": 1, "isWritablePrimary": True},
+                ],
+            }
+        )
+
+        assert outcome["exitCode"] == 0, outcome
+        names = command_names(outcome)
+        assert names.index("createUser") > max(i for i, n in enumerate(names) if n == "hello")
+        assert outcome["clockMs"] == 1000
+
+    def test_a_wrong_root_password_fails_the_run(self) -> None:
+        outcome = run_script(
+            {"auth": [{"throw": {"code": 18, "message": "Authentication failed."}}]}
+        )
+
+        assert outcome["exitCode"] == 1, outcome
+        assert outcome["error"] == "Authentication failed."
+        assert [c for c in outcome["commands"] if "auth" not in c] == []
+
+    def test_an_empty_secret_is_refused(self, tmp_path: Path) -> None:
+        empty = tmp_path / "empty"
+        empty.write_text("\n")
+
+        outcome = run_script({}, env={**ENV, "APP_PASSWORD_FILE": str(empty)})
 
         assert outcome["exitCode"] == 1, outcome
         assert outcome["commands"] == []

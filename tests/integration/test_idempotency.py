@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_shared.clients import redis_client
+from regionstore_shared.clients import kafka_connection, redis_client
 from regionstore_shared.schemas import DeleteCustomer, UpsertCustomer, decode_command
 from tests.regionstore_env import Env, customer, env, new_id
 
@@ -49,7 +49,7 @@ async def command_log() -> AsyncIterator[CommandLog]:
     topic = settings.kafka.command_topic
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_connection(settings.kafka),
         enable_auto_commit=False,
         auto_offset_reset="latest",
     )

@@ -19,23 +19,24 @@ from typing import Any
 import httpx
 import pytest
 
-from regionstore_gateway.dataset.cli import DatasetSettings
-from regionstore_gateway.dataset.loader import BATCH_PATH, LoadOptions, load, open_client
-from regionstore_gateway.dataset.olist import generate
-from regionstore_gateway.dataset.olist_csv import COLUMNS, read_customers
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
+from regionstore_tools.dataset.loader import BATCH_PATH, LoadOptions, load, open_client
+from regionstore_tools.dataset.olist import generate
+from regionstore_tools.dataset.olist_csv import COLUMNS, read_customers
+from regionstore_tools.settings import ToolSettings
 
 pytestmark = pytest.mark.integration
 
 READ_WITHIN_S = 60.0
 POLL_S = 0.2
 CLI_WITHIN_S = 120.0
-GATEWAY_URL = DatasetSettings().gateway_url  # REGIONSTORE_GATEWAY_URL, as the CLI reads it
+SETTINGS = ToolSettings()  # REGIONSTORE_GATEWAY_URL and the API key, as the CLI reads them
+GATEWAY_URL = SETTINGS.gateway_url
 
 
 @pytest.fixture
 async def gateway(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with open_client(GATEWAY_URL, LoadOptions()) as client:
+    async with open_client(GATEWAY_URL, LoadOptions(), SETTINGS.key()) as client:
         yield client
 
 
@@ -90,7 +91,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "regionstore_gateway.dataset",
+        "regionstore_tools",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -110,7 +111,7 @@ async def test_seed_300_through_the_cli(gateway: httpx.AsyncClient, written: lis
     written.extend(c.customer_id for c in customers)
 
     code, out, err = await run_cli(
-        "seed", "--count", "300", "--seed", str(seed), "--url", GATEWAY_URL,
+        "seed", "300", "--seed", str(seed), "--url", GATEWAY_URL,
         "--batch-size", "100", "--no-progress",
     )  # fmt: skip
 
@@ -216,7 +217,7 @@ def closed_port() -> int:
 
 async def test_unreachable_gateway_is_one_line_and_nonzero() -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    code, out, err = await run_cli("seed", "--count", "10", "--url", url, "--no-progress")
+    code, out, err = await run_cli("seed", "10", "--url", url, "--no-progress")
     assert code == 1
     assert out == ""
     assert err.count("\n") == 1

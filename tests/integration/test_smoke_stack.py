@@ -21,9 +21,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from pymongo import AsyncMongoClient
 
+from regionstore_shared.clients import kafka_admin, kafka_connection
+from regionstore_shared.settings import CommonSettings, KafkaSettings
 from tests.stack import REPO_ROOT, Stack
 
 LOCAL_BIN = REPO_ROOT / "deploy" / "local" / "bin"
@@ -52,11 +54,18 @@ async def test_a_document_round_trips_through_each_store(stack: Stack, region: s
         await client.close()
 
 
+def kafka_settings(stack: Stack) -> KafkaSettings:
+    """The stack's broker, with the credentials the services read (REGIONSTORE_KAFKA__*)."""
+    return CommonSettings().kafka.model_copy(
+        update={"bootstrap_servers": stack.endpoints.kafka_bootstrap}
+    )
+
+
 @pytest.fixture
 async def topic(stack: Stack) -> AsyncIterator[str]:
     """A fresh one-partition topic, deleted after the test."""
     name = unique("smoke")
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.endpoints.kafka_bootstrap)
+    admin = kafka_admin(kafka_settings(stack), "tests-smoke")
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
@@ -68,15 +77,15 @@ async def topic(stack: Stack) -> AsyncIterator[str]:
 
 @integration
 async def test_a_message_round_trips_through_kafka(stack: Stack, topic: str) -> None:
-    bootstrap = stack.endpoints.kafka_bootstrap
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    connection = kafka_connection(kafka_settings(stack))
+    producer = AIOKafkaProducer(**connection, acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"hello", key=b"k1")
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, **connection, auto_offset_reset="earliest")
     await consumer.start()
     try:
         message = await asyncio.wait_for(consumer.getone(), EVENT_WITHIN_S)

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from regionstore_shared.audit import Expected
+from regionstore_shared.clients import kafka_connection
 from regionstore_shared.schemas import (
     Action,
     Customer,
@@ -141,7 +142,7 @@ async def test_stale_commands_replayed_after_newer_ones_change_nothing(env: Env)
         targets=tuple(t.model_copy(update={"action": Action.TOMBSTONE}) for t in targets),
         customer_id=other["customer_id"],
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka_connection(settings.kafka), acks="all")
     await producer.start()
     try:
         for command in (old_upsert, old_delete, old_upsert):
@@ -164,12 +165,12 @@ async def test_poison_messages_are_dead_lettered_and_do_not_block(env: Env) -> N
     marker = f"poison-{new_id()}".encode()
     consumer = AIOKafkaConsumer(
         settings.kafka.deadletter_topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_connection(settings.kafka),
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )
     await consumer.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka_connection(settings.kafka), acks="all")
     await producer.start()
     try:
         await consumer.seek_to_end()

@@ -5,18 +5,25 @@ second or two for the life of the stack, and importing aiokafka or pymongo each 
 a good part of a core on a small machine.
 
   probe.py kafka 127.0.0.1:9092         a Metadata request lists at least one live broker
-  probe.py mongo 127.0.0.1:27017 NAME   `hello` answers; a mongod started with --replSet NAME
-                                        is initiated once and must be primary; then
-                                        `listDatabases` answers, which FerretDB can only do
-                                        through its PostgreSQL
+  probe.py mongo 127.0.0.1:27017 NAME [USER PASSWORD_FILE]
+                                        `hello` answers; a mongod started with --replSet NAME
+                                        is initiated once and must be primary; then, logged
+                                        in as USER (SCRAM-SHA-256) when given, `listDatabases`
+                                        answers, which FerretDB can only do through its
+                                        PostgreSQL
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
+import secrets
 import socket
 import struct
 import sys
+from pathlib import Path
 
 TIMEOUT_S = 3.0
 KAFKA_METADATA = 3
@@ -65,6 +72,8 @@ def bson_encode(doc: dict[str, object]) -> bytes:
         elif isinstance(value, str):
             raw = value.encode() + b"\0"
             out += b"\x02" + name + struct.pack("<i", len(raw)) + raw
+        elif isinstance(value, bytes):
+            out += b"\x05" + name + struct.pack("<ib", len(value), 0) + value
         elif isinstance(value, list):
             out += b"\x04" + name + bson_encode({str(i): v for i, v in enumerate(value)})
         elif isinstance(value, dict):
@@ -97,7 +106,9 @@ def bson_top_level(doc: bytes) -> dict[str, object]:
         elif kind in (0x03, 0x04):
             pos += struct.unpack_from("<i", doc, pos)[0]
         elif kind == 0x05:
-            pos += 5 + struct.unpack_from("<i", doc, pos)[0]
+            (size,) = struct.unpack_from("<i", doc, pos)
+            fields[name] = doc[pos + 5 : pos + 5 + size]
+            pos += 5 + size
         else:
             break  # a type the probe never needs; the fields read so far suffice
     return fields
@@ -119,7 +130,37 @@ def mongo_command(sock: socket.socket, command: dict[str, object]) -> dict[str, 
     return reply
 
 
-def mongo_ready(address: str, set_name: str) -> None:
+def scram_sha256_login(sock: socket.socket, user: str, password: str) -> None:
+    """SCRAM-SHA-256 (RFC 7677) as MongoDB speaks it: saslStart, then saslContinue."""
+    nonce = base64.b64encode(secrets.token_bytes(24)).decode()
+    first_bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={nonce}"
+    start = {"saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": f"n,,{first_bare}".encode()}
+    reply = mongo_command(sock, {**start, "options": {"skipEmptyExchange": True}})
+    server_payload = reply["payload"]
+    if not isinstance(server_payload, bytes):
+        raise SystemExit("SCRAM: saslStart answered without a payload")
+    server_first = server_payload.decode()
+    fields = dict(part.split("=", 1) for part in server_first.split(","))
+    if not fields["r"].startswith(nonce):
+        raise SystemExit("SCRAM: the server's nonce does not extend ours")
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+    )
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    final_bare = f"c=biws,r={fields['r']}"
+    auth_message = f"{first_bare},{server_first},{final_bare}".encode()
+    signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True)))
+    payload = f"{final_bare},p={proof.decode()}".encode()
+    conversation = reply["conversationId"]
+    while not reply.get("done"):
+        reply = mongo_command(
+            sock, {"saslContinue": 1, "conversationId": conversation, "payload": payload}
+        )
+        payload = b""
+
+
+def mongo_ready(address: str, set_name: str, login: tuple[str, str] | None) -> None:
     with connect(address) as sock:
         hello = mongo_command(sock, {"hello": 1})
         # mongod started with --replSet needs a one-time initiate (FerretDB has no replica sets).
@@ -129,6 +170,8 @@ def mongo_ready(address: str, set_name: str) -> None:
             raise SystemExit(f"replica set {set_name} initiated; waiting for a primary")
         if "setName" in hello and not hello.get("isWritablePrimary"):
             raise SystemExit(f"{address} is not primary yet")
+        if login:
+            scram_sha256_login(sock, *login)
         mongo_command(sock, {"listDatabases": 1, "nameOnly": True})
 
 
@@ -138,7 +181,10 @@ def main() -> None:
         if kind == "kafka":
             kafka_ready(address)
         elif kind == "mongo":
-            mongo_ready(address, sys.argv[3])
+            login = None
+            if len(sys.argv) > 4:
+                login = (sys.argv[4], Path(sys.argv[5]).read_text().strip())
+            mongo_ready(address, sys.argv[3], login)
         else:
             raise SystemExit(f"unknown probe {kind!r}")
     except OSError as exc:

@@ -3,7 +3,7 @@
 Standard library only, so `make down` and `make status` work without the project venv.
 Everything comes from the environment the Makefile exports (ports, RUN_DIR, SERVICES, ...).
 
-  stackctl.py up | down | status
+  stackctl.py up | down | status | secrets | keys ARGS...
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -52,6 +53,19 @@ SERVICE_PORTS = {
     "recovery": "RECOVERY_PORT",
 }
 MAX_RESTARTS_WHILE_STARTING = 3
+# Secrets made on first start, one random file each under RUN_DIR/secrets (0600). Each reaches
+# process-compose as the upper-cased file name (AUTH_SECRET), which process-compose.yaml hands
+# to the processes that need it under their setting's name; the key commands get that name.
+# The infrastructure's passwords are no setting of their own (None): they go into the URLs of
+# Redis and the stores, in process-compose.yaml, the stores' configs and the Makefile.
+SECRETS_DIR = RUN_DIR / "secrets"
+SECRETS: dict[str, str | None] = {
+    "auth_secret": "REGIONSTORE_AUTH__SECRET",
+    "redis_password": None,
+    "store_password": None,
+    "postgres_password": None,
+}
+OPERATOR_KEY = RUN_DIR / "operator.key"
 STOPPED = ("Completed", "Error", "Skipped")
 
 
@@ -177,11 +191,73 @@ def check_ports() -> None:
         fail("\n       ".join(problems))
 
 
+def ensure_secrets() -> dict[str, str]:
+    """Every secret by file name, made (random, mode 0600) where missing."""
+    SECRETS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    SECRETS_DIR.chmod(0o700)
+    values = {}
+    for name in SECRETS:
+        path = SECRETS_DIR / name
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(48))
+        values[name] = path.read_text().strip()
+    return values
+
+
+def make_secrets() -> None:
+    """Make the missing secrets, so the Makefile can read them before the stack starts."""
+    ensure_secrets()
+
+
+def read_secrets() -> dict[str, str]:
+    """Every secret by file name; fails when the stack never started."""
+    missing = [name for name in SECRETS if not (SECRETS_DIR / name).exists()]
+    if missing:
+        fail(f"no {', '.join(missing)} in {SECRETS_DIR}: start the stack first (make up)")
+    return {name: (SECRETS_DIR / name).read_text().strip() for name in SECRETS}
+
+
+def client_env(values: dict[str, str]) -> dict[str, str]:
+    """The environment of a command that uses the stack as its services do."""
+    # The URL process-compose.yaml gives the services.
+    port = ENV.get("REDIS_PORT", "6379")
+    redis_url = f"redis://regionstore:{values['redis_password']}@127.0.0.1:{port}/0"
+    settings = {setting: values[name] for name, setting in SECRETS.items() if setting}
+    return {**ENV, "REGIONSTORE_REDIS__URL": redis_url, **settings}
+
+
+def keys_command(arguments: list[str]) -> list[str]:
+    return [ENV.get("PYTHON", sys.executable), "-m", "regionstore_gateway.keys", *arguments]
+
+
+def keys(arguments: list[str]) -> int:
+    """Run the gateway's key command against this stack's Redis, with its secret."""
+    env = client_env(read_secrets())
+    return subprocess.run(keys_command(arguments), env=env, check=False).returncode
+
+
+def ensure_operator_key() -> None:
+    """A working operator key in RUN_DIR/operator.key (made, or registered again)."""
+    if "gateway" not in SERVICES:
+        return
+    command = keys_command(["ensure", "--file", str(OPERATOR_KEY), "--role", "operator"])
+    done = subprocess.run(
+        command, env=client_env(read_secrets()), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        fail(f"could not make sure {OPERATOR_KEY} holds an operator key:\n{done.stderr}")
+    what = done.stdout.strip().rpartition(": ")[2]
+    print(f"operator API key in {OPERATOR_KEY} ({what}); more: make key ROLE=reader|writer")
+
+
 def start_process_compose() -> None:
     for sub in ("logs", "kafka", "redis", "stores"):
         (RUN_DIR / sub).mkdir(parents=True, exist_ok=True)
     disabled = [name for name in ALL_SERVICES if name not in SERVICES]
     env = {**ENV, MARKER: str(RUN_DIR), "PC_DISABLED_PROCESSES": ",".join(disabled)}
+    env.update({name.upper(): value for name, value in ensure_secrets().items()})
     command = [
         ENV["PROCESS_COMPOSE"], "up", "--detached", "--disable-dotenv", "--ordered-shutdown",
         "--config", ENV["PC_CONFIG"], "--config", str(STORES_CONFIG),
@@ -230,6 +306,8 @@ def not_ready(
 def up() -> None:
     if api_answers():
         print(f"stack already running (process-compose API on :{PC_PORT}); waiting until ready")
+        if any(not (SECRETS_DIR / name).exists() for name in SECRETS):
+            fail(f"this stack was started without {SECRETS_DIR}: make down && make up")
         # Processes stopped on purpose (`process stop`, a fault test) are brought back.
         for proc in processes():
             if proc["status"] in STOPPED:
@@ -240,6 +318,7 @@ def up() -> None:
         start_process_compose()
     wait_ready(float(ENV.get("UP_TIMEOUT", "300")))
     status()
+    ensure_operator_key()
 
 
 def down() -> None:
@@ -299,7 +378,9 @@ def status() -> None:
 
 
 def main() -> None:
-    commands = {"up": up, "down": down, "status": status}
+    if sys.argv[1:2] == ["keys"]:
+        raise SystemExit(keys(sys.argv[2:]))
+    commands = {"up": up, "down": down, "status": status, "secrets": make_secrets}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         fail(f"usage: stackctl.py {'|'.join(commands)}")
     try:

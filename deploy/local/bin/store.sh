@@ -14,8 +14,15 @@ if [[ "${STORE_IMPL:-ferretdb}" == mongod ]]; then
     --wiredTigerCacheSizeGB 0.25 --quiet
 fi
 
+# Authentication on: clients log in as PostgreSQL roles (postgres.sh makes `regionstore`).
+# FerretDB's own connection, with the superuser's password, is read from a file (0600) so the
+# password is on no command line.
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set: start the stack with make up}"
 mkdir -p "$data/ferretdb"
+url_file="$data/ferretdb/postgresql-url"
+(umask 077 && printf 'postgres://postgres:%s@127.0.0.1:%s/postgres\n' "$POSTGRES_PASSWORD" "$pg_port" \
+  >"$url_file")
 exec "${FERRETDB:?}" \
-  --postgresql-url="postgres://postgres@127.0.0.1:$pg_port/postgres" \
+  --postgresql-url-file="$url_file" \
   --listen-addr="127.0.0.1:$port" --state-dir="$data/ferretdb" --debug-addr=- \
-  --telemetry=disable --no-auth --log-level="${FERRETDB_LOG_LEVEL:-warn}"
+  --telemetry=disable --auth --log-level="${FERRETDB_LOG_LEVEL:-warn}"

@@ -10,13 +10,21 @@ from typing import Annotated, cast
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
 
+from regionstore_gateway.audit_tail import RecentChanges
+from regionstore_gateway.audit_trail import AuditTrail
+from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
+from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
+
+
+async def _auth(request: Request) -> Authenticator:
+    return cast(Authenticator, request.state.auth)
 
 
 async def _settings(request: Request) -> GatewaySettings:
@@ -51,7 +59,20 @@ async def _backlog(request: Request) -> BacklogProbe:
     return cast(BacklogProbe, request.state.backlog)
 
 
+async def _applied(request: Request) -> AppliedTotals:
+    return cast(AppliedTotals, request.state.applied)
+
+
+async def _audit(request: Request) -> AuditTrail:
+    return cast(AuditTrail, request.state.audit)
+
+
+async def _recent(request: Request) -> RecentChanges:
+    return cast(RecentChanges, request.state.recent)
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
+AuthDep = Annotated[Authenticator, Depends(_auth)]
 ProducerDep = Annotated[AIOKafkaProducer, Depends(_producer)]
 BoardDep = Annotated[StatusBoard, Depends(_board)]
 RepositoryDep = Annotated[CustomerRepository, Depends(_repository)]
@@ -59,3 +80,6 @@ ClockDep = Annotated[HybridClock, Depends(_clock)]
 IdempotencyDep = Annotated[IdempotencyStore, Depends(_idempotency)]
 ChangesDep = Annotated[StatusChanges, Depends(_changes)]
 BacklogDep = Annotated[BacklogProbe, Depends(_backlog)]
+AppliedDep = Annotated[AppliedTotals, Depends(_applied)]
+AuditDep = Annotated[AuditTrail, Depends(_audit)]
+RecentDep = Annotated[RecentChanges, Depends(_recent)]

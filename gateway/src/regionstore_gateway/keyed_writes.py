@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from regionstore_gateway.idempotency import (
     IdempotencyStore,
@@ -14,7 +14,7 @@ from regionstore_gateway.idempotency import (
     RecordState,
     check,
 )
-from regionstore_gateway.writes import Command, Writes, Written
+from regionstore_gateway.writes import Command, Written
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,19 @@ class Answer:
     replayed: bool
 
 
+class Sender(Protocol):
+    """What publishes one command: Writes itself, or a wrapper that audits first."""
+
+    async def send(self, command: Command, *, wait: bool) -> Written: ...
+
+
 def pending(request: str, command: Command) -> Record:
     """A fresh claim of a key for ``command``."""
     return Record(request_hash=request, state=RecordState.PENDING, command=command)
 
 
 async def write_once(
-    writes: Writes,
+    writes: Sender,
     *,
     keys: IdempotencyStore,
     key: str | None,

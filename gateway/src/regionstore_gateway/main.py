@@ -9,12 +9,17 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
-from regionstore_gateway.api import batch, customers, errors, health, legacy, regions
+from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
+from regionstore_gateway.auth import check_routes
+from regionstore_gateway.auth.middleware import Authentication
+from regionstore_gateway.console import mount_console
 from regionstore_gateway.middleware import BodyLimit, RequestMetrics
+from regionstore_gateway.openapi import install as install_openapi
+from regionstore_gateway.security_headers import SecurityHeaders, docs_policies
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State, lifespan
+from regionstore_gateway.timeouts import BodyTimeout, head_timeout_protocol
 from regionstore_shared.logs import configure_logging
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -32,15 +37,40 @@ def create_app(
         version="0.1.0",
         summary="Multi-region customer store with hinted handoff through Kafka.",
         lifespan=open_state or functools.partial(lifespan, settings),
+        # ReDoc needs inline styles (and a blob: worker); /docs is the one docs page.
+        redoc_url=None,
     )
-    for router in (health.router, customers.router, batch.router, regions.router, legacy.router):
+    routers = (health.router, customers.router, batch.router, regions.router, legacy.router)
+    for router in (*routers, session.router):
         app.include_router(router)
+    open_paths = _open_paths(app)
+    check_routes(app.routes, open_paths)
     errors.install(app, retry_after_s=settings.api.retry_after_s)
+    install_openapi(app, settings)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        Authentication, open_paths=open_paths, retry_after_s=settings.api.retry_after_s
+    )
+    app.add_middleware(BodyTimeout, timeout_s=settings.api.body_timeout_s)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(SecurityHeaders, docs=docs_policies(app))
     if STATIC_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="console")
+        mount_console(app, STATIC_DIR)
     return app
+
+
+def _open_paths(app: FastAPI) -> frozenset[str]:
+    """Paths any caller may read: health, the API's documents and the console's files."""
+    docs = (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url)
+    paths = {"/healthz", "/readyz", *(url for url in docs if url)}
+    if STATIC_DIR.is_dir():
+        files = [f for f in STATIC_DIR.rglob("*") if f.is_file()]
+        paths.update(f"/{f.relative_to(STATIC_DIR).as_posix()}" for f in files)
+        # StaticFiles(html=True) serves a directory's index.html at the directory's path.
+        for index in (f for f in files if f.name == "index.html"):
+            folder = index.parent.relative_to(STATIC_DIR).as_posix()
+            paths.update({"/"} if folder == "." else {f"/{folder}", f"/{folder}/"})
+    return frozenset(paths)
 
 
 def main() -> None:
@@ -51,6 +81,7 @@ def main() -> None:
         create_app(settings),
         host=settings.http.host,
         port=settings.http.port,
+        http=head_timeout_protocol(settings.api.header_timeout_s),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from regionstore_gateway.idempotency import IdempotencyKey
 from regionstore_shared.schemas import (
@@ -17,11 +19,31 @@ from regionstore_shared.schemas import (
 )
 from regionstore_shared.status import NodeStatus
 
+# Examples for the OpenAPI document: one customer, as written and as read.
+_FIELDS: JsonDict = {
+    "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+    "customer_zip_code_prefix": 14409,
+    "customer_city": "franca",
+    "customer_state": "SP",
+}
+_ID = "06b8999e2fba1a1fbc88172c00ba8bc7"
+_READ: JsonDict = {
+    "customer_id": _ID,
+    **_FIELDS,
+    "region": "region_1",
+    "served_by": "region_1",
+    "fallback": False,
+    "version": 7532539960507760640,
+}
+_COMMAND_ID = "9aff62b7-ccbb-4fe5-8a5c-0a8a441407b5"
+
 
 class CustomerFields(BaseModel):
     """A full customer body for PUT; ``customer_id`` comes from the path."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [_FIELDS]}
+    )
 
     customer_id: CustomerId | None = Field(
         default=None, description="Optional; must equal the id in the path when given."
@@ -35,7 +57,11 @@ class CustomerFields(BaseModel):
 class CustomerPatch(BaseModel):
     """Any subset of the customer's fields; the id cannot change."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"customer_zip_code_prefix": 70040}]},
+    )
 
     customer_unique_id: UniqueId | None = None
     customer_zip_code_prefix: ZipPrefix | None = None
@@ -45,6 +71,21 @@ class CustomerPatch(BaseModel):
 
 class Accepted(BaseModel):
     """A write Kafka has acknowledged: it will reach every region it targets."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "command_id": _COMMAND_ID,
+                    "version": 7532539960507760640,
+                    "customer_id": _ID,
+                    "region": "region_1",
+                    "location": f"/v1/customers/{_ID}",
+                    "applied": False,
+                }
+            ]
+        }
+    )
 
     command_id: str
     version: int
@@ -59,7 +100,7 @@ class Accepted(BaseModel):
 class CustomerOut(Customer):
     """A customer as read, with where it was read from."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [_READ]})
 
     region: str = Field(description="The customer's home region.")
     served_by: str = Field(description="The region whose store answered.")
@@ -69,6 +110,20 @@ class CustomerOut(Customer):
 
 class CustomerPage(BaseModel):
     """One page of a list query."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [_READ],
+                    "next_cursor": "eyJhZnRlciI6ICIwNmI4OTk5ZSIsICJxIjogIjEyMzQ1Njc4OWFiYyJ9",
+                    "degraded_regions": [],
+                    "unreachable_regions": [],
+                    "incomplete": False,
+                }
+            ]
+        }
+    )
 
     items: list[CustomerOut]
     next_cursor: str | None
@@ -80,12 +135,22 @@ class CustomerPage(BaseModel):
 class StatusBody(BaseModel):
     """A new status for a region, case-insensitive."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "unavailable"}]})
+
     status: NodeStatus
 
     @field_validator("status", mode="before")
     @classmethod
     def _normalise(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+
+class StatusChangeOut(BaseModel):
+    """A status change of a region, as the audit trail recorded it."""
+
+    at: datetime = Field(description="When it was asked for (UTC).")
+    key_id: str = Field(description="The id of the API key that asked for it.")
+    status: NodeStatus
 
 
 class RegionOut(BaseModel):
@@ -97,6 +162,16 @@ class RegionOut(BaseModel):
     zip_max: int
     replicas: list[str]
     pending: int | None = Field(description="Parked commands not replayed yet; None if unknown.")
+    applied: int | None = Field(
+        default=None,
+        description="Documents the writer, the replicator and recovery have changed in this "
+        "region so far (a running total; rates come from successive reads); None if unknown.",
+    )
+    recent_changes: list[StatusChangeOut] = Field(
+        default_factory=list,
+        description="The last status changes from the audit trail, newest first (what this "
+        "gateway has read of it: while Kafka cannot be reached, the ones read before).",
+    )
 
 
 class RegionList(BaseModel):
@@ -151,6 +226,41 @@ class BatchItemResult(BaseModel):
 class BatchResult(BaseModel):
     """Per-item outcomes and their counts."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 1,
+                    "rejected": 1,
+                    "unknown": 0,
+                    "failed": 0,
+                    "results": [
+                        {
+                            "index": 0,
+                            "status": "accepted",
+                            "customer_id": _ID,
+                            "command_id": _COMMAND_ID,
+                            "version": 7532539960507760640,
+                            "region": "region_1",
+                        },
+                        {
+                            "index": 1,
+                            "status": "rejected",
+                            "customer_id": "c-2",
+                            "errors": [
+                                {
+                                    "loc": ["body", "items", 1, "customer", "customer_state"],
+                                    "msg": "Value error, must be one of the 27 Brazilian UF codes",
+                                    "type": "value_error",
+                                }
+                            ],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     accepted: int
     rejected: int
     unknown: int
@@ -161,6 +271,19 @@ class BatchResult(BaseModel):
 class OutcomeUnknown(BaseModel):
     """A 504: the command left for Kafka but its acknowledgement did not come in time."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "Kafka did not acknowledge the write in time; outcome unknown",
+                    "outcome": "unknown",
+                    "command_id": _COMMAND_ID,
+                    "version": 7532539960507760640,
+                }
+            ]
+        }
+    )
+
     detail: str
     outcome: Literal["unknown"] = "unknown"
     command_id: str = Field(description="The command that may or may not be applied.")
@@ -170,5 +293,28 @@ class OutcomeUnknown(BaseModel):
 class NotAccepted(BaseModel):
     """A 503: nothing was published; the write certainly was not accepted."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "Kafka did not take the write; not accepted: nothing was written",
+                    "outcome": "not_accepted",
+                }
+            ]
+        }
+    )
+
     detail: str
     outcome: Literal["not_accepted"] = "not_accepted"
+
+
+class ErrorMessage(BaseModel):
+    """An error answer that is not about one field (401, 403, 404, 409, 429, some 503s)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"detail": "customer 06b8999e2fba1a1fbc88172c00ba8bc7 not found"}]
+        }
+    )
+
+    detail: str

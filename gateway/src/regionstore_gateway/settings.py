@@ -4,17 +4,39 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from regionstore_shared.clock import MAX_NODE_ID
-from regionstore_shared.settings import CommonSettings, HttpSettings
+from regionstore_shared.settings import CommonSettings, HttpSettings, is_placeholder
+
+MIN_SECRET_CHARS = 32
 
 
 class ApiSettings(BaseModel):
     """Limits and defaults of the HTTP API."""
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    # A request head is a few hundred bytes: a client that has not sent one in this long is
+    # stalling, not slow. The body deadline lets a full-size body arrive at about 140 KB/s.
+    header_timeout_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=300,
+            description="A connection whose request head is not in by then "
+            "is closed (also bounds an idle new connection).",
+        ),
+    ] = 10.0
+    body_timeout_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=3600,
+            description="A request body not in by then, counted from the end "
+            "of its head, is answered 408 and its connection closed.",
+        ),
+    ] = 30.0
     max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 1000
     default_page_size: Annotated[int, Field(ge=1)] = 50
     max_page_size: Annotated[int, Field(ge=1)] = 500
@@ -41,6 +63,52 @@ class ApiSettings(BaseModel):
     ] = 500
 
 
+class AuditSettings(BaseModel):
+    """What each gateway keeps in memory from the audit trail, for the console."""
+
+    tail_events: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=1_000_000,
+            description="How many of the trail's last events a gateway reads back at start-up.",
+        ),
+    ] = 1000
+    recent_changes: Annotated[
+        int, Field(ge=1, le=100, description="Status changes shown per region, newest first.")
+    ] = 5
+
+
+class AuthSettings(BaseModel):
+    """API keys: the server secret their digests are made with, their cache and rate limits."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    secret: Annotated[
+        SecretStr,
+        Field(
+            description="Server secret of the key digests and CSRF tokens "
+            f"(REGIONSTORE_AUTH__SECRET); production needs {MIN_SECRET_CHARS}+ characters."
+        ),
+    ] = SecretStr("")
+    key_prefix: str = "regionstore:apikey:"
+    cache_refresh_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=3600,
+            description="A verified key is read again from Redis after this long: a "
+            "revocation takes effect within it.",
+        ),
+    ] = 30.0
+    default_rate: Annotated[
+        float, Field(gt=0, description="Requests per second of a key without its own rate.")
+    ] = 1000.0
+    default_burst: Annotated[
+        int, Field(ge=1, description="Requests at once of a key without its own burst.")
+    ] = 2000
+
+
 class GatewaySettings(CommonSettings):
     """The shared sections plus the API's limits and this gateway's clock id."""
 
@@ -51,7 +119,23 @@ class GatewaySettings(CommonSettings):
     service_name: str = "gateway"
     http: HttpSettings = HttpSettings(port=8000)
     api: ApiSettings = ApiSettings()
+    audit: AuditSettings = AuditSettings()
+    # Validated when defaulted too: production must refuse to start without a secret.
+    auth: Annotated[AuthSettings, Field(validate_default=True)] = AuthSettings()
     node_id: Annotated[
         int,
         Field(ge=0, le=MAX_NODE_ID, description="Unique per gateway process; orders versions."),
     ] = 0
+
+    @field_validator("auth")
+    @classmethod
+    def _secret_set_in_production(cls, auth: AuthSettings, info: ValidationInfo) -> AuthSettings:
+        if info.data.get("environment") != "production":
+            return auth
+        secret = auth.secret.get_secret_value()
+        if is_placeholder(secret) or len(secret) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"REGIONSTORE_AUTH__SECRET must be a random string of at least "
+                f"{MIN_SECRET_CHARS} characters in production"
+            )
+        return auth

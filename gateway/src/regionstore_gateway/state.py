@@ -10,9 +10,14 @@ from typing import TypedDict
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from regionstore_gateway.audit_tail import AuditTail, RecentChanges
+from regionstore_gateway.audit_trail import AuditTrail
+from regionstore_gateway.auth import Authenticator
+from regionstore_gateway.auth.authenticator import redis_authenticator
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
+from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.apply import Suspicion
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core
@@ -37,6 +42,10 @@ class State(TypedDict):
     idempotency: IdempotencyStore
     changes: StatusChanges
     backlog: BacklogProbe
+    applied: AppliedTotals
+    audit: AuditTrail
+    recent: RecentChanges
+    auth: Authenticator
 
 
 @contextlib.asynccontextmanager
@@ -50,15 +59,20 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)
-        board = StatusBoard(
-            redis,
-            settings.redis,
-            settings.region_map.names,
-            outages=Outages(summary_every_s=settings.log_summary_s),
-        )
+        # One for the board and the API keys, so a Redis outage is logged once.
+        outages = Outages(summary_every_s=settings.log_summary_s)
+        board = StatusBoard(redis, settings.redis, settings.region_map.names, outages=outages)
         changes = StatusChanges(redis, board)
         changes.start()
         stack.push_async_callback(changes.stop)
+        audit = AuditTrail(
+            producer, settings.kafka.audit_topic, timeout_s=settings.kafka.request_timeout_ms / 1000
+        )
+        stack.push_async_callback(audit.close)
+        recent = RecentChanges(settings.audit.recent_changes)
+        tail = AuditTail(settings.kafka, name, recent, tail_events=settings.audit.tail_events)
+        tail.start()
+        stack.push_async_callback(tail.stop)
         log.info("gateway ready", extra={"port": settings.http.port})
         yield State(
             settings=settings,
@@ -78,4 +92,8 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
             ),
             changes=changes,
             backlog=backlog,
+            applied=AppliedTotals(redis, settings.redis.applied_key),
+            audit=audit,
+            recent=recent,
+            auth=redis_authenticator(redis, settings.auth, outages=outages),
         )

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from regionstore_gateway.planning import delete_targets, upsert_targets
@@ -43,6 +44,16 @@ class Outcome(StrEnum):
     """In the producer's hands but not acknowledged in time: it may still land, or not."""
     NOT_SENT = "not_sent"
     """Refused before it entered the producer's buffer: Kafka never saw it."""
+
+
+PUBLISHED = Counter(
+    "regionstore_commands_published_total",
+    "Commands handed to Kafka, by outcome: accepted (acknowledged), unknown (not acknowledged"
+    " in time: may still land) or not_sent (refused before it was buffered).",
+    ["outcome"],
+)
+# Bound once: the loop below runs per command, and every outcome's series starts at zero.
+_PUBLISHED = {outcome: PUBLISHED.labels(outcome=outcome.value) for outcome in Outcome}
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +218,7 @@ class Writes:
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
         for command, delivery in zip(commands, deliveries, strict=True):
+            _PUBLISHED[delivery.outcome].inc()
             if trace and delivery.outcome is Outcome.ACCEPTED:
                 log.debug(
                     "write accepted",

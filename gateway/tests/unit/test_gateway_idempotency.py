@@ -13,6 +13,8 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownTopicOrPartitionError
 from asgi_lifespan import LifespanManager
+from audit_fakes import audit_trail, recent_changes
+from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
 from pymongo.errors import AutoReconnect
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -201,6 +203,9 @@ class Gateway:
             idempotency=self.keys,
             changes=cast(Any, None),
             backlog=cast(Any, None),
+            auth=authenticator(),
+            audit=audit_trail(settings),
+            recent=recent_changes(),
         )
 
     @contextlib.asynccontextmanager
@@ -212,7 +217,9 @@ class Gateway:
         app = create_app(self.settings, open_state=open_state)
         async with LifespanManager(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gateway", headers=HEADERS
+            ) as client:
                 yield client
 
     def live(self, region: str, version: int, city: str = "franca") -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from auth_fakes import HEADERS, authenticator
+from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from regionstore_gateway.main import create_app
 from regionstore_gateway.middleware import BodyLimit
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
+from regionstore_gateway.state import State
 
 LIMIT = 10
 
@@ -150,14 +156,29 @@ async def _chunks(count: int, size: int) -> AsyncIterator[bytes]:
         yield b" " * size
 
 
+@contextlib.asynccontextmanager
+async def _client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app with an authenticator as its only state, and the operator key."""
+
+    @contextlib.asynccontextmanager
+    async def open_state(_: FastAPI) -> AsyncIterator[State]:
+        yield cast(State, {"auth": authenticator()})
+
+    async with LifespanManager(create_app(settings, open_state=open_state)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", headers=HEADERS
+        ) as client:
+            yield client
+
+
 class TestBodyLimitInTheGateway:
-    """The same limit inside the real app, in process (no lifespan, no clients, no sockets)."""
+    """The same limit inside the real app, in process (no clients besides the key check)."""
 
     async def test_declared_length_over_the_limit_is_413(
         self, gateway_settings: GatewaySettings
     ) -> None:
-        transport = httpx.ASGITransport(app=create_app(gateway_settings))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with _client(gateway_settings) as client:
             response = await client.post(
                 "/v1/customers", content=b" " * 2000, headers={"content-type": "application/json"}
             )
@@ -169,8 +190,7 @@ class TestBodyLimitInTheGateway:
     ) -> None:
         # FastAPI turns any exception raised while it reads the body into "400 There was an
         # error parsing the body", so the limit must reach it as an HTTPException to survive.
-        transport = httpx.ASGITransport(app=create_app(gateway_settings))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with _client(gateway_settings) as client:
             response = await client.post(
                 "/v1/customers",
                 content=_chunks(4, 500),

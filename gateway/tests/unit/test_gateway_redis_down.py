@@ -14,6 +14,8 @@ from typing import Any, cast
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from audit_fakes import audit_trail, recent_changes
+from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -23,6 +25,7 @@ from regionstore_gateway.main import create_app
 from regionstore_gateway.repository import Found, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State
+from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
 
@@ -52,6 +55,10 @@ class FakeRedis:
         self._check()
         self.values[key] = value
         return True
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        self._check()
+        return {}
 
 
 class FakeProducer:
@@ -120,6 +127,10 @@ class Gateway:
             idempotency=cast(Any, None),
             changes=cast(Any, None),
             backlog=cast(Any, FakeBacklog()),
+            applied=AppliedTotals(cast(Any, self.redis), settings.redis.applied_key),
+            auth=authenticator(),
+            audit=audit_trail(settings),
+            recent=recent_changes(),
         )
 
     def mark(self, region: str, status: NodeStatus) -> None:
@@ -134,7 +145,9 @@ class Gateway:
         app = create_app(self.settings, open_state=open_state)
         async with LifespanManager(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gateway", headers=HEADERS
+            ) as client:
                 yield client
 
 

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
+from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
 from regionstore_gateway.repository import CustomerRepository
@@ -184,6 +185,15 @@ def make_writes(settings: GatewaySettings, producer: FakeProducer) -> Writes:
 async def upsert(writes: Writes, customer: Customer, *, create_only: bool, wait: bool) -> Written:
     command = await writes.prepare_upsert(customer, create_only=create_only)
     return await writes.send(command, wait=wait)
+
+
+def published(outcome: Outcome) -> float:
+    """The gateway's count of commands published with this outcome, so far."""
+    value = REGISTRY.get_sample_value(
+        "regionstore_commands_published_total", {"outcome": outcome.value}
+    )
+    assert value is not None
+    return value
 
 
 def customer(zip_prefix: int = 14409, customer_id: str = CUSTOMER) -> Customer:
@@ -469,6 +479,20 @@ class TestPublish:
         first, second = await writes.publish(commands)
         assert first == Delivery(Outcome.ACCEPTED)
         assert second.outcome is Outcome.NOT_SENT
+
+    async def test_counts_every_command_by_outcome(self, settings: GatewaySettings) -> None:
+        failure = NotLeaderForPartitionError()
+        writes = make_writes(settings, FakeProducer([None, None, failure, SEND_FAILS]))
+        commands = [writes.upsert_command(customer()) for _ in range(4)]
+        before = {outcome: published(outcome) for outcome in Outcome}
+
+        await writes.publish(commands)
+
+        assert {outcome: published(outcome) - before[outcome] for outcome in Outcome} == {
+            Outcome.ACCEPTED: 2,
+            Outcome.UNKNOWN: 1,
+            Outcome.NOT_SENT: 1,
+        }
 
 
 class TestSend:

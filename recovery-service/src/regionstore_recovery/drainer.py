@@ -67,7 +67,13 @@ async def drain(
         client_id=f"recovery-{region}",
         listener=ownership,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        # A start that failed after bootstrapping leaves connections and a metadata task
+        # behind, and the supervisor starts a new drain at every resync while Kafka fails.
+        await consumer.stop()
+        raise
     DRAINING.labels(region=region).set(1)
     log.info("drain started", extra={"region": region, "group": group})
     pause = retry_min_s

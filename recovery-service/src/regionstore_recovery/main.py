@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from regionstore_recovery.drainer import PENDING, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
+from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core
@@ -36,6 +37,9 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         # ones read while Redis is down; the loop below reads Redis itself (``read``) and
         # leaves the drainers as they are when it cannot.
         board = StatusBoard(redis, settings.redis, settings.region_map.names, outages=state.outages)
+        applied = AppliedCounter(redis, settings.redis.applied_key, outages=state.outages)
+        applied.start()
+        stack.push_async_callback(applied.stop)
         # No parker: a region that cannot be written stops its drain, which retries later.
         # A command the region refuses for good is dead-lettered, or it would be replayed
         # forever and hold back every command parked after it.
@@ -47,6 +51,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             parker=None,
             dead_letters=DeadLetters(producer, settings.kafka.deadletter_topic),
             outages=state.outages,
+            applied=applied,
             role="recovery",
         )
         supervisor = DrainSupervisor(

@@ -112,6 +112,14 @@ class DeadLetterSink(Protocol):
         ...
 
 
+class AppliedSink(Protocol):
+    """Hears how many documents each region's share of a batch changed (the console's totals)."""
+
+    def add(self, region: str, count: int) -> None:
+        """Must return at once and never raise: it is on the apply path."""
+        ...
+
+
 class Suspicion:
     """Regions that failed recently, kept down locally for a short while.
 
@@ -264,10 +272,12 @@ class BatchApplier:
         role: str,
         dead_letters: DeadLetterSink | None = None,
         outages: Outages | None = None,
+        applied: AppliedSink | None = None,
         chunk: int = 250,
     ) -> None:
         """``chunk`` bounds the commands sent to a region per request; ``outages`` hears of
-        every region write that fails for the region's sake and every one that succeeds."""
+        every region write that fails for the region's sake and every one that succeeds;
+        ``applied`` of the documents each region's share changed."""
         self._chunk = chunk
         self._collections = collections
         self._status = status
@@ -275,6 +285,7 @@ class BatchApplier:
         self._parker = parker
         self._dead_letters = dead_letters
         self._outages = Outages() if outages is None else outages
+        self._applied_sink = applied
         self._role = role
 
     async def apply(self, envelopes: Sequence[Envelope], select: TargetSelector) -> BatchResult:
@@ -396,6 +407,8 @@ class BatchApplier:
 
     def _applied(self, region: str, items: list[Item], written: int, stale: int) -> None:
         metrics.COMMANDS_APPLIED.labels(region=region, role=self._role).inc(written)
+        if written and self._applied_sink is not None:
+            self._applied_sink.add(region, written)
         metrics.COMMANDS_STALE.labels(region=region).inc(stale)
         now_ms = time.time_ns() // 1_000_000
         lag = metrics.APPLY_LAG_SECONDS.labels(role=self._role)

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -19,13 +19,9 @@ class BacklogProbe:
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self._settings = settings
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"{client_id}-backlog",
-            request_timeout_ms=settings.request_timeout_ms,
-        )
+        self._admin = kafka_admin(settings, f"{client_id}-backlog")
         self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_connection(settings),
             client_id=f"{client_id}-backlog",
             enable_auto_commit=False,
             request_timeout_ms=settings.request_timeout_ms,

@@ -6,6 +6,8 @@ import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
@@ -15,10 +17,40 @@ from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSett
 MongoClient = AsyncMongoClient[dict[str, Any]]
 
 
+def kafka_connection(settings: KafkaSettings) -> dict[str, Any]:
+    """Where and how every Kafka client connects: the brokers, and SASL (and TLS) when set.
+
+    Every producer, consumer and admin client takes these, so none connects without the
+    credentials. TLS verifies the brokers against the system's CA store.
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.uses_sasl:
+        options |= {
+            "sasl_mechanism": settings.sasl_mechanism,
+            "sasl_plain_username": settings.sasl_username,
+            "sasl_plain_password": settings.sasl_password.get_secret_value(),
+        }
+    if settings.security_protocol == "SASL_SSL":
+        options["ssl_context"] = create_ssl_context()
+    return options
+
+
+def kafka_admin(settings: KafkaSettings, client_id: str) -> AIOKafkaAdminClient:
+    """An admin client (topics, group offsets)."""
+    return AIOKafkaAdminClient(
+        **kafka_connection(settings),
+        client_id=client_id,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+
+
 def kafka_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     """A producer whose acknowledgement means the command is durable (acks=all, idempotent)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_connection(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -41,7 +73,7 @@ def kafka_consumer(
     :class:`~regionstore_shared.pipeline.PartitionOwnership`).
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_connection(settings),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
@@ -57,9 +89,16 @@ def kafka_consumer(
 
 
 def mongo_client(uri: str, settings: StoreSettings, appname: str) -> MongoClient:
-    """A client for one regional store. It fails fast so a dead region is parked, not waited on."""
+    """A client for one regional store. It fails fast so a dead region is parked, not waited on.
+
+    It logs in with ``settings``' username and password when set, else with the URI's.
+    """
+    login: dict[str, Any] = {}
+    if settings.username:
+        login = {"username": settings.username, "password": settings.password.get_secret_value()}
     return AsyncMongoClient(
         uri,
+        **login,
         appname=appname,
         serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
         connectTimeoutMS=settings.server_selection_timeout_ms,
@@ -80,9 +119,18 @@ def mongo_clients(settings: CommonSettings, appname: str) -> dict[str, MongoClie
 
 
 def redis_client(settings: RedisSettings, client_name: str) -> Redis:
-    """A Redis client that answers strings and notices dead connections."""
+    """A Redis client that answers strings and notices dead connections.
+
+    It logs in as the URL says, or else with ``settings``' username and password.
+    """
+    login: dict[str, Any] = {}
+    if settings.password.get_secret_value():
+        login = {"password": settings.password.get_secret_value()}
+        if settings.username:
+            login["username"] = settings.username
     return Redis.from_url(
         settings.url,
+        **login,
         decode_responses=True,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 COMMANDS_APPLIED = Counter(
     "regionstore_commands_applied_total",
-    "Command applications written to a regional store (stale ones included).",
+    "Command applications written to a regional store (stale ones are counted in"
+    " regionstore_commands_stale_total instead).",
     ["region", "role"],
 )
 COMMANDS_STALE = Counter(

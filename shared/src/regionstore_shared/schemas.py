@@ -95,7 +95,22 @@ StateCode = Annotated[
 class Customer(BaseModel):
     """A customer as the Olist data set describes one."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "06b8999e2fba1a1fbc88172c00ba8bc7",
+                    "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+                    "customer_zip_code_prefix": 14409,
+                    "customer_city": "franca",
+                    "customer_state": "SP",
+                }
+            ]
+        },
+    )
 
     customer_id: CustomerId
     customer_unique_id: UniqueId

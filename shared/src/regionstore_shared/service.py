@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
+from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier, Command, Suspicion
 from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
@@ -55,6 +56,9 @@ async def consume_commands(
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         dead_letters = DeadLetters(producer, settings.kafka.deadletter_topic)
+        applied = AppliedCounter(redis, settings.redis.applied_key, outages=state.outages)
+        applied.start()
+        stack.push_async_callback(applied.stop)
         applier = BatchApplier(
             collections=collections,
             status=StatusBoard(
@@ -65,6 +69,7 @@ async def consume_commands(
             parker=KafkaParker(producer, settings.kafka),
             dead_letters=dead_letters,
             outages=state.outages,
+            applied=applied,
             role=role.value,
         )
         state.ready = True

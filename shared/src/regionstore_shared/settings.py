@@ -3,26 +3,91 @@
 Nested fields use ``__``, e.g. ``REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS`` or
 ``REGIONSTORE_STORES__REGION_2``.
 The region map itself is JSON in ``REGIONSTORE_REGIONS``.
+
+A Docker secret in /run/secrets counts as the variable of its name
+(``/run/secrets/regionstore_redis__password`` as ``REGIONSTORE_REDIS__PASSWORD``); the
+environment wins.
+
+``REGIONSTORE_ENVIRONMENT=production`` refuses to start with a secret that is missing or a known
+placeholder: Redis without a password, a store without credentials, Kafka without SASL.
+Credentials never appear in a settings repr or in a validation error (``hide_input_in_errors``).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
 
+Environment = Literal["development", "production"]
+
+# Where Docker mounts a service's secrets, one file each (see CommonSettings).
+SECRETS_DIR = "/run/secrets"
+
+# Values that stand in for a secret in templates and examples; production refuses them.
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "password", "secret"})
+
+# Error messages show the settings' location and our text only, never the input (a secret).
+_SECTION_CONFIG = ConfigDict(hide_input_in_errors=True)
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether a secret is empty or a well-known placeholder."""
+    return secret.strip().lower() in PLACEHOLDER_SECRETS or not secret.strip()
+
+
+def redis_url_has_password(url: str) -> bool:
+    """Whether a Redis URL carries a real password (``redis://user:pw@host`` or ``?password=``)."""
+    parts = urlsplit(url)
+    password = parts.password or "".join(parse_qs(parts.query).get("password", []))
+    return not is_placeholder(password)
+
+
+def store_uri_has_credentials(uri: str) -> bool:
+    """Whether a MongoDB URI authenticates: a user and a real password, or X.509."""
+    parts = urlsplit(uri)
+    mechanisms = parse_qs(parts.query).get("authMechanism", [])
+    if "MONGODB-X509" in mechanisms:
+        return True
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return bool(at and user) and not is_placeholder(password)
+
 
 class KafkaSettings(BaseModel):
-    """Where the broker is and how the topics are named and sized."""
+    """Where the broker is, how clients authenticate, and how the topics are named and sized."""
+
+    model_config = _SECTION_CONFIG
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    # SASL_SSL in production; SASL_PLAINTEXT only on a private network.
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
     command_topic: str = "customers.commands"
     pending_topic_prefix: str = "pending."
     deadletter_topic: str = "customers.deadletter"
+    # Who changed a region's status or deleted a customer, and when: one partition, kept forever.
+    audit_topic: str = "audit.events"
     partitions: Annotated[int, Field(ge=1, le=256)] = 6
     replication_factor: Annotated[int, Field(ge=1)] = 1
     request_timeout_ms: Annotated[int, Field(ge=1000)] = 15000
@@ -32,6 +97,20 @@ class KafkaSettings(BaseModel):
     writer_group: str = "regionstore.writer"
     replicator_group: str = "regionstore.replicator"
     recovery_group_prefix: str = "regionstore.recovery."
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether clients authenticate with SASL."""
+        return self.security_protocol.startswith("SASL_")
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.uses_sasl and not (self.sasl_username and self.sasl_password.get_secret_value()):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs "
+                "REGIONSTORE_KAFKA__SASL_USERNAME and REGIONSTORE_KAFKA__SASL_PASSWORD"
+            )
+        return self
 
     def pending_topic(self, region: str) -> str:
         """The hint log of one region."""
@@ -45,8 +124,16 @@ class KafkaSettings(BaseModel):
 class RedisSettings(BaseModel):
     """Node-status store."""
 
-    url: str = "redis://127.0.0.1:6379/0"
+    model_config = _SECTION_CONFIG
+
+    # May carry the password (redis://user:password@host:port/0): kept out of the repr.
+    url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    # Or the credentials on their own, for a URL without any (e.g. the password from a secret).
+    username: str = ""
+    password: SecretStr = SecretStr("")
     status_key_prefix: str = "regionstore:node:"
+    # A hash, one field per region: documents applied so far (regionstore_shared.applied).
+    applied_key: str = "regionstore:applied"
     socket_timeout_s: Annotated[float, Field(gt=0)] = 2.0
 
     def status_key(self, region: str) -> str:
@@ -57,6 +144,11 @@ class RedisSettings(BaseModel):
 class StoreSettings(BaseModel):
     """How services talk to the regional stores."""
 
+    model_config = _SECTION_CONFIG
+
+    # The login for every region, unless a store URI carries its own (mongodb://user:pw@...).
+    username: str = ""
+    password: SecretStr = SecretStr("")
     database: str = "regionstore"
     collection: str = "customers"
     server_selection_timeout_ms: Annotated[int, Field(ge=100)] = 2000
@@ -95,8 +187,16 @@ class CommonSettings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,
+        # Docker secrets: /run/secrets/regionstore_kafka__sasl_password sets kafka.sasl_password,
+        # as REGIONSTORE_KAFKA__SASL_PASSWORD would (the environment wins).
+        secrets_dir=SECRETS_DIR,
+        secrets_dir_missing="ok",
+        secrets_nested_delimiter="__",
     )
 
+    # First, so the validators of the sections below can read it.
+    environment: Environment = "development"
     service_name: str = "regionstore"
     log_level: str = "INFO"
     # While a dependency stays down, one summary line per this many seconds instead of one per
@@ -107,7 +207,21 @@ class CommonSettings(BaseSettings):
     store: StoreSettings = StoreSettings()
     http: HttpSettings = HttpSettings()
     regions: list[RegionSpec] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
-    stores: dict[str, str] = Field(default_factory=_default_store_uris)
+    # The URIs carry the stores' credentials: kept out of the repr.
+    stores: dict[str, str] = Field(default_factory=_default_store_uris, repr=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The nested source reads a secret into a field of a section, which the flat one cannot.
+        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        return init_settings, env_settings, dotenv_settings, secrets
 
     @field_validator("stores", mode="before")
     @classmethod
@@ -116,6 +230,61 @@ class CommonSettings(BaseSettings):
         if isinstance(value, dict):
             return {**_default_store_uris(), **value}
         return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_authenticates_in_production(
+        cls, kafka: KafkaSettings, info: ValidationInfo
+    ) -> KafkaSettings:
+        if not _production(info):
+            return kafka
+        if not kafka.uses_sasl:
+            raise ValueError(
+                "REGIONSTORE_KAFKA__SECURITY_PROTOCOL must be SASL_SSL or SASL_PLAINTEXT "
+                "in production"
+            )
+        if is_placeholder(kafka.sasl_password.get_secret_value()):
+            raise ValueError("REGIONSTORE_KAFKA__SASL_PASSWORD is a placeholder")
+        return kafka
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_authenticates_in_production(
+        cls, redis: RedisSettings, info: ValidationInfo
+    ) -> RedisSettings:
+        if not _production(info) or redis_url_has_password(redis.url):
+            return redis
+        if is_placeholder(redis.password.get_secret_value()):
+            raise ValueError(
+                "Redis needs a password in production: REGIONSTORE_REDIS__PASSWORD, or "
+                "REGIONSTORE_REDIS__URL=redis://user:password@host:port/0"
+            )
+        return redis
+
+    @field_validator("stores")
+    @classmethod
+    def _stores_authenticate_in_production(
+        cls, stores: dict[str, str], info: ValidationInfo
+    ) -> dict[str, str]:
+        if not _production(info):
+            return stores
+        store = info.data.get("store")
+        if (
+            isinstance(store, StoreSettings)
+            and store.username
+            and not is_placeholder(store.password.get_secret_value())
+        ):
+            return stores
+        bare = sorted(
+            region for region, uri in stores.items() if not store_uri_has_credentials(uri)
+        )
+        if bare:
+            names = ", ".join(f"REGIONSTORE_STORES__{region.upper()}" for region in bare)
+            raise ValueError(
+                f"{names} need credentials in production: mongodb://user:password@hosts/..., "
+                "or REGIONSTORE_STORE__USERNAME and REGIONSTORE_STORE__PASSWORD for every region"
+            )
+        return stores
 
     @model_validator(mode="after")
     def _every_region_has_a_store(self) -> CommonSettings:
@@ -131,3 +300,7 @@ class CommonSettings(BaseSettings):
     def region_map(self) -> RegionMap:
         """The validated region map."""
         return RegionMap(self.regions)
+
+
+def _production(info: ValidationInfo) -> bool:
+    return info.data.get("environment") == "production"

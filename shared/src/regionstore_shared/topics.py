@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from regionstore_shared.clients import kafka_admin
 from regionstore_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
 
 def all_topics(settings: CommonSettings) -> list[str]:
-    """The command topic, the dead-letter topic and one pending topic per region."""
+    """The command, dead-letter and audit topics, and one pending topic per region."""
     kafka = settings.kafka
     return [
         kafka.command_topic,
         kafka.deadletter_topic,
+        kafka.audit_topic,
         *(kafka.pending_topic(region) for region in settings.region_map.names),
     ]
 
@@ -29,18 +31,22 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
         # A parked command is an acknowledged write that has not reached its region yet:
         # it must wait however long the region stays down.
         config |= {"retention.ms": "-1", "retention.bytes": "-1"}
+    if name == settings.kafka.audit_topic:
+        # The audit trail is a record of who did what: nothing ages out of it.
+        config |= {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
     return config
+
+
+def _partitions(settings: CommonSettings, name: str) -> int:
+    # One partition keeps the audit trail in one total order.
+    return 1 if name == settings.kafka.audit_topic else settings.kafka.partitions
 
 
 async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = None) -> None:
     """Create any missing topic; existing topics are left as they are."""
     kafka = settings.kafka
     wanted = list(names) if names is not None else all_topics(settings)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers,
-        client_id=f"{settings.service_name}-admin",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
+    admin = kafka_admin(kafka, f"{settings.service_name}-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -50,7 +56,7 @@ async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = 
         new = [
             NewTopic(
                 name=name,
-                num_partitions=kafka.partitions,
+                num_partitions=_partitions(settings, name),
                 replication_factor=kafka.replication_factor,
                 topic_configs=_topic_config(settings, name),
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pytest
@@ -18,11 +18,9 @@ from pymongo.errors import (
     NetworkTimeout,
     NotPrimaryError,
     OperationFailure,
-    PyMongoError,
     ServerSelectionTimeoutError,
     WTimeoutError,
 )
-from pymongo.results import BulkWriteResult
 
 from regionstore_shared.apply import (
     BatchApplier,
@@ -55,131 +53,16 @@ from regionstore_shared.schemas import (
     encode_command,
 )
 from regionstore_shared.status import NodeStatus
+from shared.tests.fakes import (
+    Document,
+    FakeCollection,
+    FakeStatus,
+    Hook,
+    Op,
+    duplicate_key,
+)
 
-Document = dict[str, Any]
-Op = InsertOne[Document] | ReplaceOne[Document]
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
-
-
-def duplicate_key(index: int) -> dict[str, Any]:
-    return {"index": index, "code": 11000, "errmsg": "E11000 duplicate key error"}
-
-
-Hook = Callable[["FakeCollection"], None]
-
-
-class FakeCollection:
-    """A regional store in a dict, answering bulk writes the way MongoDB does.
-
-    An unordered bulk of ``InsertOne`` inserts every new ``_id`` and reports the others as
-    duplicate keys by index; a bulk of ``ReplaceOne`` (never upserting) replaces the documents
-    its filter matches and reports how many matched. ``hooks`` run one per bulk write, before
-    it, to let another applier write in between.
-
-    ``refuse`` maps an ``_id`` to the code every write of it fails with, reported by index as
-    a write error while the other operations of the bulk go on (a document the store rejects).
-    ``poison`` maps an ``_id`` to an error that fails any whole request holding it (a request
-    the store rejects without naming a document). ``before`` is awaited at the start of every
-    bulk write, to hold a write in flight or order it after another region's.
-    """
-
-    def __init__(self) -> None:
-        self.docs: dict[str, Document] = {}
-        self.reads: list[str] = []
-        self.writes: list[tuple[list[Op], bool]] = []
-        self.fail_with: PyMongoError | None = None
-        self.hooks: list[Hook | None] = []
-        self.refuse: dict[str, int] = {}
-        self.poison: dict[str, Exception] = {}
-        self.before: Callable[[], Awaitable[object]] | None = None
-
-    def find(self, *args: Any, **kwargs: Any) -> AsyncIterator[Document]:
-        self.reads.append("find")
-
-        async def cursor() -> AsyncIterator[Document]:
-            for doc in self.docs.values():
-                yield doc
-
-        return cursor()
-
-    async def find_one(self, query: Mapping[str, Any], *args: Any) -> Document | None:
-        self.reads.append("find_one")
-        assert set(query) == {"_id"}, "reads look documents up by _id alone"
-        return self.docs.get(query["_id"])
-
-    async def bulk_write(self, ops: Sequence[Op], ordered: bool = True) -> BulkWriteResult:
-        self.writes.append((list(ops), ordered))
-        if self.before is not None:
-            await self.before()
-        if self.fail_with is not None:
-            raise self.fail_with
-        if self.hooks:
-            hook = self.hooks.pop(0)
-            if hook is not None:
-                hook(self)
-        assert len({type(op) for op in ops}) == 1, "inserts and replaces go in separate bulks"
-        for op in ops:
-            poison = self.poison.get(_id_of(op))
-            if poison is not None:
-                raise poison
-        errors: list[dict[str, Any]] = []
-        inserted = matched = 0
-        for index, op in enumerate(ops):
-            code = self.refuse.get(_id_of(op))
-            if code is not None:
-                errors.append({"index": index, "code": code, "errmsg": f"refused with {code}"})
-                continue
-            if isinstance(op, InsertOne):
-                doc: Document = op._doc
-                if doc["_id"] in self.docs:
-                    errors.append(duplicate_key(index))
-                    continue
-                self.docs[doc["_id"]] = dict(doc)
-                inserted += 1
-            else:
-                assert not op._upsert, "a guarded replace must never upsert"
-                guard: Mapping[str, Any] = op._filter
-                assert set(guard) == {"_id", VERSION}, "the version check is in the filter"
-                held = self.docs.get(guard["_id"])
-                if held is not None and held[VERSION] < guard[VERSION]["$lt"]:
-                    self.docs[guard["_id"]] = dict(op._doc)
-                    matched += 1
-        raw = {
-            "writeErrors": errors,
-            "writeConcernErrors": [],
-            "nInserted": inserted,
-            "nUpserted": 0,
-            "nMatched": matched,
-            "nModified": matched,
-            "nRemoved": 0,
-            "upserted": [],
-        }
-        if errors:
-            raise BulkWriteError(raw)
-        return BulkWriteResult(raw, acknowledged=True)
-
-    def kinds(self) -> list[list[type]]:
-        """The operation types of every bulk write, in order."""
-        return [[type(op) for op in ops] for ops, _ in self.writes]
-
-    def ids(self) -> list[list[str]]:
-        """The ``_id`` of every operation of every bulk write, in order."""
-        return [[_id_of(op) for op in ops] for ops, _ in self.writes]
-
-
-def _id_of(op: Op) -> str:
-    customer_id: str = op._doc["_id"] if isinstance(op, InsertOne) else op._filter["_id"]
-    return customer_id
-
-
-class FakeStatus:
-    def __init__(self, statuses: dict[str, NodeStatus] | None = None) -> None:
-        self.statuses = statuses or {}
-        self.reads = 0
-
-    async def all(self) -> dict[str, NodeStatus]:
-        self.reads += 1
-        return dict(self.statuses)
 
 
 class RecordingParker:
@@ -200,6 +83,16 @@ class RecordingDeadLetters:
     def keys(self) -> list[tuple[str, str]]:
         """(region, customer id) of every dead-lettered command, in order."""
         return [(region, r.envelope.command.key) for region, r in self.sent]
+
+
+class RecordingApplied:
+    """The applied-documents sink: what each call added, per region."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, int]] = []
+
+    def add(self, region: str, count: int) -> None:
+        self.added.append((region, count))
 
 
 class InFlight:
@@ -313,6 +206,7 @@ class Harness:
         self.time = FakeTime()
         self.suspicion = Suspicion(hold_s, clock=self.time)
         self.outages = Outages(clock=self.time)
+        self.applied = RecordingApplied()
         self.applier = BatchApplier(
             collections=cast("Mapping[str, Collection]", self.stores),
             status=self.status,
@@ -320,6 +214,7 @@ class Harness:
             parker=self.parker if parker else None,
             dead_letters=self.dead_letters if dead_letters else None,
             outages=self.outages,
+            applied=self.applied,
             role="writer",
             chunk=chunk,
         )
@@ -640,6 +535,41 @@ class TestChunks:
         assert (region, reason) == ("region_1", "write_failed")
         assert [e.command.key for e in parked] == ["c2", "c3", "c4"]
         assert harness.suspicion.is_suspect("region_1")
+
+
+class TestAppliedCounts:
+    async def test_each_region_hears_of_the_documents_it_changed(self) -> None:
+        harness = Harness()
+        await harness.apply(*(upsert_of(f"c{i}", 10 + i, (HOME_1, REPLICA_3)) for i in range(3)))
+        assert sorted(harness.applied.added) == [("region_1", 3), ("region_3", 3)]
+
+    async def test_stale_commands_are_not_counted(self, harness: Harness) -> None:
+        await harness.apply(upsert(5))
+        harness.applied.added.clear()
+        await harness.apply(upsert(5), upsert_of("other", 6, (HOME_1,)))
+        assert harness.applied.added == [("region_1", 1)]
+
+    async def test_parked_commands_are_not_counted(self, harness: Harness) -> None:
+        harness.status.statuses = {"region_3": NodeStatus.UNAVAILABLE}
+        await harness.apply(upsert(1))
+        assert harness.applied.added == [("region_1", 1)]
+
+    async def test_a_failed_chunk_counts_what_was_written_before_it(self) -> None:
+        harness = Harness(chunk=2)
+        store = harness.stores["region_1"]
+        original = store.bulk_write
+        calls = 0
+
+        async def failing_from_second_chunk(ops: Sequence[Op], ordered: bool = True) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls >= 2:
+                raise AutoReconnect("store went away")
+            return await original(ops, ordered)
+
+        store.bulk_write = failing_from_second_chunk  # type: ignore[method-assign]
+        await harness.apply(*(upsert_of(f"c{i}", 10 + i) for i in range(5)))
+        assert harness.applied.added == [("region_1", 2)]
 
 
 class TestParking:

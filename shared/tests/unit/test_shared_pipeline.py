@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -17,115 +15,17 @@ from regionstore_shared.apply import Envelope, RegionUnavailableError, Rejected
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters as KafkaDeadLetters
 from regionstore_shared.pipeline import PartitionOwnership, decode_records, run_batches
-from regionstore_shared.schemas import (
-    Action,
-    DeleteCustomer,
-    Role,
-    Target,
-    encode_command,
+from regionstore_shared.schemas import Target
+from shared.tests.fakes import (
+    TP,
+    TP2,
+    FakeApplier,
+    FakeConsumer,
+    FakeDeadLetters,
+    FakeProducer,
+    delete_record,
+    poison_record,
 )
-
-TP = TopicPartition("pending.region_1", 0)
-TP2 = TopicPartition("pending.region_1", 1)
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-def delete_record(offset: int, tp: TopicPartition = TP) -> Record:
-    command = DeleteCustomer(
-        command_id=uuid.uuid4(),
-        version=offset + 1,
-        issued_at_ms=0,
-        targets=(Target(region="region_1", role=Role.HOME, action=Action.TOMBSTONE),),
-        customer_id=f"c{offset}",
-    )
-    return Record(tp.topic, tp.partition, offset, command.key.encode(), encode_command(command))
-
-
-class FakeConsumer:
-    def __init__(
-        self,
-        batches: list[list[Record] | dict[TopicPartition, list[Record]]],
-        stop: asyncio.Event,
-    ) -> None:
-        self.batches = batches
-        self.stop = stop
-        self.commits: list[dict[TopicPartition, int]] = []
-        self.seeks: list[tuple[TopicPartition, int]] = []
-        self.assigned = {TP, TP2}
-        self.commit_errors: list[Exception] = []
-        self.end: int | None = None
-
-    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
-        if not self.batches:
-            self.stop.set()
-            return {}
-        batch = self.batches.pop(0)
-        return batch if isinstance(batch, dict) else {TP: batch}
-
-    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
-        # aiokafka's checks: a partition not assigned, or a group that moved on.
-        for tp in offsets:
-            if tp not in self.assigned:
-                raise IllegalStateError(f"Partition {tp} is not assigned")
-        if self.commit_errors:
-            raise self.commit_errors.pop(0)
-        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        assert tp in self.assigned, "Partition is not assigned"  # aiokafka asserts too
-        return self.end
-
-    async def position(self, tp: TopicPartition) -> int:
-        if tp not in self.assigned:
-            raise IllegalStateError(f"Partition {tp} is not assigned")
-        return 0
-
-
-class Applier:
-    def __init__(self, fail_on_call: int | None) -> None:
-        self.calls = 0
-        self.fail_on_call = fail_on_call
-        self.applied: list[list[str]] = []
-        self.during: Callable[[], None] | None = None
-
-    async def apply(self, envelopes: Sequence[Envelope], select: Any) -> None:
-        self.calls += 1
-        self.applied.append([envelope.command.key for envelope in envelopes])
-        # Yield once, as a store round trip would: the next poll runs meanwhile.
-        await asyncio.sleep(0)
-        if self.during is not None:
-            during, self.during = self.during, None
-            during()
-        if self.calls == self.fail_on_call:
-            raise RegionUnavailableError("region_1", "write_failed")
-
-
-class DeadLetters:
-    def __init__(self) -> None:
-        self.sent: list[int] = []
-
-    async def send(self, record: Record, error: str) -> None:
-        assert "invalid command" in error
-        self.sent.append(record.offset)
-
-
-def poison_record(offset: int, tp: TopicPartition = TP) -> Record:
-    return Record(tp.topic, tp.partition, offset, b"k", b'{"not": "a command"}')
 
 
 def select(command: Any) -> Iterable[Target]:
@@ -134,18 +34,18 @@ def select(command: Any) -> Iterable[Target]:
 
 async def _run(
     consumer: FakeConsumer,
-    applier: Applier,
+    applier: FakeApplier,
     stop: asyncio.Event,
-    dead_letters: DeadLetters | None = None,
+    dead_letters: FakeDeadLetters | None = None,
     outages: Outages | None = None,
     ownership: PartitionOwnership | None = None,
 ) -> None:
     await run_batches(
-        consumer,  # type: ignore[arg-type]
+        consumer,
         group="g",
         applier=applier,  # type: ignore[arg-type]
         select=select,
-        dead_letters=dead_letters or DeadLetters(),  # type: ignore[arg-type]
+        dead_letters=dead_letters or FakeDeadLetters(),  # type: ignore[arg-type]
         stop=stop,
         role="recovery",
         ownership=ownership,
@@ -156,7 +56,7 @@ async def _run(
 async def test_each_applied_batch_commits_past_its_last_record() -> None:
     stop = asyncio.Event()
     consumer = FakeConsumer([[delete_record(0), delete_record(1)], [delete_record(2)]], stop)
-    await _run(consumer, Applier(fail_on_call=None), stop)
+    await _run(consumer, FakeApplier(fail_on_call=None), stop)
     assert consumer.commits == [{TP: 2}, {TP: 3}]
     assert consumer.seeks == []
 
@@ -165,7 +65,7 @@ async def test_a_failed_batch_is_not_committed_and_is_rewound_to_its_first_recor
     stop = asyncio.Event()
     consumer = FakeConsumer([[delete_record(0)], [delete_record(5), delete_record(6)]], stop)
     with pytest.raises(RegionUnavailableError):
-        await _run(consumer, Applier(fail_on_call=2), stop)
+        await _run(consumer, FakeApplier(fail_on_call=2), stop)
     assert consumer.commits == [{TP: 1}]
     assert consumer.seeks == [(TP, 5)]
 
@@ -181,7 +81,7 @@ async def test_a_failure_rewinds_the_batch_polled_ahead_too() -> None:
         stop,
     )
     with pytest.raises(RegionUnavailableError):
-        await _run(consumer, Applier(fail_on_call=2), stop)
+        await _run(consumer, FakeApplier(fail_on_call=2), stop)
     assert consumer.commits == [{TP: 1}]
     # TP from the failed batch's first record; TP2, only in the batch polled ahead, from its own.
     assert sorted(consumer.seeks) == [(TP, 1), (TP2, 7)]
@@ -190,8 +90,8 @@ async def test_a_failure_rewinds_the_batch_polled_ahead_too() -> None:
 async def test_poison_is_dead_lettered_once_its_batch_is_handled_and_committed() -> None:
     stop = asyncio.Event()
     consumer = FakeConsumer([[delete_record(0), poison_record(1)], [poison_record(2)]], stop)
-    dead_letters = DeadLetters()
-    await _run(consumer, Applier(fail_on_call=None), stop, dead_letters)
+    dead_letters = FakeDeadLetters()
+    await _run(consumer, FakeApplier(fail_on_call=None), stop, dead_letters)
     assert dead_letters.sent == [1, 2]
     assert consumer.commits == [{TP: 2}, {TP: 3}]
 
@@ -199,15 +99,15 @@ async def test_poison_is_dead_lettered_once_its_batch_is_handled_and_committed()
 async def test_poison_polled_ahead_of_a_failed_batch_is_not_dead_lettered_yet() -> None:
     stop = asyncio.Event()
     consumer = FakeConsumer([[delete_record(0)], [poison_record(1)]], stop)
-    dead_letters = DeadLetters()
+    dead_letters = FakeDeadLetters()
     with pytest.raises(RegionUnavailableError):
-        await _run(consumer, Applier(fail_on_call=1), stop, dead_letters)
+        await _run(consumer, FakeApplier(fail_on_call=1), stop, dead_letters)
     assert dead_letters.sent == []
     assert consumer.commits == []
     assert consumer.seeks == [(TP, 0)]
 
 
-class StoppingApplier(Applier):
+class StoppingApplier(FakeApplier):
     """Asks the loop to stop while applying its first batch."""
 
     def __init__(self, stop: asyncio.Event) -> None:
@@ -234,7 +134,7 @@ async def test_a_commit_reports_kafka_ok() -> None:
     outages = Outages()
     outages.failed("kafka", "Unable connect to node with id 1")
     consumer = FakeConsumer([[delete_record(0)]], stop)
-    await _run(consumer, Applier(fail_on_call=None), stop, outages=outages)
+    await _run(consumer, FakeApplier(fail_on_call=None), stop, outages=outages)
     assert consumer.commits == [{TP: 1}]
     assert not outages.is_down("kafka")
 
@@ -245,7 +145,7 @@ async def test_a_failed_batch_does_not_report_kafka_ok() -> None:
     outages.failed("kafka", "Unable connect to node with id 1")
     consumer = FakeConsumer([[delete_record(0)]], stop)
     with pytest.raises(RegionUnavailableError):
-        await _run(consumer, Applier(fail_on_call=1), stop, outages=outages)
+        await _run(consumer, FakeApplier(fail_on_call=1), stop, outages=outages)
     assert outages.is_down("kafka")
 
 
@@ -253,28 +153,6 @@ def test_decoded_envelopes_remember_their_topic() -> None:
     batch = decode_records({TP: [delete_record(0)]})
     (envelope,) = batch.envelopes
     assert envelope.topic == "pending.region_1"
-
-
-class FakeFuture:
-    def __init__(self, sent: list[dict[str, Any]], message: dict[str, Any]) -> None:
-        self._sent = sent
-        self._message = message
-
-    def __await__(self) -> Any:
-        async def acked() -> None:
-            self._sent.append(self._message)
-
-        return acked().__await__()
-
-
-class FakeProducer:
-    """Records a message once its send is awaited: acknowledged, like Kafka's future."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, topic: str, **message: Any) -> FakeFuture:
-        return FakeFuture(self.sent, {"topic": topic, **message})
 
 
 def _deadlettered(region: str, source_topic: str) -> float:
@@ -330,7 +208,7 @@ class TestRebalance:
         stop = asyncio.Event()
         consumer = FakeConsumer([{TP: [delete_record(0)], TP2: [delete_record(5, TP2)]}], stop)
         ownership = PartitionOwnership("g")
-        applier = Applier(fail_on_call=None)
+        applier = FakeApplier(fail_on_call=None)
         applier.during = self.revoke(consumer, ownership, {TP})
         await _run(consumer, applier, stop, ownership=ownership)
         assert applier.applied == [["c0", "c5"]]  # applying twice is harmless
@@ -346,7 +224,7 @@ class TestRebalance:
             stop,
         )
         ownership = PartitionOwnership("g")
-        applier = Applier(fail_on_call=None)
+        applier = FakeApplier(fail_on_call=None)
         # By the time the first batch is written, the second one has been polled.
         applier.during = self.revoke(consumer, ownership, {TP})
         await _run(consumer, applier, stop, ownership=ownership)
@@ -364,9 +242,9 @@ class TestRebalance:
             stop,
         )
         ownership = PartitionOwnership("g")
-        applier = Applier(fail_on_call=None)
+        applier = FakeApplier(fail_on_call=None)
         applier.during = self.revoke(consumer, ownership, {TP})
-        dead_letters = DeadLetters()
+        dead_letters = FakeDeadLetters()
         await _run(consumer, applier, stop, dead_letters, ownership=ownership)
         assert dead_letters.sent == [2]
         assert consumer.commits == [{TP2: 1}, {TP2: 3}]
@@ -374,7 +252,7 @@ class TestRebalance:
     async def test_a_partition_gone_without_a_callback_is_not_committed(self) -> None:
         stop = asyncio.Event()
         consumer = FakeConsumer([{TP: [delete_record(0)], TP2: [delete_record(5, TP2)]}], stop)
-        applier = Applier(fail_on_call=None)
+        applier = FakeApplier(fail_on_call=None)
 
         def taken() -> None:
             consumer.assigned = {TP2}
@@ -398,7 +276,7 @@ class TestRebalance:
         outages.failed("kafka", "Unable connect to node with id 1")
         consumer = FakeConsumer([[delete_record(0)], [delete_record(1)]], stop)
         consumer.commit_errors = [error]
-        applier = Applier(fail_on_call=None)
+        applier = FakeApplier(fail_on_call=None)
         await _run(consumer, applier, stop, outages=outages)
         assert applier.applied == [["c0"], ["c1"]]
         assert consumer.commits == [{TP: 2}]
@@ -417,7 +295,7 @@ class TestRebalance:
             return position
 
         consumer.position = position_then_rebalance  # type: ignore[method-assign]
-        await _run(consumer, Applier(fail_on_call=None), stop)
+        await _run(consumer, FakeApplier(fail_on_call=None), stop)
         assert consumer.commits == [{TP: 1, TP2: 6}]
 
     def test_it_is_an_aiokafka_rebalance_listener(self) -> None:
@@ -475,11 +353,11 @@ async def _run_in_group(
     consumer: FakeConsumer, stop: asyncio.Event, ownership: PartitionOwnership, group: str
 ) -> None:
     await run_batches(
-        consumer,  # type: ignore[arg-type]
+        consumer,
         group=group,
-        applier=Applier(fail_on_call=None),  # type: ignore[arg-type]
+        applier=FakeApplier(fail_on_call=None),  # type: ignore[arg-type]
         select=select,
-        dead_letters=DeadLetters(),  # type: ignore[arg-type]
+        dead_letters=FakeDeadLetters(),  # type: ignore[arg-type]
         stop=stop,
         role="recovery",
         ownership=ownership,

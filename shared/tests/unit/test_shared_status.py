@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_shared.logs import Outages
 from regionstore_shared.settings import RedisSettings
 from regionstore_shared.status import NodeStatus, StatusBoard, StatusStoreUnavailableError
-from regionstore_shared.status_events import StatusChanges
+from shared.tests.fakes import FakeRedis
 
 REGIONS = ("region_1", "region_2", "region_3")
 SETTINGS = RedisSettings()
 AVAILABLE, UNAVAILABLE = NodeStatus.AVAILABLE, NodeStatus.UNAVAILABLE
-
-
-class FakeRedis:
-    """String keys; ``down`` makes every command fail with ``error``, as redis-py does."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.down = False
-        self.error: RedisError = RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
-        self.calls = 0
-
-    def _check(self) -> None:
-        self.calls += 1
-        if self.down:
-            raise self.error
-
-    async def mget(self, keys: list[str]) -> list[str | None]:
-        self._check()
-        return [self.values.get(key) for key in keys]
-
-    async def set(self, key: str, value: str) -> bool:
-        self._check()
-        self.values[key] = value
-        return True
-
-    def mark(self, region: str, status: NodeStatus) -> None:
-        self.values[SETTINGS.status_key(region)] = status.value
 
 
 class FakeClock:
@@ -208,71 +179,3 @@ class TestSet:
         await board.set("region_3", UNAVAILABLE)
         redis.down = True
         assert (await board.all())["region_3"] is UNAVAILABLE
-
-
-class FakePubSub:
-    """One connection's subscription: fails as scripted, or yields the scripted messages."""
-
-    def __init__(self, fail: bool, messages: list[dict[str, Any]], idle: asyncio.Event) -> None:
-        self._fail = fail
-        self._messages = messages
-        self._idle = idle
-
-    async def __aenter__(self) -> FakePubSub:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-    async def psubscribe(self, *patterns: str) -> None:
-        if self._fail:
-            raise RedisConnectionError("Connection closed by server.")
-
-    async def listen(self) -> AsyncIterator[dict[str, Any]]:
-        for message in self._messages:
-            yield message
-        self._idle.set()
-        await asyncio.Event().wait()  # a live subscription with nothing more to say
-
-
-class PubSubRedis(FakeRedis):
-    def __init__(self, connections: list[FakePubSub]) -> None:
-        super().__init__()
-        self._connections = connections
-
-    def pubsub(self) -> FakePubSub:
-        return self._connections.pop(0)
-
-
-class TestStatusChanges:
-    async def test_a_reconnect_rereads_the_board_before_waking_waiters(self) -> None:
-        idle = asyncio.Event()
-        redis = PubSubRedis([FakePubSub(True, [], idle), FakePubSub(False, [], idle)])
-        board = StatusBoard(cast(Any, redis), SETTINGS, REGIONS)
-        redis.down = True
-        await board.all()  # the board answers from memory: every region available
-        redis.down = False
-        redis.mark("region_2", UNAVAILABLE)  # changed while this process was cut off
-        changes = StatusChanges(cast(Any, redis), board, retry_s=0)
-        changes.start()
-        try:
-            seen = await changes.wait(0, within_s=5)
-            assert seen == 1
-            # The retry interval of the board has not passed, yet it answers what Redis holds.
-            assert (await board.all())["region_2"] is UNAVAILABLE
-        finally:
-            await changes.stop()
-
-    async def test_every_keyspace_event_rereads_the_board(self) -> None:
-        idle = asyncio.Event()
-        event = {"type": "pmessage", "data": "set"}
-        redis = PubSubRedis([FakePubSub(False, [event], idle)])
-        board = StatusBoard(cast(Any, redis), SETTINGS, REGIONS)
-        changes = StatusChanges(cast(Any, redis), board, retry_s=0)
-        changes.start()
-        try:
-            await asyncio.wait_for(idle.wait(), 5)
-            assert changes.generation == 2
-            assert redis.calls == 2  # one read on connect, one per event
-        finally:
-            await changes.stop()

@@ -10,7 +10,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from regionstore_gateway.api.dependencies import WritesDep
 from regionstore_gateway.api.errors import RETRY_AFTER, field_error
-from regionstore_gateway.deps import IdempotencyDep, SettingsDep
+from regionstore_gateway.audit_trail import AuditedBatch, AuditUnavailableError
+from regionstore_gateway.auth import PrincipalDep, requires_writer
+from regionstore_gateway.deps import AuditDep, IdempotencyDep, SettingsDep
 from regionstore_gateway.idempotency import (
     IdempotencyStore,
     IdempotencyUnavailableError,
@@ -56,6 +58,7 @@ class _Send:
 
 @router.post(
     ":batch",
+    dependencies=[requires_writer],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BatchResult,
     responses={
@@ -68,7 +71,8 @@ class _Send:
             "model": BatchResult,
             "headers": RETRY_AFTER,
             "description": "No item accepted or unknown, some certainly not taken: Kafka refused "
-            "them, or Redis was needed for their idempotency_key and is down.",
+            "them, Redis was needed for their idempotency_key and is down, or (deletes) the "
+            "audit trail cannot be written.",
         },
         504: {
             "model": BatchResult,
@@ -82,12 +86,15 @@ async def batch(
     writes: WritesDep,
     keys: IdempotencyDep,
     settings: SettingsDep,
+    audit: AuditDep,
+    principal: PrincipalDep,
     response: Response,
 ) -> BatchResult:
     """Many upserts and deletes in one request, each validated and answered on its own.
 
     Items may carry an ``idempotency_key``, with the same meaning as the Idempotency-Key
-    header of the single-item routes.
+    header of the single-item routes. Deletes are recorded in the audit trail, together,
+    before anything is published; a delete whose event is not recorded is ``failed``.
     """
     items = body.get("items")
     if items is None or set(body) != {"items"}:
@@ -99,7 +106,12 @@ async def batch(
         )
     results: list[BatchItemResult] = []
     sends = await _plan(writes, keys, _validate(items, results), results)
+    audited = AuditedBatch(audit, principal)
+    refusals = await audited.record([s.command for s in sends])
+    results.extend(_unaudited(s, r) for s, r in zip(sends, refusals, strict=True) if r)
+    sends = [s for s, refusal in zip(sends, refusals, strict=True) if refusal is None]
     deliveries = await writes.publish([s.command for s in sends]) if sends else []
+    audited.settle([s.command for s in sends], deliveries)
     acks: list[tuple[str, Record]] = []
     for send, delivery in zip(sends, deliveries, strict=True):
         result = _item_result(send, delivery)
@@ -244,6 +256,15 @@ def _redis_down(keyed: _Keyed, error: Exception) -> BatchItemResult:
                 "type": "idempotency_unavailable",
             }
         ],
+    )
+
+
+def _unaudited(send: _Send, error: AuditUnavailableError) -> BatchItemResult:
+    return BatchItemResult(
+        index=send.index,
+        status="failed",
+        customer_id=send.command.key,
+        errors=[{"loc": ["audit"], "msg": str(error), "type": "audit_unavailable"}],
     )
 
 

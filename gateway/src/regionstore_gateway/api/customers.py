@@ -14,10 +14,18 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from regionstore_gateway.api.dependencies import KeyHeader, WaitQuery, WritesDep
-from regionstore_gateway.api.errors import field_error, write_responses
-from regionstore_gateway.deps import IdempotencyDep, SettingsDep
+from regionstore_gateway.api.errors import (
+    NOT_FOUND,
+    UNREADABLE,
+    field_error,
+    message,
+    write_responses,
+)
+from regionstore_gateway.audit_trail import AuditedSender
+from regionstore_gateway.auth import PrincipalDep, requires_reader, requires_writer
+from regionstore_gateway.deps import AuditDep, IdempotencyDep, SettingsDep
 from regionstore_gateway.idempotency import IdempotencyStore, request_hash
-from regionstore_gateway.keyed_writes import Answer, write_once
+from regionstore_gateway.keyed_writes import Answer, Sender, write_once
 from regionstore_gateway.models import (
     Accepted,
     CustomerFields,
@@ -101,7 +109,7 @@ def replay_header(answer: Answer, response: Response) -> None:
 
 
 async def _write(
-    writes: Writes,
+    writes: Sender,
     keys: IdempotencyStore,
     response: Response,
     *,
@@ -124,7 +132,14 @@ async def _write(
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted, responses=write_responses()
+    "",
+    dependencies=[requires_writer],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses={
+        **write_responses(),
+        409: message("If-None-Match: * was given and the customer already exists."),
+    },
 )
 async def create_customer(
     customer: Customer,
@@ -162,6 +177,7 @@ async def create_customer(
 
 @router.put(
     "/{customer_id}",
+    dependencies=[requires_writer],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
     responses=write_responses(),
@@ -192,9 +208,10 @@ async def put_customer(
 
 @router.patch(
     "/{customer_id}",
+    dependencies=[requires_writer],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses=write_responses(),
+    responses={**write_responses(), 404: NOT_FOUND},
 )
 async def patch_customer(
     customer_id: PathId,
@@ -227,6 +244,7 @@ async def patch_customer(
 
 @router.delete(
     "/{customer_id}",
+    dependencies=[requires_writer],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
     responses=write_responses(),
@@ -235,17 +253,23 @@ async def delete_customer(
     customer_id: PathId,
     writes: WritesDep,
     keys: IdempotencyDep,
+    audit: AuditDep,
+    principal: PrincipalDep,
     response: Response,
     wait: WaitQuery = None,
     idempotency_key: KeyHeader = None,
 ) -> dict[str, Any]:
-    """Delete a customer: a versioned tombstone in every region that may hold it."""
+    """Delete a customer: a versioned tombstone in every region that may hold it.
+
+    The delete is recorded in the audit trail just before its command is published; 503 when
+    the trail cannot be written (nothing was published).
+    """
 
     async def tombstone() -> Command:
         return writes.delete_command(customer_id)
 
     return await _write(
-        writes,
+        AuditedSender(writes, audit, principal),
         keys,
         response,
         key=idempotency_key,
@@ -255,7 +279,12 @@ async def delete_customer(
     )
 
 
-@router.get("/{customer_id}", response_model=CustomerOut)
+@router.get(
+    "/{customer_id}",
+    dependencies=[requires_reader],
+    response_model=CustomerOut,
+    responses={404: NOT_FOUND, 503: UNREADABLE},
+)
 async def get_customer(customer_id: PathId, writes: WritesDep) -> CustomerOut:
     """One customer, from its home region or, when home is down, a replica."""
     lookup = await writes.repository.lookup(customer_id, await writes.statuses())
@@ -306,7 +335,7 @@ def decode_cursor(cursor: str, query: CustomerFilter) -> str:
     return after
 
 
-@router.get("", response_model=CustomerPage)
+@router.get("", dependencies=[requires_reader], response_model=CustomerPage)
 async def list_customers(
     writes: WritesDep,
     settings: SettingsDep,

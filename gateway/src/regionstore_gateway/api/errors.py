@@ -8,11 +8,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from regionstore_gateway.audit_trail import AuditUnavailableError
 from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
-from regionstore_gateway.models import NotAccepted, OutcomeUnknown
+from regionstore_gateway.models import ErrorMessage, NotAccepted, OutcomeUnknown
 from regionstore_gateway.writes import (
     CustomerUnreadableError,
     KafkaUnavailableError,
@@ -31,6 +34,7 @@ REDIS_DOWN_DETAIL = (
     f"was written, retry later (a write without {HEADER} does not need Redis)"
 )
 KEY_REUSED = f"was already used with a different request; use a new {HEADER} for a new write"
+BODY_UNDECODABLE = "is not JSON in UTF-8"
 STATUS_STORE_DOWN = "node status store unavailable; the status was not changed"
 STATUS_STORE_SILENT = (
     "node status store did not answer in time; the status may or may not have changed: "
@@ -51,6 +55,18 @@ RETRY_AFTER = {
         "schema": {"type": "integer"},
     }
 }
+
+
+def message(description: str) -> dict[str, Any]:
+    """OpenAPI of an answer whose body is ``{"detail": "..."}``."""
+    return {"model": ErrorMessage, "description": description}
+
+
+NOT_FOUND = message("No live customer has this id (never written, or deleted).")
+UNREADABLE = message(
+    "The customer cannot be read now: the regions that may hold it (home and replica) "
+    "cannot be reached. Nothing was written."
+)
 
 
 def write_responses() -> dict[int | str, Any]:
@@ -77,7 +93,8 @@ def write_responses() -> dict[int | str, Any]:
             "model": NotAccepted,
             "headers": RETRY_AFTER,
             "description": "Not accepted: Kafka certainly did not take the write, or an "
-            "Idempotency-Key was given and Redis cannot be reached. Nothing was published.",
+            "Idempotency-Key was given and Redis cannot be reached, or (a delete) the audit "
+            "trail cannot be written. Nothing was published.",
         },
         504: {
             "model": OutcomeUnknown,
@@ -90,14 +107,17 @@ def write_responses() -> dict[int | str, Any]:
 
 
 def status_change_responses() -> dict[int | str, Any]:
-    """OpenAPI of a status change's 503."""
+    """OpenAPI of a status change's 404 and 503."""
     return {
+        404: message("No region (node) by that name."),
         503: {
+            "model": ErrorMessage,
             "headers": RETRY_AFTER,
             "description": "Redis, which keeps the statuses, cannot be reached: the status was "
             "not changed (or, if Redis did not answer in time, may or may not have been); "
+            "or the audit trail cannot be written: the status was not changed. "
             "`detail` says which.",
-        }
+        },
     }
 
 
@@ -134,6 +154,16 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
         detail = [{"loc": ["header", HEADER], "msg": KEY_REUSED, "type": "idempotency_key_reused"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    async def undecodable(request: Request, error: Exception) -> Response:
+        # FastAPI answers 400 for a body it cannot decode at all (bytes that are not UTF-8);
+        # the gateway raises no 400 of its own, so every one is that, and is a 422 on the body.
+        assert isinstance(error, StarletteHTTPException)
+        if error.status_code != 400:
+            return await http_exception_handler(request, error)
+        detail = [{"loc": ["body"], "msg": BODY_UNDECODABLE, "type": "json_invalid"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    app.add_exception_handler(StarletteHTTPException, undecodable)
     app.add_exception_handler(OutcomeUnknownError, unknown)
     kafka_down = not_accepted(lambda e: f"{KAFKA_DOWN_DETAIL} ({e})")
     redis_down = not_accepted(lambda e: f"{REDIS_DOWN_DETAIL} ({e})")
@@ -141,5 +171,6 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
     app.add_exception_handler(KafkaUnavailableError, kafka_down)
     app.add_exception_handler(IdempotencyUnavailableError, redis_down)
     app.add_exception_handler(CustomerUnreadableError, unreadable)
+    app.add_exception_handler(AuditUnavailableError, not_accepted(lambda e: f"{e}; retry later"))
     app.add_exception_handler(KeyReusedError, key_reused)
     app.add_exception_handler(StatusStoreUnavailableError, status_store_down)

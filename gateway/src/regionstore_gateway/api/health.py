@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from regionstore_gateway.auth import requires_reader
 from regionstore_gateway.deps import BoardDep
 
 router = APIRouter(tags=["operations"])
@@ -26,7 +27,7 @@ async def readyz(board: BoardDep) -> dict[str, object]:
     return {"ready": True, "redis": "ok" if board.reachable else REDIS_DOWN}
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", dependencies=[requires_reader], include_in_schema=False)
 async def metrics() -> Response:
     """Prometheus metrics of this process."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

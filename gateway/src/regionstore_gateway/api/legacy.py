@@ -15,7 +15,14 @@ from regionstore_gateway.api.customers import (
 )
 from regionstore_gateway.api.dependencies import KeyHeader, WritesDep
 from regionstore_gateway.api.errors import status_change_responses, write_responses
-from regionstore_gateway.deps import BoardDep, IdempotencyDep, SettingsDep
+from regionstore_gateway.audit_trail import AuditAction, new_event
+from regionstore_gateway.auth import (
+    PrincipalDep,
+    requires_operator,
+    requires_reader,
+    requires_writer,
+)
+from regionstore_gateway.deps import AuditDep, BoardDep, IdempotencyDep, SettingsDep
 from regionstore_gateway.idempotency import request_hash
 from regionstore_gateway.keyed_writes import write_once
 from regionstore_gateway.models import StatusBody
@@ -36,8 +43,13 @@ class FilterBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    zip_range_min: int | None = Field(default=None, alias="zipRangeMin", ge=0, le=99999)
-    zip_range_max: int | None = Field(default=None, alias="zipRangeMax", ge=0, le=99999)
+    # Strict, as the customer's zip is: JSON true is no zip prefix.
+    zip_range_min: int | None = Field(
+        default=None, alias="zipRangeMin", ge=0, le=99999, strict=True
+    )
+    zip_range_max: int | None = Field(
+        default=None, alias="zipRangeMax", ge=0, le=99999, strict=True
+    )
     city: str | None = Field(default=None, max_length=100)
     state: str | None = None
 
@@ -58,7 +70,12 @@ class LegacyFilterResult(BaseModel):
     incomplete: bool
 
 
-@router.post("/create-customer", status_code=status.HTTP_202_ACCEPTED, responses=write_responses())
+@router.post(
+    "/create-customer",
+    dependencies=[requires_writer],
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=write_responses(),
+)
 async def create_customer(
     customer: Customer,
     writes: WritesDep,
@@ -90,18 +107,24 @@ def _accepted(written: Written) -> dict[str, object]:
     }
 
 
-@router.post("/node-status", responses=status_change_responses())
+@router.post("/node-status", dependencies=[requires_operator], responses=status_change_responses())
 async def node_status(
-    body: NodeStatusBody, settings: SettingsDep, board: BoardDep
+    body: NodeStatusBody,
+    settings: SettingsDep,
+    board: BoardDep,
+    audit: AuditDep,
+    principal: PrincipalDep,
 ) -> dict[str, str]:
-    """Set a node's status (same as PUT /v1/regions/{node_id}/status)."""
+    """Set a node's status (same as PUT /v1/regions/{node_id}/status, audited the same way)."""
     if body.node_id not in settings.region_map:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown node {body.node_id!r}")
-    await board.set(body.node_id, body.status)
+    detail = {"status": body.status.value}
+    async with audit.action(new_event(principal, AuditAction.REGION_STATUS, body.node_id, detail)):
+        await board.set(body.node_id, body.status)
     return {"node_id": body.node_id, "status": body.status.value}
 
 
-@router.get("/node-statuses")
+@router.get("/node-statuses", dependencies=[requires_reader])
 async def node_statuses(board: BoardDep) -> dict[str, str]:
     """Every node's status, by node id."""
     return {region: value.value for region, value in (await board.all()).items()}
@@ -140,7 +163,7 @@ async def _filter(writes: WritesDep, settings: SettingsDep, body: FilterBody) ->
     )
 
 
-@router.post("/filter-records", response_model=LegacyFilterResult)
+@router.post("/filter-records", dependencies=[requires_reader], response_model=LegacyFilterResult)
 async def filter_records_post(
     body: FilterBody, writes: WritesDep, settings: SettingsDep
 ) -> LegacyFilterResult:
@@ -148,7 +171,7 @@ async def filter_records_post(
     return await _filter(writes, settings, body)
 
 
-@router.get("/filter-records", response_model=LegacyFilterResult)
+@router.get("/filter-records", dependencies=[requires_reader], response_model=LegacyFilterResult)
 async def filter_records_get(
     writes: WritesDep,
     settings: SettingsDep,

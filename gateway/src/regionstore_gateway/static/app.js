@@ -1,6 +1,10 @@
 // regionstore console: a plain ES module served by the gateway, no build step and no framework.
 // Rule for the whole file: data from the API is written as text (textContent, text nodes or
-// attributes), never parsed as HTML.
+// attributes), never parsed as HTML. The page runs under a strict Content-Security-Policy: no
+// inline script or style, no eval; styling goes through classes in app.css.
+//
+// Signing in: the API key goes to POST /v1/session once and is forgotten; the gateway answers
+// with an HttpOnly session cookie and a CSRF token, which every state-changing request sends.
 
 const UF_CODES = [
   "AC", "AL", "AM", "AP", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT", "PA",
@@ -16,6 +20,13 @@ const FILTER_FIELDS = ["zip_min", "zip_max", "city", "state", "region", "limit"]
 const STREAM_STALE_MS = 45_000;
 const MAX_RETRY_MS = 15_000;
 const TOAST_MS = 6_000;
+// What each role may do, in order: a role may do everything the ones before it may.
+const ROLES = ["reader", "writer", "operator"];
+const RECENT_CHANGES_SHOWN = 3;
+const CHART_WINDOW_MS = 5 * 60_000;
+// Two snapshots closer than this make a noisy rate: the later one is not charted.
+const CHART_MIN_STEP_MS = 1_000;
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -89,12 +100,17 @@ function describeError(status, body) {
   return status ? `HTTP ${status}` : "The gateway could not be reached.";
 }
 
-async function api(method, path, { body, headers = {}, timeoutMs = 30_000 } = {}) {
+const SAFE_METHODS = new Set(["GET", "HEAD"]);
+
+/** A request to the gateway. ``signIn``: a 401 is a wrong key, not an ended session. */
+async function api(method, path, { body, headers = {}, timeoutMs = 30_000, signIn = false } = {}) {
   const init = {
     method,
     headers: { Accept: "application/json", ...headers },
+    credentials: "same-origin",
     signal: AbortSignal.timeout(timeoutMs),
   };
+  if (!SAFE_METHODS.has(method) && session.csrf) init.headers["X-CSRF-Token"] = session.csrf;
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -115,6 +131,7 @@ async function api(method, path, { body, headers = {}, timeoutMs = 30_000 } = {}
       data = text;
     }
   }
+  if (response.status === 401 && !signIn) signedOut("Your session has ended: sign in again.");
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }
@@ -137,6 +154,118 @@ function toast(text, kind = "info") {
   const item = h("div", { class: `toast toast-${kind}`, testid: "toast" }, text);
   box.append(item);
   setTimeout(() => item.remove(), TOAST_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session: sign in with a key, who is signed in, what the role may do, sign out
+
+const session = { keyId: null, role: null, csrf: null };
+
+/** Whether the signed-in role may do what ``role`` may. */
+const can = (role) => session.role !== null && ROLES.indexOf(session.role) >= ROLES.indexOf(role);
+
+function showSignIn(message = "") {
+  setConnection("signed out");
+  byTestId("console-main").hidden = true;
+  byTestId("session").hidden = true;
+  byTestId("signin").hidden = false;
+  byTestId("signin-error").textContent = message;
+  byTestId("signin-key").focus();
+}
+
+function signedIn(answer) {
+  session.keyId = String(answer?.key_id ?? "");
+  session.role = ROLES.includes(answer?.role) ? answer.role : "reader";
+  session.csrf = String(answer?.csrf_token ?? "");
+  byTestId("session-key-id").textContent = session.keyId;
+  const badge = byTestId("session-role");
+  badge.textContent = session.role;
+  badge.dataset.role = session.role;
+  document.documentElement.dataset.role = session.role;
+  byTestId("signin").hidden = true;
+  byTestId("session").hidden = false;
+  byTestId("console-main").hidden = false;
+  applyRole();
+  loadRegions();
+  connectStream();
+  applyFilters();
+}
+
+/** Forget the session on this page (the cookie is the gateway's) and ask for a key. */
+function signedOut(message = "") {
+  if (session.role === null && !byTestId("signin").hidden) return;
+  session.keyId = session.role = session.csrf = null;
+  delete document.documentElement.dataset.role;
+  closeStream();
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  clearRegions();
+  customers.seq += 1; // answers still on their way belong to the old session
+  customers.loaded = false;
+  clearCustomers("");
+  showSignIn(message);
+}
+
+/** Show and hide what the role allows: forms for writers, region switches for operators. */
+function applyRole() {
+  byTestId("new-customer").hidden = !can("writer");
+  for (const card of regions.cards.values()) card.switchLabel.hidden = !can("operator");
+  byTestId("regions-intro").textContent = can("operator")
+    ? "Switch a region off to simulate an outage: its reads fall back to the replica and its " +
+      "writes are parked until it is back."
+    : "When a region is switched off, its reads fall back to the replica and its writes are " +
+      "parked until it is back.";
+}
+
+async function submitSignIn(event) {
+  event.preventDefault();
+  const input = byTestId("signin-key");
+  const error = byTestId("signin-error");
+  const submit = byTestId("signin-submit");
+  const key = input.value.trim();
+  if (!key) {
+    error.textContent = "Enter an API key.";
+    input.focus();
+    return;
+  }
+  // The key lives only in this request: out of the field and out of every variable after it.
+  input.value = "";
+  error.textContent = "";
+  submit.disabled = true;
+  try {
+    signedIn(await api("POST", "/v1/session", { body: { key }, signIn: true }));
+  } catch (err) {
+    error.textContent =
+      err.status === 401 ? "This key was not accepted." : `Could not sign in: ${err.message}`;
+    input.focus();
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+async function signOut() {
+  try {
+    await api("DELETE", "/v1/session", { signIn: true });
+  } catch (err) {
+    // Signed out here either way; the cookie ends with the session it named.
+    if (err.status !== 401) toast(`Sign-out did not reach the gateway: ${err.message}`, "warn");
+  }
+  signedOut();
+}
+
+/** The session the cookie names, if any: on load, and before the live stream reconnects. */
+async function checkSession() {
+  try {
+    const answer = await api("GET", "/v1/session", { signIn: true });
+    return answer;
+  } catch (err) {
+    if (err.status === 401) return null;
+    throw err;
+  }
+}
+
+function wireSession() {
+  byTestId("signin-form").addEventListener("submit", submitSignIn);
+  byTestId("sign-out").addEventListener("click", signOut);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +300,15 @@ function createRegionCard(region) {
     replicas: h("dd", { testid: "region-replicas" }),
     pending: h("dd", { testid: "region-pending" }),
     note: h("p", { class: "region-note", testid: "region-note" }),
+    changes: h("ol", { class: "region-changes", testid: "region-changes", "aria-label": `Recent status changes of ${region.name}` }),
   };
+  card.switchLabel = h(
+    "label",
+    { class: "switch", for: input.id },
+    input,
+    h("span", { class: "switch-text" }, h("span", { class: "sr-only" }, `${region.name} `), "Available"),
+  );
+  card.switchLabel.hidden = !can("operator");
   card.root = h(
     "article",
     { class: "region-card", testid: `region-card-${region.name}`, dataset: { region: region.name }, "aria-labelledby": `${id}-title` },
@@ -184,12 +321,8 @@ function createRegionCard(region) {
       h("div", {}, h("dt", {}, "Pending"), card.pending),
     ),
     card.note,
-    h(
-      "label",
-      { class: "switch", for: input.id },
-      input,
-      h("span", { class: "switch-text" }, h("span", { class: "sr-only" }, `${region.name} `), "Available"),
-    ),
+    card.changes,
+    card.switchLabel,
   );
   input.addEventListener("change", () => flipRegion(region.name, card));
   byTestId("region-list").append(card.root);
@@ -221,6 +354,51 @@ function updateRegionCard(card, region) {
   }
   card.note.textContent = note;
   card.note.hidden = !note;
+
+  const recent = Array.isArray(region.recent_changes) ? region.recent_changes : [];
+  card.changes.replaceChildren(...recent.slice(0, RECENT_CHANGES_SHOWN).map(changeItem));
+  card.changes.hidden = !recent.length;
+}
+
+function changeItem(change) {
+  const at = new Date(change?.at);
+  const known = !Number.isNaN(at.getTime());
+  const off = change?.status === "unavailable";
+  return h(
+    "li",
+    { class: "region-change", testid: "region-change", dataset: { status: String(change?.status ?? "") } },
+    h("span", { class: "change-status" }, off ? "Switched off" : "Switched on"),
+    " by ",
+    h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
+    " ",
+    known
+      ? h("time", { datetime: at.toISOString(), title: at.toLocaleString() }, timeAgo(at))
+      : h("span", {}, "at an unknown time"),
+  );
+}
+
+function timeAgo(date) {
+  const seconds = Math.max(0, Math.round((Date.now() - date.getTime()) / 1000));
+  if (seconds < 45) return "just now";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) return `${hours} h ago`;
+  return `on ${date.toLocaleDateString()}`;
+}
+
+function clearRegions() {
+  for (const card of regions.cards.values()) card.root.remove();
+  regions.cards.clear();
+  regions.byName = new Map();
+  const grid = byTestId("region-list");
+  grid.setAttribute("aria-busy", "true");
+  if (!byTestId("region-placeholder")) {
+    grid.append(h("p", { class: "muted placeholder", testid: "region-placeholder" }, "Loading regions…"));
+  }
+  byTestId("consumer-lag").textContent = "";
+  chart.samples = [];
+  renderCharts();
 }
 
 function renderRegions(list) {
@@ -249,6 +427,7 @@ function renderRegions(list) {
 }
 
 async function flipRegion(name, card) {
+  if (!can("operator")) return;
   const wanted = card.input.checked ? "available" : "unavailable";
   card.busy = true;
   card.input.disabled = true;
@@ -282,20 +461,31 @@ function renderLag(lag) {
 }
 
 function renderRegionList(data) {
+  if (session.role === null) return; // an answer that arrived after signing out
   renderRegions(data.regions ?? []);
   renderLag(data.lag);
+  recordSample(data.regions ?? []);
 }
 
 async function loadRegions() {
   try {
     renderRegionList(await api("GET", "/v1/regions"));
   } catch (err) {
+    if (err.status === 401) return;
     const placeholder = byTestId("region-placeholder");
     if (placeholder) placeholder.textContent = `Could not load regions: ${err.message}`;
   }
 }
 
 const stream = { source: null, watchdog: null, retryMs: 1000, retryTimer: null };
+
+function closeStream() {
+  clearTimeout(stream.retryTimer);
+  clearTimeout(stream.watchdog);
+  stream.source?.close();
+  stream.source = null;
+  stream.retryMs = 1000;
+}
 
 function connectStream() {
   clearTimeout(stream.retryTimer);
@@ -328,11 +518,33 @@ function connectStream() {
   });
 }
 
+// A refused stream may mean the session ended (EventSource does not say why): ask first.
 function scheduleReconnect() {
   stream.source?.close();
   clearTimeout(stream.retryTimer);
-  stream.retryTimer = setTimeout(connectStream, stream.retryMs);
+  stream.retryTimer = setTimeout(reconnect, stream.retryMs);
   stream.retryMs = Math.min(stream.retryMs * 2, MAX_RETRY_MS);
+}
+
+async function reconnect() {
+  let answer;
+  try {
+    answer = await checkSession();
+  } catch {
+    if (session.role !== null) scheduleReconnect(); // the gateway is unreachable: try later
+    return;
+  }
+  if (session.role === null) return;
+  if (answer === null) {
+    signedOut("Your session has ended: sign in again.");
+    return;
+  }
+  if (answer.key_id !== session.keyId || answer.role !== session.role) {
+    signedIn(answer); // another tab signed in with another key: follow the cookie
+    return;
+  }
+  session.csrf = String(answer.csrf_token ?? session.csrf);
+  connectStream();
 }
 
 function armWatchdog() {
@@ -341,6 +553,157 @@ function armWatchdog() {
     setConnection("reconnecting");
     scheduleReconnect();
   }, STREAM_STALE_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput chart: applied/s and pending per region, from the region snapshots of the stream
+
+const chart = { samples: [] }; // { t, values: Map(region -> { applied, pending }) }, oldest first
+
+function recordSample(list) {
+  const t = Date.now();
+  const last = chart.samples.at(-1);
+  if (last && t - last.t < CHART_MIN_STEP_MS) return;
+  const number = (v) => (v === null || v === undefined || !Number.isFinite(Number(v)) ? null : Number(v));
+  chart.samples.push({
+    t,
+    values: new Map(list.map((r) => [r.name, { applied: number(r.applied), pending: number(r.pending) }])),
+  });
+  // Keep one sample older than the window, so the first rate in it has a start.
+  while (chart.samples.length > 2 && chart.samples[1].t < t - CHART_WINDOW_MS) chart.samples.shift();
+  renderCharts();
+}
+
+/** Points {t, v} per region: documents applied per second between successive snapshots. */
+function appliedRates(names) {
+  const series = new Map(names.map((n) => [n, []]));
+  for (let i = 1; i < chart.samples.length; i += 1) {
+    const before = chart.samples[i - 1];
+    const after = chart.samples[i];
+    const seconds = (after.t - before.t) / 1000;
+    for (const name of names) {
+      const a = before.values.get(name)?.applied;
+      const b = after.values.get(name)?.applied;
+      // Unknown totals, or a total that went down (the counter was reset), leave a gap.
+      const v = a === null || a === undefined || b === null || b === undefined || b < a ? null : (b - a) / seconds;
+      series.get(name).push({ t: after.t, v });
+    }
+  }
+  return series;
+}
+
+function pendingSeries(names) {
+  return new Map(
+    names.map((n) => [n, chart.samples.map((s) => ({ t: s.t, v: s.values.get(n)?.pending ?? null }))]),
+  );
+}
+
+/** A round upper bound for the y axis: 1, 2 or 5 times a power of ten. */
+function niceCeiling(value) {
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 5, 10]) if (value <= step * power) return step * power;
+  return 10 * power;
+}
+
+function formatRate(v) {
+  if (v === null || v === undefined) return "–";
+  if (v >= 100) return Math.round(v).toLocaleString();
+  return v.toLocaleString(undefined, { maximumFractionDigits: 1 });
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  for (const child of children) node.append(child);
+  return node;
+}
+
+const CHART_BOX = { width: 560, height: 150, left: 46, right: 8, top: 8, bottom: 20 };
+
+function drawChart(container, series, names, unit) {
+  const box = CHART_BOX;
+  const plotW = box.width - box.left - box.right;
+  const plotH = box.height - box.top - box.bottom;
+  const now = Date.now();
+  const start = now - CHART_WINDOW_MS;
+  const values = [...series.values()].flat().filter((p) => p.t >= start && p.v !== null).map((p) => p.v);
+  const top = niceCeiling(Math.max(0, ...values));
+  const x = (t) => box.left + ((t - start) / CHART_WINDOW_MS) * plotW;
+  const y = (v) => box.top + plotH - (v / top) * plotH;
+
+  const root = svg("svg", {
+    viewBox: `0 0 ${box.width} ${box.height}`,
+    class: "chart-svg",
+    role: "img",
+    "aria-label": `${unit} per region over the last ${CHART_WINDOW_MS / 60_000} minutes`,
+  });
+  for (const fraction of [0, 0.5, 1]) {
+    const v = top * fraction;
+    root.append(
+      svg("line", { class: "chart-grid", x1: box.left, x2: box.width - box.right, y1: y(v), y2: y(v) }),
+      svg("text", { class: "chart-label", x: box.left - 6, y: y(v) + 4, "text-anchor": "end" }, formatRate(v)),
+    );
+  }
+  root.append(
+    svg("text", { class: "chart-label", x: box.left, y: box.height - 4 }, `−${CHART_WINDOW_MS / 60_000} min`),
+    svg("text", { class: "chart-label", x: box.width - box.right, y: box.height - 4, "text-anchor": "end" }, "now"),
+  );
+
+  names.forEach((name, index) => {
+    const points = (series.get(name) ?? []).filter((p) => p.t >= start);
+    let d = "";
+    let pen = false;
+    let drawn = 0;
+    let last = null;
+    for (const p of points) {
+      if (p.v === null) {
+        pen = false;
+        continue;
+      }
+      d += `${pen ? "L" : "M"}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)} `;
+      pen = true;
+      drawn += 1;
+      last = p;
+    }
+    const peak = Math.max(0, ...points.filter((p) => p.v !== null).map((p) => p.v));
+    const group = svg("g", {
+      class: `chart-series series-${index % 6}`,
+      "data-testid": "chart-series",
+      "data-region": name,
+      "data-points": drawn,
+      "data-peak": peak,
+    });
+    if (d) group.append(svg("path", { class: "chart-line", d: d.trim() }));
+    if (last) group.append(svg("circle", { class: "chart-dot", cx: x(last.t), cy: y(last.v), r: 2.5 }));
+    root.append(group);
+  });
+  container.replaceChildren(root);
+  container.dataset.samples = String(chart.samples.length);
+}
+
+function renderCharts() {
+  const names = [...regions.byName.keys()];
+  const rates = appliedRates(names);
+  const pending = pendingSeries(names);
+  drawChart(byTestId("chart-applied"), rates, names, "Documents applied per second");
+  drawChart(byTestId("chart-pending"), pending, names, "Pending commands");
+
+  const legend = byTestId("chart-legend");
+  legend.replaceChildren(
+    ...names.map((name, index) => {
+      const rate = rates.get(name)?.at(-1)?.v ?? null;
+      const parked = pending.get(name)?.at(-1)?.v ?? null;
+      return h(
+        "li",
+        { class: "legend-item", testid: `chart-legend-${name}`, dataset: { rate: rate ?? "", pending: parked ?? "" } },
+        h("span", { class: `legend-swatch series-${index % 6}`, "aria-hidden": "true" }),
+        h("span", { class: "mono legend-name" }, name),
+        h("span", { class: "legend-figure" }, `${formatRate(rate)}/s`),
+        h("span", { class: "legend-figure muted" }, `${parked === null ? "–" : parked.toLocaleString()} pending`),
+      );
+    }),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,16 +823,17 @@ function customerRow(item) {
     h("td", { testid: "cell-state" }, h("span", { class: "uf" }, item.customer_state)),
     h("td", { testid: "cell-region" }, item.region),
     h("td", { testid: "cell-served-by" }, servedByBadge(item)),
-    h(
-      "td",
-      { class: "actions-cell" },
-      h(
-        "div",
-        { class: "actions" },
-          h("button", { type: "button", class: "btn btn-small", testid: "row-edit", "aria-label": `Edit ${id}`, onclick: () => openEditDialog(item) }, "Edit"),
-          h("button", { type: "button", class: "btn btn-small btn-danger-quiet", testid: "row-delete", "aria-label": `Delete ${id}`, onclick: () => confirmDelete(item) }, "Delete"),
-      ),
-    ),
+    h("td", { class: "actions-cell" }, can("writer") ? rowActions(item) : null),
+  );
+}
+
+function rowActions(item) {
+  const id = item.customer_id;
+  return h(
+    "div",
+    { class: "actions" },
+    h("button", { type: "button", class: "btn btn-small", testid: "row-edit", "aria-label": `Edit ${id}`, onclick: () => openEditDialog(item) }, "Edit"),
+    h("button", { type: "button", class: "btn btn-small btn-danger-quiet", testid: "row-delete", "aria-label": `Delete ${id}`, onclick: () => confirmDelete(item) }, "Delete"),
   );
 }
 
@@ -511,7 +875,7 @@ async function loadCustomers({ highlight } = {}) {
     customers.loaded = true;
     renderCustomers(data, highlight);
   } catch (err) {
-    if (seq !== customers.seq) return;
+    if (seq !== customers.seq || err.status === 401) return;
     showQueryError(err);
   } finally {
     if (seq === customers.seq) table.setAttribute("aria-busy", "false");
@@ -661,6 +1025,7 @@ function setEditorBusy(busy) {
 }
 
 function openCreateDialog() {
+  if (!can("writer")) return;
   editor.mode = "create";
   editor.original = null;
   byTestId("customer-form").reset();
@@ -682,6 +1047,7 @@ function describeItem(item) {
 }
 
 async function openEditDialog(item) {
+  if (!can("writer")) return;
   editor.mode = "edit";
   editor.original = item;
   byTestId("customer-form").reset();
@@ -790,6 +1156,7 @@ async function submitCustomer(event) {
 let pendingDelete = null;
 
 function confirmDelete(item) {
+  if (!can("writer")) return;
   pendingDelete = item;
   byTestId("confirm-text").textContent =
     `Delete customer ${item.customer_id} (${item.customer_city}, ${item.customer_state})? ` +
@@ -840,13 +1207,18 @@ function wireEditor() {
 
 // ---------------------------------------------------------------------------------------------
 
-function main() {
+async function main() {
   fillStateSelects();
+  wireSession();
   wireCustomerList();
   wireEditor();
-  loadRegions();
-  connectStream();
-  applyFilters();
+  try {
+    const answer = await checkSession();
+    if (answer) signedIn(answer);
+    else showSignIn();
+  } catch (err) {
+    showSignIn(`The gateway could not be asked for a session: ${err.message}`);
+  }
   document.documentElement.dataset.ready = "true";
 }
 

@@ -1,3 +1,0 @@
-from regionstore_gateway.dataset.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""Recovery's loop: drains follow the statuses, on every status event and every resync."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from regionstore_recovery import main
+from regionstore_recovery.settings import RecoverySettings
+from regionstore_shared.runtime import ServiceState
+from regionstore_shared.settings import CommonSettings
+from regionstore_shared.status import NodeStatus
+from shared.tests.fakes import FakeProducer, FakeRedis
+
+AVAILABLE, UNAVAILABLE = NodeStatus.AVAILABLE, NodeStatus.UNAVAILABLE
+# A readiness bound only: every wait ends as soon as the loop has gone round.
+BOUND_S = 5
+
+
+class ScriptedChanges:
+    """StatusChanges as the loop sees it: each wait ends when the test says how.
+
+    ``event()`` ends the current wait with a change, ``interval()`` as the resync interval
+    running out without one. Every wait the loop starts is announced on ``rounds``.
+    """
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.generation = 0
+        self.waits: list[tuple[int, float]] = []
+        self.rounds: asyncio.Queue[int] = asyncio.Queue()
+        self._next: asyncio.Queue[bool] = asyncio.Queue()
+
+    def start(self) -> None:
+        self.events.append("changes started")
+
+    async def stop(self) -> None:
+        self.events.append("changes stopped")
+
+    async def wait(self, seen: int, within_s: float) -> int:
+        self.waits.append((seen, within_s))
+        self.rounds.put_nowait(len(self.waits))
+        if await self._next.get():
+            self.generation += 1
+        return self.generation
+
+    def event(self) -> None:
+        self._next.put_nowait(True)
+
+    def interval(self) -> None:
+        self._next.put_nowait(False)
+
+
+class FakeBacklog:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.counts: dict[str, int | None] = {"region_1": 0, "region_2": 0, "region_3": 0}
+
+    async def start(self) -> None:
+        self.events.append("backlog started")
+
+    async def close(self) -> None:
+        self.events.append("backlog closed")
+
+    async def backlog(self, regions: Any) -> dict[str, int | None]:
+        return {region: self.counts[region] for region in regions}
+
+
+class Drain:
+    def __init__(self, region: str, stop: asyncio.Event, options: dict[str, Any]) -> None:
+        self.region = region
+        self.stop = stop
+        self.options = options
+
+
+class Rig:
+    """recover() with every client, the status listener, the backlog and the drain faked."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[str] = []
+        self.redis = FakeRedis()
+        self.producer = FakeProducer()
+        self.changes = ScriptedChanges(self.events)
+        self.backlog = FakeBacklog(self.events)
+        self.state = ServiceState()
+        self.drains: list[Drain] = []
+        self.fail_next_drain: Exception | None = None
+        self.topics_ensured = 0
+        monkeypatch.setattr(main, "ensure_topics", self._ensure_topics)
+        monkeypatch.setattr(main, "open_core", self._open_core)
+        monkeypatch.setattr(main, "StatusChanges", lambda *_: self.changes)
+        monkeypatch.setattr(main, "BacklogProbe", lambda *_: self.backlog)
+        monkeypatch.setattr(main, "drain", self._drain)
+
+    async def _ensure_topics(self, settings: CommonSettings) -> None:
+        self.topics_ensured += 1
+
+    async def _open_core(
+        self, stack: contextlib.AsyncExitStack, settings: CommonSettings, name: str
+    ) -> tuple[FakeRedis, dict[str, Any], FakeProducer]:
+        return self.redis, {}, self.producer
+
+    async def _drain(self, region: str, *, stop: asyncio.Event, **options: Any) -> None:
+        self.drains.append(Drain(region, stop, options))
+        try:
+            if self.fail_next_drain is not None:
+                error, self.fail_next_drain = self.fail_next_drain, None
+                raise error
+            await stop.wait()
+        finally:
+            self.events.append(f"drain of {region} ended")
+
+    def live(self) -> list[str]:
+        """The regions whose latest drain has not been asked to stop."""
+        latest = {drain.region: drain for drain in self.drains}
+        return sorted(region for region, drain in latest.items() if not drain.stop.is_set())
+
+    async def round(self) -> None:
+        """Wait until the loop has reconciled and waits for the next change."""
+        await asyncio.wait_for(self.changes.rounds.get(), BOUND_S)
+        for _ in range(5):
+            await asyncio.sleep(0)  # a yield: the drains it started run their first step
+
+
+@pytest.fixture
+async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    rig = Rig(monkeypatch)
+    yield rig
+    rig.state.stop.set()
+
+
+@contextlib.asynccontextmanager
+async def recovering(rig: Rig, settings: RecoverySettings) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(main.recover(settings, rig.state))
+    try:
+        yield task
+    finally:
+        rig.state.stop.set()
+        await asyncio.wait_for(task, BOUND_S)
+
+
+def pending(region: str) -> float | None:
+    return REGISTRY.get_sample_value("regionstore_pending_backlog_messages", {"region": region})
+
+
+class TestStart:
+    async def test_drains_every_available_region_and_is_ready(self, rig: Rig) -> None:
+        rig.redis.mark("region_2", UNAVAILABLE)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert rig.live() == ["region_1", "region_3"]
+            assert rig.state.ready
+            assert rig.state.details["draining"] == ["region_1", "region_3"]
+        assert rig.topics_ensured == 1
+
+    async def test_each_drain_gets_the_settings_retry_pauses_and_kafka(self, rig: Rig) -> None:
+        settings = RecoverySettings(retry_min_s=0.25, retry_max_s=8)
+        async with recovering(rig, settings):
+            await rig.round()
+            options = rig.drains[0].options
+        assert options["retry_min_s"] == 0.25
+        assert options["retry_max_s"] == 8
+        assert options["kafka"] == settings.kafka
+        assert options["producer"] is rig.producer
+        assert options["outages"] is rig.state.outages
+
+    async def test_redis_unreadable_at_start_drains_nothing_and_is_not_ready(
+        self, rig: Rig
+    ) -> None:
+        rig.redis.down = True
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert rig.drains == []
+            assert not rig.state.ready
+            assert rig.state.outages.is_down("redis")
+
+
+class TestStatusChanges:
+    async def test_an_event_stops_the_region_that_went_down_and_drains_the_one_back(
+        self, rig: Rig
+    ) -> None:
+        rig.redis.mark("region_2", UNAVAILABLE)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            rig.redis.mark("region_1", UNAVAILABLE)
+            rig.redis.mark("region_2", AVAILABLE)
+            rig.changes.event()
+            await rig.round()
+            assert rig.live() == ["region_2", "region_3"]
+            # Read in the same round: region_1's drain was still finishing its batch then.
+            assert rig.state.details["draining"] == ["region_1", "region_2", "region_3"]
+            rig.changes.interval()
+            await rig.round()
+            assert rig.state.details["draining"] == ["region_2", "region_3"]
+
+    async def test_the_resync_catches_a_change_no_event_announced(self, rig: Rig) -> None:
+        rig.redis.mark("region_3", UNAVAILABLE)
+        settings = RecoverySettings(resync_interval_s=7)
+        async with recovering(rig, settings):
+            await rig.round()
+            rig.redis.mark("region_3", AVAILABLE)  # the keyspace event was lost
+            rig.changes.interval()
+            await rig.round()
+            assert rig.live() == ["region_1", "region_2", "region_3"]
+        assert {within for _, within in rig.changes.waits} == {7}
+
+    async def test_each_wait_starts_from_the_change_last_seen(self, rig: Rig) -> None:
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            rig.changes.event()
+            await rig.round()
+            rig.changes.interval()
+            await rig.round()
+        assert [seen for seen, _ in rig.changes.waits] == [-1, 1, 1]
+
+    async def test_redis_unreadable_leaves_the_drains_as_they_are(self, rig: Rig) -> None:
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            rig.redis.down = True
+            rig.changes.interval()
+            await rig.round()
+            assert rig.live() == ["region_1", "region_2", "region_3"]
+            assert len(rig.drains) == 3
+            assert rig.state.outages.is_down("redis")
+            rig.redis.down = False
+            rig.changes.interval()
+            await rig.round()
+            assert not rig.state.outages.is_down("redis")
+
+    async def test_a_failed_drain_is_started_again_at_the_next_round(self, rig: Rig) -> None:
+        rig.redis.mark("region_2", UNAVAILABLE)
+        rig.redis.mark("region_3", UNAVAILABLE)
+        rig.fail_next_drain = RuntimeError("group join failed")
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert rig.state.details["draining"] == ["region_1"]  # still running when read
+            rig.changes.interval()
+            await rig.round()
+            assert [d.region for d in rig.drains] == ["region_1", "region_1"]
+            assert rig.live() == ["region_1"]
+
+
+class TestBacklog:
+    async def test_every_round_samples_the_pending_backlog_into_the_gauge(self, rig: Rig) -> None:
+        rig.backlog.counts = {"region_1": 12, "region_2": 0, "region_3": 5}
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert (pending("region_1"), pending("region_3")) == (12, 5)
+            rig.backlog.counts["region_1"] = 2
+            rig.changes.interval()
+            await rig.round()
+            assert pending("region_1") == 2
+
+    async def test_an_unknown_count_keeps_the_last_one_and_kafka_is_not_reported_back(
+        self, rig: Rig
+    ) -> None:
+        rig.state.outages.failed("kafka", "Unable to bootstrap")
+        rig.backlog.counts = {"region_1": 4, "region_2": 0, "region_3": 0}
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert not rig.state.outages.is_down("kafka")
+            rig.state.outages.failed("kafka", "Unable to bootstrap")
+            rig.backlog.counts["region_1"] = None
+            rig.changes.interval()
+            await rig.round()
+            assert pending("region_1") == 4
+            assert rig.state.outages.is_down("kafka")
+
+
+class TestStop:
+    async def test_stops_the_loop_then_closes_in_reverse_order(self, rig: Rig) -> None:
+        async with recovering(rig, RecoverySettings()) as task:
+            await rig.round()
+            rig.state.stop.set()
+            await asyncio.wait_for(task, BOUND_S)
+        closing = rig.events[rig.events.index("backlog closed") :]
+        assert closing[:2] == ["backlog closed", "changes stopped"]
+        assert sorted(closing[2:]) == [
+            f"drain of {r} ended" for r in ("region_1", "region_2", "region_3")
+        ]
+        assert all(drain.stop.is_set() for drain in rig.drains)

@@ -1,0 +1,1 @@
+"""The ``regionstore`` command line and the dataset tooling it loads data with."""

@@ -1,0 +1,3 @@
+from regionstore_tools.cli import main
+
+main()

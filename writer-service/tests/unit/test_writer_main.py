@@ -1,0 +1,119 @@
+"""The writer applies each command's home target, and parks it when the home region is down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from regionstore_shared.documents import DELETED, VERSION
+from regionstore_shared.pipeline import PartitionOwnership
+from regionstore_shared.runtime import ServiceState
+from regionstore_shared.schemas import Role
+from regionstore_shared.settings import CommonSettings
+from regionstore_shared.status import NodeStatus
+from regionstore_writer import main
+from regionstore_writer.settings import WriterSettings
+from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, tombstone
+
+
+def home_1_replica_3(customer_id: str, offset: int) -> Record:
+    command = tombstone(customer_id, 5, [("region_1", Role.HOME), ("region_3", Role.REPLICA)])
+    return command_record(command, offset, COMMANDS)
+
+
+def run_writer(monkeypatch: pytest.MonkeyPatch, *polls: list[Record]) -> ConsumerRig:
+    rig = ConsumerRig(monkeypatch, list(polls))
+    monkeypatch.setattr(main, "run_service", rig.run_service)
+    main.main()
+    return rig
+
+
+def test_main_consumes_as_the_home_role_in_the_writer_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    state = ServiceState()
+
+    async def consume_commands(settings: CommonSettings, **options: Any) -> None:
+        calls.append({"settings": settings, **options})
+
+    async def run_service(settings: CommonSettings, work: Any) -> None:
+        await work(state)
+
+    monkeypatch.setattr(main, "consume_commands", consume_commands)
+    monkeypatch.setattr(main, "run_service", run_service)
+    main.main()
+    (call,) = calls
+    assert isinstance(call["settings"], WriterSettings)
+    assert call["role"] is Role.HOME
+    assert call["group_id"] == "regionstore.writer"
+    assert call["state"] is state
+
+
+class TestWiring:
+    def test_writes_the_home_region_only_then_commits(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        rig = run_writer(monkeypatch, [home_1_replica_3("c1", 0), home_1_replica_3("c2", 1)])
+        assert set(rig.stores["region_1"].docs) == {"c1", "c2"}
+        assert rig.stores["region_1"].docs["c1"][DELETED] is True
+        assert rig.stores["region_1"].docs["c1"][VERSION] == 5
+        assert rig.stores["region_3"].writes == []
+        assert rig.stores["region_2"].writes == []
+        assert rig.consumer is not None
+        assert rig.consumer.commits == [{COMMANDS: 2}]
+        assert rig.producer.queued == []
+
+    def test_reads_the_command_topic_in_the_writer_group(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        rig = run_writer(monkeypatch, [home_1_replica_3("c1", 0)])
+        (subscription,) = rig.subscriptions
+        assert subscription["topics"] == ("customers.commands",)
+        assert subscription["group_id"] == "regionstore.writer"
+        assert subscription["client_id"] == "writer"
+        assert isinstance(subscription["listener"], PartitionOwnership)
+        assert rig.clients_for == ["writer"]
+        assert rig.topics_ensured == 1
+
+    def test_is_ready_before_it_consumes_and_stops_its_consumer(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        rig = run_writer(monkeypatch, [home_1_replica_3("c1", 0)])
+        assert rig.ready_at_first_poll is True
+        assert rig.state.details["indexes"] == dict.fromkeys(rig.stores, "ensured")
+        assert rig.consumer is not None
+        assert rig.consumer.started
+        assert rig.consumer.stopped
+
+    def test_a_home_region_marked_unavailable_is_parked_in_its_pending_topic(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        record = home_1_replica_3("c1", 0)
+        rig = ConsumerRig(monkeypatch, [[record]])
+        rig.redis.mark("region_1", NodeStatus.UNAVAILABLE)
+        monkeypatch.setattr(main, "run_service", rig.run_service)
+        main.main()
+        (parked,) = rig.producer.sent
+        assert parked["topic"] == "pending.region_1"
+        assert parked["value"] == record.value
+        assert dict(parked["headers"])["regionstore-park-reason"] == b"marked_unavailable"
+        assert rig.stores["region_1"].writes == []
+        assert rig.consumer is not None
+        assert rig.consumer.commits == [{COMMANDS: 1}]  # parked is handled: committed
+
+    def test_a_store_that_fails_is_parked_not_retried(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        rig = ConsumerRig(monkeypatch, [[home_1_replica_3("c1", 0)]])
+        rig.stores["region_1"].fail_with = AutoReconnect("connection refused")
+        monkeypatch.setattr(main, "run_service", rig.run_service)
+        main.main()
+        (parked,) = rig.producer.sent
+        assert parked["topic"] == "pending.region_1"
+        assert dict(parked["headers"])["regionstore-park-reason"] == b"write_failed"
+        assert len(rig.stores["region_1"].writes) == 1
+        assert rig.consumer is not None
+        assert rig.consumer.commits == [{COMMANDS: 1}]
