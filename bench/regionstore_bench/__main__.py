@@ -226,8 +226,8 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
         "id_prefix": run_prefix,
         "cleanup": cleanup,
         "settings": {
-            "kafka": env.settings.kafka.model_dump(),
-            "store": env.settings.store.model_dump(),
+            "kafka": env.settings.kafka.model_dump(mode="json"),
+            "store": env.settings.store.model_dump(mode="json"),
             "regions": [spec.model_dump() for spec in env.regions.specs],
             "services": env.urls,
         },
