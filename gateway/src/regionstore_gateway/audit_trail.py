@@ -43,6 +43,7 @@ from regionstore_gateway.writes import (
     OutcomeUnknownError,
     Writes,
     Written,
+    delivery_of,
 )
 from regionstore_shared.schemas import DeleteCustomer
 from regionstore_shared.status import StatusStoreUnavailableError
@@ -174,7 +175,7 @@ class AuditTrail:
         if futures:
             # The futures belong to the producer: waited for, never cancelled.
             await asyncio.wait(futures, timeout=self._timeout_s)
-        return [_delivery(p) for p in pending]
+        return [delivery_of(p) for p in pending]
 
     async def record(self, event: AuditEvent) -> None:
         """Publish one event; raise AuditUnavailableError unless it was acknowledged."""
@@ -303,17 +304,6 @@ def _outcome(error: Exception) -> Literal["failed", "unknown"]:
     if isinstance(error, StatusStoreUnavailableError) and not error.certainly_unchanged:
         return "unknown"
     return "failed"
-
-
-def _delivery(sent: asyncio.Future[object] | BaseException) -> Delivery:
-    if isinstance(sent, BaseException):
-        return Delivery(Outcome.NOT_SENT, sent)
-    if not sent.done():
-        return Delivery(Outcome.UNKNOWN, TimeoutError("no acknowledgement in time"))
-    if sent.cancelled():
-        return Delivery(Outcome.UNKNOWN, asyncio.CancelledError("the producer gave up on it"))
-    error = sent.exception()
-    return Delivery(Outcome.ACCEPTED) if error is None else Delivery(Outcome.UNKNOWN, error)
 
 
 def _now() -> datetime:

@@ -213,7 +213,7 @@ class Writes:
             # asyncio.wait, not a timeout around gather: the delivery futures belong to the
             # producer and must not be cancelled by an impatient caller.
             await asyncio.wait(futures, timeout=timeout)
-        deliveries = [_delivery(p) for p in pending]
+        deliveries = [delivery_of(p) for p in pending]
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
@@ -260,7 +260,8 @@ class Writes:
             pause = min(pause * 2, 0.1)
 
 
-def _delivery(sent: asyncio.Future[object] | BaseException) -> Delivery:
+def delivery_of(sent: asyncio.Future[object] | BaseException) -> Delivery:
+    """What became of one record handed to the producer: sent and acknowledged, or not."""
     if isinstance(sent, BaseException):
         return Delivery(Outcome.NOT_SENT, sent)
     if not sent.done():
@@ -280,4 +281,5 @@ __all__ = [
     "OutcomeUnknownError",
     "Writes",
     "ZipOutOfRangeError",
+    "delivery_of",
 ]

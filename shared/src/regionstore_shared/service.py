@@ -53,8 +53,10 @@ async def consume_commands(
             client_id=name,
             listener=ownership,
         )
-        await consumer.start()
+        # Stopped even when its start fails: a start that failed after bootstrapping leaves
+        # connections and a metadata task behind.
         stack.push_async_callback(consumer.stop)
+        await consumer.start()
         dead_letters = DeadLetters(producer, settings.kafka.deadletter_topic)
         applied = AppliedCounter(redis, settings.redis.applied_key, outages=state.outages)
         applied.start()

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect
 
+from regionstore_shared import service
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.runtime import ServiceState
@@ -117,3 +118,24 @@ class TestWiring:
         assert len(rig.stores["region_1"].writes) == 1
         assert rig.consumer is not None
         assert rig.consumer.commits == [{COMMANDS: 1}]
+
+
+def test_a_consumer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = ConsumerRig(monkeypatch, [])
+    made = rig._kafka_consumer
+
+    def failing_start(*args: Any, **kwargs: Any) -> Any:
+        consumer = made(*args, **kwargs)
+
+        async def start() -> None:
+            raise ConnectionError("bootstrap went away")
+
+        consumer.start = start  # type: ignore[method-assign]
+        return consumer
+
+    monkeypatch.setattr(service, "kafka_consumer", failing_start)
+    monkeypatch.setattr(main, "run_service", rig.run_service)
+    with pytest.raises(ConnectionError):
+        main.main()
+    assert rig.consumer is not None
+    assert rig.consumer.stopped
