@@ -98,13 +98,6 @@ class StatusBoard:
         """The Redis key of a region's status."""
         return self._settings.status_key(region)
 
-    def region_of_key(self, key: str) -> str | None:
-        """The region a status key belongs to, or None for any other key."""
-        for region in self._regions:
-            if key == self.key(region):
-                return region
-        return None
-
     async def read(self) -> dict[str, NodeStatus]:
         """Every region's status from Redis, in one round trip; raises RedisError on failure."""
         values = await self._redis.mget([self.key(r) for r in self._regions])
