@@ -1,21 +1,22 @@
-"""Request dependencies: typed views of the app state.
+"""Request dependencies: typed views of the app state, the write service, and shared parameters.
 
 Coroutines, so FastAPI calls them inline instead of handing each to its thread pool.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 from aiokafka import AIOKafkaProducer
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Query, Request
 
 from regionstore_gateway.audit_tail import RecentChanges
 from regionstore_gateway.audit_trail import AuditTrail
 from regionstore_gateway.auth import Authenticator
-from regionstore_gateway.idempotency import IdempotencyStore
+from regionstore_gateway.idempotency import HEADER, IdempotencyKey, IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
+from regionstore_gateway.writes import Writes
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clock import HybridClock
@@ -83,3 +84,33 @@ BacklogDep = Annotated[BacklogProbe, Depends(_backlog)]
 AppliedDep = Annotated[AppliedTotals, Depends(_applied)]
 AuditDep = Annotated[AuditTrail, Depends(_audit)]
 RecentDep = Annotated[RecentChanges, Depends(_recent)]
+
+
+async def _writes(
+    settings: SettingsDep,
+    producer: ProducerDep,
+    board: BoardDep,
+    repository: RepositoryDep,
+    clock: ClockDep,
+) -> Writes:
+    return Writes(
+        settings=settings, producer=producer, board=board, repository=repository, clock=clock
+    )
+
+
+WritesDep = Annotated[Writes, Depends(_writes)]
+WaitQuery = Annotated[
+    Literal["applied"] | None,
+    Query(description="'applied': wait (bounded) until the home region holds this write."),
+]
+KeyHeader = Annotated[
+    IdempotencyKey | None,
+    Header(
+        alias=HEADER,
+        description="Makes the write safe to retry: 1-200 printable ASCII characters, unique per "
+        "intended write (a UUID, say). A retry with the same key and request gets the same "
+        "command_id and version and is applied once; after a 504 it republishes that same "
+        "command. The same key with a different request is a 422. Kept for "
+        "`idempotency_ttl_s` (a day). With a key, the write needs Redis (else 503).",
+    ),
+]

@@ -8,11 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from pydantic import TypeAdapter, ValidationError
 
-from regionstore_gateway.api.dependencies import WritesDep
 from regionstore_gateway.api.errors import RETRY_AFTER, field_error
 from regionstore_gateway.audit_trail import AuditedBatch, AuditUnavailableError
 from regionstore_gateway.auth import PrincipalDep, requires_writer
-from regionstore_gateway.deps import AuditDep, IdempotencyDep, SettingsDep
+from regionstore_gateway.deps import AuditDep, IdempotencyDep, SettingsDep, WritesDep
 from regionstore_gateway.idempotency import (
     IdempotencyStore,
     IdempotencyUnavailableError,

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from regionstore_gateway.api.dependencies import KeyHeader, WaitQuery, WritesDep
 from regionstore_gateway.api.errors import (
     NOT_FOUND,
     UNREADABLE,
@@ -23,7 +22,14 @@ from regionstore_gateway.api.errors import (
 )
 from regionstore_gateway.audit_trail import AuditedSender
 from regionstore_gateway.auth import PrincipalDep, requires_reader, requires_writer
-from regionstore_gateway.deps import AuditDep, IdempotencyDep, SettingsDep
+from regionstore_gateway.deps import (
+    AuditDep,
+    IdempotencyDep,
+    KeyHeader,
+    SettingsDep,
+    WaitQuery,
+    WritesDep,
+)
 from regionstore_gateway.idempotency import IdempotencyStore, request_hash
 from regionstore_gateway.keyed_writes import Answer, Sender, write_once
 from regionstore_gateway.models import (

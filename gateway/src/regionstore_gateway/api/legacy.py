@@ -13,7 +13,6 @@ from regionstore_gateway.api.customers import (
     replay_header,
     validate_filter,
 )
-from regionstore_gateway.api.dependencies import KeyHeader, WritesDep
 from regionstore_gateway.api.errors import status_change_responses, write_responses
 from regionstore_gateway.audit_trail import AuditAction, new_event
 from regionstore_gateway.auth import (
@@ -22,7 +21,14 @@ from regionstore_gateway.auth import (
     requires_reader,
     requires_writer,
 )
-from regionstore_gateway.deps import AuditDep, BoardDep, IdempotencyDep, SettingsDep
+from regionstore_gateway.deps import (
+    AuditDep,
+    BoardDep,
+    IdempotencyDep,
+    KeyHeader,
+    SettingsDep,
+    WritesDep,
+)
 from regionstore_gateway.idempotency import request_hash
 from regionstore_gateway.keyed_writes import write_once
 from regionstore_gateway.models import StatusBody
