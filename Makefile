@@ -127,7 +127,7 @@ clean-data: down ## stop the stack and delete its data (RUN_DIR)
 	rm -rf -- "$(RUN_DIR)"
 
 .PHONY: prereqs
-prereqs: ## check (and where possible install) the tools the stack needs
+prereqs: uv ## check (and where possible install) the tools the stack needs
 	@$(LOCAL)/prereqs.sh --install
 
 .PHONY: tools
@@ -158,11 +158,14 @@ $(KAFKA_LIBS)/.complete: $(ROOT)/deploy/local/pom.xml | prereqs
 
 UV_VERSION := 0.13.9
 
-.PHONY: sync
-sync: ## install the workspace into .venv from uv.lock (and uv itself, from PyPI, when missing)
+.PHONY: uv
+uv: ## install uv from PyPI when missing (prereqs needs it, so a fresh machine's make up works)
 	@command -v uv >/dev/null || { echo "installing uv $(UV_VERSION) with pip"; \
 		python3 -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2 \
 		|| { echo "uv not found and pip could not install it: pip install uv==$(UV_VERSION)" >&2; exit 1; }; }
+
+.PHONY: sync
+sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from PyPI, when missing)
 	@uv sync --frozen --quiet
 
 .PHONY: lint
