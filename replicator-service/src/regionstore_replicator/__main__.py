@@ -1,3 +1,5 @@
+"""Run the replicator service: python -m regionstore_replicator."""
+
 from regionstore_replicator.main import main
 
 main()
