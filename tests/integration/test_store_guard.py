@@ -27,7 +27,6 @@ from regionstore_shared.apply import (
     BatchApplier,
     BatchOutcome,
     Collection,
-    Command,
     Envelope,
     RegionUnavailableError,
     Rejected,
@@ -48,6 +47,7 @@ from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import (
     Action,
     Applier,
+    Command,
     Customer,
     DeleteCustomer,
     Target,
