@@ -169,10 +169,11 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 	@uv sync --frozen --quiet
 
 .PHONY: lint
-lint: sync ## ruff and mypy
+lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
 	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos
+	uv run vulture
 
 .PHONY: test-tools
 test-tools: ## what the browser and compose tests need: Debian's chromium, docker compose, Dockerfile checks

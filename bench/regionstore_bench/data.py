@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from regionstore_gateway.planning import upsert_targets
 from regionstore_shared.documents import live_document
+from regionstore_shared.domain import upsert_targets
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import Customer, UpsertCustomer, encode_command
 from regionstore_tools.dataset.olist import generate

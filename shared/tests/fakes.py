@@ -29,10 +29,10 @@ from regionstore_shared.documents import VERSION
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import (
     Action,
+    Applier,
+    Command,
     DeleteCustomer,
-    Role,
     Target,
-    UpsertCustomer,
     encode_command,
 )
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings
@@ -40,8 +40,6 @@ from regionstore_shared.status import NodeStatus
 
 Document = dict[str, Any]
 Op = InsertOne[Document] | ReplaceOne[Document]
-Command = UpsertCustomer | DeleteCustomer
-
 REGIONS = ("region_1", "region_2", "region_3")
 TP = TopicPartition("pending.region_1", 0)
 TP2 = TopicPartition("pending.region_1", 1)
@@ -65,7 +63,7 @@ class Record:
 def tombstone(
     customer_id: str,
     version: int,
-    targets: Iterable[tuple[str, Role]] = (("region_1", Role.HOME),),
+    targets: Iterable[tuple[str, Applier]] = (("region_1", Applier.WRITER),),
 ) -> DeleteCustomer:
     """A delete of ``customer_id`` for the given (region, role) targets."""
     return DeleteCustomer(

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.clients import kafka_connection, redis_client
-from regionstore_shared.schemas import DeleteCustomer, UpsertCustomer, decode_command
+from regionstore_shared.schemas import Command, decode_command
 from tests.regionstore_env import Env, customer, env, new_id
 
 pytestmark = pytest.mark.integration
@@ -27,10 +27,10 @@ class CommandLog:
         self.consumer = consumer
         self.partitions = partitions
 
-    async def published_for(self, customer_id: str) -> list[UpsertCustomer | DeleteCustomer]:
+    async def published_for(self, customer_id: str) -> list[Command]:
         """Every command published for a customer since the log was opened."""
         ends = await self.consumer.end_offsets(self.partitions)
-        ours: list[UpsertCustomer | DeleteCustomer] = []
+        ours: list[Command] = []
         async with asyncio.timeout(60):
             while [tp for tp in self.partitions if await self.consumer.position(tp) < ends[tp]]:
                 batch = await self.consumer.getmany(*self.partitions, timeout_ms=1000)

@@ -22,13 +22,11 @@ from uuid import UUID
 import pytest
 import pytest_asyncio
 
-from regionstore_gateway.planning import delete_targets, upsert_targets
 from regionstore_recovery.drainer import TargetsIn
 from regionstore_shared.apply import (
     BatchApplier,
-    BatchResult,
+    BatchOutcome,
     Collection,
-    Command,
     Envelope,
     RegionUnavailableError,
     Rejected,
@@ -44,12 +42,14 @@ from regionstore_shared.documents import (
     live_document,
     tombstone_document,
 )
+from regionstore_shared.domain import delete_targets, upsert_targets
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import (
     Action,
+    Applier,
+    Command,
     Customer,
     DeleteCustomer,
-    Role,
     Target,
     UpsertCustomer,
     encode_command,
@@ -118,7 +118,7 @@ class KeptDeadLetters:
 class RoleIn:
     """What a command consumer of one role applies to REGION (its other regions are not here)."""
 
-    def __init__(self, region: str, role: Role) -> None:
+    def __init__(self, region: str, role: Applier) -> None:
         self.region = region
         self.role = role
 
@@ -127,8 +127,8 @@ class RoleIn:
 
 
 SELECTORS: dict[str, Selector] = {
-    "writer": RoleIn(REGION, Role.HOME),
-    "replicator": RoleIn(REGION, Role.REPLICA),
+    "writer": RoleIn(REGION, Applier.WRITER),
+    "replicator": RoleIn(REGION, Applier.REPLICATOR),
     "drainer": TargetsIn(REGION),
 }
 
@@ -145,7 +145,7 @@ class Racer:
     parker: KeptParker | None
     dead_letters: KeptDeadLetters = field(default_factory=KeptDeadLetters)
     batches: list[list[Envelope]] = field(default_factory=list)
-    results: list[BatchResult] = field(default_factory=list)
+    results: list[BatchOutcome] = field(default_factory=list)
     uncommitted: list[Envelope] = field(default_factory=list)
     landed: set[UUID] = field(default_factory=set)
 

@@ -12,9 +12,9 @@ from regionstore_shared.audit import Expected
 from regionstore_shared.clients import kafka_connection
 from regionstore_shared.schemas import (
     Action,
+    Applier,
     Customer,
     DeleteCustomer,
-    Role,
     Target,
     UpsertCustomer,
     encode_command,
@@ -122,8 +122,8 @@ async def test_stale_commands_replayed_after_newer_ones_change_nothing(env: Env)
     first = await env.write("POST", "/v1/customers?wait=applied", json=body)
     deleted = await env.write("DELETE", f"/v1/customers/{body['customer_id']}?wait=applied")
     targets = (
-        Target(region="region_1", role=Role.HOME, action=Action.UPSERT),
-        Target(region="region_3", role=Role.REPLICA, action=Action.UPSERT),
+        Target(region="region_1", role=Applier.WRITER, action=Action.UPSERT),
+        Target(region="region_3", role=Applier.REPLICATOR, action=Action.UPSERT),
     )
     old_upsert = UpsertCustomer(
         command_id=uuid.uuid4(),

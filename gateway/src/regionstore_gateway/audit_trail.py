@@ -37,7 +37,6 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field
 
 from regionstore_gateway.writes import (
-    Command,
     Delivery,
     Outcome,
     OutcomeUnknownError,
@@ -45,7 +44,7 @@ from regionstore_gateway.writes import (
     Written,
     delivery_of,
 )
-from regionstore_shared.schemas import DeleteCustomer
+from regionstore_shared.schemas import Command, DeleteCustomer
 from regionstore_shared.status import StatusStoreUnavailableError
 
 log = logging.getLogger(__name__)

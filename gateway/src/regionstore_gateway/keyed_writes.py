@@ -14,7 +14,8 @@ from regionstore_gateway.idempotency import (
     RecordState,
     check,
 )
-from regionstore_gateway.writes import Command, Written
+from regionstore_gateway.writes import Written
+from regionstore_shared.schemas import Command
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,23 +14,23 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
-from regionstore_gateway.planning import delete_targets, upsert_targets
 from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
+    Applier,
+    Command,
     Customer,
     DeleteCustomer,
-    Role,
     UpsertCustomer,
     encode_command,
 )
 from regionstore_shared.status import NodeStatus, StatusBoard
 
-Command = UpsertCustomer | DeleteCustomer
 log = logging.getLogger(__name__)
 
 
@@ -140,24 +139,20 @@ class Writes:
 
     def upsert_command(self, customer: Customer) -> UpsertCustomer:
         """A versioned upsert; raises ZipOutOfRangeError for a zip no region takes."""
-        regions = self._settings.region_map
-        return UpsertCustomer(
-            command_id=uuid.uuid4(),
+        return upsert_command(
+            customer,
+            regions=self._settings.region_map,
             version=self._clock.now(),
             issued_at_ms=time.time_ns() // 1_000_000,
-            targets=upsert_targets(regions, customer.customer_zip_code_prefix),
-            customer=customer,
-            home_region=regions.home_of(customer.customer_zip_code_prefix),
         )
 
     def delete_command(self, customer_id: str) -> DeleteCustomer:
         """A versioned tombstone for every region."""
-        return DeleteCustomer(
-            command_id=uuid.uuid4(),
+        return delete_command(
+            customer_id,
+            regions=self._settings.region_map,
             version=self._clock.now(),
             issued_at_ms=time.time_ns() // 1_000_000,
-            targets=delete_targets(self._settings.region_map),
-            customer_id=customer_id,
         )
 
     async def prepare_upsert(self, customer: Customer, *, create_only: bool) -> UpsertCustomer:
@@ -236,7 +231,7 @@ class Writes:
     async def _wait(self, command: Command) -> bool:
         """Poll, bounded, until the command's first readable target holds its version."""
         statuses = await self.statuses()
-        order = sorted(command.targets, key=lambda t: (t.role is not Role.HOME, t.action))
+        order = sorted(command.targets, key=lambda t: (t.role is not Applier.WRITER, t.action))
         readable = [
             t.region
             for t in order

@@ -28,12 +28,11 @@ from regionstore_gateway.state import State
 from regionstore_gateway.writes import Writes
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.clock import HybridClock
-from regionstore_shared.schemas import DeleteCustomer, UpsertCustomer, decode_command
+from regionstore_shared.schemas import Command, UpsertCustomer, decode_command
 from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import NodeStatus
 
 Document = dict[str, Any]
-Command = UpsertCustomer | DeleteCustomer
 NAMES = ("region_1", "region_2", "region_3")
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 PREFIX = "test:idempotency:"

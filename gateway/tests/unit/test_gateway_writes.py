@@ -29,9 +29,10 @@ from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.clock import HybridClock, version_millis
 from regionstore_shared.schemas import (
     Action,
+    Applier,
+    Command,
     Customer,
     DeleteCustomer,
-    Role,
     UpsertCustomer,
     decode_command,
 )
@@ -56,7 +57,7 @@ class FakeProducer:
     def __init__(self, outcomes: list[object]) -> None:
         self.outcomes = outcomes
         self.sent: list[tuple[str, bytes, bytes]] = []
-        self.on_send: Callable[[UpsertCustomer | DeleteCustomer], None] | None = None
+        self.on_send: Callable[[Command], None] | None = None
 
     async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
         outcome = self.outcomes.pop(0)
@@ -72,7 +73,7 @@ class FakeProducer:
             future.set_result("record metadata")
         return future
 
-    def commands(self) -> list[UpsertCustomer | DeleteCustomer]:
+    def commands(self) -> list[Command]:
         return [decode_command(value) for _, value, _ in self.sent]
 
 
@@ -159,7 +160,7 @@ class Gateway:
     def apply_to(self, region: str) -> None:
         """Let every published command land in ``region`` as soon as Kafka takes it."""
 
-        def land(command: UpsertCustomer | DeleteCustomer) -> None:
+        def land(command: Command) -> None:
             self.stores[region].docs[command.key] = {"_id": command.key, "_v": command.version}
 
         self.producer.on_send = land
@@ -263,9 +264,9 @@ class TestUpsertCommand:
         command = gateway.writes.upsert_command(customer(zip_prefix))
         assert command.home_region == home
         assert [(t.region, t.role, t.action) for t in command.targets] == [
-            (home, Role.HOME, Action.UPSERT),
-            (replica, Role.REPLICA, Action.UPSERT),
-            (tombstoned, Role.REPLICA, Action.TOMBSTONE),
+            (home, Applier.WRITER, Action.UPSERT),
+            (replica, Applier.REPLICATOR, Action.UPSERT),
+            (tombstoned, Applier.REPLICATOR, Action.TOMBSTONE),
         ]
         assert command.key == CUSTOMER
         assert command.customer == customer(zip_prefix)
@@ -289,9 +290,9 @@ class TestDeleteCommand:
     def test_tombstones_every_region(self, gateway: Gateway) -> None:
         command = gateway.writes.delete_command(CUSTOMER)
         assert [(t.region, t.role, t.action) for t in command.targets] == [
-            ("region_1", Role.HOME, Action.TOMBSTONE),
-            ("region_2", Role.REPLICA, Action.TOMBSTONE),
-            ("region_3", Role.REPLICA, Action.TOMBSTONE),
+            ("region_1", Applier.WRITER, Action.TOMBSTONE),
+            ("region_2", Applier.REPLICATOR, Action.TOMBSTONE),
+            ("region_3", Applier.REPLICATOR, Action.TOMBSTONE),
         ]
         assert command.key == CUSTOMER
         assert gateway.reads() == 0
@@ -434,7 +435,7 @@ class TestPublish:
     async def test_every_command_acknowledged(self, settings: GatewaySettings) -> None:
         producer = FakeProducer([None, None])
         writes = make_writes(settings, producer)
-        commands: list[UpsertCustomer | DeleteCustomer] = [
+        commands: list[Command] = [
             writes.upsert_command(customer()),
             writes.delete_command("x"),
         ]

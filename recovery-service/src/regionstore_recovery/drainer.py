@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 
-from regionstore_shared.apply import BatchApplier, Command, RegionUnavailableError
+from regionstore_shared.apply import BatchApplier, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
-from regionstore_shared.schemas import Target
+from regionstore_shared.schemas import Command, Target
 from regionstore_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from regionstore_recovery import drainer
 from regionstore_recovery.drainer import TargetsIn, drain
 from regionstore_shared.pipeline import PartitionOwnership
-from regionstore_shared.schemas import Role
+from regionstore_shared.schemas import Applier
 from regionstore_shared.settings import KafkaSettings
 from shared.tests.fakes import (
     FakeApplier,
@@ -37,7 +37,7 @@ def parked(count: int) -> list[Record]:
     """Commands parked for region_2, each also meant for region_3 (its replica)."""
     return [
         command_record(
-            tombstone(f"c{i}", i + 1, [(REGION, Role.HOME), ("region_3", Role.REPLICA)]),
+            tombstone(f"c{i}", i + 1, [(REGION, Applier.WRITER), ("region_3", Applier.REPLICATOR)]),
             i,
             TP_PENDING,
         )
@@ -118,7 +118,7 @@ class TestReplay:
         await harness.drain()
         selected = [t for batch in harness.applier.selected for t in batch]
         assert len(selected) == 3
-        assert {(t.region, t.role) for t in selected} == {(REGION, Role.HOME)}
+        assert {(t.region, t.role) for t in selected} == {(REGION, Applier.WRITER)}
 
     async def test_commits_each_batch_only_after_it_is_applied(
         self, monkeypatch: pytest.MonkeyPatch
@@ -165,7 +165,7 @@ class TestReplay:
     ) -> None:
         records = parked(2)
         records.insert(1, poison_record(1, TP_PENDING))
-        records[2] = command_record(tombstone("c2", 3, [(REGION, Role.HOME)]), 2, TP_PENDING)
+        records[2] = command_record(tombstone("c2", 3, [(REGION, Applier.WRITER)]), 2, TP_PENDING)
         harness = Harness(monkeypatch, records, max_records=3)
         await harness.drain()
         (message,) = harness.producer.sent
@@ -271,9 +271,17 @@ class TestOtherFailures:
 class TestTargetsIn:
     def test_selects_the_region_targets_whatever_their_role(self) -> None:
         command = tombstone(
-            "c1", 1, [("region_1", Role.HOME), (REGION, Role.REPLICA), ("region_3", Role.REPLICA)]
+            "c1",
+            1,
+            [
+                ("region_1", Applier.WRITER),
+                (REGION, Applier.REPLICATOR),
+                ("region_3", Applier.REPLICATOR),
+            ],
         )
-        assert [(t.region, t.role) for t in TargetsIn(REGION)(command)] == [(REGION, Role.REPLICA)]
+        assert [(t.region, t.role) for t in TargetsIn(REGION)(command)] == [
+            (REGION, Applier.REPLICATOR)
+        ]
 
     def test_a_command_without_a_target_in_the_region_selects_nothing(self) -> None:
-        assert list(TargetsIn(REGION)(tombstone("c1", 1, [("region_1", Role.HOME)]))) == []
+        assert list(TargetsIn(REGION)(tombstone("c1", 1, [("region_1", Applier.WRITER)]))) == []

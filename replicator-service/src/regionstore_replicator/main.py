@@ -6,7 +6,7 @@ import asyncio
 
 from regionstore_replicator.settings import ReplicatorSettings
 from regionstore_shared.runtime import ServiceState, run_service
-from regionstore_shared.schemas import Role
+from regionstore_shared.schemas import Applier
 from regionstore_shared.service import consume_commands
 
 
@@ -16,7 +16,7 @@ def main() -> None:
 
     async def work(state: ServiceState) -> None:
         await consume_commands(
-            settings, role=Role.REPLICA, group_id=settings.kafka.replicator_group, state=state
+            settings, role=Applier.REPLICATOR, group_id=settings.kafka.replicator_group, state=state
         )
 
     asyncio.run(run_service(settings, work))

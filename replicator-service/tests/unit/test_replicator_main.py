@@ -12,7 +12,7 @@ from regionstore_replicator.settings import ReplicatorSettings
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.runtime import ServiceState
-from regionstore_shared.schemas import Role
+from regionstore_shared.schemas import Applier
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus
 from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, tombstone
@@ -22,7 +22,11 @@ def home_1_replicas_2_3(customer_id: str, offset: int) -> Record:
     command = tombstone(
         customer_id,
         5,
-        [("region_1", Role.HOME), ("region_2", Role.REPLICA), ("region_3", Role.REPLICA)],
+        [
+            ("region_1", Applier.WRITER),
+            ("region_2", Applier.REPLICATOR),
+            ("region_3", Applier.REPLICATOR),
+        ],
     )
     return command_record(command, offset, COMMANDS)
 
@@ -50,7 +54,7 @@ def test_main_consumes_as_the_replica_role_in_the_replicator_group(
     main.main()
     (call,) = calls
     assert isinstance(call["settings"], ReplicatorSettings)
-    assert call["role"] is Role.REPLICA
+    assert call["role"] is Applier.REPLICATOR
     assert call["group_id"] == "regionstore.replicator"
     assert call["state"] is state
 

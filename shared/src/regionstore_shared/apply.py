@@ -37,7 +37,7 @@ from regionstore_shared.failures import (
     describe_write_error,
 )
 from regionstore_shared.logs import Outages
-from regionstore_shared.schemas import Action, DeleteCustomer, Target, UpsertCustomer
+from regionstore_shared.schemas import Action, Command, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 
 Collection = AsyncCollection[dict[str, Any]]
-Command = UpsertCustomer | DeleteCustomer
+"""A regional store's customers collection; the one spelling every module imports."""
 TargetSelector = Callable[[Command], Iterable[Target]]
 
 
@@ -157,7 +157,7 @@ class RegionResult:
 
 
 @dataclass(slots=True)
-class BatchResult:
+class BatchOutcome:
     """What happened to a batch, region by region."""
 
     regions: dict[str, RegionResult] = field(default_factory=dict)
@@ -288,7 +288,7 @@ class BatchApplier:
         self._applied_sink = applied
         self._role = role
 
-    async def apply(self, envelopes: Sequence[Envelope], select: TargetSelector) -> BatchResult:
+    async def apply(self, envelopes: Sequence[Envelope], select: TargetSelector) -> BatchOutcome:
         """Apply every selected target of every command, park it, or dead-letter it.
 
         Raises :class:`RegionUnavailableError` when a region fails and there is no parker, and
@@ -303,7 +303,7 @@ class BatchApplier:
             for target in select(envelope.command):
                 by_region.setdefault(target.region, []).append((envelope, target))
         if not by_region:
-            return BatchResult()
+            return BatchOutcome()
         statuses = await self._status.all()
         # A TaskGroup, not gather: when one region's share raises, the others are cancelled
         # and awaited before the error leaves, so no region write outlives the batch (nor the
@@ -323,7 +323,7 @@ class BatchApplier:
         except BaseExceptionGroup as failed:
             error = _first_failure(failed)
         else:
-            return BatchResult({region: share.result() for region, share in shares.items()})
+            return BatchOutcome({region: share.result() for region, share in shares.items()})
         # Raised outside the handler: inside it the group, which holds the error, would
         # become the error's context.
         raise error

@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio import Redis
 
+from regionstore_shared.apply import Collection
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings, StoreSettings
 
 MongoClient = AsyncMongoClient[dict[str, Any]]
@@ -141,7 +141,7 @@ def redis_client(settings: RedisSettings, client_name: str) -> Redis:
 
 async def open_core(
     stack: contextlib.AsyncExitStack, settings: CommonSettings, name: str
-) -> tuple[Redis, dict[str, AsyncCollection[dict[str, Any]]], AIOKafkaProducer]:
+) -> tuple[Redis, dict[str, Collection], AIOKafkaProducer]:
     """Redis, every region's customer collection and a started producer, closed by ``stack``."""
     redis = redis_client(settings.redis, name)
     stack.push_async_callback(redis.aclose)

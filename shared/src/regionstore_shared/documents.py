@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from regionstore_shared.schemas import Customer, DeleteCustomer, UpsertCustomer, fold_text
+from regionstore_shared.schemas import Command, Customer, UpsertCustomer, fold_text
 
 VERSION: Final = "_v"
 DELETED: Final = "_deleted"
@@ -42,7 +42,7 @@ def live_document(command: UpsertCustomer) -> dict[str, Any]:
     }
 
 
-def tombstone_document(command: UpsertCustomer | DeleteCustomer) -> dict[str, Any]:
+def tombstone_document(command: Command) -> dict[str, Any]:
     """The document that marks a customer gone from a region, at the command's version.
 
     An upsert's tombstone (the customer lives elsewhere) keeps ``_home``, so a reader that finds

@@ -119,11 +119,25 @@ class Customer(BaseModel):
     customer_state: StateCode
 
 
-class Role(StrEnum):
-    """Why a region receives a command: it is the customer's home, or holds a replica."""
+class Applier(StrEnum):
+    """Which consumer applies a target: the writer or the replicator.
 
-    HOME = "home"
-    REPLICA = "replica"
+    The writer takes the upsert in the customer's home region and the first tombstone of a
+    delete; the replicator takes every other target, the tombstones outside the placement
+    included. The values are the wire spelling, kept from when this was called a role so that
+    commands already in Kafka and consumers not yet upgraded agree; ``"writer"`` and
+    ``"replicator"`` are accepted too, so a later release may emit them.
+    """
+
+    WRITER = "home"
+    REPLICATOR = "replica"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Applier | None:
+        return _APPLIER_ALIASES.get(value) if isinstance(value, str) else None
+
+
+_APPLIER_ALIASES = {"writer": Applier.WRITER, "replicator": Applier.REPLICATOR}
 
 
 class Action(StrEnum):
@@ -139,7 +153,7 @@ class Target(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     region: str
-    role: Role
+    role: Applier
     action: Action
 
 
@@ -188,14 +202,15 @@ class DeleteCustomer(_CommandBase):
 
 
 Command = Annotated[UpsertCustomer | DeleteCustomer, Field(discriminator="kind")]
-COMMAND_ADAPTER: TypeAdapter[UpsertCustomer | DeleteCustomer] = TypeAdapter(Command)
+"""Any command; the one type every module names, decoded by its ``kind``."""
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 
 
-def decode_command(raw: bytes) -> UpsertCustomer | DeleteCustomer:
+def decode_command(raw: bytes) -> Command:
     """Decode a command from Kafka; raises pydantic.ValidationError on anything malformed."""
     return COMMAND_ADAPTER.validate_json(raw)
 
 
-def encode_command(command: UpsertCustomer | DeleteCustomer) -> bytes:
+def encode_command(command: Command) -> bytes:
     """Encode a command for Kafka."""
     return command.model_dump_json().encode()

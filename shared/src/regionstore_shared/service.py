@@ -1,4 +1,4 @@
-"""A command consumer service: the clients it opens and the loop it runs, for one role."""
+"""The writer's and the replicator's consumer: the clients it opens and the loop it runs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 from collections.abc import Iterable
 
 from regionstore_shared.applied import AppliedCounter
-from regionstore_shared.apply import BatchApplier, Command, Suspicion
+from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.runtime import ServiceState
-from regionstore_shared.schemas import Role, Target
+from regionstore_shared.schemas import Applier, Command, Target
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.topics import ensure_topics
@@ -21,15 +21,15 @@ from regionstore_shared.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 
-def targets_with_role(role: Role) -> TargetsWithRole:
-    """A selector of the targets a consumer of this role applies."""
+def targets_with_role(role: Applier) -> TargetsWithRole:
+    """A selector of the targets that the consumer ``role`` applies."""
     return TargetsWithRole(role)
 
 
 class TargetsWithRole:
-    """Selects a command's targets of one role."""
+    """Selects a command's targets applied by one consumer (their ``role``)."""
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Applier) -> None:
         self.role = role
 
     def __call__(self, command: Command) -> Iterable[Target]:
@@ -37,9 +37,9 @@ class TargetsWithRole:
 
 
 async def consume_commands(
-    settings: CommonSettings, *, role: Role, group_id: str, state: ServiceState
+    settings: CommonSettings, *, role: Applier, group_id: str, state: ServiceState
 ) -> None:
-    """Apply the command topic to the regions of ``role`` until asked to stop."""
+    """Apply the command topic's targets that ``role`` applies until asked to stop."""
     name = settings.service_name
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:

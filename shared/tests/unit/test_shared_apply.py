@@ -24,7 +24,7 @@ from pymongo.errors import (
 
 from regionstore_shared.apply import (
     BatchApplier,
-    BatchResult,
+    BatchOutcome,
     Collection,
     CommandRejectedError,
     Envelope,
@@ -45,9 +45,10 @@ from regionstore_shared.documents import (
 from regionstore_shared.logs import Outages
 from regionstore_shared.schemas import (
     Action,
+    Applier,
+    Command,
     Customer,
     DeleteCustomer,
-    Role,
     Target,
     UpsertCustomer,
     encode_command,
@@ -129,8 +130,8 @@ def customer(city: str = "franca", zip_prefix: int = 14409) -> Customer:
     )
 
 
-HOME_1 = Target(region="region_1", role=Role.HOME, action=Action.UPSERT)
-REPLICA_3 = Target(region="region_3", role=Role.REPLICA, action=Action.UPSERT)
+HOME_1 = Target(region="region_1", role=Applier.WRITER, action=Action.UPSERT)
+REPLICA_3 = Target(region="region_3", role=Applier.REPLICATOR, action=Action.UPSERT)
 
 
 def upsert(
@@ -153,7 +154,11 @@ def delete(version: int, regions: Iterable[str] = ("region_1", "region_3")) -> E
         version=version,
         issued_at_ms=1_700_000_000_000,
         targets=tuple(
-            Target(region=r, role=Role.HOME if i == 0 else Role.REPLICA, action=Action.TOMBSTONE)
+            Target(
+                region=r,
+                role=Applier.WRITER if i == 0 else Applier.REPLICATOR,
+                action=Action.TOMBSTONE,
+            )
             for i, r in enumerate(regions)
         ),
         customer_id=CUSTOMER,
@@ -180,12 +185,12 @@ def stored(customer_id: str, version: int, **fields: Any) -> Hook:
     return hook
 
 
-def every_target(command: UpsertCustomer | DeleteCustomer) -> Iterable[Target]:
+def every_target(command: Command) -> Iterable[Target]:
     return command.targets
 
 
-def home_only(command: UpsertCustomer | DeleteCustomer) -> Iterable[Target]:
-    return [t for t in command.targets if t.role is Role.HOME]
+def home_only(command: Command) -> Iterable[Target]:
+    return [t for t in command.targets if t.role is Applier.WRITER]
 
 
 class Harness:
@@ -222,8 +227,8 @@ class Harness:
     async def apply(
         self,
         *envelopes: Envelope,
-        select: Callable[[UpsertCustomer | DeleteCustomer], Iterable[Target]] = every_target,
-    ) -> BatchResult:
+        select: Callable[[Command], Iterable[Target]] = every_target,
+    ) -> BatchOutcome:
         return await self.applier.apply(list(envelopes), select)
 
     def doc(self, region: str = "region_1") -> Document:
@@ -418,9 +423,9 @@ class TestTombstones:
     ) -> None:
         await harness.apply(upsert(1, targets=[HOME_1, REPLICA_3]))
         moved = [
-            Target(region="region_2", role=Role.HOME, action=Action.UPSERT),
-            Target(region="region_1", role=Role.REPLICA, action=Action.UPSERT),
-            Target(region="region_3", role=Role.REPLICA, action=Action.TOMBSTONE),
+            Target(region="region_2", role=Applier.WRITER, action=Action.UPSERT),
+            Target(region="region_1", role=Applier.REPLICATOR, action=Action.UPSERT),
+            Target(region="region_3", role=Applier.REPLICATOR, action=Action.TOMBSTONE),
         ]
         result = await harness.apply(upsert(2, targets=moved))
         assert result.written == 3
@@ -431,7 +436,10 @@ class TestTombstones:
     async def test_a_tombstone_lands_in_a_region_that_never_saw_the_customer(
         self, harness: Harness
     ) -> None:
-        targets = [HOME_1, Target(region="region_2", role=Role.REPLICA, action=Action.TOMBSTONE)]
+        targets = [
+            HOME_1,
+            Target(region="region_2", role=Applier.REPLICATOR, action=Action.TOMBSTONE),
+        ]
         await harness.apply(upsert(4, targets=targets))
         assert harness.doc("region_2") == {
             "_id": CUSTOMER,
@@ -601,7 +609,7 @@ class TestParking:
         assert result.regions["region_1"] == RegionResult(written=1)
 
     async def test_a_region_without_a_store_is_parked(self, harness: Harness) -> None:
-        target = Target(region="region_9", role=Role.HOME, action=Action.UPSERT)
+        target = Target(region="region_9", role=Applier.WRITER, action=Action.UPSERT)
         result = await harness.apply(upsert(1, targets=[target]))
         assert result.regions["region_9"] == RegionResult(parked=1, parked_reason="unknown_region")
 

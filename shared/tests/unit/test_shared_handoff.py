@@ -9,13 +9,15 @@ from aiokafka.errors import KafkaTimeoutError
 
 from regionstore_shared.apply import Envelope
 from regionstore_shared.handoff import KafkaParker
-from regionstore_shared.schemas import Role, encode_command
+from regionstore_shared.schemas import Applier, encode_command
 from regionstore_shared.settings import KafkaSettings
 from shared.tests.fakes import FakeProducer, tombstone
 
 
 def envelope(customer_id: str, version: int = 1) -> Envelope:
-    command = tombstone(customer_id, version, [("region_2", Role.HOME), ("region_3", Role.REPLICA)])
+    command = tombstone(
+        customer_id, version, [("region_2", Applier.WRITER), ("region_3", Applier.REPLICATOR)]
+    )
     return Envelope(command, encode_command(command), "customers.commands")
 
 

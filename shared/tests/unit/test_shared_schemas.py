@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from regionstore_shared.schemas import (
     UF_CODES,
     Action,
+    Applier,
     Customer,
     DeleteCustomer,
-    Role,
     Target,
     UpsertCustomer,
     decode_command,
@@ -224,9 +224,9 @@ def upsert_command(**changes: Any) -> UpsertCustomer:
         "version": 7_000_000_000,
         "issued_at_ms": 1_700_000_000_000,
         "targets": (
-            Target(region="region_1", role=Role.HOME, action=Action.UPSERT),
-            Target(region="region_3", role=Role.REPLICA, action=Action.UPSERT),
-            Target(region="region_2", role=Role.REPLICA, action=Action.TOMBSTONE),
+            Target(region="region_1", role=Applier.WRITER, action=Action.UPSERT),
+            Target(region="region_3", role=Applier.REPLICATOR, action=Action.UPSERT),
+            Target(region="region_2", role=Applier.REPLICATOR, action=Action.TOMBSTONE),
         ),
         "customer": Customer.model_validate(olist_row()),
         "home_region": "region_1",
@@ -240,7 +240,7 @@ def delete_command() -> DeleteCustomer:
         command_id=uuid.uuid4(),
         version=42,
         issued_at_ms=1,
-        targets=(Target(region="region_2", role=Role.HOME, action=Action.TOMBSTONE),),
+        targets=(Target(region="region_2", role=Applier.WRITER, action=Action.TOMBSTONE),),
         customer_id="abc",
     )
 
@@ -316,3 +316,41 @@ class TestCommandWire:
         targets = [{"region": "region_1", "role": "home", "action": "upsert"}]
         with pytest.raises(ValidationError):
             decode_command(raw_delete(targets=targets))
+
+
+# A delete as the gateway published it before targets named their applier: bytes that may still
+# be parked in a pending topic.
+PARKED_DELETE = (
+    b'{"schema_version":1,"command_id":"6f1c1d5e-1a2b-4c3d-8e9f-001122334455",'
+    b'"version":42,"issued_at_ms":1,"targets":['
+    b'{"region":"region_1","role":"home","action":"tombstone"},'
+    b'{"region":"region_2","role":"replica","action":"tombstone"}],'
+    b'"kind":"delete","customer_id":"abc"}'
+)
+
+
+class TestApplierOnTheWire:
+    def test_a_parked_command_decodes_with_its_appliers(self) -> None:
+        decoded = decode_command(PARKED_DELETE)
+        assert isinstance(decoded, DeleteCustomer)
+        assert [(t.region, t.role) for t in decoded.targets] == [
+            ("region_1", Applier.WRITER),
+            ("region_2", Applier.REPLICATOR),
+        ]
+
+    def test_the_spelling_on_the_wire_is_unchanged(self) -> None:
+        # Consumers of the previous release read these values only: a command must decode there.
+        assert json.loads(encode_command(decode_command(PARKED_DELETE))) == json.loads(
+            PARKED_DELETE
+        )
+
+    def test_the_applier_names_are_accepted_too(self) -> None:
+        # So that a later release can emit them once every consumer runs this one.
+        renamed = PARKED_DELETE.replace(b'"home"', b'"writer"').replace(
+            b'"replica"', b'"replicator"'
+        )
+        assert decode_command(renamed) == decode_command(PARKED_DELETE)
+
+    def test_an_unknown_applier_is_rejected(self) -> None:
+        with pytest.raises(ValidationError):
+            decode_command(PARKED_DELETE.replace(b'"replica"', b'"mirror"'))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from regionstore_shared.runtime import ServiceState, run_service
-from regionstore_shared.schemas import Role
+from regionstore_shared.schemas import Applier
 from regionstore_shared.service import consume_commands
 from regionstore_writer.settings import WriterSettings
 
@@ -16,7 +16,7 @@ def main() -> None:
 
     async def work(state: ServiceState) -> None:
         await consume_commands(
-            settings, role=Role.HOME, group_id=settings.kafka.writer_group, state=state
+            settings, role=Applier.WRITER, group_id=settings.kafka.writer_group, state=state
         )
 
     asyncio.run(run_service(settings, work))

@@ -11,7 +11,7 @@ from regionstore_shared import service
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.runtime import ServiceState
-from regionstore_shared.schemas import Role
+from regionstore_shared.schemas import Applier
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus
 from regionstore_writer import main
@@ -20,7 +20,9 @@ from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, to
 
 
 def home_1_replica_3(customer_id: str, offset: int) -> Record:
-    command = tombstone(customer_id, 5, [("region_1", Role.HOME), ("region_3", Role.REPLICA)])
+    command = tombstone(
+        customer_id, 5, [("region_1", Applier.WRITER), ("region_3", Applier.REPLICATOR)]
+    )
     return command_record(command, offset, COMMANDS)
 
 
@@ -48,7 +50,7 @@ def test_main_consumes_as_the_home_role_in_the_writer_group(
     main.main()
     (call,) = calls
     assert isinstance(call["settings"], WriterSettings)
-    assert call["role"] is Role.HOME
+    assert call["role"] is Applier.WRITER
     assert call["group_id"] == "regionstore.writer"
     assert call["state"] is state
 

@@ -20,9 +20,9 @@ from regionstore_gateway.idempotency import (
 )
 from regionstore_gateway.keyed_writes import acknowledge, pending
 from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
-from regionstore_gateway.writes import Command, Delivery, Outcome, Writes
+from regionstore_gateway.writes import Delivery, Outcome, Writes
 from regionstore_shared.regions import ZipOutOfRangeError
-from regionstore_shared.schemas import UpsertCustomer
+from regionstore_shared.schemas import Command, UpsertCustomer
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 

@@ -41,13 +41,12 @@ from regionstore_gateway.models import (
 )
 from regionstore_gateway.repository import CustomerFilter, Found, Lookup
 from regionstore_gateway.writes import (
-    Command,
     CustomerExistsError,
     Writes,
     Written,
 )
 from regionstore_shared.regions import ZipOutOfRangeError
-from regionstore_shared.schemas import UF_CODES, Customer, CustomerId, UpsertCustomer
+from regionstore_shared.schemas import UF_CODES, Command, Customer, CustomerId, UpsertCustomer
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 

@@ -1,22 +1,22 @@
-"""Which regions a write reaches: all of them, the placement upserted and the rest tombstoned."""
+"""Placement and the commands built from it: every region targeted, each by its applier."""
 
 from __future__ import annotations
 
 import pytest
 
-from regionstore_gateway.planning import delete_targets, upsert_targets
+from regionstore_shared.domain import delete_command, delete_targets, upsert_command, upsert_targets
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec, ZipOutOfRangeError
-from regionstore_shared.schemas import Action, Role, Target
+from regionstore_shared.schemas import Action, Applier, Customer, Target
 
 REGIONS = RegionMap(DEFAULT_REGIONS)
 
 
-def target(region: str, role: Role, action: Action) -> Target:
+def target(region: str, role: Applier, action: Action) -> Target:
     return Target(region=region, role=role, action=action)
 
 
 def summary(targets: tuple[Target, ...]) -> list[tuple[str, str, str]]:
-    return [(t.region, t.role.value, t.action.value) for t in targets]
+    return [(t.region, t.role.name.lower(), t.action.value) for t in targets]
 
 
 FOUR = RegionMap(
@@ -45,9 +45,9 @@ class TestUpsertTargets:
         self, zip_prefix: int, home: str, replica: str, tombstoned: str
     ) -> None:
         assert upsert_targets(REGIONS, zip_prefix) == (
-            target(home, Role.HOME, Action.UPSERT),
-            target(replica, Role.REPLICA, Action.UPSERT),
-            target(tombstoned, Role.REPLICA, Action.TOMBSTONE),
+            target(home, Applier.WRITER, Action.UPSERT),
+            target(replica, Applier.REPLICATOR, Action.UPSERT),
+            target(tombstoned, Applier.REPLICATOR, Action.TOMBSTONE),
         )
 
     @pytest.mark.parametrize("zip_prefix", [1000, 14409, 50000, 70000, 99999])
@@ -58,8 +58,8 @@ class TestUpsertTargets:
     @pytest.mark.parametrize("zip_prefix", [1000, 50000, 99999])
     def test_exactly_one_home_and_it_is_an_upsert(self, zip_prefix: int) -> None:
         targets = upsert_targets(REGIONS, zip_prefix)
-        homes = [t for t in targets if t.role is Role.HOME]
-        assert homes == [target(REGIONS.home_of(zip_prefix), Role.HOME, Action.UPSERT)]
+        homes = [t for t in targets if t.role is Applier.WRITER]
+        assert homes == [target(REGIONS.home_of(zip_prefix), Applier.WRITER, Action.UPSERT)]
         assert targets[0] == homes[0]
 
     @pytest.mark.parametrize("zip_prefix", [1000, 50000, 99999])
@@ -71,9 +71,9 @@ class TestUpsertTargets:
     def test_a_move_needs_no_knowledge_of_the_old_placement(self) -> None:
         # region_1 -> region_2: region_3 (region_1's old replica) is tombstoned regardless.
         assert summary(upsert_targets(REGIONS, 50000)) == [
-            ("region_2", "home", "upsert"),
-            ("region_1", "replica", "upsert"),
-            ("region_3", "replica", "tombstone"),
+            ("region_2", "writer", "upsert"),
+            ("region_1", "replicator", "upsert"),
+            ("region_3", "replicator", "tombstone"),
         ]
 
     @pytest.mark.parametrize(
@@ -82,19 +82,19 @@ class TestUpsertTargets:
             (
                 80000,
                 [
-                    ("d", "home", "upsert"),
-                    ("a", "replica", "upsert"),
-                    ("b", "replica", "upsert"),
-                    ("c", "replica", "tombstone"),
+                    ("d", "writer", "upsert"),
+                    ("a", "replicator", "upsert"),
+                    ("b", "replicator", "upsert"),
+                    ("c", "replicator", "tombstone"),
                 ],
             ),
             (
                 100,
                 [
-                    ("a", "home", "upsert"),
-                    ("b", "replica", "upsert"),
-                    ("c", "replica", "upsert"),
-                    ("d", "replica", "tombstone"),
+                    ("a", "writer", "upsert"),
+                    ("b", "replicator", "upsert"),
+                    ("c", "replicator", "upsert"),
+                    ("d", "replicator", "tombstone"),
                 ],
             ),
         ],
@@ -109,7 +109,7 @@ class TestUpsertTargets:
 
     def test_a_single_region_map_tombstones_nothing(self) -> None:
         only = RegionMap([RegionSpec(name="solo", zip_min=0, zip_max=99999, replicas=())])
-        assert upsert_targets(only, 5) == (target("solo", Role.HOME, Action.UPSERT),)
+        assert upsert_targets(only, 5) == (target("solo", Applier.WRITER, Action.UPSERT),)
 
     @pytest.mark.parametrize("zip_prefix", [0, 999])
     def test_out_of_range_zip_is_rejected(self, zip_prefix: int) -> None:
@@ -118,22 +118,47 @@ class TestUpsertTargets:
 
 
 class TestDeleteTargets:
-    def test_tombstones_every_region_the_first_as_home(self) -> None:
+    def test_tombstones_every_region_the_first_by_the_writer(self) -> None:
         assert delete_targets(REGIONS) == (
-            target("region_1", Role.HOME, Action.TOMBSTONE),
-            target("region_2", Role.REPLICA, Action.TOMBSTONE),
-            target("region_3", Role.REPLICA, Action.TOMBSTONE),
+            target("region_1", Applier.WRITER, Action.TOMBSTONE),
+            target("region_2", Applier.REPLICATOR, Action.TOMBSTONE),
+            target("region_3", Applier.REPLICATOR, Action.TOMBSTONE),
         )
 
     def test_four_regions(self) -> None:
         targets = delete_targets(FOUR)
         assert summary(targets) == [
-            ("a", "home", "tombstone"),
-            ("b", "replica", "tombstone"),
-            ("c", "replica", "tombstone"),
-            ("d", "replica", "tombstone"),
+            ("a", "writer", "tombstone"),
+            ("b", "replicator", "tombstone"),
+            ("c", "replicator", "tombstone"),
+            ("d", "replicator", "tombstone"),
         ]
 
     def test_a_single_region(self) -> None:
         only = RegionMap([RegionSpec(name="solo", zip_min=0, zip_max=99999, replicas=())])
-        assert delete_targets(only) == (target("solo", Role.HOME, Action.TOMBSTONE),)
+        assert delete_targets(only) == (target("solo", Applier.WRITER, Action.TOMBSTONE),)
+
+
+class TestCommands:
+    def test_an_upsert_carries_its_placement_version_and_home(self) -> None:
+        customer = Customer(
+            customer_id="c1",
+            customer_unique_id="861eff4711a542e4b93843c6dd7febb0",
+            customer_zip_code_prefix=14409,
+            customer_city="franca",
+            customer_state="SP",
+        )
+        command = upsert_command(customer, regions=REGIONS, version=7, issued_at_ms=3)
+        assert (command.version, command.issued_at_ms, command.customer) == (7, 3, customer)
+        assert command.targets == upsert_targets(REGIONS, 14409)
+        assert command.home_region == REGIONS.home_of(14409)
+
+    def test_a_delete_tombstones_every_region(self) -> None:
+        command = delete_command("c1", regions=REGIONS, version=9, issued_at_ms=4)
+        assert (command.customer_id, command.version, command.issued_at_ms) == ("c1", 9, 4)
+        assert command.targets == delete_targets(REGIONS)
+
+    def test_each_command_has_its_own_id(self) -> None:
+        first = delete_command("c1", regions=REGIONS, version=9, issued_at_ms=4)
+        again = delete_command("c1", regions=REGIONS, version=9, issued_at_ms=4)
+        assert first.command_id != again.command_id
