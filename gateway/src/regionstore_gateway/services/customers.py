@@ -11,7 +11,9 @@ from pydantic import ValidationError
 from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.keyed_writes import Answer, Sender, write_once
+from regionstore_gateway.models import BatchResult
 from regionstore_gateway.repository import CustomerFilter, Found, Lookup
+from regionstore_gateway.services.batch import write_batch
 from regionstore_gateway.services.errors import (
     CustomerNotFound,
     InvalidInput,
@@ -157,6 +159,15 @@ class CustomerService:
 
         sender = AuditedSender(self._writes, self._audit, actor)
         return await self._send(sender, write, tombstone)
+
+    async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
+        """Many upserts and deletes, each answered alone; a 422 for too many of them."""
+        limit = self._settings.api.max_batch_items
+        if len(items) > limit:
+            raise InvalidInput.field(
+                ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
+            )
+        return await write_batch(self._writes, self._keys, self._audit, actor, items)
 
     async def _send(
         self, sender: Sender, write: Write, build: Callable[[], Awaitable[Command]]
