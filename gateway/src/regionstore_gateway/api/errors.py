@@ -1,15 +1,14 @@
-"""Error answers: every 422 names the field and the reason (FastAPI's validation shape), a
-write that was not acknowledged says whether it may still land (504) or certainly not (503),
-and a status change Redis could not take is a 503 that says the status was not changed."""
+"""Error answers: one handler turns the services' domain errors into HTTP. Every 422 names the
+field and the reason (FastAPI's validation shape), a write that was not acknowledged says
+whether it may still land (504) or certainly not (503), and a status change Redis could not
+take is a 503 that says the status was not changed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,14 +44,6 @@ STATUS_STORE_SILENT = (
     "node status store did not answer in time; the status may or may not have changed: "
     "read it back (GET /v1/regions) or retry"
 )
-
-
-def field_error(
-    loc: Sequence[str | int], message: str, kind: str = "value_error"
-) -> RequestValidationError:
-    """A 422 for one field."""
-    return RequestValidationError([{"loc": tuple(loc), "msg": message, "type": kind}])
-
 
 RETRY_AFTER = {
     "Retry-After": {
