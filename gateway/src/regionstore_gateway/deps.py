@@ -104,9 +104,21 @@ WritesDep = Annotated[Writes, Depends(_writes)]
 
 
 async def _customers(
-    settings: SettingsDep, writes: WritesDep, keys: IdempotencyDep, audit: AuditDep
+    settings: SettingsDep,
+    writes: WritesDep,
+    repository: RepositoryDep,
+    board: BoardDep,
+    keys: IdempotencyDep,
+    audit: AuditDep,
 ) -> CustomerService:
-    return CustomerService(settings=settings, writes=writes, keys=keys, audit=audit)
+    return CustomerService(
+        settings=settings,
+        writes=writes,
+        repository=repository,
+        board=board,
+        keys=keys,
+        audit=audit,
+    )
 
 
 async def _regions(

@@ -499,10 +499,22 @@ class FakeWrites:
         return {}
 
 
+class EmptyBoard:
+    """No status known for any region, as FakeWrites says."""
+
+    async def all(self) -> dict[str, NodeStatus]:
+        return {}
+
+
 async def get_customer(customer_id: str, writes: Writes) -> CustomerOut:
     """The read route's answer: the service's read, shaped as the route shapes it."""
     service = CustomerService(
-        settings=cast(Any, None), writes=writes, keys=cast(Any, None), audit=cast(Any, None)
+        settings=cast(Any, None),
+        writes=writes,
+        repository=writes.repository,
+        board=cast(Any, EmptyBoard()),
+        keys=cast(Any, None),
+        audit=cast(Any, None),
     )
     return customer_out(await service.get(customer_id))
 

@@ -126,7 +126,12 @@ class Rig:
         )
         self.audit = audit_trail(settings, self.audit_producer)
         self.customers = CustomerService(
-            settings=settings, writes=self.writes, keys=cast(Any, None), audit=self.audit
+            settings=settings,
+            writes=self.writes,
+            repository=cast(Any, self.repository),
+            board=cast(Any, self.board),
+            keys=cast(Any, None),
+            audit=self.audit,
         )
         self.regions = RegionService(
             settings=settings,

@@ -12,7 +12,7 @@ from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.keyed_writes import Answer, Sender, write_once
 from regionstore_gateway.models import BatchResult
-from regionstore_gateway.repository import CustomerFilter, Found, Lookup
+from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, Lookup
 from regionstore_gateway.services.batch import write_batch
 from regionstore_gateway.services.errors import (
     CustomerNotFound,
@@ -24,6 +24,7 @@ from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Command, Writes, Written
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import UF_CODES, Customer
+from regionstore_shared.status import StatusBoard
 
 _ZIP = ("body", "customer_zip_code_prefix")
 
@@ -84,25 +85,33 @@ def validate_filter(
 
 
 class CustomerService:
-    """Reads customers across the regions and turns write requests into published commands."""
+    """Reads customers across the regions and turns write requests into published commands.
+
+    Reads go to the repository; writes, and the read a PATCH merges into (whose version the
+    clock must observe), go through Writes.
+    """
 
     def __init__(
         self,
         *,
         settings: GatewaySettings,
         writes: Writes,
+        repository: CustomerRepository,
+        board: StatusBoard,
         keys: IdempotencyStore,
         audit: AuditTrail,
     ) -> None:
         self._settings = settings
         self._writes = writes
+        self._repository = repository
+        self._board = board
         self._keys = keys
         self._audit = audit
 
     async def get(self, customer_id: str) -> Found:
         """The customer's live document, from home or, when home is down, a replica."""
-        statuses = await self._writes.statuses()
-        lookup = await self._writes.repository.lookup(customer_id, statuses)
+        statuses = await self._board.all()
+        lookup = await self._repository.lookup(customer_id, statuses)
         return self._live(customer_id, lookup)
 
     async def page(
@@ -116,19 +125,19 @@ class CustomerService:
                 ("query", "limit"), f"must be at most {api.max_page_size}", "less_than_equal"
             )
         after = decode_cursor(cursor, query) if cursor else None
-        statuses = await self._writes.statuses()
-        page = await self._writes.repository.page(query, statuses, after=after, limit=size)
+        statuses = await self._board.all()
+        page = await self._repository.page(query, statuses, after=after, limit=size)
         return listing(page, query)
 
     async def every(self, query: CustomerFilter) -> Listing:
         """Every customer matching ``query``, read page by page, with every region it missed."""
-        statuses = await self._writes.statuses()
+        statuses = await self._board.all()
         rows: list[Found] = []
         degraded: set[str] = set()
         unreachable: set[str] = set()
         after: str | None = None
         while True:
-            page = await self._writes.repository.page(
+            page = await self._repository.page(
                 query, statuses, after=after, limit=self._settings.api.max_page_size
             )
             rows += page.rows
@@ -200,7 +209,7 @@ class CustomerService:
                 f"customer {customer_id} lives in {found.home}, which cannot be read now "
                 f"(unreachable: {sorted(lookup.unreachable)})"
             )
-        if found is None and not self._writes.repository.covered(lookup.unreachable):
+        if found is None and not self._repository.covered(lookup.unreachable):
             raise RegionsUnreachable(
                 f"regions {sorted(lookup.unreachable)} and their replicas are unreachable"
             )
