@@ -1,4 +1,4 @@
-"""Request dependencies: typed views of the app state, the write service, and shared parameters.
+"""Request dependencies: typed views of the app state, the services, and shared parameters.
 
 Coroutines, so FastAPI calls them inline instead of handing each to its thread pool.
 """
@@ -15,6 +15,8 @@ from regionstore_gateway.audit_trail import AuditTrail
 from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.idempotency import HEADER, IdempotencyKey, IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
 from regionstore_shared.applied import AppliedTotals
@@ -99,6 +101,48 @@ async def _writes(
 
 
 WritesDep = Annotated[Writes, Depends(_writes)]
+
+
+async def _customers(
+    settings: SettingsDep,
+    writes: WritesDep,
+    repository: RepositoryDep,
+    board: BoardDep,
+    keys: IdempotencyDep,
+    audit: AuditDep,
+) -> CustomerService:
+    return CustomerService(
+        settings=settings,
+        writes=writes,
+        repository=repository,
+        board=board,
+        keys=keys,
+        audit=audit,
+    )
+
+
+async def _regions(
+    settings: SettingsDep,
+    board: BoardDep,
+    backlog: BacklogDep,
+    applied: AppliedDep,
+    recent: RecentDep,
+    changes: ChangesDep,
+    audit: AuditDep,
+) -> RegionService:
+    return RegionService(
+        settings=settings,
+        board=board,
+        backlog=backlog,
+        applied=applied,
+        recent=recent,
+        changes=changes,
+        audit=audit,
+    )
+
+
+CustomersDep = Annotated[CustomerService, Depends(_customers)]
+RegionsDep = Annotated[RegionService, Depends(_regions)]
 WaitQuery = Annotated[
     Literal["applied"] | None,
     Query(description="'applied': wait (bounded) until the home region holds this write."),

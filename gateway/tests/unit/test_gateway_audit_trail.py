@@ -30,6 +30,7 @@ from regionstore_gateway.audit_tail import AuditTail, RecentChanges
 from regionstore_gateway.audit_trail import AuditAction, AuditEvent, AuditTrail, new_event
 from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.services.regions import next_change
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State
 from regionstore_shared.applied import AppliedTotals
@@ -515,7 +516,7 @@ class TestEventStream:
         recent = RecentChanges(keep=5)
         seen = (QuietStatuses.generation, recent.generation)
         woken = asyncio.create_task(
-            regions._next_change(cast(Any, QuietStatuses()), recent, seen, within_s=60)
+            next_change(cast(Any, QuietStatuses()), recent, seen, within_s=60)
         )
         await asyncio.sleep(0)
         recent.apply([_event()])

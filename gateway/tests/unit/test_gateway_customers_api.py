@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from regionstore_gateway.api.customers import decode_cursor, encode_cursor, validate_filter
 from regionstore_gateway.repository import CustomerFilter
+from regionstore_gateway.services.customers import validate_filter
+from regionstore_gateway.services.paging import decode_cursor, encode_cursor
 
 REGIONS = ("region_1", "region_2", "region_3")
 

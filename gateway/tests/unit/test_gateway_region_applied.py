@@ -9,9 +9,9 @@ from typing import Any, cast
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from regionstore_gateway.api.regions import region_list
 from regionstore_gateway.audit_tail import RecentChanges
 from regionstore_gateway.models import RegionList
+from regionstore_gateway.services.regions import region_list
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.status import StatusBoard

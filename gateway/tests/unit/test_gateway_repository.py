@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import pytest
-from fastapi import HTTPException
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from pymongo.errors import (
@@ -21,7 +20,9 @@ from pymongo.errors import (
     WaitQueueTimeoutError,
 )
 
-from regionstore_gateway.api.customers import get_customer
+from regionstore_gateway.api.customers import customer_out
+from regionstore_gateway.api.errors import refusal
+from regionstore_gateway.models import CustomerOut
 from regionstore_gateway.repository import (
     CustomerFilter,
     CustomerRepository,
@@ -29,6 +30,8 @@ from regionstore_gateway.repository import (
     _fresher,
     missed_deadline,
 )
+from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.errors import RegionsUnreachable
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
 from regionstore_shared.apply import Collection, Suspicion
@@ -496,6 +499,26 @@ class FakeWrites:
         return {}
 
 
+class EmptyBoard:
+    """No status known for any region, as FakeWrites says."""
+
+    async def all(self) -> dict[str, NodeStatus]:
+        return {}
+
+
+async def get_customer(customer_id: str, writes: Writes) -> CustomerOut:
+    """The read route's answer: the service's read, shaped as the route shapes it."""
+    service = CustomerService(
+        settings=cast(Any, None),
+        writes=writes,
+        repository=writes.repository,
+        board=cast(Any, EmptyBoard()),
+        keys=cast(Any, None),
+        audit=cast(Any, None),
+    )
+    return customer_out(await service.get(customer_id))
+
+
 def place(stores: Stores, version: int = 5) -> None:
     """The customer where an upsert puts it: home region_1, replica region_3, moved pointer."""
     stores.live("region_1", version, "region_1")
@@ -544,17 +567,17 @@ class TestReadDeadline:
         lookup = await stores.repository.lookup(CUSTOMER, {})
         assert lookup.unreachable == {"region_1", "region_3"}
         assert lookup.newest[CUSTOMER].moved  # only region_2's pointer was read
-        with pytest.raises(HTTPException) as caught:
+        with pytest.raises(RegionsUnreachable) as caught:
             await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
-        assert caught.value.status_code == 503
+        assert refusal(caught.value, retry_after_s=1).status_code == 503
 
     async def test_an_unknown_customer_behind_two_late_regions_is_a_503_not_a_404(
         self, stores: Stores
     ) -> None:
         stores.stall("region_1", "region_3")
-        with pytest.raises(HTTPException) as caught:
+        with pytest.raises(RegionsUnreachable) as caught:
             await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
-        assert caught.value.status_code == 503
+        assert refusal(caught.value, retry_after_s=1).status_code == 503
 
     async def test_a_late_region_is_not_held_suspect_and_is_read_again(
         self, stores: Stores

@@ -2,57 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Response, status
-from pydantic import TypeAdapter, ValidationError
 
-from regionstore_gateway.api.errors import RETRY_AFTER, field_error
-from regionstore_gateway.audit_trail import AuditedBatch, AuditUnavailableError
+from regionstore_gateway.api.errors import RETRY_AFTER
 from regionstore_gateway.auth import PrincipalDep, requires_writer
-from regionstore_gateway.deps import AuditDep, IdempotencyDep, SettingsDep, WritesDep
-from regionstore_gateway.idempotency import (
-    IdempotencyStore,
-    IdempotencyUnavailableError,
-    Record,
-    request_hash,
-)
-from regionstore_gateway.keyed_writes import acknowledge, pending
-from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
-from regionstore_gateway.writes import Delivery, Outcome, Writes
-from regionstore_shared.regions import ZipOutOfRangeError
-from regionstore_shared.schemas import Command, UpsertCustomer
+from regionstore_gateway.deps import CustomersDep, SettingsDep
+from regionstore_gateway.models import BatchResult
+from regionstore_gateway.services.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
-
-_ITEM = TypeAdapter[BatchItem](BatchItem)
-_ROUTE = "POST /v1/customers:batch"
-_KEY_REUSED = "was already used with a different request; use a new key for a new write"
-_UNKNOWN = (
-    "Kafka did not acknowledge it in time; outcome unknown: it may or may not be applied; "
-    "retry it with the same idempotency_key"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Keyed:
-    """A valid item with an idempotency key, and the hash of what it asks for."""
-
-    index: int
-    item: BatchItem
-    key: str
-    request: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    """A command to publish for one item, with the key record to acknowledge, if any."""
-
-    index: int
-    command: Command
-    key: str | None = None
-    record: Record | None = None
 
 
 @router.post(
@@ -82,10 +42,8 @@ class _Send:
 )
 async def batch(
     body: dict[str, list[Any]],
-    writes: WritesDep,
-    keys: IdempotencyDep,
+    customers: CustomersDep,
     settings: SettingsDep,
-    audit: AuditDep,
     principal: PrincipalDep,
     response: Response,
 ) -> BatchResult:
@@ -97,200 +55,20 @@ async def batch(
     """
     items = body.get("items")
     if items is None or set(body) != {"items"}:
-        raise field_error(("body", "items"), 'the body must be {"items": [...]}', "missing")
-    limit = settings.api.max_batch_items
-    if len(items) > limit:
-        raise field_error(
-            ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
-        )
-    results: list[BatchItemResult] = []
-    sends = await _plan(writes, keys, _validate(items, results), results)
-    audited = AuditedBatch(audit, principal)
-    refusals = await audited.record([s.command for s in sends])
-    results.extend(_unaudited(s, r) for s, r in zip(sends, refusals, strict=True) if r)
-    sends = [s for s, refusal in zip(sends, refusals, strict=True) if refusal is None]
-    deliveries = await writes.publish([s.command for s in sends]) if sends else []
-    audited.settle([s.command for s in sends], deliveries)
-    acks: list[tuple[str, Record]] = []
-    for send, delivery in zip(sends, deliveries, strict=True):
-        result = _item_result(send, delivery)
-        results.append(result)
-        if send.key is not None and send.record is not None and result.status == "accepted":
-            acks.append((send.key, send.record.acked(result.model_dump(exclude={"index"}))))
-    await acknowledge(keys, acks)
-    results.sort(key=lambda r: r.index)
-    counts = {
-        s: sum(r.status == s for r in results)
-        for s in ("accepted", "rejected", "unknown", "failed")
-    }
-    if items and not counts["accepted"]:
-        _not_accepted(response, counts, settings.api.retry_after_s)
-    return BatchResult(**counts, results=results)
+        raise InvalidInput.field(("body", "items"), 'the body must be {"items": [...]}', "missing")
+    result = await customers.batch(items, principal)
+    if items and not result.accepted:
+        _not_accepted(response, result, settings.api.retry_after_s)
+    return result
 
 
-def _not_accepted(response: Response, counts: dict[str, int], retry_after_s: int) -> None:
+def _not_accepted(response: Response, result: BatchResult, retry_after_s: int) -> None:
     # 422 only when nothing can have been taken and nothing failed for want of Kafka or Redis.
-    if counts["unknown"]:
+    if result.unknown:
         response.status_code = status.HTTP_504_GATEWAY_TIMEOUT
-    elif counts["failed"]:
+    elif result.failed:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     else:
         response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
         return
     response.headers["Retry-After"] = str(retry_after_s)
-
-
-def _validate(items: list[Any], results: list[BatchItemResult]) -> list[tuple[int, BatchItem]]:
-    valid: list[tuple[int, BatchItem]] = []
-    for index, raw in enumerate(items):
-        if isinstance(raw, dict) and "op" not in raw:
-            raw = {**raw, "op": "upsert"}
-        try:
-            valid.append((index, _ITEM.validate_python(raw)))
-        except ValidationError as error:
-            errors = [
-                {"loc": ["body", "items", index, *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in error.errors(include_url=False)
-            ]
-            results.append(BatchItemResult(index=index, status="rejected", errors=errors))
-    return valid
-
-
-def _request(item: BatchItem) -> str:
-    if isinstance(item, BatchDelete):
-        return request_hash(_ROUTE, op="delete", customer_id=item.customer_id)
-    return request_hash(_ROUTE, op="upsert", customer=item.customer.model_dump(mode="json"))
-
-
-def _command(
-    writes: Writes, index: int, item: BatchItem, results: list[BatchItemResult]
-) -> Command | None:
-    """A new command for an item; None, and a rejection, for a zip no region takes."""
-    if isinstance(item, BatchDelete):
-        return writes.delete_command(item.customer_id)
-    try:
-        return writes.upsert_command(item.customer)
-    except ZipOutOfRangeError as error:
-        loc = ["body", "items", index, "customer", "customer_zip_code_prefix"]
-        results.append(
-            BatchItemResult(
-                index=index,
-                status="rejected",
-                customer_id=item.customer.customer_id,
-                errors=[{"loc": loc, "msg": str(error), "type": "value_error"}],
-            )
-        )
-        return None
-
-
-async def _plan(
-    writes: Writes,
-    keys: IdempotencyStore,
-    valid: list[tuple[int, BatchItem]],
-    results: list[BatchItemResult],
-) -> list[_Send]:
-    """What to publish, in item order; replays, conflicts and refusals go to ``results``.
-
-    New commands are made in item order, so two items for one customer keep the order of the
-    request in their versions.
-    """
-    keyed = {
-        index: _Keyed(index, item, item.idempotency_key, _request(item))
-        for index, item in valid
-        if item.idempotency_key is not None
-    }
-    try:
-        found = dict(zip(keyed, await keys.find([k.key for k in keyed.values()]), strict=True))
-    except IdempotencyUnavailableError as error:
-        results.extend(_redis_down(k, error) for k in keyed.values())
-        valid = [(index, item) for index, item in valid if index not in keyed]
-        found = {}
-    sends: list[_Send] = []
-    held: list[tuple[_Keyed, Record]] = []
-    claims: list[tuple[_Keyed, Record]] = []
-    for index, item in valid:
-        record = found.get(index)
-        if record is not None:
-            held.append((keyed[index], record))
-        elif (command := _command(writes, index, item, results)) is None:
-            continue
-        elif index in keyed:
-            claims.append((keyed[index], pending(keyed[index].request, command)))
-        else:
-            sends.append(_Send(index, command))
-    try:
-        claimed = await keys.claim([(k.key, record) for k, record in claims])
-        held += zip([k for k, _ in claims], claimed, strict=True)
-    except IdempotencyUnavailableError as error:
-        results.extend(_redis_down(k, error) for k, _ in claims)
-    for k, record in held:
-        if record.request_hash != k.request:
-            results.append(_reused(k))
-        elif record.answer is not None:
-            results.append(BatchItemResult.model_validate({**record.answer, "index": k.index}))
-        else:
-            sends.append(_Send(k.index, record.command, k.key, record))
-    return sorted(sends, key=lambda s: s.index)
-
-
-def _reused(keyed: _Keyed) -> BatchItemResult:
-    loc = ["body", "items", keyed.index, "idempotency_key"]
-    return BatchItemResult(
-        index=keyed.index,
-        status="rejected",
-        customer_id=_customer_id(keyed.item),
-        errors=[{"loc": loc, "msg": _KEY_REUSED, "type": "idempotency_key_reused"}],
-    )
-
-
-def _redis_down(keyed: _Keyed, error: Exception) -> BatchItemResult:
-    return BatchItemResult(
-        index=keyed.index,
-        status="failed",
-        customer_id=_customer_id(keyed.item),
-        errors=[
-            {
-                "loc": ["redis"],
-                "msg": f"the idempotency_key cannot be checked, Redis cannot be reached: {error}",
-                "type": "idempotency_unavailable",
-            }
-        ],
-    )
-
-
-def _unaudited(send: _Send, error: AuditUnavailableError) -> BatchItemResult:
-    return BatchItemResult(
-        index=send.index,
-        status="failed",
-        customer_id=send.command.key,
-        errors=[{"loc": ["audit"], "msg": str(error), "type": "audit_unavailable"}],
-    )
-
-
-def _customer_id(item: BatchItem) -> str:
-    return item.customer_id if isinstance(item, BatchDelete) else item.customer.customer_id
-
-
-def _item_result(send: _Send, delivery: Delivery) -> BatchItemResult:
-    command = send.command
-    if delivery.outcome is Outcome.NOT_SENT:
-        return BatchItemResult(
-            index=send.index,
-            status="failed",
-            customer_id=command.key,
-            errors=[{"loc": ["kafka"], "msg": repr(delivery.error), "type": "kafka_error"}],
-        )
-    unknown = delivery.outcome is Outcome.UNKNOWN
-    return BatchItemResult(
-        index=send.index,
-        status="unknown" if unknown else "accepted",
-        customer_id=command.key,
-        command_id=str(command.command_id),
-        version=command.version,
-        region=command.home_region if isinstance(command, UpsertCustomer) else None,
-        errors=[
-            {"loc": ["kafka"], "msg": f"{_UNKNOWN}: {delivery.error!r}", "type": "outcome_unknown"}
-        ]
-        if unknown
-        else None,
-    )

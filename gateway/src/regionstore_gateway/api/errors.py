@@ -1,25 +1,29 @@
-"""Error answers: every 422 names the field and the reason (FastAPI's validation shape), a
-write that was not acknowledged says whether it may still land (504) or certainly not (503),
-and a status change Redis could not take is a 503 that says the status was not changed."""
+"""Error answers: one handler turns the services' domain errors into HTTP. Every 422 names the
+field and the reason (FastAPI's validation shape), a write that was not acknowledged says
+whether it may still land (504) or certainly not (503), and a status change Redis could not
+take is a 503 that says the status was not changed."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from regionstore_gateway.audit_trail import AuditUnavailableError
 from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
 from regionstore_gateway.models import ErrorMessage, NotAccepted, OutcomeUnknown
-from regionstore_gateway.writes import (
+from regionstore_gateway.services.errors import (
+    CustomerExistsError,
+    CustomerNotFound,
     CustomerUnreadableError,
+    DomainError,
     KafkaUnavailableError,
     OutcomeUnknownError,
+    RegionNotFound,
+    RegionsUnreachable,
 )
 from regionstore_shared.status import StatusStoreUnavailableError
 
@@ -40,14 +44,6 @@ STATUS_STORE_SILENT = (
     "node status store did not answer in time; the status may or may not have changed: "
     "read it back (GET /v1/regions) or retry"
 )
-
-
-def field_error(
-    loc: Sequence[str | int], message: str, kind: str = "value_error"
-) -> RequestValidationError:
-    """A 422 for one field."""
-    return RequestValidationError([{"loc": tuple(loc), "msg": message, "type": kind}])
-
 
 RETRY_AFTER = {
     "Retry-After": {
@@ -121,38 +117,69 @@ def status_change_responses() -> dict[int | str, Any]:
     }
 
 
-def install(app: FastAPI, *, retry_after_s: int) -> None:
-    """Answer the write errors every write route shares."""
+# Every error the services raise (besides InvalidInput, which FastAPI answers as any 422).
+REFUSALS: tuple[type[Exception], ...] = (
+    DomainError,
+    OutcomeUnknownError,
+    KafkaUnavailableError,
+    IdempotencyUnavailableError,
+    CustomerUnreadableError,
+    CustomerExistsError,
+    AuditUnavailableError,
+    KeyReusedError,
+    StatusStoreUnavailableError,
+)
+
+
+def refusal(error: Exception, *, retry_after_s: int) -> JSONResponse:
+    """The HTTP answer to a domain error: nothing was written, unless it says it may have been."""
     retry = {"Retry-After": str(retry_after_s)}
+    match error:
+        case OutcomeUnknownError(command=command):
+            body = OutcomeUnknown(
+                detail=UNKNOWN_DETAIL, command_id=str(command.command_id), version=command.version
+            )
+            return JSONResponse(body.model_dump(), status_code=504, headers=retry)
+        case KafkaUnavailableError():
+            return _not_accepted(f"{KAFKA_DOWN_DETAIL} ({error})", retry)
+        case IdempotencyUnavailableError():
+            return _not_accepted(f"{REDIS_DOWN_DETAIL} ({error})", retry)
+        case CustomerUnreadableError():
+            return _not_accepted(f"{error}; {NOTHING_WRITTEN}", retry)
+        case AuditUnavailableError():
+            return _not_accepted(f"{error}; retry later", retry)
+        case StatusStoreUnavailableError(certainly_unchanged=unchanged):
+            why = STATUS_STORE_DOWN if unchanged else STATUS_STORE_SILENT
+            return JSONResponse(
+                {"detail": f"{why} ({error.__cause__})"}, status_code=503, headers=retry
+            )
+        case KeyReusedError():
+            detail = [
+                {"loc": ["header", HEADER], "msg": KEY_REUSED, "type": "idempotency_key_reused"}
+            ]
+            return JSONResponse({"detail": detail}, status_code=422)
+        case CustomerExistsError():
+            return _detail(409, f"customer {error.args[0]} already exists")
+        case CustomerNotFound() | RegionNotFound():
+            return _detail(404, str(error))
+        case RegionsUnreachable():
+            return _detail(503, str(error))
+    raise error
 
-    async def unknown(_: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, OutcomeUnknownError)
-        body = OutcomeUnknown(
-            detail=UNKNOWN_DETAIL,
-            command_id=str(error.command.command_id),
-            version=error.command.version,
-        )
-        return JSONResponse(body.model_dump(), status_code=504, headers=retry)
 
-    def not_accepted(
-        why: Callable[[Exception], str],
-    ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def answer(_: Request, error: Exception) -> JSONResponse:
-            body = NotAccepted(detail=why(error))
-            return JSONResponse(body.model_dump(), status_code=503, headers=retry)
+def _not_accepted(detail: str, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse(NotAccepted(detail=detail).model_dump(), status_code=503, headers=headers)
 
-        return answer
 
-    async def status_store_down(_: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, StatusStoreUnavailableError)
-        detail = STATUS_STORE_DOWN if error.certainly_unchanged else STATUS_STORE_SILENT
-        return JSONResponse(
-            {"detail": f"{detail} ({error.__cause__})"}, status_code=503, headers=retry
-        )
+def _detail(status_code: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code)
 
-    async def key_reused(_: Request, __: Exception) -> JSONResponse:
-        detail = [{"loc": ["header", HEADER], "msg": KEY_REUSED, "type": "idempotency_key_reused"}]
-        return JSONResponse({"detail": detail}, status_code=422)
+
+def install(app: FastAPI, *, retry_after_s: int) -> None:
+    """Answer the domain errors every route shares, and a body that cannot be decoded."""
+
+    async def refused(_: Request, error: Exception) -> JSONResponse:
+        return refusal(error, retry_after_s=retry_after_s)
 
     async def undecodable(request: Request, error: Exception) -> Response:
         # FastAPI answers 400 for a body it cannot decode at all (bytes that are not UTF-8);
@@ -164,13 +191,5 @@ def install(app: FastAPI, *, retry_after_s: int) -> None:
         return JSONResponse({"detail": detail}, status_code=422)
 
     app.add_exception_handler(StarletteHTTPException, undecodable)
-    app.add_exception_handler(OutcomeUnknownError, unknown)
-    kafka_down = not_accepted(lambda e: f"{KAFKA_DOWN_DETAIL} ({e})")
-    redis_down = not_accepted(lambda e: f"{REDIS_DOWN_DETAIL} ({e})")
-    unreadable = not_accepted(lambda e: f"{e}; {NOTHING_WRITTEN}")
-    app.add_exception_handler(KafkaUnavailableError, kafka_down)
-    app.add_exception_handler(IdempotencyUnavailableError, redis_down)
-    app.add_exception_handler(CustomerUnreadableError, unreadable)
-    app.add_exception_handler(AuditUnavailableError, not_accepted(lambda e: f"{e}; retry later"))
-    app.add_exception_handler(KeyReusedError, key_reused)
-    app.add_exception_handler(StatusStoreUnavailableError, status_store_down)
+    for kind in REFUSALS:
+        app.add_exception_handler(kind, refused)

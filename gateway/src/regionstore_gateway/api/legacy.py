@@ -1,37 +1,25 @@
-"""The original system's routes, kept as thin aliases over the /v1 API."""
+"""The original system's routes, kept as thin aliases over the /v1 API and its services."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from regionstore_gateway.api.customers import (
-    customer_out,
-    prepare_upsert,
-    replay_header,
-    validate_filter,
-)
+from regionstore_gateway.api.customers import answered, customer_out
 from regionstore_gateway.api.errors import status_change_responses, write_responses
-from regionstore_gateway.audit_trail import AuditAction, new_event
 from regionstore_gateway.auth import (
     PrincipalDep,
     requires_operator,
     requires_reader,
     requires_writer,
 )
-from regionstore_gateway.deps import (
-    AuditDep,
-    BoardDep,
-    IdempotencyDep,
-    KeyHeader,
-    SettingsDep,
-    WritesDep,
-)
+from regionstore_gateway.deps import CustomersDep, KeyHeader, RegionsDep, SettingsDep
 from regionstore_gateway.idempotency import request_hash
-from regionstore_gateway.keyed_writes import write_once
 from regionstore_gateway.models import StatusBody
+from regionstore_gateway.services.customers import Write, validate_filter
+from regionstore_gateway.services.paging import Listing
 from regionstore_gateway.writes import Written
 from regionstore_shared.schemas import Customer
 
@@ -84,23 +72,14 @@ class LegacyFilterResult(BaseModel):
 )
 async def create_customer(
     customer: Customer,
-    writes: WritesDep,
-    keys: IdempotencyDep,
+    customers: CustomersDep,
     response: Response,
     idempotency_key: KeyHeader = None,
 ) -> dict[str, object]:
     """Accept a customer (same as POST /v1/customers)."""
-    answer = await write_once(
-        writes,
-        keys=keys,
-        key=idempotency_key,
-        request=request_hash("POST /create-customer", customer=customer.model_dump(mode="json")),
-        build=lambda: prepare_upsert(writes, customer, create_only=False),
-        answer=_accepted,
-        wait=False,
-    )
-    replay_header(answer, response)
-    return answer.body
+    request = request_hash("POST /create-customer", customer=customer.model_dump(mode="json"))
+    write = Write(request=request, answer=_accepted, key=idempotency_key)
+    return answered(await customers.upsert(customer, write), response)
 
 
 def _accepted(written: Written) -> dict[str, object]:
@@ -115,71 +94,50 @@ def _accepted(written: Written) -> dict[str, object]:
 
 @router.post("/node-status", dependencies=[requires_operator], responses=status_change_responses())
 async def node_status(
-    body: NodeStatusBody,
-    settings: SettingsDep,
-    board: BoardDep,
-    audit: AuditDep,
-    principal: PrincipalDep,
+    body: NodeStatusBody, regions: RegionsDep, principal: PrincipalDep
 ) -> dict[str, str]:
     """Set a node's status (same as PUT /v1/regions/{node_id}/status, audited the same way)."""
-    if body.node_id not in settings.region_map:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown node {body.node_id!r}")
-    detail = {"status": body.status.value}
-    async with audit.action(new_event(principal, AuditAction.REGION_STATUS, body.node_id, detail)):
-        await board.set(body.node_id, body.status)
+    await regions.set_status(body.node_id, body.status, principal, noun="node")
     return {"node_id": body.node_id, "status": body.status.value}
 
 
 @router.get("/node-statuses", dependencies=[requires_reader])
-async def node_statuses(board: BoardDep) -> dict[str, str]:
+async def node_statuses(regions: RegionsDep) -> dict[str, str]:
     """Every node's status, by node id."""
-    return {region: value.value for region, value in (await board.all()).items()}
+    return {region: value.value for region, value in (await regions.statuses()).items()}
 
 
-async def _filter(writes: WritesDep, settings: SettingsDep, body: FilterBody) -> LegacyFilterResult:
-    query = validate_filter(
-        settings.region_map.names,
-        body.zip_range_min,
-        body.zip_range_max,
-        body.city,
-        body.state,
-        None,
-    )
-    statuses = await writes.statuses()
-    records: list[LegacyRecord] = []
-    after: str | None = None
-    degraded: set[str] = set()
-    incomplete = False
-    while True:
-        page = await writes.repository.page(
-            query, statuses, after=after, limit=settings.api.max_page_size
-        )
-        degraded.update(page.degraded)
-        incomplete = incomplete or bool(page.unreachable)
-        rows = [customer_out(found) for found in page.rows]
-        records += [LegacyRecord(**row.model_dump(exclude={"fallback", "version"})) for row in rows]
-        if not page.more or not rows:
-            break
-        after = rows[-1].customer_id
+async def _filter(
+    customers: CustomersDep, settings: SettingsDep, body: FilterBody
+) -> LegacyFilterResult:
+    regions = settings.region_map.names
+    min_, max_ = body.zip_range_min, body.zip_range_max
+    query = validate_filter(regions, min_, max_, body.city, body.state, None)
+    return _result(await customers.every(query))
+
+
+def _result(listing: Listing) -> LegacyFilterResult:
+    rows = [customer_out(found) for found in listing.rows]
+    records = [LegacyRecord(**row.model_dump(exclude={"fallback", "version"})) for row in rows]
     return LegacyFilterResult(
         records=records,
         count=len(records),
-        degraded_regions=sorted(degraded),
-        incomplete=incomplete,
+        degraded_regions=listing.degraded,
+        incomplete=bool(listing.unreachable),
     )
 
 
 @router.post("/filter-records", dependencies=[requires_reader], response_model=LegacyFilterResult)
 async def filter_records_post(
-    body: FilterBody, writes: WritesDep, settings: SettingsDep
+    body: FilterBody, customers: CustomersDep, settings: SettingsDep
 ) -> LegacyFilterResult:
     """Every record matching the filters (body form)."""
-    return await _filter(writes, settings, body)
+    return await _filter(customers, settings, body)
 
 
 @router.get("/filter-records", dependencies=[requires_reader], response_model=LegacyFilterResult)
 async def filter_records_get(
-    writes: WritesDep,
+    customers: CustomersDep,
     settings: SettingsDep,
     zip_range_min: Annotated[int | None, Query(alias="zipRangeMin", ge=0, le=99999)] = None,
     zip_range_max: Annotated[int | None, Query(alias="zipRangeMax", ge=0, le=99999)] = None,
@@ -190,4 +148,4 @@ async def filter_records_get(
     body = FilterBody(
         zip_range_min=zip_range_min, zip_range_max=zip_range_max, city=city, state=state
     )
-    return await _filter(writes, settings, body)
+    return await _filter(customers, settings, body)

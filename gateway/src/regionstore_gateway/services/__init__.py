@@ -1,0 +1,1 @@
+"""The gateway's decisions, apart from HTTP: customer reads and writes, and the regions."""

@@ -1,0 +1,216 @@
+"""Customer reads and writes: what to publish, what to answer, and when to refuse."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
+from regionstore_gateway.idempotency import IdempotencyStore
+from regionstore_gateway.keyed_writes import Answer, Sender, write_once
+from regionstore_gateway.models import BatchResult
+from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, Lookup
+from regionstore_gateway.services.batch import write_batch
+from regionstore_gateway.services.errors import (
+    CustomerNotFound,
+    InvalidInput,
+    RegionsUnreachable,
+)
+from regionstore_gateway.services.paging import Listing, decode_cursor, listing
+from regionstore_gateway.settings import GatewaySettings
+from regionstore_gateway.writes import Writes, Written
+from regionstore_shared.regions import ZipOutOfRangeError
+from regionstore_shared.schemas import UF_CODES, Command, Customer
+from regionstore_shared.status import StatusBoard
+
+_ZIP = ("body", "customer_zip_code_prefix")
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """How one write request is taken: its idempotency key and request hash, whether to wait
+    until applied, and the body to answer (and replay) once it is acknowledged."""
+
+    request: str
+    answer: Callable[[Written], dict[str, Any]]
+    key: str | None = None
+    wait: bool = False
+
+
+def customer_of(found: Found) -> dict[str, Any]:
+    """The customer's own fields in a read document."""
+    document = found.document
+    return {
+        "customer_id": document["_id"],
+        **{name: document[name] for name in Customer.model_fields if name != "customer_id"},
+    }
+
+
+def parse_customer(data: dict[str, Any]) -> Customer:
+    """A customer from request fields; a 422 on the body for any field at fault."""
+    try:
+        return Customer.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from error
+
+
+def validate_filter(
+    regions: tuple[str, ...],
+    zip_min: int | None,
+    zip_max: int | None,
+    city: str | None,
+    state: str | None,
+    region: str | None,
+) -> CustomerFilter:
+    """A list filter, or a 422 naming the parameter at fault."""
+    if zip_min is not None and zip_max is not None and zip_min > zip_max:
+        raise InvalidInput.field(("query", "zip_max"), f"must be >= zip_min ({zip_min})")
+    code = state.strip().upper() if state else None
+    if code is not None and code not in UF_CODES:
+        raise InvalidInput.field(("query", "state"), f"must be one of {', '.join(UF_CODES)}")
+    if region is not None and region not in regions:
+        raise InvalidInput.field(("query", "region"), f"must be one of {', '.join(regions)}")
+    return CustomerFilter(
+        zip_min=zip_min,
+        zip_max=zip_max,
+        city=city.strip() or None if city else None,
+        state=code,
+        region=region,
+    )
+
+
+class CustomerService:
+    """Reads customers across the regions and turns write requests into published commands.
+
+    Reads go to the repository; writes, and the read a PATCH merges into (whose version the
+    clock must observe), go through Writes.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        writes: Writes,
+        repository: CustomerRepository,
+        board: StatusBoard,
+        keys: IdempotencyStore,
+        audit: AuditTrail,
+    ) -> None:
+        self._settings = settings
+        self._writes = writes
+        self._repository = repository
+        self._board = board
+        self._keys = keys
+        self._audit = audit
+
+    async def get(self, customer_id: str) -> Found:
+        """The customer's live document, from home or, when home is down, a replica."""
+        statuses = await self._board.all()
+        lookup = await self._repository.lookup(customer_id, statuses)
+        return self._live(customer_id, lookup)
+
+    async def page(
+        self, query: CustomerFilter, *, limit: int | None = None, cursor: str | None = None
+    ) -> Listing:
+        """One page of the customers matching ``query``, after the one ``cursor`` ends."""
+        api = self._settings.api
+        size = limit or api.default_page_size
+        if size > api.max_page_size:
+            raise InvalidInput.field(
+                ("query", "limit"), f"must be at most {api.max_page_size}", "less_than_equal"
+            )
+        after = decode_cursor(cursor, query) if cursor else None
+        statuses = await self._board.all()
+        page = await self._repository.page(query, statuses, after=after, limit=size)
+        return listing(page, query)
+
+    async def every(self, query: CustomerFilter) -> Listing:
+        """Every customer matching ``query``, read page by page, with every region it missed."""
+        statuses = await self._board.all()
+        rows: list[Found] = []
+        degraded: set[str] = set()
+        unreachable: set[str] = set()
+        after: str | None = None
+        while True:
+            page = await self._repository.page(
+                query, statuses, after=after, limit=self._settings.api.max_page_size
+            )
+            rows += page.rows
+            degraded.update(page.degraded)
+            unreachable.update(page.unreachable)
+            if not page.more or not page.rows:
+                return Listing(rows, None, sorted(degraded), sorted(unreachable))
+            after = str(page.rows[-1].document["_id"])
+
+    async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:
+        """Create or replace a customer; create-only refuses one that exists."""
+        return await self._send(self._writes, write, lambda: self._upsert(new, create_only))
+
+    async def patch(self, customer_id: str, changes: dict[str, Any], write: Write) -> Answer:
+        """Change some fields of a live customer; a zip in another region moves it there."""
+
+        async def merged() -> Command:
+            current = self._live(customer_id, await self._writes.lookup(customer_id))
+            return await self._upsert(parse_customer({**customer_of(current), **changes}), False)
+
+        return await self._send(self._writes, write, merged)
+
+    async def delete(self, customer_id: str, actor: Actor, write: Write) -> Answer:
+        """Tombstone a customer everywhere, once the audit trail has recorded the delete."""
+
+        async def tombstone() -> Command:
+            return self._writes.delete_command(customer_id)
+
+        sender = AuditedSender(self._writes, self._audit, actor)
+        return await self._send(sender, write, tombstone)
+
+    async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
+        """Many upserts and deletes, each answered alone; a 422 for too many of them."""
+        limit = self._settings.api.max_batch_items
+        if len(items) > limit:
+            raise InvalidInput.field(
+                ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
+            )
+        return await write_batch(self._writes, self._keys, self._audit, actor, items)
+
+    async def _send(
+        self, sender: Sender, write: Write, build: Callable[[], Awaitable[Command]]
+    ) -> Answer:
+        return await write_once(
+            sender,
+            keys=self._keys,
+            key=write.key,
+            request=write.request,
+            build=build,
+            answer=write.answer,
+            wait=write.wait,
+        )
+
+    async def _upsert(self, new: Customer, create_only: bool) -> Command:
+        try:
+            return await self._writes.prepare_upsert(new, create_only=create_only)
+        except ZipOutOfRangeError as error:
+            raise InvalidInput.field(_ZIP, str(error)) from error
+
+    def _live(self, customer_id: str, lookup: Lookup) -> Found:
+        """The live document; not found when unknown or deleted, unless it may be unread."""
+        found = lookup.newest.get(customer_id)
+        if found is not None and not found.deleted:
+            return found
+        if found is not None and found.moved:
+            # Only a tombstone pointing elsewhere was readable: the live copies are in regions
+            # that could not be reached.
+            raise RegionsUnreachable(
+                f"customer {customer_id} lives in {found.home}, which cannot be read now "
+                f"(unreachable: {sorted(lookup.unreachable)})"
+            )
+        if found is None and not self._repository.covered(lookup.unreachable):
+            raise RegionsUnreachable(
+                f"regions {sorted(lookup.unreachable)} and their replicas are unreachable"
+            )
+        raise CustomerNotFound(customer_id)

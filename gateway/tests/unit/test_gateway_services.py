@@ -1,0 +1,332 @@
+"""The gateway's services without HTTP: the decisions the routes used to make inline."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from audit_fakes import AckingProducer, audit_trail, recent_changes
+
+from regionstore_gateway.api.errors import refusal
+from regionstore_gateway.audit_trail import AuditUnavailableError
+from regionstore_gateway.auth import Principal, Role
+from regionstore_gateway.repository import CustomerFilter, Found, Lookup, Page
+from regionstore_gateway.services.customers import CustomerService, Write, validate_filter
+from regionstore_gateway.services.errors import (
+    CustomerExistsError,
+    CustomerNotFound,
+    InvalidInput,
+    RegionNotFound,
+    RegionsUnreachable,
+)
+from regionstore_gateway.services.paging import decode_cursor, encode_cursor
+from regionstore_gateway.services.regions import RegionService
+from regionstore_gateway.settings import ApiSettings, GatewaySettings
+from regionstore_gateway.writes import Writes, Written
+from regionstore_shared.clock import HybridClock
+from regionstore_shared.schemas import Customer, UpsertCustomer
+from regionstore_shared.status import NodeStatus
+
+CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
+ALICE = Principal(key_id="alice", role=Role.OPERATOR)
+
+
+def live(customer_id: str = CUSTOMER, *, zip_code: int = 14409, region: str = "region_1") -> Found:
+    document = {
+        "_id": customer_id,
+        "_v": 5,
+        "_deleted": False,
+        "_home": region,
+        "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+        "customer_zip_code_prefix": zip_code,
+        "customer_city": "franca",
+        "customer_state": "SP",
+    }
+    return Found(document, served_by=region)
+
+
+def moved_pointer(home: str) -> Found:
+    return Found({"_id": CUSTOMER, "_v": 5, "_deleted": True, "_home": home}, "region_2")
+
+
+def customer(zip_code: int = 14409) -> Customer:
+    return Customer(
+        customer_id=CUSTOMER,
+        customer_unique_id="861eff4711a542e4b93843c6dd7febb0",
+        customer_zip_code_prefix=zip_code,
+        customer_city="franca",
+        customer_state="SP",
+    )
+
+
+class FakeRepository:
+    """Answers lookups with ``lookup`` and pages from ``pages`` in turn, recording each ask."""
+
+    def __init__(self) -> None:
+        self.lookup_result = Lookup()
+        self.pages: list[Page] = []
+        self.asked: list[tuple[str | None, int]] = []
+        self.covers = True
+
+    async def lookup(self, customer_id: str, statuses: object) -> Lookup:
+        return self.lookup_result
+
+    def covered(self, unreachable: set[str]) -> bool:
+        return self.covers
+
+    async def page(
+        self, query: CustomerFilter, statuses: object, *, after: str | None, limit: int
+    ) -> Page:
+        self.asked.append((after, limit))
+        return self.pages.pop(0)
+
+
+class FakeBoard:
+    def __init__(self) -> None:
+        self.statuses = dict.fromkeys(("region_1", "region_2", "region_3"), NodeStatus.AVAILABLE)
+        self.reachable = True
+
+    async def all(self) -> dict[str, NodeStatus]:
+        return dict(self.statuses)
+
+    async def set(self, region: str, status: NodeStatus) -> None:
+        self.statuses[region] = status
+
+
+class FakeBacklog:
+    async def backlog(self, regions: Any) -> dict[str, int | None]:
+        return dict.fromkeys(regions, 3)
+
+    async def command_lag(self, groups: Any) -> dict[str, int | None]:
+        return dict.fromkeys(groups, 0)
+
+
+class FakeApplied:
+    async def read(self, regions: Any) -> dict[str, int]:
+        return dict.fromkeys(regions, 7)
+
+
+class Rig:
+    """A CustomerService over real Writes, a fake repository and producers that acknowledge."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.repository = FakeRepository()
+        self.producer = AckingProducer()
+        self.audit_producer = AckingProducer()
+        self.board = FakeBoard()
+        self.writes = Writes(
+            settings=settings,
+            producer=cast(Any, self.producer),
+            board=cast(Any, self.board),
+            repository=cast(Any, self.repository),
+            clock=HybridClock(1),
+        )
+        self.audit = audit_trail(settings, self.audit_producer)
+        self.customers = CustomerService(
+            settings=settings,
+            writes=self.writes,
+            repository=cast(Any, self.repository),
+            board=cast(Any, self.board),
+            keys=cast(Any, None),
+            audit=self.audit,
+        )
+        self.regions = RegionService(
+            settings=settings,
+            board=cast(Any, self.board),
+            backlog=cast(Any, FakeBacklog()),
+            applied=cast(Any, FakeApplied()),
+            recent=recent_changes(),
+            changes=cast(Any, None),
+            audit=self.audit,
+        )
+
+    def sent(self) -> list[dict[str, Any]]:
+        return self.producer.events()
+
+
+def command_of(written: Written) -> dict[str, Any]:
+    command = written.command
+    home = command.home_region if isinstance(command, UpsertCustomer) else None
+    return {"kind": command.kind, "key": command.key, "home": home}
+
+
+WRITE = Write(request="r", answer=command_of)
+
+
+@pytest.fixture
+def rig(monkeypatch: pytest.MonkeyPatch) -> Rig:
+    for name in list(os.environ):
+        if name.upper().startswith("REGIONSTORE_"):
+            monkeypatch.delenv(name)
+    return Rig(GatewaySettings(api=ApiSettings(default_page_size=2, max_page_size=3)))
+
+
+class TestRead:
+    async def test_a_live_customer_is_found(self, rig: Rig) -> None:
+        rig.repository.lookup_result = Lookup(newest={CUSTOMER: live()})
+        assert (await rig.customers.get(CUSTOMER)).document["_id"] == CUSTOMER
+
+    async def test_a_deleted_customer_is_not_found(self, rig: Rig) -> None:
+        tombstone = Found({"_id": CUSTOMER, "_v": 9, "_deleted": True}, "region_1")
+        rig.repository.lookup_result = Lookup(newest={CUSTOMER: tombstone})
+        with pytest.raises(CustomerNotFound):
+            await rig.customers.get(CUSTOMER)
+
+    async def test_only_a_pointer_to_an_unread_home_is_unreachable(self, rig: Rig) -> None:
+        rig.repository.lookup_result = Lookup(
+            newest={CUSTOMER: moved_pointer("region_1")}, unreachable={"region_1", "region_3"}
+        )
+        with pytest.raises(RegionsUnreachable, match="lives in region_1"):
+            await rig.customers.get(CUSTOMER)
+
+    async def test_nothing_found_with_a_region_uncovered_is_unreachable_not_absent(
+        self, rig: Rig
+    ) -> None:
+        rig.repository.lookup_result = Lookup(unreachable={"region_1", "region_3"})
+        rig.repository.covers = False
+        with pytest.raises(RegionsUnreachable):
+            await rig.customers.get(CUSTOMER)
+
+    async def test_nothing_found_with_every_region_covered_is_absent(self, rig: Rig) -> None:
+        rig.repository.lookup_result = Lookup(unreachable={"region_1"})
+        with pytest.raises(CustomerNotFound):
+            await rig.customers.get(CUSTOMER)
+
+
+class TestPaging:
+    async def test_a_full_page_carries_a_cursor_to_the_next(self, rig: Rig) -> None:
+        query = CustomerFilter(state="SP")
+        rig.repository.pages = [Page([live("a"), live("b")], True, ["region_3"], [])]
+        page = await rig.customers.page(query)
+        assert rig.repository.asked == [(None, 2)]  # the default page size
+        assert page.next_cursor is not None
+        assert decode_cursor(page.next_cursor, query) == "b"
+        assert page.degraded == ["region_3"]
+
+    async def test_the_cursor_continues_after_its_row(self, rig: Rig) -> None:
+        query = CustomerFilter()
+        rig.repository.pages = [Page([live("c")], False, [], ["region_2"])]
+        page = await rig.customers.page(query, limit=3, cursor=encode_cursor("b", query))
+        assert rig.repository.asked == [("b", 3)]
+        assert (page.next_cursor, page.unreachable) == (None, ["region_2"])
+
+    async def test_a_limit_over_the_maximum_is_a_422_on_the_limit(self, rig: Rig) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            await rig.customers.page(CustomerFilter(), limit=4)
+        (error,) = caught.value.errors()
+        assert (error["loc"], error["type"]) == (("query", "limit"), "less_than_equal")
+
+    async def test_a_cursor_of_another_query_is_refused(self, rig: Rig) -> None:
+        cursor = encode_cursor("b", CustomerFilter(state="SP"))
+        with pytest.raises(InvalidInput):
+            await rig.customers.page(CustomerFilter(state="RJ"), cursor=cursor)
+        assert rig.repository.asked == []
+
+    async def test_every_reads_all_pages_and_every_region_missed(self, rig: Rig) -> None:
+        rig.repository.pages = [
+            Page([live("a"), live("b"), live("c")], True, ["region_3"], []),
+            Page([live("d")], False, ["region_1"], ["region_2"]),
+        ]
+        listing = await rig.customers.every(CustomerFilter())
+        assert [row.document["_id"] for row in listing.rows] == ["a", "b", "c", "d"]
+        assert rig.repository.asked == [(None, 3), ("c", 3)]
+        assert (listing.degraded, listing.unreachable) == (["region_1", "region_3"], ["region_2"])
+
+
+class TestWrites:
+    async def test_an_upsert_is_published_to_its_home(self, rig: Rig) -> None:
+        answer = await rig.customers.upsert(customer(), WRITE)
+        assert answer.body == {"kind": "upsert", "key": CUSTOMER, "home": "region_1"}
+        assert [event["customer"]["customer_id"] for event in rig.sent()] == [CUSTOMER]
+
+    async def test_a_zip_no_region_takes_is_a_422_on_the_zip(self, rig: Rig) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            await rig.customers.upsert(customer(999), WRITE)
+        (error,) = caught.value.errors()
+        assert error["loc"] == ("body", "customer_zip_code_prefix")
+        assert rig.sent() == []
+
+    async def test_create_only_refuses_a_live_customer(self, rig: Rig) -> None:
+        rig.repository.lookup_result = Lookup(newest={CUSTOMER: live()})
+        with pytest.raises(CustomerExistsError) as caught:
+            await rig.customers.upsert(customer(), WRITE, create_only=True)
+        assert refusal(caught.value, retry_after_s=1).status_code == 409
+        assert rig.sent() == []
+
+    async def test_a_patch_merges_into_the_live_customer(self, rig: Rig) -> None:
+        rig.repository.lookup_result = Lookup(newest={CUSTOMER: live()})
+        changes = {"customer_zip_code_prefix": 90000, "customer_city": "porto alegre"}
+        answer = await rig.customers.patch(CUSTOMER, changes, WRITE)
+        (sent,) = rig.sent()
+        assert sent["customer"]["customer_city"] == "porto alegre"
+        assert sent["customer"]["customer_unique_id"] == "861eff4711a542e4b93843c6dd7febb0"
+        assert answer.body["home"] != "region_1"  # the new zip moved it
+
+    async def test_a_patch_of_an_unknown_customer_is_not_found(self, rig: Rig) -> None:
+        with pytest.raises(CustomerNotFound):
+            await rig.customers.patch(CUSTOMER, {"customer_city": "x"}, WRITE)
+        assert rig.sent() == []
+
+    async def test_a_patch_making_the_customer_invalid_is_a_422_on_the_body(self, rig: Rig) -> None:
+        rig.repository.lookup_result = Lookup(newest={CUSTOMER: live()})
+        with pytest.raises(InvalidInput) as caught:
+            await rig.customers.patch(CUSTOMER, {"customer_state": "XX"}, WRITE)
+        assert caught.value.errors()[0]["loc"][0] == "body"
+        assert rig.sent() == []
+
+    async def test_a_delete_is_audited_then_published(self, rig: Rig) -> None:
+        answer = await rig.customers.delete(CUSTOMER, ALICE, WRITE)
+        assert answer.body["kind"] == "delete"
+        (event,) = rig.audit_producer.events()
+        assert (event["target"], event["key_id"]) == (CUSTOMER, "alice")
+        assert len(rig.sent()) == 1
+
+    async def test_a_delete_the_trail_cannot_take_is_not_published(self, rig: Rig) -> None:
+        rig.audit_producer.send = _refuse  # type: ignore[method-assign]
+        with pytest.raises(AuditUnavailableError):
+            await rig.customers.delete(CUSTOMER, ALICE, WRITE)
+        assert rig.sent() == []
+
+
+async def _refuse(*_: object, **__: object) -> None:
+    raise KafkaConnectionError("no broker")
+
+
+class TestFilter:
+    def test_a_region_not_configured_is_a_422_on_the_region(self) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            validate_filter(("region_1",), None, None, None, None, "region_9")
+        assert caught.value.errors()[0]["loc"] == ("query", "region")
+
+
+class TestRegions:
+    async def test_the_list_has_every_region_with_its_figures(self, rig: Rig) -> None:
+        listed = await rig.regions.regions()
+        assert [(r.name, r.pending, r.applied) for r in listed.regions] == [
+            ("region_1", 3, 7),
+            ("region_2", 3, 7),
+            ("region_3", 3, 7),
+        ]
+
+    async def test_a_status_change_is_audited_then_made(self, rig: Rig) -> None:
+        await rig.regions.set_status("region_2", NodeStatus.UNAVAILABLE, ALICE)
+        assert rig.board.statuses["region_2"] is NodeStatus.UNAVAILABLE
+        (event,) = rig.audit_producer.events()
+        assert event["target"] == "region_2"
+        assert (await rig.regions.region("region_2")).status is NodeStatus.UNAVAILABLE
+
+    @pytest.mark.parametrize(
+        ("noun", "detail"), [("region", "unknown region"), ("node", "unknown node")]
+    )
+    async def test_an_unknown_region_is_not_found_and_nothing_changes(
+        self, rig: Rig, noun: str, detail: str
+    ) -> None:
+        with pytest.raises(RegionNotFound) as caught:
+            await rig.regions.set_status("region_9", NodeStatus.UNAVAILABLE, ALICE, noun=noun)
+        answer = refusal(caught.value, retry_after_s=1)
+        assert answer.status_code == 404
+        assert detail.encode() in answer.body
+        assert rig.audit_producer.events() == []
