@@ -191,11 +191,21 @@ test-tools: ## what the browser and compose tests need: Debian's chromium, docke
 		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
 
 PYTEST_ARGS ?=
+# The broker-quorum tests (marker `quorum`) need the three-broker stack: a whole run on the
+# one-broker default leaves them to `make test-quorum` after the rest.
+QUORUM_LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS))),,yes)
 
 .PHONY: test
 test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
 	@echo "uv run pytest $(PYTEST_ARGS)"
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS)
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(QUORUM_LATER),-m 'not quorum')
+	@$(if $(QUORUM_LATER),$(MAKE) test-quorum)
+
+.PHONY: test-quorum
+test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
+	@$(STACKCTL) down
+	@$(MAKE) test KAFKA_BROKERS=3 PYTEST_ARGS='-m quorum'
+	@$(MAKE) down KAFKA_BROKERS=3
 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack
