@@ -16,6 +16,15 @@ override CACHE_DIR := $(abspath $(CACHE_DIR))
 PC_PORT ?= 18080
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
+# One KRaft node, or a quorum of three (make up KAFKA_BROKERS=3): replication factor 3,
+# min.insync.replicas 2; nodes 2 and 3 listen on these ports.
+KAFKA_BROKERS ?= 1
+KAFKA_2_PORT ?= 9192
+KAFKA_2_CONTROLLER_PORT ?= 9193
+KAFKA_3_PORT ?= 9292
+KAFKA_3_CONTROLLER_PORT ?= 9293
+KAFKA_QUORUM_PEERS := $(if $(filter 3,$(KAFKA_BROKERS)),127.0.0.1:$(KAFKA_2_PORT) 127.0.0.1:$(KAFKA_3_PORT))
+KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT) $(KAFKA_QUORUM_PEERS)))
 REDIS_PORT ?= 6379
 REGION_1_PORT ?= 27017
 REGION_2_PORT ?= 27018
@@ -51,6 +60,7 @@ STACKCTL := $(firstword $(wildcard $(PYTHON)) python3) -I -S $(LOCAL)/stackctl.p
 
 export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB DOCDB_ROOT STORE_IMPL SERVICES
 export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT
+export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_CONTROLLER_PORT KAFKA_BOOTSTRAP
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
 # process-compose's CLI (`process-compose process list`) finds the server through this.
@@ -63,7 +73,7 @@ export UV_PYTHON_DOWNLOADS := never
 TEST_ENV := REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS REGIONSTORE_REDIS__URL \
 	REGIONSTORE_STORES__REGION_1 REGIONSTORE_STORES__REGION_2 REGIONSTORE_STORES__REGION_3 \
 	REGIONSTORE_GATEWAY_URL REGIONSTORE_WRITER_URL REGIONSTORE_REPLICATOR_URL REGIONSTORE_RECOVERY_URL
-REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS ?= $(KAFKA_BOOTSTRAP)
 # The stack's passwords, RUN_DIR/secrets/<name>: made by the `secrets` prerequisite and read
 # only when a recipe runs (these are recursively expanded), so a first run finds them too.
 secret = $(strip $(file < $(RUN_DIR)/secrets/$(1)))
@@ -182,11 +192,21 @@ test-tools: ## what the browser and compose tests need: Debian's chromium, docke
 		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
 
 PYTEST_ARGS ?=
+# The broker-quorum tests (marker `quorum`) need the three-broker stack: a whole run on the
+# one-broker default leaves them to `make test-quorum` after the rest.
+QUORUM_LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS))),,yes)
 
 .PHONY: test
 test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
 	@echo "uv run pytest $(PYTEST_ARGS)"
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS)
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(QUORUM_LATER),-m 'not quorum')
+	@$(if $(QUORUM_LATER),$(MAKE) test-quorum)
+
+.PHONY: test-quorum
+test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
+	@$(STACKCTL) down
+	@$(MAKE) test KAFKA_BROKERS=3 PYTEST_ARGS='-m quorum'
+	@$(MAKE) down KAFKA_BROKERS=3
 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack

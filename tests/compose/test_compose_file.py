@@ -34,7 +34,9 @@ SECRETS_DIR = DEPLOY / "secrets"
 
 REGIONS = ("region_1", "region_2", "region_3")
 MEMBERS_PER_REGION = 3
-INFRASTRUCTURE = ("kafka", "redis")
+# The KRaft quorum's nodes by service name, each with the one-shot service that formats its log.
+BROKERS = {"kafka": "kafka-storage", "kafka-2": "kafka-storage-2", "kafka-3": "kafka-storage-3"}
+INFRASTRUCTURE = (*BROKERS, "redis")
 APP_SERVICES = {
     "gateway": ("regionstore_gateway", 8000),
     "writer": ("regionstore_writer", 8101),
@@ -363,32 +365,83 @@ class TestRegionalStores:
 
 
 class TestKafka:
-    def test_topics_are_never_created_by_accident(self, services: dict[str, Service]) -> None:
-        assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    @pytest.mark.parametrize("name", list(BROKERS))
+    def test_topics_are_never_created_by_accident(
+        self, services: dict[str, Service], name: str
+    ) -> None:
+        assert services[name]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
-    def test_is_a_single_kraft_node(self, services: dict[str, Service]) -> None:
-        env = services["kafka"]["environment"]
+    def test_is_one_quorum_of_three_kraft_nodes(self, services: dict[str, Service]) -> None:
+        envs = [services[name]["environment"] for name in BROKERS]
+        voters = ",".join(f"{n}@{name}:9093" for n, name in enumerate(BROKERS, start=1))
 
-        assert services["kafka"]["image"].startswith("apache/kafka:4.1.")
-        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
-        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+        assert [env["KAFKA_NODE_ID"] for env in envs] == ["1", "2", "3"]
+        assert {env["CLUSTER_ID"] for env in envs} == {envs[0]["CLUSTER_ID"]}
+        for name, env in zip(BROKERS, envs, strict=True):
+            assert services[name]["image"].startswith("apache/kafka:4.1."), name
+            assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+            assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters, name
+
+    @pytest.mark.parametrize("name", list(BROKERS))
+    def test_replicates_every_topic_three_times_and_acknowledges_on_two(
+        self, services: dict[str, Service], name: str
+    ) -> None:
+        env = services[name]["environment"]
+
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+
+    @pytest.mark.parametrize("name", list(BROKERS))
+    def test_brokers_replicate_over_their_service_names_with_scram(
+        self, services: dict[str, Service], name: str
+    ) -> None:
+        env = services[name]["environment"]
+        listener = env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+        protocols = dict(
+            item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+        )
+
+        assert f"{listener}://{name}:9096" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        assert protocols[listener] == "SASL_PLAINTEXT"
+        assert env["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"] == "SCRAM-SHA-512"
+        assert "kafka_password" in secret_sources(services[name])
 
     def test_listens_inside_the_network_and_for_the_host(
         self, services: dict[str, Service]
     ) -> None:
-        kafka = services["kafka"]
-        advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        host_ports = set()
+        for name in BROKERS:
+            kafka = services[name]
+            advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+            external = next(a for a in advertised if a.startswith("EXTERNAL://"))
+            port = int(external.rpartition(":")[2])
 
-        assert "INTERNAL://kafka:9092" in advertised
-        assert "EXTERNAL://127.0.0.1:9094" in advertised
-        assert published(kafka)[9094] == ("127.0.0.1", 9094)
+            assert f"INTERNAL://{name}:9092" in advertised
+            assert external == f"EXTERNAL://127.0.0.1:{port}"
+            assert published(kafka)[9094] == ("127.0.0.1", port)
+            host_ports.add(port)
+        assert len(host_ports) == len(BROKERS)
 
-    def test_keeps_its_log_in_a_named_volume(self, services: dict[str, Service]) -> None:
-        kafka = services["kafka"]
+    @pytest.mark.parametrize("name", list(BROKERS))
+    def test_keeps_its_log_in_a_named_volume(self, services: dict[str, Service], name: str) -> None:
+        kafka = services[name]
         log_dir = kafka["environment"]["KAFKA_LOG_DIRS"]
 
         assert [m["type"] for m in kafka["volumes"] if m["target"] == log_dir] == ["volume"]
+
+    def test_each_node_has_a_volume_of_its_own(self, services: dict[str, Service]) -> None:
+        sources = [
+            m["source"]
+            for name in BROKERS
+            for m in services[name]["volumes"]
+            if m["target"] == services[name]["environment"]["KAFKA_LOG_DIRS"]
+        ]
+
+        assert len(set(sources)) == len(BROKERS)
 
 
 class TestRedis:
@@ -464,8 +517,10 @@ class TestAppServices:
     def test_reach_kafka_and_redis_by_service_name(self, services: dict[str, Service]) -> None:
         for name in APP_SERVICES:
             env = services[name]["environment"]
-            assert env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092", name
-            assert env["REGIONSTORE_KAFKA__REPLICATION_FACTOR"] == "1", name
+            assert env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"] == ",".join(
+                f"{broker}:9092" for broker in BROKERS
+            ), name
+            assert env["REGIONSTORE_KAFKA__REPLICATION_FACTOR"] == "3", name
             assert env["REGIONSTORE_REDIS__URL"] == "redis://redis:6379/0", name
 
 
@@ -544,8 +599,11 @@ class TestCredentials:
         assert "REDISCLI_AUTH=" in healthcheck
         assert "/run/secrets/redis_password" in healthcheck
 
-    def test_kafka_clients_log_in_with_scram(self, services: dict[str, Service]) -> None:
-        env = services["kafka"]["environment"]
+    @pytest.mark.parametrize("broker", list(BROKERS))
+    def test_kafka_clients_log_in_with_scram(
+        self, services: dict[str, Service], broker: str
+    ) -> None:
+        env = services[broker]["environment"]
         protocols = dict(
             item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
         )
@@ -561,33 +619,35 @@ class TestCredentials:
                 assert address.startswith("127.0.0.1:"), listener
                 assert not any(
                     p["target"] == int(address.split(":")[1])
-                    for p in services["kafka"].get("ports", [])
+                    for p in services[broker].get("ports", [])
                 ), listener
             else:
                 assert protocols[listener] in ("SASL_PLAINTEXT", "SASL_SSL"), listener
         jaas = env["KAFKA_OPTS"].removeprefix("-Djava.security.auth.login.config=")
-        assert any(m["target"] == jaas for m in services["kafka"]["volumes"])
+        assert any(m["target"] == jaas for m in services[broker]["volumes"])
 
+    @pytest.mark.parametrize("broker", list(BROKERS))
     def test_kafka_storage_is_formatted_with_the_services_user(
-        self, services: dict[str, Service]
+        self, services: dict[str, Service], broker: str
     ) -> None:
-        storage = services["kafka-storage"]
+        storage = services[BROKERS[broker]]
         script = unescape(storage["command"][0])
         user = services["writer"]["environment"]["REGIONSTORE_KAFKA__SASL_USERNAME"]
-        log_dir = services["kafka"]["environment"]["KAFKA_LOG_DIRS"]
+        log_dir = services[broker]["environment"]["KAFKA_LOG_DIRS"]
 
-        assert services["kafka"]["depends_on"]["kafka-storage"]["condition"] == (
+        assert services[broker]["depends_on"][BROKERS[broker]]["condition"] == (
             "service_completed_successfully"
         )
         assert f'--add-scram "SCRAM-SHA-512=[name={user},password=$password]"' in script
         assert 'password="$(cat /run/secrets/kafka_password)"' in script
         assert "--ignore-formatted" in script
+        node_env = services[broker]["environment"]
+        assert storage["environment"]["NODE_ID"] == node_env["KAFKA_NODE_ID"]
+        assert f"controller.quorum.voters={node_env['KAFKA_CONTROLLER_QUORUM_VOTERS']}" in script
         assert f"log.dirs={log_dir}" in script
-        assert (
-            storage["environment"]["CLUSTER_ID"] == services["kafka"]["environment"]["CLUSTER_ID"]
-        )
+        assert storage["environment"]["CLUSTER_ID"] == services[broker]["environment"]["CLUSTER_ID"]
         assert [m["source"] for m in storage["volumes"] if m["target"] == log_dir] == [
-            next(m["source"] for m in services["kafka"]["volumes"] if m["target"] == log_dir)
+            next(m["source"] for m in services[broker]["volumes"] if m["target"] == log_dir)
         ]
 
     @pytest.mark.parametrize("name", list(APP_SERVICES))
@@ -684,13 +744,15 @@ class TestHostTestSettings:
     def test_kafka_is_the_external_listener(
         self, services: dict[str, Service], host_env: dict[str, str]
     ) -> None:
-        env = host_env
-        host, _, port = env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"].partition(":")
+        servers = host_env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"].split(",")
 
-        assert f"EXTERNAL://{host}:{port}" in services["kafka"]["environment"][
-            "KAFKA_ADVERTISED_LISTENERS"
-        ].split(",")
-        assert int(port) in {hp for _, hp in published(services["kafka"]).values()}
+        assert len(servers) == len(BROKERS)
+        for server, name in zip(servers, BROKERS, strict=True):
+            port = int(server.rpartition(":")[2])
+            advertised = services[name]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+            assert f"EXTERNAL://{server}" in advertised, name
+            assert port in {hp for _, hp in published(services[name]).values()}, name
+        assert host_env["REGIONSTORE_KAFKA__REPLICATION_FACTOR"] == "3"
 
     def test_kafka_logs_in_as_the_services_do(
         self, services: dict[str, Service], host_env: dict[str, str]

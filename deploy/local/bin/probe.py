@@ -4,7 +4,9 @@ Standard library only, speaking the wire protocols directly: process-compose run
 second or two for the life of the stack, and importing aiokafka or pymongo each time would cost
 a good part of a core on a small machine.
 
-  probe.py kafka 127.0.0.1:9092         a Metadata request lists at least one live broker
+  probe.py kafka 127.0.0.1:9092 [N]     a Metadata request lists at least N live brokers
+                                        (default 1): topics of replication factor N can
+                                        be created
   probe.py mongo 127.0.0.1:27017 NAME [USER PASSWORD_FILE]
                                         `hello` answers; a mongod started with --replSet NAME
                                         is initiated once and must be primary; then, logged
@@ -45,7 +47,7 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def kafka_ready(address: str) -> None:
+def kafka_ready(address: str, wanted: int) -> None:
     # Metadata v4 for no topics: the brokers list is filled once the broker has registered
     # with the controller and is unfenced, which is when topics can be created.
     client_id = b"regionstore-probe"
@@ -57,8 +59,8 @@ def kafka_ready(address: str) -> None:
         response = read_exactly(sock, size)
     # correlation id, throttle time, then the brokers array's length
     _, _, brokers = struct.unpack(">iii", response[:12])
-    if brokers < 1:
-        raise SystemExit(f"kafka at {address} answers but has no live broker yet")
+    if brokers < wanted:
+        raise SystemExit(f"kafka at {address} answers with {brokers} of {wanted} live brokers")
 
 
 def bson_encode(doc: dict[str, object]) -> bytes:
@@ -179,7 +181,7 @@ def main() -> None:
     kind, address = sys.argv[1], sys.argv[2]
     try:
         if kind == "kafka":
-            kafka_ready(address)
+            kafka_ready(address, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
         elif kind == "mongo":
             login = None
             if len(sys.argv) > 4:

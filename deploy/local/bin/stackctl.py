@@ -42,6 +42,13 @@ INFRA_PORTS = {
     "kafka controller": "KAFKA_CONTROLLER_PORT",
     "redis": "REDIS_PORT",
 }
+# Brokers 2 and 3 of `make up KAFKA_BROKERS=3`, merged over PC_CONFIG.
+QUORUM = ENV.get("KAFKA_BROKERS", "1") == "3"
+QUORUM_CONFIG = Path(ENV.get("PC_CONFIG", ".")).parent / "kafka-quorum.yaml"
+if QUORUM:
+    for _node in (2, 3):
+        INFRA_PORTS[f"kafka_{_node}"] = f"KAFKA_{_node}_PORT"
+        INFRA_PORTS[f"kafka_{_node} controller"] = f"KAFKA_{_node}_CONTROLLER_PORT"
 for _region in REGIONS:
     if STORE_IMPL == "ferretdb":
         INFRA_PORTS[f"{_region}_pg"] = f"{_region.upper()}_PG_PORT"
@@ -263,6 +270,8 @@ def start_process_compose() -> None:
         "--config", ENV["PC_CONFIG"], "--config", str(STORES_CONFIG),
         "--port", str(PC_PORT), "--log-file", str(PC_LOG),
     ]  # fmt: skip
+    if QUORUM:
+        command[-4:-4] = ["--config", str(QUORUM_CONFIG)]
     PC_LOG.unlink(missing_ok=True)
     started = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if started.returncode != 0:
