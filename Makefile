@@ -228,11 +228,11 @@ chaos: up ## SIGKILL every process kind under load and prove nothing was lost: m
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
 
 .PHONY: bench-quick
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench --quick
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
 ##@ Docker deployment (needs a Docker engine and Compose v2+)
 

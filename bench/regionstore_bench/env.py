@@ -16,11 +16,11 @@ from redis.asyncio import Redis
 
 from regionstore_shared.api_key import api_key, auth_headers
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected
 from regionstore_shared.clients import MongoClient, mongo_clients, redis_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus, StatusBoard
+from regionstore_testing.audit import AuditReport, Expected
 
 from .data import ID_PREFIX, Customers, stale_prefix_bound
 from .probes import Samples, scrape
