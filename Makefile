@@ -13,21 +13,10 @@ CACHE_DIR ?= .cache
 override RUN_DIR := $(abspath $(RUN_DIR))
 override CACHE_DIR := $(abspath $(CACHE_DIR))
 
-PC_PORT ?= 18080
-KAFKA_PORT ?= 9092
-KAFKA_CONTROLLER_PORT ?= 9093
-REDIS_PORT ?= 6379
-REGION_1_PORT ?= 27017
-REGION_2_PORT ?= 27018
-REGION_3_PORT ?= 27019
-# Each region's PostgreSQL, behind its FerretDB (STORE_IMPL=ferretdb).
-REGION_1_PG_PORT ?= 5441
-REGION_2_PG_PORT ?= 5442
-REGION_3_PG_PORT ?= 5443
-GATEWAY_PORT ?= 8000
-WRITER_PORT ?= 8101
-REPLICATOR_PORT ?= 8102
-RECOVERY_PORT ?= 8103
+# The default ports (PC_PORT, KAFKA_PORT, REGION_1_PORT, GATEWAY_PORT, ...), written once in
+# PORTS_ENV (NAME=port) for the settings, tests and bench too; the environment wins, as for `?=`.
+PORTS_ENV := $(ROOT)/shared/src/regionstore_shared/ports.env
+$(foreach default,$(shell sed -n 's/^\([A-Z0-9_]*\)=\([0-9]*\)$$/\1?=\2/p' $(PORTS_ENV)),$(eval $(default)))
 # Services to start with the infra; `make up SERVICES=` runs the infra alone.
 SERVICES ?= gateway writer replicator recovery
 UP_TIMEOUT ?= 300

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from regionstore_shared.api_key import ClientKeySettings, configured_key
+from regionstore_shared.ports import DEFAULT_PORTS, service_url
 
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
+DEFAULT_GATEWAY_URL = service_url(DEFAULT_PORTS["GATEWAY_PORT"])
 
 
 class ToolSettings(BaseSettings):
