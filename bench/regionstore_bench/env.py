@@ -119,7 +119,7 @@ class BenchEnv:
     async def audit(
         self, expected: Iterable[Expected], prefix: str
     ) -> tuple[AuditReport, dict[str, SnapshotCollection]]:
-        """The audit (regionstore_testing) of these customers (all under ``prefix``) across every region."""
+        """The audit of these customers (all under ``prefix``) across every region."""
         return await audit_prefix(expected, self.collections, self.regions, prefix)
 
     async def delete_customers(self, customers: Customers) -> int:
