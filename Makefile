@@ -13,30 +13,15 @@ CACHE_DIR ?= .cache
 override RUN_DIR := $(abspath $(RUN_DIR))
 override CACHE_DIR := $(abspath $(CACHE_DIR))
 
-PC_PORT ?= 18080
-KAFKA_PORT ?= 9092
-KAFKA_CONTROLLER_PORT ?= 9093
+# The default ports (PC_PORT, KAFKA_PORT, REGION_1_PORT, GATEWAY_PORT, ...), written once in
+# PORTS_ENV (NAME=port) for the settings, tests and bench too; the environment wins, as for `?=`.
+PORTS_ENV := $(ROOT)/shared/src/regionstore_shared/ports.env
+$(foreach default,$(shell sed -n 's/^\([A-Z0-9_]*\)=\([0-9]*\)$$/\1?=\2/p' $(PORTS_ENV)),$(eval $(default)))
 # One KRaft node, or a quorum of three (make up KAFKA_BROKERS=3): replication factor 3,
-# min.insync.replicas 2; nodes 2 and 3 listen on these ports.
+# min.insync.replicas 2; nodes 2 and 3 listen on KAFKA_2_PORT and KAFKA_3_PORT.
 KAFKA_BROKERS ?= 1
-KAFKA_2_PORT ?= 9192
-KAFKA_2_CONTROLLER_PORT ?= 9193
-KAFKA_3_PORT ?= 9292
-KAFKA_3_CONTROLLER_PORT ?= 9293
 KAFKA_QUORUM_PEERS := $(if $(filter 3,$(KAFKA_BROKERS)),127.0.0.1:$(KAFKA_2_PORT) 127.0.0.1:$(KAFKA_3_PORT))
 KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT) $(KAFKA_QUORUM_PEERS)))
-REDIS_PORT ?= 6379
-REGION_1_PORT ?= 27017
-REGION_2_PORT ?= 27018
-REGION_3_PORT ?= 27019
-# Each region's PostgreSQL, behind its FerretDB (STORE_IMPL=ferretdb).
-REGION_1_PG_PORT ?= 5441
-REGION_2_PG_PORT ?= 5442
-REGION_3_PG_PORT ?= 5443
-GATEWAY_PORT ?= 8000
-WRITER_PORT ?= 8101
-REPLICATOR_PORT ?= 8102
-RECOVERY_PORT ?= 8103
 # Services to start with the infra; `make up SERVICES=` runs the infra alone.
 SERVICES ?= gateway writer replicator recovery
 UP_TIMEOUT ?= 300
@@ -249,11 +234,11 @@ chaos: up ## SIGKILL every process kind under load and prove nothing was lost: m
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
 
 .PHONY: bench-quick
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') PYTHONPATH=$(ROOT)/bench uv run python -m regionstore_bench --quick
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
 ##@ Docker deployment (needs a Docker engine and Compose v2+)
 

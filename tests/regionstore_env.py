@@ -13,10 +13,10 @@ import httpx
 import pytest_asyncio
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected, wait_for_clean
 from regionstore_shared.clients import MongoClient, mongo_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
+from regionstore_testing.audit import AuditReport, Expected, wait_for_clean
 from tests.keys import headers
 
 APPLY_WITHIN_S = 90.0

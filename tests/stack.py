@@ -23,19 +23,22 @@ from typing import Any
 import httpx
 import pytest
 
+from regionstore_shared.ports import (
+    kafka_bootstrap,
+    local_service_urls,
+    port,
+    redis_url,
+    service_url,
+    store_uris,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROCESS_COMPOSE_URL = f"http://127.0.0.1:{os.environ.get('PC_PORT', '18080')}"
+PROCESS_COMPOSE_URL = service_url(port("PC_PORT"))
 EXTERNAL = os.environ.get("REGIONSTORE_STACK") == "external"
 READY_WITHIN_S = 120.0
 STOPPED_WITHIN_S = 90.0
 POLL_S = 0.2
 STORE_PREFIX = "REGIONSTORE_STORES__"
-DEFAULT_STORES = {
-    "region_1": "mongodb://127.0.0.1:27017/?directConnection=true",
-    "region_2": "mongodb://127.0.0.1:27018/?directConnection=true",
-    "region_3": "mongodb://127.0.0.1:27019/?directConnection=true",
-}
-DEFAULT_SERVICE_PORTS = {"gateway": 8000, "writer": 8101, "replicator": 8102, "recovery": 8103}
 
 
 class StackError(AssertionError):
@@ -59,15 +62,12 @@ class Endpoints:
             for name, uri in env.items()
             if name.startswith(STORE_PREFIX)
         }
-        services = {
-            name: env.get(f"REGIONSTORE_{name.upper()}_URL", f"http://127.0.0.1:{port}")
-            for name, port in DEFAULT_SERVICE_PORTS.items()
-        }
         return cls(
-            kafka_bootstrap=env.get("REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            redis_url=env.get("REGIONSTORE_REDIS__URL", "redis://127.0.0.1:6379/0"),
-            stores=dict(sorted((stores or DEFAULT_STORES).items())),
-            services=services,
+            kafka_bootstrap=env.get("REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS")
+            or kafka_bootstrap(port("KAFKA_PORT")),
+            redis_url=env.get("REGIONSTORE_REDIS__URL") or redis_url(port("REDIS_PORT")),
+            stores=dict(sorted((stores or store_uris()).items())),
+            services=local_service_urls(),
         )
 
 

@@ -1,5 +1,5 @@
 """Benchmarks of the local regionstore stack against the machine's own limits.
 
-Run ``python -m regionstore_bench`` (``--quick`` for the smoke-sized run) with ``bench/`` on
-``PYTHONPATH``; results land in ``bench/results/``.
+Run ``uv run python -m regionstore_bench`` (``--quick`` for the smoke-sized run), or
+``make bench``; results land in ``bench/results/``.
 """

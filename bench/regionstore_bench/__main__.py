@@ -31,13 +31,6 @@ from .profile import profiled
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 PROFILES = ROOT / "test-artifacts" / "bench-profiles"
-INFRA_PORTS = {
-    "kafka": 9092,
-    "redis": 6379,
-    "region_1": 27017,
-    "region_2": 27018,
-    "region_3": 27019,
-}
 IDLE_S = 3.0
 
 

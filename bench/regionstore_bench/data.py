@@ -20,8 +20,6 @@ from regionstore_shared.schemas import Customer, UpsertCustomer, encode_command
 from regionstore_tools.dataset.olist import generate
 
 ID_PREFIX = "bench-"
-# '.' sorts right after '-': every bench id lies in [ID_PREFIX, ID_PREFIX_END).
-ID_PREFIX_END = "bench."
 STALE_RUN_S = 6 * 3600
 # Zero-padded sequence numbers, so a range of ids is a range of numbers (see id_ranges).
 ID_DIGITS = 6
@@ -102,8 +100,8 @@ def target_counts(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """How many applications these upserts cost, per region and per role (home, replica).
 
-    Taken from the gateway's own planning, so the bench follows whatever it decides (today:
-    the record in home and replicas, a tombstone in every other region).
+    Taken from the shared placement (`regionstore_shared.domain`), so the bench follows whatever
+    it decides (today: the record in home and replicas, a tombstone in every other region).
     """
     by_region = dict.fromkeys(regions.names, 0)
     by_role: dict[str, int] = {}

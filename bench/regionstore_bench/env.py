@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -16,11 +15,12 @@ from redis.asyncio import Redis
 
 from regionstore_shared.api_key import api_key, auth_headers
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected
 from regionstore_shared.clients import MongoClient, mongo_clients, redis_client
+from regionstore_shared.ports import local_service_urls, port, service_url
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus, StatusBoard
+from regionstore_testing.audit import AuditReport, Expected
 
 from .data import ID_PREFIX, Customers, stale_prefix_bound
 from .probes import Samples, scrape
@@ -29,20 +29,11 @@ from .snapshot import SnapshotCollection, audit_prefix
 log = logging.getLogger("regionstore_bench")
 
 DELETE_CHUNK = 25_000
-SERVICE_PORTS = {"gateway": 8000, "writer": 8101, "replicator": 8102, "recovery": 8103}
-
-
-def service_urls() -> dict[str, str]:
-    """Where each service answers; ``REGIONSTORE_<SERVICE>_URL`` overrides, as for the tests."""
-    return {
-        name: os.environ.get(f"REGIONSTORE_{name.upper()}_URL", f"http://127.0.0.1:{port}")
-        for name, port in SERVICE_PORTS.items()
-    }
 
 
 def compose_url() -> str:
     """process-compose's API on the local stack (``PC_PORT``, as ``make`` sets it)."""
-    return f"http://127.0.0.1:{os.environ.get('PC_PORT', '18080')}"
+    return service_url(port("PC_PORT"))
 
 
 def port_of(url: str) -> int:
@@ -93,7 +84,6 @@ class BenchEnv:
     collections: dict[str, Collection]
     redis: Redis
     api_key: str = field(repr=False, default="")
-    written_ids: list[str] = field(default_factory=list)
 
     @property
     def regions(self) -> RegionMap:
@@ -128,7 +118,7 @@ class BenchEnv:
     async def audit(
         self, expected: Iterable[Expected], prefix: str
     ) -> tuple[AuditReport, dict[str, SnapshotCollection]]:
-        """The shared audit of these customers (all under ``prefix``) across every region."""
+        """The audit of these customers (all under ``prefix``) across every region."""
         return await audit_prefix(expected, self.collections, self.regions, prefix)
 
     async def delete_customers(self, customers: Customers) -> int:
@@ -165,7 +155,7 @@ class BenchEnv:
 async def open_env(timeout_s: float = 120.0) -> AsyncIterator[BenchEnv]:
     """Clients to the stack; every region is made available again on the way out."""
     settings = CommonSettings(service_name="bench")
-    urls = service_urls()
+    urls = local_service_urls()
     # The bench's own reads (audits) and clean-ups touch 100,000s of documents: give them time.
     patient = settings.model_copy(
         update={"store": settings.store.model_copy(update={"socket_timeout_ms": 300_000})}

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from regionstore_shared.audit import AuditReport, Expected
 from regionstore_shared.documents import APPLIED_AT, HOME
+from regionstore_testing.audit import AuditReport, Expected
 
 from .data import Customers, target_counts
 from .env import BenchEnv, Progress

@@ -318,9 +318,3 @@ class ProcessSampler:
             for group, names in groups.items():
                 usage.end_pss_mb[group] = pss_mb(p for m in names for p in processes_of(m))
             self.phases[name] = usage
-
-
-def service_pids(sampler: ProcessSampler, names: Iterable[str]) -> dict[str, int]:
-    """The pids of the named processes the sampler knows."""
-    pids = sampler.resolve()
-    return {name: pids[name] for name in names if name in pids}

@@ -1,6 +1,6 @@
 """One read of every region per audit: the scenario's id range, served from memory to ``audit``.
 
-``regionstore_shared.audit.audit`` reads in point reads or one pass over the whole collection;
+``regionstore_testing.audit.audit`` reads in point reads or one pass over the whole collection;
 a scenario's customers share one id prefix, and the bench also wants each document's
 ``_applied_at``. So each region is read once, by that id range, and ``audit`` runs unchanged
 over the snapshot.
@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, cast
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected, audit
 from regionstore_shared.documents import APPLIED_AT, DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap
+from regionstore_testing.audit import AuditReport, Expected, audit
 
 Document = dict[str, Any]
 PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1, APPLIED_AT: 1}
@@ -77,7 +77,7 @@ async def audit_prefix(
     regions: RegionMap,
     prefix: str,
 ) -> tuple[AuditReport, dict[str, SnapshotCollection]]:
-    """``regionstore_shared.audit.audit`` over one snapshot of the customers under ``prefix``."""
+    """``regionstore_testing.audit.audit`` over one snapshot of the customers under ``prefix``."""
     snapshots = await read(collections, prefix)
     report = await audit(expected, cast(Mapping[str, Collection], snapshots), regions)
     return report, snapshots

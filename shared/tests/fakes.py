@@ -358,6 +358,10 @@ class FakeRedis:
         held[name] = held.get(name, 0) + amount
         return held[name]
 
+    async def hgetall(self, key: str) -> dict[str, str]:
+        self._check()
+        return {name: str(value) for name, value in self.hashes.get(key, {}).items()}
+
     def mark(self, region: str, status: NodeStatus) -> None:
         """Set a region's status key directly, without any keyspace event."""
         self.values[self.settings.status_key(region)] = status.value

@@ -101,9 +101,6 @@ def _stack_env(stack: Any) -> dict[str, str]:
             env[f"REGIONSTORE_STORES__{region.upper()}"] = uri
         for service, url in endpoints.services.items():
             env[f"REGIONSTORE_{service.upper()}_URL"] = url
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT / "bench"), env.get("PYTHONPATH")) if p
-    )
     return env
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 
-from regionstore_shared.audit import Expected
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import UF_CODES
+from regionstore_testing.audit import Expected
 
 RESOLVE_WITHIN_S = 240.0
 RETRY_EVERY_S = 0.5

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from regionstore_shared.audit import AuditReport, wait_for_clean
 from regionstore_shared.clients import MongoClient, mongo_client
 from regionstore_shared.settings import CommonSettings
+from regionstore_testing.audit import AuditReport, wait_for_clean
 from tests.chaos import faults
 from tests.chaos.load import Client, Ledger
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from regionstore_shared.audit import wait_for_clean
+from regionstore_testing.audit import wait_for_clean
 from tests.regionstore_env import Env, customer, env, new_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -8,7 +8,6 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from regionstore_shared.audit import Expected
 from regionstore_shared.clients import kafka_connection
 from regionstore_shared.schemas import (
     Action,
@@ -20,6 +19,7 @@ from regionstore_shared.schemas import (
     encode_command,
 )
 from regionstore_shared.settings import CommonSettings
+from regionstore_testing.audit import Expected
 from tests.regionstore_env import Env, customer, env, new_id
 
 pytestmark = pytest.mark.integration

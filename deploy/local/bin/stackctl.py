@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 ENV = os.environ
-PC_PORT = int(ENV.get("PC_PORT", "18080"))
+PC_PORT = int(ENV["PC_PORT"])
 API = f"http://127.0.0.1:{PC_PORT}"
 RUN_DIR = Path(ENV.get("RUN_DIR", ".run")).resolve()
 LOG_DIR = RUN_DIR / "logs"
@@ -229,7 +229,7 @@ def read_secrets() -> dict[str, str]:
 def client_env(values: dict[str, str]) -> dict[str, str]:
     """The environment of a command that uses the stack as its services do."""
     # The URL process-compose.yaml gives the services.
-    port = ENV.get("REDIS_PORT", "6379")
+    port = ENV["REDIS_PORT"]
     redis_url = f"redis://regionstore:{values['redis_password']}@127.0.0.1:{port}/0"
     settings = {setting: values[name] for name, setting in SECRETS.items() if setting}
     return {**ENV, "REGIONSTORE_REDIS__URL": redis_url, **settings}

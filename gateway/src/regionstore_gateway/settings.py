@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from pydantic_settings import SettingsConfigDict
 
 from regionstore_shared.clock import MAX_NODE_ID
+from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings, is_placeholder
 
 MIN_SECRET_CHARS = 32
@@ -117,7 +118,7 @@ class GatewaySettings(CommonSettings):
     )
 
     service_name: str = "gateway"
-    http: HttpSettings = HttpSettings(port=8000)
+    http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["GATEWAY_PORT"])
     api: ApiSettings = ApiSettings()
     audit: AuditSettings = AuditSettings()
     # Validated when defaulted too: production must refuse to start without a secret.

@@ -22,7 +22,6 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regionstore_gateway.api import batch, customers, errors, legacy, regions
@@ -36,6 +35,7 @@ from regionstore_gateway.state import State
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
+from shared.tests.fakes import FakeRedis
 
 AUDIT = "audit.events"
 COMMANDS = "customers.commands"
@@ -79,31 +79,17 @@ class FakeProducer:
         return [json.loads(value) for topic, _, value in self.messages if topic == COMMANDS]
 
 
-class FakeRedis:
-    """Status keys and the applied hash; ``down`` fails every command."""
+class LoggingRedis(FakeRedis):
+    """The shared fake Redis, logging each status it sets."""
 
     def __init__(self, log: list[str]) -> None:
+        super().__init__()
         self.log = log
-        self.values: dict[str, str] = {}
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
-
-    async def mget(self, keys: list[str]) -> list[str | None]:
-        self._check()
-        return [self.values.get(key) for key in keys]
 
     async def set(self, key: str, value: str) -> bool:
-        self._check()
-        self.values[key] = value
+        stored = await super().set(key, value)
         self.log.append(f"redis set {value}")
-        return True
-
-    async def hgetall(self, key: str) -> dict[str, str]:
-        self._check()
-        return {}
+        return stored
 
 
 class FakeBacklog:
@@ -148,7 +134,7 @@ class Rig:
         self.settings = settings
         self.log: list[str] = []
         self.producer = FakeProducer(self.log)
-        self.redis = FakeRedis(self.log)
+        self.redis = LoggingRedis(self.log)
         self.board = StatusBoard(cast(Any, self.redis), settings.redis, settings.region_map.names)
         self.audit = AuditTrail(cast(Any, self.producer), AUDIT, timeout_s=0.05)
         self.recent = RecentChanges(keep=5)

@@ -17,8 +17,6 @@ from asgi_lifespan import LifespanManager
 from audit_fakes import audit_trail, recent_changes
 from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_gateway.main import create_app
@@ -28,37 +26,10 @@ from regionstore_gateway.state import State
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
+from shared.tests.fakes import FakeRedis
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 STATUS_STORE_DOWN = "node status store unavailable; the status was not changed"
-
-
-class FakeRedis:
-    """Status keys; ``down`` makes every command fail with ``error``."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.down = False
-        self.error: RedisError = RedisConnectionError(
-            "Error 111 connecting to 127.0.0.1:6379. Connection refused."
-        )
-
-    def _check(self) -> None:
-        if self.down:
-            raise self.error
-
-    async def mget(self, keys: list[str]) -> list[str | None]:
-        self._check()
-        return [self.values.get(key) for key in keys]
-
-    async def set(self, key: str, value: str) -> bool:
-        self._check()
-        self.values[key] = value
-        return True
-
-    async def hgetall(self, key: str) -> dict[str, str]:
-        self._check()
-        return {}
 
 
 class FakeProducer:

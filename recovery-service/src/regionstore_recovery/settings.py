@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
@@ -18,7 +19,7 @@ class RecoverySettings(CommonSettings):
     )
 
     service_name: str = "recovery"
-    http: HttpSettings = HttpSettings(port=8103)
+    http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["RECOVERY_PORT"])
     resync_interval_s: Annotated[float, Field(gt=0)] = 10.0
     retry_min_s: Annotated[float, Field(gt=0)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0)] = 10.0

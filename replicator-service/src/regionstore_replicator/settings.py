@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
@@ -15,4 +16,4 @@ class ReplicatorSettings(CommonSettings):
     )
 
     service_name: str = "replicator"
-    http: HttpSettings = HttpSettings(port=8102)
+    http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["REPLICATOR_PORT"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from pymongo.errors import AutoReconnect
 
@@ -11,11 +9,10 @@ from regionstore_replicator import main
 from regionstore_replicator.settings import ReplicatorSettings
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
-from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import Applier
-from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus
 from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, tombstone
+from shared.tests.service_checks import main_consumer_call
 
 
 def home_1_replicas_2_3(customer_id: str, offset: int) -> Record:
@@ -40,19 +37,7 @@ def run_replicator(rig: ConsumerRig, monkeypatch: pytest.MonkeyPatch) -> Consume
 def test_main_consumes_as_the_replica_role_in_the_replicator_group(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[dict[str, Any]] = []
-    state = ServiceState()
-
-    async def consume_commands(settings: CommonSettings, **options: Any) -> None:
-        calls.append({"settings": settings, **options})
-
-    async def run_service(settings: CommonSettings, work: Any) -> None:
-        await work(state)
-
-    monkeypatch.setattr(main, "consume_commands", consume_commands)
-    monkeypatch.setattr(main, "run_service", run_service)
-    main.main()
-    (call,) = calls
+    call, state = main_consumer_call(monkeypatch, main)
     assert isinstance(call["settings"], ReplicatorSettings)
     assert call["role"] is Applier.REPLICATOR
     assert call["group_id"] == "regionstore.replicator"

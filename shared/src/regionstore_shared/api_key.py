@@ -20,6 +20,10 @@ class MissingApiKeyError(RuntimeError):
     """No API key was given and the operator key file does not exist."""
 
 
+class KeyFileError(MissingApiKeyError):
+    """The key file in use cannot be read, or is empty."""
+
+
 class ClientKeySettings(BaseSettings):
     """The variables a client reads its key from."""
 
@@ -34,21 +38,40 @@ class ClientKeySettings(BaseSettings):
     run_dir: Path = Field(default=DEFAULT_RUN_DIR, validation_alias=AliasChoices("RUN_DIR"))
 
 
-def api_key(settings: ClientKeySettings | None = None) -> str:
-    """The key to call the gateway with; MissingApiKeyError when there is none."""
+def configured_key(settings: ClientKeySettings | None = None) -> str | None:
+    """The key by the lookup order above; None when none is set and no operator key file exists.
+
+    KeyFileError when the file in use cannot be read or is empty.
+    """
     settings = settings or ClientKeySettings()
     if settings.api_key is not None and settings.api_key.get_secret_value().strip():
         return settings.api_key.get_secret_value().strip()
-    path = settings.api_key_file or settings.run_dir / "operator.key"
-    try:
-        key = path.read_text().strip()
-    except OSError as error:
+    if settings.api_key_file is not None:
+        return _read_key(settings.api_key_file, "REGIONSTORE_API_KEY_FILE")
+    default = settings.run_dir / "operator.key"
+    return _read_key(default, "RUN_DIR") if default.is_file() else None
+
+
+def api_key(settings: ClientKeySettings | None = None) -> str:
+    """The key to call the gateway with; MissingApiKeyError when there is none."""
+    settings = settings or ClientKeySettings()
+    key = configured_key(settings)
+    if key is None:
         raise MissingApiKeyError(
-            f"no API key: set REGIONSTORE_API_KEY or REGIONSTORE_API_KEY_FILE, or start the "
-            f"stack (make up writes {path}): {error}"
-        ) from error
+            "no API key: set REGIONSTORE_API_KEY or REGIONSTORE_API_KEY_FILE, or start the "
+            f"stack (make up writes {settings.run_dir / 'operator.key'})"
+        )
+    return key
+
+
+def _read_key(path: Path, source: str) -> str:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise KeyFileError(f"cannot read the API key file {path} ({source}): {reason}") from error
     if not key:
-        raise MissingApiKeyError(f"{path} is empty")
+        raise KeyFileError(f"the API key file {path} ({source}) is empty")
     return key
 
 

@@ -35,6 +35,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from regionstore_shared.ports import DEFAULT_PORTS, default_store_uris, kafka_bootstrap, redis_url
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
 
 Environment = Literal["development", "production"]
@@ -77,7 +78,7 @@ class KafkaSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = kafka_bootstrap(DEFAULT_PORTS["KAFKA_PORT"])
     # SASL_SSL in production; SASL_PLAINTEXT only on a private network.
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
@@ -127,7 +128,7 @@ class RedisSettings(BaseModel):
     model_config = _SECTION_CONFIG
 
     # May carry the password (redis://user:password@host:port/0): kept out of the repr.
-    url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    url: str = Field(default=redis_url(DEFAULT_PORTS["REDIS_PORT"]), repr=False)
     # Or the credentials on their own, for a URL without any (e.g. the password from a secret).
     username: str = ""
     password: SecretStr = SecretStr("")
@@ -168,15 +169,7 @@ class HttpSettings(BaseModel):
     """The HTTP listener of a service (API for the gateway, health and metrics for the others)."""
 
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8000
-
-
-def _default_store_uris() -> dict[str, str]:
-    return {
-        "region_1": "mongodb://127.0.0.1:27017/?directConnection=true",
-        "region_2": "mongodb://127.0.0.1:27018/?directConnection=true",
-        "region_3": "mongodb://127.0.0.1:27019/?directConnection=true",
-    }
+    port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PORTS["GATEWAY_PORT"]
 
 
 class CommonSettings(BaseSettings):
@@ -208,7 +201,7 @@ class CommonSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     regions: list[RegionSpec] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
     # The URIs carry the stores' credentials: kept out of the repr.
-    stores: dict[str, str] = Field(default_factory=_default_store_uris, repr=False)
+    stores: dict[str, str] = Field(default_factory=default_store_uris, repr=False)
 
     @classmethod
     def settings_customise_sources(
@@ -228,7 +221,7 @@ class CommonSettings(BaseSettings):
     def _keep_default_stores(cls, value: object) -> object:
         # Setting one region's URI (REGIONSTORE_STORES__REGION_2) keeps the others' defaults.
         if isinstance(value, dict):
-            return {**_default_store_uris(), **value}
+            return {**default_store_uris(), **value}
         return value
 
     @field_validator("kafka")

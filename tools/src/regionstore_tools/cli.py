@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
+from regionstore_shared.api_key import KeyFileError
 from regionstore_shared.settings import CommonSettings
 from regionstore_tools import render
 from regionstore_tools.dataset.cli import generate_csv, import_csv, seed_customers
@@ -39,7 +40,7 @@ from regionstore_tools.gateway import (
     ToolError,
     parse,
 )
-from regionstore_tools.settings import KeyFileError, ToolSettings
+from regionstore_tools.settings import ToolSettings
 from regionstore_tools.store_audit import StoreUnreadableError, audit_configured_stores
 
 app = typer.Typer(

@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from regionstore_shared.audit import AuditReport
+from regionstore_testing.audit import AuditReport
 from regionstore_tools.gateway import Customer, CustomerPage, Region, RegionList
 
 STATUS_STYLES = {"available": "green", "unavailable": "bold red"}

@@ -1,6 +1,6 @@
 """The stores' consistency check, from the stores alone: each customer's newest copy is the truth.
 
-``regionstore_shared.audit`` compares the stores with the final states a caller acknowledged.
+``regionstore_testing.audit`` compares the stores with the final states a caller acknowledged.
 Without such a record, the newest version any region holds of a customer stands in for it (on a
 tie a live copy beats a tombstone, since a move leaves both at one version, and the home
 region's copy beats a replica's). The audit then checks that every region of a live customer's
@@ -24,11 +24,11 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected, audit
 from regionstore_shared.clients import mongo_clients
 from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.settings import CommonSettings
+from regionstore_testing.audit import AuditReport, Expected, audit
 
 PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1, **dict.fromkeys(CUSTOMER_FIELDS, 1)}
 APPNAME = "regionstore-cli"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
@@ -15,4 +16,4 @@ class WriterSettings(CommonSettings):
     )
 
     service_name: str = "writer"
-    http: HttpSettings = HttpSettings(port=8101)
+    http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["WRITER_PORT"])

@@ -10,13 +10,12 @@ from pymongo.errors import AutoReconnect
 from regionstore_shared import service
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
-from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import Applier
-from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus
 from regionstore_writer import main
 from regionstore_writer.settings import WriterSettings
 from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, tombstone
+from shared.tests.service_checks import main_consumer_call
 
 
 def home_1_replica_3(customer_id: str, offset: int) -> Record:
@@ -36,19 +35,7 @@ def run_writer(monkeypatch: pytest.MonkeyPatch, *polls: list[Record]) -> Consume
 def test_main_consumes_as_the_home_role_in_the_writer_group(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[dict[str, Any]] = []
-    state = ServiceState()
-
-    async def consume_commands(settings: CommonSettings, **options: Any) -> None:
-        calls.append({"settings": settings, **options})
-
-    async def run_service(settings: CommonSettings, work: Any) -> None:
-        await work(state)
-
-    monkeypatch.setattr(main, "consume_commands", consume_commands)
-    monkeypatch.setattr(main, "run_service", run_service)
-    main.main()
-    (call,) = calls
+    call, state = main_consumer_call(monkeypatch, main)
     assert isinstance(call["settings"], WriterSettings)
     assert call["role"] is Applier.WRITER
     assert call["group_id"] == "regionstore.writer"

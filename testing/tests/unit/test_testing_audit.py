@@ -9,9 +9,9 @@ from typing import Any, cast
 import pytest
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.audit import AuditReport, Expected, audit, wait_for_clean
 from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
+from regionstore_testing.audit import AuditReport, Expected, audit, wait_for_clean
 
 Document = dict[str, Any]
 REGIONS = RegionMap(DEFAULT_REGIONS)
