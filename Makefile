@@ -167,7 +167,7 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos
+	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos
 	uv run vulture
 
 .PHONY: test-tools

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from regionstore_shared.clock import MAX_NODE_ID
 from regionstore_shared.ports import DEFAULT_PORTS
@@ -112,10 +111,6 @@ class AuthSettings(BaseModel):
 
 class GatewaySettings(CommonSettings):
     """The shared sections plus the API's limits and this gateway's clock id."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
-    )
 
     service_name: str = "gateway"
     http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["GATEWAY_PORT"])

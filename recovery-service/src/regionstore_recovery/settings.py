@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
@@ -13,10 +12,6 @@ from regionstore_shared.settings import CommonSettings, HttpSettings
 
 class RecoverySettings(CommonSettings):
     """The shared sections plus how often statuses are re-read and how drains back off."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
-    )
 
     service_name: str = "recovery"
     http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["RECOVERY_PORT"])

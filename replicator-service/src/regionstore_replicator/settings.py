@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic_settings import SettingsConfigDict
-
 from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
 
 
 class ReplicatorSettings(CommonSettings):
     """The shared sections and the replicator's port; its group is `kafka.replicator_group`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="REGIONSTORE_", env_nested_delimiter="__", extra="ignore", frozen=True
-    )
 
     service_name: str = "replicator"
     http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["REPLICATOR_PORT"])
