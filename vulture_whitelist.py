@@ -23,4 +23,5 @@ _ = (
     _.pause_reading,
     _.resume_reading,
     _.transaction,  # redis-py signature on a test fake
+    _.idempotency,  # a Clients key, read by key in regionstore_gateway.state.serving
 )

@@ -25,6 +25,7 @@ from aiokafka.admin import NewTopic
 from pymongo import AsyncMongoClient
 
 from regionstore_shared.clients import kafka_admin, kafka_connection
+from regionstore_shared.ports import PORTS_ENV, read_ports
 from regionstore_shared.settings import CommonSettings, KafkaSettings
 from tests.stack import REPO_ROOT, Stack
 
@@ -170,10 +171,8 @@ def free_port() -> int:
 
 
 def test_up_names_a_port_taken_by_another_process(tmp_path: Path) -> None:
-    names = [
-        "PC_PORT", "KAFKA_CONTROLLER_PORT", "REDIS_PORT", "REGION_1_PORT", "REGION_2_PORT",
-        "REGION_3_PORT", "GATEWAY_PORT", "WRITER_PORT", "REPLICATOR_PORT", "RECOVERY_PORT",
-    ]  # fmt: skip
+    # Every port of the stack on a free one, whatever the caller's environment holds.
+    names = read_ports(PORTS_ENV.read_text())
     env = {**os.environ, "RUN_DIR": str(tmp_path / "run")}
     env.update({name: str(free_port()) for name in names})
     with socket.socket() as squatter:

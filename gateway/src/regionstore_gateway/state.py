@@ -16,7 +16,10 @@ from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.auth.authenticator import redis_authenticator
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
+from regionstore_gateway.writes import Writes
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.apply import Suspicion
 from regionstore_shared.backlog import BacklogProbe
@@ -31,8 +34,8 @@ from regionstore_shared.topics import ensure_topics
 log = logging.getLogger(__name__)
 
 
-class State(TypedDict):
-    """Everything a request handler may use."""
+class Clients(TypedDict):
+    """The clients and stores the gateway opens once; the services are built from them."""
 
     settings: GatewaySettings
     producer: AIOKafkaProducer
@@ -46,6 +49,49 @@ class State(TypedDict):
     audit: AuditTrail
     recent: RecentChanges
     auth: Authenticator
+
+
+class State(Clients):
+    """Everything a request handler may use: the clients and the services built on them."""
+
+    customers: CustomerService
+    regions: RegionService
+
+
+def serving(clients: Clients) -> State:
+    """The app state: ``clients`` and the services built from them, once for every request.
+
+    Each service holds only app-wide clients, so building it per request (as dependencies
+    would) costs CPU on every write and changes nothing.
+    """
+    settings, board, audit = clients["settings"], clients["board"], clients["audit"]
+    writes = Writes(
+        settings=settings,
+        producer=clients["producer"],
+        board=board,
+        repository=clients["repository"],
+        clock=clients["clock"],
+    )
+    return State(
+        **clients,
+        customers=CustomerService(
+            settings=settings,
+            writes=writes,
+            repository=clients["repository"],
+            board=board,
+            keys=clients["idempotency"],
+            audit=audit,
+        ),
+        regions=RegionService(
+            settings=settings,
+            board=board,
+            backlog=clients["backlog"],
+            applied=clients["applied"],
+            recent=clients["recent"],
+            changes=clients["changes"],
+            audit=audit,
+        ),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -74,26 +120,28 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         tail.start()
         stack.push_async_callback(tail.stop)
         log.info("gateway ready", extra={"port": settings.http.port})
-        yield State(
-            settings=settings,
-            producer=producer,
-            board=board,
-            repository=CustomerRepository(
-                collections,
-                settings.region_map,
-                Suspicion(settings.store.suspect_for_s),
-                read_deadline_s=settings.api.read_deadline_ms / 1000,
-            ),
-            clock=HybridClock(settings.node_id),
-            idempotency=IdempotencyStore(
-                redis,
-                prefix=settings.api.idempotency_key_prefix,
-                ttl_s=settings.api.idempotency_ttl_s,
-            ),
-            changes=changes,
-            backlog=backlog,
-            applied=AppliedTotals(redis, settings.redis.applied_key),
-            audit=audit,
-            recent=recent,
-            auth=redis_authenticator(redis, settings.auth, outages=outages),
+        yield serving(
+            Clients(
+                settings=settings,
+                producer=producer,
+                board=board,
+                repository=CustomerRepository(
+                    collections,
+                    settings.region_map,
+                    Suspicion(settings.store.suspect_for_s),
+                    read_deadline_s=settings.api.read_deadline_ms / 1000,
+                ),
+                clock=HybridClock(settings.node_id),
+                idempotency=IdempotencyStore(
+                    redis,
+                    prefix=settings.api.idempotency_key_prefix,
+                    ttl_s=settings.api.idempotency_ttl_s,
+                ),
+                changes=changes,
+                backlog=backlog,
+                applied=AppliedTotals(redis, settings.redis.applied_key),
+                audit=audit,
+                recent=recent,
+                auth=redis_authenticator(redis, settings.auth, outages=outages),
+            )
         )

@@ -31,7 +31,7 @@ from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.services.regions import next_change
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.state import State
+from regionstore_gateway.state import Clients, State, serving
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
@@ -140,18 +140,21 @@ class Rig:
         self.recent = RecentChanges(keep=5)
 
     def state(self) -> State:
-        return State(
-            settings=self.settings,
-            producer=cast(Any, self.producer),
-            board=self.board,
-            repository=cast(Any, None),
-            clock=HybridClock(1),
-            idempotency=cast(Any, NoKeys()),
-            changes=cast(Any, None),
-            backlog=cast(Any, FakeBacklog()),
-            applied=AppliedTotals(cast(Any, self.redis), self.settings.redis.applied_key),
-            audit=self.audit,
-            recent=self.recent,
+        return serving(
+            Clients(
+                settings=self.settings,
+                producer=cast(Any, self.producer),
+                board=self.board,
+                repository=cast(Any, None),
+                clock=HybridClock(1),
+                idempotency=cast(Any, NoKeys()),
+                changes=cast(Any, None),
+                backlog=cast(Any, FakeBacklog()),
+                applied=AppliedTotals(cast(Any, self.redis), self.settings.redis.applied_key),
+                audit=self.audit,
+                recent=self.recent,
+                auth=cast(Any, None),
+            )
         )
 
     @contextlib.asynccontextmanager

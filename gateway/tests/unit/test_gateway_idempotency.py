@@ -24,7 +24,7 @@ from regionstore_gateway.keyed_writes import pending, write_once
 from regionstore_gateway.main import create_app
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_gateway.state import State
+from regionstore_gateway.state import Clients, State, serving
 from regionstore_gateway.writes import Writes
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.clock import HybridClock
@@ -193,18 +193,21 @@ class Gateway:
             repository=repository,
             clock=HybridClock(1),
         )
-        self.state = State(
-            settings=settings,
-            producer=cast(Any, self.producer),
-            board=cast(Any, FakeBoard()),
-            repository=repository,
-            clock=HybridClock(1),
-            idempotency=self.keys,
-            changes=cast(Any, None),
-            backlog=cast(Any, None),
-            auth=authenticator(),
-            audit=audit_trail(settings),
-            recent=recent_changes(),
+        self.state = serving(
+            Clients(
+                settings=settings,
+                producer=cast(Any, self.producer),
+                board=cast(Any, FakeBoard()),
+                repository=repository,
+                clock=HybridClock(1),
+                idempotency=self.keys,
+                changes=cast(Any, None),
+                backlog=cast(Any, None),
+                applied=cast(Any, None),
+                auth=authenticator(),
+                audit=audit_trail(settings),
+                recent=recent_changes(),
+            )
         )
 
     @contextlib.asynccontextmanager

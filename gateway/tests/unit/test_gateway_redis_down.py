@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from regionstore_gateway.main import create_app
 from regionstore_gateway.repository import Found, Lookup
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.state import State
+from regionstore_gateway.state import Clients, State, serving
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
@@ -89,19 +89,21 @@ class Gateway:
         self.board = StatusBoard(cast(Any, self.redis), settings.redis, settings.region_map.names)
         self.producer = FakeProducer()
         self.repository = FakeRepository()
-        self.state = State(
-            settings=settings,
-            producer=cast(Any, self.producer),
-            board=self.board,
-            repository=cast(Any, self.repository),
-            clock=HybridClock(1),
-            idempotency=cast(Any, None),
-            changes=cast(Any, None),
-            backlog=cast(Any, FakeBacklog()),
-            applied=AppliedTotals(cast(Any, self.redis), settings.redis.applied_key),
-            auth=authenticator(),
-            audit=audit_trail(settings),
-            recent=recent_changes(),
+        self.state = serving(
+            Clients(
+                settings=settings,
+                producer=cast(Any, self.producer),
+                board=self.board,
+                repository=cast(Any, self.repository),
+                clock=HybridClock(1),
+                idempotency=cast(Any, None),
+                changes=cast(Any, None),
+                backlog=cast(Any, FakeBacklog()),
+                applied=AppliedTotals(cast(Any, self.redis), settings.redis.applied_key),
+                auth=authenticator(),
+                audit=audit_trail(settings),
+                recent=recent_changes(),
+            )
         )
 
     def mark(self, region: str, status: NodeStatus) -> None:
