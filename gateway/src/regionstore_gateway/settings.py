@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
@@ -119,9 +119,21 @@ class GatewaySettings(CommonSettings):
     # Validated when defaulted too: production must refuse to start without a secret.
     auth: Annotated[AuthSettings, Field(validate_default=True)] = AuthSettings()
     node_id: Annotated[
-        int,
-        Field(ge=0, le=MAX_NODE_ID, description="Unique per gateway process; orders versions."),
+        Annotated[int, Field(ge=0, le=MAX_NODE_ID)] | Literal["auto"],
+        Field(
+            description="Unique per gateway process; orders versions. 'auto' leases a free "
+            "one from Redis, for gateways started alike (replicas, uvicorn workers)."
+        ),
     ] = 0
+    node_lease_ttl_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="With node_id 'auto': how long a leased id outlives its last renewal; "
+            "writes are refused once it lapsed, until an id is held again.",
+        ),
+    ] = 15.0
+    node_lease_prefix: str = "regionstore:node-id:"
 
     @field_validator("auth")
     @classmethod

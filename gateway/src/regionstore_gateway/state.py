@@ -9,12 +9,14 @@ from typing import TypedDict
 
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from regionstore_gateway.audit_tail import AuditTail, RecentChanges
 from regionstore_gateway.audit_trail import AuditTrail
 from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.auth.authenticator import redis_authenticator
 from regionstore_gateway.idempotency import IdempotencyStore
+from regionstore_gateway.node_lease import LeasedClock, NodeIdLease
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.regions import RegionService
@@ -94,6 +96,19 @@ def serving(clients: Clients) -> State:
     )
 
 
+async def _clock(
+    stack: contextlib.AsyncExitStack, settings: GatewaySettings, redis: Redis
+) -> HybridClock:
+    """The configured node id's clock, or one whose id is leased from Redis ('auto')."""
+    if settings.node_id != "auto":
+        return HybridClock(settings.node_id)
+    lease = NodeIdLease(redis, prefix=settings.node_lease_prefix, ttl_s=settings.node_lease_ttl_s)
+    await lease.acquire()
+    lease.start()
+    stack.push_async_callback(lease.close)
+    return LeasedClock(lease)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State]:
     """Open every client; yield them as the app's state; close them in reverse order."""
@@ -119,7 +134,8 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         tail = AuditTail(settings.kafka, name, recent, tail_events=settings.audit.tail_events)
         tail.start()
         stack.push_async_callback(tail.stop)
-        log.info("gateway ready", extra={"port": settings.http.port})
+        clock = await _clock(stack, settings, redis)
+        log.info("gateway ready", extra={"port": settings.http.port, "node_id": clock.node_id})
         yield serving(
             Clients(
                 settings=settings,
@@ -131,7 +147,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                     Suspicion(settings.store.suspect_for_s),
                     read_deadline_s=settings.api.read_deadline_ms / 1000,
                 ),
-                clock=HybridClock(settings.node_id),
+                clock=clock,
                 idempotency=IdempotencyStore(
                     redis,
                     prefix=settings.api.idempotency_key_prefix,

@@ -83,7 +83,7 @@ class FakeBacklog:
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, clock: HybridClock | None = None) -> None:
         self.settings = settings
         self.redis = FakeRedis()
         self.board = StatusBoard(cast(Any, self.redis), settings.redis, settings.region_map.names)
@@ -95,7 +95,7 @@ class Gateway:
                 producer=cast(Any, self.producer),
                 board=self.board,
                 repository=cast(Any, self.repository),
-                clock=HybridClock(1),
+                clock=HybridClock(1) if clock is None else clock,
                 idempotency=cast(Any, None),
                 changes=cast(Any, None),
                 backlog=cast(Any, FakeBacklog()),

@@ -33,6 +33,11 @@ class HybridClock:
         self._counter = 0
         self._lock = threading.Lock()
 
+    @property
+    def node_id(self) -> int:
+        """The node id in the low bits of the versions issued now."""
+        return self._node
+
     def now(self) -> int:
         """A version strictly greater than every version this clock issued or observed."""
         with self._lock:

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from regionstore_gateway.audit_trail import AuditUnavailableError
 from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
 from regionstore_gateway.models import ErrorMessage, NotAccepted, OutcomeUnknown
+from regionstore_gateway.node_lease import NoNodeIdError
 from regionstore_gateway.services.errors import (
     CustomerExistsError,
     CustomerNotFound,
@@ -128,6 +129,7 @@ REFUSALS: tuple[type[Exception], ...] = (
     AuditUnavailableError,
     KeyReusedError,
     StatusStoreUnavailableError,
+    NoNodeIdError,
 )
 
 
@@ -145,6 +147,8 @@ def refusal(error: Exception, *, retry_after_s: int) -> JSONResponse:
         case IdempotencyUnavailableError():
             return _not_accepted(f"{REDIS_DOWN_DETAIL} ({error})", retry)
         case CustomerUnreadableError():
+            return _not_accepted(f"{error}; {NOTHING_WRITTEN}", retry)
+        case NoNodeIdError():
             return _not_accepted(f"{error}; {NOTHING_WRITTEN}", retry)
         case AuditUnavailableError():
             return _not_accepted(f"{error}; retry later", retry)
