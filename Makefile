@@ -22,6 +22,9 @@ $(foreach default,$(shell sed -n 's/^\([A-Z0-9_]*\)=\([0-9]*\)$$/\1?=\2/p' $(POR
 KAFKA_BROKERS ?= 1
 KAFKA_QUORUM_PEERS := $(if $(filter 3,$(KAFKA_BROKERS)),127.0.0.1:$(KAFKA_2_PORT) 127.0.0.1:$(KAFKA_3_PORT))
 KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT) $(KAFKA_QUORUM_PEERS)))
+# One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
+# replicators (make up SCALE=2).
+SCALE ?= 1
 # Services to start with the infra; `make up SERVICES=` runs the infra alone.
 SERVICES ?= gateway writer replicator recovery
 UP_TIMEOUT ?= 300
@@ -48,6 +51,7 @@ export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT
 export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_CONTROLLER_PORT KAFKA_BOOTSTRAP
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
+export SCALE GATEWAY_2_PORT WRITER_2_PORT REPLICATOR_2_PORT BALANCER_PORT
 # process-compose's CLI (`process-compose process list`) finds the server through this.
 export PC_PORT_NUM := $(PC_PORT)
 # uv must use the machine's Python, never download one.
@@ -67,7 +71,7 @@ REGIONSTORE_REDIS__URL ?= redis://regionstore:$(call secret,redis_password)@127.
 REGIONSTORE_STORES__REGION_1 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_1_PORT)/?directConnection=true
 REGIONSTORE_STORES__REGION_2 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_2_PORT)/?directConnection=true
 REGIONSTORE_STORES__REGION_3 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_3_PORT)/?directConnection=true
-REGIONSTORE_GATEWAY_URL ?= http://127.0.0.1:$(GATEWAY_PORT)
+REGIONSTORE_GATEWAY_URL ?= http://127.0.0.1:$(if $(filter 2,$(SCALE)),$(BALANCER_PORT),$(GATEWAY_PORT))
 REGIONSTORE_WRITER_URL ?= http://127.0.0.1:$(WRITER_PORT)
 REGIONSTORE_REPLICATOR_URL ?= http://127.0.0.1:$(REPLICATOR_PORT)
 REGIONSTORE_RECOVERY_URL ?= http://127.0.0.1:$(RECOVERY_PORT)
@@ -177,21 +181,29 @@ test-tools: ## what the browser and compose tests need: Debian's chromium, docke
 		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
 
 PYTEST_ARGS ?=
-# The broker-quorum tests (marker `quorum`) need the three-broker stack: a whole run on the
-# one-broker default leaves them to `make test-quorum` after the rest.
-QUORUM_LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS))),,yes)
+# The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
+# (marker `scale`) two of each service: a whole run on the default stack leaves them to
+# `make test-quorum` and `make test-scale` after the rest.
+LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE))),,yes)
 
 .PHONY: test
 test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
 	@echo "uv run pytest $(PYTEST_ARGS)"
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(QUORUM_LATER),-m 'not quorum')
-	@$(if $(QUORUM_LATER),$(MAKE) test-quorum)
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale')
+	@$(if $(LATER),$(MAKE) test-quorum)
+	@$(if $(LATER),$(MAKE) test-scale)
 
 .PHONY: test-quorum
 test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
 	@$(STACKCTL) down
 	@$(MAKE) test KAFKA_BROKERS=3 PYTEST_ARGS='-m quorum'
 	@$(MAKE) down KAFKA_BROKERS=3
+
+.PHONY: test-scale
+test-scale: ## the scale-out tests on two of each service behind HAProxy (stops a running stack first, and after)
+	@$(STACKCTL) down
+	@$(MAKE) test SCALE=2 PYTEST_ARGS='-m scale'
+	@$(MAKE) down SCALE=2
 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack

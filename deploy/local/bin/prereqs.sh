@@ -2,7 +2,8 @@
 # Checks the tools the local stack needs; one line per missing tool, non-zero exit if any.
 #   prereqs.sh            check only
 #   prereqs.sh --install  install what apt-get can (as root): redis-server, debootstrap
-#   prereqs.sh --test     what the tests need besides the stack: chromium (apt-get, as root)
+#   prereqs.sh --test     what the tests need besides the stack: chromium, and haproxy for the
+#                         scale-out tests (apt-get, as root)
 set -euo pipefail
 
 missing=0
@@ -24,6 +25,8 @@ apt_install() {  # apt_install COMMAND PACKAGE: when COMMAND is missing and apt-
 if [[ "${1:-}" == --test ]]; then
   apt_install chromium chromium
   need chromium "apt-get install chromium (the browser tests drive Debian's Chromium)" || true
+  apt_install haproxy haproxy
+  need haproxy "apt-get install haproxy (the scale-out tests balance two gateways with it)" || true
   need docker "install the docker CLI (the compose tests run docker compose config, no engine)" || true
   exit "$missing"
 fi

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,18 @@ if QUORUM:
     for _node in (2, 3):
         INFRA_PORTS[f"kafka_{_node}"] = f"KAFKA_{_node}_PORT"
         INFRA_PORTS[f"kafka_{_node} controller"] = f"KAFKA_{_node}_CONTROLLER_PORT"
+# The second gateway, writer and replicator and the balancer of `make up SCALE=2`.
+SCALE = ENV.get("SCALE", "1")
+SCALE_CONFIG = Path(ENV.get("PC_CONFIG", ".")).parent / "scale.yaml"
+if SCALE == "2":
+    INFRA_PORTS.update(
+        {
+            "balancer": "BALANCER_PORT",
+            "gateway_2": "GATEWAY_2_PORT",
+            "writer_2": "WRITER_2_PORT",
+            "replicator_2": "REPLICATOR_2_PORT",
+        }
+    )
 for _region in REGIONS:
     if STORE_IMPL == "ferretdb":
         INFRA_PORTS[f"{_region}_pg"] = f"{_region.upper()}_PG_PORT"
@@ -272,6 +285,8 @@ def start_process_compose() -> None:
     ]  # fmt: skip
     if QUORUM:
         command[-4:-4] = ["--config", str(QUORUM_CONFIG)]
+    if SCALE == "2":
+        command[-4:-4] = ["--config", str(SCALE_CONFIG)]
     PC_LOG.unlink(missing_ok=True)
     started = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if started.returncode != 0:
@@ -323,6 +338,10 @@ def up() -> None:
                 print(f"starting {proc['name']} (was {proc['status']})")
                 api("POST", f"/process/start/{proc['name']}")
     else:
+        if SCALE not in ("1", "2"):
+            fail(f"SCALE must be 1 or 2, not {SCALE!r}")
+        if SCALE == "2" and shutil.which("haproxy") is None:
+            fail("haproxy not found: apt-get install haproxy (SCALE=2 balances two gateways)")
         check_ports()
         start_process_compose()
     wait_ready(float(ENV.get("UP_TIMEOUT", "300")))
