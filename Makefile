@@ -252,6 +252,10 @@ bench: sync secrets ## the full benchmark on the local stack (under 15 min): ben
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
+.PHONY: bench-scale
+bench-scale: sync secrets ## one against two writers and replicators draining a backlog (needs make up SCALE=2): bench/results/scale.*
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench.scaleout
+
 ##@ Docker deployment (needs a Docker engine and Compose v2+)
 
 COMPOSE := docker compose -f $(ROOT)/deploy/compose.yaml
