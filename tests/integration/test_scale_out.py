@@ -1,7 +1,7 @@
 """Two of each service (make up SCALE=2): both gateways and both of each consumer do work.
 
-The gateways lease their clock ids from Redis, so the versions coming back through the balancer
-carry two node ids, and a gateway killed and restarted takes an id no live gateway holds. Both
+Each gateway has its own clock id, so the versions coming back through the balancer carry two
+node ids, before and after a gateway is killed and restarted. Both
 writers and both replicators apply a share of the commands (each owns some partitions), and the
 audit finds every accepted write exactly once where it belongs.
 """
@@ -73,7 +73,7 @@ async def test_two_gateways_and_two_of_each_consumer_share_the_work(env: Env, st
     assert len(nodes) == 2, f"versions came from node ids {nodes}"
     pid = await stack.kill("gateway_2", signal.SIGKILL)
     await stack.wait_ready("gateway_2", not_pid=pid)
-    # The restarted gateway holds a free id: never the one the other gateway holds.
+    # The restarted gateway's id is still its own, never the other gateway's.
     second, after_restart = await writes_from_both(env)
     assert len(after_restart) == 2, f"versions came from node ids {after_restart}"
     report = await env.settle()
