@@ -26,6 +26,8 @@ import httpx
 from regionstore_shared.api_key import auth_headers
 from regionstore_shared.ports import port, service_url
 
+from .env import compose_url
+
 log = logging.getLogger("regionstore_bench")
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -137,7 +139,7 @@ class ScaleBench:
         """Drain ``count`` commands' backlog with the consumers ``names``."""
         await self.stop(list(CONSUMERS))
         await self.ingest(count)
-        roles = {r for n in names for r in (["home"] if n.startswith("writer") else ["replica"])}
+        roles = {"home" if name.startswith("writer") else "replica" for name in names}
         await self.start(names)
         first: dict[str, tuple[float, float]] = {}
         drains: dict[str, Drain] = {}
@@ -166,7 +168,7 @@ def _customer() -> dict[str, object]:
 async def run(count: int, gateway: str) -> dict[str, float]:
     """Both comparisons; every consumer is left running."""
     async with httpx.AsyncClient(headers=auth_headers(), timeout=10) as client:
-        bench = ScaleBench(client, gateway, service_url(port("PC_PORT")))
+        bench = ScaleBench(client, gateway, compose_url())
         await bench.check_scaled()
         try:
             one = await bench.phase(["writer", "replicator"], count)

@@ -9,13 +9,13 @@ audit finds every accepted write exactly once where it belongs.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from typing import Any
 
 import httpx
 import pytest
 
+from regionstore_bench.scaleout import applied_by_role
 from regionstore_shared.clock import NODE_BITS
 from regionstore_shared.ports import port, service_url
 from tests.regionstore_env import Env, customer, env
@@ -25,7 +25,6 @@ __all__ = ["env"]
 
 WITHIN_S = 60.0
 CONSUMERS = ("WRITER_PORT", "WRITER_2_PORT", "REPLICATOR_PORT", "REPLICATOR_2_PORT")
-APPLIED = re.compile(r"^regionstore_commands_applied_total\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
 def node_of(version: int) -> int:
@@ -61,7 +60,7 @@ async def applied(port_var: str) -> float:
         base_url=service_url(port(port_var)), follow_redirects=True
     ) as client:
         metrics = (await client.get("/metrics")).text
-    return sum(float(value) for value in APPLIED.findall(metrics))
+    return sum(applied_by_role(metrics).values())
 
 
 async def test_two_gateways_and_two_of_each_consumer_share_the_work(env: Env, stack: Any) -> None:

@@ -1,7 +1,7 @@
 """Clock node ids leased from Redis, so gateway processes started alike never share one.
 
-With ``REGIONSTORE_NODE_ID=auto`` each gateway process (or uvicorn worker) takes the first
-free id of the 64 as a Redis lock that expires unless renewed. A process that restarts gets a
+With ``REGIONSTORE_NODE_ID=auto`` each gateway process takes a free id of the 64 as a Redis
+lock that expires unless renewed. A process that restarts gets a
 free id again, never the one a live process holds. A process that cannot renew its lease in
 time stops issuing versions (its writes are refused, nothing is published) until it holds an
 id again, because after the lease expires another process may take the same id.

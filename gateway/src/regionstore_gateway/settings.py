@@ -122,7 +122,7 @@ class GatewaySettings(CommonSettings):
         Annotated[int, Field(ge=0, le=MAX_NODE_ID)] | Literal["auto"],
         Field(
             description="Unique per gateway process; orders versions. 'auto' leases a free "
-            "one from Redis, for gateways started alike (replicas, uvicorn workers)."
+            "one from Redis, for identical replicas that cannot be given an ordinal."
         ),
     ] = 0
     node_lease_ttl_s: Annotated[

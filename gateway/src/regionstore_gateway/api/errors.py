@@ -146,9 +146,7 @@ def refusal(error: Exception, *, retry_after_s: int) -> JSONResponse:
             return _not_accepted(f"{KAFKA_DOWN_DETAIL} ({error})", retry)
         case IdempotencyUnavailableError():
             return _not_accepted(f"{REDIS_DOWN_DETAIL} ({error})", retry)
-        case CustomerUnreadableError():
-            return _not_accepted(f"{error}; {NOTHING_WRITTEN}", retry)
-        case NoNodeIdError():
+        case CustomerUnreadableError() | NoNodeIdError():
             return _not_accepted(f"{error}; {NOTHING_WRITTEN}", retry)
         case AuditUnavailableError():
             return _not_accepted(f"{error}; retry later", retry)
