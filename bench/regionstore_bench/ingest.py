@@ -22,6 +22,7 @@ import httpx
 from regionstore_shared.documents import APPLIED_AT, HOME
 from regionstore_testing.audit import AuditReport, Expected
 
+from .bare import bare_server, ratio_to_bare
 from .data import Customers, target_counts
 from .env import BenchEnv, Progress
 from .plan import Plan
@@ -59,6 +60,13 @@ class Accepts:
         self.accepted_wall[customer_id] = wall
 
 
+class CountedOnly(Accepts):
+    """The bare endpoint's answers: counted and timed, nothing to audit."""
+
+    def accept(self, item: dict[str, Any], wall: float) -> None:
+        """Nothing was stored, so nothing is expected."""
+
+
 def audit_counts(report: AuditReport) -> dict[str, float]:
     """The audit's counts as numbers for the results file."""
     return {
@@ -76,11 +84,12 @@ async def post_singles(
     concurrency: int,
     accepts: Accepts,
     budget_s: float = math.inf,
+    url: str | None = None,
 ) -> tuple[int, float]:
     """POST each customer on its own from ``concurrency`` workers, until done or out of time.
 
-    Each worker has its own keep-alive connection (see rawhttp). Returns (requests sent,
-    elapsed seconds).
+    Each worker has its own keep-alive connection (see rawhttp) to ``url``, the gateway unless
+    given. Returns (requests sent, elapsed seconds).
     """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
@@ -89,7 +98,7 @@ async def post_singles(
     deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
-        async with RawConnection(env.urls["gateway"], env.api_key) as connection:
+        async with RawConnection(url or env.urls["gateway"], env.api_key) as connection:
             while not queue.empty() and time.perf_counter() < deadline:
                 body = queue.get_nowait()
                 started = time.perf_counter()
@@ -256,6 +265,27 @@ def wanted_applies(
     return {service: float(by_role.get(role, 0)) for service, role in ROLE_OF.items()}
 
 
+async def bare_rounds(
+    env: BenchEnv, plan: Plan, loaded: Sequence[dict[str, Any]], per_round: int
+) -> list[float]:
+    """The gateway's rounds again against the bare endpoint: same bodies, concurrency, budget."""
+    rates: list[float] = []
+    async with bare_server() as url:
+        for index in range(plan.single_rounds):
+            bodies = loaded[index * per_round : (index + 1) * per_round]
+            count, seconds = await post_singles(
+                env,
+                bodies,
+                plan.single_concurrency,
+                CountedOnly(""),
+                plan.single_budget_s / plan.single_rounds,
+                url,
+            )
+            rates.append(rate(count, seconds))
+            log.info("bare round %d: %d sent, %.0f requests/s", index + 1, count, rates[-1])
+    return rates
+
+
 async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
     """Scenario 2: single-customer POSTs at a fixed concurrency, in rounds."""
     unloaded_bodies = customers.bodies[: plan.unloaded_requests]
@@ -285,6 +315,10 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
         env, accepts, before, wanted_applies(env, accepts, customers.bodies), plan.apply_timeout_s
     )
     log.info("singles settled %.1fs after the last accept: %s", done - accepted_at, report)
+    # After the settle, so the services' applies do not share the cores with it.
+    bare_rates = await bare_rounds(env, plan, loaded, per_round)
+    gateway_rate = median(rates)
+    bare_rate = median(bare_rates)
     return {
         "requests": float(sent),
         "requests_planned": float(len(loaded)),
@@ -293,7 +327,10 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
         "concurrency": float(plan.single_concurrency),
         "rounds": float(plan.single_rounds),
         "runs_accepted_per_s": rates,
-        "accepted_per_s": median(rates),
+        "accepted_per_s": gateway_rate,
+        "bare_runs_per_s": bare_rates,
+        "bare_per_s": bare_rate,
+        "ratio_to_bare": ratio_to_bare(gateway_rate, bare_rate),
         "accept_latency": latency_summary(loaded_seconds),
         "unloaded_accept_latency": latency_summary(unloaded.request_seconds),
         "failed": float(accepts.failed),

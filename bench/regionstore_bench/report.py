@@ -99,6 +99,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             base["produce_rtt"]["p50_ms"], 2.0, "<=", "ms",
         ),
         _target(
+            "single accepted/s >= 0.8 x a bare FastAPI endpoint's requests/s (same body, client)",
+            results["ingest_single"]["accepted_per_s"],
+            results["ingest_single"]["bare_per_s"], 0.8, ">=", "/s",
+        ),
+        _target(
             "query p99 one region down <= 1.5 x p99 all up",
             results["queries"]["one_down"]["p99_ms"],
             results["queries"]["all_up"]["p99_ms"], 1.5, "<=", "ms",
@@ -227,6 +232,8 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         f"{_n(base['insert_many_full']['docs_per_s'])} docs/s |",
         f"| singles | {_n(single['requests'])} POSTs at concurrency {_n(single['concurrency'])} | "
         f"{_n(single['accepted_per_s'])} accepted/s |",
+        f"| singles | bare FastAPI endpoint, same bodies and concurrency | "
+        f"{_n(single['bare_per_s'])} requests/s (gateway {single['ratio_to_bare']:.2f} x) |",
         f"| singles | accept latency p50 / p99 | {_n(single['accept_latency']['p50_ms'], 1)} / "
         f"{_n(single['accept_latency']['p99_ms'], 1)} ms |",
         f"| singles | unloaded (concurrency 1) accept p50 / p99 | "
