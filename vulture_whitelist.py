@@ -24,4 +24,5 @@ _ = (
     _.resume_reading,
     _.transaction,  # redis-py signature on a test fake
     _.idempotency,  # a Clients key, read by key in regionstore_gateway.state.serving
+    _.post_customer,  # a FastAPI route of the bench's bare comparison app
 )

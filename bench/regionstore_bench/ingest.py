@@ -22,6 +22,7 @@ import httpx
 from regionstore_shared.documents import APPLIED_AT, HOME
 from regionstore_testing.audit import AuditReport, Expected
 
+from .bare import bare_server, ratio_to_bare
 from .data import Customers, target_counts
 from .env import BenchEnv, Progress
 from .plan import Plan
@@ -37,6 +38,8 @@ PARKED = "regionstore_commands_parked_total"
 LAG = "regionstore_apply_lag_seconds"
 CONSUMER_LAG = "regionstore_consumer_lag_messages"
 ROLE_OF = {"writer": "home", "replicator": "replica"}
+# How often the bare rounds may cycle through a round's bodies before its time is up.
+BARE_REPEATS = 50
 
 
 @dataclass
@@ -59,6 +62,13 @@ class Accepts:
         self.accepted_wall[customer_id] = wall
 
 
+class CountedOnly(Accepts):
+    """The bare endpoint's answers: counted and timed, nothing to audit."""
+
+    def accept(self, item: dict[str, Any], wall: float) -> None:
+        """Nothing was stored, so nothing is expected."""
+
+
 def audit_counts(report: AuditReport) -> dict[str, float]:
     """The audit's counts as numbers for the results file."""
     return {
@@ -76,11 +86,12 @@ async def post_singles(
     concurrency: int,
     accepts: Accepts,
     budget_s: float = math.inf,
+    url: str | None = None,
 ) -> tuple[int, float]:
     """POST each customer on its own from ``concurrency`` workers, until done or out of time.
 
-    Each worker has its own keep-alive connection (see rawhttp). Returns (requests sent,
-    elapsed seconds).
+    Each worker has its own keep-alive connection (see rawhttp) to ``url``, the gateway unless
+    given. Returns (requests sent, elapsed seconds).
     """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
@@ -89,7 +100,7 @@ async def post_singles(
     deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
-        async with RawConnection(env.urls["gateway"], env.api_key) as connection:
+        async with RawConnection(url or env.urls["gateway"], env.api_key) as connection:
             while not queue.empty() and time.perf_counter() < deadline:
                 body = queue.get_nowait()
                 started = time.perf_counter()
@@ -256,6 +267,23 @@ def wanted_applies(
     return {service: float(by_role.get(role, 0)) for service, role in ROLE_OF.items()}
 
 
+async def bare_rounds(
+    env: BenchEnv, plan: Plan, bodies: Sequence[dict[str, Any]], durations: Sequence[float]
+) -> list[float]:
+    """The gateway's rounds again against the bare endpoint: same bodies, concurrency, and
+    each round as long as the gateway's was (the bodies repeat: nothing is stored)."""
+    rates: list[float] = []
+    repeated = list(bodies) * BARE_REPEATS
+    async with bare_server() as url:
+        for index, duration in enumerate(durations):
+            count, seconds = await post_singles(
+                env, repeated, plan.single_concurrency, CountedOnly(""), duration, url
+            )
+            rates.append(rate(count, seconds))
+            log.info("bare round %d: %d sent, %.0f requests/s", index + 1, count, rates[-1])
+    return rates
+
+
 async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
     """Scenario 2: single-customer POSTs at a fixed concurrency, in rounds."""
     unloaded_bodies = customers.bodies[: plan.unloaded_requests]
@@ -264,6 +292,7 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
     before = await applied_counters(env)
     per_round = math.ceil(len(loaded) / plan.single_rounds)
     rates: list[float] = []
+    durations: list[float] = []
     sent = 0
     first = time.perf_counter()
     for index in range(plan.single_rounds):
@@ -272,6 +301,7 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
             env, bodies, plan.single_concurrency, accepts, plan.single_budget_s / plan.single_rounds
         )
         sent += count
+        durations.append(seconds)
         rates.append(rate(count, seconds))
         log.info("singles round %d: %d sent, %.0f accepted/s", index + 1, count, rates[-1])
     accepted_at = time.perf_counter()
@@ -285,6 +315,10 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
         env, accepts, before, wanted_applies(env, accepts, customers.bodies), plan.apply_timeout_s
     )
     log.info("singles settled %.1fs after the last accept: %s", done - accepted_at, report)
+    # After the settle, so the services' applies do not share the cores with it.
+    bare_rates = await bare_rounds(env, plan, loaded[:per_round], durations)
+    gateway_rate = median(rates)
+    bare_rate = median(bare_rates)
     return {
         "requests": float(sent),
         "requests_planned": float(len(loaded)),
@@ -293,7 +327,10 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
         "concurrency": float(plan.single_concurrency),
         "rounds": float(plan.single_rounds),
         "runs_accepted_per_s": rates,
-        "accepted_per_s": median(rates),
+        "accepted_per_s": gateway_rate,
+        "bare_runs_per_s": bare_rates,
+        "bare_per_s": bare_rate,
+        "ratio_to_bare": ratio_to_bare(gateway_rate, bare_rate),
         "accept_latency": latency_summary(loaded_seconds),
         "unloaded_accept_latency": latency_summary(unloaded.request_seconds),
         "failed": float(accepts.failed),

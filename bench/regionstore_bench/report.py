@@ -99,6 +99,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             base["produce_rtt"]["p50_ms"], 2.0, "<=", "ms",
         ),
         _target(
+            "single accepted/s >= 0.8 x a bare FastAPI endpoint's requests/s (same body, client)",
+            results["ingest_single"]["accepted_per_s"],
+            results["ingest_single"].get("bare_per_s", math.nan), 0.8, ">=", "/s",
+            "" if "bare_per_s" in results["ingest_single"] else "no bare run in these results",
+        ),
+        _target(
             "query p99 one region down <= 1.5 x p99 all up",
             results["queries"]["one_down"]["p99_ms"],
             results["queries"]["all_up"]["p99_ms"], 1.5, "<=", "ms",
@@ -232,6 +238,14 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         f"| singles | unloaded (concurrency 1) accept p50 / p99 | "
         f"{_n(single['unloaded_accept_latency']['p50_ms'], 1)} / "
         f"{_n(single['unloaded_accept_latency']['p99_ms'], 1)} ms |",
+        *(
+            [
+                f"| singles | bare FastAPI endpoint, same bodies and concurrency | "
+                f"{_n(single['bare_per_s'])} requests/s (gateway {single['ratio_to_bare']:.2f} x) |"
+            ]
+            if "bare_per_s" in single
+            else []
+        ),
         f"| batch | {_n(batch['customers'])} customers, {_n(batch['batch_size'])}/request, "
         f"{_n(batch['concurrency'])} concurrent | {_n(batch['accepted_per_s'])} accepted/s |",
         f"| batch | end-to-end applied (home + replica, audited) | "
