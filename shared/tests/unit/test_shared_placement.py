@@ -1,0 +1,290 @@
+"""The placement table: a property test over moves, deletes and replays for 3 to 12 regions.
+
+The model stores are version-guarded like the real ones (insert when absent, replace when
+older). Two consumers, a writer and a replicator, each with its own table, read the same
+partition in batches; a batch may fail after writing part of its targets and is then routed and
+applied again; a region may be down, its targets parked and replayed at the end in any order;
+commands arrive in any order (gateways race) and some twice. Whatever happens, every region ends
+as the newest command says: the record in its placement, no live copy anywhere else.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regionstore_shared.domain import delete_command, upsert_command
+from regionstore_shared.placement import PlacementTable, placed_by, targets_of
+from regionstore_shared.regions import RegionMap, RegionSpec
+from regionstore_shared.schemas import Action, Applier, Command, Customer, Target
+
+CUSTOMER = "c1"
+
+
+def region_map(count: int, replicas: int) -> RegionMap:
+    width = 90000 // count
+    names = [f"r{i}" for i in range(count)]
+    return RegionMap(
+        RegionSpec(
+            name=name,
+            zip_min=1000 + i * width,
+            zip_max=1000 + (i + 1) * width - 1,
+            replicas=tuple(names[(i + k) % count] for k in range(1, replicas + 1)),
+        )
+        for i, name in enumerate(names)
+    )
+
+
+def customer(zip_prefix: int) -> Customer:
+    return Customer(
+        customer_id=CUSTOMER,
+        customer_unique_id="0" * 32,
+        customer_zip_code_prefix=zip_prefix,
+        customer_city="sao paulo",
+        customer_state="SP",
+    )
+
+
+def home_zip(regions: RegionMap, index: int) -> int:
+    return regions.specs[index % len(regions.names)].zip_min
+
+
+def upsert(regions: RegionMap, home: int, version: int) -> Command:
+    """An upsert homing the customer in the ``home``-th region."""
+    return upsert_command(
+        customer(home_zip(regions, home)), regions=regions, version=version, issued_at_ms=0
+    )
+
+
+@dataclass
+class Stores:
+    """Version-guarded regions: customer id -> (version, live)."""
+
+    docs: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    writes: int = 0
+
+    def apply(self, command: Command, target: Target) -> None:
+        self.writes += 1
+        held = self.docs.get(target.region)
+        if held is None or held[0] < command.version:
+            self.docs[target.region] = (command.version, target.action is Action.UPSERT)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A region map, the partition's delivery order, and the faults along the way."""
+
+    regions: RegionMap
+    delivered: list[Command]
+    batch: int
+    failures: list[bool]
+    partial: int
+    down: set[str]
+    park_order: random.Random
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    count = draw(st.integers(3, 12))
+    regions = region_map(count, draw(st.integers(1, min(2, count - 1))))
+    writes = draw(
+        st.lists(
+            st.one_of(st.integers(0, count - 1), st.none()),  # a home region, or a delete
+            min_size=1,
+            max_size=8,
+        )
+    )
+    commands: list[Command] = [
+        delete_command(CUSTOMER, regions=regions, version=v, issued_at_ms=0)
+        if home is None
+        else upsert_command(
+            customer(home_zip(regions, home)), regions=regions, version=v, issued_at_ms=0
+        )
+        for v, home in enumerate(writes, start=1)
+    ]
+    delivered = draw(st.permutations(commands))
+    replays = draw(st.lists(st.integers(0, len(delivered) - 1), max_size=4))
+    for at in replays:
+        delivered.insert(draw(st.integers(at + 1, len(delivered))), delivered[at])
+    return Scenario(
+        regions=regions,
+        delivered=delivered,
+        batch=draw(st.integers(1, 4)),
+        failures=draw(st.lists(st.booleans(), max_size=len(delivered))),
+        partial=draw(st.integers(0, 3)),
+        down=draw(st.sets(st.sampled_from(regions.names), max_size=count - 1)),
+        park_order=draw(st.randoms(use_true_random=False)),
+    )
+
+
+def consume(
+    role: Applier,
+    delivered: list[Command],
+    stores: Stores,
+    parked: list[tuple[Command, Target]],
+    *,
+    batch: int,
+    failures: list[bool],
+    partial: int,
+    down: set[str],
+    unknown: tuple[str, ...] = (),
+) -> None:
+    """One consumer group reading the partition in batches; a failed batch is replayed."""
+    table = PlacementTable({}, unknown=unknown)
+    start, attempt = 0, 0
+    while start < len(delivered):
+        chunk = delivered[start : start + batch]
+        routed = [(c, t) for c in chunk for t in table.route(c) if t.role is role]
+        # Each failure is used once, so every batch is committed in the end.
+        failed = attempt < len(failures) and failures[attempt]
+        attempt += 1
+        for done, (command, target) in enumerate(routed):
+            if failed and done >= partial:
+                break
+            if target.region in down:
+                parked.append((command, target))
+            else:
+                stores.apply(command, target)
+        if failed:
+            table.discard()
+            continue
+        table.settle()
+        start += batch
+
+
+def final_state_holds(regions: RegionMap, newest: Command, stores: Stores) -> None:
+    placed = placed_by(newest, ())
+    for region in regions.names:
+        held = stores.docs.get(region)
+        if region in placed.regions:
+            assert held == (newest.version, True), f"{region}: {held} for {newest}"
+        else:
+            assert held is None or not held[1], f"{region} keeps a live copy {held}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenarios())
+def test_every_region_ends_as_the_newest_command_says(scenario: Scenario) -> None:
+    regions, delivered = scenario.regions, scenario.delivered
+    stores, parked = Stores(), list[tuple[Command, Target]]()
+    for role in (Applier.WRITER, Applier.REPLICATOR):
+        consume(
+            role,
+            delivered,
+            stores,
+            parked,
+            batch=scenario.batch,
+            failures=scenario.failures,
+            partial=scenario.partial,
+            down=scenario.down,
+        )
+    scenario.park_order.shuffle(parked)
+    for command, target in parked:
+        stores.apply(command, target)
+    final_state_holds(regions, max(delivered, key=lambda c: c.version), stores)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios(), st.integers(0, 11))
+def test_a_table_started_late_assumes_the_customer_anywhere(
+    scenario: Scenario, earlier_home: int
+) -> None:
+    """Commands from before the table left a record and tombstones in every other region."""
+    regions, delivered = scenario.regions, scenario.delivered
+    stores = Stores()
+    for region in regions.placement(home_zip(regions, earlier_home)):
+        stores.docs[region] = (0, True)
+    parked: list[tuple[Command, Target]] = []
+    for role in (Applier.WRITER, Applier.REPLICATOR):
+        consume(
+            role,
+            delivered,
+            stores,
+            parked,
+            batch=scenario.batch,
+            failures=[],
+            partial=0,
+            down=set(),
+            unknown=regions.names,
+        )
+    final_state_holds(regions, max(delivered, key=lambda c: c.version), stores)
+
+
+def moves(count: int, replicas: int) -> tuple[int, int]:
+    """Store writes for a create and then a move to the next region, with ``count`` regions."""
+    regions = region_map(count, replicas)
+    table = PlacementTable({}, unknown=())
+    create = upsert(regions, 0, 1)
+    move = upsert(regions, 1, 2)
+    return len(table.route(create)), len(table.route(move))
+
+
+def test_a_write_costs_its_placement_and_the_regions_left_whatever_the_region_count() -> None:
+    # One replica: a create writes 2 regions; a move from r0 (r0, r1) to r1 (r1, r2) writes
+    # its 2 and tombstones r0, the one region left.
+    assert moves(3, 1) == moves(6, 1) == moves(12, 1) == (2, 3)
+    assert moves(12, 2) == (3, 4)
+
+
+def test_an_older_command_after_a_newer_one_goes_nowhere() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    newer = upsert(regions, 1, 5)
+    older = upsert(regions, 0, 4)
+    assert [t.region for t in table.route(newer)] == ["r1", "r2"]
+    assert table.route(older) == ()
+
+
+def test_a_replay_goes_where_the_command_went_the_first_time() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    first = upsert(regions, 0, 1)
+    move = upsert(regions, 1, 2)
+    table.route(first)
+    routed = table.route(move)
+    table.settle()
+    assert table.route(move) == routed
+    assert [(t.region, t.action) for t in routed] == [
+        ("r1", Action.UPSERT),
+        ("r2", Action.UPSERT),
+        ("r0", Action.TOMBSTONE),
+    ]
+
+
+def test_discarded_changes_are_routed_again_from_the_committed_placement() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    create = upsert(regions, 0, 1)
+    table.route(create)
+    table.settle()
+    move = upsert(regions, 1, 2)
+    table.route(move)
+    table.discard()
+    assert table.get(CUSTOMER) == placed_by(create, ())
+    assert table.changes == {}
+
+
+def test_a_delete_tombstones_the_placement_the_writer_first() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    table.route(upsert(regions, 2, 1))
+    routed = table.route(delete_command(CUSTOMER, regions=regions, version=2, issued_at_ms=0))
+    assert [(t.region, t.role, t.action) for t in routed] == [
+        ("r2", Applier.WRITER, Action.TOMBSTONE),
+        ("r0", Applier.REPLICATOR, Action.TOMBSTONE),
+    ]
+    assert table.route(delete_command(CUSTOMER, regions=regions, version=3, issued_at_ms=0)) == ()
+
+
+def test_targets_of_keeps_an_upserts_own_appliers() -> None:
+    regions = region_map(3, 1)
+    command = upsert(regions, 0, 1)
+    placed = placed_by(command, ("r2",))
+    assert [(t.region, t.role) for t in targets_of(command, placed)] == [
+        ("r0", Applier.WRITER),
+        ("r1", Applier.REPLICATOR),
+        ("r2", Applier.REPLICATOR),
+    ]
