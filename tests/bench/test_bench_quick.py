@@ -145,7 +145,10 @@ class TestQuickBench:
             assert _is_number(data["rss_mb"]["idle"][service]), service
             assert _is_number(data["rss_mb"]["batch_peak"][service]), service
         targets = data["targets"]
-        assert len(targets) == 5 + 2 * len(SERVICES)
+        assert len(targets) == 6 + 2 * len(SERVICES)
+        single = data["ingest_single"]
+        assert single["bare_per_s"] > 0
+        assert single["ratio_to_bare"] == single["accepted_per_s"] / single["bare_per_s"]
         for target in targets:
             assert _is_number(target["ratio"]), target["name"]
             assert isinstance(target["pass"], bool), target["name"]
