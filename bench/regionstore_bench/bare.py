@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI, status
 
 from regionstore_shared.schemas import Customer
+from regionstore_testing.ports import free_port
 
 
 def create_app() -> FastAPI:
@@ -35,14 +35,6 @@ def create_app() -> FastAPI:
 def ratio_to_bare(gateway_rate: float, bare_rate: float) -> float:
     """The gateway's accepted/s as a fraction of the bare endpoint's; 0 when bare did nothing."""
     return gateway_rate / bare_rate if bare_rate > 0 else 0.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def bare_command(port: int) -> list[str]:

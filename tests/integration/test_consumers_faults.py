@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from regionstore_shared.settings import CommonSettings
+from regionstore_testing.ports import free_port
 from tests.regionstore_env import Env, customer, env
 from tests.stack import REPO_ROOT, Stack
 
@@ -102,13 +102,6 @@ class Load:
             await task
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def _log_file(path: Path) -> IO[bytes]:
     return path.open("wb")
 
@@ -126,7 +119,7 @@ class ExtraConsumer:
     async def start(cls, stack: Stack, service: str, logs: Path) -> ExtraConsumer:
         """Start ``python -m regionstore_<service>`` with the stack's environment."""
         endpoints = stack.endpoints
-        port = _free_port()
+        port = free_port()
         environment = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",

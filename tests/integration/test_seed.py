@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import sys
 import time
 import uuid
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
+from regionstore_testing.ports import free_port
 from regionstore_tools.dataset.loader import BATCH_PATH, LoadOptions, load, open_client
 from regionstore_tools.dataset.olist import generate
 from regionstore_tools.dataset.olist_csv import COLUMNS, read_customers
@@ -208,15 +208,8 @@ async def test_import_through_the_cli_prints_grouped_reasons(
     assert f"e.g. line 2 ({ids[0]})" in out
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_unreachable_gateway_is_one_line_and_nonzero() -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code, out, err = await run_cli("seed", "10", "--url", url, "--no-progress")
     assert code == 1
     assert out == ""

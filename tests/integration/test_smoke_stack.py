@@ -27,6 +27,7 @@ from pymongo import AsyncMongoClient
 from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.ports import PORTS_ENV, read_ports
 from regionstore_shared.settings import CommonSettings, KafkaSettings
+from regionstore_testing.ports import free_port
 from tests.stack import REPO_ROOT, Stack
 
 LOCAL_BIN = REPO_ROOT / "deploy" / "local" / "bin"
@@ -162,12 +163,6 @@ def test_prerequisite_check_names_the_missing_tool_in_one_line(tmp_path: Path) -
         "java not found: apt-get install openjdk-17-jre-headless (Kafka 4 needs Java 17+)" in lines
     )
     assert all(" not found: " in line for line in lines), result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_up_names_a_port_taken_by_another_process(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ the rest, tombstones outside the placement included.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import (
@@ -45,13 +46,18 @@ def upsert_targets(regions: RegionMap, zip_prefix: int) -> tuple[Target, ...]:
 
 def delete_targets(regions: RegionMap) -> tuple[Target, ...]:
     """Tombstone every region; the first is written by the writer, the rest by the replicator."""
+    return tombstones(regions.names)
+
+
+def tombstones(regions: Iterable[str]) -> tuple[Target, ...]:
+    """Tombstones in ``regions``: the writer writes the first, the replicator the rest."""
     return tuple(
         Target(
             region=r,
             role=Applier.WRITER if i == 0 else Applier.REPLICATOR,
             action=Action.TOMBSTONE,
         )
-        for i, r in enumerate(regions.names)
+        for i, r in enumerate(regions)
     )
 
 

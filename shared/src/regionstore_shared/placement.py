@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from regionstore_shared.domain import tombstones
 from regionstore_shared.schemas import Action, Applier, Command, Target, UpsertCustomer
 
 
@@ -63,14 +64,7 @@ def targets_of(command: Command, placed: Placed) -> tuple[Target, ...]:
         return upserts + tuple(
             Target(region=r, role=Applier.REPLICATOR, action=Action.TOMBSTONE) for r in placed.left
         )
-    return tuple(
-        Target(
-            region=r,
-            role=Applier.WRITER if i == 0 else Applier.REPLICATOR,
-            action=Action.TOMBSTONE,
-        )
-        for i, r in enumerate(placed.left)
-    )
+    return tombstones(placed.left)
 
 
 class PlacementTable:

@@ -165,26 +165,32 @@ def final_state_holds(regions: RegionMap, newest: Command, stores: Stores) -> No
             assert held is None or not held[1], f"{region} keeps a live copy {held}"
 
 
-@settings(max_examples=400, deadline=None)
-@given(scenarios())
-def test_every_region_ends_as_the_newest_command_says(scenario: Scenario) -> None:
-    regions, delivered = scenario.regions, scenario.delivered
-    stores, parked = Stores(), list[tuple[Command, Target]]()
+def play(scenario: Scenario, stores: Stores, unknown: tuple[str, ...] = ()) -> None:
+    """Both consumer groups read the partition, parked targets are replayed, then the check."""
+    parked: list[tuple[Command, Target]] = []
     for role in (Applier.WRITER, Applier.REPLICATOR):
         consume(
             role,
-            delivered,
+            scenario.delivered,
             stores,
             parked,
             batch=scenario.batch,
             failures=scenario.failures,
             partial=scenario.partial,
             down=scenario.down,
+            unknown=unknown,
         )
     scenario.park_order.shuffle(parked)
     for command, target in parked:
         stores.apply(command, target)
-    final_state_holds(regions, max(delivered, key=lambda c: c.version), stores)
+    newest = max(scenario.delivered, key=lambda c: c.version)
+    final_state_holds(scenario.regions, newest, stores)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenarios())
+def test_every_region_ends_as_the_newest_command_says(scenario: Scenario) -> None:
+    play(scenario, Stores())
 
 
 @settings(max_examples=200, deadline=None)
@@ -193,24 +199,11 @@ def test_a_table_started_late_assumes_the_customer_anywhere(
     scenario: Scenario, earlier_home: int
 ) -> None:
     """Commands from before the table left a record and tombstones in every other region."""
-    regions, delivered = scenario.regions, scenario.delivered
+    regions = scenario.regions
     stores = Stores()
     for region in regions.placement(home_zip(regions, earlier_home)):
         stores.docs[region] = (0, True)
-    parked: list[tuple[Command, Target]] = []
-    for role in (Applier.WRITER, Applier.REPLICATOR):
-        consume(
-            role,
-            delivered,
-            stores,
-            parked,
-            batch=scenario.batch,
-            failures=[],
-            partial=0,
-            down=set(),
-            unknown=regions.names,
-        )
-    final_state_holds(regions, max(delivered, key=lambda c: c.version), stores)
+    play(scenario, stores, unknown=regions.names)
 
 
 def moves(count: int, replicas: int) -> tuple[int, int]:
