@@ -27,6 +27,7 @@ from .env import BenchEnv, compose_url, log, open_env, port_of
 from .plan import FULL, QUICK, Plan
 from .probes import PhaseUsage, ProcessSampler
 from .profile import profiled
+from .write_cost import write_costs
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -228,6 +229,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
     }
     if profiles:
         results["profiles"] = profiles
+    results["write_cost"] = write_costs()
     results["targets"] = report.targets(results)
     results["query_targets"] = report.query_targets(results)
     return results

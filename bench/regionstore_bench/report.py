@@ -294,6 +294,7 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
             f"{' (' + t['note'] + ')' if t.get('note') else ''} |"
         )
     lines += _query_lines(query, results.get("query_targets", []))
+    lines += _write_cost_lines(results.get("write_cost"))
     rss = results["rss_mb"]
     store_memory = results.get("store_rss_mb")
     pairs = {stores.pair_of(region) for region in (store_memory or {}).get("regions", {})}
@@ -320,6 +321,32 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         lines.append(f"| {phase} | {cells} |")
     lines += ["", f"Settings and every other figure: `{path.with_suffix('.json').name}`.", ""]
     path.write_text("\n".join(lines))
+
+
+def _write_cost_lines(costs: list[dict[str, Any]] | None) -> list[str]:
+    """Store writes per customer write, today against the placement table (not wired in yet)."""
+    if not costs:
+        return []
+    lines = [
+        "",
+        "## Store writes per customer write",
+        "",
+        "Counted from the router (one target is one store write), over each customer's create, "
+        "move to another home and delete. Today every write reaches every region; the placement "
+        "table (`regionstore_shared.placement`, not yet used by the consumers) reaches the "
+        "placement plus the regions the customer left.",
+        "",
+        "| regions | replicas | create: today / table | move: today / table | "
+        "delete: today / table |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for cost in costs:
+        today, table = cost["today"], cost["table"]
+        cells = " | ".join(
+            f"{_n(today[kind], 1)} / {_n(table[kind], 1)}" for kind in ("create", "move", "delete")
+        )
+        lines.append(f"| {cost['regions']} | {cost['replicas']} | {cells} |")
+    return lines
 
 
 def _with_indexes(insert: dict[str, Any]) -> str:
