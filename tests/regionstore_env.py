@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.clients import MongoClient, mongo_client
+from regionstore_shared.clients import MongoClient, kafka_admin, kafka_connection, mongo_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, Expected, wait_for_clean
@@ -95,26 +96,40 @@ class Env:
         wanted = list(finals) if finals is not None else list(self.finals.values())
         return await wait_for_clean(wanted, self.collections, self.regions, within_s=within_s)
 
+    async def consumed(self, within_s: float = APPLY_WITHIN_S) -> None:
+        """Wait until the writer's and the replicator's groups committed every command sent so
+        far: whatever they were to write of them is written (or parked)."""
+        kafka = self.settings.kafka
+        partitions = [TopicPartition(kafka.command_topic, p) for p in range(kafka.partitions)]
+        consumer = AIOKafkaConsumer(**kafka_connection(kafka), client_id="tests-consumed")
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        admin = kafka_admin(kafka, "tests-consumed")
+        await admin.start()
+        try:
+            deadline = time.monotonic() + within_s
+            for group in (kafka.writer_group, kafka.replicator_group):
+                while True:
+                    committed = await admin.list_consumer_group_offsets(
+                        group, partitions=partitions
+                    )
+                    behind = {tp.partition for tp in partitions if committed[tp].offset < ends[tp]}
+                    if not behind:
+                        break
+                    assert time.monotonic() < deadline, f"{group} behind on partitions {behind}"
+                    await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
     async def documents(self, customer_id: str) -> dict[str, dict[str, Any] | None]:
         """The raw document of a customer in every region."""
         return {
             region: await collection.find_one({"_id": customer_id})
             for region, collection in self.collections.items()
         }
-
-    async def wait_documents(
-        self,
-        customer_id: str,
-        done: Callable[[dict[str, dict[str, Any] | None]], bool],
-        within_s: float = APPLY_WITHIN_S,
-    ) -> dict[str, dict[str, Any] | None]:
-        """A customer's documents once ``done`` holds of them, or as they are when time is up."""
-        deadline = time.monotonic() + within_s
-        while True:
-            docs = await self.documents(customer_id)
-            if done(docs) or time.monotonic() > deadline:
-                return docs
-            await asyncio.sleep(0.2)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from regionstore_shared.documents import live_document
-from regionstore_shared.domain import upsert_targets
+from regionstore_shared.domain import upsert_command, upsert_targets
+from regionstore_shared.placement import PlacementTable
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import Customer, UpsertCustomer, encode_command
 from regionstore_tools.dataset.olist import generate
@@ -98,15 +99,19 @@ def commands(bodies: Iterable[dict[str, Any]], regions: RegionMap) -> list[Upser
 def target_counts(
     bodies: Iterable[dict[str, Any]], regions: RegionMap
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """How many applications these upserts cost, per region and per role (home, replica).
+    """How many applications these new customers' upserts cost, per region and per role.
 
-    Taken from the shared placement (`regionstore_shared.domain`), so the bench follows whatever
-    it decides (today: the record in home and replicas, a tombstone in every other region).
+    Routed as the consumers route them, through a placement table
+    (`regionstore_shared.placement`), so the bench follows whatever it decides (a new customer
+    lived nowhere before: the record in home and replicas, nothing elsewhere).
     """
     by_region = dict.fromkeys(regions.names, 0)
     by_role: dict[str, int] = {}
+    table = PlacementTable({}, unknown=())
     for body in bodies:
-        for target in upsert_targets(regions, body["customer_zip_code_prefix"]):
+        customer = Customer.model_validate(body)
+        command = upsert_command(customer, regions=regions, version=1, issued_at_ms=0)
+        for target in table.route(command):
             by_region[target.region] += 1
             by_role[target.role.value] = by_role.get(target.role.value, 0) + 1
     return by_region, by_role

@@ -324,7 +324,7 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
 
 
 def _write_cost_lines(costs: list[dict[str, Any]] | None) -> list[str]:
-    """Store writes per customer write, today against the placement table (not wired in yet)."""
+    """Store writes per customer write: every region (before) against the placement table."""
     if not costs:
         return []
     lines = [
@@ -332,12 +332,12 @@ def _write_cost_lines(costs: list[dict[str, Any]] | None) -> list[str]:
         "## Store writes per customer write",
         "",
         "Counted from the router (one target is one store write), over each customer's create, "
-        "move to another home and delete. Today every write reaches every region; the placement "
-        "table (`regionstore_shared.placement`, not yet used by the consumers) reaches the "
-        "placement plus the regions the customer left.",
+        "move to another home and delete. Before the placement table every write reached every "
+        "region; the consumers now route through the table "
+        "(`regionstore_shared.placement_log`): the placement plus the regions the customer left.",
         "",
-        "| regions | replicas | create: today / table | move: today / table | "
-        "delete: today / table |",
+        "| regions | replicas | create: before / table | move: before / table | "
+        "delete: before / table |",
         "| --- | --- | --- | --- | --- |",
     ]
     for cost in costs:

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, ProducerFenced
 from pymongo import InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.results import BulkWriteResult
@@ -26,13 +35,19 @@ from redis.exceptions import RedisError
 from regionstore_shared import service
 from regionstore_shared.apply import Envelope, RegionUnavailableError
 from regionstore_shared.documents import VERSION
+from regionstore_shared.domain import upsert_command
+from regionstore_shared.placement import Placed
+from regionstore_shared.placement_log import UNKNOWN_KEY, Loaded, read_entry
+from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import (
     Action,
     Applier,
     Command,
+    Customer,
     DeleteCustomer,
     Target,
+    UpsertCustomer,
     encode_command,
 )
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings
@@ -74,6 +89,20 @@ def tombstone(
             Target(region=region, role=role, action=Action.TOMBSTONE) for region, role in targets
         ),
         customer_id=customer_id,
+    )
+
+
+def upsert(customer_id: str, version: int, zip_prefix: int = 14409) -> UpsertCustomer:
+    """An upsert placed by the default region map (14409: region_1, replica region_3)."""
+    customer = Customer(
+        customer_id=customer_id,
+        customer_unique_id="861eff4711a542e4b93843c6dd7febb0",
+        customer_zip_code_prefix=zip_prefix,
+        customer_city="franca",
+        customer_state="SP",
+    )
+    return upsert_command(
+        customer, regions=RegionMap(DEFAULT_REGIONS), version=version, issued_at_ms=0
     )
 
 
@@ -277,7 +306,8 @@ class FakeProducer:
 class FakeApplier:
     """Records each batch's customer ids and selected targets; fails on the given calls.
 
-    ``error`` is what a failing call raises; ``during`` runs once, in the middle of the next
+    ``error`` is what a failing call raises; ``during`` runs once (awaited if it gives an
+    awaitable), in the middle of the next
     call (after the yield a store round trip would give other tasks).
     """
 
@@ -296,7 +326,7 @@ class FakeApplier:
         self.error = error if error is not None else RegionUnavailableError("region_1", "down")
         self.applied: list[list[str]] = []
         self.selected: list[list[Target]] = []
-        self.during: Callable[[], None] | None = None
+        self.during: Callable[[], object] | None = None
 
     async def apply(
         self, envelopes: Sequence[Envelope], select: Callable[[Command], Iterable[Target]]
@@ -308,9 +338,71 @@ class FakeApplier:
         await asyncio.sleep(0)
         if self.during is not None:
             during, self.during = self.during, None
-            during()
+            if inspect.isawaitable(outcome := during()):
+                await outcome
         if self.calls in self.failing:
             raise self.error
+
+
+class FakeTableWriter:
+    """A partition's transactional writer: a commit is all or nothing, and fails once fenced."""
+
+    def __init__(self, store: FakeTableStore, partition: int) -> None:
+        self.store = store
+        self.partition = partition
+        self.fenced = False
+        self.closed = False
+
+    async def commit(
+        self,
+        entries: Mapping[bytes, bytes],
+        offsets: Mapping[TopicPartition, Any],
+        group: str,
+    ) -> None:
+        await asyncio.sleep(0)  # a round trip: a rebalance may fence the writer meanwhile
+        if self.fenced:
+            raise ProducerFenced()
+        if self.store.commit_errors:
+            raise self.store.commit_errors.pop(0)
+        self.store.tables.setdefault(self.partition, {}).update(entries)
+        self.store.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeTableStore:
+    """Placement tables in memory, with Kafka's transactional behaviour: a new writer of a
+    partition fences the one before, and only committed entries are loaded."""
+
+    def __init__(self, history: Mapping[int, Mapping[str, Placed] | None] | None = None) -> None:
+        self.tables: dict[int, dict[bytes, bytes]] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.commit_errors: list[BaseException] = []
+        self.writers: dict[int, FakeTableWriter] = {}
+        self.fenced: list[int] = []
+        self._history = dict(history or {})
+
+    async def fence(self, partition: int) -> FakeTableWriter:
+        if (old := self.writers.get(partition)) is not None:
+            old.fenced = True
+        self.fenced.append(partition)
+        self.writers[partition] = writer = FakeTableWriter(self, partition)
+        return writer
+
+    async def load(self, partitions: Collection[int]) -> dict[int, Loaded]:
+        loaded = {p: Loaded() for p in partitions}
+        for p in partitions:
+            for key, value in self.tables.get(p, {}).items():
+                read_entry(loaded[p], key, value)
+        return loaded
+
+    async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
+        return {p: None if (h := self._history.get(p, {})) is None else dict(h) for p in partitions}
+
+    def unknown(self, partition: int) -> bytes | None:
+        """The committed ``unknown`` entry of a partition's table."""
+        return self.tables.get(partition, {}).get(UNKNOWN_KEY)
 
 
 class FakeDeadLetters:
@@ -581,7 +673,11 @@ class ConsumerRig:
         self.clients_for: list[str] = []
         self.topics_ensured = 0
         self.ready_at_first_poll: bool | None = None
+        self.tables = FakeTableStore()
+        self.copartitioned: list[tuple[str, ...]] = []
         monkeypatch.setattr(service, "ensure_topics", self._ensure_topics)
+        monkeypatch.setattr(service, "ensure_copartitioned", self._ensure_copartitioned)
+        monkeypatch.setattr(service, "KafkaTableStore", lambda *_, **__: self.tables)
         monkeypatch.setattr(service, "open_core", self._open_core)
         monkeypatch.setattr(service, "ensure_indexes", self._ensure_indexes)
         monkeypatch.setattr(service, "kafka_consumer", self._kafka_consumer)
@@ -596,6 +692,9 @@ class ConsumerRig:
 
     async def _ensure_topics(self, settings: CommonSettings) -> None:
         self.topics_ensured += 1
+
+    async def _ensure_copartitioned(self, settings: CommonSettings, *topics: str) -> None:
+        self.copartitioned.append(topics)
 
     async def _open_core(
         self, stack: contextlib.AsyncExitStack, settings: CommonSettings, name: str
@@ -620,6 +719,11 @@ class ConsumerRig:
         rig = self
 
         class Consumer(FakeConsumer):
+            async def start(self) -> None:
+                # aiokafka joins the group and calls the listener before the first poll.
+                await super().start()
+                await listener.on_partitions_assigned(self.assignment())
+
             async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
                 if rig.ready_at_first_poll is None:
                     rig.ready_at_first_poll = rig.state.ready

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -229,23 +229,40 @@ class Writes:
         return deliveries
 
     async def _wait(self, command: Command) -> bool:
-        """Poll, bounded, until the command's first readable target holds its version."""
+        """Poll, bounded, until reads see the command: an upsert in its first readable region,
+        a delete wherever the customer lived (a lookup)."""
         statuses = await self.statuses()
-        order = sorted(command.targets, key=lambda t: (t.role is not Applier.WRITER, t.action))
+        if isinstance(command, DeleteCustomer):
+            return await self._poll(lambda: self._delete_seen(command, statuses))
         readable = [
             t.region
-            for t in order
-            if statuses.get(t.region) is not NodeStatus.UNAVAILABLE
-            and (isinstance(command, DeleteCustomer) or t.action is Action.UPSERT)
+            for t in sorted(command.targets, key=lambda t: t.role is not Applier.WRITER)
+            if t.action is Action.UPSERT and statuses.get(t.region) is not NodeStatus.UNAVAILABLE
         ]
         if not readable:
             return False
-        region = readable[0]
+        return await self._poll(
+            lambda: self._repository.version_at_least(readable[0], command.key, command.version)
+        )
+
+    async def _delete_seen(self, command: DeleteCustomer, statuses: dict[str, NodeStatus]) -> bool:
+        """Whether a lookup finds the tombstone, or the customer live nowhere it can read.
+
+        Consumers tombstone only the regions a customer may be live in, so which regions get
+        a delete's tombstones is known to them, not here: a lookup reads them all.
+        """
+        lookup = await self._repository.lookup(command.key, statuses)
+        found = lookup.newest.get(command.key)
+        if found is None:
+            return self._repository.covered(lookup.unreachable)
+        return found.version >= command.version
+
+    async def _poll(self, seen: Callable[[], Awaitable[bool]]) -> bool:
         deadline = time.monotonic() + self._settings.api.wait_applied_timeout_s
         pause = 0.005
         while True:
             try:
-                if await self._repository.version_at_least(region, command.key, command.version):
+                if await seen():
                     return True
             except PyMongoError:
                 return False

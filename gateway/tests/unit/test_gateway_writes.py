@@ -421,14 +421,51 @@ class TestDelete:
         assert all(t.action is Action.TOMBSTONE for t in command.targets)
         assert gateway.reads() == 0
 
-    async def test_waits_on_the_first_readable_region(self, settings: GatewaySettings) -> None:
+    async def test_is_seen_once_a_region_the_customer_lived_in_holds_its_tombstone(
+        self, settings: GatewaySettings
+    ) -> None:
         gateway = Gateway(settings, [None])
-        gateway.board.statuses = {"region_1": NodeStatus.UNAVAILABLE}
-        gateway.apply_to("region_2")
+        gateway.live("region_2", 5, home="region_2")
+        gateway.live("region_1", 5, home="region_2")
+
+        def land(command: Command) -> None:
+            gateway.tombstone("region_1", command.version)
+
+        gateway.producer.on_send = land
         written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=True)
         assert written.applied is True
+
+    async def test_is_seen_at_once_for_a_customer_live_nowhere(
+        self, settings: GatewaySettings
+    ) -> None:
+        # Nothing to tombstone: the consumers route such a delete nowhere.
+        gateway = Gateway(settings, [None])
+        written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=True)
+        assert written.applied is True
+        assert gateway.reads() == len(NAMES)
+
+    async def test_is_not_seen_while_a_live_copy_is_the_newest(
+        self, settings: GatewaySettings
+    ) -> None:
+        gateway = Gateway(settings, [None])
+        gateway.live("region_1", 5)
+        written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=True)
+        assert written.applied is False
+        assert len(gateway.stores["region_1"].queries) > 1
+
+    async def test_is_not_seen_when_a_region_and_its_replica_cannot_be_read(
+        self, settings: GatewaySettings
+    ) -> None:
+        # region_1's customers live in region_1 and region_3 only: finding nothing elsewhere
+        # proves nothing.
+        gateway = Gateway(settings, [None])
+        gateway.board.statuses = {
+            "region_1": NodeStatus.UNAVAILABLE,
+            "region_3": NodeStatus.UNAVAILABLE,
+        }
+        written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=True)
+        assert written.applied is False
         assert gateway.stores["region_1"].queries == []
-        assert len(gateway.stores["region_2"].queries) == 1
 
 
 class TestPublish:

@@ -13,8 +13,8 @@ from prometheus_client import Counter, Gauge
 from regionstore_shared.apply import BatchApplier, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
 from regionstore_shared.logs import Outages
-from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
-from regionstore_shared.schemas import Command, Target
+from regionstore_shared.pipeline import DeadLetters, FixedTargets, PartitionOwnership, run_batches
+from regionstore_shared.schemas import Action, Applier, Command, Target
 from regionstore_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,19 @@ DRAINING = Gauge("regionstore_drain_active", "1 while a region's drainer runs.",
 
 
 class TargetsIn:
-    """Selects a command's targets in one region, whatever their role."""
+    """Selects what a parked command does to its region, whatever the target's role.
+
+    A command is parked in a region's pending topic only where a consumer routed it, so the
+    region must end in line with it: its own target there, or a tombstone if it names none
+    (a region added to the map after the command was made, which the customer had left).
+    """
 
     def __init__(self, region: str) -> None:
         self.region = region
 
     def __call__(self, command: Command) -> Iterable[Target]:
-        return [target for target in command.targets if target.region == self.region]
+        own = [target for target in command.targets if target.region == self.region]
+        return own or [Target(region=self.region, role=Applier.REPLICATOR, action=Action.TOMBSTONE)]
 
 
 async def drain(
@@ -93,7 +99,7 @@ async def drain(
                     consumer,
                     group=group,
                     applier=applier,
-                    select=TargetsIn(region),
+                    routing=FixedTargets(TargetsIn(region)),
                     dead_letters=DeadLetters(producer, kafka.deadletter_topic),
                     stop=stop,
                     role="recovery",

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from regionstore_recovery import drainer
 from regionstore_recovery.drainer import TargetsIn, drain
 from regionstore_shared.pipeline import PartitionOwnership
-from regionstore_shared.schemas import Applier
+from regionstore_shared.schemas import Action, Applier
 from regionstore_shared.settings import KafkaSettings
 from shared.tests.fakes import (
     FakeApplier,
@@ -24,6 +24,7 @@ from shared.tests.fakes import (
     command_record,
     poison_record,
     tombstone,
+    upsert,
 )
 
 REGION = "region_2"
@@ -283,5 +284,14 @@ class TestTargetsIn:
             (REGION, Applier.REPLICATOR)
         ]
 
-    def test_a_command_without_a_target_in_the_region_selects_nothing(self) -> None:
-        assert list(TargetsIn(REGION)(tombstone("c1", 1, [("region_1", Applier.WRITER)]))) == []
+    def test_an_upsert_parked_for_its_placement_upserts_it(self) -> None:
+        # 44409 is homed in region_2, whose replica is region_1.
+        (target,) = TargetsIn(REGION)(upsert("c1", 1, zip_prefix=44409))
+        assert (target.region, target.action) == (REGION, Action.UPSERT)
+
+    def test_a_command_naming_no_target_in_the_region_tombstones_it(self) -> None:
+        # Parked there, it was routed there: the region was added to the map after the
+        # command was made, and the customer had left it.
+        command = tombstone("c1", 1, [("region_1", Applier.WRITER)])
+        (target,) = TargetsIn(REGION)(command)
+        assert (target.region, target.action) == (REGION, Action.TOMBSTONE)

@@ -1,20 +1,17 @@
-"""Placement and the commands built from it: which regions a write reaches, and who applies each.
+"""Placement and the commands built from it: what each region must hold after a write.
 
-Every write reaches every region, so each holds the customer's latest version. The home and
-replica regions get the record; every other region gets a tombstone at the same version. A
-region a customer moved away from is therefore always cleared, without reading where the
-customer lived before and without a race between two moves in flight. Deletes tombstone every
-region for the same reason. The price is one small tombstone per customer in each region
-outside its placement.
-
-The writer applies the home region's target (and a delete's first); the replicator applies
-the rest, tombstones outside the placement included.
+A command names every region of the map: the home and replica regions get the record, every
+other region a tombstone at the same version, and a delete a tombstone everywhere. The gateway
+does not read where the customer lived before, so it cannot tell which of those tombstones
+matter; the consumers can. Each routes commands through its placement table
+(:mod:`regionstore_shared.placement`) and writes the placement plus the regions the customer
+may have left, so a write costs the same however many regions there are. The full list keeps a
+command self-describing: a region it is parked for knows what to become.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import (
@@ -45,19 +42,14 @@ def upsert_targets(regions: RegionMap, zip_prefix: int) -> tuple[Target, ...]:
 
 
 def delete_targets(regions: RegionMap) -> tuple[Target, ...]:
-    """Tombstone every region; the first is written by the writer, the rest by the replicator."""
-    return tombstones(regions.names)
-
-
-def tombstones(regions: Iterable[str]) -> tuple[Target, ...]:
-    """Tombstones in ``regions``: the writer writes the first, the replicator the rest."""
+    """A tombstone in every region, the first marked as the writer's (see ``Applier``)."""
     return tuple(
         Target(
             region=r,
             role=Applier.WRITER if i == 0 else Applier.REPLICATOR,
             action=Action.TOMBSTONE,
         )
-        for i, r in enumerate(regions)
+        for i, r in enumerate(regions.names)
     )
 
 

@@ -53,3 +53,18 @@ CONSUMER_LAG = Gauge(
     "Messages between a consumer's position and the end of its partition.",
     ["group", "topic", "partition"],
 )
+TARGETS_ROUTED = Counter(
+    "regionstore_targets_routed_total",
+    "Region writes a consumer's placement table routed commands to, by role and action.",
+    ["role", "action"],
+)
+PLACEMENT_ENTRIES = Gauge(
+    "regionstore_placement_entries",
+    "Customers in a consumer's placement table, by group and command partition.",
+    ["group", "partition"],
+)
+PLACEMENT_FENCED = Counter(
+    "regionstore_placement_fenced_total",
+    "Batch commits refused because another consumer had taken the partition (fenced).",
+    ["group"],
+)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -164,6 +164,14 @@ def decode_records(records: dict[TopicPartition, list[Record]]) -> Batch:
     return batch
 
 
+class PartitionHooks(Protocol):
+    """Hears of partitions a consumer gains and loses, after its held batches are adjusted."""
+
+    async def assigned(self, partitions: Collection[TopicPartition]) -> None: ...
+
+    async def revoked(self, partitions: Collection[TopicPartition]) -> None: ...
+
+
 class PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
     """Keeps the batches a consumer holds to the partitions it still owns.
 
@@ -173,11 +181,13 @@ class PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
     batch held (the one being applied and the one polled ahead) then forgets the records of
     those partitions, so this consumer neither applies what it has not started nor commits
     what it no longer owns. A partition given back to this consumer restarts from its
-    committed offset too, so nothing forgotten is skipped.
+    committed offset too, so nothing forgotten is skipped. ``hooks`` (the placement tables)
+    hear of each change after that.
     """
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, hooks: PartitionHooks | None = None) -> None:
         self._group = group
+        self._hooks = hooks
         self._held: list[Batch] = []
         self._revoked: set[TopicPartition] = set()
 
@@ -193,7 +203,7 @@ class PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
         """Stop tracking every batch: the loop rewound or committed all it held."""
         self._held.clear()
 
-    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         """Drop the revoked partitions' records from every batch held (aiokafka's callback)."""
         dropped = sum(batch.drop(revoked) for batch in self._held)
         self._revoked = set(revoked)
@@ -202,14 +212,18 @@ class PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions revoked",
             extra={"group": self._group, "partitions": _names(revoked), "dropped": dropped},
         )
+        if self._hooks is not None:
+            await self._hooks.revoked(revoked)
 
-    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         """Log the new assignment (aiokafka's callback)."""
         # Again: a lag update in the middle of the rebalance may have set them anew.
         self._forget_lag(self._revoked - set(assigned))
         log.info(
             "partitions assigned", extra={"group": self._group, "partitions": _names(assigned)}
         )
+        if self._hooks is not None:
+            await self._hooks.assigned(assigned)
 
     def _forget_lag(self, partitions: Collection[TopicPartition]) -> None:
         # Another member reports these partitions' lag now; a stale gauge here would count twice.
@@ -220,6 +234,51 @@ class PartitionOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _names(partitions: Collection[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
+
+
+class Routing(Protocol):
+    """Where a batch's commands go, and how the batch is committed once they got there."""
+
+    async def route(self, batch: Batch) -> TargetSelector:
+        """The targets of each command of the batch that this consumer applies."""
+        ...
+
+    async def commit(self, consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
+        """Commit the batch's partitions the consumer still owns; whether a commit was made."""
+        ...
+
+    def discard(self) -> None:
+        """Forget what routing the batch changed: it was not committed and comes again."""
+        ...
+
+
+class FixedTargets:
+    """Routing by the command alone (``select``), committed with the consumer's offsets."""
+
+    def __init__(self, select: TargetSelector) -> None:
+        self._select = select
+
+    async def route(self, batch: Batch) -> TargetSelector:
+        return self._select
+
+    async def commit(self, consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
+        offsets = batch.offsets(consumer.assignment())
+        if not offsets:
+            return False
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as error:
+            # The group rebalanced between the check above and the commit: the partitions'
+            # new owners start from the last committed offsets and apply these records again.
+            log.warning(
+                "commit refused after a rebalance; the new owners consume the batch again",
+                extra={"group": group, "partitions": _names(offsets), "error": str(error)},
+            )
+            return False
+        return True
+
+    def discard(self) -> None:
+        return None
 
 
 async def _poll(
@@ -239,7 +298,7 @@ async def run_batches(
     *,
     group: str,
     applier: BatchApplier,
-    select: TargetSelector,
+    routing: Routing,
     dead_letters: DeadLetters,
     stop: asyncio.Event,
     role: str,
@@ -248,8 +307,9 @@ async def run_batches(
     outages: Outages | None = None,
     poll_timeout_ms: int = 500,
 ) -> None:
-    """Consume until ``stop`` is set: decode, apply or park, then commit what was handled.
+    """Consume until ``stop`` is set: decode, route, apply or park, then commit what was handled.
 
+    ``routing`` says which targets of each command this consumer writes, and commits the batch.
     Offsets are committed only after the whole batch is written or parked, so a crash at any
     point replays at most the uncommitted batches, which the version guard makes harmless.
     The next batch is polled and decoded while the current one is written (the stores, not
@@ -282,12 +342,13 @@ async def run_batches(
                     # A batch in the middle of applying finishes it even if a rebalance takes
                     # partitions away meanwhile: applying twice is harmless, committing is not.
                     if envelopes := batch.envelopes:
-                        await applier.apply(envelopes, select)
+                        await applier.apply(envelopes, await routing.route(batch))
             except BaseException:
+                routing.discard()
                 following, ahead = await _cancel(ahead), None
                 _rewind(consumer, [batch] if following is None else [batch, following])
                 raise
-            committed = await _commit(consumer, batch, group)
+            committed = await routing.commit(consumer, batch, group)
             ownership.release(batch)
             if committed and outages is not None:
                 outages.ok("kafka")
@@ -299,24 +360,6 @@ async def run_batches(
         if ahead is not None and (following := await _cancel(ahead)) is not None:
             _rewind(consumer, [following])
         ownership.release_all()
-
-
-async def _commit(consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
-    """Commit the batch's partitions this consumer still owns; whether a commit was made."""
-    offsets = batch.offsets(consumer.assignment())
-    if not offsets:
-        return False
-    try:
-        await consumer.commit(offsets)
-    except (CommitFailedError, IllegalStateError) as error:
-        # The group rebalanced between the check above and the commit: the partitions'
-        # new owners start from the last committed offsets and apply these records again.
-        log.warning(
-            "commit refused after a rebalance; the new owners consume the batch again",
-            extra={"group": group, "partitions": _names(offsets), "error": str(error)},
-        )
-        return False
-    return True
 
 
 async def _cancel(task: asyncio.Task[Batch | None]) -> Batch | None:

@@ -18,10 +18,13 @@ placement of whichever was seen before it, and the older one, seen after, is dro
 A customer the table has never seen may live nowhere yet (the table has the partition's whole
 history) or anywhere (it started on a partition with older commands): ``unknown`` says which.
 
+The writer applies a command's home-region upsert and the replicator every other target, the
+tombstones included. That split needs nothing from the table but the command itself, so the two
+groups, each with a table of its own, can never both leave a target to the other.
+
 The table is safe only if it is never behind the offsets it is committed with, and a consumer
-that lost its partitions (a zombie) cannot overwrite it: it has to be committed in one Kafka
-transaction with the offsets, by a producer fenced per partition. The consumers do not route
-through it yet; until they do, every write still tombstones every region outside its placement.
+that lost its partitions (a zombie) cannot overwrite it: :mod:`regionstore_shared.placement_log`
+commits it in one Kafka transaction with the offsets, by a producer fenced per partition.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from regionstore_shared.domain import tombstones
+from pydantic import TypeAdapter
+
 from regionstore_shared.schemas import Action, Applier, Command, Target, UpsertCustomer
 
 
@@ -56,15 +60,15 @@ def placed_by(command: Command, before: tuple[str, ...]) -> Placed:
 def targets_of(command: Command, placed: Placed) -> tuple[Target, ...]:
     """The targets that bring every region in line with ``placed``, made by ``command``.
 
-    An upsert's own targets keep their appliers; its tombstones are the replicator's. A delete's
-    first tombstone is the writer's and the rest the replicator's.
+    An upsert's own upserts keep their appliers (the writer's home, the replicator's replicas);
+    every tombstone, a delete's included, is the replicator's.
     """
+    upserts: tuple[Target, ...] = ()
     if isinstance(command, UpsertCustomer):
         upserts = tuple(t for t in command.targets if t.action is Action.UPSERT)
-        return upserts + tuple(
-            Target(region=r, role=Applier.REPLICATOR, action=Action.TOMBSTONE) for r in placed.left
-        )
-    return tombstones(placed.left)
+    return upserts + tuple(
+        Target(region=r, role=Applier.REPLICATOR, action=Action.TOMBSTONE) for r in placed.left
+    )
 
 
 class PlacementTable:
@@ -78,6 +82,20 @@ class PlacementTable:
         self._known = dict(known)
         self._unknown = tuple(unknown)
         self._changes: dict[str, Placed] = {}
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """Where a customer the table has never seen may be live."""
+        return self._unknown
+
+    def __len__(self) -> int:
+        """How many customers the table holds, the batch's changes not counted."""
+        return len(self._known)
+
+    @property
+    def placements(self) -> dict[str, Placed]:
+        """Every settled placement, by customer id (the batch's changes not included)."""
+        return dict(self._known)
 
     def get(self, customer_id: str) -> Placed | None:
         """The newest placement seen for a customer, changes of this batch included."""
@@ -110,3 +128,9 @@ class PlacementTable:
     def discard(self) -> None:
         """Forget the batch's changes: it was not committed and will be routed again."""
         self._changes.clear()
+
+
+PLACED_ADAPTER: TypeAdapter[Placed] = TypeAdapter(Placed)
+"""How a table entry is written to Kafka and read back (JSON)."""
+UNKNOWN_ADAPTER: TypeAdapter[tuple[str, ...]] = TypeAdapter(tuple[str, ...])
+"""How a table's ``unknown`` regions are written to Kafka and read back (JSON)."""

@@ -122,11 +122,13 @@ class Customer(BaseModel):
 class Applier(StrEnum):
     """Which consumer applies a target: the writer or the replicator.
 
-    The writer takes the upsert in the customer's home region and the first tombstone of a
-    delete; the replicator takes every other target, the tombstones outside the placement
-    included. The values are the wire spelling, kept from when this was called a role so that
-    commands already in Kafka and consumers not yet upgraded agree; ``"writer"`` and
-    ``"replicator"`` are accepted too, so a later release may emit them.
+    The writer takes the upsert in the customer's home region; the replicator takes every other
+    target it routes, the replicas' upserts and every tombstone (see
+    :mod:`regionstore_shared.placement`). Commands mark a delete's first tombstone as the
+    writer's, as releases before the placement tables applied it; the consumers now decide
+    who writes each tombstone. The values are the wire spelling, kept from when this was called
+    a role so that commands already in Kafka agree; ``"writer"`` and ``"replicator"`` are
+    accepted too, so a later release may emit them.
     """
 
     WRITER = "home"

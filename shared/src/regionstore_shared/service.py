@@ -1,10 +1,14 @@
-"""The writer's and the replicator's consumer: the clients it opens and the loop it runs."""
+"""The writer's and the replicator's consumer: the clients it opens and the loop it runs.
+
+Each routes the command topic through its group's placement tables
+(:mod:`regionstore_shared.placement_log`) and applies the targets of its role: the writer the
+home region's upsert, the replicator every other target.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
 
 from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier, Suspicion
@@ -12,28 +16,14 @@ from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
+from regionstore_shared.placement_log import KafkaTableStore, PlacementLog
 from regionstore_shared.runtime import ServiceState
-from regionstore_shared.schemas import Applier, Command, Target
+from regionstore_shared.schemas import Applier
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import StatusBoard
-from regionstore_shared.topics import ensure_topics
+from regionstore_shared.topics import ensure_copartitioned, ensure_topics
 
 log = logging.getLogger(__name__)
-
-
-def targets_with_role(role: Applier) -> TargetsWithRole:
-    """A selector of the targets that the consumer ``role`` applies."""
-    return TargetsWithRole(role)
-
-
-class TargetsWithRole:
-    """Selects a command's targets applied by one consumer (their ``role``)."""
-
-    def __init__(self, role: Applier) -> None:
-        self.role = role
-
-    def __call__(self, command: Command) -> Iterable[Target]:
-        return [target for target in command.targets if target.role is self.role]
 
 
 async def consume_commands(
@@ -41,11 +31,20 @@ async def consume_commands(
 ) -> None:
     """Apply the command topic's targets that ``role`` applies until asked to stop."""
     name = settings.service_name
+    tables = settings.kafka.placement_topic(group_id)
     await ensure_topics(settings)
+    await ensure_copartitioned(settings, settings.kafka.command_topic, tables)
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         state.details["indexes"] = await ensure_indexes(collections)
-        ownership = PartitionOwnership(group_id)
+        placement = PlacementLog(
+            KafkaTableStore(settings.kafka, group=group_id, client_id=name),
+            group=group_id,
+            role=role,
+            regions=settings.region_map.names,
+        )
+        stack.push_async_callback(placement.close)
+        ownership = PartitionOwnership(group_id, placement)
         consumer = kafka_consumer(
             settings.kafka,
             settings.kafka.command_topic,
@@ -80,7 +79,7 @@ async def consume_commands(
             consumer,
             group=group_id,
             applier=applier,
-            select=targets_with_role(role),
+            routing=placement,
             dead_letters=dead_letters,
             stop=state.stop,
             role=role.value,

@@ -117,6 +117,10 @@ class KafkaSettings(BaseModel):
         """The hint log of one region."""
         return f"{self.pending_topic_prefix}{region}"
 
+    def placement_topic(self, group: str) -> str:
+        """The compacted topic of a consumer group's placement tables."""
+        return f"{group}.placement"
+
     def recovery_group(self, region: str) -> str:
         """The one stable consumer group that drains a region's hint log."""
         return f"{self.recovery_group_prefix}{region}"

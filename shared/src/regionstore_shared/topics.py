@@ -15,13 +15,24 @@ log = logging.getLogger(__name__)
 
 
 def all_topics(settings: CommonSettings) -> list[str]:
-    """The command, dead-letter and audit topics, and one pending topic per region."""
+    """The command, dead-letter and audit topics, one pending topic per region, and the
+    writer's and the replicator's placement tables."""
     kafka = settings.kafka
     return [
         kafka.command_topic,
         kafka.deadletter_topic,
         kafka.audit_topic,
         *(kafka.pending_topic(region) for region in settings.region_map.names),
+        *placement_topics(settings),
+    ]
+
+
+def placement_topics(settings: CommonSettings) -> list[str]:
+    """The compacted topics of the writer's and the replicator's placement tables."""
+    kafka = settings.kafka
+    return [
+        kafka.placement_topic(kafka.writer_group),
+        kafka.placement_topic(kafka.replicator_group),
     ]
 
 
@@ -31,6 +42,9 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
         # A parked command is an acknowledged write that has not reached its region yet:
         # it must wait however long the region stays down.
         config |= {"retention.ms": "-1", "retention.bytes": "-1"}
+    if name in placement_topics(settings):
+        # One entry per customer, the newest: never aged out, or a move would miss a region.
+        config |= {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
@@ -69,3 +83,20 @@ async def ensure_topics(settings: CommonSettings, names: Iterable[str] | None = 
         log.info("topics ensured", extra={"topics": missing})
     finally:
         await admin.close()
+
+
+async def ensure_copartitioned(settings: CommonSettings, *names: str) -> None:
+    """Raise unless the topics have as many partitions each: a placement table's partition p
+    holds the customers of the command topic's partition p."""
+    admin = kafka_admin(settings.kafka, f"{settings.service_name}-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(
+            f"topics {counts} must have the same number of partitions: a placement table is "
+            "kept per partition of the command topic (see the README, Scaling)"
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -14,7 +14,12 @@ from prometheus_client import REGISTRY
 from regionstore_shared.apply import Envelope, RegionUnavailableError, Rejected
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters as KafkaDeadLetters
-from regionstore_shared.pipeline import PartitionOwnership, decode_records, run_batches
+from regionstore_shared.pipeline import (
+    FixedTargets,
+    PartitionOwnership,
+    decode_records,
+    run_batches,
+)
 from regionstore_shared.schemas import Target
 from shared.tests.fakes import (
     TP,
@@ -44,7 +49,7 @@ async def _run(
         consumer,
         group="g",
         applier=applier,  # type: ignore[arg-type]
-        select=select,
+        routing=FixedTargets(select),
         dead_letters=dead_letters or FakeDeadLetters(),  # type: ignore[arg-type]
         stop=stop,
         role="recovery",
@@ -193,11 +198,11 @@ class TestRebalance:
     @staticmethod
     def revoke(
         consumer: FakeConsumer, ownership: PartitionOwnership, revoked: set[TopicPartition]
-    ) -> Callable[[], None]:
+    ) -> Callable[[], Awaitable[None]]:
         """What aiokafka does: call the listener, then hand the partitions to someone else."""
 
-        def rebalance() -> None:
-            ownership.on_partitions_revoked(revoked)
+        async def rebalance() -> None:
+            await ownership.on_partitions_revoked(revoked)
             consumer.assigned -= revoked
 
         return rebalance
@@ -340,12 +345,12 @@ async def test_a_consumer_reports_lag_only_for_the_partitions_it_owns() -> None:
     ownership = PartitionOwnership("lag-group")
     await _run_in_group(consumer, stop, ownership, "lag-group")
     assert _lag_partitions("lag-group") == {"0", "1"}
-    ownership.on_partitions_revoked({TP, TP2})
+    await ownership.on_partitions_revoked({TP, TP2})
     assert _lag_partitions("lag-group") == set()
     consumer.batches = [{TP: [delete_record(1)], TP2: [delete_record(6, TP2)]}]
     stop.clear()
     await _run_in_group(consumer, stop, ownership, "lag-group")  # lag set while rebalancing
-    ownership.on_partitions_assigned({TP2})
+    await ownership.on_partitions_assigned({TP2})
     assert _lag_partitions("lag-group") == {"1"}
 
 
@@ -356,7 +361,7 @@ async def _run_in_group(
         consumer,
         group=group,
         applier=FakeApplier(fail_on_call=None),  # type: ignore[arg-type]
-        select=select,
+        routing=FixedTargets(select),
         dead_letters=FakeDeadLetters(),  # type: ignore[arg-type]
         stop=stop,
         role="recovery",

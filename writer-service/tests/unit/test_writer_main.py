@@ -1,4 +1,4 @@
-"""The writer applies each command's home target, and parks it when the home region is down."""
+"""The writer applies each command's home-region upsert, and parks it when that region is down."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from regionstore_shared.schemas import Applier
 from regionstore_shared.status import NodeStatus
 from regionstore_writer import main
 from regionstore_writer.settings import WriterSettings
-from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, tombstone
+from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, upsert
 from shared.tests.service_checks import main_consumer_call
 
 
-def home_1_replica_3(customer_id: str, offset: int) -> Record:
-    command = tombstone(
-        customer_id, 5, [("region_1", Applier.WRITER), ("region_3", Applier.REPLICATOR)]
-    )
-    return command_record(command, offset, COMMANDS)
+def created(customer_id: str, offset: int, zip_prefix: int = 14409) -> Record:
+    """A new customer homed by its zip (14409: region_1, replica region_3; 44409: region_2,
+    replica region_1), at version ``offset + 1``."""
+    return command_record(upsert(customer_id, offset + 1, zip_prefix), offset, COMMANDS)
 
 
 def run_writer(monkeypatch: pytest.MonkeyPatch, *polls: list[Record]) -> ConsumerRig:
@@ -43,23 +42,33 @@ def test_main_consumes_as_the_home_role_in_the_writer_group(
 
 
 class TestWiring:
-    def test_writes_the_home_region_only_then_commits(
+    def test_writes_the_home_region_only_then_commits_with_the_table(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        rig = run_writer(monkeypatch, [home_1_replica_3("c1", 0), home_1_replica_3("c2", 1)])
+        rig = run_writer(monkeypatch, [created("c1", 0), created("c2", 1)])
         assert set(rig.stores["region_1"].docs) == {"c1", "c2"}
-        assert rig.stores["region_1"].docs["c1"][DELETED] is True
-        assert rig.stores["region_1"].docs["c1"][VERSION] == 5
+        assert rig.stores["region_1"].docs["c1"][DELETED] is False
+        assert rig.stores["region_1"].docs["c2"][VERSION] == 2
         assert rig.stores["region_3"].writes == []
         assert rig.stores["region_2"].writes == []
+        assert rig.tables.commits == [{COMMANDS: 2}]
         assert rig.consumer is not None
-        assert rig.consumer.commits == [{COMMANDS: 2}]
+        assert rig.consumer.commits == []  # the offsets went with the table, in one transaction
         assert rig.producer.queued == []
+
+    def test_a_move_writes_the_new_home_and_leaves_the_tombstones_to_the_replicator(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        rig = run_writer(monkeypatch, [created("c1", 0)], [created("c1", 1, zip_prefix=44409)])
+        assert rig.stores["region_1"].docs["c1"][VERSION] == 1
+        assert rig.stores["region_1"].docs["c1"][DELETED] is False
+        assert rig.stores["region_2"].docs["c1"][VERSION] == 2
+        assert rig.stores["region_3"].writes == []
 
     def test_reads_the_command_topic_in_the_writer_group(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        rig = run_writer(monkeypatch, [home_1_replica_3("c1", 0)])
+        rig = run_writer(monkeypatch, [created("c1", 0)])
         (subscription,) = rig.subscriptions
         assert subscription["topics"] == ("customers.commands",)
         assert subscription["group_id"] == "regionstore.writer"
@@ -67,21 +76,24 @@ class TestWiring:
         assert isinstance(subscription["listener"], PartitionOwnership)
         assert rig.clients_for == ["writer"]
         assert rig.topics_ensured == 1
+        assert rig.copartitioned == [("customers.commands", "regionstore.writer.placement")]
+        assert rig.tables.fenced == [COMMANDS.partition]
 
     def test_is_ready_before_it_consumes_and_stops_its_consumer(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        rig = run_writer(monkeypatch, [home_1_replica_3("c1", 0)])
+        rig = run_writer(monkeypatch, [created("c1", 0)])
         assert rig.ready_at_first_poll is True
         assert rig.state.details["indexes"] == dict.fromkeys(rig.stores, "ensured")
         assert rig.consumer is not None
         assert rig.consumer.started
         assert rig.consumer.stopped
+        assert rig.tables.writers[COMMANDS.partition].closed
 
     def test_a_home_region_marked_unavailable_is_parked_in_its_pending_topic(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        record = home_1_replica_3("c1", 0)
+        record = created("c1", 0)
         rig = ConsumerRig(monkeypatch, [[record]])
         rig.redis.mark("region_1", NodeStatus.UNAVAILABLE)
         monkeypatch.setattr(main, "run_service", rig.run_service)
@@ -91,13 +103,12 @@ class TestWiring:
         assert parked["value"] == record.value
         assert dict(parked["headers"])["regionstore-park-reason"] == b"marked_unavailable"
         assert rig.stores["region_1"].writes == []
-        assert rig.consumer is not None
-        assert rig.consumer.commits == [{COMMANDS: 1}]  # parked is handled: committed
+        assert rig.tables.commits == [{COMMANDS: 1}]  # parked is handled: committed
 
     def test_a_store_that_fails_is_parked_not_retried(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        rig = ConsumerRig(monkeypatch, [[home_1_replica_3("c1", 0)]])
+        rig = ConsumerRig(monkeypatch, [[created("c1", 0)]])
         rig.stores["region_1"].fail_with = AutoReconnect("connection refused")
         monkeypatch.setattr(main, "run_service", rig.run_service)
         main.main()
@@ -105,8 +116,7 @@ class TestWiring:
         assert parked["topic"] == "pending.region_1"
         assert dict(parked["headers"])["regionstore-park-reason"] == b"write_failed"
         assert len(rig.stores["region_1"].writes) == 1
-        assert rig.consumer is not None
-        assert rig.consumer.commits == [{COMMANDS: 1}]
+        assert rig.tables.commits == [{COMMANDS: 1}]
 
 
 def test_a_consumer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:

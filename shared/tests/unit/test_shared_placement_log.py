@@ -1,0 +1,225 @@
+"""The placement tables a consumer group keeps in Kafka: loaded after a fence, committed with
+the offsets, and what a fenced or failed commit leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+from regionstore_shared.apply import TargetSelector
+from regionstore_shared.domain import delete_command
+from regionstore_shared.pipeline import Batch, decode_records
+from regionstore_shared.placement import UNKNOWN_ADAPTER, Placed
+from regionstore_shared.placement_log import PlacementLog
+from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
+from regionstore_shared.schemas import Action, Applier, Command
+from shared.tests.fakes import FakeConsumer, FakeTableStore, command_record, upsert
+
+REGIONS = RegionMap(DEFAULT_REGIONS)
+P0 = TopicPartition("customers.commands", 0)
+P1 = TopicPartition("customers.commands", 1)
+MOVED_TO_REGION_2 = 44409  # home region_2, replica region_1
+
+
+def log_of(store: FakeTableStore, role: Applier = Applier.REPLICATOR) -> PlacementLog:
+    return PlacementLog(store, group="g", role=role, regions=REGIONS.names)
+
+
+def batch(*commands: Command, tp: TopicPartition = P0, first: int = 0) -> Batch:
+    return decode_records({tp: [command_record(c, first + i, tp) for i, c in enumerate(commands)]})
+
+
+def routed(select: TargetSelector, command: Command) -> list[tuple[str, Action]]:
+    return [(t.region, t.action) for t in select(command)]
+
+
+def consumer(*assigned: TopicPartition) -> FakeConsumer:
+    fake = FakeConsumer([], asyncio.Event())
+    fake.assigned = set(assigned)
+    return fake
+
+
+async def commit(log: PlacementLog, done: Batch, *owned: TopicPartition) -> bool:
+    return await log.commit(consumer(*(owned or (P0,))), done, "g")
+
+
+class TestRoute:
+    async def test_a_create_goes_to_its_placement_only(self) -> None:
+        log = log_of(FakeTableStore())
+        await log.assigned({P0})
+        create = upsert("c1", 1)
+        assert routed(await log.route(batch(create)), create) == [("region_3", Action.UPSERT)]
+
+    async def test_each_group_routes_its_role_only(self) -> None:
+        log = log_of(FakeTableStore(), Applier.WRITER)
+        await log.assigned({P0})
+        create, move = upsert("c1", 1), upsert("c1", 2, MOVED_TO_REGION_2)
+        select = await log.route(batch(create, move))
+        assert routed(select, create) == [("region_1", Action.UPSERT)]
+        assert routed(select, move) == [("region_2", Action.UPSERT)]
+
+    async def test_the_same_command_twice_applies_both_of_its_routes(self) -> None:
+        # Seen again after a newer command, a retried command routes nowhere the second time;
+        # what it was routed to the first time must still be written.
+        log = log_of(FakeTableStore())
+        await log.assigned({P0})
+        create, move = upsert("c1", 1), upsert("c1", 2, MOVED_TO_REGION_2)
+        select = await log.route(batch(create, move, create))
+        assert routed(select, create) == [("region_3", Action.UPSERT)]
+        assert routed(select, move) == [("region_1", Action.UPSERT), ("region_3", Action.TOMBSTONE)]
+
+    async def test_a_partition_not_assigned_routes_nothing(self) -> None:
+        log = log_of(FakeTableStore())
+        await log.assigned({P0})
+        create = upsert("c1", 1)
+        assert routed(await log.route(batch(create, tp=P1)), create) == []
+
+    async def test_a_table_that_could_not_be_loaded_fails_the_batch_that_needs_it(self) -> None:
+        store = FakeTableStore()
+
+        async def unreachable(partitions: object) -> object:
+            raise KafkaTimeoutError()
+
+        store.load = unreachable  # type: ignore[assignment,method-assign]
+        log = log_of(store)
+        with pytest.raises(KafkaTimeoutError):
+            await log.assigned({P0})
+        assert store.writers[0].closed
+        with pytest.raises(KafkaTimeoutError):
+            await log.route(batch(upsert("c1", 1)))
+
+
+class TestCommit:
+    async def test_the_tables_changes_and_the_offset_are_committed_together(self) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0})
+        done = batch(upsert("c1", 1), upsert("c2", 2))
+        await log.route(done)
+        assert await commit(log, done)
+        assert store.commits == [{P0: 2}]
+        assert set(store.tables[0]) == {b"c1", b"c2", b"#unknown"}
+
+    async def test_a_new_owner_loads_the_committed_table_and_tombstones_the_region_left(
+        self,
+    ) -> None:
+        store = FakeTableStore()
+        first = log_of(store)
+        await first.assigned({P0})
+        created = batch(upsert("c1", 1))
+        await first.route(created)
+        await commit(first, created)
+        second = log_of(store)
+        await second.assigned({P0})
+        move = upsert("c1", 2, MOVED_TO_REGION_2)
+        select = await second.route(batch(move, first=1))
+        assert routed(select, move) == [("region_1", Action.UPSERT), ("region_3", Action.TOMBSTONE)]
+
+    async def test_a_fenced_owner_commits_nothing_and_forgets_its_changes(self) -> None:
+        store = FakeTableStore()
+        zombie = log_of(store)
+        await zombie.assigned({P0})
+        move = batch(upsert("c1", 1))
+        await zombie.route(move)
+        owner = log_of(store)
+        await owner.assigned({P0})  # fences the zombie's writer
+        assert not await commit(zombie, move)
+        assert store.commits == []
+        assert store.tables == {}
+        again = upsert("c1", 1)
+        assert routed(await zombie.route(batch(again)), again) == [("region_3", Action.UPSERT)]
+
+    async def test_a_failed_commit_raises_and_routes_the_batch_again_from_the_committed_table(
+        self,
+    ) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0})
+        created = batch(upsert("c1", 1))
+        await log.route(created)
+        await commit(log, created)
+        move = upsert("c1", 2, MOVED_TO_REGION_2)
+        replay = batch(move, first=1)
+        await log.route(replay)
+        store.commit_errors.append(KafkaTimeoutError())
+        with pytest.raises(KafkaTimeoutError):
+            await commit(log, replay)
+        assert store.commits == [{P0: 1}]
+        assert routed(await log.route(replay), move) == [
+            ("region_1", Action.UPSERT),
+            ("region_3", Action.TOMBSTONE),
+        ]
+
+    async def test_only_the_partitions_still_owned_are_committed(self) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0, P1})
+        both = decode_records(
+            {
+                P0: [command_record(upsert("a", 1), 0, P0)],
+                P1: [command_record(upsert("b", 1), 0, P1)],
+            }
+        )
+        await log.route(both)
+        assert await commit(log, both, P1)
+        assert store.commits == [{P1: 1}]
+
+    async def test_a_revoked_partition_closes_its_writer_and_is_not_committed(self) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0})
+        done = batch(upsert("c1", 1))
+        await log.route(done)
+        await log.revoked({P0})
+        assert store.writers[0].closed
+        assert not await commit(log, done)
+
+
+class TestUnknown:
+    async def test_a_table_with_the_whole_history_takes_unseen_customers_to_live_nowhere(
+        self,
+    ) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0})
+        delete = delete_command("c1", regions=REGIONS, version=1, issued_at_ms=0)
+        done = batch(delete)
+        assert routed(await log.route(done), delete) == []
+        await commit(log, done)
+        assert store.unknown(0) == UNKNOWN_ADAPTER.dump_json(())
+
+    async def test_a_table_started_after_commands_were_lost_takes_them_anywhere(self) -> None:
+        store = FakeTableStore(history={0: None})
+        log = log_of(store)
+        await log.assigned({P0})
+        create = upsert("c1", 1)
+        done = batch(create)
+        assert routed(await log.route(done), create) == [
+            ("region_3", Action.UPSERT),
+            ("region_2", Action.TOMBSTONE),
+        ]
+        await commit(log, done)
+        assert store.unknown(0) == UNKNOWN_ADAPTER.dump_json(REGIONS.names)
+        later = log_of(store)
+        await later.assigned({P0})
+        other = upsert("c2", 2)
+        assert len(list((await later.route(batch(other, first=1)))(other))) == 2
+
+    async def test_placements_learnt_from_consumed_commands_survive_a_failed_first_batch(
+        self,
+    ) -> None:
+        learnt = Placed(version=1, regions=("region_1", "region_3"), left=())
+        store = FakeTableStore(history={0: {"c1": learnt, "c2": learnt}})
+        log = log_of(store)
+        await log.assigned({P0})
+        move = upsert("c1", 2, MOVED_TO_REGION_2)
+        failed = batch(move, first=5)
+        await log.route(failed)
+        log.discard()
+        select = await log.route(failed)
+        assert routed(select, move) == [("region_1", Action.UPSERT), ("region_3", Action.TOMBSTONE)]
+        await commit(log, failed)
+        assert set(store.tables[0]) == {b"c1", b"c2", b"#unknown"}
