@@ -11,13 +11,13 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.clients import MongoClient, kafka_admin, kafka_connection, mongo_client
+from regionstore_shared.clients import MongoClient, customers, mongo_client
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, Expected, wait_for_clean
+from regionstore_testing.consumed import wait_consumed
 from tests.keys import headers
 
 APPLY_WITHIN_S = 90.0
@@ -100,29 +100,8 @@ class Env:
         """Wait until the writer's and the replicator's groups committed every command sent so
         far: whatever they were to write of them is written (or parked)."""
         kafka = self.settings.kafka
-        partitions = [TopicPartition(kafka.command_topic, p) for p in range(kafka.partitions)]
-        consumer = AIOKafkaConsumer(**kafka_connection(kafka), client_id="tests-consumed")
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(partitions)
-        finally:
-            await consumer.stop()
-        admin = kafka_admin(kafka, "tests-consumed")
-        await admin.start()
-        try:
-            deadline = time.monotonic() + within_s
-            for group in (kafka.writer_group, kafka.replicator_group):
-                while True:
-                    committed = await admin.list_consumer_group_offsets(
-                        group, partitions=partitions
-                    )
-                    behind = {tp.partition for tp in partitions if committed[tp].offset < ends[tp]}
-                    if not behind:
-                        break
-                    assert time.monotonic() < deadline, f"{group} behind on partitions {behind}"
-                    await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
+        groups = (kafka.writer_group, kafka.replicator_group)
+        await wait_consumed(kafka, kafka.command_topic, groups, within_s=within_s)
 
     async def documents(self, customer_id: str) -> dict[str, dict[str, Any] | None]:
         """The raw document of a customer in every region."""
@@ -143,10 +122,7 @@ async def env(stack: Any) -> AsyncIterator[Env]:
         region: mongo_client(settings.stores[region], patient, "tests")
         for region in settings.region_map.names
     }
-    collections = {
-        region: client[settings.store.database][settings.store.collection]
-        for region, client in clients.items()
-    }
+    collections = {region: customers(client, patient) for region, client in clients.items()}
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers(), timeout=60) as http:
         environment = Env(http, settings, collections)
         try:

@@ -15,7 +15,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer, mongo_client
+from regionstore_shared.clients import (
+    customers,
+    kafka_admin,
+    kafka_connection,
+    kafka_producer,
+    mongo_client,
+)
 from regionstore_shared.indexes import CUSTOMER_INDEXES
 from regionstore_shared.settings import CommonSettings
 
@@ -169,8 +175,7 @@ async def insert_baseline(
     rates: list[float] = []
     indexes: list[str] = []
     try:
-        customers = client[settings.store.database][settings.store.collection]
-        live = sorted(await customers.index_information())
+        live = sorted(await customers(client, store).index_information())
         for run in range(plan.insert_runs):
             name = f"bench_{uuid.uuid4().hex[:12]}"
             collection = client[name][settings.store.collection]

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from regionstore_shared.api_key import api_key, auth_headers
 from regionstore_shared.apply import Collection
-from regionstore_shared.clients import MongoClient, mongo_clients, redis_client
+from regionstore_shared.clients import MongoClient, customers, mongo_clients, redis_client
 from regionstore_shared.ports import local_service_urls, port, service_url
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
@@ -162,8 +162,7 @@ async def open_env(timeout_s: float = 120.0) -> AsyncIterator[BenchEnv]:
     )
     clients: dict[str, MongoClient] = mongo_clients(patient, "bench")
     collections: dict[str, Collection] = {
-        region: client[settings.store.database][settings.store.collection]
-        for region, client in clients.items()
+        region: customers(client, settings.store) for region, client in clients.items()
     }
     redis = redis_client(settings.redis, "bench")
     # Below uvicorn's 5 s keep-alive: a connection the server is about to close is never reused

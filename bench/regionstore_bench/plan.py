@@ -43,6 +43,8 @@ class Plan:
     query_timeout_s: float = 30.0
     # how long writes may take to settle before the audit gives up
     apply_timeout_s: float = 600.0
+    # 6. store writes per customer write on maps of 3, 6 and 12 regions: customers per map
+    map_customers: int = 300
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as plain data, for the results file."""
@@ -70,4 +72,5 @@ QUICK = Plan(
     query_budget_s=20.0,
     query_timeout_s=15.0,
     apply_timeout_s=240.0,
+    map_customers=60,
 )

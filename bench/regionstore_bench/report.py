@@ -294,7 +294,7 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
             f"{' (' + t['note'] + ')' if t.get('note') else ''} |"
         )
     lines += _query_lines(query, results.get("query_targets", []))
-    lines += _write_cost_lines(results.get("write_cost"))
+    lines += _write_cost_lines(results.get("write_cost"), results.get("write_cost_measured"))
     rss = results["rss_mb"]
     store_memory = results.get("store_rss_mb")
     pairs = {stores.pair_of(region) for region in (store_memory or {}).get("regions", {})}
@@ -323,27 +323,37 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
     path.write_text("\n".join(lines))
 
 
-def _write_cost_lines(costs: list[dict[str, Any]] | None) -> list[str]:
-    """Store writes per customer write: every region (before) against the placement table."""
+def _write_cost_lines(
+    costs: list[dict[str, Any]] | None, measured: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """Store writes per customer write: every region (before) against the placement table,
+    counted from the router, and as the stores saw them where measured."""
     if not costs:
         return []
+    live = {m["regions"]: m["measured"] for m in measured or ()}
     lines = [
         "",
         "## Store writes per customer write",
         "",
         "Counted from the router (one target is one store write), over each customer's create, "
-        "move to another home and delete. Before the placement table every write reached every "
+        "move to another home and delete: before the placement table every write reached every "
         "region; the consumers now route through the table "
-        "(`regionstore_shared.placement_log`): the placement plus the regions the customer left.",
+        "(`regionstore_shared.placement_log`): the placement plus the regions the customer left. "
+        "The third figure, with one replica, is measured: a writer and a replicator of the map's "
+        "own applied every customer's create, move and delete to the local stores (a database a "
+        "region), and counted their store writes (`regionstore_bench.region_maps`).",
         "",
-        "| regions | replicas | create: before / table | move: before / table | "
-        "delete: before / table |",
+        "| regions | replicas | create: before / table / measured | move: before / table / "
+        "measured | delete: before / table / measured |",
         "| --- | --- | --- | --- | --- |",
     ]
     for cost in costs:
         today, table = cost["today"], cost["table"]
+        seen = live.get(cost["regions"]) if cost["replicas"] == 1 else None
         cells = " | ".join(
-            f"{_n(today[kind], 1)} / {_n(table[kind], 1)}" for kind in ("create", "move", "delete")
+            f"{_n(today[kind], 1)} / {_n(table[kind], 1)}"
+            + (f" / {_n(seen[kind], 2)}" if seen is not None else "")
+            for kind in ("create", "move", "delete")
         )
         lines.append(f"| {cost['regions']} | {cost['replicas']} | {cells} |")
     return lines

@@ -39,7 +39,7 @@ def ring(size: int, replicas: int = 1) -> RegionMap:
     return RegionMap(specs)
 
 
-def _lives(regions: RegionMap, customers: int, seed: int) -> Iterator[tuple[str, Command]]:
+def lives(regions: RegionMap, customers: int, seed: int) -> Iterator[tuple[str, Command]]:
     """Each customer's create, move and delete, as ("create" | "move" | "delete", command)."""
     rng = random.Random(seed)
     example = dict(Customer.model_config["json_schema_extra"]["examples"][0])  # type: ignore[index,arg-type]
@@ -72,7 +72,7 @@ def write_cost(
     table = PlacementTable({}, unknown=())
     today: dict[str, list[int]] = {"create": [], "move": [], "delete": []}
     routed: dict[str, list[int]] = {"create": [], "move": [], "delete": []}
-    for kind, command in _lives(regions, customers, seed):
+    for kind, command in lives(regions, customers, seed):
         today[kind].append(len(command.targets))
         routed[kind].append(len(table.route(command)))
         table.settle()

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from regionstore_shared.clients import MongoClient, mongo_client
+from regionstore_shared.clients import MongoClient, customers, mongo_client
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, wait_for_clean
 from tests.chaos import faults
@@ -137,10 +137,7 @@ async def _audit(settings: CommonSettings, ledger: Ledger) -> AuditReport:
         for region in settings.region_map.names
     }
     try:
-        collections = {
-            region: client[settings.store.database][settings.store.collection]
-            for region, client in clients.items()
-        }
+        collections = {region: customers(client, patient) for region, client in clients.items()}
         finals = [f for cid, f in ledger.finals.items() if cid not in ledger.unresolved]
         return await wait_for_clean(
             finals,

@@ -110,6 +110,12 @@ def mongo_client(uri: str, settings: StoreSettings, appname: str) -> MongoClient
     )
 
 
+def customers(client: MongoClient, settings: StoreSettings) -> Collection:
+    """A region's customers collection: in the database its URI names (``mongodb://.../db``),
+    else ``settings.database``; so several regions can share one store, a database each."""
+    return client.get_default_database(settings.database)[settings.collection]
+
+
 def mongo_clients(settings: CommonSettings, appname: str) -> dict[str, MongoClient]:
     """One client per configured region."""
     return {
@@ -148,7 +154,7 @@ async def open_core(
     collections = {}
     for region, client in mongo_clients(settings, name).items():
         stack.push_async_callback(client.close)
-        collections[region] = client[settings.store.database][settings.store.collection]
+        collections[region] = customers(client, settings.store)
     producer = kafka_producer(settings.kafka, name)
     await producer.start()
     stack.push_async_callback(producer.stop)

@@ -24,7 +24,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.clients import mongo_clients
+from regionstore_shared.clients import customers, mongo_clients
 from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.settings import CommonSettings
@@ -120,8 +120,7 @@ async def audit_configured_stores(
     clients = mongo_clients(settings, APPNAME)
     try:
         collections: dict[str, Collection] = {
-            region: client[settings.store.database][settings.store.collection]
-            for region, client in clients.items()
+            region: customers(client, settings.store) for region, client in clients.items()
         }
         return await audit_stores(
             collections, settings.region_map, prefix=prefix, within_s=within_s
