@@ -159,19 +159,23 @@ class PlacementLog:
 
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
         """Drop the tables of revoked partitions and close their writers."""
-        for tp in partitions:
-            future = self._partitions.pop(tp.partition, None)
-            with contextlib.suppress(KeyError):
-                metrics.PLACEMENT_ENTRIES.remove(self._group, str(tp.partition))
-            if future is None or not future.done() or future.exception() is not None:
-                continue
-            partition = future.result()
-            async with partition.lock:
-                await partition.writer.close()
+        await self._drop([tp.partition for tp in partitions])
 
     async def close(self) -> None:
         """Close every writer (the consumer stops)."""
-        await self.revoked([TopicPartition("", p) for p in list(self._partitions)])
+        await self._drop(list(self._partitions))
+
+    async def _drop(self, partitions: Iterable[int]) -> None:
+        for number in partitions:
+            future = self._partitions.pop(number, None)
+            with contextlib.suppress(KeyError):
+                metrics.PLACEMENT_ENTRIES.remove(self._group, str(number))
+            if future is None or not future.done() or future.exception() is not None:
+                continue
+            partition = future.result()
+            # After a commit in flight, never under it.
+            async with partition.lock:
+                await partition.writer.close()
 
     async def route(self, batch: Batch) -> TargetSelector:
         """Route the batch's commands, partition by partition in order, for this group's role.
