@@ -1,4 +1,5 @@
-"""BodyLimit: a request body over the limit is answered 413, however it arrives."""
+"""BodyLimit: a request body over the limit is answered 413, however it arrives. RequestMetrics:
+requests counted and timed by route and status."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
 from regionstore_gateway.main import create_app
@@ -198,3 +200,36 @@ class TestBodyLimitInTheGateway:
             )
         assert response.status_code == 413
         assert response.json() == too_large_detail(1024)
+
+
+def served(route: str, status: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "regionstore_http_requests_total", {"route": route, "status": status}
+        )
+        or 0.0
+    )
+
+
+def timed(route: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "regionstore_http_request_duration_seconds_count", {"route": route}
+        )
+        or 0.0
+    )
+
+
+class TestRequestMetrics:
+    async def test_requests_are_counted_and_timed_by_route_template_and_status(
+        self, gateway_settings: GatewaySettings
+    ) -> None:
+        before = (served("/healthz", "200"), timed("/healthz"), served("unmatched", "401"))
+        async with _client(gateway_settings) as client:
+            for _ in range(2):
+                assert (await client.get("/healthz")).status_code == 200
+            # Refused by authentication, before any route is matched.
+            response = await client.get("/v1/customers/x", headers={"Authorization": ""})
+            assert response.status_code == 401
+        after = (served("/healthz", "200"), timed("/healthz"), served("unmatched", "401"))
+        assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 1]
