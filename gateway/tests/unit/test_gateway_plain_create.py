@@ -1,4 +1,5 @@
-"""POST /v1/customers: the plain create's short way, and every other request through FastAPI's."""
+"""POST /v1/customers: the plain create answered before routing, and every other request
+through FastAPI's route."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ import pytest
 from app_fakes import CUSTOMER, SEND_FAILS, Gateway, body
 from auth_fakes import KEYS
 from fastapi import HTTPException
+from prometheus_client import REGISTRY
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Message
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Message, Receive, Scope, Send
 
-from regionstore_gateway.api.customers import accepted, plain_create
+from regionstore_gateway.api.customers import accepted
+from regionstore_gateway.api.plain_create import (
+    PlainCreates,
+    create_route,
+    customer_of,
+    plain_head,
+)
 from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.deps import _customers
@@ -26,82 +35,151 @@ from regionstore_shared.schemas import Customer
 
 JSON = (b"content-type", b"application/json")
 WRITER = Principal("0123456789ab", Role.WRITER)
+PAYLOAD = json.dumps(body()).encode()
 
 
-def request(
-    payload: bytes = json.dumps(body()).encode(),
+def scope_of(
     *,
+    method: str = "POST",
+    path: str = "/v1/customers",
     headers: tuple[tuple[bytes, bytes], ...] = (JSON,),
     query: bytes = b"",
     principal: Principal | None = WRITER,
-    error: Exception | None = None,
-) -> Request:
-    """A POST /v1/customers as the route sees it, after authentication."""
+) -> Scope:
+    """A request to the gateway as the innermost middleware sees it, after authentication."""
     scope: dict[str, Any] = {
         "type": "http",
-        "method": "POST",
-        "path": "/v1/customers",
+        "method": method,
+        "path": path,
+        "root_path": "",
         "query_string": query,
         "headers": list(headers),
+        "state": {},
     }
     if principal is not None:
         scope[PRINCIPAL_SCOPE_KEY] = principal
-
-    async def receive() -> Message:
-        if error is not None:
-            raise error
-        return {"type": "http.request", "body": payload, "more_body": False}
-
-    return Request(scope, receive)
+    return scope
 
 
 class TestWhatIsPlain:
-    async def test_a_writers_json_customer_is_plain(self) -> None:
-        assert await plain_create(request()) == Customer.model_validate(body())
+    def test_a_writers_json_body_is_plain(self) -> None:
+        assert plain_head(scope_of())
 
-    async def test_an_operator_may_too(self) -> None:
-        operator = Principal("0123456789ab", Role.OPERATOR)
-        assert await plain_create(request(principal=operator)) is not None
+    def test_an_operator_may_too(self) -> None:
+        assert plain_head(scope_of(principal=Principal("0123456789ab", Role.OPERATOR)))
 
     @pytest.mark.parametrize(
-        "made",
+        "scope",
         [
-            pytest.param(lambda: request(query=b"wait=applied"), id="a query"),
+            pytest.param(scope_of(query=b"wait=applied"), id="a query"),
+            pytest.param(scope_of(headers=(JSON, (b"if-none-match", b"*"))), id="create-only"),
+            pytest.param(scope_of(headers=(JSON, (b"idempotency-key", b"k"))), id="a key"),
             pytest.param(
-                lambda: request(headers=(JSON, (b"if-none-match", b"*"))), id="create-only"
-            ),
-            pytest.param(lambda: request(headers=(JSON, (b"idempotency-key", b"k"))), id="a key"),
-            pytest.param(
-                lambda: request(headers=((b"content-type", b"application/json; charset=utf-8"),)),
+                scope_of(headers=((b"content-type", b"application/json; charset=utf-8"),)),
                 id="a content type with parameters",
             ),
-            pytest.param(lambda: request(headers=((b"content-type", b"text/plain"),)), id="text"),
-            pytest.param(lambda: request(headers=()), id="no content type"),
-            pytest.param(lambda: request(principal=None), id="no principal"),
-            pytest.param(
-                lambda: request(principal=Principal("0123456789ab", Role.READER)), id="a reader"
-            ),
-            pytest.param(lambda: request(b""), id="no body"),
-            pytest.param(lambda: request(b"{not json"), id="not JSON"),
-            pytest.param(lambda: request(b"\xff\xfe"), id="not UTF-8"),
-            pytest.param(lambda: request(b"null"), id="null"),
-            pytest.param(
-                lambda: request(json.dumps(body(zip_prefix=-1)).encode()), id="not a customer"
-            ),
-            pytest.param(
-                lambda: request(error=ClientDisconnect()), id="a body that cannot be read"
-            ),
+            pytest.param(scope_of(headers=((b"content-type", b"text/plain"),)), id="text"),
+            pytest.param(scope_of(headers=()), id="no content type"),
+            pytest.param(scope_of(principal=None), id="no principal"),
+            pytest.param(scope_of(principal=Principal("0123456789ab", Role.READER)), id="a reader"),
         ],
     )
-    async def test_anything_else_is_left_to_fastapi(self, made: Any) -> None:
-        assert await plain_create(made()) is None
+    def test_anything_else_is_not(self, scope: Scope) -> None:
+        assert not plain_head(scope)
 
-    async def test_a_body_refused_while_read_is_refused_as_in_fastapis_handler(self) -> None:
-        # The body limit and deadline answer through an HTTPException raised by receive().
-        too_large = HTTPException(413, detail="too large")
-        with pytest.raises(HTTPException) as raised:
-            await plain_create(request(error=too_large))
-        assert raised.value is too_large
+    def test_a_body_is_a_customer_or_nothing(self) -> None:
+        assert customer_of(body()) == Customer.model_validate(body())
+        for other in (None, [], {}, body(zip_prefix=-1), {**body(), "extra": 1}):
+            assert customer_of(other) is None
+
+
+class Route:
+    """What the inner app saw: whether it was called, and the body it read."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        self.bodies.append(message.get("body", b""))
+        await PlainTextResponse("routed")(scope, receive, send)
+
+
+class Exchange:
+    """One request through PlainCreates, with the messages it sent back."""
+
+    def __init__(self, payload: bytes = PAYLOAD, error: Exception | None = None) -> None:
+        self.payload = payload
+        self.error = error
+        self.reads = 0
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        return {"type": "http.request", "body": self.payload, "more_body": False}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.sent[0]["status"])
+
+
+async def refused(_: Request, error: Exception) -> Response:
+    return PlainTextResponse(f"refused {error!r}", status_code=418)
+
+
+def lane(route: Route, handlers: dict[Any, Any] | None = None) -> PlainCreates:
+    return PlainCreates(route, route=create_route(), handlers=handlers or {})
+
+
+class TestPlainCreates:
+    @pytest.mark.parametrize(
+        "scope",
+        [
+            pytest.param(scope_of(method="GET"), id="another method"),
+            pytest.param(scope_of(path="/v1/customers/c-1"), id="another path"),
+            pytest.param(scope_of(path="/v1/customers:batch"), id="the batch"),
+            pytest.param(scope_of(query=b"wait=applied"), id="not plain"),
+        ],
+    )
+    async def test_other_requests_go_on_unread(self, scope: Scope) -> None:
+        route, exchange = Route(), Exchange()
+        await lane(route)(scope, exchange.receive, exchange.send)
+        assert route.bodies == [PAYLOAD]
+        assert exchange.reads == 1  # by the route, not before it
+
+    @pytest.mark.parametrize("payload", [b"{not json", b"\xff\xfe", b"null", b'{"customer_id": 1}'])
+    async def test_a_body_that_is_not_a_customer_goes_on_as_it_came(self, payload: bytes) -> None:
+        route, exchange = Route(), Exchange(payload)
+        await lane(route)(scope_of(), exchange.receive, exchange.send)
+        assert route.bodies == [payload]
+        assert exchange.status == 200
+
+    async def test_a_body_refused_while_read_is_answered_by_its_handler(self) -> None:
+        route, exchange = Route(), Exchange(error=HTTPException(413, detail="too large"))
+        await lane(route, {HTTPException: refused})(scope_of(), exchange.receive, exchange.send)
+        assert route.bodies == []
+        assert exchange.status == 418
+        assert b"too large" in exchange.sent[1]["body"]
+
+    async def test_a_handler_for_the_status_comes_before_one_for_the_class(self) -> None:
+        async def by_status(_: Request, __: Exception) -> Response:
+            return PlainTextResponse("by status", status_code=413)
+
+        route, exchange = Route(), Exchange(error=HTTPException(413))
+        handlers = {HTTPException: refused, 413: by_status}
+        await lane(route, handlers)(scope_of(), exchange.receive, exchange.send)
+        assert (exchange.status, exchange.sent[1]["body"]) == (413, b"by status")
+
+    async def test_a_body_that_cannot_be_read_otherwise_is_left_to_the_route(self) -> None:
+        route, exchange = Route(), Exchange(error=ClientDisconnect())
+        with pytest.raises(ClientDisconnect):
+            await lane(route)(scope_of(), exchange.receive, exchange.send)
+        assert exchange.reads == 2  # once here, once by the route, which meets the same end
 
 
 def test_the_answer_is_an_accepted_field_for_field() -> None:
@@ -235,3 +313,22 @@ class TestThroughTheApp:
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "7"
         assert response.json()["outcome"] == "not_accepted"
+
+    async def test_a_plain_create_is_counted_under_its_route(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        labels = {"route": "/v1/customers", "status": "202"}
+        before = REGISTRY.get_sample_value("regionstore_http_requests_total", labels) or 0.0
+        assert (await client.post("/v1/customers", json=body())).status_code == 202
+        after = REGISTRY.get_sample_value("regionstore_http_requests_total", labels)
+        assert after == before + 1
+
+    async def test_an_error_no_handler_answers_is_not_swallowed(
+        self, gateway: Gateway, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken(*_: object, **__: object) -> None:
+            raise RuntimeError("the service broke")
+
+        monkeypatch.setattr(gateway.state["customers"], "upsert", broken)
+        with pytest.raises(RuntimeError, match="the service broke"):
+            await client.post("/v1/customers", json=body())

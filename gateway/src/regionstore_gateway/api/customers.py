@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from regionstore_gateway.api.errors import NOT_FOUND, UNREADABLE, message, write_responses
-from regionstore_gateway.auth import (
-    Principal,
-    PrincipalDep,
-    Role,
-    requires_reader,
-    requires_writer,
-)
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.auth import PrincipalDep, requires_reader, requires_writer
 from regionstore_gateway.deps import CustomersDep, KeyHeader, SettingsDep, WaitQuery
-from regionstore_gateway.idempotency import HEADER, request_hash
+from regionstore_gateway.idempotency import request_hash
 from regionstore_gateway.keyed_writes import Answer
 from regionstore_gateway.models import (
     Accepted,
@@ -31,12 +20,7 @@ from regionstore_gateway.models import (
     CustomerPatch,
 )
 from regionstore_gateway.repository import Found
-from regionstore_gateway.services.customers import (
-    CustomerService,
-    Write,
-    parse_customer,
-    validate_filter,
-)
+from regionstore_gateway.services.customers import Write, parse_customer, validate_filter
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_gateway.writes import Written
 from regionstore_shared.schemas import Customer, CustomerId, UpsertCustomer
@@ -98,72 +82,16 @@ def _write(key: str | None, wait: WaitQuery, request: Callable[[], str]) -> Writ
     return Write(answer=accepted, key=key, request=hashed, wait=wait is not None)
 
 
-class PlainCreateRoute(APIRoute):
-    """``POST /v1/customers`` with a short way for the plain create: a writer's JSON body only.
-
-    FastAPI's handler resolves the route's dependencies (the role, the two security schemes
-    the OpenAPI document names, the service), reads its query and header parameters and
-    validates the returned body against the response model on every request: most of the
-    gateway's CPU per accepted write. The plain create, which nearly every write is, needs
-    none of it: its body is validated as ``Customer``, the service is called as the route
-    calls it, and the answer is the JSON the route's would be. Any other request (a query,
-    ``If-None-Match``, an ``Idempotency-Key``, another content type, a role below writer, a
-    body that does not validate) goes to FastAPI's handler, so every refusal keeps its shape.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, behind the short way."""
-        standard = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            customer = await plain_create(request)
-            if customer is None:
-                return await standard(request)
-            customers: CustomerService = request.scope["state"]["customers"]
-            answer = await customers.upsert(customer, Write(answer=accepted))
-            return JSONResponse(answer.body, status_code=status.HTTP_202_ACCEPTED)
-
-        return handler
-
-
-# Headers that make a create more than plain: FastAPI's handler reads them.
-_NOT_PLAIN = frozenset({b"if-none-match", HEADER.lower().encode()})
-
-
-async def plain_create(request: Request) -> Customer | None:
-    """The customer of a plain create by a writer; None for any other request.
-
-    A body over the limit or too slow raises here, as it would in FastAPI's handler; a body
-    that is not JSON, or not a customer, is None, left to FastAPI to refuse.
-    """
-    scope = request.scope
-    principal = scope.get(PRINCIPAL_SCOPE_KEY)
-    if (
-        scope["query_string"]
-        or not isinstance(principal, Principal)
-        or not principal.role.allows(Role.WRITER)
-    ):
-        return None
-    content_type = None
-    for name, value in scope["headers"]:
-        if name in _NOT_PLAIN:
-            return None
-        if name == b"content-type" and content_type is None:
-            content_type = value
-    if content_type != b"application/json":
-        return None
-    try:
-        data = await request.json()
-    except HTTPException:
-        raise
-    except Exception:  # FastAPI answers whatever else reading the body raises (its 400 or 422).
-        return None
-    try:
-        return Customer.model_validate(data)
-    except ValidationError:
-        return None
-
-
+@router.post(
+    "",
+    dependencies=[requires_writer],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses={
+        **write_responses(),
+        409: message("If-None-Match: * was given and the customer already exists."),
+    },
+)
 async def create_customer(
     customer: Customer,
     customers: CustomersDep,
@@ -184,22 +112,6 @@ async def create_customer(
         ),
     )
     return answered(await customers.upsert(customer, write, create_only=create_only), response)
-
-
-# Added, not decorated: a decorator cannot choose the route's class.
-router.add_api_route(
-    "",
-    create_customer,
-    methods=["POST"],
-    dependencies=[requires_writer],
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Accepted,
-    responses={
-        **write_responses(),
-        409: message("If-None-Match: * was given and the customer already exists."),
-    },
-    route_class_override=PlainCreateRoute,
-)
 
 
 @router.put(
