@@ -40,6 +40,9 @@ def create_app(
         lifespan=open_state or functools.partial(lifespan, settings),
         # ReDoc needs inline styles (and a blob: worker); /docs is the one docs page.
         redoc_url=None,
+        # The gateway's telemetry is its Prometheus metrics and JSON logs. FastAPI's own
+        # OpenTelemetry, unconfigured here, still looked its providers up on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     routers = (health.router, customers.router, batch.router, regions.router, legacy.router)
     for router in (*routers, session.router):

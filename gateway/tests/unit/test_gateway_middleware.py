@@ -1,12 +1,12 @@
 """BodyLimit: a request body over the limit is answered 413, however it arrives. RequestMetrics:
-requests counted and timed by route and status."""
+requests counted and timed by route and status. FastAPI's own OpenTelemetry stays out of it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httpx
@@ -14,6 +14,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
+from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
 from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
@@ -233,3 +236,30 @@ class TestRequestMetrics:
             assert response.status_code == 401
         after = (served("/healthz", "200"), timed("/healthz"), served("unmatched", "401"))
         assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 1]
+
+
+class TestOpenTelemetry:
+    async def test_fastapis_own_telemetry_is_never_consulted(
+        self, gateway_settings: GatewaySettings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        looked_up: list[str] = []
+
+        def provider(kind: str) -> Callable[[], object]:
+            def lookup() -> object:
+                looked_up.append(kind)
+                raise AssertionError(f"the {kind} provider was looked up")
+
+            return lookup
+
+        for kind, module in (
+            ("tracer", otel_trace),
+            ("meter", otel_metrics),
+            ("logger", otel_logs),
+        ):
+            monkeypatch.setattr(module, f"get_{kind}_provider", provider(kind))
+        async with _client(gateway_settings) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (
+                await client.get("/v1/customers/x", headers={"Authorization": ""})
+            ).status_code == 401
+        assert looked_up == []
