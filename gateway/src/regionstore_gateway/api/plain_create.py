@@ -125,10 +125,9 @@ class PlainCreates:
         """Answer an error as the app's exception middleware would; re-raise one it has no
         handler for (a 500)."""
         handler = self.handlers.get(error.status_code) if isinstance(error, HTTPException) else None
-        for kind in type(error).__mro__:
-            if handler is not None:
-                break
-            handler = self.handlers.get(kind)
+        if handler is None:
+            kinds = (kind for kind in type(error).__mro__ if kind in self.handlers)
+            handler = next((self.handlers[kind] for kind in kinds), None)
         if handler is None:
             raise error
         answer = handler(request, error)
