@@ -93,6 +93,20 @@ class TestWhatIsPlain:
             assert customer_of(other) is None
 
 
+def test_the_route_reads_nothing_a_plain_create_could_carry() -> None:
+    # A plain create has no query and neither of these headers, so the route would read nothing
+    # but the body from it. A parameter added to the route must be added to plain_head too.
+    dependant = create_route().dependant
+    assert [p.name for p in dependant.query_params] == ["wait"]
+    assert {p.alias.lower() for p in dependant.header_params} == {
+        "if-none-match",
+        "idempotency-key",
+    }
+    assert [p.name for p in dependant.body_params] == ["customer"]
+    assert not dependant.path_params
+    assert not dependant.cookie_params
+
+
 class Route:
     """What the inner app saw: whether it was called, and the body it read."""
 
