@@ -9,24 +9,29 @@ an audit that then finds every write in place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from regionstore_shared.api_key import ClientKeySettings
 from regionstore_shared.documents import APPLIED_AT, HOME
 from regionstore_testing.audit import AuditReport, Expected
 
 from .bare import bare_server, ratio_to_bare
 from .data import Customers, target_counts
-from .env import BenchEnv, Progress
+from .env import BenchEnv, Progress, compose_url, port_of
 from .plan import Plan
-from .probes import bucket_delta, buckets, total
+from .probes import bucket_delta, buckets, cpu_seconds, listener_pid, total
 from .rawhttp import RawConnection, RawHttpError
 from .snapshot import SnapshotCollection
 from .stats import histogram_quantile, latency_summary, median, percentile, rate
@@ -40,6 +45,10 @@ CONSUMER_LAG = "regionstore_consumer_lag_messages"
 ROLE_OF = {"writer": "home", "replicator": "replica"}
 # How often the bare rounds may cycle through a round's bodies before its time is up.
 BARE_REPEATS = 50
+# The processes stopped while the single-request rounds run (and their second instances).
+CONSUMERS = ("writer", "replicator")
+# Requests per second and burst of the singles' key: more than any round sends.
+UNMETERED = 1_000_000
 
 
 @dataclass
@@ -87,11 +96,12 @@ async def post_singles(
     accepts: Accepts,
     budget_s: float = math.inf,
     url: str | None = None,
+    key: str | None = None,
 ) -> tuple[int, float]:
     """POST each customer on its own from ``concurrency`` workers, until done or out of time.
 
     Each worker has its own keep-alive connection (see rawhttp) to ``url``, the gateway unless
-    given. Returns (requests sent, elapsed seconds).
+    given, with ``key`` (the bench's, unless given). Returns (requests sent, elapsed seconds).
     """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
@@ -100,7 +110,7 @@ async def post_singles(
     deadline = time.perf_counter() + budget_s
 
     async def worker() -> None:
-        async with RawConnection(url or env.urls["gateway"], env.api_key) as connection:
+        async with RawConnection(url or env.urls["gateway"], key or env.api_key) as connection:
             while not queue.empty() and time.perf_counter() < deadline:
                 body = queue.get_nowait()
                 started = time.perf_counter()
@@ -267,58 +277,199 @@ def wanted_applies(
     return {service: float(by_role.get(role, 0)) for service, role in ROLE_OF.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """Requests per second of each round, and the server's CPU per request over all of them."""
+
+    rates: list[float]
+    cpu_us_per_request: float
+
+
+class ServerCpu:
+    """CPU time of the process listening at a URL (the server under test), summed over rounds."""
+
+    def __init__(self, url: str) -> None:
+        self._pid = listener_pid(port_of(url))
+        self.seconds = 0.0
+        self.requests = 0
+
+    @contextlib.contextmanager
+    def round(self) -> Iterator[None]:
+        """Count the CPU the server uses while the body runs."""
+        started = cpu_seconds(self._pid) if self._pid is not None else math.nan
+        yield
+        ended = cpu_seconds(self._pid) if self._pid is not None else math.nan
+        self.seconds += ended - started
+
+    def per_request_us(self) -> float:
+        """Microseconds of CPU per request; NaN when the server was not found or got none."""
+        return self.seconds / self.requests * 1e6 if self.requests else math.nan
+
+
 async def bare_rounds(
     env: BenchEnv, plan: Plan, bodies: Sequence[dict[str, Any]], durations: Sequence[float]
-) -> list[float]:
+) -> Rounds:
     """The gateway's rounds again against the bare endpoint: same bodies, concurrency, and
     each round as long as the gateway's was (the bodies repeat: nothing is stored)."""
     rates: list[float] = []
     repeated = list(bodies) * BARE_REPEATS
     async with bare_server() as url:
+        cpu = ServerCpu(url)
         for index, duration in enumerate(durations):
-            count, seconds = await post_singles(
-                env, repeated, plan.single_concurrency, CountedOnly(""), duration, url
-            )
+            with cpu.round():
+                count, seconds = await post_singles(
+                    env, repeated, plan.single_concurrency, CountedOnly(""), duration, url
+                )
+            cpu.requests += count
             rates.append(rate(count, seconds))
             log.info("bare round %d: %d sent, %.0f requests/s", index + 1, count, rates[-1])
-    return rates
+    return Rounds(rates, cpu.per_request_us())
+
+
+def keys_environment(run_dir: Path) -> dict[str, str]:
+    """The environment of the gateway's key command: the bench's, with the stack's server
+    secret (``$RUN_DIR/secrets/auth_secret``) unless REGIONSTORE_AUTH__SECRET is set."""
+    environment = dict(os.environ)
+    if not environment.get("REGIONSTORE_AUTH__SECRET"):
+        secret = (run_dir / "secrets" / "auth_secret").read_text(encoding="utf-8").strip()
+        environment["REGIONSTORE_AUTH__SECRET"] = secret
+    return environment
+
+
+def keys_command(*arguments: str) -> list[str]:
+    """The gateway's key command (``python -m regionstore_gateway.keys``) with ``arguments``."""
+    return [sys.executable, "-m", "regionstore_gateway.keys", *arguments]
+
+
+def key_id(key: str) -> str:
+    """The public id of a key ``rsk_<id>_<secret>``."""
+    return key.split("_", 2)[1]
+
+
+async def _keys(environment: dict[str, str], *arguments: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *keys_command(*arguments),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"keys {arguments[0]} failed: {err.decode(errors='replace').strip()}")
+    return out.decode().strip()
+
+
+@contextlib.asynccontextmanager
+async def unmetered_key() -> AsyncIterator[str]:
+    """A writer key whose rate no round reaches, revoked on the way out.
+
+    The gateway limits each key (1,000 requests/s by default): with the bench's own key, a
+    gateway faster than that would be answered 429 and the rounds would measure the limit.
+    """
+    environment = keys_environment(ClientKeySettings().run_dir)
+    limit = str(UNMETERED)
+    key = await _keys(
+        environment, "create", "--role", "writer", "--name", "bench singles",
+        "--rate", limit, "--burst", limit,
+    )  # fmt: skip
+    try:
+        yield key
+    finally:
+        await _keys(environment, "revoke", key_id(key))
+
+
+async def _processes(compose: httpx.AsyncClient) -> list[dict[str, Any]]:
+    answer = await compose.get("/processes")
+    answer.raise_for_status()
+    return list(answer.json()["data"])
+
+
+async def set_consumers(compose: httpx.AsyncClient, *, running: bool, timeout_s: float) -> None:
+    """Start (and wait until ready) or stop every writer and replicator of the stack."""
+    names = [p["name"] for p in await _processes(compose) if p["name"].startswith(CONSUMERS)]
+    for name in names:
+        if running:
+            await compose.post(f"/process/start/{name}")
+        else:
+            await compose.patch(f"/process/stop/{name}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = [p for p in await _processes(compose) if p["name"] in names]
+        if all(
+            state["is_ready"] == "Ready" if running else state["status"] != "Running"
+            for state in states
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{names} not {'ready' if running else 'stopped'} in {timeout_s}s")
+        await asyncio.sleep(0.2)  # poll interval, not a wait for the state
+
+
+@contextlib.asynccontextmanager
+async def consumers_stopped(url: str, timeout_s: float = 120.0) -> AsyncIterator[bool]:
+    """The writers and replicators stopped (process-compose's API at ``url``) while the body
+    runs, started again however it ends; whether they were (False: no process-compose there,
+    as on a stack started some other way, and they ran on)."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as compose:
+        try:
+            await set_consumers(compose, running=False, timeout_s=timeout_s)
+        except httpx.TransportError as error:
+            log.warning("consumers left running: process-compose unreachable (%s)", error)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            await set_consumers(compose, running=True, timeout_s=timeout_s)
 
 
 async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[str, Any]:
-    """Scenario 2: single-customer POSTs at a fixed concurrency, in rounds."""
+    """Scenario 2: single-customer POSTs at a fixed concurrency, in rounds, then the bare
+    endpoint's rounds, all while the writers and replicators are stopped.
+
+    So both sets of rounds have the machine alike, and a round measures accepting writes (a 202
+    once Kafka acknowledged each, acks=all), not applying them. The consumers are started
+    after, and the backlog is timed until every write is applied, and audited. Without
+    process-compose to stop them, they apply beside the rounds, and the results say so.
+    """
     unloaded_bodies = customers.bodies[: plan.unloaded_requests]
     loaded = customers.bodies[plan.unloaded_requests :]
     accepts = Accepts(customers.prefix)
-    before = await applied_counters(env)
+    unloaded = Accepts(customers.prefix)
     per_round = math.ceil(len(loaded) / plan.single_rounds)
+    budget = plan.single_budget_s / plan.single_rounds
     rates: list[float] = []
     durations: list[float] = []
     sent = 0
-    first = time.perf_counter()
-    for index in range(plan.single_rounds):
-        bodies = loaded[index * per_round : (index + 1) * per_round]
-        count, seconds = await post_singles(
-            env, bodies, plan.single_concurrency, accepts, plan.single_budget_s / plan.single_rounds
-        )
-        sent += count
-        durations.append(seconds)
-        rates.append(rate(count, seconds))
-        log.info("singles round %d: %d sent, %.0f accepted/s", index + 1, count, rates[-1])
-    accepted_at = time.perf_counter()
-    loaded_seconds = list(accepts.request_seconds)
-    unloaded = Accepts(customers.prefix)
-    await post_singles(env, unloaded_bodies, 1, unloaded)
+    gateway = ServerCpu(env.urls["gateway"])
+    counted = await applied_counters(env)
+    async with unmetered_key() as key, consumers_stopped(compose_url()) as stopped:
+        for index in range(plan.single_rounds):
+            bodies = loaded[index * per_round : (index + 1) * per_round]
+            with gateway.round():
+                count, seconds = await post_singles(
+                    env, bodies, plan.single_concurrency, accepts, budget, key=key
+                )
+            sent += count
+            durations.append(seconds)
+            rates.append(rate(count, seconds))
+            log.info("singles round %d: %d sent, %.0f accepted/s", index + 1, count, rates[-1])
+        gateway.requests = len(accepts.expected)
+        loaded_seconds = list(accepts.request_seconds)
+        await post_singles(env, unloaded_bodies, 1, unloaded, key=key)
+        bare = await bare_rounds(env, plan, loaded[:per_round], durations)
+    started = time.perf_counter()
     accepts.expected.update(unloaded.expected)
     accepts.accepted_wall.update(unloaded.accepted_wall)
     accepts.failed += unloaded.failed
+    # Started again, the consumers are new processes: their applied counters start at zero.
+    before = dict.fromkeys(ROLE_OF, 0.0) if stopped else counted
     done, report, _ = await wait_applied(
         env, accepts, before, wanted_applies(env, accepts, customers.bodies), plan.apply_timeout_s
     )
-    log.info("singles settled %.1fs after the last accept: %s", done - accepted_at, report)
-    # After the settle, so the services' applies do not share the cores with it.
-    bare_rates = await bare_rounds(env, plan, loaded[:per_round], durations)
+    log.info("singles applied %.1fs after the rounds: %s", done - started, report)
     gateway_rate = median(rates)
-    bare_rate = median(bare_rates)
+    bare_rate = median(bare.rates)
     return {
         "requests": float(sent),
         "requests_planned": float(len(loaded)),
@@ -326,16 +477,19 @@ async def single_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict
         "time_budget_s": plan.single_budget_s,
         "concurrency": float(plan.single_concurrency),
         "rounds": float(plan.single_rounds),
+        "consumers_stopped_during_rounds": float(stopped),
         "runs_accepted_per_s": rates,
         "accepted_per_s": gateway_rate,
-        "bare_runs_per_s": bare_rates,
+        "cpu_us_per_accepted": gateway.per_request_us(),
+        "bare_runs_per_s": bare.rates,
         "bare_per_s": bare_rate,
+        "bare_cpu_us_per_request": bare.cpu_us_per_request,
         "ratio_to_bare": ratio_to_bare(gateway_rate, bare_rate),
         "accept_latency": latency_summary(loaded_seconds),
         "unloaded_accept_latency": latency_summary(unloaded.request_seconds),
         "failed": float(accepts.failed),
-        "settle_s_after_last_accept": done - accepted_at,
-        "end_to_end_applied_per_s": rate(sent, done - first),
+        "applied_s_after_rounds": done - started,
+        "applied_per_s_after_rounds": rate(len(accepts.expected), done - started),
         "audit": audit_counts(report),
     }
 

@@ -246,6 +246,7 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
             if "bare_per_s" in single
             else []
         ),
+        *_singles_cpu_lines(single),
         f"| batch | {_n(batch['customers'])} customers, {_n(batch['batch_size'])}/request, "
         f"{_n(batch['concurrency'])} concurrent | {_n(batch['accepted_per_s'])} accepted/s |",
         f"| batch | end-to-end applied (home + replica, audited) | "
@@ -475,6 +476,27 @@ def _query_flags(summary: dict[str, Any]) -> str:
         f"{_n(summary['incomplete_answers'])} incomplete, {_n(summary['timeouts'])} timed out, "
         f"{_n(summary['errors'])} errors"
     )
+
+
+def _singles_cpu_lines(single: dict[str, Any]) -> list[str]:
+    """What the singles' rounds cost the servers, and whether the consumers ran beside them
+    (results of runs that measured it)."""
+    if "consumers_stopped_during_rounds" not in single:
+        return []
+    applied = (
+        f"{_n(single['applied_s_after_rounds'], 1)} s "
+        f"({_n(single['applied_per_s_after_rounds'])} customers/s)"
+    )
+    consumers = (
+        "writer and replicator stopped during both sets of rounds, then started"
+        if single["consumers_stopped_during_rounds"]
+        else "writer and replicator applying beside the rounds (no process-compose to stop them)"
+    )
+    return [
+        f"| singles | server CPU per request: gateway (per accepted write) / bare | "
+        f"{_n(single['cpu_us_per_accepted'])} / {_n(single['bare_cpu_us_per_request'])} µs |",
+        f"| singles | {consumers}; every write applied after the rounds in | {applied} |",
+    ]
 
 
 def _load_range(results: dict[str, Any]) -> str:

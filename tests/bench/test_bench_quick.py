@@ -41,6 +41,9 @@ SCENARIO_FIELDS: dict[str, list[str]] = {
         "accept_latency.p99_ms",
         "unloaded_accept_latency.p50_ms",
         "failed",
+        "cpu_us_per_accepted",
+        "bare_cpu_us_per_request",
+        "applied_s_after_rounds",
     ],
     "ingest_batch": [
         "customers",

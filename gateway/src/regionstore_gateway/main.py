@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
+from regionstore_gateway.api.plain_create import PlainCreates, create_route
 from regionstore_gateway.auth import check_routes
 from regionstore_gateway.auth.middleware import Authentication
 from regionstore_gateway.console import mount_console
@@ -39,6 +40,9 @@ def create_app(
         lifespan=open_state or functools.partial(lifespan, settings),
         # ReDoc needs inline styles (and a blob: worker); /docs is the one docs page.
         redoc_url=None,
+        # The gateway's telemetry is its Prometheus metrics and JSON logs. FastAPI's own
+        # OpenTelemetry, unconfigured here, still looked its providers up on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     routers = (health.router, customers.router, batch.router, regions.router, legacy.router)
     for router in (*routers, session.router):
@@ -47,6 +51,8 @@ def create_app(
     check_routes(app.routes, open_paths)
     errors.install(app, retry_after_s=settings.api.retry_after_s)
     install_openapi(app, settings)
+    # Added first, so it runs last: every other middleware has had its say by then.
+    app.add_middleware(PlainCreates, route=create_route(), handlers=app.exception_handlers)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(
         Authentication, open_paths=open_paths, retry_after_s=settings.api.retry_after_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -94,6 +95,12 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+@functools.cache
+def _series(route: str, status: int) -> tuple[Counter, Histogram]:
+    # Bound once per route and status: labels() takes a lock and builds a key on every call.
+    return REQUESTS.labels(route=route, status=str(status)), LATENCY.labels(route=route)
+
+
 class RequestMetrics:
     """Counts requests and times them by route template and status."""
 
@@ -117,6 +124,6 @@ class RequestMetrics:
             await self.app(scope, receive, capture)
         finally:
             route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels(route=name, status=str(code)).inc()
-            LATENCY.labels(route=name).observe(time.perf_counter() - started)
+            requests, latency = _series(getattr(route, "path", None) or "unmatched", code)
+            requests.inc()
+            latency.observe(time.perf_counter() - started)

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 STRICT_CSP = (
@@ -123,20 +122,30 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, docs: dict[str, str] | None = None) -> None:
         self.app = app
-        self.docs = docs or {}
+        # Encoded once: a response replaces any of these it carries with the ones here.
+        self._strict = _raw(STRICT_CSP)
+        self._docs = {path: _raw(policy) for path, policy in (docs or {}).items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = self.docs.get(scope["path"], STRICT_CSP)
+        ours = self._docs.get(scope["path"], self._strict)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["Content-Security-Policy"] = policy
-                for name, value in STATIC_HEADERS.items():
-                    headers[name] = value
+                message["headers"] = [
+                    *(h for h in message.get("headers", ()) if h[0].lower() not in _NAMES),
+                    *ours,
+                ]
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+_NAMES = frozenset(name.lower().encode() for name in ("Content-Security-Policy", *STATIC_HEADERS))
+
+
+def _raw(policy: str) -> list[tuple[bytes, bytes]]:
+    headers = {"Content-Security-Policy": policy, **STATIC_HEADERS}
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]

@@ -2,239 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownTopicOrPartitionError
-from asgi_lifespan import LifespanManager
-from audit_fakes import audit_trail, recent_changes
-from auth_fakes import HEADERS, authenticator
-from fastapi import FastAPI
+from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
+from app_fakes import (
+    ACK,
+    CUSTOMER,
+    NEVER,
+    PREFIX,
+    SEND_FAILS,
+    TTL_S,
+    Document,
+    Gateway,
+    body,
+)
 from pymongo.errors import AutoReconnect
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from regionstore_gateway.idempotency import IdempotencyStore, Record, RecordState
+from regionstore_gateway.api import customers as customers_api
+from regionstore_gateway.api import legacy as legacy_api
+from regionstore_gateway.idempotency import Record, RecordState, request_hash
 from regionstore_gateway.keyed_writes import pending, write_once
-from regionstore_gateway.main import create_app
-from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_gateway.state import Clients, State, serving
-from regionstore_gateway.writes import Writes
-from regionstore_shared.apply import Collection, Suspicion
-from regionstore_shared.clock import HybridClock
-from regionstore_shared.schemas import Command, UpsertCustomer, decode_command
+from regionstore_shared.schemas import Command, UpsertCustomer
 from regionstore_shared.settings import KafkaSettings
-from regionstore_shared.status import NodeStatus
-
-Document = dict[str, Any]
-NAMES = ("region_1", "region_2", "region_3")
-CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
-PREFIX = "test:idempotency:"
-TTL_S = 3600
-ACK = "ack"
-NEVER = "never"  # handed to the producer, never acknowledged
-SEND_FAILS = "send fails"  # send() raises: the record never entered the producer's buffer
-
-
-def body(zip_prefix: int = 14409, customer_id: str = CUSTOMER, city: str = "franca") -> Document:
-    return {
-        "customer_id": customer_id,
-        "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
-        "customer_zip_code_prefix": zip_prefix,
-        "customer_city": city,
-        "customer_state": "SP",
-    }
-
-
-class FakeProducer:
-    """One future per send, resolved as scripted (ACK once the script runs out)."""
-
-    def __init__(self) -> None:
-        self.script: list[object] = []
-        self.sent: list[bytes] = []
-        self.on_send: Callable[[Command], None] | None = None
-
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
-        outcome = self.script.pop(0) if self.script else ACK
-        if outcome == SEND_FAILS:
-            raise UnknownTopicOrPartitionError()
-        self.sent.append(value)
-        if self.on_send is not None:
-            self.on_send(decode_command(value))
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        elif outcome == ACK:
-            future.set_result("record metadata")
-        return future
-
-    def commands(self) -> list[Command]:
-        return [decode_command(value) for value in self.sent]
-
-
-class FakePipeline:
-    def __init__(self, redis: FakeRedis) -> None:
-        self.redis = redis
-        self.queued: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def __aenter__(self) -> FakePipeline:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-    def set(self, name: str, value: str, **options: Any) -> FakePipeline:
-        self.queued.append((name, value, options))
-        return self
-
-    async def execute(self) -> list[bool | None]:
-        self.redis.check()
-        done = [self.redis.store(name, value, **options) for name, value, options in self.queued]
-        if self.redis.after_execute is not None:
-            hook, self.redis.after_execute = self.redis.after_execute, None
-            hook()
-        return done
-
-
-class FakeRedis:
-    """Strings with an expiry each; ``down`` makes every command fail as a refused connection."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.ttls: dict[str, int | None] = {}
-        self.down = False
-        self.after_mget: Callable[[], None] | None = None
-        self.after_execute: Callable[[], None] | None = None
-
-    def check(self) -> None:
-        if self.down:
-            raise RedisConnectionError(
-                "Error 111 connecting to 127.0.0.1:6379. Connection refused."
-            )
-
-    async def mget(self, keys: list[str]) -> list[str | None]:
-        self.check()
-        values = [self.values.get(k) for k in keys]
-        if self.after_mget is not None:
-            hook, self.after_mget = self.after_mget, None
-            hook()
-        return values
-
-    def pipeline(self, transaction: bool = True) -> FakePipeline:
-        return FakePipeline(self)
-
-    def store(
-        self,
-        name: str,
-        value: str,
-        *,
-        ex: int | None = None,
-        nx: bool = False,
-        xx: bool = False,
-        keepttl: bool = False,
-    ) -> bool | None:
-        if (nx and name in self.values) or (xx and name not in self.values):
-            return None
-        self.values[name] = value
-        if not keepttl:
-            self.ttls[name] = ex
-        return True
-
-    def records(self) -> list[Record]:
-        return [Record.model_validate_json(v) for v in self.values.values()]
-
-
-class FakeCollection:
-    def __init__(self) -> None:
-        self.docs: dict[str, Document] = {}
-        self.reads = 0
-        self.fail_with: Exception | None = None
-
-    async def find_one(
-        self, query: Document, projection: Mapping[str, int] | None = None
-    ) -> Document | None:
-        self.reads += 1
-        if self.fail_with is not None:
-            raise self.fail_with
-        doc = self.docs.get(query["_id"])
-        return None if doc is None else dict(doc)
-
-
-class FakeBoard:
-    async def all(self) -> dict[str, NodeStatus]:
-        return {}
-
-
-class Gateway:
-    """The app over fakes, and a client talking to it in process."""
-
-    def __init__(self, settings: GatewaySettings) -> None:
-        self.settings = settings
-        self.producer = FakeProducer()
-        self.redis = FakeRedis()
-        self.stores = {name: FakeCollection() for name in NAMES}
-        self.keys = IdempotencyStore(cast(Any, self.redis), prefix=PREFIX, ttl_s=TTL_S)
-        repository = CustomerRepository(
-            cast("Mapping[str, Collection]", self.stores),
-            settings.region_map,
-            Suspicion(3.0),
-            read_deadline_s=settings.api.read_deadline_ms / 1000,
-        )
-        self.writes = Writes(
-            settings=settings,
-            producer=cast(Any, self.producer),
-            board=cast(Any, FakeBoard()),
-            repository=repository,
-            clock=HybridClock(1),
-        )
-        self.state = serving(
-            Clients(
-                settings=settings,
-                producer=cast(Any, self.producer),
-                board=cast(Any, FakeBoard()),
-                repository=repository,
-                clock=HybridClock(1),
-                idempotency=self.keys,
-                changes=cast(Any, None),
-                backlog=cast(Any, None),
-                applied=cast(Any, None),
-                auth=authenticator(),
-                audit=audit_trail(settings),
-                recent=recent_changes(),
-            )
-        )
-
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
-        @contextlib.asynccontextmanager
-        async def open_state(_: FastAPI) -> AsyncIterator[State]:
-            yield self.state
-
-        app = create_app(self.settings, open_state=open_state)
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://gateway", headers=HEADERS
-            ) as client:
-                yield client
-
-    def live(self, region: str, version: int, city: str = "franca") -> None:
-        self.stores[region].docs[CUSTOMER] = {
-            **body(city=city),
-            "_id": CUSTOMER,
-            "_v": version,
-            "_deleted": False,
-            "_home": "region_1",
-        }
-
-    def reads(self) -> int:
-        return sum(store.reads for store in self.stores.values())
 
 
 @pytest.fixture
@@ -266,6 +61,41 @@ def keyed(key: str) -> dict[str, str]:
 def ids(response: httpx.Response) -> tuple[str, int]:
     data = response.json()
     return data["command_id"], data["version"]
+
+
+WRITES = [
+    ("POST", "/v1/customers", body()),
+    ("PUT", f"/v1/customers/{CUSTOMER}", body()),
+    ("PATCH", f"/v1/customers/{CUSTOMER}", {"customer_city": "sao paulo"}),
+    ("DELETE", f"/v1/customers/{CUSTOMER}", None),
+    ("POST", "/create-customer", body()),
+]
+
+
+class TestRequestHash:
+    @pytest.mark.parametrize(("method", "path", "payload"), WRITES)
+    async def test_only_a_keyed_write_hashes_its_request(
+        self,
+        gateway: Gateway,
+        client: httpx.AsyncClient,
+        monkeypatch: pytest.MonkeyPatch,
+        method: str,
+        path: str,
+        payload: Document | None,
+    ) -> None:
+        hashed: list[str] = []
+
+        def counted(route: str, **parts: object) -> str:
+            hashed.append(route)
+            return request_hash(route, **parts)
+
+        for module in (customers_api, legacy_api):
+            monkeypatch.setattr(module, "request_hash", counted)
+        gateway.live("region_1", 5)  # a PATCH merges into it
+        unkeyed = await client.request(method, path, json=payload)
+        assert (unkeyed.status_code, hashed) == (202, [])
+        with_key = await client.request(method, path, json=payload, headers=keyed("k-1"))
+        assert (with_key.status_code, len(hashed)) == (202, 1)
 
 
 class TestRetryAfterAck:

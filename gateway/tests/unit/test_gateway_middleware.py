@@ -1,11 +1,12 @@
-"""BodyLimit: a request body over the limit is answered 413, however it arrives."""
+"""BodyLimit: a request body over the limit is answered 413, however it arrives. RequestMetrics:
+requests counted and timed by route and status. FastAPI's own OpenTelemetry stays out of it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httpx
@@ -13,6 +14,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
+from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
+from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
 from regionstore_gateway.main import create_app
@@ -198,3 +203,63 @@ class TestBodyLimitInTheGateway:
             )
         assert response.status_code == 413
         assert response.json() == too_large_detail(1024)
+
+
+def served(route: str, status: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "regionstore_http_requests_total", {"route": route, "status": status}
+        )
+        or 0.0
+    )
+
+
+def timed(route: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "regionstore_http_request_duration_seconds_count", {"route": route}
+        )
+        or 0.0
+    )
+
+
+class TestRequestMetrics:
+    async def test_requests_are_counted_and_timed_by_route_template_and_status(
+        self, gateway_settings: GatewaySettings
+    ) -> None:
+        before = (served("/healthz", "200"), timed("/healthz"), served("unmatched", "401"))
+        async with _client(gateway_settings) as client:
+            for _ in range(2):
+                assert (await client.get("/healthz")).status_code == 200
+            # Refused by authentication, before any route is matched.
+            response = await client.get("/v1/customers/x", headers={"Authorization": ""})
+            assert response.status_code == 401
+        after = (served("/healthz", "200"), timed("/healthz"), served("unmatched", "401"))
+        assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 1]
+
+
+class TestOpenTelemetry:
+    async def test_fastapis_own_telemetry_is_never_consulted(
+        self, gateway_settings: GatewaySettings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        looked_up: list[str] = []
+
+        def provider(kind: str) -> Callable[[], object]:
+            def lookup() -> object:
+                looked_up.append(kind)
+                raise AssertionError(f"the {kind} provider was looked up")
+
+            return lookup
+
+        for kind, module in (
+            ("tracer", otel_trace),
+            ("meter", otel_metrics),
+            ("logger", otel_logs),
+        ):
+            monkeypatch.setattr(module, f"get_{kind}_provider", provider(kind))
+        async with _client(gateway_settings) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (
+                await client.get("/v1/customers/x", headers={"Authorization": ""})
+            ).status_code == 401
+        assert looked_up == []

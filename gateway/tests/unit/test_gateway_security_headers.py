@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
+from starlette.types import Message, Receive, Scope, Send
 
 from regionstore_gateway.main import create_app
-from regionstore_gateway.security_headers import STRICT_CSP, page_csp
+from regionstore_gateway.security_headers import STRICT_CSP, SecurityHeaders, page_csp
 from regionstore_gateway.settings import GatewaySettings
 
 # MDN's CSP example: this script's sha256.
@@ -137,3 +138,28 @@ class TestInTheGateway:
         app = create_app(gateway_settings)
         assert app.redoc_url is None
         assert "/redoc" not in {getattr(route, "path", None) for route in app.routes}
+
+
+class TestMiddleware:
+    async def test_a_header_the_app_set_is_replaced_not_repeated(self) -> None:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            headers = [(b"X-Frame-Options", b"SAMEORIGIN"), (b"content-type", b"text/plain")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+        await SecurityHeaders(app)(scope, receive, send)
+        headers = [(name.lower(), value) for name, value in sent[0]["headers"]]
+        assert headers.count((b"x-frame-options", b"DENY")) == 1
+        assert len([name for name, _ in headers if name == b"x-frame-options"]) == 1
+        assert (b"content-type", b"text/plain") in headers
+        assert (b"content-security-policy", STRICT_CSP.encode()) in headers
+        assert sent[1]["body"] == b"ok"

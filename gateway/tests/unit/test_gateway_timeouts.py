@@ -155,16 +155,20 @@ async def answer(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-@pytest.fixture
-def connection() -> tuple[asyncio.Protocol, FakeTransport]:
+def connect(deadline_s: float) -> tuple[asyncio.Protocol, FakeTransport]:
     config = uvicorn.Config(answer, log_config=None, lifespan="off")
     config.load()
-    protocol = head_timeout_protocol(DEADLINE_S)(
+    protocol = head_timeout_protocol(deadline_s)(
         config=config, server_state=ServerState(), app_state={}
     )
     transport = FakeTransport()
     protocol.connection_made(transport)
     return protocol, transport
+
+
+@pytest.fixture
+def connection() -> tuple[asyncio.Protocol, FakeTransport]:
+    return connect(DEADLINE_S)
 
 
 class TestHeadTimeout:
@@ -195,5 +199,35 @@ class TestHeadTimeout:
         assert transport.written.startswith(b"HTTP/1.1 204 ")
         # Waits past the head deadline (the keep-alive timeout of 5 s is longer): still open.
         await asyncio.sleep(DEADLINE_S * 4)
+        assert not transport.closed.is_set()
+        protocol.connection_lost(None)
+
+    async def test_a_later_heads_deadline_runs_from_its_first_byte(
+        self, connection: tuple[asyncio.Protocol, FakeTransport]
+    ) -> None:
+        protocol, transport = connection
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        async with asyncio.timeout(WAIT_S):
+            await transport.answered.wait()
+        # Idle between requests longer than the head deadline: keep-alive's business, not its.
+        await asyncio.sleep(DEADLINE_S * 2)
+        assert not transport.closed.is_set()
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: gate")
+        async with asyncio.timeout(WAIT_S):
+            await transport.closed.wait()
+        assert transport.written.count(b"HTTP/1.1 204 ") == 1
+
+    async def test_heads_in_time_one_after_another_are_never_cut_off(self) -> None:
+        # Each head is whole within a tenth of the deadline; the series outlasts the deadline.
+        deadline_s = 0.5
+        protocol, transport = connect(deadline_s)
+        for _ in range(12):
+            transport.answered.clear()
+            protocol.data_received(b"GET / HTTP/1.1\r\nHost: ")
+            await asyncio.sleep(deadline_s / 10)
+            protocol.data_received(b"gateway\r\n\r\n")
+            async with asyncio.timeout(WAIT_S):
+                await transport.answered.wait()
+        assert transport.written.count(b"HTTP/1.1 204 ") == 12
         assert not transport.closed.is_set()
         protocol.connection_lost(None)

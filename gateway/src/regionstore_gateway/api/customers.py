@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
@@ -40,17 +41,16 @@ CreateOnlyHeader = Annotated[
 
 
 def accepted(written: Written) -> dict[str, Any]:
-    """The 202 body of an acknowledged write."""
+    """The 202 body of an acknowledged write: an ``Accepted``, field for field, in its order."""
     command = written.command
-    region = command.home_region if isinstance(command, UpsertCustomer) else None
-    return Accepted(
-        command_id=str(command.command_id),
-        version=command.version,
-        customer_id=command.key,
-        region=region,
-        location=f"/v1/customers/{command.key}",
-        applied=written.applied,
-    ).model_dump(mode="json")
+    return {
+        "command_id": str(command.command_id),
+        "version": command.version,
+        "customer_id": command.key,
+        "region": command.home_region if isinstance(command, UpsertCustomer) else None,
+        "location": f"/v1/customers/{command.key}",
+        "applied": written.applied,
+    }
 
 
 def customer_out(found: Found) -> CustomerOut:
@@ -77,8 +77,9 @@ def answered(answer: Answer, response: Response) -> dict[str, Any]:
     return answer.body
 
 
-def _write(request: str, key: str | None, wait: WaitQuery) -> Write:
-    return Write(request=request, answer=accepted, key=key, wait=wait is not None)
+def _write(key: str | None, wait: WaitQuery, request: Callable[[], str]) -> Write:
+    hashed = request() if key is not None else ""
+    return Write(answer=accepted, key=key, request=hashed, wait=wait is not None)
 
 
 @router.post(
@@ -101,9 +102,15 @@ async def create_customer(
 ) -> dict[str, Any]:
     """Create (or, without ``If-None-Match: *``, replace) a customer."""
     create_only = if_none_match is not None and if_none_match.strip() == "*"
-    body = customer.model_dump(mode="json")
-    request = request_hash("POST /v1/customers", customer=body, create_only=create_only)
-    write = _write(request, idempotency_key, wait)
+    write = _write(
+        idempotency_key,
+        wait,
+        lambda: request_hash(
+            "POST /v1/customers",
+            customer=customer.model_dump(mode="json"),
+            create_only=create_only,
+        ),
+    )
     return answered(await customers.upsert(customer, write, create_only=create_only), response)
 
 
@@ -126,8 +133,11 @@ async def put_customer(
     if body.customer_id is not None and body.customer_id != customer_id:
         raise InvalidInput.field(("body", "customer_id"), "must equal the customer id in the path")
     new = parse_customer({**body.model_dump(), "customer_id": customer_id})
-    request = request_hash("PUT /v1/customers/{id}", customer=new.model_dump(mode="json"))
-    write = _write(request, idempotency_key, wait)
+    write = _write(
+        idempotency_key,
+        wait,
+        lambda: request_hash("PUT /v1/customers/{id}", customer=new.model_dump(mode="json")),
+    )
     return answered(await customers.upsert(new, write), response)
 
 
@@ -148,8 +158,11 @@ async def patch_customer(
 ) -> dict[str, Any]:
     """Change some fields; a zip in another region moves the customer there."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    request = request_hash("PATCH /v1/customers/{id}", customer_id=customer_id, patch=changes)
-    write = _write(request, idempotency_key, wait)
+    write = _write(
+        idempotency_key,
+        wait,
+        lambda: request_hash("PATCH /v1/customers/{id}", customer_id=customer_id, patch=changes),
+    )
     return answered(await customers.patch(customer_id, changes, write), response)
 
 
@@ -173,8 +186,11 @@ async def delete_customer(
     The delete is recorded in the audit trail just before its command is published; 503 when
     the trail cannot be written (nothing was published).
     """
-    request = request_hash("DELETE /v1/customers/{id}", customer_id=customer_id)
-    write = _write(request, idempotency_key, wait)
+    write = _write(
+        idempotency_key,
+        wait,
+        lambda: request_hash("DELETE /v1/customers/{id}", customer_id=customer_id),
+    )
     return answered(await customers.delete(customer_id, principal, write), response)
 
 

@@ -7,7 +7,7 @@ exists. The role a route needs is checked by that route's dependency (``requires
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -75,7 +75,7 @@ class Authentication:
     async def _check(
         self, authenticator: Authenticator, connection: HTTPConnection, method: str
     ) -> Principal | JSONResponse:
-        key, by_cookie = _presented_key(connection.headers, connection.cookies)
+        key, by_cookie = _presented_key(connection)
         if key is None:
             REFUSALS.labels(reason="no key").inc()
             return unauthenticated()
@@ -103,15 +103,14 @@ class Authentication:
         return principal
 
 
-def _presented_key(
-    headers: Mapping[str, str], cookies: Mapping[str, str]
-) -> tuple[str | None, bool]:
+def _presented_key(connection: HTTPConnection) -> tuple[str | None, bool]:
     """The key a request carries and whether it came in the session cookie."""
-    authorization = headers.get("authorization")
+    authorization = connection.headers.get("authorization")
     if authorization is not None:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() != "bearer":
             return None, False
         return credentials.strip() or None, False
-    cookie = cookies.get(SESSION_COOKIE)
+    # Parsed only here: a Bearer request has no need of its cookies.
+    cookie = connection.cookies.get(SESSION_COOKIE)
     return (cookie, True) if cookie else (None, False)

@@ -31,12 +31,16 @@ _ZIP = ("body", "customer_zip_code_prefix")
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """How one write request is taken: its idempotency key and request hash, whether to wait
-    until applied, and the body to answer (and replay) once it is acknowledged."""
+    """How one write request is taken: the body to answer (and replay) once it is acknowledged,
+    its idempotency key and request hash, and whether to wait until applied.
 
-    request: str
+    The hash tells a retry from another request under the same key, so only a keyed write
+    needs one.
+    """
+
     answer: Callable[[Written], dict[str, Any]]
     key: str | None = None
+    request: str = ""
     wait: bool = False
 
 
