@@ -68,12 +68,14 @@ async def test_placements_survive_killed_consumers(env: Env, stack: Stack) -> No
     await _left_region_tombstoned(env, bodies)
 
 
-async def test_a_consumer_that_lost_its_partitions_is_fenced(
+async def test_a_consumer_frozen_past_its_session_leaves_nothing_wrong(
     env: Env, stack: Stack, tmp_path: Path
 ) -> None:
     """The stack's replicator is frozen (SIGSTOP) under load until its group gives its
     partitions to a second replicator, which moves the customers; then it is thawed with
-    whatever batch it held. Its commits are fenced, and nothing it writes late leaves a copy."""
+    whatever batch it held, which it can no longer commit (the second one fenced its
+    transactional producers; test_placement_log proves the fencing itself). Nothing it writes
+    late leaves a copy, and the second one stops cleanly."""
     bodies = await _create(env, 300)
     assert (await env.settle(within_s=SETTLE_WITHIN_S)).clean
     extra = await ExtraConsumer.start(stack, "replicator", tmp_path)
