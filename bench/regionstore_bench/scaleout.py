@@ -25,10 +25,23 @@ import httpx
 
 from regionstore_shared.api_key import auth_headers
 from regionstore_shared.ports import port, service_url
+from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 
+from .data import target_counts
 from .env import compose_url
 
 log = logging.getLogger("regionstore_bench")
+
+
+def _customer() -> dict[str, object]:
+    return {
+        "customer_id": f"bench-scale-{uuid.uuid4().hex}",
+        "customer_unique_id": uuid.uuid4().hex,
+        "customer_zip_code_prefix": 1310,
+        "customer_city": "sao paulo",
+        "customer_state": "SP",
+    }
+
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CONSUMERS = {
@@ -37,9 +50,12 @@ CONSUMERS = {
     "replicator": "REPLICATOR_PORT",
     "replicator_2": "REPLICATOR_2_PORT",
 }
-# Applies per command: the writer writes the home region, the replicator the replica and the
-# tombstone in the third region (the default three-region map).
-PER_COMMAND = {"home": 1, "replica": 2}
+# Applies per new customer, as the placement tables route it (the writer the home region, the
+# replicator the replica: a new customer lived nowhere, so no tombstone).
+PER_COMMAND = {
+    role: float(count)
+    for role, count in target_counts([_customer()], RegionMap(DEFAULT_REGIONS))[1].items()
+}
 BATCH = 1000
 _APPLIED = re.compile(
     r'^regionstore_commands_applied_total\{region="[^"]*",role="([a-z]+)"\} (\S+)$', re.MULTILINE
@@ -153,16 +169,6 @@ class ScaleBench:
             await asyncio.sleep(0.1)
         log.info("drained with %s: %s", names, {r: round(d.per_s) for r, d in drains.items()})
         return drains
-
-
-def _customer() -> dict[str, object]:
-    return {
-        "customer_id": f"bench-scale-{uuid.uuid4().hex}",
-        "customer_unique_id": uuid.uuid4().hex,
-        "customer_zip_code_prefix": 1310,
-        "customer_city": "sao paulo",
-        "customer_state": "SP",
-    }
 
 
 async def run(count: int, gateway: str) -> dict[str, float]:
