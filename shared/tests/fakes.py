@@ -358,14 +358,16 @@ class FakeTableWriter:
         entries: Mapping[bytes, bytes],
         offsets: Mapping[TopicPartition, Any],
         group: str,
-    ) -> None:
+    ) -> int | None:
         await asyncio.sleep(0)  # a round trip: a rebalance may fence the writer meanwhile
         if self.fenced:
             raise ProducerFenced()
         if self.store.commit_errors:
             raise self.store.commit_errors.pop(0)
-        self.store.tables.setdefault(self.partition, {}).update(entries)
+        log = self.store.logs.setdefault(self.partition, [])
+        log.append(dict(entries))
         self.store.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+        return len(log)
 
     async def close(self) -> None:
         self.closed = True
@@ -376,7 +378,9 @@ class FakeTableStore:
     partition fences the one before, and only committed entries are loaded."""
 
     def __init__(self, history: Mapping[int, Mapping[str, Placed] | None] | None = None) -> None:
-        self.tables: dict[int, dict[bytes, bytes]] = {}
+        self.logs: dict[int, list[dict[bytes, bytes]]] = {}
+        """Each table partition's committed transactions, in order."""
+        self.loads: list[dict[int, int]] = []
         self.commits: list[dict[TopicPartition, int]] = []
         self.commit_errors: list[BaseException] = []
         self.writers: dict[int, FakeTableWriter] = {}
@@ -390,19 +394,28 @@ class FakeTableStore:
         self.writers[partition] = writer = FakeTableWriter(self, partition)
         return writer
 
-    async def load(self, partitions: Collection[int]) -> dict[int, Loaded]:
-        loaded = {p: Loaded() for p in partitions}
-        for p in partitions:
-            for key, value in self.tables.get(p, {}).items():
-                read_entry(loaded[p], key, value)
+    async def load(self, since: Mapping[int, int]) -> dict[int, Loaded]:
+        """Entries from the offsets given: a table partition's offsets here are its commits."""
+        self.loads.append(dict(since))
+        loaded = {}
+        for p, start in since.items():
+            log = self.logs.get(p, [])
+            loaded[p] = Loaded(end=len(log))
+            for entries in log[start:]:
+                for key, value in entries.items():
+                    read_entry(loaded[p], key, value)
         return loaded
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
         return {p: None if (h := self._history.get(p, {})) is None else dict(h) for p in partitions}
 
+    def table(self, partition: int) -> dict[bytes, bytes]:
+        """A table partition's committed entries, the newest of each key."""
+        return {k: v for entries in self.logs.get(partition, []) for k, v in entries.items()}
+
     def unknown(self, partition: int) -> bytes | None:
         """The committed ``unknown`` entry of a partition's table."""
-        return self.tables.get(partition, {}).get(UNKNOWN_KEY)
+        return self.table(partition).get(UNKNOWN_KEY)
 
 
 class FakeDeadLetters:

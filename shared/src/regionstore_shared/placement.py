@@ -120,6 +120,11 @@ class PlacementTable:
         """The placements this batch changed, to commit with its offsets."""
         return dict(self._changes)
 
+    def absorb(self, placements: Mapping[str, Placed]) -> None:
+        """Take placements committed since this table was kept, by the partition's other
+        owners: each newer than the one held (a table holds no changes then)."""
+        self._known.update(placements)
+
     def settle(self) -> None:
         """Keep the batch's changes: they and its offsets are committed."""
         self._known.update(self._changes)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from uuid import UUID
 
@@ -52,11 +52,13 @@ UNKNOWN_KEY = b"#unknown"
 
 @dataclass(slots=True)
 class Loaded:
-    """One table partition as read back from Kafka."""
+    """One table partition as read back from Kafka, from some offset to its end."""
 
     entries: dict[str, Placed] = field(default_factory=dict)
     unknown: tuple[str, ...] | None = None
-    """None when the partition was never written: its table starts now."""
+    """None when no ``unknown`` entry was read (from the start: the table was never written)."""
+    end: int = 0
+    """The offset after the last one read."""
 
 
 class TableWriter(Protocol):
@@ -67,8 +69,9 @@ class TableWriter(Protocol):
         entries: Mapping[bytes, bytes],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
         group: str,
-    ) -> None:
-        """Write the entries and commit the group's offsets, all or nothing."""
+    ) -> int | None:
+        """Write the entries and commit the group's offsets, all or nothing; the table
+        partition's offset after the last entry written (None when there were none)."""
         ...
 
     async def close(self) -> None: ...
@@ -81,8 +84,8 @@ class TableStore(Protocol):
         """A writer for the partition's table; every earlier writer of it is fenced."""
         ...
 
-    async def load(self, partitions: Collection[int]) -> dict[int, Loaded]:
-        """The committed tables of these partitions."""
+    async def load(self, since: Mapping[int, int]) -> dict[int, Loaded]:
+        """The committed entries of these partitions, each from the offset given (0: all)."""
         ...
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
@@ -109,14 +112,22 @@ class PlacementLog:
         self._role = role
         self._regions = tuple(regions)
         self._partitions: dict[int, asyncio.Future[_Partition]] = {}
+        # Tables of partitions revoked by a rebalance that may hand them straight back: kept, so
+        # taking one again reads only what its owners committed meanwhile.
+        self._retired: dict[int, _Partition] = {}
         self._routed = {
             action: metrics.TARGETS_ROUTED.labels(role=role.value, action=action.value)
             for action in Action
         }
 
     async def assigned(self, partitions: Collection[TopicPartition]) -> None:
-        """Fence and load the tables of newly assigned partitions (before any is routed)."""
+        """Fence and load the tables of newly assigned partitions (before any is routed).
+
+        A table kept from before the rebalance reads only the entries committed since.
+        """
         new = sorted({tp.partition for tp in partitions} - set(self._partitions))
+        retired = {p: self._retired.pop(p) for p in new if p in self._retired}
+        self._retired.clear()  # gone to other consumers
         if not new:
             return
         loop = asyncio.get_running_loop()
@@ -126,8 +137,9 @@ class PlacementLog:
         try:
             writers = await _fence_all(self._store, new)
             try:
-                loaded = await self._store.load(new)
-                fresh = [p for p in new if loaded[p].unknown is None]
+                since = {p: retired[p].loaded_until if p in retired else 0 for p in new}
+                loaded = await self._store.load(since)
+                fresh = [p for p in new if p not in retired and loaded[p].unknown is None]
                 history = await self._store.history(fresh) if fresh else {}
             except BaseException:
                 await _close_all(writers)
@@ -141,7 +153,10 @@ class PlacementLog:
                     future.exception()
             raise
         for p, writer in zip(new, writers, strict=True):
-            partition = _Partition.of(loaded[p], history.get(p), writer, self._regions)
+            if p in retired:
+                partition = retired[p].resumed(loaded[p], writer)
+            else:
+                partition = _Partition.of(p, loaded[p], history.get(p), writer, self._regions)
             futures[p].set_result(partition)
             metrics.PLACEMENT_ENTRIES.labels(group=self._group, partition=str(p)).set(
                 len(partition.table)
@@ -151,21 +166,29 @@ class PlacementLog:
             extra={
                 "group": self._group,
                 "partitions": new,
-                "customers": sum(len(loaded[p].entries) for p in new),
+                "kept": sorted(retired),
+                "entries_read": sum(len(loaded[p].entries) for p in new),
                 "learnt_from_commands": sum(len(h or {}) for h in history.values()),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
 
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
-        """Drop the tables of revoked partitions and close their writers."""
-        await self._drop([tp.partition for tp in partitions])
+        """Close the writers of revoked partitions; keep their committed tables a while."""
+        for partition in await self._drop([tp.partition for tp in partitions]):
+            # Only a table that committed can be resumed: one that never did may differ from
+            # what another owner learnt and wrote first.
+            if partition.written_unknown is not None:
+                self._retired[partition.number] = partition
 
     async def close(self) -> None:
         """Close every writer (the consumer stops)."""
         await self._drop(list(self._partitions))
+        self._retired.clear()
 
-    async def _drop(self, partitions: Iterable[int]) -> None:
+    async def _drop(self, partitions: Iterable[int]) -> list[_Partition]:
+        """Stop routing and committing these partitions; their states, writers closed."""
+        dropped = []
         for number in partitions:
             future = self._partitions.pop(number, None)
             with contextlib.suppress(KeyError):
@@ -176,6 +199,9 @@ class PlacementLog:
             # After a commit in flight, never under it.
             async with partition.lock:
                 await partition.writer.close()
+                partition.table.discard()
+            dropped.append(partition)
+        return dropped
 
     async def route(self, batch: Batch) -> TargetSelector:
         """Route the batch's commands, partition by partition in order, for this group's role.
@@ -235,7 +261,7 @@ class PlacementLog:
             if partition.written_unknown is None:
                 entries[UNKNOWN_KEY] = UNKNOWN_ADAPTER.dump_json(table.unknown)
             try:
-                await partition.writer.commit(entries, {tp: offset}, self._group)
+                written_to = await partition.writer.commit(entries, {tp: offset}, self._group)
             except ProducerFenced:
                 table.discard()
                 metrics.PLACEMENT_FENCED.labels(group=self._group).inc()
@@ -250,6 +276,9 @@ class PlacementLog:
             table.settle()
             partition.unwritten = {}
             partition.written_unknown = table.unknown
+            if written_to is not None:
+                # The table now is the partition's log up to there: only this consumer writes it.
+                partition.loaded_until = written_to
         metrics.PLACEMENT_ENTRIES.labels(group=self._group, partition=str(tp.partition)).set(
             len(table)
         )
@@ -258,10 +287,13 @@ class PlacementLog:
 
 @dataclass(slots=True)
 class _Partition:
+    number: int
     table: PlacementTable
     writer: TableWriter
     written_unknown: tuple[str, ...] | None
     """The ``unknown`` entry as committed; None until the first commit writes it."""
+    loaded_until: int
+    """The table partition's offset up to which the table holds what was committed."""
     unwritten: dict[str, Placed] = field(default_factory=dict)
     """Placements learnt from the command topic, written with the first commit."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -269,6 +301,7 @@ class _Partition:
     @classmethod
     def of(
         cls,
+        number: int,
         loaded: Loaded,
         history: dict[str, Placed] | None,
         writer: TableWriter,
@@ -279,10 +312,17 @@ class _Partition:
         with the oldest gone, it may be live anywhere."""
         if loaded.unknown is not None:
             table = PlacementTable(loaded.entries, unknown=loaded.unknown)
-            return cls(table, writer, loaded.unknown)
+            return cls(number, table, writer, loaded.unknown, loaded.end)
         unknown = regions if history is None else ()
         learnt = history or {}
-        return cls(PlacementTable(learnt, unknown=unknown), writer, None, dict(learnt))
+        table = PlacementTable(learnt, unknown=unknown)
+        return cls(number, table, writer, None, loaded.end, dict(learnt))
+
+    def resumed(self, loaded: Loaded, writer: TableWriter) -> _Partition:
+        """This kept state taken again, with what was committed since it was kept on top
+        (entries read in offset order: the newest of each customer wins)."""
+        self.table.absorb(loaded.entries)
+        return replace(self, writer=writer, loaded_until=loaded.end, lock=asyncio.Lock())
 
 
 class _Routes:
@@ -325,7 +365,7 @@ class KafkaTableWriter:
         entries: Mapping[bytes, bytes],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
         group: str,
-    ) -> None:
+    ) -> int | None:
         async with self._producer.transaction():
             sent = [
                 await self._producer.send(
@@ -334,7 +374,8 @@ class KafkaTableWriter:
                 for key, value in entries.items()
             ]
             await self._producer.send_offsets_to_transaction(dict(offsets), group)
-            await asyncio.gather(*sent)
+            written = await asyncio.gather(*sent)
+        return written[-1].offset + 1 if written else None
 
     async def close(self) -> None:
         await self._producer.stop()
@@ -367,7 +408,7 @@ class KafkaTableStore:
             raise
         return KafkaTableWriter(producer, self.topic, partition)
 
-    async def load(self, partitions: Collection[int]) -> dict[int, Loaded]:
+    async def load(self, since: Mapping[int, int]) -> dict[int, Loaded]:
         consumer = AIOKafkaConsumer(
             **kafka_connection(self._settings),
             client_id=f"{self._client_id}-placement-load",
@@ -378,12 +419,15 @@ class KafkaTableStore:
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(self.topic, p) for p in partitions]
+            tps = [TopicPartition(self.topic, p) for p in since]
             consumer.assign(tps)
             # Seek before asking for the ends: asked first, aiokafka puts the position there.
             await consumer.seek_to_beginning(*tps)
+            for tp in tps:
+                if since[tp.partition]:
+                    consumer.seek(tp, since[tp.partition])
             ends = await consumer.end_offsets(tps)
-            loaded = {p: Loaded() for p in partitions}
+            loaded = {tp.partition: Loaded(end=ends[tp]) for tp in tps}
             left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
             while left:
                 polled = await consumer.getmany(*left, timeout_ms=1000)

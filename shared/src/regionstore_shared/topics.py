@@ -44,7 +44,14 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
         config |= {"retention.ms": "-1", "retention.bytes": "-1"}
     if name in placement_topics(settings):
         # One entry per customer, the newest: never aged out, or a move would miss a region.
-        config |= {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
+        # Segments roll every 10 minutes: only closed ones are compacted, and a consumer reads
+        # its tables whole at every start.
+        config |= {
+            "cleanup.policy": "compact",
+            "retention.ms": "-1",
+            "retention.bytes": "-1",
+            "segment.ms": "600000",
+        }
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}

@@ -101,7 +101,7 @@ class TestCommit:
         await log.route(done)
         assert await commit(log, done)
         assert store.commits == [{P0: 2}]
-        assert set(store.tables[0]) == {b"c1", b"c2", b"#unknown"}
+        assert set(store.table(0)) == {b"c1", b"c2", b"#unknown"}
 
     async def test_a_new_owner_loads_the_committed_table_and_tombstones_the_region_left(
         self,
@@ -128,7 +128,7 @@ class TestCommit:
         await owner.assigned({P0})  # fences the zombie's writer
         assert not await commit(zombie, move)
         assert store.commits == []
-        assert store.tables == {}
+        assert store.logs == {}
         again = upsert("c1", 1)
         assert routed(await zombie.route(batch(again)), again) == [("region_3", Action.UPSERT)]
 
@@ -178,6 +178,54 @@ class TestCommit:
         assert not await commit(log, done)
 
 
+class TestRebalance:
+    async def test_a_partition_handed_back_reads_only_what_was_committed_since(self) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0})
+        created = batch(upsert("c1", 1))
+        await log.route(created)
+        await commit(log, created)
+        await log.revoked({P0})
+        # Meanwhile another owner moves the customer.
+        other = log_of(store)
+        await other.assigned({P0})
+        moved = batch(upsert("c1", 2, MOVED_TO_REGION_2), first=1)
+        await other.route(moved)
+        await commit(other, moved)
+        await log.assigned({P0})
+        assert store.loads[-1] == {0: 1}  # the one transaction after the one it had read
+        again = upsert("c1", 3)
+        assert routed(await log.route(batch(again, first=2)), again) == [
+            ("region_3", Action.UPSERT),
+            ("region_2", Action.TOMBSTONE),
+        ]
+
+    async def test_a_partition_gone_to_another_consumer_is_read_whole_when_it_returns(
+        self,
+    ) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0, P1})
+        done = batch(upsert("c1", 1))
+        await log.route(done)
+        await commit(log, done)
+        await log.revoked({P0, P1})
+        await log.assigned({P1})  # P0 went elsewhere: its kept table is dropped
+        await log.revoked({P1})
+        await log.assigned({P0, P1})
+        assert store.loads[-1] == {0: 0, 1: 0}
+
+    async def test_a_table_that_never_committed_is_not_kept(self) -> None:
+        store = FakeTableStore()
+        log = log_of(store)
+        await log.assigned({P0})
+        await log.route(batch(upsert("c1", 1)))
+        await log.revoked({P0})
+        await log.assigned({P0})
+        assert store.loads[-1] == {0: 0}
+
+
 class TestUnknown:
     async def test_a_table_with_the_whole_history_takes_unseen_customers_to_live_nowhere(
         self,
@@ -222,4 +270,4 @@ class TestUnknown:
         select = await log.route(failed)
         assert routed(select, move) == [("region_1", Action.UPSERT), ("region_3", Action.TOMBSTONE)]
         await commit(log, failed)
-        assert set(store.tables[0]) == {b"c1", b"c2", b"#unknown"}
+        assert set(store.table(0)) == {b"c1", b"c2", b"#unknown"}
