@@ -11,6 +11,7 @@ command self-describing: a region it is parked for knows what to become.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from regionstore_shared.regions import RegionMap
@@ -29,7 +30,14 @@ def upsert_targets(regions: RegionMap, zip_prefix: int) -> tuple[Target, ...]:
 
     Raises ZipOutOfRangeError for a zip no region takes.
     """
-    home, *replicas = regions.placement(zip_prefix)
+    return _targets_of_home(regions, regions.home_of(zip_prefix))
+
+
+# Built once per home: a map is immutable, and building the targets was half the cost of
+# making a command, on every write.
+@functools.lru_cache(maxsize=1024)
+def _targets_of_home(regions: RegionMap, home: str) -> tuple[Target, ...]:
+    home, *replicas = regions.placement_of_home(home)
     targets = [Target(region=home, role=Applier.WRITER, action=Action.UPSERT)]
     targets += [Target(region=r, role=Applier.REPLICATOR, action=Action.UPSERT) for r in replicas]
     placed = {home, *replicas}
