@@ -46,6 +46,16 @@ async def commit(log: PlacementLog, done: Batch, *owned: TopicPartition) -> bool
     return await log.commit(consumer(*(owned or (P0,))), done, "g")
 
 
+async def committed(store: FakeTableStore, *commands: Command) -> PlacementLog:
+    """A log that took P0 and committed ``commands`` as one batch."""
+    log = log_of(store)
+    await log.assigned({P0})
+    done = batch(*commands)
+    await log.route(done)
+    assert await commit(log, done)
+    return log
+
+
 class TestRoute:
     async def test_a_create_goes_to_its_placement_only(self) -> None:
         log = log_of(FakeTableStore())
@@ -107,11 +117,7 @@ class TestCommit:
         self,
     ) -> None:
         store = FakeTableStore()
-        first = log_of(store)
-        await first.assigned({P0})
-        created = batch(upsert("c1", 1))
-        await first.route(created)
-        await commit(first, created)
+        await committed(store, upsert("c1", 1))
         second = log_of(store)
         await second.assigned({P0})
         move = upsert("c1", 2, MOVED_TO_REGION_2)
@@ -136,11 +142,7 @@ class TestCommit:
         self,
     ) -> None:
         store = FakeTableStore()
-        log = log_of(store)
-        await log.assigned({P0})
-        created = batch(upsert("c1", 1))
-        await log.route(created)
-        await commit(log, created)
+        log = await committed(store, upsert("c1", 1))
         move = upsert("c1", 2, MOVED_TO_REGION_2)
         replay = batch(move, first=1)
         await log.route(replay)
@@ -181,11 +183,7 @@ class TestCommit:
 class TestRebalance:
     async def test_a_partition_handed_back_reads_only_what_was_committed_since(self) -> None:
         store = FakeTableStore()
-        log = log_of(store)
-        await log.assigned({P0})
-        created = batch(upsert("c1", 1))
-        await log.route(created)
-        await commit(log, created)
+        log = await committed(store, upsert("c1", 1))
         await log.revoked({P0})
         # Meanwhile another owner moves the customer.
         other = log_of(store)
