@@ -29,6 +29,7 @@ from shared.tests.fakes import FakeConsumer, command_record, upsert
 pytestmark = pytest.mark.integration
 
 MOVED = 45000  # home region_2, replica region_1: a customer of region_1 leaves region_3
+SETTLE_S = 15.0
 
 
 @dataclass
@@ -63,16 +64,31 @@ class Topics:
         finally:
             await producer.stop()
 
-    async def committed(self) -> int:
+    async def committed(self, settles_at: int | None = None) -> int:
+        """The group's committed offset; with ``settles_at``, read again until it is that one.
+
+        A transaction's offsets are visible once the coordinator has written its commit
+        markers, which it does after the commit returns; aiokafka cannot ask the group to wait
+        for them (``require_stable``), so the test asks again for a while.
+        """
         admin = kafka_admin(self.settings.kafka, "tests")
         await admin.start()
         try:
-            offsets = await admin.list_consumer_group_offsets(
-                self.group, partitions=[self.commands]
-            )
+            async with asyncio.timeout(None if settles_at is None else SETTLE_S) as deadline:
+                while True:
+                    offsets = await admin.list_consumer_group_offsets(
+                        self.group, partitions=[self.commands]
+                    )
+                    offset: int = offsets[self.commands].offset
+                    if settles_at in (None, offset):
+                        return offset
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            if deadline.expired():
+                return offset
+            raise
         finally:
             await admin.close()
-        return offsets[self.commands].offset
 
     async def commit_plainly(self, offset: int) -> None:
         """What a consumer without placement tables did: commit offsets, nothing else."""
@@ -147,18 +163,17 @@ async def test_a_new_owner_fences_the_old_one_and_sees_only_what_it_committed(
     topics: Topics,
 ) -> None:
     created, moved = upsert("c1", 1), upsert("c1", 2, MOVED)
-    first = topics.log()
-    await first.assigned({topics.commands})
-    done = batch(topics, created)
-    assert routed(await first.route(done), created) == [("region_3", Action.UPSERT)]
-    assert await first.commit(owning(topics), done, topics.group)
-    assert await topics.committed() == 1
-    in_hand = batch(topics, moved, first=1)
-    await first.route(in_hand)
-
-    second = topics.log()
-    await second.assigned({topics.commands})
+    first, second = topics.log(), topics.log()
     try:
+        await first.assigned({topics.commands})
+        done = batch(topics, created)
+        assert routed(await first.route(done), created) == [("region_3", Action.UPSERT)]
+        assert await first.commit(owning(topics), done, topics.group)
+        assert await topics.committed(settles_at=1) == 1
+        in_hand = batch(topics, moved, first=1)
+        await first.route(in_hand)
+
+        await second.assigned({topics.commands})
         # The first owner lost the partition while holding a batch: it commits nothing.
         assert not await first.commit(owning(topics), in_hand, topics.group)
         assert await topics.committed() == 1
@@ -167,7 +182,7 @@ async def test_a_new_owner_fences_the_old_one_and_sees_only_what_it_committed(
             ("region_3", Action.TOMBSTONE),
         ]
         assert await second.commit(owning(topics), in_hand, topics.group)
-        assert await topics.committed() == 2
+        assert await topics.committed(settles_at=2) == 2
         assert set(await topics.table()) == {b"c1", UNKNOWN_KEY}
     finally:
         await first.close()

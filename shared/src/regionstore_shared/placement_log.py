@@ -28,7 +28,7 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 from pydantic import ValidationError
 
 from regionstore_shared import metrics
@@ -366,19 +366,32 @@ class KafkaTableWriter:
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
         group: str,
     ) -> int | None:
-        async with self._producer.transaction():
-            sent = [
-                await self._producer.send(
-                    self._topic, value=value, key=key, partition=self._partition
-                )
-                for key, value in entries.items()
-            ]
-            await self._producer.send_offsets_to_transaction(dict(offsets), group)
-            written = await asyncio.gather(*sent)
+        sent: list[asyncio.Future[RecordMetadata]] = []
+        try:
+            async with self._producer.transaction():
+                for key, value in entries.items():
+                    sent.append(
+                        await self._producer.send(
+                            self._topic, value=value, key=key, partition=self._partition
+                        )
+                    )
+                await self._producer.send_offsets_to_transaction(dict(offsets), group)
+                written = await asyncio.gather(*sent)
+        except BaseException:
+            # A fenced or failed transaction fails every send in it too: the first error is
+            # the one raised, the sends' own are taken so they are not reported as lost.
+            for future in sent:
+                future.add_done_callback(_take_outcome)
+            raise
         return written[-1].offset + 1 if written else None
 
     async def close(self) -> None:
         await self._producer.stop()
+
+
+def _take_outcome(future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class KafkaTableStore:
