@@ -1,7 +1,8 @@
 """Schemathesis over the whole API on the real stack: no server error, every answer as documented.
 
-Every check runs (``--checks all``), with positive and negative data, as an operator. A short run
-here; ``make fuzz`` runs the same with many more cases (``FUZZ_EXAMPLES``) and prints the figures.
+Every check runs (``--checks all``) but the two that take a 202 write as already applied, with
+positive and negative data, as an operator. A short run here; ``make fuzz`` runs the same with many
+more cases (``FUZZ_EXAMPLES``) and prints the figures.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def fuzz(base_url: str, authorization: str, examples: int) -> subprocess.Complet
         f"{base_url}/openapi.json",
         "--checks",
         "all",
+        # Writes answer 202 and are applied by the consumers a moment later (`?wait=applied`
+        # waits for it): a read straight after a create may find nothing yet, one straight
+        # after a delete the customer still. These two checks take a write as applied once
+        # answered; the integration tests read after applied writes instead.
+        "--exclude-checks",
+        "use_after_free,ensure_resource_availability",
         "--max-examples",
         str(examples),
         "--header",

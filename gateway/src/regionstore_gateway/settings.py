@@ -40,6 +40,14 @@ class ApiSettings(BaseModel):
     max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 1000
     default_page_size: Annotated[int, Field(ge=1)] = 50
     max_page_size: Annotated[int, Field(ge=1)] = 500
+    max_filter_records: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="The most records one answer of /filter-records carries; a filter "
+            "matching more is answered 422.",
+        ),
+    ] = 10_000
     wait_applied_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     region_events_interval_s: Annotated[float, Field(gt=0)] = 5.0
     idempotency_ttl_s: Annotated[

@@ -20,6 +20,7 @@ from regionstore_gateway.services.errors import (
     InvalidInput,
     RegionNotFound,
     RegionsUnreachable,
+    TooManyMatches,
 )
 from regionstore_gateway.services.paging import decode_cursor, encode_cursor
 from regionstore_gateway.services.regions import RegionService
@@ -164,6 +165,12 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Rig:
     return Rig(GatewaySettings(api=ApiSettings(default_page_size=2, max_page_size=3)))
 
 
+@pytest.fixture
+def capped(rig: Rig) -> Rig:
+    """A rig whose filter answers carry at most 4 records, read 3 at a time."""
+    return Rig(GatewaySettings(api=ApiSettings(max_page_size=3, max_filter_records=4)))
+
+
 class TestRead:
     async def test_a_live_customer_is_found(self, rig: Rig) -> None:
         rig.repository.lookup_result = Lookup(newest={CUSTOMER: live()})
@@ -234,6 +241,26 @@ class TestPaging:
         assert [row.document["_id"] for row in listing.rows] == ["a", "b", "c", "d"]
         assert rig.repository.asked == [(None, 3), ("c", 3)]
         assert (listing.degraded, listing.unreachable) == (["region_1", "region_3"], ["region_2"])
+
+    async def test_every_stops_reading_one_record_past_the_most_it_may_answer(
+        self, capped: Rig
+    ) -> None:
+        capped.repository.pages = [
+            Page([live("a"), live("b"), live("c")], True, [], []),
+            Page([live("d"), live("e")], True, [], []),
+        ]
+        with pytest.raises(TooManyMatches) as caught:
+            await capped.customers.every(CustomerFilter())
+        assert caught.value.limit == 4
+        assert capped.repository.asked == [(None, 3), ("c", 2)]
+
+    async def test_every_answers_exactly_the_most_it_may(self, capped: Rig) -> None:
+        capped.repository.pages = [
+            Page([live("a"), live("b"), live("c")], True, [], []),
+            Page([live("d")], False, [], []),
+        ]
+        listing = await capped.customers.every(CustomerFilter())
+        assert [row.document["_id"] for row in listing.rows] == ["a", "b", "c", "d"]
 
 
 class TestWrites:

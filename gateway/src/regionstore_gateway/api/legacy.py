@@ -19,6 +19,7 @@ from regionstore_gateway.deps import CustomersDep, KeyHeader, RegionsDep, Settin
 from regionstore_gateway.idempotency import request_hash
 from regionstore_gateway.models import StatusBody
 from regionstore_gateway.services.customers import Write, validate_filter
+from regionstore_gateway.services.errors import InvalidInput, TooManyMatches
 from regionstore_gateway.services.paging import Listing
 from regionstore_gateway.writes import Written
 from regionstore_shared.schemas import Customer
@@ -112,12 +113,20 @@ async def node_statuses(regions: RegionsDep) -> dict[str, str]:
 
 
 async def _filter(
-    customers: CustomersDep, settings: SettingsDep, body: FilterBody
+    customers: CustomersDep, settings: SettingsDep, body: FilterBody, given_in: str
 ) -> LegacyFilterResult:
     regions = settings.region_map.names
     min_, max_ = body.zip_range_min, body.zip_range_max
     query = validate_filter(regions, min_, max_, body.city, body.state, None)
-    return _result(await customers.every(query))
+    try:
+        return _result(await customers.every(query))
+    except TooManyMatches as error:
+        raise InvalidInput.field(
+            (given_in,),
+            f"{error}: narrow zipRangeMin, zipRangeMax, city or state, "
+            "or page through GET /v1/customers",
+            "too_many_records",
+        ) from None
 
 
 def _result(listing: Listing) -> LegacyFilterResult:
@@ -135,8 +144,8 @@ def _result(listing: Listing) -> LegacyFilterResult:
 async def filter_records_post(
     body: FilterBody, customers: CustomersDep, settings: SettingsDep
 ) -> LegacyFilterResult:
-    """Every record matching the filters (body form)."""
-    return await _filter(customers, settings, body)
+    """Every record matching the filters (body form); more than `max_filter_records` is a 422."""
+    return await _filter(customers, settings, body, "body")
 
 
 @router.get("/filter-records", dependencies=[requires_reader], response_model=LegacyFilterResult)
@@ -148,8 +157,8 @@ async def filter_records_get(
     city: Annotated[str | None, Query(max_length=100)] = None,
     state: Annotated[str | None, Query()] = None,
 ) -> LegacyFilterResult:
-    """Every record matching the filters (query form)."""
+    """Every record matching the filters (query form); more than `max_filter_records` is a 422."""
     body = FilterBody(
         zip_range_min=zip_range_min, zip_range_max=zip_range_max, city=city, state=state
     )
-    return await _filter(customers, settings, body)
+    return await _filter(customers, settings, body, "query")

@@ -18,6 +18,7 @@ from regionstore_gateway.services.errors import (
     CustomerNotFound,
     InvalidInput,
     RegionsUnreachable,
+    TooManyMatches,
 )
 from regionstore_gateway.services.paging import Listing, decode_cursor, listing
 from regionstore_gateway.settings import GatewaySettings
@@ -134,17 +135,22 @@ class CustomerService:
         return listing(page, query)
 
     async def every(self, query: CustomerFilter) -> Listing:
-        """Every customer matching ``query``, read page by page, with every region it missed."""
+        """Every customer matching ``query``, read page by page, with every region it missed.
+
+        More than ``max_filter_records`` is refused (:class:`TooManyMatches`) as soon as read.
+        """
+        api = self._settings.api
         statuses = await self._board.all()
         rows: list[Found] = []
         degraded: set[str] = set()
         unreachable: set[str] = set()
         after: str | None = None
         while True:
-            page = await self._repository.page(
-                query, statuses, after=after, limit=self._settings.api.max_page_size
-            )
+            wanted = min(api.max_page_size, api.max_filter_records + 1 - len(rows))
+            page = await self._repository.page(query, statuses, after=after, limit=wanted)
             rows += page.rows
+            if len(rows) > api.max_filter_records:
+                raise TooManyMatches(api.max_filter_records)
             degraded.update(page.degraded)
             unreachable.update(page.unreachable)
             if not page.more or not page.rows:

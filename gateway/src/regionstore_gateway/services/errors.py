@@ -35,6 +35,14 @@ class RegionsUnreachable(DomainError):
     """The regions that may hold the customer cannot be read now."""
 
 
+class TooManyMatches(DomainError):
+    """A query for every match matches more than an answer may carry."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"matches more than {limit} records")
+        self.limit = limit
+
+
 class RegionNotFound(DomainError):
     """No region (node) by that name."""
 
@@ -67,4 +75,5 @@ __all__ = [
     "OutcomeUnknownError",
     "RegionNotFound",
     "RegionsUnreachable",
+    "TooManyMatches",
 ]
