@@ -44,7 +44,10 @@ SHAPES = {
     "zip_state": "GET /v1/customers?zip_min=&zip_max=&state=",
     "region": "GET /v1/customers?region=",
     NO_FILTER: "GET /v1/customers",
-    FILTER_RECORDS: "POST /filter-records {zipRangeMin, zipRangeMax, city, state} (every match)",
+    FILTER_RECORDS: (
+        "POST /filter-records {zipRangeMin, zipRangeMax, city, state} "
+        "(every match, up to max_filter_records)"
+    ),
     NEXT_PAGE: "GET /v1/customers?state=&cursor= (the page after an untimed first page)",
     POINT_READ: "GET /v1/customers/{id}",
 }
@@ -133,7 +136,19 @@ def _flag_counts(flags: Counter[str]) -> dict[str, float]:
         "degraded_answers": float(flags["degraded"]),
         "incomplete_answers": float(flags["incomplete"]),
         "no_next_page": float(flags["no_next_page"]),
+        "too_broad": float(flags["too_broad"]),
     }
+
+
+def too_broad(response: httpx.Response) -> bool:
+    """A /filter-records answer refusing a filter that matches more than the gateway's
+    ``max_filter_records``: the answer the API documents, not a failure."""
+    if response.status_code != 422:
+        return False
+    detail = response.json().get("detail")
+    return isinstance(detail, list) and any(
+        isinstance(error, dict) and error.get("type") == "too_many_records" for error in detail
+    )
 
 
 async def _send(env: BenchEnv, query: Query, timeout_s: float) -> httpx.Response:
@@ -201,6 +216,9 @@ async def run_queries(
             return
         except httpx.TransportError:
             tally.flags["errors"] += 1
+            return
+        if too_broad(response):
+            tally.flags["too_broad"] += 1
             return
         tally.seconds.append(time.perf_counter() - started)
         if response.status_code != 200:

@@ -429,6 +429,8 @@ def _query_lines(query: dict[str, Any], found: list[dict[str, Any]]) -> list[str
         samples = _n(figures["samples"])
         if figures.get("no_next_page"):
             samples += f" ({_n(figures['no_next_page'])} without a second page)"
+        if figures.get("too_broad"):
+            samples += f" ({_n(figures['too_broad'])} refused: more than max_filter_records)"
         gone = down["by_kind"].get(shape, {})
         lines.append(
             f"| {shape} | {requests.get(shape, '')} | {samples} | {_n(figures['rows_mean'], 1)} "
