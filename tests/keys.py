@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from regionstore_gateway.auth import Role
 from regionstore_gateway.keys import key_store
 from regionstore_gateway.settings import AuthSettings, GatewaySettings
-from regionstore_shared.api_key import ClientKeySettings, auth_headers
+from regionstore_shared.api_key import ClientKeySettings, auth_headers, stack_secret
 from regionstore_shared.api_key import api_key as _api_key
 from regionstore_shared.clients import redis_client
 
@@ -33,7 +33,7 @@ def server_secret() -> str:
     secret = GatewaySettings().auth.secret.get_secret_value()
     if secret:
         return secret
-    return (ClientKeySettings().run_dir / "secrets" / "auth_secret").read_text().strip()
+    return stack_secret(ClientKeySettings().run_dir)
 
 
 async def new_key(

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from regionstore_shared.api_key import ClientKeySettings
+from regionstore_shared.api_key import ClientKeySettings, stack_secret
 from regionstore_shared.documents import APPLIED_AT, HOME
 from regionstore_testing.audit import AuditReport, Expected
 
@@ -331,8 +331,7 @@ def keys_environment(run_dir: Path) -> dict[str, str]:
     secret (``$RUN_DIR/secrets/auth_secret``) unless REGIONSTORE_AUTH__SECRET is set."""
     environment = dict(os.environ)
     if not environment.get("REGIONSTORE_AUTH__SECRET"):
-        secret = (run_dir / "secrets" / "auth_secret").read_text(encoding="utf-8").strip()
-        environment["REGIONSTORE_AUTH__SECRET"] = secret
+        environment["REGIONSTORE_AUTH__SECRET"] = stack_secret(run_dir)
     return environment
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from app_fakes import CUSTOMER, SEND_FAILS, Gateway, body
+from app_fakes import CUSTOMER, Gateway, body
 from auth_fakes import KEYS
 from fastapi import HTTPException
 from prometheus_client import REGISTRY
@@ -318,15 +318,6 @@ class TestThroughTheApp:
         assert response.status_code == 409
         assert CUSTOMER in response.json()["detail"]
         assert gateway.producer.sent == []
-
-    async def test_kafka_refusing_a_plain_create_is_a_503_and_nothing_was_accepted(
-        self, gateway: Gateway, client: httpx.AsyncClient
-    ) -> None:
-        gateway.producer.script = [SEND_FAILS]
-        response = await client.post("/v1/customers", json=body())
-        assert response.status_code == 503
-        assert response.headers["Retry-After"] == "7"
-        assert response.json()["outcome"] == "not_accepted"
 
     async def test_a_plain_create_is_counted_under_its_route(
         self, gateway: Gateway, client: httpx.AsyncClient

@@ -171,6 +171,13 @@ def connection() -> tuple[asyncio.Protocol, FakeTransport]:
     return connect(DEADLINE_S)
 
 
+async def ask_whole(protocol: asyncio.Protocol, transport: FakeTransport) -> None:
+    """Send a whole request head at once and wait for its answer."""
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    async with asyncio.timeout(WAIT_S):
+        await transport.answered.wait()
+
+
 class TestHeadTimeout:
     async def test_a_silent_connection_is_closed(
         self, connection: tuple[asyncio.Protocol, FakeTransport]
@@ -193,9 +200,7 @@ class TestHeadTimeout:
         self, connection: tuple[asyncio.Protocol, FakeTransport]
     ) -> None:
         protocol, transport = connection
-        protocol.data_received(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        async with asyncio.timeout(WAIT_S):
-            await transport.answered.wait()
+        await ask_whole(protocol, transport)
         assert transport.written.startswith(b"HTTP/1.1 204 ")
         # Waits past the head deadline (the keep-alive timeout of 5 s is longer): still open.
         await asyncio.sleep(DEADLINE_S * 4)
@@ -206,9 +211,7 @@ class TestHeadTimeout:
         self, connection: tuple[asyncio.Protocol, FakeTransport]
     ) -> None:
         protocol, transport = connection
-        protocol.data_received(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        async with asyncio.timeout(WAIT_S):
-            await transport.answered.wait()
+        await ask_whole(protocol, transport)
         # Idle between requests longer than the head deadline: keep-alive's business, not its.
         await asyncio.sleep(DEADLINE_S * 2)
         assert not transport.closed.is_set()

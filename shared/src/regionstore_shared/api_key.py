@@ -75,6 +75,12 @@ def _read_key(path: Path, source: str) -> str:
     return key
 
 
+def stack_secret(run_dir: Path) -> str:
+    """The server secret of the local stack in ``run_dir``: the one its gateway issues and checks
+    keys with (``secrets/auth_secret``, which ``make up`` writes)."""
+    return (run_dir / "secrets" / "auth_secret").read_text(encoding="utf-8").strip()
+
+
 def auth_headers(key: str | None = None) -> dict[str, str]:
     """The Authorization header of a request with this key (default: :func:`api_key`)."""
     return {"Authorization": f"Bearer {key if key is not None else api_key()}"}

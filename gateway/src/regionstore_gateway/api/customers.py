@@ -78,8 +78,7 @@ def answered(answer: Answer, response: Response) -> dict[str, Any]:
 
 
 def _write(key: str | None, wait: WaitQuery, request: Callable[[], str]) -> Write:
-    hashed = request() if key is not None else ""
-    return Write(answer=accepted, key=key, request=hashed, wait=wait is not None)
+    return Write.of(accepted, key, request, wait=wait is not None)
 
 
 @router.post(

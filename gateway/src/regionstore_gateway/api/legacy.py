@@ -78,12 +78,11 @@ async def create_customer(
     idempotency_key: KeyHeader = None,
 ) -> dict[str, object]:
     """Accept a customer (same as POST /v1/customers)."""
-    request = (
-        request_hash("POST /create-customer", customer=customer.model_dump(mode="json"))
-        if idempotency_key is not None
-        else ""
+    write = Write.of(
+        _accepted,
+        idempotency_key,
+        lambda: request_hash("POST /create-customer", customer=customer.model_dump(mode="json")),
     )
-    write = Write(answer=_accepted, key=idempotency_key, request=request)
     return answered(await customers.upsert(customer, write), response)
 
 

@@ -44,6 +44,18 @@ class Write:
     request: str = ""
     wait: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        answer: Callable[[Written], dict[str, Any]],
+        key: str | None,
+        request: Callable[[], str],
+        *,
+        wait: bool = False,
+    ) -> Write:
+        """A write under ``key``, if any, with the hash ``request`` makes, made only if keyed."""
+        return cls(answer=answer, key=key, request=request() if key is not None else "", wait=wait)
+
 
 def customer_of(found: Found) -> dict[str, Any]:
     """The customer's own fields in a read document."""
