@@ -17,7 +17,7 @@ from regionstore_shared.schemas import (
     UniqueId,
     ZipPrefix,
 )
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import NodeStatus, RegionStatus, SetBy
 
 # Examples for the OpenAPI document: one customer, as written and as read.
 _FIELDS: JsonDict = {
@@ -149,15 +149,34 @@ class StatusChangeOut(BaseModel):
     """A status change of a region, as the audit trail recorded it."""
 
     at: datetime = Field(description="When it was asked for (UTC).")
-    key_id: str = Field(description="The id of the API key that asked for it.")
-    status: NodeStatus
+    key_id: str = Field(
+        description="The id of the API key that asked for it; `detector` for the failure detector."
+    )
+    status: RegionStatus
+    by: SetBy = Field(description="`operator` (an API key) or `detector` (automatic).")
+    reason: str | None = Field(default=None, description="Why the detector changed it.")
 
 
 class RegionOut(BaseModel):
     """A region as the console shows it."""
 
     name: str
-    status: NodeStatus
+    status: RegionStatus = Field(
+        description="`available`; `unavailable`, set by an operator (maintenance: never undone "
+        "automatically); or `down`, set by the failure detector (back to `available` once the "
+        "store is healthy again, or when an operator says so). Writes for a region that is not "
+        "available are parked and its reads served by its replica."
+    )
+    set_by: SetBy | None = Field(
+        default=None,
+        description="Who set the status: `operator` or `detector`; null if nobody set it yet "
+        "(available by default).",
+    )
+    set_by_key: str | None = Field(
+        default=None, description="The API key id of the operator who set it."
+    )
+    since: datetime | None = Field(default=None, description="When the status was set (UTC).")
+    reason: str | None = Field(default=None, description="Why the detector set it.")
     zip_min: int
     zip_max: int
     replicas: list[str]

@@ -24,10 +24,10 @@ from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
 from regionstore_shared.applied import AppliedTotals
-from regionstore_shared.apply import Suspicion
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.logs import Outages
 from regionstore_shared.status import StatusBoard
@@ -150,6 +150,9 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         tail.start()
         stack.push_async_callback(tail.stop)
         clock = await _clock(stack, settings, redis)
+        reports = HealthReports(redis, settings.redis.health_key, name)
+        reports.start()
+        stack.push_async_callback(reports.stop)
         state = serving(
             Clients(
                 settings=settings,
@@ -158,7 +161,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 repository=CustomerRepository(
                     collections,
                     settings.region_map,
-                    Suspicion(settings.store.suspect_for_s),
+                    ReportingSuspicion(settings.store.suspect_for_s, reports),
                     read_deadline_s=settings.api.read_deadline_ms / 1000,
                 ),
                 clock=clock,

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -18,6 +17,7 @@ from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import (
@@ -34,17 +34,6 @@ from regionstore_shared.status import NodeStatus, StatusBoard
 log = logging.getLogger(__name__)
 
 
-class Outcome(StrEnum):
-    """What became of a command handed to Kafka."""
-
-    ACCEPTED = "accepted"
-    """Acknowledged (acks=all): it will reach every region it targets."""
-    UNKNOWN = "unknown"
-    """In the producer's hands but not acknowledged in time: it may still land, or not."""
-    NOT_SENT = "not_sent"
-    """Refused before it entered the producer's buffer: Kafka never saw it."""
-
-
 PUBLISHED = Counter(
     "regionstore_commands_published_total",
     "Commands handed to Kafka, by outcome: accepted (acknowledged), unknown (not acknowledged"
@@ -53,14 +42,6 @@ PUBLISHED = Counter(
 )
 # Bound once: the loop below runs per command, and every outcome's series starts at zero.
 _PUBLISHED = {outcome: PUBLISHED.labels(outcome=outcome.value) for outcome in Outcome}
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The outcome of one command, with the error behind anything but ACCEPTED."""
-
-    outcome: Outcome
-    error: BaseException | None = None
 
 
 class KafkaUnavailableError(Exception):
@@ -270,18 +251,6 @@ class Writes:
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
-
-
-def delivery_of(sent: asyncio.Future[object] | BaseException) -> Delivery:
-    """What became of one record handed to the producer: sent and acknowledged, or not."""
-    if isinstance(sent, BaseException):
-        return Delivery(Outcome.NOT_SENT, sent)
-    if not sent.done():
-        return Delivery(Outcome.UNKNOWN, TimeoutError("no acknowledgement in time"))
-    if sent.cancelled():
-        return Delivery(Outcome.UNKNOWN, asyncio.CancelledError("the producer gave up on it"))
-    error = sent.exception()
-    return Delivery(Outcome.ACCEPTED) if error is None else Delivery(Outcome.UNKNOWN, error)
 
 
 __all__ = [

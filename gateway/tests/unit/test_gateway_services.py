@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -28,7 +29,7 @@ from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.writes import Writes, Written
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.schemas import Customer, UpsertCustomer
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import NodeStatus, RegionStatus, SetBy, StatusRecord
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 ALICE = Principal(key_id="alice", role=Role.OPERATOR)
@@ -87,13 +88,20 @@ class FakeRepository:
 class FakeBoard:
     def __init__(self) -> None:
         self.statuses = dict.fromkeys(("region_1", "region_2", "region_3"), NodeStatus.AVAILABLE)
+        self.set_records = {r: StatusRecord(RegionStatus.AVAILABLE) for r in self.statuses}
         self.reachable = True
 
     async def all(self) -> dict[str, NodeStatus]:
         return dict(self.statuses)
 
-    async def set(self, region: str, status: NodeStatus) -> None:
+    async def records(self) -> dict[str, StatusRecord]:
+        return dict(self.set_records)
+
+    async def set(self, region: str, status: NodeStatus, *, key_id: str | None = None) -> None:
         self.statuses[region] = status
+        self.set_records[region] = StatusRecord(
+            RegionStatus(status.value), SetBy.OPERATOR, key_id, datetime.now(UTC)
+        )
 
 
 class FakeBacklog:
@@ -343,7 +351,9 @@ class TestRegions:
         assert rig.board.statuses["region_2"] is NodeStatus.UNAVAILABLE
         (event,) = rig.audit_producer.events()
         assert event["target"] == "region_2"
-        assert (await rig.regions.region("region_2")).status is NodeStatus.UNAVAILABLE
+        region = await rig.regions.region("region_2")
+        assert region.status is RegionStatus.UNAVAILABLE
+        assert (region.set_by, region.set_by_key) == (SetBy.OPERATOR, ALICE.key_id)
 
     @pytest.mark.parametrize(
         ("noun", "detail"), [("region", "unknown region"), ("node", "unknown node")]

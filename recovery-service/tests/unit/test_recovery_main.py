@@ -96,6 +96,11 @@ class Rig:
         monkeypatch.setattr(main, "StatusChanges", lambda *_: self.changes)
         monkeypatch.setattr(main, "BacklogProbe", lambda *_: self.backlog)
         monkeypatch.setattr(main, "drain", self._drain)
+        # The detector's loop has tests of its own (test_recovery_detection).
+        monkeypatch.setattr(main, "_start_detector", self._start_detector)
+
+    async def _start_detector(self, *_: Any) -> None:
+        self.events.append("detector started")
 
     async def _ensure_topics(self, settings: CommonSettings) -> None:
         self.topics_ensured += 1
