@@ -225,7 +225,7 @@ class TestParse:
             {
                 "by": "detector",
                 "since_ms": "1700000000000",
-                "reason": "3 failures",
+                "reason": "3 failed",
                 "revision": "4",
             },
         )
