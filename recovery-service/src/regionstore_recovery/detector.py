@@ -14,9 +14,10 @@ clock; :mod:`regionstore_recovery.detection` does the I/O.
   at least: a flapping store changes status at most once per that window (down, then back only
   once it stayed healthy that long).
 - **The operator's word.** ``unavailable`` is an operator's and is never touched. An operator's
-  ``available`` (which may override a detected ``down``) is taken on trust: the detector does
-  not mark that region down again until it has seen it healthy (the same count as coming
-  back), so the failures the operator chose to override do not overrule them at once.
+  ``available`` over a detected ``down`` (an override) is taken on trust: the detector does not
+  mark that region down again until it has seen it healthy (the same count as coming back), so
+  the failures the operator chose to override do not overrule them at once. An operator's
+  ``available`` after maintenance is watched at once: a store still broken is flagged.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ class _Watch:
     """What the detector knows of one region since its status last changed."""
 
     revision: int | None = None
+    status: RegionStatus | None = None
     armed: bool = True
-    """False after an operator's ``available`` until the region was seen healthy."""
+    """False after an operator's ``available`` over a detected ``down``, until the region was
+    seen healthy."""
     changed_at: float = float("-inf")
     failures: deque[tuple[float, str]] = field(default_factory=deque)
     last_probe_error: str | None = None
@@ -89,14 +92,26 @@ class Detector:
             return
         watch.revision = record.revision
         watch.fresh_start()
-        watch.armed = not (
-            record.set_by is SetBy.OPERATOR and record.status is RegionStatus.AVAILABLE
-        )
+        watch.armed = not self._overrides(watch.status, record)
+        watch.status = record.status
         if record.set_by is SetBy.DETECTOR and record.since is not None:
             # Another detector's change (before this one held the lease) holds as its own.
             watch.changed_at = record.since.timestamp()
         else:
             watch.changed_at = float("-inf")
+
+    def _overrides(self, previous: RegionStatus | None, record: StatusRecord) -> bool:
+        """Whether ``record`` is an operator's ``available`` over a detected ``down``.
+
+        A detector that did not see what came before (it just took the lease) takes a recent
+        operator's ``available`` as one.
+        """
+        if record.set_by is not SetBy.OPERATOR or record.status is not RegionStatus.AVAILABLE:
+            return False
+        if previous is not None:
+            return previous is RegionStatus.DOWN
+        since = record.since.timestamp() if record.since is not None else float("-inf")
+        return self._clock() - since < self._thresholds.healthy_for_s
 
     def probed(self, region: str, error: str | None) -> None:
         """The detector's probe of the region: ``error`` None when it answered in time."""
@@ -147,6 +162,7 @@ class Detector:
         """The decision was stored (its revision is the one read plus one)."""
         watch = self._watches.setdefault(region, _Watch())
         watch.revision = (watch.revision or 0) + 1
+        watch.status = decision.status
         watch.changed_at = self._clock()
         watch.armed = True
         watch.fresh_start()

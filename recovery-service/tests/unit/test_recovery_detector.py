@@ -203,14 +203,18 @@ class TestOperator:
         region.rounds(30, None)
         assert region.status is UNAVAILABLE
 
-    def test_an_operators_available_after_maintenance_waits_for_health_then_detects(
-        self,
-    ) -> None:
+    def test_an_operators_available_after_maintenance_is_watched_at_once(self) -> None:
         region = Region()
         region.operator(UNAVAILABLE)
         region.rounds(5, REFUSED)
         region.operator(AVAILABLE)
-        region.rounds(6, None)
+        region.rounds(3, REFUSED)
+        assert region.status is DOWN
+
+    def test_an_operator_reaffirming_available_changes_nothing(self) -> None:
+        region = Region()
+        region.rounds(10, None)
+        region.operator(AVAILABLE)
         region.rounds(3, REFUSED)
         assert region.status is DOWN
 
@@ -225,6 +229,22 @@ class TestLeadership:
         region.rounds(3, REFUSED)
         assert region.status is AVAILABLE  # the change it reads is under 5 s old: held
         region.rounds(2, REFUSED)
+        assert region.status is DOWN
+
+    def test_a_new_leader_trusts_a_recent_operators_available(self) -> None:
+        region = Region()
+        region.operator(AVAILABLE)  # maybe over a down this process never saw
+        region.rounds(4, REFUSED)
+        assert region.status is AVAILABLE
+        region.rounds(6, None)
+        region.rounds(3, REFUSED)
+        assert region.status is DOWN
+
+    def test_a_new_leader_watches_an_old_operators_available(self) -> None:
+        region = Region()
+        region.operator(AVAILABLE)
+        region.clock.now += 60
+        region.rounds(3, REFUSED)
         assert region.status is DOWN
 
     def test_a_status_nobody_set_is_watched_from_the_start(self) -> None:
