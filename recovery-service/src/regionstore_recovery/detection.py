@@ -117,9 +117,12 @@ class StoreProbe:
             async with asyncio.timeout(self._timeout_s + 0.05):
                 with pymongo.timeout(self._timeout_s):
                     await self._collections[region].find_one({"_id": PROBE_ID}, {"_id": 1})
-        except (PyMongoError, TimeoutError) as error:
+        except TimeoutError:
             PROBE_FAILURES.labels(region=region).inc()
-            return describe(error)[:200] or type(error).__name__
+            return f"no answer within {self._timeout_s:g} s"
+        except PyMongoError as error:
+            PROBE_FAILURES.labels(region=region).inc()
+            return describe(error)[:200]
         return None
 
 

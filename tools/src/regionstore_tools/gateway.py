@@ -6,6 +6,7 @@ Every failure becomes a ``ToolError`` whose message fits on one line: what went 
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -38,6 +39,8 @@ class StatusChange(_Answer):
     at: str
     key_id: str
     status: str
+    by: str = "operator"
+    reason: str | None = None
 
 
 class Region(_Answer):
@@ -45,6 +48,11 @@ class Region(_Answer):
 
     name: str
     status: str
+    set_by: str | None = None
+    """``operator`` or ``detector``; None when nobody set the status yet."""
+    set_by_key: str | None = None
+    since: datetime | None = None
+    reason: str | None = None
     zip_min: int
     zip_max: int
     replicas: list[str]

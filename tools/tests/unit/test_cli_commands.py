@@ -104,6 +104,28 @@ class TestStatus:
         assert "1,234" in row
         assert "Consumer lag: writer 3, replicator ?" in result.stdout
 
+    def test_says_who_set_each_status_and_since_when(self) -> None:
+        body = region_list()
+        body["regions"][0] |= {
+            "set_by": "operator",
+            "set_by_key": "2ef1b2d81055",
+            "since": "2026-12-06T12:01:02.345000Z",
+        }
+        body["regions"][1] |= {
+            "status": "down",
+            "set_by": "detector",
+            "since": "2026-12-06T12:57:31Z",
+            "reason": "3 failures within 10 s (probe 3)",
+        }
+        result, _ = invoke(answer(body), "status")
+        assert result.exit_code == 0, result.output
+        rows = {line.split()[1]: line for line in result.stdout.splitlines() if "-" in line}
+        assert "operator 2ef1b2d81055" in result.stdout
+        assert "2026-12-06 12:01:02 UTC" in rows["region_1"]
+        assert "detector" in rows["region_2"]
+        assert "down" in rows["region_2"]
+        assert "region_2 down (detector): 3 failures within 10 s (probe 3)" in result.stdout
+
     def test_json_is_the_gateway_answer(self) -> None:
         body = region_list()
         result, gateway = invoke(answer(body), "status", "--json")

@@ -209,11 +209,14 @@ function signedOut(message = "") {
 function applyRole() {
   byTestId("new-customer").hidden = !can("writer");
   for (const card of regions.cards.values()) card.switchLabel.hidden = !can("operator");
-  byTestId("regions-intro").textContent = can("operator")
+  const detected =
+    " A region whose store fails is marked down by the failure detector, and back once healthy " +
+    "again; an operator's switch always wins.";
+  byTestId("regions-intro").textContent = (can("operator")
     ? "Switch a region off to simulate an outage: its reads fall back to the replica and its " +
       "writes are parked until it is back."
     : "When a region is switched off, its reads fall back to the replica and its writes are " +
-      "parked until it is back.";
+      "parked until it is back.") + detected;
 }
 
 async function submitSignIn(event) {
@@ -299,7 +302,9 @@ function createRegionCard(region) {
     zip: h("dd", { class: "mono", testid: "region-zip" }),
     replicas: h("dd", { testid: "region-replicas" }),
     pending: h("dd", { testid: "region-pending" }),
+    source: h("p", { class: "region-source", testid: "region-source" }),
     note: h("p", { class: "region-note", testid: "region-note" }),
+    hold: h("button", { type: "button", class: "btn btn-small region-hold", testid: "region-hold", hidden: true }, "Hold for maintenance"),
     changes: h("ol", { class: "region-changes", testid: "region-changes", "aria-label": `Recent status changes of ${region.name}` }),
   };
   card.switchLabel = h(
@@ -320,11 +325,16 @@ function createRegionCard(region) {
       h("div", {}, h("dt", {}, "Replica"), card.replicas),
       h("div", {}, h("dt", {}, "Pending"), card.pending),
     ),
+    card.source,
     card.note,
     card.changes,
     card.switchLabel,
+    card.hold,
   );
-  input.addEventListener("change", () => flipRegion(region.name, card));
+  input.addEventListener("change", () => flipRegion(region.name, card, card.input.checked ? "available" : "unavailable"));
+  // A detected down is the detector's word: an operator may make it theirs (maintenance),
+  // which the detector never undoes, or switch the region back on (an override).
+  card.hold.addEventListener("click", () => flipRegion(region.name, card, "unavailable"));
   byTestId("region-list").append(card.root);
   regions.cards.set(region.name, card);
   return card;
@@ -332,9 +342,14 @@ function createRegionCard(region) {
 
 function updateRegionCard(card, region) {
   const up = region.status === "available";
+  const detected = region.status === "down";
   card.root.dataset.status = region.status;
+  card.root.dataset.setBy = region.set_by ?? "";
   if (!card.busy) card.input.checked = up;
-  card.status.textContent = up ? "available" : "unavailable";
+  card.status.textContent = STATUS_TEXT[region.status] ?? String(region.status);
+  card.hold.hidden = !(detected && can("operator"));
+  card.source.replaceChildren(...statusSource(region));
+  card.source.hidden = !region.set_by;
   card.zip.textContent = `${formatZip(region.zip_min)} – ${formatZip(region.zip_max)}`;
   const replicas = region.replicas ?? [];
   card.replicas.textContent = replicas.length ? replicas.join(", ") : "none";
@@ -348,7 +363,8 @@ function updateRegionCard(card, region) {
   let note = "";
   if (!up) {
     const via = replicas.length ? `Reads served by ${listText(replicas)}` : "Reads unavailable";
-    note = `${via}; writes are parked until it is back.`;
+    const until = detected ? "its store is healthy again" : "it is back";
+    note = `${via}; writes are parked until ${until}.`;
   } else if (Number(pending) > 0) {
     note = "Replaying parked writes…";
   }
@@ -360,16 +376,44 @@ function updateRegionCard(card, region) {
   card.changes.hidden = !recent.length;
 }
 
+const STATUS_TEXT = { available: "available", unavailable: "unavailable", down: "down (detected)" };
+
+// Who set the status and since when: the operator's word and the detector's, told apart.
+function statusSource(region) {
+  if (!region.set_by) return [];
+  const since = new Date(region.since);
+  const when = Number.isNaN(since.getTime())
+    ? h("span", {}, "at an unknown time")
+    : h("time", { datetime: since.toISOString(), title: since.toLocaleString() }, timeAgo(since));
+  if (region.set_by === "detector") {
+    const what = region.status === "down" ? "Detected down" : "Detected healthy again";
+    const why = region.reason ? h("span", { class: "source-reason", testid: "region-source-reason" }, `: ${region.reason}`) : "";
+    return [h("span", { class: "source-by", dataset: { by: "detector" } }, `${what} by the failure detector`), " ", when, why];
+  }
+  const what = region.status === "unavailable" ? "Taken out" : "Put back";
+  const key = h("span", { class: "mono change-key" }, String(region.set_by_key ?? "unknown key"));
+  return [h("span", { class: "source-by", dataset: { by: "operator" } }, `${what} by operator`), " ", key, " ", when];
+}
+
 function changeItem(change) {
   const at = new Date(change?.at);
   const known = !Number.isNaN(at.getTime());
-  const off = change?.status === "unavailable";
+  const off = change?.status !== "available";
+  const detector = change?.by === "detector";
+  const what = detector ? (off ? "Detected down" : "Detected back") : off ? "Switched off" : "Switched on";
   return h(
     "li",
-    { class: "region-change", testid: "region-change", dataset: { status: String(change?.status ?? "") } },
-    h("span", { class: "change-status" }, off ? "Switched off" : "Switched on"),
+    {
+      class: "region-change",
+      testid: "region-change",
+      dataset: { status: String(change?.status ?? ""), by: String(change?.by ?? "operator") },
+      title: change?.reason ?? "",
+    },
+    h("span", { class: "change-status" }, what),
     " by ",
-    h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
+    detector
+      ? h("span", { class: "change-key", testid: "region-change-key" }, "the detector")
+      : h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
     " ",
     known
       ? h("time", { datetime: at.toISOString(), title: at.toLocaleString() }, timeAgo(at))
@@ -426,9 +470,8 @@ function renderRegions(list) {
   if (flipped && customers.loaded) loadCustomers();
 }
 
-async function flipRegion(name, card) {
+async function flipRegion(name, card, wanted) {
   if (!can("operator")) return;
-  const wanted = card.input.checked ? "available" : "unavailable";
   card.busy = true;
   card.input.disabled = true;
   card.root.setAttribute("aria-busy", "true");
@@ -441,7 +484,7 @@ async function flipRegion(name, card) {
     renderRegions(next);
     toast(`${name} is now ${wanted}.`, wanted === "available" ? "ok" : "warn");
   } catch (err) {
-    card.input.checked = !card.input.checked;
+    card.input.checked = regions.byName.get(name)?.status === "available";
     toast(`Could not switch ${name}: ${err.message}`, "error");
   } finally {
     card.busy = false;
