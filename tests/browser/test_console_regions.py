@@ -194,7 +194,8 @@ def stopped_store() -> Iterator[Callable[[], None]]:
 def probe_failures() -> float:
     """How many probes of region_3's store the detector saw fail (recovery's metrics)."""
     recovery = local_service_urls()["recovery"]
-    for family in text_string_to_metric_families(httpx.get(f"{recovery}/metrics", follow_redirects=True).text):
+    scraped = httpx.get(f"{recovery}/metrics", follow_redirects=True).text
+    for family in text_string_to_metric_families(scraped):
         for sample in family.samples:
             if (
                 sample.name == "regionstore_detector_probe_failures_total"
