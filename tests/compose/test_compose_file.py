@@ -590,7 +590,8 @@ class TestCredentials:
         acl_file = server[server.index("--aclfile") + 1]
         user = services["writer"]["environment"]["REGIONSTORE_REDIS__USERNAME"]
 
-        assert f"user default off\\nuser {user} on #%s" in script
+        # `default` keeps its rights (the AOF is replayed as it) but has no password at all.
+        assert f"user default on resetpass ~* &* +@all\\nuser {user} on #%s" in script
         assert f">{acl_file}" in script
         assert "/run/secrets/redis_password" in script
         assert set(secret_sources(redis)) == {"redis_password"}

@@ -3,12 +3,15 @@ lease. Keys under a prefix of the test's own, so the stack's detector never sees
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from regionstore_recovery.detection import Lease
 from regionstore_shared.clients import redis_client
@@ -21,6 +24,7 @@ from regionstore_shared.status import (
     StatusRecord,
     Transition,
 )
+from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
 REGIONS = ("region_1", "region_2")
@@ -112,3 +116,31 @@ async def test_without_the_lease_the_detector_writes_nothing(
     assert (await board.read_records())["region_1"] == seen
     await other.release()
     assert await lease.hold()
+
+
+@pytest.mark.faults
+async def test_a_status_and_who_set_it_survive_a_redis_restart(
+    board: StatusBoard, lease: Lease, stack: Stack
+) -> None:
+    """Both are written in one transaction (and the detector's in one script), which Redis
+    must replay from its append-only file like any other write."""
+    await board.set("region_2", NodeStatus.UNAVAILABLE, key_id="k1")
+    assert await lease.hold()
+    seen = (await board.read_records())["region_1"]
+    assert await _down(board, lease, seen) is Transition.DONE
+    before = await board.read_records()
+
+    await stack.stop("redis")
+    await stack.start("redis")
+
+    assert await _read_when_back(board) == before
+
+
+async def _read_when_back(board: StatusBoard) -> dict[str, StatusRecord]:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await board.read_records()
+        except RedisError:
+            assert time.monotonic() < deadline, "Redis did not answer again"
+            await asyncio.sleep(0.2)
