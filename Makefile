@@ -238,11 +238,13 @@ audit: sync secrets ## check the regional stores against each other: make audit 
 
 ROUNDS ?= 1
 WRITES ?= 20000
+# Extra gateways beside the stack's, one per clock offset (faketime): make chaos SKEW=-30ms,-10s
+SKEW ?=
 
 .PHONY: chaos
-chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3
+chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3 [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES)
+		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew '$(SKEW)'
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
