@@ -69,27 +69,34 @@ def process_command(pid: int) -> list[str]:
     return [part.decode() for part in raw.split(b"\0") if part]
 
 
-def faking(offset: Skew) -> dict[str, str]:
-    """The variables that offset a process's wall clock by ``offset``, and not its monotonic
-    clock; raises StackError when libfaketime is missing."""
-    if offset.none:
+def faking(offset: Skew, clock_file: Path | None = None) -> dict[str, str]:
+    """The variables that offset a process's wall clock by ``offset`` (or by what
+    ``clock_file`` says at each reading: the offset can then be stepped while it runs), and not
+    its monotonic clock; raises StackError when libfaketime is missing."""
+    if offset.none and clock_file is None:
         return {}
     if not LIBFAKETIME.exists():
         raise StackError(f"{LIBFAKETIME} is missing: apt-get install faketime")
-    return {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME": offset.faketime,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    held = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    if clock_file is not None:
+        return held | {"FAKETIME_TIMESTAMP_FILE": str(clock_file), "FAKETIME_NO_CACHE": "1"}
+    return held | {"FAKETIME": offset.faketime}
 
 
 @contextlib.asynccontextmanager
 async def extra_gateway(
-    stack: Stack, *, port: int, node_id: int, offset: Skew, log: Path
+    stack: Stack,
+    *,
+    port: int,
+    node_id: int,
+    offset: Skew,
+    log: Path,
+    clock_file: Path | None = None,
 ) -> AsyncIterator[str]:
-    """Run one more gateway, ready, for the block; its base URL is yielded."""
+    """Run one more gateway, ready, for the block; its base URL is yielded. With
+    ``clock_file``, its clock's offset is what the file says (``FAKETIME`` syntax) when read."""
     pid = await stack.pid("gateway")
-    env = process_environment(pid) | faking(offset)
+    env = process_environment(pid) | faking(offset, clock_file)
     env |= {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_NODE_ID": str(node_id)}
     out = _open_log(log)
     try:

@@ -35,13 +35,22 @@ LOGS = Path(".run/logs")
 
 
 @contextlib.asynccontextmanager
-async def client_of(stack: Stack, offset: str, node_id: int) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of one more gateway, its clock offset by ``offset``."""
+async def client_of(
+    stack: Stack, offset: str, node_id: int, clock_file: Path | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of one more gateway, its clock offset by ``offset`` (or as
+    ``clock_file`` says at each reading)."""
     log = LOGS / f"gateway-skew-{node_id}.log"
+    gateway = extra_gateway(
+        stack,
+        port=free_port(),
+        node_id=node_id,
+        offset=skew(offset),
+        log=log,
+        clock_file=clock_file,
+    )
     async with (
-        extra_gateway(
-            stack, port=free_port(), node_id=node_id, offset=skew(offset), log=log
-        ) as url,
+        gateway as url,
         httpx.AsyncClient(base_url=url, headers=headers(), timeout=30) as http,
     ):
         yield http
@@ -162,5 +171,29 @@ async def test_writes_through_alternating_skewed_gateways_end_as_the_last_acknow
             return history
 
         histories = await asyncio.gather(*(life(n) for n in range(24)))
+    report = await env.settle([h.final() for h in histories])
+    assert report.clean, report
+
+
+async def test_a_gateway_whose_clock_steps_back_while_it_runs_keeps_acknowledgement_order(
+    env: Env, stack: Stack, tmp_path: Path
+) -> None:
+    """An NTP step of 10 s back between two rounds of sequential pairs, through the stack's
+    gateway and then the stepped one."""
+    clock = tmp_path / "offset"
+    clock.write_text("+0\n")
+    histories = [History(uuid.uuid4().hex) for _ in range(40)]
+    async with client_of(stack, "0", node_id=12, clock_file=clock) as stepped:
+        for step in ("+0", "-10"):
+            clock.write_text(f"{step}\n")
+            for history in histories:
+                body = customer()
+                body.pop("customer_id")
+                for city, via in ((f"first {step}", env.http), (f"second {step}", stepped)):
+                    history.fields = {**body, "customer_city": city}
+                    path = f"/v1/customers/{history.customer_id}"
+                    history.acknowledged.append(
+                        await acknowledged(via, "PUT", path, history.fields)
+                    )
     report = await env.settle([h.final() for h in histories])
     assert report.clean, report
