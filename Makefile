@@ -244,7 +244,7 @@ SKEW ?=
 .PHONY: chaos
 chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3 [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew '$(SKEW)'
+		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)'
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
