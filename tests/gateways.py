@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import socket
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import httpx
-
+from regionstore_testing.processes import stop, wait_serving
 from tests.stack import Stack, StackError
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -107,35 +103,10 @@ async def extra_gateway(
         out.close()
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(url, process, log)
+        await wait_serving(url, process, within_s=READY_WITHIN_S, why=lambda: _tail(log))
         yield url
     finally:
-        await _stop(process)
-
-
-async def _wait_ready(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = time.monotonic() + READY_WITHIN_S
-    async with httpx.AsyncClient(base_url=url, timeout=2) as client:
-        while True:
-            if process.returncode is not None:
-                raise StackError(f"extra gateway exited {process.returncode}: {_tail(log)}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise StackError(f"extra gateway on {url} not ready: {_tail(log)}")
-            await asyncio.sleep(0.2)
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(process.wait(), STOP_WITHIN_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+        await stop([process], within_s=STOP_WITHIN_S)
 
 
 def _open_log(log: Path) -> BinaryIO:
@@ -145,11 +116,3 @@ def _open_log(log: Path) -> BinaryIO:
 
 def _tail(log: Path, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port

@@ -18,10 +18,11 @@ import httpx
 from regionstore_shared.clients import MongoClient, customers, mongo_client
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, wait_for_clean
+from regionstore_testing.ports import free_port
 from tests.chaos import faults
 from tests.chaos.load import Client, Ledger
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
-from tests.gateways import extra_gateway, free_port, skew
+from tests.gateways import extra_gateway, skew
 from tests.keys import headers
 from tests.stack import Stack
 

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from regionstore_testing.audit import Expected
-from tests.gateways import extra_gateway, free_port, skew
+from regionstore_testing.ports import free_port
+from tests.gateways import extra_gateway, skew
 from tests.keys import headers
 from tests.regionstore_env import Env, customer, env
 from tests.stack import Stack
