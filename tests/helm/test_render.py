@@ -398,3 +398,11 @@ def test_plain_kafka_is_sasl_plaintext(tmp_path: Path, monkeypatch: pytest.Monke
     assert settings.kafka.bootstrap_servers == f"{FULLNAME}-kafka-bootstrap.{NAMESPACE}.svc:9092"
     assert "SSL_CERT_FILE" not in plain.config
     assert f"{FULLNAME}-cluster-ca-cert" not in plain.text
+
+
+def test_more_settings_reach_every_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned = render(values(settings={"REGIONSTORE_API__MAX_BATCH_ITEMS": 500}), tmp_path)
+    assert tuned.config["REGIONSTORE_API__MAX_BATCH_ITEMS"] == "500"
+    settings = settings_of(tuned, "gateway", monkeypatch)
+    assert isinstance(settings, GatewaySettings)
+    assert settings.api.max_batch_items == 500
