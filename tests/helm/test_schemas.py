@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helm.schemas import crd_schemas, kind_suffix, native_schemas, reachable, strict
+from tests.helm.schemas import Schema, crd_schemas, kind_suffix, native_schemas, reachable, strict
 
 
 def test_objects_with_properties_refuse_unknown_fields() -> None:
@@ -47,27 +47,25 @@ def test_file_names_are_kubeconforms() -> None:
 
 
 def test_native_kinds_carry_what_they_refer_to() -> None:
-    swagger = {
-        "definitions": {
-            "io.k8s.api.x.v1.Thing": {
-                "type": "object",
-                "properties": {"spec": {"$ref": "#/definitions/io.k8s.api.x.v1.Spec"}},
-                "x-kubernetes-group-version-kind": [
-                    {"group": "x.io", "kind": "Thing", "version": "v1"}
-                ],
-            },
-            "io.k8s.api.x.v1.Spec": {
-                "type": "object",
-                "properties": {"size": {"$ref": "#/definitions/io.k8s.api.x.v1.Spec"}},
-            },
-            "io.k8s.api.x.v1.Unused": {"type": "string"},
-        }
+    definitions: dict[str, Schema] = {
+        "io.k8s.api.x.v1.Thing": {
+            "type": "object",
+            "properties": {"spec": {"$ref": "#/definitions/io.k8s.api.x.v1.Spec"}},
+            "x-kubernetes-group-version-kind": [
+                {"group": "x.io", "kind": "Thing", "version": "v1"}
+            ],
+        },
+        "io.k8s.api.x.v1.Spec": {
+            "type": "object",
+            "properties": {"size": {"$ref": "#/definitions/io.k8s.api.x.v1.Spec"}},
+        },
+        "io.k8s.api.x.v1.Unused": {"type": "string"},
     }
-    assert reachable(swagger["definitions"], "io.k8s.api.x.v1.Thing") == [
+    assert reachable(definitions, "io.k8s.api.x.v1.Thing") == [
         "io.k8s.api.x.v1.Spec",
         "io.k8s.api.x.v1.Thing",
     ]
-    ((name, schema),) = native_schemas(swagger)
+    ((name, schema),) = native_schemas({"definitions": definitions})
     assert name == "thing-x-v1.json"
     assert set(schema["definitions"]) == {"io.k8s.api.x.v1.Spec", "io.k8s.api.x.v1.Thing"}
     assert schema["additionalProperties"] is False
