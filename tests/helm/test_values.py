@@ -103,6 +103,11 @@ CONTRADICTIONS: list[tuple[str, dict[str, Any], str]] = [
         {"secrets": {"kafka": {"name": "regionstore"}}},
         "secrets.kafka.name: regionstore is the name of a Kafka user",
     ),
+    (
+        "more topic replicas than brokers",
+        {"kafka": {"replicas": 1}},
+        "kafka.replicationFactor is 3, above kafka.replicas (1)",
+    ),
     ("a misspelt value", {"gateway": {"autoscalling": {}}}, "autoscalling"),
 ]
 

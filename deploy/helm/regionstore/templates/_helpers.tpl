@@ -150,6 +150,9 @@ recoveryGroupPrefix: regionstore.recovery.
 {{- fail (printf "secrets.%s.name: %s is the name of a Kafka user, whose Secret Strimzi writes: name your Secret otherwise" $name $secret.name) -}}
 {{- end -}}
 {{- end -}}
+{{- if gt (int $v.kafka.replicationFactor) (int $v.kafka.replicas) -}}
+{{- fail (printf "kafka.replicationFactor is %v, above kafka.replicas (%v): a topic cannot have more replicas than there are brokers" $v.kafka.replicationFactor $v.kafka.replicas) -}}
+{{- end -}}
 {{- $leases := add (int $v.gateway.autoscaling.maxReplicas) (int $v.gateway.maxSurge) -}}
 {{- if gt $leases 64 -}}
 {{- fail (printf "gateway.autoscaling.maxReplicas + gateway.maxSurge is %d: at most 64 gateway processes can hold a clock id at once" $leases) -}}
