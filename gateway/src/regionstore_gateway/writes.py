@@ -18,6 +18,7 @@ from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
+from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import (
@@ -81,6 +82,8 @@ class Written:
 
     command: Command
     applied: bool
+    position: int | None = None
+    """Where Kafka appended it in its partition: after every write acknowledged before it."""
 
 
 class Writes:
@@ -164,7 +167,9 @@ class Writes:
             raise KafkaUnavailableError(command, delivery.error)
         if delivery.outcome is Outcome.UNKNOWN:
             raise OutcomeUnknownError(command, delivery.error)
-        return Written(command, await self._wait(command) if wait else False)
+        position = delivery.position
+        applied = wait and position is not None and await self.wait_applied(command, position)
+        return Written(command, applied, position)
 
     async def publish(self, commands: Sequence[Command]) -> list[Delivery]:
         """Produce commands and wait, bounded, for Kafka's acknowledgement of each.
@@ -209,12 +214,13 @@ class Writes:
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
         return deliveries
 
-    async def _wait(self, command: Command) -> bool:
-        """Poll, bounded, until reads see the command: an upsert in its first readable region,
-        a delete wherever the customer lived (a lookup)."""
+    async def wait_applied(self, command: Command, position: int) -> bool:
+        """Poll, bounded, until reads see the command (appended at ``position``) or a write
+        acknowledged after it: an upsert in its first readable region, a delete wherever the
+        customer lived (a lookup). A retry that a newer write superseded is never seen."""
         statuses = await self.statuses()
         if isinstance(command, DeleteCustomer):
-            return await self._poll(lambda: self._delete_seen(command, statuses))
+            return await self._poll(lambda: self._delete_seen(command, position, statuses))
         readable = [
             t.region
             for t in sorted(command.targets, key=lambda t: t.role is not Applier.WRITER)
@@ -222,12 +228,16 @@ class Writes:
         ]
         if not readable:
             return False
+        command_id = str(command.command_id)
         return await self._poll(
-            lambda: self._repository.version_at_least(readable[0], command.key, command.version)
+            lambda: self._repository.holds(readable[0], command.key, command_id, position)
         )
 
-    async def _delete_seen(self, command: DeleteCustomer, statuses: dict[str, NodeStatus]) -> bool:
-        """Whether a lookup finds the tombstone, or the customer live nowhere it can read.
+    async def _delete_seen(
+        self, command: DeleteCustomer, position: int, statuses: dict[str, NodeStatus]
+    ) -> bool:
+        """Whether a lookup finds the tombstone (or a later write), or the customer live
+        nowhere it can read.
 
         Consumers tombstone only the regions a customer may be live in, so which regions get
         a delete's tombstones is known to them, not here: a lookup reads them all.
@@ -236,7 +246,7 @@ class Writes:
         found = lookup.newest.get(command.key)
         if found is None:
             return self._repository.covered(lookup.unreachable)
-        return found.version >= command.version
+        return holds_write(found.document, str(command.command_id), position)
 
     async def _poll(self, seen: Callable[[], Awaitable[bool]]) -> bool:
         deadline = time.monotonic() + self._settings.api.wait_applied_timeout_s

@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aiokafka.structs import RecordMetadata
+
 
 class Outcome(StrEnum):
     """What became of a command handed to Kafka."""
@@ -24,6 +26,8 @@ class Delivery:
 
     outcome: Outcome
     error: BaseException | None = None
+    position: int | None = None
+    """Where Kafka appended an ACCEPTED command in its partition."""
 
 
 def delivery_of(sent: asyncio.Future[object] | BaseException) -> Delivery:
@@ -35,4 +39,8 @@ def delivery_of(sent: asyncio.Future[object] | BaseException) -> Delivery:
     if sent.cancelled():
         return Delivery(Outcome.UNKNOWN, asyncio.CancelledError("the producer gave up on it"))
     error = sent.exception()
-    return Delivery(Outcome.ACCEPTED) if error is None else Delivery(Outcome.UNKNOWN, error)
+    if error is not None:
+        return Delivery(Outcome.UNKNOWN, error)
+    metadata = sent.result()
+    position = metadata.offset if isinstance(metadata, RecordMetadata) else None
+    return Delivery(Outcome.ACCEPTED, position=position)
