@@ -167,6 +167,12 @@ class _CommandBase(BaseModel):
     version: Version
     issued_at_ms: int = Field(ge=0, description="Gateway wall clock when accepted (ms).")
     targets: tuple[Target, ...] = Field(min_length=1)
+    republished: bool = Field(
+        default=False,
+        description="Published again (a retried idempotency key, a redriven dead letter, a "
+        "repair): the version stands as it is, so it never overtakes a write the partition "
+        "took after its first publishing.",
+    )
 
     @property
     def key(self) -> str:
@@ -214,5 +220,7 @@ def decode_command(raw: bytes) -> Command:
 
 
 def encode_command(command: Command) -> bytes:
-    """Encode a command for Kafka."""
-    return command.model_dump_json().encode()
+    """Encode a command for Kafka; ``republished`` only where set, so a plain command reads as
+    it did before it existed."""
+    unset = None if command.republished else {"republished"}
+    return command.model_dump_json(exclude=unset).encode()
