@@ -1,4 +1,5 @@
-"""Replays parked commands into regions that came back, woken by Redis keyspace events."""
+"""Replays parked commands into regions that came back, woken by Redis keyspace events, and
+deletes them from the pending topics once drained."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import functools
 import logging
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from regionstore_recovery.drainer import PENDING, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
+from regionstore_recovery.trimmer import HELD, Trimmer
 from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.backlog import BacklogProbe
-from regionstore_shared.clients import open_core
+from regionstore_shared.clients import kafka_admin, open_core
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
@@ -70,6 +73,10 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)
+        admin = kafka_admin(settings.kafka, f"{name}-trim")
+        await admin.start()
+        stack.push_async_callback(admin.close)
+        trimmer = Trimmer(admin, timeout_ms=settings.kafka.request_timeout_ms)
         seen = -1
         while not state.stop.is_set():
             try:
@@ -78,19 +85,30 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             except RedisError as error:
                 state.outages.failed("redis", f"statuses unreadable: {error}")
             state.details["draining"] = supervisor.draining
-            await _sample_backlog(backlog, settings, state.outages)
+            await _sample_backlog(backlog, trimmer, settings, state.outages)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
 
 
 async def _sample_backlog(
-    backlog: BacklogProbe, settings: RecoverySettings, outages: Outages
+    backlog: BacklogProbe, trimmer: Trimmer, settings: RecoverySettings, outages: Outages
 ) -> None:
-    counts = await backlog.backlog(settings.region_map.names)
-    for region, count in counts.items():
-        if count is not None:
-            PENDING.labels(region=region).set(count)
+    """Sample each region's backlog, and delete what its drains took from its pending topic."""
+    pending = await backlog.pending(settings.region_map.names)
+    for region, offsets in pending.items():
+        if offsets is None:
+            continue
+        PENDING.labels(region=region).set(sum(o.backlog for o in offsets.values()))
+        try:
+            deleted = await trimmer.trim(region, offsets)
+        except KafkaError as error:
+            deleted = 0
+            log.warning(
+                "drained commands not deleted; the next resync tries again",
+                extra={"region": region, "error": str(error)},
+            )
+        HELD.labels(region=region).set(sum(o.end - o.start for o in offsets.values()) - deleted)
     # Every count read is the proof an idle recovery has that Kafka answers again.
-    if all(count is not None for count in counts.values()):
+    if all(offsets is not None for offsets in pending.values()):
         outages.ok("kafka")
 
 
