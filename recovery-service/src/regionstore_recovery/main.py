@@ -16,6 +16,7 @@ from regionstore_recovery.drainer import PENDING, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer
+from regionstore_shared import metrics
 from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.backlog import BacklogProbe
@@ -46,6 +47,8 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         # No parker: a region that cannot be written stops its drain, which retries later.
         # A command the region refuses for good is dead-lettered, or it would be replayed
         # forever and hold back every command parked after it.
+        for region in settings.region_map.names:
+            metrics.expect_dead_letters(settings.kafka.pending_topic(region), [region])
         applier = BatchApplier(
             collections=collections,
             status=board,

@@ -18,7 +18,7 @@ from regionstore_recovery import main
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_shared.backlog import Offsets
 from regionstore_shared.runtime import ServiceState
-from regionstore_shared.settings import CommonSettings
+from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.status import NodeStatus
 from shared.tests.fakes import FakeProducer, FakeRedis
 
@@ -373,6 +373,22 @@ class TestTrim:
             await rig.round()
             assert rig.admin.deleted == [{tp: 9}]
             assert held("region_3") == 0
+
+
+async def test_the_dead_letter_counters_of_each_pending_topic_exist_before_any(
+    rig: Rig,
+) -> None:
+    # Their own prefix: no other test can have made these series.
+    settings = RecoverySettings(kafka=KafkaSettings(pending_topic_prefix="expecting."))
+    async with recovering(rig, settings):
+        await rig.round()
+    samples = {
+        (topic, region): REGISTRY.get_sample_value(
+            "regionstore_commands_deadlettered_total", {"source_topic": topic, "region": region}
+        )
+        for topic, region in [("expecting.region_2", "region_2"), ("expecting.region_2", "")]
+    }
+    assert samples == dict.fromkeys(samples, 0.0)
 
 
 class TestStop:
