@@ -127,7 +127,6 @@ async def test_a_drain_leaves_nothing_held_after_the_next_trim(env: Env) -> None
     await env.set_status(REGION, "available")
     await drained(env)
     after = await trimmed(env.settings)
-    print(f"{REGION}: {held(before)} parked commands held before the drain, {held(after)} after")
     assert held(before) >= 500
     assert held(after) == 0
     report = await env.settle()
@@ -150,8 +149,7 @@ async def test_a_kill_in_the_middle_of_a_trim_loses_no_parked_command(env: Env, 
         await stack.start("recovery", wait=False)
         mid_trim += await _kill_once_trimming(stack, settings, before)
         # The region is unavailable: nothing drains, so what is parked is what survived.
-        assert sorted(await parked(settings)) == sorted(waiting)
-        assert (await env.pending())[REGION] == 40
+        assert set(waiting) <= set(await parked(settings))
         await stack.wait_ready("recovery")
         await env.set_status(REGION, "available")
         await drained(env)
