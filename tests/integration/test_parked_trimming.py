@@ -142,14 +142,19 @@ async def test_a_kill_in_the_middle_of_a_trim_loses_no_parked_command(env: Env, 
     for _ in range(MAX_ROUNDS):
         # Stopped before the flip: no status event makes it trim before the test means it to.
         await stack.stop("recovery")
-        await env.set_status(REGION, "unavailable")
-        waiting = await park(env, 40)
-        await env.wait_pending(REGION, at_least=40)
-        before = await positions(settings)
-        await stack.start("recovery", wait=False)
-        mid_trim += await _kill_once_trimming(stack, settings, before)
-        # The region is unavailable: nothing drains, so what is parked is what survived.
-        assert set(waiting) <= set(await parked(settings))
+        try:
+            await env.set_status(REGION, "unavailable")
+            waiting = await park(env, 40)
+            await env.wait_pending(REGION, at_least=40)
+            before = await positions(settings)
+            await stack.start("recovery", wait=False)
+            mid_trim += await _kill_once_trimming(stack, settings, before)
+            # The region is unavailable: nothing drains, so what is parked is what survived.
+            assert set(waiting) <= set(await parked(settings))
+        finally:
+            # A failure left it stopped: the tests after this one need it.
+            if (await stack.state("recovery"))["status"] in {"Stopped", "Completed"}:
+                await stack.start("recovery", wait=False)
         await stack.wait_ready("recovery")
         await env.set_status(REGION, "available")
         await drained(env)
