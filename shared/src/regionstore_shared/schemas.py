@@ -173,6 +173,12 @@ class _CommandBase(BaseModel):
         "repair): the version stands as it is, so it never overtakes a write the partition "
         "took after its first publishing.",
     )
+    position: int | None = Field(
+        default=None,
+        ge=0,
+        description="The command's offset in its partition of the command topic, set with its "
+        "effective version by the consumer that routed it; None as the gateway publishes it.",
+    )
 
     @property
     def key(self) -> str:
@@ -220,7 +226,15 @@ def decode_command(raw: bytes) -> Command:
 
 
 def encode_command(command: Command) -> bytes:
-    """Encode a command for Kafka; ``republished`` only where set, so a plain command reads as
-    it did before it existed."""
-    unset = None if command.republished else {"republished"}
+    """Encode a command for Kafka; ``republished`` and ``position`` only where set, so a plain
+    command reads as it did before they existed."""
+    unset = _UNSET[command.republished, command.position is None]
     return command.model_dump_json(exclude=unset).encode()
+
+
+_UNSET: dict[tuple[bool, bool], set[str] | None] = {
+    (False, True): {"republished", "position"},
+    (False, False): {"republished"},
+    (True, True): {"position"},
+    (True, False): None,
+}
