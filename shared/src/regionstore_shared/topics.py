@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
 from regionstore_shared.clients import kafka_admin
 from regionstore_shared.settings import CommonSettings
@@ -137,8 +137,8 @@ async def _reconcile(
     changes = []
     for response in described:
         for code, message, _, name, entries in response.resources:
-            if code:
-                raise for_code(code)(f"cannot read the settings of topic {name}: {message}")
+            if _refused(code, name, message, "read"):
+                continue
             update = retention_update(
                 settings, name, topic_settings(entries, legacy=response.API_VERSION == 0)
             )
@@ -146,14 +146,32 @@ async def _reconcile(
                 changes.append(ConfigResource(ConfigResourceType.TOPIC, name, update))
     if not changes:
         return
+    changed = {}
     for response in await admin.alter_configs(changes):
         for code, message, _, name in response.resources:
-            if code:
-                raise for_code(code)(f"cannot change the settings of topic {name}: {message}")
-    log.info(
-        "topic retention brought in line",
-        extra={"topics": {change.name: change.configs for change in changes}},
+            if not _refused(code, name, message, "change"):
+                changed[name] = next(c.configs for c in changes if c.name == name)
+    if changed:
+        log.info("topic retention brought in line", extra={"topics": changed})
+
+
+def _refused(code: int, topic: str, message: str | None, doing: str) -> bool:
+    """Whether Kafka refused to let this process read or change ``topic``'s settings; raise
+    any other error.
+
+    Where topics belong to someone else (an operator's KafkaTopic, ACLs without
+    AlterConfigs), the service runs on and says what to set by hand.
+    """
+    if not code:
+        return False
+    if code != TopicAuthorizationFailedError.errno:
+        raise for_code(code)(f"cannot {doing} the settings of topic {topic}: {message}")
+    log.error(
+        "topic retention not checked: not authorized; give the topic the settings of "
+        "regionstore_shared.topics by hand",
+        extra={"topic": topic, "doing": doing},
     )
+    return True
 
 
 def topic_settings(

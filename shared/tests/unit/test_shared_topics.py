@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource
+from aiokafka.errors import PolicyViolationError, TopicAuthorizationFailedError
 
 from regionstore_shared import topics
 from regionstore_shared.settings import CommonSettings
@@ -132,6 +133,8 @@ class Broker:
     configs: dict[str, dict[str, str]] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     altered: list[dict[str, dict[str, str]]] = field(default_factory=list)
+    refuse_describe: dict[str, int] = field(default_factory=dict)
+    refuse_alter: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,14 +177,21 @@ class Admin:
                 for k, v in {"retention.ms": "604800000", "cleanup.policy": "delete"}.items()
                 if k not in own
             ]
-            described.append((0, None, 2, resource.name, entries))
+            code = self.broker.refuse_describe.get(resource.name, 0)
+            described.append((code, None, 2, resource.name, [] if code else entries))
         return [Answer(described)]
 
     async def alter_configs(self, resources: list[ConfigResource]) -> list[Answer]:
         self.broker.altered.append({r.name: dict(r.configs) for r in resources})
         for resource in resources:
-            self.broker.configs[resource.name] = dict(resource.configs)
-        return [Answer([(0, None, 2, r.name) for r in resources], API_VERSION=1)]
+            if resource.name not in self.broker.refuse_alter:
+                self.broker.configs[resource.name] = dict(resource.configs)
+        return [
+            Answer(
+                [(self.broker.refuse_alter.get(r.name, 0), None, 2, r.name) for r in resources],
+                API_VERSION=1,
+            )
+        ]
 
 
 class TestEnsureTopics:
@@ -221,3 +231,27 @@ class TestEnsureTopics:
         await ensure_topics(settings)
         assert (broker.created, broker.altered) == (created, altered)
         assert len(altered) == 1
+
+    @pytest.mark.parametrize("refused", ["describe", "alter"])
+    async def test_a_topic_whose_settings_this_process_may_not_touch_is_reported_not_fatal(
+        self,
+        settings: CommonSettings,
+        broker: Broker,
+        refused: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        topic = settings.kafka.deadletter_topic
+        broker.configs = {topic: {}}
+        refusals = broker.refuse_describe if refused == "describe" else broker.refuse_alter
+        refusals[topic] = TopicAuthorizationFailedError.errno
+        await ensure_topics(settings)
+        assert broker.configs[topic] == {}
+        assert "topic retention not checked: not authorized" in caplog.text
+
+    async def test_any_other_refusal_stops_the_start(
+        self, settings: CommonSettings, broker: Broker
+    ) -> None:
+        broker.configs = {settings.kafka.deadletter_topic: {}}
+        broker.refuse_alter[settings.kafka.deadletter_topic] = PolicyViolationError.errno
+        with pytest.raises(PolicyViolationError):
+            await ensure_topics(settings)
