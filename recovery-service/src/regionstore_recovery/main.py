@@ -1,4 +1,5 @@
-"""Replays parked commands into regions that came back, woken by Redis keyspace events."""
+"""Replays parked commands into regions that came back, woken by Redis keyspace events, and
+deletes them from the pending topics once drained."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import logging
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -16,11 +18,13 @@ from regionstore_recovery.detector import Detector, Thresholds
 from regionstore_recovery.drainer import PENDING, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
+from regionstore_recovery.trimmer import HELD, Trimmer
+from regionstore_shared import metrics
 from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier
 from regionstore_shared.audit_trail import AuditTrail
 from regionstore_shared.backlog import BacklogProbe
-from regionstore_shared.clients import customers, mongo_client, open_core
+from regionstore_shared.clients import customers, kafka_admin, mongo_client, open_core
 from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters
@@ -51,6 +55,8 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         # No parker: a region that cannot be written stops its drain, which retries later.
         # A command the region refuses for good is dead-lettered, or it would be replayed
         # forever and hold back every command parked after it.
+        for region in settings.region_map.names:
+            metrics.expect_dead_letters(settings.kafka.pending_topic(region), [region])
         applier = BatchApplier(
             collections=collections,
             status=board,
@@ -80,6 +86,10 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         stack.push_async_callback(backlog.close)
         if settings.detector.enabled:
             await _start_detector(stack, settings, redis, board, producer, state)
+        admin = kafka_admin(settings.kafka, f"{name}-trim")
+        await admin.start()
+        stack.push_async_callback(admin.close)
+        trimmer = Trimmer(admin, timeout_ms=settings.kafka.request_timeout_ms)
         seen = -1
         while not state.stop.is_set():
             try:
@@ -88,7 +98,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             except RedisError as error:
                 state.outages.failed("redis", f"statuses unreadable: {error}")
             state.details["draining"] = supervisor.draining
-            await _sample_backlog(backlog, settings, state.outages)
+            await _sample_backlog(backlog, trimmer, settings, state.outages)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
 
 
@@ -145,14 +155,25 @@ async def _start_detector(
 
 
 async def _sample_backlog(
-    backlog: BacklogProbe, settings: RecoverySettings, outages: Outages
+    backlog: BacklogProbe, trimmer: Trimmer, settings: RecoverySettings, outages: Outages
 ) -> None:
-    counts = await backlog.backlog(settings.region_map.names)
-    for region, count in counts.items():
-        if count is not None:
-            PENDING.labels(region=region).set(count)
+    """Sample each region's backlog, and delete what its drains took from its pending topic."""
+    pending = await backlog.pending(settings.region_map.names)
+    for region, offsets in pending.items():
+        if offsets is None:
+            continue
+        PENDING.labels(region=region).set(sum(o.backlog for o in offsets.values()))
+        try:
+            deleted = await trimmer.trim(region, offsets)
+        except KafkaError as error:
+            deleted = 0
+            log.warning(
+                "drained commands not deleted; the next resync tries again",
+                extra={"region": region, "error": str(error)},
+            )
+        HELD.labels(region=region).set(sum(o.end - o.start for o in offsets.values()) - deleted)
     # Every count read is the proof an idle recovery has that Kafka answers again.
-    if all(count is not None for count in counts.values()):
+    if all(offsets is not None for offsets in pending.values()):
         outages.ok("kafka")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from regionstore_shared import metrics
 from regionstore_shared.applied import AppliedCounter
 from regionstore_shared.apply import BatchApplier
 from regionstore_shared.clients import kafka_consumer, open_core
@@ -58,6 +59,7 @@ async def consume_commands(
         stack.push_async_callback(consumer.stop)
         await consumer.start()
         dead_letters = DeadLetters(producer, settings.kafka.deadletter_topic)
+        metrics.expect_dead_letters(settings.kafka.command_topic, settings.region_map.names)
         applied = AppliedCounter(redis, settings.redis.applied_key, outages=state.outages)
         applied.start()
         stack.push_async_callback(applied.stop)

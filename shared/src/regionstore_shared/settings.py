@@ -125,6 +125,11 @@ class KafkaSettings(BaseModel):
         """The one stable consumer group that drains a region's hint log."""
         return f"{self.recovery_group_prefix}{region}"
 
+    @property
+    def redrive_topic(self) -> str:
+        """The compacted topic recording which dead letters were redriven, one entry each."""
+        return f"{self.deadletter_topic}.redriven"
+
 
 class RedisSettings(BaseModel):
     """Node-status store."""

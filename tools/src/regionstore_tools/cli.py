@@ -1,9 +1,11 @@
-"""``regionstore``: the stack's status, regions, customers, data loading and the stores' audit.
+"""``regionstore``: the stack's status, regions, customers, data loading, the stores' audit and
+the dead letters.
 
 Commands talk to the gateway over HTTP (``--url``, else ``REGIONSTORE_GATEWAY_URL``, else
 http://127.0.0.1:8000) with the API key found by ``regionstore_tools.settings``; ``audit`` reads
 the regional stores directly (``REGIONSTORE_STORES__*``). A failure is one line on stderr and a
-non-zero exit status, never a traceback.
+non-zero exit status, never a traceback. ``dlq`` (in ``dlq_cli``) reads and writes Kafka directly
+(``REGIONSTORE_KAFKA__*``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from regionstore_shared.settings import CommonSettings
 from regionstore_tools import render
 from regionstore_tools.dataset.cli import generate_csv, import_csv, seed_customers
 from regionstore_tools.dataset.loader import LoadOptions
+from regionstore_tools.dlq_cli import dlq_app
 from regionstore_tools.drain import Backlog, DrainWatch
 from regionstore_tools.gateway import (
     Customer,
@@ -45,7 +48,7 @@ from regionstore_tools.store_audit import StoreUnreadableError, audit_configured
 
 app = typer.Typer(
     name="regionstore",
-    help="Operate a regionstore deployment: status, regions, customers, data, audit.",
+    help="Operate a regionstore deployment: status, regions, customers, data, audit, dead letters.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,6 +57,7 @@ region_app = typer.Typer(
     help="Take a region down, or bring it back (needs an operator key).", no_args_is_help=True
 )
 app.add_typer(region_app, name="region")
+app.add_typer(dlq_app, name="dlq")
 
 T = TypeVar("T")
 
