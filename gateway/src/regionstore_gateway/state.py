@@ -160,6 +160,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                     settings.region_map,
                     Suspicion(settings.store.suspect_for_s),
                     read_deadline_s=settings.api.read_deadline_ms / 1000,
+                    budget_factor=settings.api.scan_budget_factor,
                 ),
                 clock=clock,
                 idempotency=IdempotencyStore(

@@ -218,12 +218,15 @@ async def list_customers(
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> CustomerPage:
-    """Customers matching every filter, ordered by id, one page at a time."""
+    """Customers matching every filter, one page at a time, in the order ``order`` states:
+    by customer_id; by zip prefix then customer_id for a zip range; by city then customer_id
+    for a city prefix. Each page costs what it holds, however many customers match."""
     query = validate_filter(settings.region_map.names, zip_min, zip_max, city, state, region)
     page = await customers.page(query, limit=limit, cursor=cursor)
     return CustomerPage(
         items=[customer_out(found) for found in page.rows],
         next_cursor=page.next_cursor,
+        order=page.order.api_fields,
         degraded_regions=page.degraded,
         unreachable_regions=page.unreachable,
         incomplete=bool(page.unreachable),

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.keyed_writes import Answer, Sender, write_once
+from regionstore_gateway.list_order import Key, Order
 from regionstore_gateway.models import BatchResult
 from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, Lookup
 from regionstore_gateway.services.batch import write_batch
@@ -141,33 +142,40 @@ class CustomerService:
             raise InvalidInput.field(
                 ("query", "limit"), f"must be at most {api.max_page_size}", "less_than_equal"
             )
-        after = decode_cursor(cursor, query) if cursor else None
+        after = decode_cursor(cursor, query.plan().order, query) if cursor else None
         statuses = await self._board.all()
         page = await self._repository.page(query, statuses, after=after, limit=size)
         return listing(page, query)
 
     async def every(self, query: CustomerFilter) -> Listing:
-        """Every customer matching ``query``, read page by page, with every region it missed.
+        """Every customer matching ``query`` by id, read page by page, with every region missed.
 
-        More than ``max_filter_records`` is refused (:class:`TooManyMatches`) as soon as read.
+        More than ``max_filter_records`` is refused (:class:`TooManyMatches`) as soon as read,
+        and so is a filter whose walks read more than ``max_filter_scan`` index entries of one
+        region: a zip range and a city that the zip range holds few of.
         """
         api = self._settings.api
         statuses = await self._board.all()
         rows: list[Found] = []
         degraded: set[str] = set()
         unreachable: set[str] = set()
-        after: str | None = None
+        after: Key | None = None
+        examined = 0
         while True:
             wanted = min(api.max_page_size, api.max_filter_records + 1 - len(rows))
             page = await self._repository.page(query, statuses, after=after, limit=wanted)
             rows += page.rows
+            examined += page.examined
             if len(rows) > api.max_filter_records:
                 raise TooManyMatches(api.max_filter_records)
+            if examined > api.max_filter_scan:
+                raise TooManyMatches(api.max_filter_records, scanned=api.max_filter_scan)
             degraded.update(page.degraded)
             unreachable.update(page.unreachable)
-            if not page.more or not page.rows:
-                return Listing(rows, None, sorted(degraded), sorted(unreachable))
-            after = str(page.rows[-1].document["_id"])
+            if page.next_after is None:
+                rows.sort(key=lambda found: str(found.document["_id"]))
+                return Listing(rows, None, Order.ID, sorted(degraded), sorted(unreachable))
+            after = page.next_after
 
     async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:
         """Create or replace a customer; create-only refuses one that exists."""
