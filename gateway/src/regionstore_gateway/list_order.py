@@ -5,11 +5,13 @@ index from the cursor that stops after the page, whatever the number of matches 
 
 - no field filter, or a state: by customer id;
 - a city prefix (and maybe a state): by the folded city, then id;
-- a zip range (and maybe a state or a city): by zip prefix, then id.
+- a zip range (and maybe a state): by zip prefix, then id.
 
-A zip range with a city is the one shape no index bounds on both: it walks the zip index and
-tests the city on at most ``budget`` entries per walk, so its pages may hold fewer rows than
-asked for, even none, and still have a next one.
+A zip range with a city is the one shape no index bounds on both. It walks one of the two
+indexes, the zip one (by zip) or the city one (by city), whichever holds fewer entries in
+range, counted up to a bound when its first page is read; the cursor keeps that order for the
+next pages. The other condition is tested on at most ``budget`` walked entries a page, so a
+page may hold fewer rows than asked for, even none, and still have a next one.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class Plan:
         """The condition tested on walked entries rather than bounding the walk."""
         if self.order is Order.ZIP and self.city_prefix:
             return {CITY_KEY: _prefix(self.city_prefix)}
+        if self.order is Order.CITY and (self.zip_min is not None or self.zip_max is not None):
+            return {ZIP: self._zips(None)}
         return None
 
     def admits(self, value: Any) -> bool:
@@ -132,6 +136,27 @@ class Plan:
         name = self.order.store_field
         return [("_id", 1)] if name is None else [(name, 1), ("_id", 1)]
 
+    def pipeline(self, segment: Document, budget: int, limit: int) -> list[Document]:
+        """A segment's walk that tests the residual on at most ``budget`` entries."""
+        return [
+            {"$match": segment},
+            {"$sort": dict(self.sort())},
+            {"$limit": budget},
+            {"$match": self.residual or {}},
+            {"$limit": limit},
+        ]
+
+    def count_pipeline(self, segment: Document, bound: int) -> list[Document]:
+        """The ids of a segment's first ``bound`` entries, to count them: walked in index order.
+        Counted in the store instead (``$count``), DocumentDB gathers every entry of a range
+        it deems small into a bitmap first, and sorts them."""
+        return [
+            {"$match": segment},
+            {"$sort": dict(self.sort())},
+            {"$limit": bound},
+            {"$project": {"_id": 1}},
+        ]
+
     def _range(self, above: Any) -> Document:
         """The order field's condition, over values above ``above`` when given."""
         if self.order is Order.CITY:
@@ -139,6 +164,10 @@ class Plan:
             if above is not None:
                 condition["$gte"] = f"{above}{AFTER_TEXT}"
             return condition
+        return self._zips(above)
+
+    def _zips(self, above: int | None) -> Document:
+        """The zip range, over zips above ``above`` when given."""
         lows = [
             low for low in (self.zip_min, None if above is None else above + 1) if low is not None
         ]
@@ -153,17 +182,28 @@ def _prefix(folded: str) -> Document:
     return {"$regex": f"^{re.escape(folded)}"}
 
 
-def plan(*, zip_min: int | None, zip_max: int | None, city: str | None, state: str | None) -> Plan:
-    """The walk for a validated filter (the region only picks which homes are walked)."""
+def plans(
+    *, zip_min: int | None, zip_max: int | None, city: str | None, state: str | None
+) -> list[Plan]:
+    """The walks that can read a validated filter, the default first: one for every shape but
+    a zip range with a city, which may walk either index (the region only picks the homes)."""
     equal: Document = {STATE: state} if state else {}
     prefix = fold_text(city) if city else None
+    by_city = Plan(
+        Order.CITY,
+        indexes.STATE_CITY_ID if state else indexes.CITY_ID,
+        equal,
+        zip_min,
+        zip_max,
+        prefix,
+    )
     if zip_min is not None or zip_max is not None:
         index = indexes.STATE_ZIP_ID if state else indexes.ZIP_ID
-        return Plan(Order.ZIP, index, equal, zip_min, zip_max, prefix or None)
+        by_zip = Plan(Order.ZIP, index, equal, zip_min, zip_max, prefix or None)
+        return [by_zip, by_city] if prefix else [by_zip]
     if prefix:
-        index = indexes.STATE_CITY_ID if state else indexes.CITY_ID
-        return Plan(Order.CITY, index, equal, city_prefix=prefix)
-    return Plan(Order.ID, indexes.STATE_ID if state else indexes.HOME_ID, equal)
+        return [by_city]
+    return [Plan(Order.ID, indexes.STATE_ID if state else indexes.HOME_ID, equal)]
 
 
 @dataclass(frozen=True, slots=True)

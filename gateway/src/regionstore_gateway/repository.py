@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pymongo
 from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
-from regionstore_gateway.list_order import Key, Order, Plan, Walk, merge, plan
+from regionstore_gateway.list_order import Key, Order, Plan, Walk, merge, plans
 from regionstore_shared import metrics
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.documents import DELETED, HOME, VERSION
@@ -78,9 +78,9 @@ class CustomerFilter:
     state: str | None = None
     region: str | None = None
 
-    def plan(self) -> Plan:
-        """How this filter's pages walk the stores."""
-        return plan(zip_min=self.zip_min, zip_max=self.zip_max, city=self.city, state=self.state)
+    def plans(self) -> list[Plan]:
+        """How this filter's pages may walk the stores, the default first."""
+        return plans(zip_min=self.zip_min, zip_max=self.zip_max, city=self.city, state=self.state)
 
 
 @dataclass(slots=True)
@@ -222,18 +222,26 @@ class CustomerRepository:
         *,
         after: Key | None,
         limit: int,
+        order: Order | None = None,
     ) -> Page:
         """One page of customers in the filter's order, each region's share read where it can be.
 
         Each home's share is a walk of the filter's index (list_order.py) for ``limit + 1`` rows,
-        so a full share shows the page has more; the shares merge in order.
+        so a full share shows the page has more; the shares merge in order. ``order`` is the
+        one the listing's first page took (from its cursor); a first page of a filter that may
+        walk two ways takes the narrower.
         """
-        walk = query.plan()
         homes = [
             r
             for r in self._regions.regions_for_zip_range(query.zip_min, query.zip_max)
             if query.region is None or r == query.region
         ]
+        candidates = query.plans()
+        if order is not None:
+            walk = next(c for c in candidates if c.order is order)
+        else:
+            bound = self._budget_factor * (limit + 1)
+            walk = await self._narrowest(candidates, homes, statuses, bound)
         shares = await asyncio.gather(
             *(self._share(home, walk, statuses, after, limit + 1) for home in homes)
         )
@@ -245,16 +253,47 @@ class CustomerRepository:
         unreachable = [
             home for home, (_, source) in zip(homes, shares, strict=True) if source is None
         ]
-        walks = [share for share, _ in shares]
-        merged = merge(walks, lambda found: walk.order.key(found.document), limit)
+        read = [share for share, _ in shares]
+        merged = merge(read, lambda found: walk.order.key(found.document), limit)
         return Page(
             rows=merged.rows,
             next_after=merged.next_after,
             order=walk.order,
             degraded=degraded,
             unreachable=unreachable,
-            examined=max((share.examined for share in walks), default=0),
+            examined=max((share.examined for share in read), default=0),
         )
+
+    async def _narrowest(
+        self, walks: list[Plan], homes: list[str], statuses: Mapping[str, NodeStatus], bound: int
+    ) -> Plan:
+        """The walk whose range holds the fewest entries over the homes, each counted up to
+        ``bound`` on its index (an index-only read): a cheap, never stale statistic. A count
+        that fails counts as ``bound``: the choice costs speed only, never rows."""
+        if len(walks) == 1:
+            return walks[0]
+
+        async def entries(walk: Plan, home: str) -> int:
+            sources = (home, *self._regions.fallbacks_for(home))
+            source = next((r for r in sources if self._readable(r, statuses)), None)
+            if source is None:
+                return bound
+            (segment,) = walk.segments(home, None)
+            pipeline = walk.count_pipeline(segment, bound)
+            store = self._collections[source]
+
+            async def count() -> int:
+                cursor = await store.aggregate(pipeline, hint=walk.index)
+                return len([doc async for doc in cursor])
+
+            try:
+                return await self._bounded(count())
+            except (PyMongoError, TimeoutError):
+                return bound
+
+        counts = await asyncio.gather(*(entries(w, h) for w in walks for h in homes))
+        totals = [sum(counts[i * len(homes) : (i + 1) * len(homes)]) for i in range(len(walks))]
+        return walks[totals.index(min(totals))]
 
     async def _share(
         self,
@@ -319,13 +358,7 @@ class CustomerRepository:
         self, store: Collection, walk: Plan, segment: Document, budget: int, limit: int
     ) -> list[Document]:
         """The rows passing the residual test among the segment's first ``budget`` entries."""
-        pipeline: list[Document] = [
-            {"$match": segment},
-            {"$sort": dict(walk.sort())},
-            {"$limit": budget},
-            {"$match": walk.residual},
-            {"$limit": limit},
-        ]
+        pipeline = walk.pipeline(segment, budget, limit)
 
         async def run(hinted: bool) -> list[Document]:
             if hinted:

@@ -6,10 +6,15 @@ import re
 
 import pytest
 
-from regionstore_gateway.list_order import Order, Walk, merge, plan
+from regionstore_gateway.list_order import Order, Plan, Walk, merge, plans
 from regionstore_shared import indexes
 
 HOME = {"_home": "region_1", "_deleted": False}
+
+
+def plan(*, zip_min: int | None, zip_max: int | None, city: str | None, state: str | None) -> Plan:
+    """The default walk of a filter."""
+    return plans(zip_min=zip_min, zip_max=zip_max, city=city, state=state)[0]
 
 
 def walk_of(
@@ -41,10 +46,14 @@ class TestPlan:
     ) -> None:
         assert walk_of(**filters) == (order, index)  # type: ignore[arg-type]
 
-    def test_only_a_zip_range_with_a_city_tests_anything_after_the_walk(self) -> None:
-        assert plan(zip_min=1, zip_max=None, city="São", state=None).residual == {
-            "_city_key": {"$regex": "^sao"}
-        }
+    def test_a_zip_range_with_a_city_may_walk_either_index_and_test_the_other(self) -> None:
+        by_zip, by_city = plans(zip_min=1, zip_max=9, city="São", state="SP")
+        assert (by_zip.order, by_zip.index) == (Order.ZIP, indexes.STATE_ZIP_ID)
+        assert by_zip.residual == {"_city_key": {"$regex": "^sao"}}
+        assert (by_city.order, by_city.index) == (Order.CITY, indexes.STATE_CITY_ID)
+        assert by_city.residual == {"customer_zip_code_prefix": {"$gte": 1, "$lte": 9}}
+
+    def test_no_other_shape_tests_anything_after_the_walk(self) -> None:
         assert plan(zip_min=1, zip_max=None, city=None, state="SP").residual is None
         assert plan(zip_min=None, zip_max=None, city="sao", state="SP").residual is None
 

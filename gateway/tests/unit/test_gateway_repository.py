@@ -144,6 +144,7 @@ class FakeCollection:
         self.fail_with: BaseException | None = None
         self.stall: Stall | None = None
         self.missing_indexes: set[str] = set()
+        self.counted: list[str] = []
 
     async def answer(self) -> None:
         if self.stall is not None:
@@ -159,6 +160,8 @@ class FakeCollection:
 
     async def aggregate(self, pipeline: list[Document], hint: str | None = None) -> FakeCursor:
         self.pipelines.append((pipeline, hint))
+        if "$project" in pipeline[-1]:
+            self.counted.append(str(hint))
         if hint in self.missing_indexes:
             raise OperationFailure(NO_INDEX, code=2)
         docs = list(self.docs.values())
@@ -167,8 +170,10 @@ class FakeCollection:
                 docs = [d for d in docs if matches(d, stage["$match"])]
             elif "$sort" in stage:
                 docs = ordered(docs, list(stage["$sort"].items()))
-            else:
+            elif "$limit" in stage:
                 docs = docs[: stage["$limit"]]
+            else:
+                docs = [{"_id": d["_id"]} for d in docs]
         return FakeCursor(docs, self)
 
     async def find_one(
@@ -559,10 +564,25 @@ class TestPage:
             add(stores, "region_1", f"x{n:02d}", 1000 + n, "campinas", "SP")
         add(stores, "region_1", "match", 1029, "sao paulo", "SP")
         query = CustomerFilter(zip_min=1000, zip_max=1100, city="sao")
-        first = await stores.repository.page(query, {}, after=None, limit=1)
+        first = await stores.repository.page(query, {}, after=None, limit=1, order=Order.ZIP)
         assert (ids(first), first.next_after) == ([], (1019, "x19"))
-        second = await stores.repository.page(query, {}, after=first.next_after, limit=1)
+        second = await stores.repository.page(
+            query, {}, after=first.next_after, limit=1, order=Order.ZIP
+        )
         assert (ids(second), second.next_after) == (["match"], None)
+
+    async def test_a_zip_range_with_a_city_walks_the_index_with_fewer_entries_in_range(
+        self, stores: Stores
+    ) -> None:
+        for n in range(30):
+            add(stores, "region_1", f"x{n:02d}", 1000 + n, "campinas", "SP")
+        add(stores, "region_1", "match", 1029, "sao paulo", "SP")
+        query = CustomerFilter(zip_min=1000, zip_max=1100, city="sao")
+        first = await stores.repository.page(query, {}, after=None, limit=1)
+        assert (ids(first), first.order, first.next_after) == (["match"], Order.CITY, None)
+        assert stores.regions["region_1"].counted == [indexes.ZIP_ID, indexes.CITY_ID]
+        by_zip = await stores.repository.page(query, {}, after=None, limit=1, order=Order.ZIP)
+        assert (ids(by_zip), by_zip.order) == ([], Order.ZIP)
 
     async def test_a_store_without_the_index_is_read_without_the_hint(self, stores: Stores) -> None:
         add(stores, "region_1", "a", 1000, "sao paulo", "SP")

@@ -72,6 +72,7 @@ class FakeRepository:
         self.lookup_result = Lookup()
         self.pages: list[Page] = []
         self.asked: list[tuple[Key | None, int]] = []
+        self.orders: list[Order | None] = []
         self.covers = True
 
     async def lookup(self, customer_id: str, statuses: object) -> Lookup:
@@ -81,9 +82,16 @@ class FakeRepository:
         return self.covers
 
     async def page(
-        self, query: CustomerFilter, statuses: object, *, after: Key | None, limit: int
+        self,
+        query: CustomerFilter,
+        statuses: object,
+        *,
+        after: Key | None,
+        limit: int,
+        order: Order | None = None,
     ) -> Page:
         self.asked.append((after, limit))
+        self.orders.append(order)
         return self.pages.pop(0)
 
 
@@ -243,7 +251,7 @@ class TestPaging:
         page = await rig.customers.page(query)
         assert rig.repository.asked == [(None, 2)]  # the default page size
         assert page.next_cursor is not None
-        assert decode_cursor(page.next_cursor, Order.ID, query) == ("b",)
+        assert decode_cursor(page.next_cursor, [Order.ID], query) == (Order.ID, ("b",))
         assert (page.degraded, page.order) == (["region_3"], Order.ID)
 
     async def test_the_cursor_continues_after_its_key(self, rig: Rig) -> None:
@@ -293,6 +301,13 @@ class TestPaging:
         await rig.customers.page(CustomerFilter(state="SP"), cursor=FIRST_RELEASE_SP)
         assert rig.repository.asked == [(("b",), 2)]
 
+    async def test_the_order_a_first_page_took_is_kept_by_the_next(self, rig: Rig) -> None:
+        query = CustomerFilter(zip_min=1000, city="sao")
+        rig.repository.pages = [page_of([], None, order=Order.CITY)]
+        cursor = encode_cursor(("sao paulo", "b"), Order.CITY, query)
+        await rig.customers.page(query, cursor=cursor)
+        assert rig.repository.orders == [Order.CITY]
+
     async def test_a_city_spelled_another_way_keeps_its_cursor(self, rig: Rig) -> None:
         rig.repository.pages = [page_of([], None, order=Order.CITY)]
         cursor = encode_cursor(("sao paulo", "b"), Order.CITY, CustomerFilter(city="São"))
@@ -309,6 +324,7 @@ class TestPaging:
         listing = await rig.customers.every(CustomerFilter(zip_min=1))
         assert [row.document["_id"] for row in listing.rows] == ["a", "b", "c", "d"]
         assert rig.repository.asked == [(None, 3), ((5, "d"), 3)]
+        assert rig.repository.orders == [None, Order.ZIP]
         assert (listing.degraded, listing.unreachable) == (["region_1", "region_3"], ["region_2"])
 
     async def test_every_stops_reading_one_record_past_the_most_it_may_answer(

@@ -142,9 +142,13 @@ class CustomerService:
             raise InvalidInput.field(
                 ("query", "limit"), f"must be at most {api.max_page_size}", "less_than_equal"
             )
-        after = decode_cursor(cursor, query.plan().order, query) if cursor else None
+        order, after = (
+            decode_cursor(cursor, [w.order for w in query.plans()], query)
+            if cursor
+            else (None, None)
+        )
         statuses = await self._board.all()
-        page = await self._repository.page(query, statuses, after=after, limit=size)
+        page = await self._repository.page(query, statuses, after=after, limit=size, order=order)
         return listing(page, query)
 
     async def every(self, query: CustomerFilter) -> Listing:
@@ -160,10 +164,13 @@ class CustomerService:
         degraded: set[str] = set()
         unreachable: set[str] = set()
         after: Key | None = None
+        order: Order | None = None
         examined = 0
         while True:
             wanted = min(api.max_page_size, api.max_filter_records + 1 - len(rows))
-            page = await self._repository.page(query, statuses, after=after, limit=wanted)
+            page = await self._repository.page(
+                query, statuses, after=after, limit=wanted, order=order
+            )
             rows += page.rows
             examined += page.examined
             if len(rows) > api.max_filter_records:
@@ -175,7 +182,7 @@ class CustomerService:
             if page.next_after is None:
                 rows.sort(key=lambda found: str(found.document["_id"]))
                 return Listing(rows, None, Order.ID, sorted(degraded), sorted(unreachable))
-            after = page.next_after
+            after, order = page.next_after, page.order
 
     async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:
         """Create or replace a customer; create-only refuses one that exists."""

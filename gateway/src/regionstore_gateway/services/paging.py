@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ from regionstore_shared.schemas import fold_text
 
 _CURSOR = ("query", "cursor")
 VERSION = 2
+
+Position = tuple[Order, Key]
+"""Where a listing stands: the order its first page took, and the key its last page ended on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +71,10 @@ def _refused(reason: str) -> InvalidInput:
     return InvalidInput.field(_CURSOR, reason)
 
 
-def decode_cursor(cursor: str, order: Order, query: CustomerFilter) -> Key:
-    """The key to continue after; 422 for a malformed cursor, one from another query, or one
-    from a release that ordered this filter otherwise."""
+def decode_cursor(cursor: str, orders: Sequence[Order], query: CustomerFilter) -> Position:
+    """The order and key to continue after, where ``orders`` are those the filter may be read
+    in; 422 for a malformed cursor, one from another query, or one from a release that ordered
+    this filter otherwise."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data: Any = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -78,7 +83,7 @@ def decode_cursor(cursor: str, order: Order, query: CustomerFilter) -> Key:
     if not isinstance(data, dict) or not ({"v", "k", "q"} <= data.keys() or "after" in data):
         raise _refused("is not a cursor this API issued")
     if "v" not in data:
-        return _first_release(data, order, query)
+        return Order.ID, _first_release(data, orders[0], query)
     if data.get("v") != VERSION:
         raise _refused(
             f"was issued by another release of the API (cursor version {data.get('v')!r}, "
@@ -87,9 +92,10 @@ def decode_cursor(cursor: str, order: Order, query: CustomerFilter) -> Key:
     if data.get("q") != fingerprint(query):
         raise _refused("belongs to a different query")
     key = data.get("k")
-    if data.get("o") != order.value or not isinstance(key, list) or not order.valid(key):
+    order = next((o for o in orders if o.value == data.get("o")), None)
+    if order is None or not isinstance(key, list) or not order.valid(key):
         raise _refused("is not a cursor this API issued")
-    return tuple(key)
+    return order, tuple(key)
 
 
 def _first_release(data: dict[str, Any], order: Order, query: CustomerFilter) -> Key:
