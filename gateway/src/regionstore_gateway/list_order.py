@@ -8,10 +8,10 @@ index from the cursor that stops after the page, whatever the number of matches 
 - a zip range (and maybe a state): by zip prefix, then id.
 
 A zip range with a city is the one shape no index bounds on both. It walks one of the two
-indexes, the zip one (by zip) or the city one (by city), whichever holds fewer entries in
-range, counted up to a bound when its first page is read; the cursor keeps that order for the
-next pages. The other condition is tested on at most ``budget`` walked entries a page, so a
-page may hold fewer rows than asked for, even none, and still have a next one.
+indexes, the zip one (by zip) or the city one (by city): its first page walks both and keeps
+the better, and the cursor keeps that order for the next pages. The other condition is tested
+on at most ``budget`` walked entries a page, so a page may hold fewer rows than asked for, even
+none, and still have a next one.
 """
 
 from __future__ import annotations
@@ -144,17 +144,6 @@ class Plan:
             {"$limit": budget},
             {"$match": self.residual or {}},
             {"$limit": limit},
-        ]
-
-    def count_pipeline(self, segment: Document, bound: int) -> list[Document]:
-        """The ids of a segment's first ``bound`` entries, to count them: walked in index order.
-        Counted in the store instead (``$count``), DocumentDB gathers every entry of a range
-        it deems small into a bitmap first, and sorts them."""
-        return [
-            {"$match": segment},
-            {"$sort": dict(self.sort())},
-            {"$limit": bound},
-            {"$project": {"_id": 1}},
         ]
 
     def _range(self, above: Any) -> Document:

@@ -228,8 +228,10 @@ class CustomerRepository:
 
         Each home's share is a walk of the filter's index (list_order.py) for ``limit + 1`` rows,
         so a full share shows the page has more; the shares merge in order. ``order`` is the
-        one the listing's first page took (from its cursor); a first page of a filter that may
-        walk two ways takes the narrower.
+        one the listing's first page took (from its cursor). The first page of a filter that
+        may walk two ways walks both, concurrently, and keeps the better page: the one that
+        reached the end of the list, else the one with more rows, else the default. That trial
+        is the statistic: it cannot be stale, and costs the first page only.
         """
         homes = [
             r
@@ -238,10 +240,20 @@ class CustomerRepository:
         ]
         candidates = query.plans()
         if order is not None:
-            walk = next(c for c in candidates if c.order is order)
-        else:
-            bound = self._budget_factor * (limit + 1)
-            walk = await self._narrowest(candidates, homes, statuses, bound)
+            candidates = [c for c in candidates if c.order is order]
+        pages = await asyncio.gather(
+            *(self._walked(walk, homes, statuses, after, limit) for walk in candidates)
+        )
+        return max(pages, key=lambda p: (p.next_after is None, len(p.rows)))
+
+    async def _walked(
+        self,
+        walk: Plan,
+        homes: list[str],
+        statuses: Mapping[str, NodeStatus],
+        after: Key | None,
+        limit: int,
+    ) -> Page:
         shares = await asyncio.gather(
             *(self._share(home, walk, statuses, after, limit + 1) for home in homes)
         )
@@ -263,37 +275,6 @@ class CustomerRepository:
             unreachable=unreachable,
             examined=max((share.examined for share in read), default=0),
         )
-
-    async def _narrowest(
-        self, walks: list[Plan], homes: list[str], statuses: Mapping[str, NodeStatus], bound: int
-    ) -> Plan:
-        """The walk whose range holds the fewest entries over the homes, each counted up to
-        ``bound`` on its index (an index-only read): a cheap, never stale statistic. A count
-        that fails counts as ``bound``: the choice costs speed only, never rows."""
-        if len(walks) == 1:
-            return walks[0]
-
-        async def entries(walk: Plan, home: str) -> int:
-            sources = (home, *self._regions.fallbacks_for(home))
-            source = next((r for r in sources if self._readable(r, statuses)), None)
-            if source is None:
-                return bound
-            (segment,) = walk.segments(home, None)
-            pipeline = walk.count_pipeline(segment, bound)
-            store = self._collections[source]
-
-            async def count() -> int:
-                cursor = await store.aggregate(pipeline, hint=walk.index)
-                return len([doc async for doc in cursor])
-
-            try:
-                return await self._bounded(count())
-            except (PyMongoError, TimeoutError):
-                return bound
-
-        counts = await asyncio.gather(*(entries(w, h) for w in walks for h in homes))
-        totals = [sum(counts[i * len(homes) : (i + 1) * len(homes)]) for i in range(len(walks))]
-        return walks[totals.index(min(totals))]
 
     async def _share(
         self,
