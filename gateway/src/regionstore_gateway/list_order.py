@@ -3,7 +3,7 @@
 Each filter is read in the order of one index (shared/indexes.py), so a page is a walk of that
 index from the cursor that stops after the page, whatever the number of matches (docs/reads.md):
 
-- no field filter, or a state: by customer id;
+- no field filter, a state, or a unique id: by customer id;
 - a city prefix (and maybe a state): by the folded city, then id;
 - a zip range (and maybe a state): by zip prefix, then id.
 
@@ -17,7 +17,6 @@ none, and still have a next one.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,10 +34,12 @@ T = TypeVar("T")
 
 ZIP = "customer_zip_code_prefix"
 STATE = "customer_state"
+UNIQUE = "customer_unique_id"
 # Folded city keys hold no control characters (cities are printable text), so the first key
 # after ``v`` is ``v + AFTER_TEXT``: a bound the index seeks to, where ``$gt: v`` makes a
 # DocumentDB walk step over every entry equal to ``v`` (all of a large city) before the next.
 AFTER_TEXT = "\x01"
+MAX_CODE_POINT = 0x10FFFF
 
 
 class Order(StrEnum):
@@ -87,6 +88,8 @@ class Plan:
     order: Order
     index: str
     equal: Document = field(default_factory=dict)
+    """Conditions every segment carries: the index's equality prefix (and, for a walk of one
+    unique id's few entries, every other condition of the filter)."""
     zip_min: int | None = None
     zip_max: int | None = None
     city_prefix: str | None = None
@@ -151,33 +154,66 @@ class Plan:
         if self.order is Order.CITY:
             condition = _prefix(str(self.city_prefix))
             if above is not None:
-                condition["$gte"] = f"{above}{AFTER_TEXT}"
+                condition["$gte"] = max(condition["$gte"], f"{above}{AFTER_TEXT}")
             return condition
         return self._zips(above)
 
     def _zips(self, above: int | None) -> Document:
         """The zip range, over zips above ``above`` when given."""
-        lows = [
-            low for low in (self.zip_min, None if above is None else above + 1) if low is not None
-        ]
-        condition = {"$gte": max(lows)} if lows else {}
-        if self.zip_max is not None:
-            condition["$lte"] = self.zip_max
-        return condition
+        return _zip_range(
+            self.zip_min if above is None else max(above + 1, self.zip_min or 0), self.zip_max
+        )
+
+
+def _zip_range(low: int | None, high: int | None) -> Document:
+    condition = {} if low is None else {"$gte": low}
+    if high is not None:
+        condition["$lte"] = high
+    return condition
 
 
 def _prefix(folded: str) -> Document:
-    # Anchored and escaped: user text is never a pattern of its own.
-    return {"$regex": f"^{re.escape(folded)}"}
+    """The keys that start with ``folded``: the range from it to the first text after all of
+    them. An index walks a range exactly; user text is never a pattern, and no regex runs."""
+    condition: Document = {"$gte": folded}
+    above = _after_prefix(folded)
+    if above is not None:
+        condition["$lt"] = above
+    return condition
+
+
+def _after_prefix(text: str) -> str | None:
+    """The least text greater than every text that starts with ``text``: its last character
+    one code point up (code point order is UTF-8's byte order, which the stores compare in)."""
+    while text:
+        last = ord(text[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are no text: skip to the next character
+            last = 0xE000
+        if last <= MAX_CODE_POINT:
+            return text[:-1] + chr(last)
+        text = text[:-1]
+    return None
 
 
 def plans(
-    *, zip_min: int | None, zip_max: int | None, city: str | None, state: str | None
+    *,
+    zip_min: int | None,
+    zip_max: int | None,
+    city: str | None,
+    state: str | None,
+    unique_id: str | None = None,
 ) -> list[Plan]:
     """The walks that can read a validated filter, the default first: one for every shape but
     a zip range with a city, which may walk either index (the region only picks the homes)."""
     equal: Document = {STATE: state} if state else {}
     prefix = fold_text(city) if city else None
+    if unique_id:
+        # A person's few customer ids: the other conditions are tested on them as they are.
+        if zip_min is not None or zip_max is not None:
+            equal[ZIP] = _zip_range(zip_min, zip_max)
+        if prefix:
+            equal[CITY_KEY] = _prefix(prefix)
+        return [Plan(Order.ID, indexes.UNIQUE_ID, {UNIQUE: unique_id, **equal})]
     by_city = Plan(
         Order.CITY,
         indexes.STATE_CITY_ID if state else indexes.CITY_ID,

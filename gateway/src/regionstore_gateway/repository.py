@@ -77,10 +77,17 @@ class CustomerFilter:
     city: str | None = None
     state: str | None = None
     region: str | None = None
+    unique_id: str | None = None
 
     def plans(self) -> list[Plan]:
         """How this filter's pages may walk the stores, the default first."""
-        return plans(zip_min=self.zip_min, zip_max=self.zip_max, city=self.city, state=self.state)
+        return plans(
+            zip_min=self.zip_min,
+            zip_max=self.zip_max,
+            city=self.city,
+            state=self.state,
+            unique_id=self.unique_id,
+        )
 
 
 @dataclass(slots=True)

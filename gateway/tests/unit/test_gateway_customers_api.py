@@ -79,6 +79,16 @@ class TestCursor:
 
 
 class TestValidateFilter:
+    def test_a_unique_id_is_any_case_hex(self) -> None:
+        query = validate_filter(REGIONS, None, None, None, None, None, " AB" + "c" * 30 + " ")
+        assert query.unique_id == "ab" + "c" * 30
+
+    @pytest.mark.parametrize("text", ["abc", "g" * 32, "a" * 33])
+    def test_a_unique_id_that_is_not_32_hex_is_a_422_on_it(self, text: str) -> None:
+        with pytest.raises(RequestValidationError) as caught:
+            validate_filter(REGIONS, None, None, None, None, None, text)
+        assert only_error(caught.value)["loc"] == ("query", "unique_id")
+
     def test_everything_is_optional(self) -> None:
         assert validate_filter(REGIONS, None, None, None, None, None) == CustomerFilter()
 

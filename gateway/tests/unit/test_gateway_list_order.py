@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from regionstore_gateway.list_order import Order, Plan, Walk, merge, plans
 from regionstore_shared import indexes
+from regionstore_shared.schemas import fold_text
 
 HOME = {"_home": "region_1", "_deleted": False}
 
@@ -49,9 +48,23 @@ class TestPlan:
     def test_a_zip_range_with_a_city_may_walk_either_index_and_test_the_other(self) -> None:
         by_zip, by_city = plans(zip_min=1, zip_max=9, city="São", state="SP")
         assert (by_zip.order, by_zip.index) == (Order.ZIP, indexes.STATE_ZIP_ID)
-        assert by_zip.residual == {"_city_key": {"$regex": "^sao"}}
+        assert by_zip.residual == {"_city_key": {"$gte": "sao", "$lt": "sap"}}
         assert (by_city.order, by_city.index) == (Order.CITY, indexes.STATE_CITY_ID)
         assert by_city.residual == {"customer_zip_code_prefix": {"$gte": 1, "$lte": 9}}
+
+    def test_a_unique_id_walks_its_few_entries_by_id_testing_everything_else(self) -> None:
+        (walk,) = plans(zip_min=1, zip_max=None, city="Rio", state="RJ", unique_id="ab" * 16)
+        assert (walk.order, walk.index, walk.residual) == (Order.ID, indexes.UNIQUE_ID, None)
+        assert walk.segments("region_1", ("c",)) == [
+            {
+                **HOME,
+                "customer_unique_id": "ab" * 16,
+                "customer_state": "RJ",
+                "customer_zip_code_prefix": {"$gte": 1},
+                "_city_key": {"$gte": "rio", "$lt": "rip"},
+                "_id": {"$gt": "c"},
+            }
+        ]
 
     def test_no_other_shape_tests_anything_after_the_walk(self) -> None:
         assert plan(zip_min=1, zip_max=None, city=None, state="SP").residual is None
@@ -100,7 +113,7 @@ class TestSegments:
         rest = chosen.segments("region_1", ("sao paulo", "c-9"))
         assert rest == [
             {**HOME, "_city_key": "sao paulo", "_id": {"$gt": "c-9"}},
-            {**HOME, "_city_key": {"$regex": "^sao", "$gte": "sao paulo\x01"}},
+            {**HOME, "_city_key": {"$gte": "sao paulo\x01", "$lt": "sap"}},
         ]
 
     def test_a_cursor_value_outside_the_filter_walks_nothing_of_it(self) -> None:
@@ -110,15 +123,26 @@ class TestSegments:
         city = plan(zip_min=None, zip_max=None, city="rio", state=None)
         assert len(city.segments("region_1", ("sao paulo", "x"))) == 1
 
-    @pytest.mark.parametrize("city", [".*", "a+b", "(x|y)", "[a-z]", "^$", r"\d"])
-    def test_city_text_is_an_escaped_prefix_never_a_pattern(self, city: str) -> None:
+    @pytest.mark.parametrize(
+        "city", [".*", "a+b", "(x|y)", "[a-z]", "^$", r"\d", "\U0010ffff", "a\ud7ff"]
+    )
+    def test_city_text_is_a_range_of_the_keys_it_starts_never_a_pattern(self, city: str) -> None:
         (segment,) = plan(zip_min=None, zip_max=None, city=city, state=None).segments(
             "region_1", None
         )
-        pattern = segment["_city_key"]["$regex"]
-        assert pattern.startswith("^")
-        assert re.match(pattern, city)
-        assert not re.match(pattern, "zzz")
+        bounds = segment["_city_key"]
+        folded = fold_text(city)
+
+        def admitted(key: str) -> bool:
+            return bounds["$gte"] <= key and ("$lt" not in bounds or key < bounds["$lt"])
+
+        assert set(bounds) <= {"$gte", "$lt"}
+        for key in (folded, folded + " x", folded + "\U0010ffff"):
+            assert admitted(key)
+        for key in ("zzz", folded[:-1], folded[:-1] + "\U0010ffff", "\U0010ffff\U0010ffff"):
+            assert not admitted(key) or key.startswith(folded)
+        if "$lt" in bounds:
+            bounds["$lt"].encode()  # a real text: no lone surrogate
 
 
 class TestValidKey:

@@ -78,6 +78,7 @@ def matches(doc: Document, query: Document) -> bool:
             ok = {
                 "$gt": lambda v, o: v is not None and v > o,
                 "$gte": lambda v, o: v is not None and v >= o,
+                "$lt": lambda v, o: v is not None and v < o,
                 "$lte": lambda v, o: v is not None and v <= o,
                 "$regex": lambda v, o: isinstance(v, str) and re.search(o, v) is not None,
             }[op](value, operand)

@@ -41,12 +41,19 @@ def over(**stores: FakeCollection) -> Mapping[str, Collection]:
 
 
 class TestEnsureIndexes:
-    def test_every_index_walks_live_customers_of_a_home_in_id_order_last(self) -> None:
+    def test_every_index_walks_live_customers_in_id_order_last(self) -> None:
         for model in CUSTOMER_INDEXES:
             document = model.document
             keys = list(document["key"])
-            assert (keys[0], keys[-1]) == ("_home", "_id")
+            assert keys[-1] == "_id"
             assert document["partialFilterExpression"] == {"_deleted": False}
+
+    def test_all_but_the_unique_id_index_lead_with_the_home(self) -> None:
+        leading = {
+            model.document["name"]: next(iter(model.document["key"])) for model in CUSTOMER_INDEXES
+        }
+        assert leading.pop("list_unique_id") == "customer_unique_id"
+        assert set(leading.values()) == {"_home"}
 
     async def test_creates_them_and_drops_the_obsolete_ones(self) -> None:
         store = FakeCollection({"_id_", "home_id", "live_zip", "other"})
@@ -59,6 +66,7 @@ class TestEnsureIndexes:
             "list_zip_id",
             "list_state_city_id",
             "list_state_zip_id",
+            "list_unique_id",
         }
         assert sorted(store.dropped) == ["home_id", "live_zip"]
         assert store.indexes == {"_id_", "other", *made}

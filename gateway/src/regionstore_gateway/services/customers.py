@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from regionstore_shared.schemas import UF_CODES, Command, Customer
 from regionstore_shared.status import StatusBoard
 
 _ZIP = ("body", "customer_zip_code_prefix")
+_UNIQUE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ def validate_filter(
     city: str | None,
     state: str | None,
     region: str | None,
+    unique_id: str | None = None,
 ) -> CustomerFilter:
     """A list filter, or a 422 naming the parameter at fault."""
     if zip_min is not None and zip_max is not None and zip_min > zip_max:
@@ -93,12 +96,16 @@ def validate_filter(
         raise InvalidInput.field(("query", "state"), f"must be one of {', '.join(UF_CODES)}")
     if region is not None and region not in regions:
         raise InvalidInput.field(("query", "region"), f"must be one of {', '.join(regions)}")
+    person = unique_id.strip().lower() if unique_id else None
+    if person is not None and not _UNIQUE_ID.fullmatch(person):
+        raise InvalidInput.field(("query", "unique_id"), "must be 32 hex characters")
     return CustomerFilter(
         zip_min=zip_min,
         zip_max=zip_max,
         city=city.strip() or None if city else None,
         state=code,
         region=region,
+        unique_id=person,
     )
 
 

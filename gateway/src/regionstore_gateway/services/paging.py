@@ -47,6 +47,7 @@ def fingerprint(query: CustomerFilter) -> str:
         "city": fold_text(query.city) if query.city else None,
         "state": query.state,
         "region": query.region,
+        "unique_id": query.unique_id,
     }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -102,7 +103,7 @@ def _first_release(data: dict[str, Any], order: Order, query: CustomerFilter) ->
     after = data["after"]
     if not isinstance(after, str) or "q" not in data:
         raise _refused("is not a cursor this API issued")
-    if data["q"] != _first_release_fingerprint(query):
+    if data["q"] != _first_release_fingerprint(query) or query.unique_id is not None:
         raise _refused("belongs to a different query")
     if order is not Order.ID:
         raise _refused(
