@@ -28,6 +28,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     "zip and state": {"zip_min": 40000, "zip_max": 45000, "state": "BA"},
     "zip and city": {"zip_min": 1000, "zip_max": 99999, "city": "rio"},
     "zip, state and city": {"zip_max": 30000, "state": "SP", "city": "sao"},
+    "unique id": {"unique_id": "861eff4711a542e4b93843c6dd7febb0", "city": "sao"},
 }
 # What a plan must not hold: a sort of what the walk read (DocumentDB's PostgreSQL plan, and
 # MongoDB's), a bitmap of every match, a scan of the collection.
@@ -96,7 +97,14 @@ def commands(walk: Plan, segment: dict[str, Any], collection: str) -> list[dict[
 async def test_every_shape_walks_its_index_in_order_without_sorting_the_matches(
     env: Env, shape: str, page: str
 ) -> None:
-    filters = {"zip_min": None, "zip_max": None, "city": None, "state": None, **SHAPES[shape]}
+    filters = {
+        "zip_min": None,
+        "zip_max": None,
+        "city": None,
+        "state": None,
+        "unique_id": None,
+        **SHAPES[shape],
+    }
     for walk in plans(**filters):
         after = after_key(walk) if page == "following" else None
         for home, collection in env.collections.items():
