@@ -132,6 +132,12 @@ def _fresher(found: Found, held: Found) -> bool:
     return found.home == found.served_by
 
 
+def _better(page: Page) -> tuple[bool, bool, int]:
+    """How a trial page ranks: every region read (an unread one is not the list's end), then
+    the list's end reached, then the most rows."""
+    return (not page.unreachable, page.next_after is None, len(page.rows))
+
+
 class CustomerRepository:
     """Reads customers from the regional stores, falling back to replicas.
 
@@ -236,9 +242,9 @@ class CustomerRepository:
         Each home's share is a walk of the filter's index (list_order.py) for ``limit + 1`` rows,
         so a full share shows the page has more; the shares merge in order. ``order`` is the
         one the listing's first page took (from its cursor). The first page of a filter that
-        may walk two ways walks both, concurrently, and keeps the better page: the one that
-        reached the end of the list, else the one with more rows, else the default. That trial
-        is the statistic: it cannot be stale, and costs the first page only.
+        may walk two ways walks both, concurrently, and keeps the better page (``_better``;
+        on a tie, the default). That trial is the statistic: it cannot be stale, and costs the
+        first page only.
         """
         homes = [
             r
@@ -251,7 +257,7 @@ class CustomerRepository:
         pages = await asyncio.gather(
             *(self._walked(walk, homes, statuses, after, limit) for walk in candidates)
         )
-        return max(pages, key=lambda p: (p.next_after is None, len(p.rows)))
+        return max(pages, key=_better)
 
     async def _walked(
         self,

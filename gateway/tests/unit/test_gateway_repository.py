@@ -145,6 +145,7 @@ class FakeCollection:
         self.fail_with: BaseException | None = None
         self.stall: Stall | None = None
         self.missing_indexes: set[str] = set()
+        self.fail_on: str | None = None
 
     async def answer(self) -> None:
         if self.stall is not None:
@@ -160,6 +161,8 @@ class FakeCollection:
 
     async def aggregate(self, pipeline: list[Document], hint: str | None = None) -> FakeCursor:
         self.pipelines.append((pipeline, hint))
+        if hint is not None and hint == self.fail_on:
+            raise AutoReconnect("this index's reads fail")
         if hint in self.missing_indexes:
             raise OperationFailure(NO_INDEX, code=2)
         docs = list(self.docs.values())
@@ -580,6 +583,17 @@ class TestPage:
         assert walked == [indexes.ZIP_ID, indexes.CITY_ID]
         by_zip = await stores.repository.page(query, {}, after=None, limit=1, order=Order.ZIP)
         assert (ids(by_zip), by_zip.order) == ([], Order.ZIP)
+
+    async def test_a_trial_walk_that_could_not_read_a_region_loses(self, stores: Stores) -> None:
+        # The city walk alone would end the list at once; its region_1 cannot be read.
+        for n in range(30):
+            add(stores, "region_1", f"x{n:02d}", 1000 + n, "campinas", "SP")
+        add(stores, "region_1", "match", 1029, "sao paulo", "SP")
+        stores.regions["region_1"].fail_on = indexes.CITY_ID
+        stores.regions["region_3"].fail_with = AutoReconnect("down")  # its replica
+        query = CustomerFilter(zip_min=1000, zip_max=1100, city="sao")
+        page = await stores.repository.page(query, {}, after=None, limit=1)
+        assert (page.order, page.unreachable) == (Order.ZIP, [])
 
     async def test_a_store_without_the_index_is_read_without_the_hint(self, stores: Stores) -> None:
         add(stores, "region_1", "a", 1000, "sao paulo", "SP")
