@@ -120,7 +120,8 @@ class CustomerPage(BaseModel):
             "examples": [
                 {
                     "items": [_READ],
-                    "next_cursor": "eyJhZnRlciI6ICIwNmI4OTk5ZSIsICJxIjogIjEyMzQ1Njc4OWFiYyJ9",
+                    "next_cursor": "eyJ2IjoyLCJvIjoiaWQiLCJrIjpbIjA2Yjg5OTllIl0sInEiOiIxMjM0In0",
+                    "order": ["customer_id"],
                     "degraded_regions": [],
                     "unreachable_regions": [],
                     "incomplete": False,
@@ -130,7 +131,16 @@ class CustomerPage(BaseModel):
     )
 
     items: list[CustomerOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="Where the next page starts; null only at the end of the list. A page "
+        "may hold fewer items than asked for, even none, and still have one (a zip range with "
+        "a city: docs/reads.md)."
+    )
+    order: list[str] = Field(
+        description="The fields the items are ordered by: customer_id; or the zip prefix, then "
+        "customer_id, for a zip range; or customer_city (compared without case or accents), "
+        "then customer_id, for a city without a zip range."
+    )
     degraded_regions: list[str] = Field(description="Regions read from a replica instead.")
     unreachable_regions: list[str] = Field(description="Regions whose data could not be read.")
     incomplete: bool = Field(description="True when some matching data could not be reached.")

@@ -163,6 +163,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                     settings.region_map,
                     ReportingSuspicion(settings.store.suspect_for_s, reports),
                     read_deadline_s=settings.api.read_deadline_ms / 1000,
+                    budget_factor=settings.api.scan_budget_factor,
                 ),
                 clock=clock,
                 idempotency=IdempotencyStore(

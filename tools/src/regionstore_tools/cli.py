@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -221,6 +222,32 @@ def get(
             _out().print(render.customer(parse(Customer, body)))
 
 
+UNIQUE_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+
+@app.command()
+def find(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(metavar="ID", help="A customer id or a unique id.")],
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """The customer with this id and the customers of the person with this unique id (Olist's
+    are both 32 hex characters, so both are looked up); every region is asked."""
+    with _reported(), _gateway(ctx, url) as gateway:
+        one = gateway.customer_or_none(text)
+        person: dict[str, Any] = {"items": []}
+        if UNIQUE_ID.fullmatch(text.strip()):
+            person = gateway.customers({"unique_id": text.strip(), "limit": 500})
+        items = [one] if one else []
+        items += [c for c in person["items"] if not one or c["customer_id"] != one["customer_id"]]
+        body = {**person, "items": items, "next_cursor": None}
+        if as_json:
+            _print_json(body)
+        else:
+            _out().print(render.page(parse(CustomerPage, body)))
+
+
 @app.command("list")
 def list_customers(
     ctx: typer.Context,
@@ -234,10 +261,14 @@ def list_customers(
     ] = None,
     city: Annotated[str | None, typer.Option(help="City prefix, any case and accents.")] = None,
     state: Annotated[str | None, typer.Option(help="UF code, e.g. SP.")] = None,
+    unique_id: Annotated[
+        str | None, typer.Option(help="The customers of one person (customer_unique_id).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Page size.")] = None,
     cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
 ) -> None:
-    """Customers matching every filter, ordered by id, one page at a time."""
+    """Customers matching every filter, one page at a time, in the order the page states
+    (by id; by zip for a zip range; by city for a city)."""
     if zip_prefix is not None:
         zip_min = zip_max = zip_prefix
     params = {
@@ -246,6 +277,7 @@ def list_customers(
         "zip_max": zip_max,
         "city": city,
         "state": state,
+        "unique_id": unique_id,
         "limit": limit,
         "cursor": cursor,
     }

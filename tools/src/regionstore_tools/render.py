@@ -133,7 +133,8 @@ def page(answer: CustomerPage) -> RenderableType:
             item.region,
             served,
         )
-    notes: list[RenderableType] = [table, Text(f"{len(answer.items)} customer(s)")]
+    order = f", sorted by {', then '.join(answer.order)}" if answer.order else ""
+    notes: list[RenderableType] = [table, Text(f"{len(answer.items)} customer(s){order}")]
     if answer.degraded_regions:
         regions = ", ".join(answer.degraded_regions)
         notes.append(Text(f"degraded: {regions} read from a replica", style="yellow"))

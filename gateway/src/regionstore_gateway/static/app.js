@@ -188,7 +188,9 @@ function signedIn(answer) {
   applyRole();
   loadRegions();
   connectStream();
-  applyFilters();
+  restoreListPlace();
+  saveListPlace(true);
+  showListPlace();
 }
 
 /** Forget the session on this page (the cookie is the gateway's) and ask for a key. */
@@ -467,7 +469,7 @@ function renderRegions(list) {
 
   // A flip changes who serves reads: show the current page as it is now.
   const flipped = list.some((r) => previous.has(r.name) && previous.get(r.name).status !== r.status);
-  if (flipped && customers.loaded) loadCustomers();
+  if (flipped && customers.loaded) refreshCustomers();
 }
 
 async function flipRegion(name, card, wanted) {
@@ -752,14 +754,82 @@ function renderCharts() {
 // ---------------------------------------------------------------------------------------------
 // Customers: filters, table, banners, paging
 
+// The list's place lives in the URL (the filters, the page's cursor and number, or what was
+// found), so a reload or a shared link shows the same page. The cursors of the pages before it
+// live in the history entry's state, which a reload keeps and a shared link does not: there,
+// Previous goes back to the first page. Nothing is ever counted: a page is all that is read.
 const customers = {
   query: {},
   cursors: [null], // cursor of every page visited so far; the last one is the current page
+  firstPage: 1, // the number of the page cursors[0] opens (above 1 after a shared link)
+  find: "", // a customer id or unique id looked up instead of the list
   nextCursor: null,
   items: [],
   seq: 0,
   loaded: false,
 };
+
+const ORDER_TEXT = {
+  customer_id: "customer id",
+  customer_zip_code_prefix: "zip",
+  customer_city: "city",
+};
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const UNIQUE_ID_PATTERN = /^[0-9a-fA-F]{32}$/;
+
+const pageNumber = () => customers.firstPage + customers.cursors.length - 1;
+
+function listUrl() {
+  const params = new URLSearchParams(customers.find ? { find: customers.find } : customers.query);
+  const cursor = customers.cursors.at(-1);
+  if (!customers.find && cursor) {
+    params.set("cursor", cursor);
+    params.set("page", String(pageNumber()));
+  }
+  return `${location.pathname}${params.size ? `?${params}` : ""}`;
+}
+
+/** Record where the list is: a new history entry, or (replace) the current one. */
+function saveListPlace(replace = false) {
+  const state = { cursors: customers.cursors, firstPage: customers.firstPage };
+  const url = listUrl();
+  if (replace || url === `${location.pathname}${location.search}`) history.replaceState(state, "", url);
+  else history.pushState(state, "", url);
+}
+
+/** The list's place from the URL (and the history entry), into the form and the state. */
+function restoreListPlace() {
+  const params = new URLSearchParams(location.search);
+  for (const key of FILTER_FIELDS) {
+    const control = byTestId(`filter-${key}`);
+    control.value = params.get(key) ?? (key === "limit" ? "25" : "");
+  }
+  customers.query = readFilters();
+  if (params.get("region")) customers.query.region = params.get("region");
+  customers.find = (params.get("find") ?? "").trim();
+  byTestId("find-text").value = customers.find;
+  const cursor = params.get("cursor");
+  const saved = history.state?.cursors;
+  if (cursor && Array.isArray(saved) && saved.at(-1) === cursor) {
+    customers.cursors = saved;
+    customers.firstPage = Number(history.state.firstPage) || 1;
+  } else if (cursor) {
+    customers.cursors = [cursor];
+    customers.firstPage = Math.max(1, Math.floor(Number(params.get("page"))) || 1);
+  } else {
+    customers.cursors = [null];
+    customers.firstPage = 1;
+  }
+}
+
+/** Show the list, or what was found, as the state says. */
+function showListPlace() {
+  clearFilterErrors();
+  byTestId("find-error").textContent = "";
+  byTestId("find-clear").hidden = !customers.find;
+  if (customers.find) findCustomers();
+  else loadCustomers();
+}
 
 function fillStateSelects() {
   for (const select of [byTestId("filter-state"), byTestId("field-customer_state")]) {
@@ -772,7 +842,8 @@ function fillRegionFilter() {
   const names = [...regions.byName.keys()];
   const current = [...select.options].slice(1).map((o) => o.value);
   if (names.join() === current.join()) return;
-  const chosen = select.value;
+  // Before the regions are known, a region from the URL has no option to select yet.
+  const chosen = select.value || customers.query.region || "";
   select.replaceChildren(h("option", { value: "" }, "Any"), ...names.map((n) => h("option", { value: n }, n)));
   select.value = names.includes(chosen) ? chosen : "";
 }
@@ -880,6 +951,11 @@ function rowActions(item) {
   );
 }
 
+function orderText(order) {
+  const fields = (order ?? []).map((name) => ORDER_TEXT[name] ?? name);
+  return fields.length ? `sorted by ${fields.join(", then ")}` : "";
+}
+
 function renderCustomers(data, highlight) {
   customers.items = data.items ?? [];
   customers.nextCursor = data.next_cursor ?? null;
@@ -888,22 +964,32 @@ function renderCustomers(data, highlight) {
   const empty = byTestId("customers-empty");
   empty.textContent = data.incomplete
     ? "Nothing to show: the regions holding these customers cannot be reached."
-    : "No customers match these filters.";
+    : customers.find
+      ? `No customer has the id or unique id ${customers.find}.`
+      : customers.nextCursor
+        ? "None on this page: this zip range holds few customers of this city here. Next reads on."
+        : "No customers match these filters.";
   empty.hidden = customers.items.length > 0;
   renderBanners(data);
   hideBanner("banner-error");
 
-  const page = customers.cursors.length;
+  const page = pageNumber();
   const count = customers.items.length;
-  byTestId("page-label").textContent = `Page ${page} · ${count} customer${count === 1 ? "" : "s"}`;
-  byTestId("page-prev").disabled = page <= 1;
+  const rows = `${count} customer${count === 1 ? "" : "s"}`;
+  byTestId("page-label").textContent = customers.find ? `Found ${rows}` : `Page ${page} · ${rows}`;
+  byTestId("page-prev").disabled = customers.find !== "" || page <= 1;
   byTestId("page-next").disabled = !customers.nextCursor;
+  const order = orderText(data.order);
+  byTestId("customers-order").textContent = `Read from every region at once, a page at a time${order ? `, ${order}` : ""}.`;
 
   if (highlight) {
     const row = body.querySelector(`tr[data-customer-id="${CSS.escape(highlight)}"]`);
     row?.classList.add("flash");
   }
 }
+
+/** Read what is on screen again: the list's page, or what was found. */
+const refreshCustomers = (options) => (customers.find ? findCustomers() : loadCustomers(options));
 
 async function loadCustomers({ highlight } = {}) {
   const seq = ++customers.seq;
@@ -936,7 +1022,7 @@ function clearCustomers(message) {
   hideBanner("banner-degraded");
   hideBanner("banner-incomplete");
   byTestId("page-label").textContent = "";
-  byTestId("page-prev").disabled = customers.cursors.length <= 1;
+  byTestId("page-prev").disabled = customers.find !== "" || pageNumber() <= 1;
   byTestId("page-next").disabled = true;
 }
 
@@ -961,10 +1047,42 @@ function showQueryError(err) {
 }
 
 function applyFilters() {
-  clearFilterErrors();
   customers.query = readFilters();
+  customers.find = "";
+  byTestId("find-text").value = "";
   customers.cursors = [null];
-  loadCustomers();
+  customers.firstPage = 1;
+  saveListPlace();
+  showListPlace();
+}
+
+/** A customer id and a unique id look alike (Olist's are both 32 hex): ask for both at once. */
+async function findCustomers() {
+  const seq = ++customers.seq;
+  const text = customers.find;
+  const table = byTestId("customers-table");
+  table.setAttribute("aria-busy", "true");
+  const byId = ID_PATTERN.test(text)
+    ? api("GET", customerPath(text)).catch((err) => (err.status === 404 ? null : Promise.reject(err)))
+    : Promise.resolve(null);
+  const byPerson = UNIQUE_ID_PATTERN.test(text)
+    ? api("GET", `/v1/customers?${new URLSearchParams({ unique_id: text, limit: "100" })}`)
+    : Promise.resolve({ items: [], next_cursor: null });
+  try {
+    const [one, person] = await Promise.all([byId, byPerson]);
+    if (seq !== customers.seq) return;
+    customers.loaded = true;
+    const items = [...(one ? [one] : []), ...person.items.filter((item) => item.customer_id !== one?.customer_id)];
+    renderCustomers({ ...person, items, next_cursor: null, order: null }, one?.customer_id);
+    if (!ID_PATTERN.test(text)) {
+      byTestId("find-error").textContent = "An id is 1 to 64 letters, digits, '_' or '-'.";
+    }
+  } catch (err) {
+    if (seq !== customers.seq || err.status === 401) return;
+    showQueryError(err);
+  } finally {
+    if (seq === customers.seq) table.setAttribute("aria-busy", "false");
+  }
 }
 
 function wireCustomerList() {
@@ -977,13 +1095,38 @@ function wireCustomerList() {
   form.addEventListener("reset", () => setTimeout(applyFilters, 0));
   byTestId("page-next").addEventListener("click", () => {
     if (!customers.nextCursor) return;
-    customers.cursors.push(customers.nextCursor);
+    customers.cursors = [...customers.cursors, customers.nextCursor];
+    saveListPlace();
     loadCustomers();
   });
   byTestId("page-prev").addEventListener("click", () => {
-    if (customers.cursors.length <= 1) return;
-    customers.cursors.pop();
+    if (pageNumber() <= 1) return;
+    if (customers.cursors.length > 1) {
+      customers.cursors = customers.cursors.slice(0, -1);
+    } else {
+      // Opened on a page by a link: the pages before it were never read here.
+      customers.cursors = [null];
+      customers.firstPage = 1;
+    }
+    saveListPlace();
     loadCustomers();
+  });
+  byTestId("find-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    customers.find = byTestId("find-text").value.trim();
+    saveListPlace();
+    showListPlace();
+  });
+  byTestId("find-clear").addEventListener("click", () => {
+    customers.find = "";
+    byTestId("find-text").value = "";
+    saveListPlace();
+    showListPlace();
+  });
+  window.addEventListener("popstate", () => {
+    if (session.role === null) return;
+    restoreListPlace();
+    showListPlace();
   });
   byTestId("new-customer").addEventListener("click", openCreateDialog);
 }
@@ -1188,7 +1331,7 @@ async function submitCustomer(event) {
     const result = await request();
     byTestId("customer-dialog").close();
     reportAccepted(editor.mode === "create" ? "Created" : "Updated", result);
-    await loadCustomers({ highlight: result?.customer_id });
+    await refreshCustomers({ highlight: result?.customer_id });
   } catch (err) {
     showWriteError(err);
   } finally {
@@ -1221,7 +1364,7 @@ async function deleteConfirmed() {
     const editorDialog = byTestId("customer-dialog");
     if (editorDialog.open) editorDialog.close();
     reportAccepted("Deleted", { customer_id: item.customer_id, ...result });
-    await loadCustomers();
+    await refreshCustomers();
   } catch (err) {
     showWriteError(err, "error-", "confirm-message");
     byTestId("confirm-yes").disabled = false;
