@@ -58,7 +58,7 @@ def create_app(
         Authentication, open_paths=open_paths, retry_after_s=settings.api.retry_after_s
     )
     app.add_middleware(BodyTimeout, timeout_s=settings.api.body_timeout_s)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestMetrics, access_log=settings.access_log)
     app.add_middleware(SecurityHeaders, docs=docs_policies(app))
     if STATIC_DIR.is_dir():
         mount_console(app, STATIC_DIR)

@@ -208,6 +208,18 @@ class RepeatFilter(logging.Filter):
             self._seen.clear()
 
 
+class _JsonLines(JsonFormatter):
+    """JSON lines whose ``ts`` is RFC 3339 in UTC, to the millisecond: ``2026-12-06T10:15:02.123Z``.
+
+    logging's own asctime is local time without its offset, which cannot be compared across
+    machines or time zones.
+    """
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{seconds}.{int(record.msecs):03d}Z"
+
+
 def configure_logging(
     service: str,
     level: str = "INFO",
@@ -223,7 +235,7 @@ def configure_logging(
     """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        JsonFormatter(
+        _JsonLines(
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
