@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from regionstore_recovery.drainer import PENDING, drain
+from regionstore_recovery.drainer import DRAINING, PENDING, PENDING_AGE, REGION_STATUS, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_shared.applied import AppliedCounter
@@ -18,9 +20,10 @@ from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core
 from regionstore_shared.logs import Outages
+from regionstore_shared.parked import ParkedReader, parked_reader
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
-from regionstore_shared.status import StatusBoard
+from regionstore_shared.status import NodeStatus, StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
 
@@ -70,28 +73,55 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)
+        parked = parked_reader(settings.kafka, name, backlog)
+        await parked.start()
+        stack.push_async_callback(parked.close)
+        for region in settings.region_map.names:
+            DRAINING.labels(region=region).set(0)
         seen = -1
         while not state.stop.is_set():
             try:
-                supervisor.reconcile(await board.read())
+                statuses = await board.read()
+                supervisor.reconcile(statuses)
+                _report_statuses(statuses)
                 state.ready = True
             except RedisError as error:
                 state.outages.failed("redis", f"statuses unreadable: {error}")
             state.details["draining"] = supervisor.draining
-            await _sample_backlog(backlog, settings, state.outages)
+            await _sample_backlog(backlog, parked, settings, state.outages)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
 
 
+def _report_statuses(statuses: dict[str, NodeStatus]) -> None:
+    for region, current in statuses.items():
+        for status in NodeStatus:
+            REGION_STATUS.labels(region=region, status=status.value).set(status is current)
+
+
 async def _sample_backlog(
-    backlog: BacklogProbe, settings: RecoverySettings, outages: Outages
+    backlog: BacklogProbe, parked: ParkedReader, settings: RecoverySettings, outages: Outages
 ) -> None:
     counts = await backlog.backlog(settings.region_map.names)
     for region, count in counts.items():
         if count is not None:
             PENDING.labels(region=region).set(count)
+            await _sample_age(parked, region, count)
     # Every count read is the proof an idle recovery has that Kafka answers again.
     if all(count is not None for count in counts.values()):
         outages.ok("kafka")
+
+
+async def _sample_age(parked: ParkedReader, region: str, count: int) -> None:
+    if count == 0:
+        PENDING_AGE.labels(region=region).set(0)
+        return
+    try:
+        backlog = await parked.read(region, sample=0)
+    except KafkaError as error:
+        log.warning("parked age unavailable", extra={"region": region, "error": str(error)})
+        return
+    if backlog.oldest_ms is not None:
+        PENDING_AGE.labels(region=region).set(backlog.oldest_age_s(int(time.time() * 1000)))
 
 
 async def _next_change(

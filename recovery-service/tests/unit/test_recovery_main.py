@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from regionstore_recovery import main
 from regionstore_recovery.settings import RecoverySettings
+from regionstore_shared.parked import ParkedBacklog
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus
@@ -71,6 +72,26 @@ class FakeBacklog:
         return {region: self.counts[region] for region in regions}
 
 
+class FakeParked:
+    """The parked reader: the oldest parked command of a region parked at ``oldest_ms``."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.oldest_ms: dict[str, int] = {}
+        self.asked: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("parked started")
+
+    async def close(self) -> None:
+        self.events.append("parked closed")
+
+    async def read(self, region: str, *, sample: int) -> ParkedBacklog:
+        self.asked.append(region)
+        oldest = self.oldest_ms.get(region)
+        return ParkedBacklog(region, f"pending.{region}", 1, oldest, [])
+
+
 class Drain:
     def __init__(self, region: str, stop: asyncio.Event, options: dict[str, Any]) -> None:
         self.region = region
@@ -87,6 +108,7 @@ class Rig:
         self.producer = FakeProducer()
         self.changes = ScriptedChanges(self.events)
         self.backlog = FakeBacklog(self.events)
+        self.parked = FakeParked(self.events)
         self.state = ServiceState()
         self.drains: list[Drain] = []
         self.fail_next_drain: Exception | None = None
@@ -95,6 +117,7 @@ class Rig:
         monkeypatch.setattr(main, "open_core", self._open_core)
         monkeypatch.setattr(main, "StatusChanges", lambda *_: self.changes)
         monkeypatch.setattr(main, "BacklogProbe", lambda *_: self.backlog)
+        monkeypatch.setattr(main, "parked_reader", lambda *_: self.parked)
         monkeypatch.setattr(main, "drain", self._drain)
 
     async def _ensure_topics(self, settings: CommonSettings) -> None:
@@ -146,6 +169,16 @@ async def recovering(rig: Rig, settings: RecoverySettings) -> AsyncIterator[asyn
 
 def pending(region: str) -> float | None:
     return REGISTRY.get_sample_value("regionstore_pending_backlog_messages", {"region": region})
+
+
+def age(region: str) -> float | None:
+    return REGISTRY.get_sample_value("regionstore_pending_oldest_age_seconds", {"region": region})
+
+
+def status_gauge(region: str, status: NodeStatus) -> float | None:
+    return REGISTRY.get_sample_value(
+        "regionstore_region_status", {"region": region, "status": status.value}
+    )
 
 
 class TestStart:
@@ -271,6 +304,49 @@ class TestBacklog:
             assert pending("region_1") == 4
             assert rig.state.outages.is_down("kafka")
 
+    async def test_the_oldest_parked_command_gives_the_age_and_no_backlog_is_age_0(
+        self, rig: Rig, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(main.time, "time", lambda: 1_000_000.0)
+        rig.backlog.counts = {"region_1": 12, "region_2": 0, "region_3": 0}
+        rig.parked.oldest_ms = {"region_1": 1_000_000_000 - 90_500}
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert (age("region_1"), age("region_2")) == (90.5, 0)
+            # Only a region with a backlog is read.
+            assert rig.parked.asked == ["region_1"]
+            rig.backlog.counts["region_1"] = 0
+            rig.changes.interval()
+            await rig.round()
+            assert age("region_1") == 0
+
+
+class TestGauges:
+    async def test_each_region_s_status_is_one_series_per_status(self, rig: Rig) -> None:
+        rig.redis.mark("region_2", UNAVAILABLE)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert status_gauge("region_2", UNAVAILABLE) == 1
+            assert status_gauge("region_2", AVAILABLE) == 0
+            assert status_gauge("region_1", AVAILABLE) == 1
+            rig.redis.mark("region_2", AVAILABLE)
+            rig.changes.event()
+            await rig.round()
+            assert status_gauge("region_2", UNAVAILABLE) == 0
+            assert status_gauge("region_2", AVAILABLE) == 1
+
+    async def test_every_region_has_a_drain_gauge_from_the_start(self, rig: Rig) -> None:
+        rig.redis.mark("region_3", UNAVAILABLE)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            drain_active = {
+                region: REGISTRY.get_sample_value("regionstore_drain_active", {"region": region})
+                for region in ("region_1", "region_2", "region_3")
+            }
+        # The drains are faked here, so none reports itself running: every region shows 0,
+        # which an alert can tell from a region recovery never looked at.
+        assert drain_active == {"region_1": 0, "region_2": 0, "region_3": 0}
+
 
 class TestStop:
     async def test_stops_the_loop_then_closes_in_reverse_order(self, rig: Rig) -> None:
@@ -278,9 +354,9 @@ class TestStop:
             await rig.round()
             rig.state.stop.set()
             await asyncio.wait_for(task, BOUND_S)
-        closing = rig.events[rig.events.index("backlog closed") :]
-        assert closing[:2] == ["backlog closed", "changes stopped"]
-        assert sorted(closing[2:]) == [
+        closing = rig.events[rig.events.index("parked closed") :]
+        assert closing[:3] == ["parked closed", "backlog closed", "changes stopped"]
+        assert sorted(closing[3:]) == [
             f"drain of {r} ended" for r in ("region_1", "region_2", "region_3")
         ]
         assert all(drain.stop.is_set() for drain in rig.drains)

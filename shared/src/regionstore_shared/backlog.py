@@ -60,6 +60,12 @@ class BacklogProbe:
             return None
 
     async def _lag(self, topic: str, group: str) -> int:
+        positions = await self.positions(topic, group)
+        return sum(max(0, end - start) for start, end in positions.values())
+
+    async def positions(self, topic: str, group: str) -> dict[TopicPartition, tuple[int, int]]:
+        """Per partition of ``topic``, the group's committed offset (0 when it has none) and
+        the end offset; empty while the topic does not exist. Raises KafkaError."""
         tps = self._partitions.get(topic)
         if tps is None:
             described = await self._admin.describe_topics([topic])
@@ -70,13 +76,12 @@ class BacklogProbe:
                 for p in t["partitions"]
             )
             if not tps:
-                return 0
+                return {}
             self._partitions[topic] = tps
         ends = await self._offsets.end_offsets(tps)
         committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
-        total = 0
+        positions = {}
         for tp in tps:
             done = committed.get(tp)
-            start = done.offset if done is not None and done.offset >= 0 else 0
-            total += max(0, ends[tp] - start)
-        return total
+            positions[tp] = (done.offset if done is not None and done.offset >= 0 else 0, ends[tp])
+        return positions

@@ -144,7 +144,7 @@ class CustomerService:
         after = decode_cursor(cursor, query) if cursor else None
         statuses = await self._board.all()
         page = await self._repository.page(query, statuses, after=after, limit=size)
-        return listing(page, query)
+        return listing(page, query).counted()
 
     async def every(self, query: CustomerFilter) -> Listing:
         """Every customer matching ``query``, read page by page, with every region it missed.
@@ -166,7 +166,7 @@ class CustomerService:
             degraded.update(page.degraded)
             unreachable.update(page.unreachable)
             if not page.more or not page.rows:
-                return Listing(rows, None, sorted(degraded), sorted(unreachable))
+                return Listing(rows, None, sorted(degraded), sorted(unreachable)).counted()
             after = str(page.rows[-1].document["_id"])
 
     async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:

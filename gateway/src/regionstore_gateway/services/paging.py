@@ -8,10 +8,23 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from regionstore_gateway.repository import CustomerFilter, Found, Page
 from regionstore_gateway.services.errors import InvalidInput
 
 _CURSOR = ("query", "cursor")
+
+LIST_ANSWERS = Counter(
+    "regionstore_list_answers_total",
+    "List answers (a page of /v1/customers, a /filter-records answer) by result: complete,"
+    " degraded (a region's share read from its replica) or incomplete (a share nobody could"
+    " serve: the answer is marked incomplete).",
+    ["result"],
+)
+_RESULTS = {
+    name: LIST_ANSWERS.labels(result=name) for name in ("complete", "degraded", "incomplete")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +35,12 @@ class Listing:
     next_cursor: str | None
     degraded: list[str]
     unreachable: list[str]
+
+    def counted(self) -> Listing:
+        """This listing, counted in ``regionstore_list_answers_total``."""
+        result = "incomplete" if self.unreachable else "degraded" if self.degraded else "complete"
+        _RESULTS[result].inc()
+        return self
 
 
 def _fingerprint(query: CustomerFilter) -> str:
