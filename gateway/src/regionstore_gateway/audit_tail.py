@@ -13,8 +13,9 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
@@ -27,20 +28,28 @@ from regionstore_shared.status import NodeStatus
 log = logging.getLogger(__name__)
 
 
+Outcome = Literal["done", "failed", "unknown"]
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """One region status change as the trail recorded it."""
+    """One region status change as the trail recorded it, with what became of it."""
 
     event_id: str
     at: datetime
     key_id: str
     status: NodeStatus
+    key_name: str | None = None
+    outcome: Outcome = "done"
+    """``done`` until a follow-up says the change ``failed`` or its outcome is ``unknown``
+    (the trail records a change before making it)."""
 
 
 class RecentChanges:
     """The last ``keep`` status changes per region, newest first, from events in trail order.
 
-    A change whose follow-up says it failed is dropped; one whose outcome is unknown stays.
+    A follow-up event marks its change ``failed`` or ``unknown``; the change stays listed, so
+    an attempt that did not happen is shown as such rather than hidden.
     """
 
     def __init__(self, keep: int) -> None:
@@ -65,18 +74,23 @@ class RecentChanges:
     def _apply(self, event: AuditEvent) -> bool:
         changes = self._changes.setdefault(event.target, deque(maxlen=self._keep))
         if event.follows is not None:
-            if event.outcome != "failed":
-                return False
-            failed = [c for c in changes if c.event_id == str(event.follows)]
-            for change in failed:
-                changes.remove(change)
-            return bool(failed)
+            return self._settle(changes, str(event.follows), event.outcome or "unknown")
         try:
             status = NodeStatus(str(event.detail.get("status")))
         except ValueError:
             return False
-        changes.appendleft(StatusChange(str(event.event_id), event.at, event.key_id, status))
+        changes.appendleft(
+            StatusChange(str(event.event_id), event.at, event.key_id, status, event.key_name)
+        )
         return True
+
+    @staticmethod
+    def _settle(changes: deque[StatusChange], event_id: str, outcome: Outcome) -> bool:
+        for index, change in enumerate(changes):
+            if change.event_id == event_id:
+                changes[index] = replace(change, outcome=outcome)
+                return True
+        return False
 
     @property
     def generation(self) -> int:

@@ -150,7 +150,13 @@ class StatusChangeOut(BaseModel):
 
     at: datetime = Field(description="When it was asked for (UTC).")
     key_id: str = Field(description="The id of the API key that asked for it.")
+    key_name: str | None = Field(default=None, description="The name of that key, when it has one.")
     status: NodeStatus
+    outcome: Literal["done", "failed", "unknown"] = Field(
+        default="done",
+        description="'done' unless the trail's follow-up says the change failed (nothing "
+        "changed) or that its outcome is unknown.",
+    )
 
 
 class RegionOut(BaseModel):

@@ -105,7 +105,13 @@ async def region_list(
                 pending=pending.get(spec.name),
                 applied=totals.get(spec.name),
                 recent_changes=[
-                    StatusChangeOut(at=c.at, key_id=c.key_id, status=c.status)
+                    StatusChangeOut(
+                        at=c.at,
+                        key_id=c.key_id,
+                        key_name=c.key_name,
+                        status=c.status,
+                        outcome=c.outcome,
+                    )
                     for c in recent.of(spec.name)
                 ],
             )

@@ -360,20 +360,41 @@ function updateRegionCard(card, region) {
   card.changes.hidden = !recent.length;
 }
 
+// The audit trail records a change before making it; a follow-up says when it then failed
+// (nothing changed) or may or may not have happened.
+const CHANGE_OUTCOMES = {
+  failed: { label: "failed", title: "Refused: the status was not changed." },
+  unknown: { label: "outcome unknown", title: "It may or may not have happened: read the status." },
+};
+
 function changeItem(change) {
   const at = new Date(change?.at);
   const known = !Number.isNaN(at.getTime());
   const off = change?.status === "unavailable";
+  const outcome = CHANGE_OUTCOMES[change?.outcome] ?? null;
+  const name = typeof change?.key_name === "string" && change.key_name ? change.key_name : "";
+  const keyId = String(change?.key_id ?? "unknown key");
+  const verb = off ? "Switched off" : "Switched on";
   return h(
     "li",
-    { class: "region-change", testid: "region-change", dataset: { status: String(change?.status ?? "") } },
-    h("span", { class: "change-status" }, off ? "Switched off" : "Switched on"),
+    {
+      class: "region-change",
+      testid: "region-change",
+      dataset: { status: String(change?.status ?? ""), outcome: String(change?.outcome ?? "done") },
+    },
+    h("span", { class: "change-status" }, outcome ? `${off ? "Switch off" : "Switch on"} attempted` : verb),
     " by ",
-    h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
-    " ",
+    name ? h("span", { class: "change-name", testid: "region-change-name" }, name) : null,
+    name ? " (" : null,
+    h("span", { class: "mono change-key", testid: "region-change-key" }, keyId),
+    name ? ") " : " ",
     known
       ? h("time", { datetime: at.toISOString(), title: at.toLocaleString() }, timeAgo(at))
       : h("span", {}, "at an unknown time"),
+    outcome ? " " : null,
+    outcome
+      ? h("span", { class: "change-outcome", testid: "region-change-outcome", title: outcome.title }, outcome.label)
+      : null,
   );
 }
 
