@@ -25,11 +25,13 @@ from regionstore_shared.clock import MAX_NODE_ID, HybridClock
 
 log = logging.getLogger(__name__)
 
-LEASE_HELD = Gauge(
-    "regionstore_node_id_lease_held",
-    "1 while this gateway holds its leased clock node id (node_id auto), 0 while it holds none"
-    " and refuses writes.",
+NODE_ID_HELD = Gauge(
+    "regionstore_node_id_held",
+    "1 while this gateway holds a clock node id (a configured one always does, a leased one"
+    " while its lease is valid), 0 while it holds none and refuses writes.",
 )
+# A configured node id is held for good; a lease replaces this with its own reading.
+NODE_ID_HELD.set(1)
 LEASE_LAPSES = Counter(
     "regionstore_node_id_lease_lapses_total",
     "Times this gateway's clock node id lease lapsed (not renewed in time, or found taken):"
@@ -102,8 +104,8 @@ class NodeIdLease:
 
     def start(self) -> None:
         """Renew the lease in the background, a third of its lifetime apart, and report in
-        ``regionstore_node_id_lease_held`` whether it is held."""
-        LEASE_HELD.set_function(lambda: float(self.holds()))
+        ``regionstore_node_id_held`` whether it is held."""
+        NODE_ID_HELD.set_function(lambda: float(self.holds()))
         self._task = asyncio.create_task(self._renew_forever())
 
     async def close(self) -> None:

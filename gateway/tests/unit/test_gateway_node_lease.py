@@ -137,14 +137,14 @@ async def test_a_lapse_is_counted_once_and_the_gauge_says_whether_an_id_is_held(
     held.start()
     try:
         before = lapses()
-        assert REGISTRY.get_sample_value("regionstore_node_id_lease_held") == 1.0
+        assert REGISTRY.get_sample_value("regionstore_node_id_held") == 1.0
         clock.now += TTL_S
-        assert REGISTRY.get_sample_value("regionstore_node_id_lease_held") == 0.0
+        assert REGISTRY.get_sample_value("regionstore_node_id_held") == 0.0
         with pytest.raises(NoNodeIdError):
             _ = held.node_id
         assert lapses() - before == 1
         await held.renew()
-        assert REGISTRY.get_sample_value("regionstore_node_id_lease_held") == 1.0
+        assert REGISTRY.get_sample_value("regionstore_node_id_held") == 1.0
         assert lapses() - before == 1
     finally:
         await held.close()
