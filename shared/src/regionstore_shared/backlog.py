@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -12,6 +13,30 @@ from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Offsets:
+    """Where one partition stands for one consumer group."""
+
+    start: int
+    """The log start offset: the first record the partition still holds."""
+    end: int
+    """The high watermark: the offset the next record will get."""
+    committed: int | None
+    """The group's committed offset, the next record it reads; None if it never committed
+    (or its commit expired)."""
+
+    @property
+    def resume(self) -> int:
+        """Where the group's next consumer starts: its commit, or the first record held when it
+        has none or its commit fell below it (``auto_offset_reset="earliest"``)."""
+        return self.start if self.committed is None else max(self.committed, self.start)
+
+    @property
+    def backlog(self) -> int:
+        """Records the group has not consumed yet."""
+        return max(0, self.end - self.resume)
 
 
 class BacklogProbe:
@@ -59,13 +84,11 @@ class BacklogProbe:
             log.warning("lag unavailable", extra={"topic": topic, "error": str(error)})
             return None
 
-    async def _lag(self, topic: str, group: str) -> int:
-        positions = await self.positions(topic, group)
-        return sum(max(0, end - start) for start, end in positions.values())
+    async def offsets(self, topic: str, group: str) -> dict[TopicPartition, Offsets]:
+        """Every partition of ``topic`` and where ``group`` stands in it; raises KafkaError.
 
-    async def positions(self, topic: str, group: str) -> dict[TopicPartition, tuple[int, int]]:
-        """Per partition of ``topic``, the group's committed offset (0 when it has none) and
-        the end offset; empty while the topic does not exist. Raises KafkaError."""
+        A topic that does not exist yet has no partitions.
+        """
         tps = self._partitions.get(topic)
         if tps is None:
             described = await self._admin.describe_topics([topic])
@@ -78,10 +101,17 @@ class BacklogProbe:
             if not tps:
                 return {}
             self._partitions[topic] = tps
-        ends = await self._offsets.end_offsets(tps)
+        # The commit first: read before the end, a real one is never past it.
         committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
-        positions = {}
+        starts = await self._offsets.beginning_offsets(tps)
+        ends = await self._offsets.end_offsets(tps)
+        found = {}
         for tp in tps:
             done = committed.get(tp)
-            positions[tp] = (done.offset if done is not None and done.offset >= 0 else 0, ends[tp])
-        return positions
+            # Kafka answers -1 for a partition the group never committed.
+            offset = done.offset if done is not None and done.offset >= 0 else None
+            found[tp] = Offsets(start=starts[tp], end=ends[tp], committed=offset)
+        return found
+
+    async def _lag(self, topic: str, group: str) -> int:
+        return sum(offsets.backlog for offsets in (await self.offsets(topic, group)).values())

@@ -92,7 +92,7 @@ def oldest_first(
 class ParkedReader:
     """Reads a region's parked commands from where its recovery group stands.
 
-    ``probe`` gives the committed and end offsets; ``consumer``, in no group (see
+    ``probe`` gives where the group resumes and the end offsets; ``consumer``, in no group (see
     :func:`parked_reader`), fetches the first records past the committed ones.
     """
 
@@ -124,8 +124,8 @@ class ParkedReader:
         Records are fetched for at most ``within_s``; what was read by then is answered.
         """
         topic = self._settings.pending_topic(region)
-        positions = await self._probe.positions(topic, self._settings.recovery_group(region))
-        waiting = {tp: (start, end) for tp, (start, end) in positions.items() if end > start}
+        offsets = await self._probe.offsets(topic, self._settings.recovery_group(region))
+        waiting = {tp: (o.resume, o.end) for tp, o in offsets.items() if o.backlog}
         count = sum(end - start for start, end in waiting.values())
         if not waiting:
             return ParkedBacklog(region, topic, 0, None, [])

@@ -21,13 +21,15 @@ class Cluster:
 
     def __init__(self) -> None:
         self.ends: dict[str, list[int]] = {}
+        self.starts: dict[str, list[int]] = {}
         self.commits: dict[str, dict[TopicPartition, int]] = {}
         self.failing_groups: set[str] = set()
         self.described: list[str] = []
         self.events: list[str] = []
 
-    def topic(self, name: str, ends: list[int]) -> None:
+    def topic(self, name: str, ends: list[int], starts: list[int] | None = None) -> None:
         self.ends[name] = ends
+        self.starts[name] = starts or [0] * len(ends)
 
     def commit(self, group: str, topic: str, offsets: dict[int, int]) -> None:
         self.commits[group] = {TopicPartition(topic, p): o for p, o in offsets.items()}
@@ -79,6 +81,11 @@ class FakeOffsets:
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.cluster.ends[tp.topic][tp.partition] for tp in partitions}
 
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return {tp: self.cluster.starts[tp.topic][tp.partition] for tp in partitions}
+
 
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
@@ -107,6 +114,15 @@ class TestPendingBacklog:
         cluster.topic("pending.region_2", [3, 4])
         cluster.commit("regionstore.recovery.region_2", "pending.region_2", {0: 3})
         assert await probe.backlog(["region_2"]) == {"region_2": 0 + 4}
+
+    async def test_no_commit_counts_from_the_first_record_held(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("pending.region_2", [10, 4], starts=[6, 0])
+        cluster.commit("regionstore.recovery.region_2", "pending.region_2", {1: 1})
+        offsets = await probe.offsets("pending.region_2", "regionstore.recovery.region_2")
+        assert [(o.resume, o.end) for o in offsets.values()] == [(6, 10), (1, 4)]
+        assert await probe.backlog(["region_2"]) == {"region_2": 4 + 3}
 
     async def test_each_region_is_its_own_topic_and_recovery_group(
         self, cluster: Cluster, probe: BacklogProbe

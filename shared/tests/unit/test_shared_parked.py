@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
+from regionstore_shared.backlog import Offsets
 from regionstore_shared.parked import ParkedBacklog, ParkedReader, parked_command
 from regionstore_shared.settings import KafkaSettings
 from shared.tests.fakes import delete_record, upsert
@@ -40,13 +41,15 @@ def parked(tp: TopicPartition, offset: int, timestamp: int, customer: str = "") 
 
 
 class FakeProbe:
+    """Where the recovery group resumes and the end, per partition (as if committed there)."""
+
     def __init__(self, positions: dict[TopicPartition, tuple[int, int]]) -> None:
-        self.position = positions
+        self.found = {tp: Offsets(0, end, resume) for tp, (resume, end) in positions.items()}
         self.asked: list[tuple[str, str]] = []
 
-    async def positions(self, topic: str, group: str) -> dict[TopicPartition, tuple[int, int]]:
+    async def offsets(self, topic: str, group: str) -> dict[TopicPartition, Offsets]:
         self.asked.append((topic, group))
-        return self.position
+        return self.found
 
 
 class Clock:
