@@ -84,12 +84,13 @@ class KeyTools:
 @asynccontextmanager
 async def open_parked(settings: KafkaSettings) -> AsyncIterator[ParkedSource]:
     """A reader of parked commands, with the backlog probe it reads offsets through."""
+    # Closed even when a start fails: a client made but never stopped complains when collected.
     probe = BacklogProbe(settings, CLIENT_ID)
-    await probe.start()
     try:
+        await probe.start()
         reader: ParkedReader = parked_reader(settings, CLIENT_ID, probe)
-        await reader.start()
         try:
+            await reader.start()
             yield reader
         finally:
             await reader.close()
@@ -101,8 +102,8 @@ async def open_parked(settings: KafkaSettings) -> AsyncIterator[ParkedSource]:
 async def open_audit(settings: KafkaSettings) -> AsyncIterator[AuditSource]:
     """A reader of the audit trail."""
     reader: AuditReader = audit_reader(settings, CLIENT_ID)
-    await reader.start()
     try:
+        await reader.start()
         yield reader
     finally:
         await reader.close()
