@@ -1,18 +1,16 @@
-"""ASGI middleware: request size limits, request metrics and the access log."""
+"""ASGI middleware: request size limits, and request metrics (and access log lines)."""
 
 from __future__ import annotations
 
 import functools
 import json
-import logging
 import time
 
 from fastapi import HTTPException
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
-from regionstore_gateway.auth.roles import Principal
+from regionstore_gateway.access_log import AccessLog
 
 REQUESTS = Counter(
     "regionstore_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
@@ -105,46 +103,11 @@ def _series(route: str, status: int) -> tuple[Counter, Histogram]:
     return REQUESTS.labels(route=route, status=str(status)), LATENCY.labels(route=route)
 
 
-ACCESS_LOG = logging.getLogger("regionstore_gateway.access")
-
-
-def trace_id(scope: Scope) -> str | None:
-    """The trace id of the request's W3C ``traceparent`` header, if it carries a valid one."""
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == b"traceparent":
-            parts = value.split(b"-")
-            if len(parts) == 4 and len(parts[1]) == 32:
-                return parts[1].decode("ascii", "replace")
-            return None
-    return None
-
-
-def log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
-    """One INFO line for a request: method, route template, status, duration, key id and
-    trace id; never the path (it may hold a customer id) nor the key."""
-    principal = scope.get(PRINCIPAL_SCOPE_KEY)
-    ACCESS_LOG.info(
-        "%s %s %s",
-        scope["method"],
-        route,
-        status,
-        extra={
-            "method": scope["method"],
-            "route": route,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "key_id": principal.key_id if isinstance(principal, Principal) else None,
-            "trace_id": trace_id(scope),
-        },
-    )
-
-
 class RequestMetrics:
     """Counts requests and times them by route template and status; with ``access_log``, logs
-    one line per request (``regionstore_gateway.access``, INFO)."""
+    a line for each."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.access_log = access_log
 
@@ -169,6 +132,5 @@ class RequestMetrics:
             requests, latency = _series(route, code)
             requests.inc()
             latency.observe(seconds)
-            # Checked here, so a disabled log costs no record and no dict of fields.
-            if self.access_log and ACCESS_LOG.isEnabledFor(logging.INFO):
-                log_access(scope, route, code, seconds)
+            if self.access_log is not None:
+                self.access_log.record(scope, route, code, seconds)

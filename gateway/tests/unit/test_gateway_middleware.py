@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import cast
@@ -13,7 +12,7 @@ from typing import cast
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from auth_fakes import HEADERS, OPERATOR_KEY, authenticator
+from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
 from opentelemetry import _logs as otel_logs
 from opentelemetry import metrics as otel_metrics
@@ -22,7 +21,7 @@ from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
 from regionstore_gateway.main import create_app
-from regionstore_gateway.middleware import BodyLimit, trace_id
+from regionstore_gateway.middleware import BodyLimit
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.state import State
 
@@ -237,60 +236,6 @@ class TestRequestMetrics:
             assert response.status_code == 401
         after = (served("/healthz", "200"), timed("/healthz"), served("unmatched", "401"))
         assert [b - a for a, b in zip(before, after, strict=True)] == [2, 2, 1]
-
-
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "regionstore_gateway.access"]
-
-
-class TestAccessLog:
-    async def test_one_line_per_request_with_the_route_template_and_key_id_never_the_key(
-        self, gateway_settings: GatewaySettings, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        caplog.set_level(logging.INFO, logger="regionstore_gateway.access")
-        traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-        async with _client(gateway_settings) as client:
-            assert (await client.get("/healthz")).status_code == 200
-            response = await client.get("/v1/session", headers={"traceparent": traceparent})
-            assert response.status_code == 200
-            refused = await client.get("/v1/customers/a-customer", headers={"Authorization": ""})
-            assert refused.status_code == 401
-        health, traced, anonymous = access_lines(caplog)
-        assert (health.method, health.route, health.status) == ("GET", "/healthz", 200)
-        assert health.trace_id is None
-        assert (traced.route, traced.status, traced.trace_id) == ("/v1/session", 200, TRACE_ID)
-        assert isinstance(traced.duration_ms, float)
-        assert traced.duration_ms >= 0
-        # Authentication answers before routing: no template, no key, and never the path.
-        assert (anonymous.route, anonymous.status, anonymous.key_id) == ("unmatched", 401, None)
-        assert "a-customer" not in json.dumps(vars(anonymous), default=str)
-
-    async def test_the_key_id_of_an_authenticated_request(
-        self, gateway_settings: GatewaySettings, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        caplog.set_level(logging.INFO, logger="regionstore_gateway.access")
-        async with _client(gateway_settings) as client:
-            assert (await client.get("/v1/session")).status_code == 200
-        (line,) = access_lines(caplog)
-        key_id = OPERATOR_KEY.split("_")[1]
-        assert (line.route, line.status, line.key_id) == ("/v1/session", 200, key_id)
-        assert OPERATOR_KEY.split("_", 2)[2] not in json.dumps(vars(line), default=str)
-
-    async def test_a_setting_turns_it_off(
-        self, gateway_settings: GatewaySettings, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        caplog.set_level(logging.INFO, logger="regionstore_gateway.access")
-        quiet = gateway_settings.model_copy(update={"access_log": False})
-        async with _client(quiet) as client:
-            assert (await client.get("/healthz")).status_code == 200
-        assert access_lines(caplog) == []
-
-    def test_a_malformed_traceparent_gives_no_trace_id(self) -> None:
-        scope: Scope = {"headers": [(b"traceparent", b"not-a-trace")]}
-        assert trace_id(scope) is None
 
 
 class TestOpenTelemetry:
