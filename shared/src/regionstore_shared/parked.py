@@ -168,5 +168,8 @@ def parked_reader(settings: KafkaSettings, client_id: str, probe: BacklogProbe) 
         enable_auto_commit=False,
         isolation_level="read_committed",
         request_timeout_ms=settings.request_timeout_ms,
+        # Recovery reads one record per partition at every resync while a region is down: a
+        # fetch of 64 KiB, not the default 1 MiB, per partition.
+        max_partition_fetch_bytes=64 * 1024,
     )
     return ParkedReader(settings, probe=probe, consumer=consumer)
