@@ -22,12 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner, Result
 
 from regionstore_tools.cli import app
 from regionstore_tools.dataset.loader import BATCH_PATH
 from regionstore_tools.settings import ToolSettings
 from tests.keys import headers, new_key
+from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +89,20 @@ def eventually(read: Any, done: Any) -> Any:
         time.sleep(POLL_S)
 
 
-def test_pending_shows_what_waits_for_a_region_then_nothing(http: httpx.Client) -> None:
+def oldest_age(stack: Stack, region: str) -> float:
+    """Recovery's gauge of how long the region's oldest parked command has waited."""
+    exposition = httpx.get(f"{stack.endpoints.services['recovery']}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "regionstore_pending_oldest_age_seconds":
+                if sample.labels == {"region": region}:
+                    return float(sample.value)
+    raise AssertionError(f"recovery exports no oldest age for {region}")
+
+
+def test_pending_shows_what_waits_for_a_region_then_nothing(
+    stack: Stack, http: httpx.Client
+) -> None:
     items = customers(12)
     ids = {item["customer"]["customer_id"] for item in items}
     set_status(http, HOME, "unavailable")
@@ -109,12 +124,15 @@ def test_pending_shows_what_waits_for_a_region_then_nothing(http: httpx.Client) 
         assert text.exit_code == 0, text.output
         assert text.stdout.startswith(f"{HOME}: ")
         assert "parked command" in text.stdout.splitlines()[0]
+        # Recovery samples the same age at its next resync, for the backlog alerts.
+        assert eventually(lambda: oldest_age(stack, HOME), lambda age: age > 0) > 0
     finally:
         set_status(http, HOME, "available")
     drained = eventually(
         lambda: json_of(cli("pending", HOME, "--json")), lambda body: body["pending"] == 0
     )
     assert (drained["sample"], drained["oldest_age_s"]) == ([], None)
+    assert eventually(lambda: oldest_age(stack, HOME), lambda age: age == 0) == 0
     assert cli("pending", HOME).stdout.strip() == f"{HOME}: nothing parked in pending.{HOME}"
     deletes = [{"op": "delete", "customer_id": customer_id} for customer_id in ids]
     assert http.post(BATCH_PATH, json={"items": deletes}).status_code == 202
