@@ -29,6 +29,8 @@ case "$module" in
     # promtool's rule checks and tests need none of the service discovery plugins.
     tags="remove_all_sd"
     ldflags="-s -w -X github.com/prometheus/common/version.Version=$version" ;;
+  helm.sh/helm/v*) ldflags="-X $module/internal/version.version=$version" ;;
+  */kubeconform | */kube-score) ldflags="-X main.version=$version" ;;
   *) ldflags="" ;;
 esac
 
