@@ -25,4 +25,6 @@ _ = (
     _.transaction,  # redis-py signature on a test fake
     _.idempotency,  # a Clients key, read by key in regionstore_gateway.state.serving
     _.post_customer,  # a FastAPI route of the bench's bare comparison app
+    _.formatTime,  # logging.Formatter hook, overridden for RFC 3339 UTC timestamps
+    _.datefmt,  # its signature
 )

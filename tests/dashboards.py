@@ -1,4 +1,5 @@
-"""The Grafana dashboard as tests see it: its panels, its PromQL, and the metric names both use.
+"""The Grafana dashboard and the alert rules as tests see them: the panels, the PromQL, and the
+metric names they use.
 
 ``metric_names`` reads the metric names out of a PromQL expression without a PromQL parser:
 string literals, label matchers, ranges, grouping clauses and Grafana's ``$variables`` are
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +27,7 @@ DASHBOARD_FILE = DASHBOARDS / "regionstore.json"
 DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"
 PROVIDERS_FILE = GRAFANA / "provisioning" / "dashboards" / "regionstore.yaml"
 PROMETHEUS_FILE = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS_FILE = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 # Series Prometheus itself adds to every target it scrapes; no service exports them.
 SCRAPE_SERIES = frozenset({"up"})
@@ -116,6 +119,17 @@ def metric_names(expression: str) -> set[str]:
 def dashboard_metric_names(dashboard: dict[str, Any]) -> set[str]:
     """Every metric name the dashboard's queries select."""
     return {name for expression in expressions(dashboard) for name in metric_names(expression)}
+
+
+def alert_rules(path: Path = ALERTS_FILE) -> list[dict[str, Any]]:
+    """Every alerting rule of the Prometheus rules file."""
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def alert_metric_names(path: Path = ALERTS_FILE) -> set[str]:
+    """Every metric name the alerting rules select."""
+    return {name for rule in alert_rules(path) for name in metric_names(rule["expr"])}
 
 
 def exported_names(exposition: str) -> set[str]:

@@ -108,7 +108,7 @@ class ScaleBench:
         totals = dict.fromkeys(PER_COMMAND, 0.0)
         for name in names:
             url = service_url(port(CONSUMERS[name]))
-            page = await self._client.get(f"{url}/metrics/")
+            page = await self._client.get(f"{url}/metrics")
             for role, value in applied_by_role(page.text).items():
                 totals[role] += value
         return totals

@@ -52,7 +52,7 @@ from regionstore_shared.schemas import (
     encode_command,
 )
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import NodeStatus, RegionStatus
 
 Document = dict[str, Any]
 Op = InsertOne[Document] | ReplaceOne[Document]
@@ -489,7 +489,7 @@ class FakeRedis:
         self._check()
         return {name: str(value) for name, value in self.hashes.get(key, {}).items()}
 
-    def mark(self, region: str, status: NodeStatus) -> None:
+    def mark(self, region: str, status: NodeStatus | RegionStatus) -> None:
         """Set a region's status key directly, without any keyspace event."""
         self.values[self.settings.status_key(region)] = status.value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -9,7 +10,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
+from regionstore_gateway.settings import GatewaySettings
 from regionstore_recovery.settings import DetectorSettings
 from regionstore_shared.ports import local_service_urls
 from tests.browser.console_pages import (
@@ -17,9 +20,11 @@ from tests.browser.console_pages import (
     CustomerFactory,
     customer_row,
     filter_customers,
+    key_id,
     region_card,
     region_switch,
 )
+from tests.keys import headers
 from tests.stack import EXTERNAL, PROCESS_COMPOSE_URL
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -117,6 +122,59 @@ class TestRegionSwitch:
 
         expect(region_switch(page, "region_1")).not_to_be_checked()
         expect(region_card(page, "region_1")).to_have_attribute("data-status", "unavailable")
+
+
+@contextlib.contextmanager
+def redis_out_of_memory() -> Iterator[None]:
+    """Redis refuses every write ("OOM command not allowed") while reads go on, as it does
+    when full with maxmemory-policy noeviction."""
+    redis = redis_client_sync()
+    try:
+        (limit,) = redis.config_get("maxmemory").values()
+        redis.config_set("maxmemory", 1)
+        try:
+            yield
+        finally:
+            redis.config_set("maxmemory", limit)
+    finally:
+        redis.close()
+
+
+def redis_client_sync() -> Redis:
+    settings = GatewaySettings().redis
+    client: Redis = Redis.from_url(
+        settings.url,
+        username=settings.username or None,
+        password=settings.password.get_secret_value() or None,
+        decode_responses=True,
+    )
+    return client
+
+
+class TestRegionHistory:
+    def test_a_change_redis_refused_is_shown_failed_and_the_region_unchanged(
+        self, console: Console, gateway_url: str, regions: SetStatus, role_keys: dict[str, str]
+    ) -> None:
+        regions("region_1", "available")
+        page = console.open()
+        card = region_card(page, "region_1")
+        expect(card).to_have_attribute("data-status", "available")
+        operator = headers(role_keys["operator"])
+        with httpx.Client(base_url=gateway_url, headers=operator, timeout=60) as api:
+            with redis_out_of_memory():
+                refused = api.put("/v1/regions/region_1/status", json={"status": "unavailable"})
+            assert refused.status_code == 503, refused.text
+            assert "the status was not changed" in refused.json()["detail"]
+        latest = card.get_by_test_id("region-change").first
+        expect(latest).to_have_attribute("data-outcome", "failed")
+        expect(latest).to_have_attribute("data-status", "unavailable")
+        expect(latest.get_by_test_id("region-change-outcome")).to_have_text("failed")
+        expect(latest).to_contain_text("Switch off attempted by tests")
+        expect(latest.get_by_test_id("region-change-key")).to_have_text(
+            key_id(role_keys["operator"])
+        )
+        expect(card).to_have_attribute("data-status", "available")
+        console.shot(page, "region_1-refused")
 
 
 class TestOutageBanners:

@@ -167,6 +167,10 @@ class TestRoles:
         expect(latest.get_by_test_id("region-change-key")).to_have_text(
             key_id(role_keys["operator"])
         )
+        # The key's name (tests.keys names them "tests"), and a change that was made.
+        expect(latest.get_by_test_id("region-change-name")).to_have_text("tests")
+        expect(latest).to_have_attribute("data-outcome", "done")
+        expect(latest.get_by_test_id("region-change-outcome")).to_have_count(0)
         expect(latest).to_contain_text("just now")
         console.shot(page, "region_3-off")
 

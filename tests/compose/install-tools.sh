@@ -7,15 +7,21 @@
 #   is not enough: it predates the top-level `name:` of the Compose Specification. v5.6.0 is the
 #   newest release whose go.mod the machine's Go (1.26.8) satisfies.
 # - dockerfile-check (tests/compose/dockerfile-check): BuildKit's own Dockerfile checks, offline.
+# - promtool, Prometheus's rule checker and rule unit tester (tests/compose/test_alerts.py), from
+#   the Prometheus module of the image deploy/compose.yaml runs (v0.316.0 is Prometheus 3.16.0),
+#   without service discovery plugins: about three minutes of CPU the first time.
 #
-# Idempotent: compose is left alone when `docker compose version` already reports this version.
+# Idempotent: compose and promtool are left alone when they already report their versions.
 set -euo pipefail
 
 COMPOSE_MODULE=github.com/docker/compose/v5
 COMPOSE_VERSION=${COMPOSE_VERSION:-v5.6.0}
 PLUGIN_DIR=${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins
 TOOLS_DIR=${REGIONSTORE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/regionstore/tools}
+PROMETHEUS_MODULE=github.com/prometheus/prometheus
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+INSTALL_GO_TOOL="$HERE/../../deploy/local/bin/install-go-tool.sh"
 
 command -v go >/dev/null || { echo "install-tools: Go is needed" >&2; exit 1; }
 command -v docker >/dev/null || { echo "install-tools: the docker CLI is needed" >&2; exit 1; }
@@ -38,3 +44,12 @@ docker compose version
 (cd "$HERE/dockerfile-check" && GOFLAGS=-buildvcs=false go build -trimpath \
     -o "$TOOLS_DIR/dockerfile-check" .)
 echo "dockerfile-check installed in $TOOLS_DIR"
+
+promtool_version=$("$TOOLS_DIR/promtool" --version 2>/dev/null || true)
+if [[ "$promtool_version" == *"version ${PROMETHEUS_VERSION} "* ]]; then
+    echo "promtool ${PROMETHEUS_VERSION} already installed"
+else
+    bash "$INSTALL_GO_TOOL" "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION" ./cmd/promtool \
+        "$TOOLS_DIR/promtool"
+fi
+echo "promtool installed in $TOOLS_DIR: $("$TOOLS_DIR/promtool" --version 2>&1 | sed -n 1p)"

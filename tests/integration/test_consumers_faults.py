@@ -200,7 +200,7 @@ async def _restarts(stack: Stack) -> dict[str, int]:
 async def _metrics(base_url: str) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=5, follow_redirects=True) as http:
         with contextlib.suppress(httpx.HTTPError):
-            return (await http.get("/metrics/")).text
+            return (await http.get("/metrics")).text
     return ""
 
 

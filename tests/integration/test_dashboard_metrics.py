@@ -1,4 +1,5 @@
-"""The dashboard against the real services: every metric it queries is exported, and writes show.
+"""The dashboard and the alert rules against the real services: every metric they query is
+exported, and writes show.
 
 Each service is scraped the way deploy/prometheus/prometheus.yml scrapes it (its job's
 ``metrics_path``; the gateway's with a key of the reader role, as the metrics_key secret holds),
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.dashboards import (
     PROMETHEUS_FILE,
+    alert_metric_names,
     dashboard_metric_names,
     exported_names,
     load_dashboard,
@@ -100,6 +102,12 @@ class TestDashboardMetrics:
             exported |= exported_names(await scrape(service))
 
         assert unexported(dashboard_metric_names(load_dashboard()), exported) == set()
+
+    async def test_every_metric_the_alert_rules_query_is_exported(self, scrape: Scraper) -> None:
+        exported: set[str] = set()
+        for service in SERVICES:
+            exported |= exported_names(await scrape(service))
+        assert unexported(alert_metric_names(), exported) == set()
 
     async def test_each_service_exports_regionstore_metrics(self, scrape: Scraper) -> None:
         for service in SERVICES:

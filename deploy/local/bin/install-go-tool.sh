@@ -3,7 +3,9 @@
 #   install-go-tool.sh MODULE VERSION PACKAGE OUT
 # Not `go install MODULE/PACKAGE@VERSION`: that also asks the module proxy for the module's
 # version list (a deprecation check), which the proxy here refuses, and FerretDB's module
-# source lacks the generated build/version/version.txt its binary panics without.
+# source lacks the generated build/version/version.txt its binary panics without. Built with
+# the module's own go.mod only (GOWORK=off): Prometheus ships a go.work naming directories its
+# module zip leaves out.
 set -euo pipefail
 
 module="$1" version="$2" package="$3" out="$4"
@@ -18,15 +20,21 @@ if [[ ! -d "$src" ]]; then
   mv "$src.tmp" "$src"
 fi
 
+tags=""
 case "$module" in
   */FerretDB | */FerretDB/v*) echo "$version" >"$src/build/version/version.txt"; ldflags="" ;;
   */process-compose)
     ldflags="-X $module/src/config.Version=$version -X $module/src/config.CheckForUpdates=false" ;;
+  */prometheus/prometheus)
+    # promtool's rule checks and tests need none of the service discovery plugins.
+    tags="remove_all_sd"
+    ldflags="-s -w -X github.com/prometheus/common/version.Version=$version" ;;
   helm.sh/helm/v*) ldflags="-X $module/internal/version.version=$version" ;;
   */kubeconform | */kube-score) ldflags="-X main.version=$version" ;;
   *) ldflags="" ;;
 esac
 
 mkdir -p "$(dirname "$out")"
-(cd "$src" && GOTOOLCHAIN=local CGO_ENABLED=0 go build -buildvcs=false -trimpath -ldflags="$ldflags" -o "$out.tmp" "$package")
+(cd "$src" && GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 go build -buildvcs=false -trimpath \
+  -tags="$tags" -ldflags="$ldflags" -o "$out.tmp" "$package")
 mv "$out.tmp" "$out"

@@ -13,8 +13,9 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
@@ -27,9 +28,12 @@ from regionstore_shared.status import RegionStatus, SetBy
 log = logging.getLogger(__name__)
 
 
+Outcome = Literal["done", "failed", "unknown"]
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """One region status change as the trail recorded it."""
+    """One region status change as the trail recorded it, with what became of it."""
 
     event_id: str
     at: datetime
@@ -37,12 +41,17 @@ class StatusChange:
     status: RegionStatus
     by: SetBy = SetBy.OPERATOR
     reason: str | None = None
+    key_name: str | None = None
+    outcome: Outcome = "done"
+    """``done`` until a follow-up says the change ``failed`` or its outcome is ``unknown``
+    (the trail records a change before making it)."""
 
 
 class RecentChanges:
     """The last ``keep`` status changes per region, newest first, from events in trail order.
 
-    A change whose follow-up says it failed is dropped; one whose outcome is unknown stays.
+    A follow-up event marks its change ``failed`` or ``unknown``; the change stays listed, so
+    an attempt that did not happen is shown as such rather than hidden.
     """
 
     def __init__(self, keep: int) -> None:
@@ -67,12 +76,7 @@ class RecentChanges:
     def _apply(self, event: AuditEvent) -> bool:
         changes = self._changes.setdefault(event.target, deque(maxlen=self._keep))
         if event.follows is not None:
-            if event.outcome != "failed":
-                return False
-            failed = [c for c in changes if c.event_id == str(event.follows)]
-            for change in failed:
-                changes.remove(change)
-            return bool(failed)
+            return self._settle(changes, str(event.follows), event.outcome or "unknown")
         try:
             status = RegionStatus(str(event.detail.get("status")))
         except ValueError:
@@ -87,9 +91,18 @@ class RecentChanges:
                 status,
                 by,
                 str(reason) if reason is not None else None,
+                event.key_name,
             )
         )
         return True
+
+    @staticmethod
+    def _settle(changes: deque[StatusChange], event_id: str, outcome: Outcome) -> bool:
+        for index, change in enumerate(changes):
+            if change.event_id == event_id:
+                changes[index] = replace(change, outcome=outcome)
+                return True
+        return False
 
     @property
     def generation(self) -> int:

@@ -83,7 +83,8 @@ def _write_private(path: Path, key: str) -> None:
     partial.replace(path)
 
 
-def _describe(record: KeyRecord) -> str:
+def describe(record: KeyRecord) -> str:
+    """One line per key: id, role, created, limits, state, name (never the digest)."""
     limits = f"{record.rate or '-'}/s burst {record.burst or '-'}"
     state = f"revoked {record.revoked_at}" if record.revoked_at else "active"
     return (
@@ -110,7 +111,7 @@ async def run(arguments: argparse.Namespace, settings: GatewaySettings) -> int:
             print(key)
         elif arguments.command == "list":
             for record in await store.all():
-                print(_describe(record))
+                print(describe(record))
         elif arguments.command == "revoke":
             revoked = await store.revoke(arguments.key_id)
             if revoked is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -10,6 +11,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from regionstore_gateway.access_log import AccessLog
 from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
 from regionstore_gateway.api.plain_create import PlainCreates, create_route
 from regionstore_gateway.auth import check_routes
@@ -58,7 +60,8 @@ def create_app(
         Authentication, open_paths=open_paths, retry_after_s=settings.api.retry_after_s
     )
     app.add_middleware(BodyTimeout, timeout_s=settings.api.body_timeout_s)
-    app.add_middleware(RequestMetrics)
+    app.state.access_log = AccessLog(settings.service_name) if settings.access_log else None
+    app.add_middleware(RequestMetrics, access_log=app.state.access_log)
     app.add_middleware(SecurityHeaders, docs=docs_policies(app))
     if STATIC_DIR.is_dir():
         mount_console(app, STATIC_DIR)
@@ -83,8 +86,12 @@ def main() -> None:
     """Serve the gateway with uvicorn until SIGTERM."""
     settings = GatewaySettings()
     configure_logging(settings.service_name, settings.log_level)
+    app = create_app(settings)
+    if app.state.access_log is not None:
+        # The lines of the last tenth of a second, once the server has stopped.
+        atexit.register(app.state.access_log.flush)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http.host,
         port=settings.http.port,
         http=head_timeout_protocol(settings.api.header_timeout_s),

@@ -1,4 +1,4 @@
-"""ASGI middleware: request size limits and request metrics."""
+"""ASGI middleware: request size limits, and request metrics (and access log lines)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 from fastapi import HTTPException
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from regionstore_gateway.access_log import AccessLog
 
 REQUESTS = Counter(
     "regionstore_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
@@ -102,10 +104,12 @@ def _series(route: str, status: int) -> tuple[Counter, Histogram]:
 
 
 class RequestMetrics:
-    """Counts requests and times them by route template and status."""
+    """Counts requests and times them by route template and status; with ``access_log``, logs
+    a line for each."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: AccessLog | None = None) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,7 +127,10 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("route")
-            requests, latency = _series(getattr(route, "path", None) or "unmatched", code)
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            requests, latency = _series(route, code)
             requests.inc()
-            latency.observe(time.perf_counter() - started)
+            latency.observe(seconds)
+            if self.access_log is not None:
+                self.access_log.record(scope, route, code, seconds)

@@ -166,9 +166,15 @@ class StatusChangeOut(BaseModel):
     key_id: str = Field(
         description="The id of the API key that asked for it; `detector` for the failure detector."
     )
+    key_name: str | None = Field(default=None, description="The name of that key, when it has one.")
     status: RegionStatus
     by: SetBy = Field(description="`operator` (an API key) or `detector` (automatic).")
     reason: str | None = Field(default=None, description="Why the detector changed it.")
+    outcome: Literal["done", "failed", "unknown"] = Field(
+        default="done",
+        description="'done' unless the trail's follow-up says the change failed (nothing "
+        "changed) or that its outcome is unknown.",
+    )
 
 
 class RegionOut(BaseModel):

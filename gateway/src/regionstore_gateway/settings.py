@@ -160,6 +160,13 @@ class GatewaySettings(CommonSettings):
         ),
     ] = 15.0
     node_lease_prefix: str = "regionstore:node-id:"
+    access_log: Annotated[
+        bool,
+        Field(
+            description="One INFO line per request (method, route template, status, duration, "
+            "key id, trace id); false turns it off."
+        ),
+    ] = True
 
     @field_validator("auth")
     @classmethod

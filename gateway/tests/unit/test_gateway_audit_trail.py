@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from redis.exceptions import OutOfMemoryError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regionstore_gateway.api import batch, customers, errors, legacy, regions
@@ -33,6 +34,7 @@ from regionstore_gateway.services.regions import next_change
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import Clients, State, serving
 from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.audit_trail import DETECTOR
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
 from shared.tests.fakes import FakeRedis
@@ -223,6 +225,13 @@ class TestEventShape:
         assert at.utcoffset() is not None
         assert at.utcoffset() == UTC.utcoffset(None)
 
+    def test_the_key_name_is_carried_when_the_key_has_one(self) -> None:
+        named = Principal(key_id=OPERATOR.key_id, role=Role.OPERATOR, name="on-call laptop")
+        event = new_event(named, AuditAction.REGION_STATUS, "region_1", {"status": "available"})
+        assert json.loads(event.encode())["key_name"] == "on-call laptop"
+        follow_up = json.loads(event.followed_by("failed", "RedisError()").encode())
+        assert follow_up["key_name"] == "on-call laptop"
+
     def test_a_request_id_is_carried_when_there_is_one(self) -> None:
         detail = {"status": "available"}
         event = new_event(OPERATOR, AuditAction.REGION_STATUS, "region_1", detail, request_id="r1")
@@ -286,6 +295,23 @@ class TestStatusChange:
         assert follow_up["follows"] == first["event_id"]
         assert follow_up["outcome"] == "failed"
         assert follow_up["target"] == "region_2"
+
+    async def test_a_change_redis_refuses_for_want_of_memory_is_shown_as_failed(
+        self, rig: Rig, client: httpx.AsyncClient
+    ) -> None:
+        rig.redis.down = True
+        rig.redis.error = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+        response = await client.put("/v1/regions/region_2/status", json={"status": "unavailable"})
+        assert response.status_code == 503
+        assert "was not changed" in response.json()["detail"]
+        (follow_up,) = await rig.follow_ups()
+        assert follow_up["outcome"] == "failed"
+        rig.recent.apply(AuditEvent.model_validate(e) for e in rig.producer.events())
+        rig.redis.down = False
+        listed = (await client.get("/v1/regions")).json()["regions"]
+        (change,) = next(r for r in listed if r["name"] == "region_2")["recent_changes"]
+        assert (change["status"], change["outcome"]) == ("unavailable", "failed")
+        assert next(r for r in listed if r["name"] == "region_2")["status"] == "available"
 
     async def test_the_original_route_is_audited_the_same_way(
         self, rig: Rig, client: httpx.AsyncClient
@@ -451,16 +477,25 @@ class TestRecentChanges:
         assert [c.status for c in recent.of("region_2")] == [NodeStatus.UNAVAILABLE]
         assert recent.of("region_3") == []
 
-    def test_a_change_that_failed_is_dropped_one_of_unknown_outcome_stays(self) -> None:
+    def test_a_follow_up_marks_its_change_failed_or_unknown_and_it_stays_listed(self) -> None:
         recent = RecentChanges(keep=5)
         done, failed, unsure = _event(), _event(status="available"), _event()
         recent.apply([done, failed, unsure])
         assert recent.apply([failed.followed_by("failed", "RedisError()")])
-        assert not recent.apply([unsure.followed_by("unknown", "TimeoutError()")])
-        assert [c.event_id for c in recent.of("region_2")] == [
-            str(unsure.event_id),
-            str(done.event_id),
+        assert recent.apply([unsure.followed_by("unknown", "TimeoutError()")])
+        shown = recent.of("region_2")
+        assert [(c.event_id, c.outcome) for c in shown] == [
+            (str(unsure.event_id), "unknown"),
+            (str(failed.event_id), "failed"),
+            (str(done.event_id), "done"),
         ]
+
+    def test_a_follow_up_of_a_change_no_longer_kept_changes_nothing(self) -> None:
+        recent = RecentChanges(keep=1)
+        old, new = _event(), _event(status="available")
+        recent.apply([old, new])
+        assert not recent.apply([old.followed_by("failed", "RedisError()")])
+        assert [c.outcome for c in recent.of("region_2")] == ["done"]
 
     def test_other_actions_and_bad_statuses_are_ignored(self) -> None:
         recent = RecentChanges(keep=5)
@@ -480,7 +515,39 @@ class TestRecentChanges:
         (change,) = listed["region_3"]
         assert change["key_id"] == OPERATOR.key_id
         assert change["status"] == "unavailable"
+        assert change["outcome"] == "done"
         assert datetime.fromisoformat(change["at"]) == event.at
+
+    async def test_the_region_list_names_the_key_and_the_outcome(
+        self, rig: Rig, client: httpx.AsyncClient
+    ) -> None:
+        named = Principal(key_id="fedcba987654", role=Role.OPERATOR, name="on-call laptop")
+        event = new_event(named, AuditAction.REGION_STATUS, "region_1", {"status": "unavailable"})
+        rig.recent.apply([event, event.followed_by("unknown", "TimeoutError()")])
+        response = await client.get("/v1/regions")
+        region_1 = next(r for r in response.json()["regions"] if r["name"] == "region_1")
+        (change,) = region_1["recent_changes"]
+        assert (change["key_id"], change["key_name"]) == ("fedcba987654", "on-call laptop")
+        assert change["outcome"] == "unknown"
+
+    async def test_the_detector_s_down_is_listed_by_the_detector_with_its_reason(
+        self, rig: Rig, client: httpx.AsyncClient
+    ) -> None:
+        why = {"status": "down", "reason": "3 failures"}
+        down = new_event(DETECTOR, AuditAction.REGION_STATUS, "region_2", why)
+        named = Principal(key_id="fedcba987654", role=Role.OPERATOR, name="on-call laptop")
+        back = new_event(named, AuditAction.REGION_STATUS, "region_2", {"status": "available"})
+        rig.recent.apply([down, down.followed_by("failed", "RedisError()"), back])
+        response = await client.get("/v1/regions")
+        region_2 = next(r for r in response.json()["regions"] if r["name"] == "region_2")
+        shown = [
+            (c["status"], c["by"], c["key_id"], c["key_name"], c["reason"], c["outcome"])
+            for c in region_2["recent_changes"]
+        ]
+        assert shown == [
+            ("available", "operator", "fedcba987654", "on-call laptop", None, "done"),
+            ("down", "detector", "detector", None, "3 failures", "failed"),
+        ]
 
     async def test_a_waiter_wakes_on_a_change(self) -> None:
         recent = RecentChanges(keep=5)

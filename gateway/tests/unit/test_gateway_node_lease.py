@@ -6,6 +6,7 @@ import os
 from typing import Any, cast
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.exceptions import LockError
 from test_gateway_redis_down import Gateway, _body
 
@@ -123,3 +124,47 @@ def test_auto_is_a_node_id_setting_and_other_words_are_refused(
     monkeypatch.setenv("REGIONSTORE_NODE_ID", "64")
     with pytest.raises(ValueError, match="node_id"):
         GatewaySettings()
+
+
+def lapses() -> float:
+    return REGISTRY.get_sample_value("regionstore_node_id_lease_lapses_total") or 0.0
+
+
+async def test_a_lapse_is_counted_once_and_the_gauge_says_whether_an_id_is_held() -> None:
+    clock = Clock()
+    held = lease(Locks(), clock)
+    await held.acquire()
+    held.start()
+    try:
+        before = lapses()
+        assert REGISTRY.get_sample_value("regionstore_node_id_held") == 1.0
+        clock.now += TTL_S
+        assert REGISTRY.get_sample_value("regionstore_node_id_held") == 0.0
+        with pytest.raises(NoNodeIdError):
+            _ = held.node_id
+        assert lapses() - before == 1
+        await held.renew()
+        assert REGISTRY.get_sample_value("regionstore_node_id_held") == 1.0
+        assert lapses() - before == 1
+    finally:
+        await held.close()
+
+
+async def test_a_lease_found_taken_is_a_lapse() -> None:
+    locks, clock = Locks(), Clock()
+    held = lease(locks, clock)
+    node_id = await held.acquire()
+    before = lapses()
+    locks.owners[f"ids:{node_id}"] = "another process"
+    await held.renew()
+    assert lapses() - before == 1
+    assert held.node_id != node_id
+
+
+async def test_giving_the_id_back_is_not_a_lapse() -> None:
+    held = lease(Locks(), Clock())
+    await held.acquire()
+    before = lapses()
+    await held.close()
+    assert not held.holds()
+    assert lapses() == before

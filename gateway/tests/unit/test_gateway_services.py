@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from audit_fakes import AckingProducer, audit_trail, recent_changes
+from prometheus_client import REGISTRY
 
 from regionstore_gateway.api.errors import refusal
 from regionstore_gateway.audit_trail import AuditUnavailableError
@@ -269,6 +270,25 @@ class TestPaging:
         page = await rig.customers.page(query, limit=3, cursor=cursor)
         assert rig.repository.asked == [((1000, "b"), 3)]
         assert (page.next_cursor, page.unreachable) == (None, ["region_2"])
+
+    async def test_each_answer_is_counted_by_what_it_could_see(self, rig: Rig) -> None:
+        def answers() -> list[float]:
+            return [
+                REGISTRY.get_sample_value("regionstore_list_answers_total", {"result": r}) or 0.0
+                for r in ("complete", "degraded", "incomplete")
+            ]
+
+        before = answers()
+        rig.repository.pages = [
+            Page([live("a")], None, Order.ID, [], []),
+            Page([live("a")], None, Order.ID, ["region_3"], []),
+            Page([live("a")], None, Order.ID, ["region_3"], ["region_2"]),
+            Page([live("a")], None, Order.ID, [], ["region_2"]),
+        ]
+        for _ in range(3):
+            await rig.customers.page(CustomerFilter())
+        await rig.customers.every(CustomerFilter())
+        assert [b - a for a, b in zip(before, answers(), strict=True)] == [1, 1, 2]
 
     async def test_a_limit_over_the_maximum_is_a_422_on_the_limit(self, rig: Rig) -> None:
         with pytest.raises(InvalidInput) as caught:

@@ -27,7 +27,18 @@ PENDING = Gauge(
     "Parked commands a region has not replayed yet (sampled at every resync).",
     ["region"],
 )
+PENDING_AGE = Gauge(
+    "regionstore_pending_oldest_age_seconds",
+    "How long the oldest parked command of a region has waited, from when it was parked;"
+    " 0 when nothing is parked (sampled at every resync).",
+    ["region"],
+)
 DRAINING = Gauge("regionstore_drain_active", "1 while a region's drainer runs.", ["region"])
+REGION_STATUS = Gauge(
+    "regionstore_region_status",
+    "1 for a region's current status, 0 for the others (read from Redis at every resync).",
+    ["region", "status"],
+)
 
 
 class TargetsIn:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -15,7 +16,7 @@ from redis.exceptions import RedisError
 
 from regionstore_recovery.detection import DetectionLoop, Lease, StoreProbe
 from regionstore_recovery.detector import Detector, Thresholds
-from regionstore_recovery.drainer import PENDING, drain
+from regionstore_recovery.drainer import DRAINING, PENDING, PENDING_AGE, REGION_STATUS, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer
@@ -27,9 +28,10 @@ from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import customers, kafka_admin, mongo_client, open_core
 from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
+from regionstore_shared.parked import ParkedReader, parked_reader
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
-from regionstore_shared.status import StatusBoard
+from regionstore_shared.status import RegionStatus, StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
 
@@ -90,15 +92,22 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         await admin.start()
         stack.push_async_callback(admin.close)
         trimmer = Trimmer(admin, timeout_ms=settings.kafka.request_timeout_ms)
+        parked = parked_reader(settings.kafka, name, backlog)
+        await parked.start()
+        stack.push_async_callback(parked.close)
+        for region in settings.region_map.names:
+            DRAINING.labels(region=region).set(0)
         seen = -1
         while not state.stop.is_set():
             try:
-                supervisor.reconcile(await board.read())
+                records = await board.read_records()
+                supervisor.reconcile({r: record.status.traffic for r, record in records.items()})
+                _report_statuses({r: record.status for r, record in records.items()})
                 state.ready = True
             except RedisError as error:
                 state.outages.failed("redis", f"statuses unreadable: {error}")
             state.details["draining"] = supervisor.draining
-            await _sample_backlog(backlog, trimmer, settings, state.outages)
+            await _sample_backlog(backlog, trimmer, parked, settings, state.outages)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
 
 
@@ -154,15 +163,28 @@ async def _start_detector(
     stack.push_async_callback(stop)
 
 
+def _report_statuses(statuses: dict[str, RegionStatus]) -> None:
+    for region, current in statuses.items():
+        for status in RegionStatus:
+            REGION_STATUS.labels(region=region, status=status.value).set(status is current)
+
+
 async def _sample_backlog(
-    backlog: BacklogProbe, trimmer: Trimmer, settings: RecoverySettings, outages: Outages
+    backlog: BacklogProbe,
+    trimmer: Trimmer,
+    parked: ParkedReader,
+    settings: RecoverySettings,
+    outages: Outages,
 ) -> None:
-    """Sample each region's backlog, and delete what its drains took from its pending topic."""
+    """Sample each region's backlog and its oldest command's age, and delete what its drains
+    took from its pending topic."""
     pending = await backlog.pending(settings.region_map.names)
     for region, offsets in pending.items():
         if offsets is None:
             continue
-        PENDING.labels(region=region).set(sum(o.backlog for o in offsets.values()))
+        count = sum(o.backlog for o in offsets.values())
+        PENDING.labels(region=region).set(count)
+        await _sample_age(parked, region, count)
         try:
             deleted = await trimmer.trim(region, offsets)
         except KafkaError as error:
@@ -175,6 +197,19 @@ async def _sample_backlog(
     # Every count read is the proof an idle recovery has that Kafka answers again.
     if all(offsets is not None for offsets in pending.values()):
         outages.ok("kafka")
+
+
+async def _sample_age(parked: ParkedReader, region: str, count: int) -> None:
+    if count == 0:
+        PENDING_AGE.labels(region=region).set(0)
+        return
+    try:
+        backlog = await parked.read(region, sample=0)
+    except KafkaError as error:
+        log.warning("parked age unavailable", extra={"region": region, "error": str(error)})
+        return
+    if backlog.oldest_ms is not None:
+        PENDING_AGE.labels(region=region).set(backlog.oldest_age_s(int(time.time() * 1000)))
 
 
 async def _next_change(

@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 from regionstore_recovery import main
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_shared.backlog import Offsets
+from regionstore_shared.parked import ParkedBacklog
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.settings import CommonSettings, KafkaSettings
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import NodeStatus, RegionStatus
 from shared.tests.fakes import FakeProducer, FakeRedis
 
 AVAILABLE, UNAVAILABLE = NodeStatus.AVAILABLE, NodeStatus.UNAVAILABLE
@@ -111,6 +112,26 @@ class FakeAdmin:
         return below
 
 
+class FakeParked:
+    """The parked reader: the oldest parked command of a region parked at ``oldest_ms``."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.oldest_ms: dict[str, int] = {}
+        self.asked: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("parked started")
+
+    async def close(self) -> None:
+        self.events.append("parked closed")
+
+    async def read(self, region: str, *, sample: int) -> ParkedBacklog:
+        self.asked.append(region)
+        oldest = self.oldest_ms.get(region)
+        return ParkedBacklog(region, f"pending.{region}", 1, oldest, [])
+
+
 class Drain:
     def __init__(self, region: str, stop: asyncio.Event, options: dict[str, Any]) -> None:
         self.region = region
@@ -128,6 +149,7 @@ class Rig:
         self.changes = ScriptedChanges(self.events)
         self.backlog = FakeBacklog(self.events)
         self.admin = FakeAdmin(self.events)
+        self.parked = FakeParked(self.events)
         self.state = ServiceState()
         self.drains: list[Drain] = []
         self.fail_next_drain: Exception | None = None
@@ -137,6 +159,7 @@ class Rig:
         monkeypatch.setattr(main, "StatusChanges", lambda *_: self.changes)
         monkeypatch.setattr(main, "BacklogProbe", lambda *_: self.backlog)
         monkeypatch.setattr(main, "kafka_admin", lambda *_: self.admin)
+        monkeypatch.setattr(main, "parked_reader", lambda *_: self.parked)
         monkeypatch.setattr(main, "drain", self._drain)
         # The detector's loop has tests of its own (test_recovery_detection).
         monkeypatch.setattr(main, "_start_detector", self._start_detector)
@@ -204,6 +227,16 @@ def trimmed(region: str) -> float:
         "regionstore_pending_trimmed_messages_total", {"region": region}
     )
     return sample or 0.0
+
+
+def age(region: str) -> float | None:
+    return REGISTRY.get_sample_value("regionstore_pending_oldest_age_seconds", {"region": region})
+
+
+def status_gauge(region: str, status: NodeStatus | RegionStatus) -> float | None:
+    return REGISTRY.get_sample_value(
+        "regionstore_region_status", {"region": region, "status": status.value}
+    )
 
 
 class TestStart:
@@ -329,6 +362,61 @@ class TestBacklog:
             assert pending("region_1") == 4
             assert rig.state.outages.is_down("kafka")
 
+    async def test_the_oldest_parked_command_gives_the_age_and_no_backlog_is_age_0(
+        self, rig: Rig, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(main.time, "time", lambda: 1_000_000.0)
+        rig.backlog.positions["region_1"] = backlog_of(12)
+        rig.parked.oldest_ms = {"region_1": 1_000_000_000 - 90_500}
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert (age("region_1"), age("region_2")) == (90.5, 0)
+            # Only a region with a backlog is read.
+            assert rig.parked.asked == ["region_1"]
+            rig.backlog.positions["region_1"] = backlog_of(0)
+            rig.changes.interval()
+            await rig.round()
+            assert age("region_1") == 0
+
+
+class TestGauges:
+    async def test_each_region_s_status_is_one_series_per_status(self, rig: Rig) -> None:
+        rig.redis.mark("region_2", UNAVAILABLE)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert status_gauge("region_2", UNAVAILABLE) == 1
+            assert status_gauge("region_2", AVAILABLE) == 0
+            assert status_gauge("region_1", AVAILABLE) == 1
+            rig.redis.mark("region_2", AVAILABLE)
+            rig.changes.event()
+            await rig.round()
+            assert status_gauge("region_2", UNAVAILABLE) == 0
+            assert status_gauge("region_2", AVAILABLE) == 1
+
+    async def test_a_region_detected_down_is_reported_down_and_gets_no_drain(
+        self, rig: Rig
+    ) -> None:
+        rig.redis.mark("region_3", RegionStatus.DOWN)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert status_gauge("region_3", RegionStatus.DOWN) == 1
+            assert status_gauge("region_3", UNAVAILABLE) == 0
+            assert status_gauge("region_3", AVAILABLE) == 0
+            assert status_gauge("region_1", RegionStatus.DOWN) == 0
+            assert "region_3" not in [d.region for d in rig.drains]
+
+    async def test_every_region_has_a_drain_gauge_from_the_start(self, rig: Rig) -> None:
+        rig.redis.mark("region_3", UNAVAILABLE)
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            drain_active = {
+                region: REGISTRY.get_sample_value("regionstore_drain_active", {"region": region})
+                for region in ("region_1", "region_2", "region_3")
+            }
+        # The drains are faked here, so none reports itself running: every region shows 0,
+        # which an alert can tell from a region recovery never looked at.
+        assert drain_active == {"region_1": 0, "region_2": 0, "region_3": 0}
+
 
 class TestTrim:
     async def test_every_round_deletes_below_each_commit_what_the_drain_took(
@@ -402,9 +490,9 @@ class TestStop:
             await rig.round()
             rig.state.stop.set()
             await asyncio.wait_for(task, BOUND_S)
-        closing = rig.events[rig.events.index("admin closed") :]
-        assert closing[:3] == ["admin closed", "backlog closed", "changes stopped"]
-        assert sorted(closing[3:]) == [
+        closing = rig.events[rig.events.index("parked closed") :]
+        assert closing[:4] == ["parked closed", "admin closed", "backlog closed", "changes stopped"]
+        assert sorted(closing[4:]) == [
             f"drain of {r} ended" for r in ("region_1", "region_2", "region_3")
         ]
         assert all(drain.stop.is_set() for drain in rig.drains)

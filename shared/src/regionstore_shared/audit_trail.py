@@ -46,13 +46,16 @@ class AuditAction(StrEnum):
 
 
 class Actor(Protocol):
-    """Who asks: the caller's API key id (public) and role."""
+    """Who asks: the caller's API key id (public), role and key name."""
 
     @property
     def key_id(self) -> str: ...
 
     @property
     def role(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 class AuditEvent(BaseModel):
@@ -64,6 +67,9 @@ class AuditEvent(BaseModel):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     at: datetime = Field(description="When the action was asked for (UTC).")
     key_id: str = Field(description="The caller's API key id; never the key.")
+    key_name: str | None = Field(
+        default=None, description="The name the caller's key was given, when it has one."
+    )
     role: str
     action: AuditAction
     target: str = Field(description="The region name or the customer id.")
@@ -105,6 +111,7 @@ def new_event(
     return AuditEvent(
         at=_now(),
         key_id=actor.key_id,
+        key_name=actor.name or None,
         role=str(actor.role),
         action=action,
         target=target,
@@ -119,6 +126,8 @@ class SystemActor:
 
     key_id: str
     role: str
+    name: str = ""
+    """Empty: the trail names a process by its key id alone (no ``key_name``)."""
 
 
 #: The failure detector, as the trail names it.

@@ -9,6 +9,8 @@ template (aiokafka alone wrote ~1,600 lines per consumer during a Kafka outage o
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
 import threading
@@ -208,6 +210,42 @@ class RepeatFilter(logging.Filter):
             self._seen.clear()
 
 
+def utc_timestamp(created: float) -> str:
+    """A log line's ``ts``: RFC 3339 in UTC, to the millisecond (``2026-12-06T10:15:02.123Z``).
+
+    logging's own asctime is local time without its offset, which cannot be compared across
+    machines or time zones.
+    """
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created * 1000) % 1000:03d}Z"
+
+
+class _JsonLines(JsonFormatter):
+    """JSON lines whose ``ts`` is :func:`utc_timestamp`."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_timestamp(record.created)
+
+
+def json_line(
+    *, created: float, level: str, logger: str, message: str, service: str, **fields: object
+) -> str:
+    """One log line shaped as :func:`configure_logging` writes them, for a writer that formats
+    its own lines (:func:`write_lines`)."""
+    head = {"ts": utc_timestamp(created), "level": level, "logger": logger, "message": message}
+    return json.dumps({**head, "service": service, **fields}) + "\n"
+
+
+def write_lines(text: str) -> None:
+    """Write lines made by :func:`json_line` where the root logger's handlers write (stdout
+    once :func:`configure_logging` ran), under each handler's lock: lines never interleave."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            with handler.lock or contextlib.nullcontext():
+                handler.stream.write(text)
+                handler.flush()
+
+
 def configure_logging(
     service: str,
     level: str = "INFO",
@@ -223,7 +261,7 @@ def configure_logging(
     """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        JsonFormatter(
+        _JsonLines(
             "{asctime}{levelname}{name}{message}",
             style="{",
             rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from regionstore_shared.logs import Outages, configure_logging
 from regionstore_shared.settings import CommonSettings
@@ -49,11 +49,17 @@ def _health_app(state: ServiceState) -> Starlette:
         body = {"ready": state.ready, **state.details}
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # /metrics answers itself, as the gateway's does; /metrics/ stays for scrapers configured
+    # when it was a mounted app that redirected /metrics there.
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/metrics", app=make_asgi_app()),
+            Route("/metrics", metrics),
+            Route("/metrics/", metrics),
         ]
     )
 

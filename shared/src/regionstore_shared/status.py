@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from regionstore_shared.logs import Outages
 from regionstore_shared.settings import RedisSettings
@@ -143,8 +143,10 @@ class StatusStoreUnavailableError(Exception):
         super().__init__(f"status of {region} not stored: {error}")
         self.region = region
         # A refused or lost connection before an answer means the SET was not applied, or
-        # was applied by an identical retry; a timeout may come after Redis applied it.
-        self.certainly_unchanged = isinstance(error, RedisConnectionError)
+        # was applied by an identical retry; an error answer (out of memory, read-only
+        # replica, no permission) is Redis refusing the SET; a timeout may come after Redis
+        # applied it.
+        self.certainly_unchanged = isinstance(error, RedisConnectionError | ResponseError)
 
 
 class StatusBoard:

@@ -116,6 +116,15 @@ class TestPendingBacklog:
         cluster.commit("regionstore.recovery.region_2", "pending.region_2", {0: 3})
         assert await probe.backlog(["region_2"]) == {"region_2": 0 + 4}
 
+    async def test_no_commit_counts_from_the_first_record_held(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("pending.region_2", [10, 4], starts=[6, 0])
+        cluster.commit("regionstore.recovery.region_2", "pending.region_2", {1: 1})
+        offsets = await probe.offsets("pending.region_2", "regionstore.recovery.region_2")
+        assert [(o.resume, o.end) for o in offsets.values()] == [(6, 10), (1, 4)]
+        assert await probe.backlog(["region_2"]) == {"region_2": 4 + 3}
+
     async def test_each_region_is_its_own_topic_and_recovery_group(
         self, cluster: Cluster, probe: BacklogProbe
     ) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -247,3 +249,15 @@ class TestConfigureLogging:
             logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", 1, i)
         out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [o["message"] for o in out] == ["Unable connect to node with id 1: 0"]
+
+    def test_timestamps_are_rfc_3339_in_utc(self, capsys: pytest.CaptureFixture[str]) -> None:
+        configure_logging("gateway", "INFO")
+        before = datetime.now(UTC).replace(microsecond=0)
+        logging.getLogger("regionstore_gateway").info("something happened")
+        after = datetime.now(UTC)
+        (line,) = capsys.readouterr().out.splitlines()
+        ts = json.loads(line)["ts"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ts), ts
+        at = datetime.fromisoformat(ts)
+        assert at.utcoffset() == timedelta(0)
+        assert before <= at <= after

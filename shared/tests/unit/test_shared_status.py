@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_shared.logs import Outages
@@ -184,6 +185,15 @@ class TestSet:
         assert caught.value.certainly_unchanged
         assert redis.values == {}
         assert redis.hashes == {}
+
+    async def test_an_error_answer_certainly_changed_nothing(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.down = True
+        redis.error = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+        with pytest.raises(StatusStoreUnavailableError) as caught:
+            await board.set("region_1", UNAVAILABLE)
+        assert caught.value.certainly_unchanged
 
     async def test_a_timeout_may_have_changed_it(
         self, board: StatusBoard, redis: FakeRedis

@@ -3,9 +3,10 @@ the dead letters.
 
 Commands talk to the gateway over HTTP (``--url``, else ``REGIONSTORE_GATEWAY_URL``, else
 http://127.0.0.1:8000) with the API key found by ``regionstore_tools.settings``; ``audit`` reads
-the regional stores directly (``REGIONSTORE_STORES__*``). A failure is one line on stderr and a
-non-zero exit status, never a traceback. ``dlq`` (in ``dlq_cli``) reads and writes Kafka directly
-(``REGIONSTORE_KAFKA__*``).
+the regional stores directly (``REGIONSTORE_STORES__*``); ``dlq`` (in ``dlq_cli``) reads and writes
+Kafka directly (``REGIONSTORE_KAFKA__*``), and the on-call commands (``regionstore_tools.oncall``:
+``pending``, ``audit-log``, ``keys``) read Kafka and the gateway's Redis. A failure is one line on
+stderr and a non-zero exit status, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-from regionstore_shared.api_key import KeyFileError
 from regionstore_shared.settings import CommonSettings
-from regionstore_tools import render
+from regionstore_tools import oncall, render
 from regionstore_tools.dataset.cli import generate_csv, import_csv, seed_customers
 from regionstore_tools.dataset.loader import LoadOptions
 from regionstore_tools.dlq_cli import dlq_app
@@ -44,6 +43,7 @@ from regionstore_tools.gateway import (
     ToolError,
     parse,
 )
+from regionstore_tools.reporting import reported as _reported
 from regionstore_tools.settings import ToolSettings
 from regionstore_tools.store_audit import StoreUnreadableError, audit_configured_stores
 
@@ -86,24 +86,6 @@ Seed = Annotated[int, typer.Option("--seed", help="Same seed, same customers.")]
 
 def _out() -> Console:
     return Console(soft_wrap=False)
-
-
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Turn a ToolError (and bad settings or key files) into one line on stderr and its exit."""
-    try:
-        yield
-    except ToolError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
-    except KeyFileError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        typer.echo(f"error: invalid setting {where}: {first['msg']}", err=True)
-        raise typer.Exit(1) from None
 
 
 @contextmanager
@@ -503,6 +485,9 @@ def audit(
         else:
             _out().print(render.audit(report))
     raise typer.Exit(0 if report.clean else 1)
+
+
+oncall.register(app)
 
 
 def main() -> None:

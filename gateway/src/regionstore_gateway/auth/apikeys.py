@@ -89,7 +89,7 @@ class KeyRecord:
     @property
     def principal(self) -> Principal:
         """The principal requests with this key run as."""
-        return Principal(self.key_id, self.role)
+        return Principal(self.key_id, self.role, self.name)
 
     def to_fields(self) -> dict[str, str]:
         """The record as a Redis hash (absent optional values are left out)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -23,7 +23,9 @@ _RANK = {Role.READER: 0, Role.WRITER: 1, Role.OPERATOR: 2}
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the public id of their key and its role."""
+    """Who is calling: the public id of their key, its role, and the name it was given."""
 
     key_id: str
     role: Role
+    # Only a label for people (the audit trail, the console): not part of who is calling.
+    name: str = field(default="", compare=False)

@@ -156,7 +156,7 @@ class CustomerService:
         )
         statuses = await self._board.all()
         page = await self._repository.page(query, statuses, after=after, limit=size, order=order)
-        return listing(page, query)
+        return listing(page, query).counted()
 
     async def every(self, query: CustomerFilter) -> Listing:
         """Every customer matching ``query`` by id, read page by page, with every region missed.
@@ -188,7 +188,9 @@ class CustomerService:
             unreachable.update(page.unreachable)
             if page.next_after is None:
                 rows.sort(key=lambda found: str(found.document["_id"]))
-                return Listing(rows, None, Order.ID, sorted(degraded), sorted(unreachable))
+                return Listing(
+                    rows, None, Order.ID, sorted(degraded), sorted(unreachable)
+                ).counted()
             after, order = page.next_after, page.order
 
     async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:

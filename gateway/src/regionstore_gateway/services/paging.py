@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
+
 from regionstore_gateway.list_order import Key, Order
 from regionstore_gateway.repository import CustomerFilter, Found, Page
 from regionstore_gateway.services.errors import InvalidInput
@@ -27,6 +29,17 @@ VERSION = 2
 Position = tuple[Order, Key]
 """Where a listing stands: the order its first page took, and the key its last page ended on."""
 
+LIST_ANSWERS = Counter(
+    "regionstore_list_answers_total",
+    "List answers (a page of /v1/customers, a /filter-records answer) by result: complete,"
+    " degraded (a region's share read from its replica) or incomplete (a share nobody could"
+    " serve: the answer is marked incomplete).",
+    ["result"],
+)
+_RESULTS = {
+    name: LIST_ANSWERS.labels(result=name) for name in ("complete", "degraded", "incomplete")
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Listing:
@@ -37,6 +50,12 @@ class Listing:
     order: Order
     degraded: list[str]
     unreachable: list[str]
+
+    def counted(self) -> Listing:
+        """This listing, counted in ``regionstore_list_answers_total``."""
+        result = "incomplete" if self.unreachable else "degraded" if self.degraded else "complete"
+        _RESULTS[result].inc()
+        return self
 
 
 def fingerprint(query: CustomerFilter) -> str:

@@ -110,7 +110,13 @@ async def region_list(
                 applied=totals.get(spec.name),
                 recent_changes=[
                     StatusChangeOut(
-                        at=c.at, key_id=c.key_id, status=c.status, by=c.by, reason=c.reason
+                        at=c.at,
+                        key_id=c.key_id,
+                        key_name=c.key_name,
+                        status=c.status,
+                        by=c.by,
+                        reason=c.reason,
+                        outcome=c.outcome,
                     )
                     for c in recent.of(spec.name)
                 ],

@@ -397,29 +397,57 @@ function statusSource(region) {
   return [h("span", { class: "source-by", dataset: { by: "operator" } }, `${what} by operator`), " ", key, " ", when];
 }
 
+// The audit trail records a change before making it; a follow-up says when it then failed
+// (nothing changed) or may or may not have happened.
+const CHANGE_OUTCOMES = {
+  failed: { label: "failed", title: "Refused: the status was not changed." },
+  unknown: { label: "outcome unknown", title: "It may or may not have happened: read the status." },
+};
+
+// A change's words by who made it and which way it went: [done, only attempted].
+const CHANGE_VERBS = {
+  detector: { off: ["Detected down", "Marking down attempted"], on: ["Detected back", "Marking back attempted"] },
+  operator: { off: ["Switched off", "Switch off attempted"], on: ["Switched on", "Switch on attempted"] },
+};
+
 function changeItem(change) {
   const at = new Date(change?.at);
   const known = !Number.isNaN(at.getTime());
   const off = change?.status !== "available";
   const detector = change?.by === "detector";
-  const what = detector ? (off ? "Detected down" : "Detected back") : off ? "Switched off" : "Switched on";
+  const outcome = CHANGE_OUTCOMES[change?.outcome] ?? null;
+  const name = typeof change?.key_name === "string" && change.key_name ? change.key_name : "";
+  const keyId = String(change?.key_id ?? "unknown key");
+  const what = CHANGE_VERBS[detector ? "detector" : "operator"][off ? "off" : "on"][outcome ? 1 : 0];
   return h(
     "li",
     {
       class: "region-change",
       testid: "region-change",
-      dataset: { status: String(change?.status ?? ""), by: String(change?.by ?? "operator") },
+      dataset: {
+        status: String(change?.status ?? ""),
+        by: String(change?.by ?? "operator"),
+        outcome: String(change?.outcome ?? "done"),
+      },
       title: change?.reason ?? "",
     },
     h("span", { class: "change-status" }, what),
     " by ",
     detector
-      ? h("span", { class: "change-key", testid: "region-change-key" }, "the detector")
-      : h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
-    " ",
+      ? [h("span", { class: "change-key", testid: "region-change-key" }, "the detector"), " "]
+      : [
+          name ? h("span", { class: "change-name", testid: "region-change-name" }, name) : null,
+          name ? " (" : null,
+          h("span", { class: "mono change-key", testid: "region-change-key" }, keyId),
+          name ? ") " : " ",
+        ],
     known
       ? h("time", { datetime: at.toISOString(), title: at.toLocaleString() }, timeAgo(at))
       : h("span", {}, "at an unknown time"),
+    outcome ? " " : null,
+    outcome
+      ? h("span", { class: "change-outcome", testid: "region-change-outcome", title: outcome.title }, outcome.label)
+      : null,
   );
 }
 
