@@ -114,7 +114,7 @@ class StoreProbe:
         try:
             # The driver's deadline, and an asyncio one just after it for any wait the driver
             # does not bound (a frozen store's socket).
-            async with asyncio.timeout(self._timeout_s + 0.05):
+            async with asyncio.timeout(self._timeout_s + 0.25):
                 with pymongo.timeout(self._timeout_s):
                     await self._collections[region].find_one({"_id": PROBE_ID}, {"_id": 1})
         except TimeoutError:
