@@ -192,15 +192,18 @@ class DetectionLoop:
         self.leading = False
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
-        """Go round until ``stop``, one round every ``interval_s``."""
+        """Go round until ``stop``, one round starting every ``interval_s`` (a round whose
+        probes wait out their deadline is not followed by a whole interval more)."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            next_at = loop.time() + interval_s
             try:
                 await self.round()
             except Exception:
                 # Whatever went wrong, recovery's drains must not stop with the detector.
                 log.exception("detector round failed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
+                async with asyncio.timeout_at(next_at):
                     await stop.wait()
 
     async def round(self) -> None:
