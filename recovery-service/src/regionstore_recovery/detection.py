@@ -114,7 +114,7 @@ class StoreProbe:
         try:
             # The driver's deadline, and an asyncio one just after it for any wait the driver
             # does not bound (a frozen store's socket).
-            async with asyncio.timeout(self._timeout_s + 0.05):
+            async with asyncio.timeout(self._timeout_s + 0.25):
                 with pymongo.timeout(self._timeout_s):
                     await self._collections[region].find_one({"_id": PROBE_ID}, {"_id": 1})
         except TimeoutError:
@@ -192,15 +192,18 @@ class DetectionLoop:
         self.leading = False
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
-        """Go round until ``stop``, one round every ``interval_s``."""
+        """Go round until ``stop``, one round starting every ``interval_s`` (a round whose
+        probes wait out their deadline is not followed by a whole interval more)."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            next_at = loop.time() + interval_s
             try:
                 await self.round()
             except Exception:
                 # Whatever went wrong, recovery's drains must not stop with the detector.
                 log.exception("detector round failed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
+                async with asyncio.timeout_at(next_at):
                     await stop.wait()
 
     async def round(self) -> None:
