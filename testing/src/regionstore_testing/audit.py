@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
 from regionstore_shared.apply import Collection
 from regionstore_shared.documents import COMMAND_ID, CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap
@@ -215,7 +217,13 @@ async def wait_for_clean(
     wanted = list(expected)
     deadline = time.monotonic() + within_s
     while True:
-        report = await audit(wanted, collections, regions, stray_prefix=stray_prefix)
-        if report.clean or time.monotonic() >= deadline:
-            return report
+        try:
+            report = await audit(wanted, collections, regions, stray_prefix=stray_prefix)
+        except PyMongoError:
+            # A store too slow to answer (a busy machine) is not a divergence: read it again.
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if report.clean or time.monotonic() >= deadline:
+                return report
         await asyncio.sleep(every_s)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import pytest
+from pymongo.errors import ServerSelectionTimeoutError
 
 from regionstore_shared.apply import Collection
 from regionstore_shared.documents import COMMAND_ID, CUSTOMER_FIELDS, DELETED, HOME, VERSION
@@ -336,6 +337,10 @@ class TestReadStrategy:
         assert stores.regions["region_1"].point_reads == 1
 
 
+async def _refuse(query: Document, projection: Mapping[str, int]) -> Document | None:
+    raise ServerSelectionTimeoutError("no servers found yet")
+
+
 class TestWaitForClean:
     async def test_returns_the_first_clean_report(self, stores: Stores) -> None:
         stores.placed("c", 5)
@@ -350,6 +355,28 @@ class TestWaitForClean:
         assert not report.clean
         assert report.lost == 2
         assert stores.regions["region_1"].point_reads > 1
+
+    async def test_a_store_too_slow_to_answer_is_read_again(self, stores: Stores) -> None:
+        stores.placed("c", 5)
+        region_1 = stores.regions["region_1"]
+        original = region_1.find_one
+
+        async def slow_once(query: Document, projection: Mapping[str, int]) -> Document | None:
+            if region_1.point_reads == 0:
+                region_1.point_reads += 1
+                raise ServerSelectionTimeoutError("no servers found yet")
+            return await original(query, projection)
+
+        region_1.find_one = slow_once  # type: ignore[method-assign]
+        report = await wait_for_clean([live()], stores.collections, REGIONS, within_s=5)
+        assert report.clean
+
+    async def test_a_store_unreadable_until_the_deadline_raises(self, stores: Stores) -> None:
+        stores.regions["region_1"].find_one = _refuse  # type: ignore[method-assign]
+        with pytest.raises(ServerSelectionTimeoutError):
+            await wait_for_clean(
+                [live()], stores.collections, REGIONS, within_s=0.02, every_s=0.005
+            )
 
     async def test_audits_again_until_the_stores_converge(self, stores: Stores) -> None:
         stores.live("region_1", "c", 5)
