@@ -1,7 +1,7 @@
 """The local stack as tests see it: its endpoints, and control of its processes.
 
 Endpoints come from the variables the services read (``REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS``,
-``REGIONSTORE_REDIS__URL``, ``REGIONSTORE_STORES__<REGION>``) plus ``REGIONSTORE_<SERVICE>_URL``
+``REGIONSTORE_REDIS__URL``, ``REGIONSTORE_IDEMPOTENCY_REDIS__URL``, ``REGIONSTORE_STORES__<REGION>``) plus ``REGIONSTORE_<SERVICE>_URL``
 for the services' HTTP ports, so the same tests can run against another deployment
 (``REGIONSTORE_STACK=external``). Processes (kafka, redis, region_1.., gateway, writer,
 replicator, recovery) are driven through process-compose's REST API on ``PC_PORT``.
@@ -51,6 +51,7 @@ class Endpoints:
 
     kafka_bootstrap: str
     redis_url: str
+    idempotency_redis_url: str
     stores: dict[str, str]
     services: dict[str, str]
 
@@ -66,6 +67,8 @@ class Endpoints:
             kafka_bootstrap=env.get("REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS")
             or kafka_bootstrap(port("KAFKA_PORT")),
             redis_url=env.get("REGIONSTORE_REDIS__URL") or redis_url(port("REDIS_PORT")),
+            idempotency_redis_url=env.get("REGIONSTORE_IDEMPOTENCY_REDIS__URL")
+            or redis_url(port("IDEMPOTENCY_REDIS_PORT")),
             stores=dict(sorted((stores or store_uris()).items())),
             services=local_service_urls(),
         )

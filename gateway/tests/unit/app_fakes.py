@@ -15,6 +15,7 @@ from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from regionstore_gateway.backpressure import Backpressure
 from regionstore_gateway.idempotency import IdempotencyStore, Record
 from regionstore_gateway.main import create_app
 from regionstore_gateway.repository import CustomerRepository
@@ -174,6 +175,9 @@ class Gateway:
         self.redis = FakeRedis()
         self.stores = {name: FakeCollection() for name in NAMES}
         self.keys = IdempotencyStore(cast(Any, self.redis), prefix=PREFIX, ttl_s=TTL_S)
+        # The consumers' lag Kafka would report: set it, then ``await backpressure.refresh()``.
+        self.lag: dict[str, int | None] = {}
+        self.backpressure = Backpressure(self._read_lag, settings.backpressure)
         repository = CustomerRepository(
             cast("Mapping[str, Collection]", self.stores),
             settings.region_map,
@@ -201,9 +205,13 @@ class Gateway:
                 auth=authenticator(),
                 audit=audit_trail(settings),
                 recent=recent_changes(),
+                backpressure=self.backpressure,
             )
         )
         self.app = create_app(settings, open_state=self._open_state)
+
+    async def _read_lag(self) -> dict[str, int | None]:
+        return dict(self.lag)
 
     @contextlib.asynccontextmanager
     async def _open_state(self, _: FastAPI) -> AsyncIterator[State]:

@@ -8,6 +8,7 @@ from typing import Any, cast
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from audit_fakes import AckingProducer, audit_trail, recent_changes
+from backpressure_fakes import idle_backpressure
 
 from regionstore_gateway.api.errors import refusal
 from regionstore_gateway.audit_trail import AuditUnavailableError
@@ -133,6 +134,7 @@ class Rig:
             board=cast(Any, self.board),
             keys=cast(Any, None),
             audit=self.audit,
+            backpressure=idle_backpressure(settings),
         )
         self.regions = RegionService(
             settings=settings,

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from regionstore_shared.logs import Outages
 from regionstore_shared.settings import RedisSettings
@@ -39,14 +39,17 @@ class NodeStatus(StrEnum):
 
 
 class StatusStoreUnavailableError(Exception):
-    """A status change failed because Redis could not be reached or did not answer."""
+    """A status change failed because Redis refused it, could not be reached or did not answer."""
 
     def __init__(self, region: str, error: RedisError) -> None:
         super().__init__(f"status of {region} not stored: {error}")
         self.region = region
+        # An error reply (out of memory, a read-only replica, a missing permission) is Redis
+        # refusing this very SET: nothing was written.
+        self.refused = isinstance(error, ResponseError)
         # A refused or lost connection before an answer means the SET was not applied, or
-        # was applied by an identical retry; a timeout may come after Redis applied it.
-        self.certainly_unchanged = isinstance(error, RedisConnectionError)
+        # was applied by an identical retry; only a timeout may come after Redis applied it.
+        self.certainly_unchanged = self.refused or isinstance(error, RedisConnectionError)
 
 
 class StatusBoard:

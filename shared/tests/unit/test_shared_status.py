@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_shared.logs import Outages
@@ -161,6 +162,17 @@ class TestSet:
         with pytest.raises(StatusStoreUnavailableError) as caught:
             await board.set("region_1", UNAVAILABLE)
         assert caught.value.region == "region_1"
+        assert caught.value.certainly_unchanged
+        assert redis.values == {}
+
+    async def test_an_error_reply_is_a_refusal_that_changed_nothing(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.down = True
+        redis.error = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+        with pytest.raises(StatusStoreUnavailableError) as caught:
+            await board.set("region_1", UNAVAILABLE)
+        assert caught.value.refused
         assert caught.value.certainly_unchanged
         assert redis.values == {}
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response, status
 from regionstore_gateway.api.errors import RETRY_AFTER
 from regionstore_gateway.auth import PrincipalDep, requires_writer
 from regionstore_gateway.deps import CustomersDep, SettingsDep
-from regionstore_gateway.models import BatchResult
+from regionstore_gateway.models import BatchResult, NotAccepted
 from regionstore_gateway.services.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -25,6 +25,12 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
             "model": BatchResult,
             "description": "No item was accepted and every item was invalid (a malformed body "
             "or too many items: FastAPI's validation shape instead).",
+        },
+        429: {
+            "model": NotAccepted,
+            "headers": RETRY_AFTER,
+            "description": "Not accepted: the consumers are too far behind (backpressure), or "
+            "the key is over its rate. No item was published and no idempotency key claimed.",
         },
         503: {
             "model": BatchResult,
