@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ DASHBOARD_FILE = DASHBOARDS / "regionstore.json"
 DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"
 PROVIDERS_FILE = GRAFANA / "provisioning" / "dashboards" / "regionstore.yaml"
 PROMETHEUS_FILE = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+RULES_DIR = REPO_ROOT / "deploy" / "prometheus" / "rules"
 
 # Series Prometheus itself adds to every target it scrapes; no service exports them.
 SCRAPE_SERIES = frozenset({"up"})
@@ -116,6 +118,22 @@ def metric_names(expression: str) -> set[str]:
 def dashboard_metric_names(dashboard: dict[str, Any]) -> set[str]:
     """Every metric name the dashboard's queries select."""
     return {name for expression in expressions(dashboard) for name in metric_names(expression)}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of every file in deploy/prometheus/rules/."""
+    return [
+        rule
+        for path in sorted(RULES_DIR.glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def alert_metric_names() -> set[str]:
+    """Every metric name the alerting rules select."""
+    return {name for rule in alert_rules() for name in metric_names(rule["expr"])}
 
 
 def exported_names(exposition: str) -> set[str]:

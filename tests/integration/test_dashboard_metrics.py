@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.dashboards import (
     PROMETHEUS_FILE,
+    alert_metric_names,
     dashboard_metric_names,
     exported_names,
     load_dashboard,
@@ -100,6 +101,13 @@ class TestDashboardMetrics:
             exported |= exported_names(await scrape(service))
 
         assert unexported(dashboard_metric_names(load_dashboard()), exported) == set()
+
+    async def test_every_metric_an_alert_rule_queries_is_exported(self, scrape: Scraper) -> None:
+        exported: set[str] = set()
+        for service in SERVICES:
+            exported |= exported_names(await scrape(service))
+
+        assert unexported(alert_metric_names(), exported) == set()
 
     async def test_each_service_exports_regionstore_metrics(self, scrape: Scraper) -> None:
         for service in SERVICES:

@@ -105,7 +105,7 @@ class Backpressure:
             LAG.labels(group=group).set(-1 if value is None else value)
 
     def start(self) -> None:
-        """Refresh in the background until :meth:`stop`; nothing is refused before the first read."""
+        """Refresh in the background until :meth:`stop`; nothing is refused before a read."""
         if any(self._limits.values()):
             self._task = asyncio.create_task(self._run())
 
