@@ -8,17 +8,26 @@ safe because the apply ignores a version a region already holds.
 
 Records live under a SHA-256 of the key, not the key itself: the gateway never needs the raw key
 back, and the hash keeps Redis key names short and free of whatever characters clients choose.
+
+A whole batch sent with one key (a bulk load) keeps one record for all its items, not one each:
+the items' commands are made from the record again (:class:`BatchRecord`), so it holds a few
+hundred bytes however many items the batch has.
+
+Records live in a Redis of their own, with a budget (``maxmemory``) that evicts the oldest
+first once full. A key whose record was evicted, like one whose TTL ran out, is a new key: a
+retry is published as a new command, with a new version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, Base64Bytes, BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -81,6 +90,46 @@ class Record(BaseModel):
         return self.model_copy(update={"state": RecordState.ACKED, "answer": answer})
 
 
+class BatchRecord(BaseModel):
+    """What the gateway remembers about the key of a whole batch.
+
+    Item ``i``'s command is made again from the same request with the command id
+    ``uuid5(seed, str(i))``, the version ``first_version + i * VERSION_STEP`` (a run reserved
+    from the clock) and ``issued_at_ms``: the same command, without keeping it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_hash: str
+    seed: uuid.UUID
+    first_version: int = Field(ge=1)
+    issued_at_ms: int = Field(ge=0)
+    acked: Base64Bytes = Field(
+        default=b"", description="Bit i set: Kafka acknowledged item i's command."
+    )
+
+    def command_id(self, index: int) -> uuid.UUID:
+        """The command id of item ``index``."""
+        return uuid.uuid5(self.seed, str(index))
+
+    def is_acked(self, index: int) -> bool:
+        """Whether item ``index``'s command was acknowledged by an earlier attempt."""
+        byte = index >> 3
+        return byte < len(self.acked) and bool(self.acked[byte] & (1 << (index & 7)))
+
+    def with_acked(self, indices: Iterable[int]) -> BatchRecord:
+        """The same record, with the commands of ``indices`` acknowledged too."""
+        bits = bytearray(self.acked)
+        for index in indices:
+            if index >> 3 >= len(bits):
+                bits.extend(bytes((index >> 3) + 1 - len(bits)))
+            bits[index >> 3] |= 1 << (index & 7)
+        return self.model_copy(update={"acked": bytes(bits)})
+
+
+AnyRecord = TypeVar("AnyRecord", Record, BatchRecord)
+
+
 class IdempotencyUnavailableError(Exception):
     """Redis cannot be reached, so a keyed write cannot be made safe to retry."""
 
@@ -103,6 +152,41 @@ class IdempotencyStore:
     def redis_key(self, key: str) -> str:
         """Where the record of an idempotency key is stored."""
         return self._prefix + hashlib.sha256(key.encode()).hexdigest()
+
+    def batch_redis_key(self, key: str) -> str:
+        """Where the record of a whole batch's key is stored: apart from the single writes'."""
+        return f"{self._prefix}batch:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    async def find_batch(self, key: str) -> BatchRecord | None:
+        """The record of a batch's key, or None for a key never used (or forgotten)."""
+        try:
+            value = await self._redis.get(self.batch_redis_key(key))
+        except RedisError as error:
+            raise IdempotencyUnavailableError(str(error)) from error
+        return _parse_as(BatchRecord, value)
+
+    async def claim_batch(self, key: str, record: BatchRecord) -> BatchRecord:
+        """Store ``record`` unless the key is taken; the record the key holds either way."""
+        name = self.batch_redis_key(key)
+        for _ in range(3):
+            try:
+                if await self._redis.set(name, record.model_dump_json(), nx=True, ex=self._ttl_s):
+                    return record
+                held = _parse_as(BatchRecord, await self._redis.get(name))
+            except RedisError as error:
+                raise IdempotencyUnavailableError(str(error)) from error
+            if held is not None:
+                return held
+        raise IdempotencyUnavailableError("the batch's idempotency key kept expiring while claimed")
+
+    async def acknowledge_batch(self, key: str, record: BatchRecord) -> None:
+        """Overwrite a batch key's record, keeping its expiry (nothing if it is gone)."""
+        try:
+            await self._redis.set(
+                self.batch_redis_key(key), record.model_dump_json(), xx=True, keepttl=True
+            )
+        except RedisError as error:
+            raise IdempotencyUnavailableError(str(error)) from error
 
     async def find(self, keys: Sequence[str]) -> list[Record | None]:
         """The record of each key, or None for a key never used (or expired)."""
@@ -170,10 +254,14 @@ def check(record: Record, request: str) -> Record:
 
 
 def _parse(value: str | bytes | None) -> Record | None:
+    return _parse_as(Record, value)
+
+
+def _parse_as(kind: type[AnyRecord], value: str | bytes | None) -> AnyRecord | None:
     if value is None:
         return None
     try:
-        return Record.model_validate_json(value)
+        return kind.model_validate_json(value)
     except ValidationError as error:
         # Unreadable records would otherwise make their key unusable for a day; refusing
         # is the only answer that cannot publish a second command for it.

@@ -121,6 +121,14 @@ class FakeRedis:
             hook()
         return values
 
+    async def get(self, name: str) -> str | None:
+        self.check()
+        return self.values.get(name)
+
+    async def set(self, name: str, value: str, **options: Any) -> bool | None:
+        self.check()
+        return self.store(name, value, **options)
+
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline(self)
 
@@ -142,7 +150,7 @@ class FakeRedis:
         return True
 
     def records(self) -> list[Record]:
-        return [Record.model_validate_json(v) for v in self.values.values()]
+        return [Record.model_validate_json(v) for k, v in self.values.items() if ":batch:" not in k]
 
 
 class FakeCollection:

@@ -21,6 +21,7 @@ from regionstore_gateway.services.errors import (
     RegionsUnreachable,
     TooManyMatches,
 )
+from regionstore_gateway.services.keyed_batch import KeyedBatch, write_keyed_batch
 from regionstore_gateway.services.paging import Listing, decode_cursor, listing
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes, Written
@@ -200,13 +201,22 @@ class CustomerService:
 
     async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
         """Many upserts and deletes, each answered alone; a 422 for too many of them."""
+        self._check_batch_size(items)
+        self._backpressure.check()
+        return await write_batch(self._writes, self._keys, self._audit, actor, items)
+
+    async def keyed_batch(self, items: list[Any], actor: Actor, key: str) -> KeyedBatch:
+        """A batch under one idempotency key for all its items (see keyed_batch)."""
+        self._check_batch_size(items)
+        self._backpressure.check()
+        return await write_keyed_batch(self._writes, self._keys, self._audit, actor, items, key)
+
+    def _check_batch_size(self, items: list[Any]) -> None:
         limit = self._settings.api.max_batch_items
         if len(items) > limit:
             raise InvalidInput.field(
                 ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
             )
-        self._backpressure.check()
-        return await write_batch(self._writes, self._keys, self._audit, actor, items)
 
     async def _send(
         self, sender: Sender, write: Write, build: Callable[[], Awaitable[Command]]
