@@ -136,7 +136,8 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         await ensure_indexes(collections)
-        records = redis_client(settings.idempotency_redis, name)
+        # Bytes: the records are stored deflated.
+        records = redis_client(settings.idempotency_redis, name, binary=True)
         stack.push_async_callback(records.aclose)
         budget = RedisBudget({CONTROL: redis, IDEMPOTENCY: records})
         budget.start()

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from regionstore_gateway.backpressure import Backpressure
-from regionstore_gateway.idempotency import IdempotencyStore, Record
+from regionstore_gateway.idempotency import IdempotencyStore, Record, decode_record
 from regionstore_gateway.main import create_app
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
@@ -76,7 +76,7 @@ class FakeProducer:
 class FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
         self.redis = redis
-        self.queued: list[tuple[str, str, dict[str, Any]]] = []
+        self.queued: list[tuple[str, str | bytes, dict[str, Any]]] = []
 
     async def __aenter__(self) -> FakePipeline:
         return self
@@ -84,7 +84,7 @@ class FakePipeline:
     async def __aexit__(self, *_: object) -> None:
         return None
 
-    def set(self, name: str, value: str, **options: Any) -> FakePipeline:
+    def set(self, name: str, value: str | bytes, **options: Any) -> FakePipeline:
         self.queued.append((name, value, options))
         return self
 
@@ -101,7 +101,7 @@ class FakeRedis:
     """Strings with an expiry each; ``down`` makes every command fail as a refused connection."""
 
     def __init__(self) -> None:
-        self.values: dict[str, str] = {}
+        self.values: dict[str, str | bytes] = {}
         self.ttls: dict[str, int | None] = {}
         self.down = False
         self.after_mget: Callable[[], None] | None = None
@@ -113,7 +113,7 @@ class FakeRedis:
                 "Error 111 connecting to 127.0.0.1:6379. Connection refused."
             )
 
-    async def mget(self, keys: list[str]) -> list[str | None]:
+    async def mget(self, keys: list[str]) -> list[str | bytes | None]:
         self.check()
         values = [self.values.get(k) for k in keys]
         if self.after_mget is not None:
@@ -121,11 +121,11 @@ class FakeRedis:
             hook()
         return values
 
-    async def get(self, name: str) -> str | None:
+    async def get(self, name: str) -> str | bytes | None:
         self.check()
         return self.values.get(name)
 
-    async def set(self, name: str, value: str, **options: Any) -> bool | None:
+    async def set(self, name: str, value: str | bytes, **options: Any) -> bool | None:
         self.check()
         return self.store(name, value, **options)
 
@@ -135,7 +135,7 @@ class FakeRedis:
     def store(
         self,
         name: str,
-        value: str,
+        value: str | bytes,
         *,
         ex: int | None = None,
         nx: bool = False,
@@ -150,7 +150,7 @@ class FakeRedis:
         return True
 
     def records(self) -> list[Record]:
-        return [Record.model_validate_json(v) for k, v in self.values.items() if ":batch:" not in k]
+        return [decode_record(Record, v) for k, v in self.values.items() if ":batch:" not in k]
 
 
 class FakeCollection:
