@@ -81,8 +81,9 @@ class BackpressureSettings(BaseModel):
     """When new writes are refused with 429 because the consumers are too far behind."""
 
     # A write is applied about lag / apply rate after it is accepted: on the local stack half a
-    # second per thousand commands of lag while a load is accepted, so 10,000 keeps a new
-    # write readable within about the 5 s that ?wait=applied waits (README "Backpressure").
+    # second per thousand commands of lag while a load is being accepted. 50,000 bounds that at
+    # about 25 s there, well above what a consumer's restart or a rebalance builds under load,
+    # so a 429 means the consumers cannot keep up, not that one blinked (README "Backpressure").
     max_writer_lag: Annotated[
         int,
         Field(
@@ -90,7 +91,7 @@ class BackpressureSettings(BaseModel):
             description="Commands the writer may be behind before new writes are refused with "
             "429; 0 never refuses for it.",
         ),
-    ] = 10_000
+    ] = 50_000
     max_replicator_lag: Annotated[
         int,
         Field(
@@ -98,7 +99,7 @@ class BackpressureSettings(BaseModel):
             description="Commands the replicator may be behind before new writes are refused "
             "with 429; 0 never refuses for it.",
         ),
-    ] = 10_000
+    ] = 50_000
     refresh_s: Annotated[
         float, Field(gt=0, le=60, description="How often the lag is read from Kafka.")
     ] = 1.0
