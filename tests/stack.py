@@ -1,11 +1,11 @@
 """The local stack as tests see it: its endpoints, and control of its processes.
 
 Endpoints come from the variables the services read (``REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS``,
-``REGIONSTORE_REDIS__URL``, ``REGIONSTORE_IDEMPOTENCY_REDIS__URL``,
-``REGIONSTORE_STORES__<REGION>``) plus ``REGIONSTORE_<SERVICE>_URL`` for the services' HTTP
-ports, so the same tests can run against another deployment (``REGIONSTORE_STACK=external``).
-Processes (kafka, redis, redis_idempotency, region_1.., gateway, writer, replicator, recovery)
-are driven through process-compose's REST API on ``PC_PORT``.
+``REGIONSTORE_REDIS__URL``, ``REGIONSTORE_STORES__<REGION>``) plus ``REGIONSTORE_<SERVICE>_URL``
+for the services' HTTP ports, so the same tests can run against another deployment
+(``REGIONSTORE_STACK=external``). Processes (kafka, redis, redis_idempotency, region_1..,
+gateway, writer, replicator, recovery) are driven through process-compose's REST API on
+``PC_PORT``.
 
 Every process restarts by itself after a crash (``kill``); ``stop`` keeps it down until
 ``start``.
@@ -52,7 +52,6 @@ class Endpoints:
 
     kafka_bootstrap: str
     redis_url: str
-    idempotency_redis_url: str
     stores: dict[str, str]
     services: dict[str, str]
 
@@ -68,8 +67,6 @@ class Endpoints:
             kafka_bootstrap=env.get("REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS")
             or kafka_bootstrap(port("KAFKA_PORT")),
             redis_url=env.get("REGIONSTORE_REDIS__URL") or redis_url(port("REDIS_PORT")),
-            idempotency_redis_url=env.get("REGIONSTORE_IDEMPOTENCY_REDIS__URL")
-            or redis_url(port("IDEMPOTENCY_REDIS_PORT")),
             stores=dict(sorted((stores or store_uris()).items())),
             services=local_service_urls(),
         )
