@@ -9,8 +9,10 @@ never refused for this.
 
 The lag is read from Kafka in the background (end offsets against the groups' committed
 offsets, :class:`~regionstore_shared.backlog.BacklogProbe`), never per request; a write is
-judged by the last reading. A reading that failed or grew stale refuses nothing: the produce
-itself finds out whether Kafka takes writes.
+judged by each group's last reading. A reading that fails keeps the one before, so a slow or
+briefly unreachable Kafka does not open the gate under load; once a group's last reading is
+older than ``stale_after_s`` it refuses nothing: the produce itself finds out whether Kafka
+takes writes.
 """
 
 from __future__ import annotations
@@ -73,15 +75,19 @@ class Backpressure:
             "replicator": settings.max_replicator_lag,
         }
         self._clock = clock
-        self._lag: Mapping[str, int | None] = {}
-        self._read_at = -float("inf")
+        self._readings: dict[str, tuple[int, float]] = {}
+        """Each group's last lag read, and when."""
         self._task: asyncio.Task[None] | None = None
 
     @property
     def lag(self) -> dict[str, int | None]:
-        """The last lag read, by group; every group None when never read or stale."""
-        fresh = self._clock() - self._read_at <= self._settings.stale_after_s
-        return {group: self._lag.get(group) if fresh else None for group in self._limits}
+        """Each group's last lag read; None when never read, or read too long ago."""
+        oldest = self._clock() - self._settings.stale_after_s
+        readings = {group: self._readings.get(group) for group in self._limits}
+        return {
+            group: reading[0] if reading is not None and reading[1] >= oldest else None
+            for group, reading in readings.items()
+        }
 
     def check(self) -> None:
         """Raise ConsumersBehindError when a group's last lag read is over its threshold."""
@@ -92,16 +98,18 @@ class Backpressure:
                 raise ConsumersBehindError(group, lag, limit, self._settings.retry_after_s)
 
     async def refresh(self) -> None:
-        """Read the lag once; a failed read leaves every group unknown."""
+        """Read the lag once; a group whose lag could not be read keeps its last reading."""
         try:
             lag = dict(await self._read())
         except Exception as error:
-            # Whatever failed, the next reading tries again; meanwhile nothing is refused.
+            # Whatever failed, the next reading tries again; the last ones stand meanwhile.
             log.warning("consumer lag unreadable", extra={"error": repr(error)})
             lag = {}
-        self._lag, self._read_at = lag, self._clock()
-        for group in self._limits:
-            value = lag.get(group)
+        read_at = self._clock()
+        for group, value in lag.items():
+            if value is not None and group in self._limits:
+                self._readings[group] = (value, read_at)
+        for group, value in self.lag.items():
             LAG.labels(group=group).set(-1 if value is None else value)
 
     def start(self) -> None:

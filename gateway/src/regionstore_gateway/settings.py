@@ -107,10 +107,10 @@ class BackpressureSettings(BaseModel):
         float,
         Field(
             gt=0,
-            description="A lag read longer ago than this refuses nothing (Kafka could not be "
-            "read since).",
+            description="A group's lag is judged by its last reading for this long; older, it "
+            "refuses nothing (Kafka could not be read since).",
         ),
-    ] = 10.0
+    ] = 30.0
     retry_after_s: Annotated[
         int, Field(ge=1, le=3600, description="Retry-After of a write refused with 429.")
     ] = 2

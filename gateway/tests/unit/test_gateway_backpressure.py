@@ -105,24 +105,43 @@ class TestCheck:
         backpressure.check()
         assert backpressure.lag == {"writer": None, "replicator": None}
 
-    async def test_an_unknown_lag_refuses_nothing(
-        self, backpressure: Backpressure, lag: Lag
+    async def test_a_lag_kafka_could_not_say_keeps_the_last_reading_until_it_is_stale(
+        self, backpressure: Backpressure, lag: Lag, clock: FakeClock
     ) -> None:
-        lag.answer = {"writer": 50_000, "replicator": 50_000}
+        lag.answer = {"writer": 50_000, "replicator": 0}
         await backpressure.refresh()
-        lag.answer = {"writer": None, "replicator": None}
+        clock.now += LIMITS.stale_after_s / 2
+        lag.answer = {"writer": None, "replicator": 0}
+        await backpressure.refresh()
+        with pytest.raises(ConsumersBehindError):
+            backpressure.check()
+        clock.now += LIMITS.stale_after_s / 2 + 1
         await backpressure.refresh()
         backpressure.check()
+        assert backpressure.lag == {"writer": None, "replicator": 0}
 
-    async def test_a_failed_reading_forgets_the_last_one(
-        self, backpressure: Backpressure, lag: Lag
+    async def test_a_failed_reading_keeps_the_last_one_until_it_is_stale(
+        self, backpressure: Backpressure, lag: Lag, clock: FakeClock
     ) -> None:
         lag.answer = {"writer": 50_000, "replicator": 0}
         await backpressure.refresh()
         lag.answer = OSError("connection reset")
         await backpressure.refresh()
+        with pytest.raises(ConsumersBehindError):
+            backpressure.check()
+        clock.now += LIMITS.stale_after_s + 1
+        await backpressure.refresh()
         backpressure.check()
         assert backpressure.lag == {"writer": None, "replicator": None}
+
+    async def test_a_new_reading_under_the_threshold_takes_writes_again(
+        self, backpressure: Backpressure, lag: Lag
+    ) -> None:
+        lag.answer = {"writer": 50_000, "replicator": 0}
+        await backpressure.refresh()
+        lag.answer = {"writer": 10, "replicator": 0}
+        await backpressure.refresh()
+        backpressure.check()
 
     async def test_a_threshold_of_zero_never_refuses(self, lag: Lag, clock: FakeClock) -> None:
         off = Backpressure(lag, BackpressureSettings(max_writer_lag=0), clock=clock)
