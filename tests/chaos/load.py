@@ -3,9 +3,9 @@
 A client sends one request at a time, so for each of its customers the order of the
 acknowledgements is the order of the versions. Every write carries an ``Idempotency-Key`` and a
 fresh ``customer_unique_id``. An answer of unknown outcome (a 504, a dropped connection, a
-gateway that is not there) is retried with the same key and body until it resolves; a 503 that
-says the write was not accepted, on the first attempt, is recorded as refused and not retried,
-so the verification can prove that it was never applied.
+gateway that is not there) is retried with the same key and body until it resolves; a 503 (or a
+429, backpressure) that says the write was not accepted, on the first attempt, is recorded as
+refused and not retried, so the verification can prove that it was never applied.
 """
 
 from __future__ import annotations
@@ -188,7 +188,8 @@ class Client:
                     self._ledger.resolved_after_unknown += not first
                     self._resolved(write, answer)
                     return
-                if response.status_code == 503 and answer.get("outcome") == "not_accepted":
+                # 503, or 429 while the consumers are too far behind: certainly not taken.
+                if response.status_code in (429, 503) and answer.get("outcome") == "not_accepted":
                     if first:
                         self._refused(write)
                         # As a client should: the next write waits as long as it was told.
