@@ -172,14 +172,22 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos
+	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm
 	uv run vulture
 
 .PHONY: test-tools
-test-tools: ## what the browser and compose tests need: Debian's chromium, docker compose, Dockerfile checks
+test-tools: helm-tools ## what the browser, compose and chart tests need: Debian's chromium, docker compose, Dockerfile checks, helm
 	@$(LOCAL)/prereqs.sh --test
 	@mkdir -p "$(CACHE_DIR)" && bash tests/compose/install-tools.sh >"$(CACHE_DIR)/compose-tools.log" 2>&1 \
 		|| { tail -n 20 "$(CACHE_DIR)/compose-tools.log" >&2; echo "building the compose tools failed" >&2; exit 1; }
+
+# The chart's validators (helm, kubeconform, kube-score) built from their Go modules, and the
+# operators' CRD schemas, into CACHE_DIR/helm (tests/helm/install-tools.sh; seconds once there).
+.PHONY: helm-tools
+helm-tools: sync ## build the Helm chart's validators and schemas into CACHE_DIR/helm
+	@mkdir -p "$(CACHE_DIR)" && bash tests/helm/install-tools.sh >"$(CACHE_DIR)/helm-tools.log" 2>&1 \
+		|| { tail -n 20 "$(CACHE_DIR)/helm-tools.log" >&2; echo "building the helm tools failed (log: $(CACHE_DIR)/helm-tools.log)" >&2; exit 1; }
+	@grep '^helm tools:' "$(CACHE_DIR)/helm-tools.log" || true
 
 PYTEST_ARGS ?=
 # The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
@@ -239,11 +247,13 @@ audit: sync secrets ## check the regional stores against each other: make audit 
 
 ROUNDS ?= 1
 WRITES ?= 20000
+# Extra gateways beside the stack's, one per clock offset (faketime): make chaos SKEW=-30ms,-10s
+SKEW ?=
 
 .PHONY: chaos
-chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3
+chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3 [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES)
+		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)'
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
@@ -297,3 +307,9 @@ compose-config: compose-tools sync ## validate deploy/compose.yaml and deploy/Do
 .PHONY: test-compose
 test-compose: sync ## integration tests against the compose deployment (after compose-up)
 	set -a; . deploy/compose.test.env; set +a; uv run pytest -m integration
+
+##@ Kubernetes (deploy/helm/regionstore; no cluster needed to check it)
+
+.PHONY: chart-check
+chart-check: helm-tools ## validate the chart: helm lint, kubeconform with the operators' schemas, kube-score, render tests
+	uv run pytest tests/helm -q -p no:cacheprovider

@@ -54,12 +54,18 @@ class Env:
         return self.settings.region_map
 
     def remember(self, accepted: dict[str, Any], *, deleted: bool = False) -> None:
-        """Record an acknowledged write as the customer's final state."""
-        self.finals[accepted["customer_id"]] = Expected(
-            customer_id=accepted["customer_id"],
+        """Record an acknowledged write as the customer's final state; the customer's writes
+        acknowledged before it must not be what a region holds."""
+        customer_id = accepted["customer_id"]
+        held = self.finals.get(customer_id)
+        earlier = frozenset() if held is None else held.earlier | {held.command_id or ""}
+        self.finals[customer_id] = Expected(
+            customer_id=customer_id,
             version=accepted["version"],
             deleted=deleted,
             home=accepted.get("region"),
+            command_id=accepted.get("command_id"),
+            earlier=earlier - {"", accepted.get("command_id")},
         )
 
     async def write(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 import uvicorn
 from fastapi import FastAPI, status
 
 from regionstore_shared.schemas import Customer
 from regionstore_testing.ports import free_port
+from regionstore_testing.processes import stop, wait_serving
 
 
 def create_app() -> FastAPI:
@@ -42,23 +41,6 @@ def bare_command(port: int) -> list[str]:
     return [sys.executable, "-m", "regionstore_bench.bare", str(port)]
 
 
-async def wait_ready(url: str, process: asyncio.subprocess.Process, timeout_s: float) -> None:
-    """Poll /health until it answers 200; fail if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"the bare endpoint exited with {process.returncode}")
-            try:
-                if (await client.get("/health")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the bare endpoint was not ready within {timeout_s}s")
-            await asyncio.sleep(0.05)  # poll interval, not a wait for readiness
-
-
 @asynccontextmanager
 async def bare_server(timeout_s: float = 60.0) -> AsyncIterator[str]:
     """Run the bare app in a subprocess on a free port; yield its URL once it answers."""
@@ -68,11 +50,10 @@ async def bare_server(timeout_s: float = 60.0) -> AsyncIterator[str]:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        await wait_ready(url, process, timeout_s)
+        await wait_serving(url, process, within_s=timeout_s, path="/health", every_s=0.05)
         yield url
     finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout_s)
+        await stop([process], within_s=timeout_s)
 
 
 def main() -> None:

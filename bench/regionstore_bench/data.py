@@ -111,7 +111,7 @@ def target_counts(
     for body in bodies:
         customer = Customer.model_validate(body)
         command = upsert_command(customer, regions=regions, version=1, issued_at_ms=0)
-        for target in table.route(command):
+        for target in table.route(command).targets:
             by_region[target.region] += 1
             by_role[target.role.value] = by_role.get(target.role.value, 0) + 1
     return by_region, by_role

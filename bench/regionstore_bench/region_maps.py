@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from regionstore_shared.schemas import encode_command
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.consumed import wait_consumed
 from regionstore_testing.ports import free_port
+from regionstore_testing.processes import stop, wait_serving
 
 from .write_cost import SIZES, lives, ring
 
@@ -130,32 +130,10 @@ async def services(run: MapRun, logs: Path) -> AsyncIterator[list[str]]:
                 )
             urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(urls, processes, strict=True):
-            await _ready(url, process)
+            await wait_serving(url, process, within_s=READY_WITHIN_S)
         yield urls
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.terminate()
-        for process in processes:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 30)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def _ready(url: str, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + READY_WITHIN_S
-    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"{url}: the service exited with {process.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} not ready within {READY_WITHIN_S}s")
-            await asyncio.sleep(0.2)  # a poll interval, not a wait for readiness
+        await stop(processes)
 
 
 async def _writes(urls: Iterable[str]) -> float:

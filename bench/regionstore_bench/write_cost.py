@@ -74,7 +74,7 @@ def write_cost(
     routed: dict[str, list[int]] = {"create": [], "move": [], "delete": []}
     for kind, command in lives(regions, customers, seed):
         today[kind].append(len(command.targets))
-        routed[kind].append(len(table.route(command)))
+        routed[kind].append(len(table.route(command).targets))
         table.settle()
     return {
         "regions": size,

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError, ProducerFenced
+from aiokafka.structs import RecordMetadata
 from pymongo import InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.results import BulkWriteResult
@@ -58,6 +59,11 @@ Op = InsertOne[Document] | ReplaceOne[Document]
 REGIONS = ("region_1", "region_2", "region_3")
 TP = TopicPartition("pending.region_1", 0)
 TP2 = TopicPartition("pending.region_1", 1)
+
+
+def appended(topic: str, offset: int, partition: int = 0) -> RecordMetadata:
+    """What a producer's delivery future holds once Kafka appended a record at ``offset``."""
+    return RecordMetadata(topic, partition, TopicPartition(topic, partition), offset, -1, 0, 0)
 
 
 # Kafka records and the consumer that hands them out.

@@ -22,6 +22,13 @@ def _arguments() -> argparse.Namespace:
         "--writes", type=int, default=default.writes, help="acknowledged writes per round (least)"
     )
     parser.add_argument("--clients", type=int, default=default.clients, help="writer clients")
+    parser.add_argument(
+        "--skew",
+        default="",
+        help="extra gateways beside the stack's, one per clock offset, comma-separated "
+        "(-5ms, -30ms, -50ms, -10s, -1d, +1d, or any FAKETIME offset); clients send each "
+        "request through the next gateway",
+    )
     return parser.parse_args()
 
 
@@ -29,10 +36,14 @@ async def _main(arguments: argparse.Namespace) -> list[RoundResult]:
     stack = Stack(Endpoints.from_env())
     if not stack.api_answers():
         raise SystemExit("the local stack is not running: make up")
-    plan = RoundPlan(writes=arguments.writes, clients=arguments.clients)
+    skews = tuple(offset for offset in arguments.skew.split(",") if offset)
+    plan = RoundPlan(writes=arguments.writes, clients=arguments.clients, skews=skews)
     results = []
     for number in range(1, arguments.rounds + 1):
-        print(f"round {number}/{arguments.rounds}: {plan.writes:,} writes, every kind killed once")
+        print(
+            f"round {number}/{arguments.rounds}: {plan.writes:,} writes, every kind killed once"
+            + (f", gateways offset {', '.join(skews)}" if skews else "")
+        )
         results.append(await run_round(stack, plan))
         print(summary(results[-1:]), flush=True)
     return results

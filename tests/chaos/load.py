@@ -1,11 +1,13 @@
 """The chaos load: writer clients that each own their customers, and the ledger of every answer.
 
-A client sends one request at a time, so for each of its customers the order of the
-acknowledgements is the order of the versions. Every write carries an ``Idempotency-Key`` and a
-fresh ``customer_unique_id``. An answer of unknown outcome (a 504, a dropped connection, a
-gateway that is not there) is retried with the same key and body until it resolves; a 503 (or a
-429, backpressure) that says the write was not accepted, on the first attempt, is recorded as
-refused and not retried, so the verification can prove that it was never applied.
+A client sends one request at a time, so each of its customers' writes are acknowledged one
+after another, and the last one acknowledged must be what every region holds, whatever the
+versions say (the gateways' clocks may disagree: a client sends each request through the next
+gateway it has). Every write carries an ``Idempotency-Key`` and a fresh ``customer_unique_id``.
+An answer of unknown outcome (a 504, a dropped connection, a gateway that is not there) is
+retried with the same key and body until it resolves; a 503 (or a 429, backpressure) that
+says the write was not accepted, on the first attempt, is recorded as refused and not retried,
+so the verification can prove that it was never applied.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,15 +54,21 @@ class Ledger:
         """Writes the gateway acknowledged, of every kind."""
         return sum(self.acknowledged.values())
 
-    def ack(self, kind: str, customer_id: str, version: int, fields: Fields | None) -> None:
-        """Record an acknowledged write: the customer's new final state."""
+    def ack(
+        self, kind: str, customer_id: str, answer: Mapping[str, Any], fields: Fields | None
+    ) -> None:
+        """Record an acknowledged write: the customer's new final state, which must win over
+        every write of the customer acknowledged before it."""
+        version, command_id = int(answer["version"]), str(answer["command_id"])
         held = self.finals.get(customer_id)
-        if held is not None and held.version >= version:
-            self.errors.append(
-                f"{customer_id}: acknowledged v{version} after v{held.version} (versions must grow)"
-            )
+        earlier = frozenset() if held is None else held.earlier | {held.command_id or ""}
         self.finals[customer_id] = Expected(
-            customer_id, version, deleted=fields is None, fields=fields
+            customer_id,
+            version,
+            deleted=fields is None,
+            fields=fields,
+            command_id=command_id,
+            earlier=earlier - {"", command_id},
         )
         self.acked_versions.setdefault(customer_id, set()).add(version)
         self.acknowledged[kind] += 1
@@ -95,9 +103,14 @@ class Client:
     """One writer client: its own customers, one request at a time, until told to stop."""
 
     def __init__(
-        self, number: int, http: httpx.AsyncClient, ledger: Ledger, regions: RegionMap
+        self,
+        number: int,
+        gateways: Sequence[httpx.AsyncClient],
+        ledger: Ledger,
+        regions: RegionMap,
     ) -> None:
-        self._http = http
+        self._gateways = gateways
+        self._sent = number
         self._ledger = ledger
         self._regions = regions
         self._rng = random.Random(f"{ledger.prefix}-{number}")
@@ -152,8 +165,13 @@ class Client:
             "customer_state": self._rng.choice(UF_CODES),
         }
 
+    def _next_gateway(self) -> httpx.AsyncClient:
+        """The gateway of the next request: each in turn."""
+        self._sent += 1
+        return self._gateways[self._sent % len(self._gateways)]
+
     def _resolved(self, write: Write, answer: Mapping[str, Any]) -> None:
-        self._ledger.ack(write.kind, write.customer_id, int(answer["version"]), write.fields)
+        self._ledger.ack(write.kind, write.customer_id, answer, write.fields)
 
     def _refused(self, write: Write) -> None:
         self._ledger.refused[write.kind] += 1
@@ -179,7 +197,9 @@ class Client:
         first = True
         while True:
             try:
-                response = await self._http.request(method, path, json=body, headers=headers)
+                response = await self._next_gateway().request(
+                    method, path, json=body, headers=headers
+                )
             except httpx.TransportError as error:
                 why = f"{type(error).__name__}"
             else:
@@ -211,7 +231,7 @@ class Client:
         tried: set[str] = set()
         while writes:
             try:
-                response = await self._http.post(
+                response = await self._next_gateway().post(
                     "/v1/customers:batch", json={"items": [w.item() for w in writes]}
                 )
                 answer: dict[str, Any] = response.json()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,14 +18,18 @@ import httpx
 from regionstore_shared.clients import MongoClient, customers, mongo_client
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, wait_for_clean
+from regionstore_testing.ports import free_port
 from tests.chaos import faults
 from tests.chaos.load import Client, Ledger
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
+from tests.gateways import extra_gateway, skew
 from tests.keys import headers
 from tests.stack import Stack
 
 SETTLE_WITHIN_S = 300.0
 AUDIT_WITHIN_S = 120.0
+SKEWED_NODE_IDS = 20
+"""The clock id of the first extra gateway (the stack's use 0 and 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,9 @@ class RoundPlan:
     writes: int = 20_000
     clients: int = 12
     pause_s: float = 4.0
+    skews: tuple[str, ...] = ()
+    """Extra gateways, one per clock offset (``tests.gateways.SKEWS``), beside the stack's:
+    every client sends its requests through each gateway in turn."""
 
 
 @dataclass
@@ -81,10 +91,19 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
     prefix = uuid.uuid4().hex[:8]
     ledger = Ledger(prefix)
     start = await end_offsets(settings.kafka)
-    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers(), timeout=30) as http:
+    async with contextlib.AsyncExitStack() as gateways:
+        http = await gateways.enter_async_context(
+            httpx.AsyncClient(base_url=stack.gateway_url, headers=headers(), timeout=30)
+        )
+        skewed = [
+            await gateways.enter_async_context(_skewed_client(stack, offset, node))
+            for node, offset in enumerate(plan.skews, start=SKEWED_NODE_IDS)
+        ]
         schedule = await faults.plan(stack)
         stop = asyncio.Event()
-        clients = [Client(n, http, ledger, settings.region_map) for n in range(plan.clients)]
+        clients = [
+            Client(n, [http, *skewed], ledger, settings.region_map) for n in range(plan.clients)
+        ]
         began = time.monotonic()
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(c.run(stop)) for c in clients]
@@ -99,6 +118,9 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         load_s = time.monotonic() - began
         settled = time.monotonic()
         notes = [await _settle(http)]
+        if plan.skews:
+            labels = ", ".join(skew(offset).label for offset in plan.skews)
+            notes.append(f"clients spread over the stack's gateway and ones {labels}")
         report = await _audit(settings, ledger)
         settle_s = time.monotonic() - settled
     topic = await check_topic(settings.kafka, start, prefix, ledger.acked_versions)
@@ -116,6 +138,16 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         topic=topic,
         notes=notes,
     )
+
+
+@contextlib.asynccontextmanager
+async def _skewed_client(stack: Stack, offset: str, node: int) -> AsyncIterator[httpx.AsyncClient]:
+    log = Path(os.environ.get("RUN_DIR", ".run")) / "logs" / f"gateway-skew-{node}.log"
+    async with (
+        extra_gateway(stack, port=free_port(), node_id=node, offset=skew(offset), log=log) as url,
+        httpx.AsyncClient(base_url=url, headers=headers(), timeout=30) as http,
+    ):
+        yield http
 
 
 async def _settle(http: httpx.AsyncClient) -> str:
@@ -157,16 +189,17 @@ def summary(results: list[RoundResult]) -> str:
     """The rounds as a markdown report."""
     lines = [
         "| round | acknowledged | refused | unknown, then resolved | kills | load s | settle s "
-        "| lost | stale | mismatched | duplicated | resurrected | strays | refused but applied "
-        "| clean |",
-        "| --- " * 15 + "|",
+        "| lost | stale | overtaken | mismatched | duplicated | resurrected | strays "
+        "| refused but applied | clean |",
+        "| --- " * 16 + "|",
     ]
     for number, r in enumerate(results, 1):
         a = r.audit
         lines.append(
             f"| {number} | {r.total_acknowledged:,} | {sum(r.refused.values())} "
             f"| {r.resolved_after_unknown} | {len(r.kills)} | {r.load_s} | {r.settle_s} "
-            f"| {a.lost} | {a.stale} | {a.mismatched} | {a.duplicated} | {a.resurrected} "
+            f"| {a.lost} | {a.stale} | {a.overtaken} | {a.mismatched} | {a.duplicated} "
+            f"| {a.resurrected} "
             f"| {a.strays} | {r.topic.unacknowledged} | {'yes' if r.clean else 'NO'} |"
         )
     for number, r in enumerate(results, 1):

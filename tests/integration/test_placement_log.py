@@ -18,7 +18,7 @@ from aiokafka.admin import RecordsToDelete
 from aiokafka.structs import OffsetAndMetadata
 
 from regionstore_shared.clients import kafka_admin, kafka_connection
-from regionstore_shared.pipeline import Batch, decode_records
+from regionstore_shared.pipeline import Batch, RoutedBatch, decode_records
 from regionstore_shared.placement import UNKNOWN_ADAPTER
 from regionstore_shared.placement_log import UNKNOWN_KEY, KafkaTableStore, PlacementLog
 from regionstore_shared.schemas import Action, Applier, Command, encode_command
@@ -154,9 +154,14 @@ def owning(topics: Topics) -> FakeConsumer:
     return consumer
 
 
-def routed(select: object, command: Command) -> list[tuple[str, Action]]:
-    assert callable(select)
-    return [(t.region, t.action) for t in select(command)]
+def routed(batch: RoutedBatch, command: Command) -> list[tuple[str, Action]]:
+    """The targets routed for every copy of ``command`` in the batch."""
+    return [
+        (t.region, t.action)
+        for envelope in batch.envelopes
+        if envelope.command.command_id == command.command_id
+        for t in batch.select(envelope.command)
+    ]
 
 
 async def test_a_new_owner_fences_the_old_one_and_sees_only_what_it_committed(

@@ -22,6 +22,8 @@ case "$module" in
   */FerretDB | */FerretDB/v*) echo "$version" >"$src/build/version/version.txt"; ldflags="" ;;
   */process-compose)
     ldflags="-X $module/src/config.Version=$version -X $module/src/config.CheckForUpdates=false" ;;
+  helm.sh/helm/v*) ldflags="-X $module/internal/version.version=$version" ;;
+  */kubeconform | */kube-score) ldflags="-X main.version=$version" ;;
   *) ldflags="" ;;
 esac
 

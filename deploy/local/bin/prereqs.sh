@@ -2,8 +2,8 @@
 # Checks the tools the local stack needs; one line per missing tool, non-zero exit if any.
 #   prereqs.sh            check only
 #   prereqs.sh --install  install what apt-get can (as root): redis-server, debootstrap
-#   prereqs.sh --test     what the tests need besides the stack: chromium, and haproxy for the
-#                         scale-out tests (apt-get, as root)
+#   prereqs.sh --test     what the tests need besides the stack: chromium, haproxy for the
+#                         scale-out tests, faketime for the clock-skew tests (apt-get, as root)
 set -euo pipefail
 
 missing=0
@@ -27,6 +27,8 @@ if [[ "${1:-}" == --test ]]; then
   need chromium "apt-get install chromium (the browser tests drive Debian's Chromium)" || true
   apt_install haproxy haproxy
   need haproxy "apt-get install haproxy (the scale-out tests balance two gateways with it)" || true
+  apt_install faketime faketime
+  need faketime "apt-get install faketime (the clock-skew tests offset a gateway's clock with it)" || true
   need docker "install the docker CLI (the compose tests run docker compose config, no engine)" || true
   exit "$missing"
 fi

@@ -47,7 +47,10 @@ CustomersDep = Annotated[CustomerService, Depends(_customers)]
 RegionsDep = Annotated[RegionService, Depends(_regions)]
 WaitQuery = Annotated[
     Literal["applied"] | None,
-    Query(description="'applied': wait (bounded) until the home region holds this write."),
+    Query(
+        description="'applied': wait (bounded) until the home region holds this write, or one "
+        "acknowledged after it."
+    ),
 ]
 KeyHeader = Annotated[
     IdempotencyKey | None,

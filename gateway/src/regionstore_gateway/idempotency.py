@@ -263,6 +263,15 @@ class IdempotencyStore:
             raise IdempotencyUnavailableError("idempotency keys kept expiring while claimed")
         return [held[key] for key, _ in claims]
 
+    async def release(self, keys: Sequence[str]) -> None:
+        """Forget keys whose new command Kafka never took, so a retry is a new write."""
+        if not keys:
+            return
+        try:
+            await self._redis.delete(*(self.redis_key(k) for k in keys))
+        except RedisError as error:
+            raise IdempotencyUnavailableError(str(error)) from error
+
     async def acknowledge(self, acks: Sequence[tuple[str, Record]]) -> None:
         """Overwrite each key's record with its acknowledged one, keeping the original expiry."""
         if not acks:

@@ -88,12 +88,16 @@ class Accepted(BaseModel):
     )
 
     command_id: str
-    version: int
+    version: int = Field(
+        description="The version the gateway gave the write. The stores may hold it at a higher "
+        "one: a write acknowledged after another is applied above it, whatever the clocks."
+    )
     customer_id: str
     region: str | None = Field(description="Home region after this write (None for deletes).")
     location: str
     applied: bool = Field(
-        description="True when ?wait=applied saw the write in the home region (or its replica)."
+        description="True when ?wait=applied saw the home region (or its replica) hold this "
+        "write, or a write acknowledged after it; never for a retry a newer write superseded."
     )
 
 

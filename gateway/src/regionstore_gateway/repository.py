@@ -15,7 +15,15 @@ from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from regionstore_shared import metrics
 from regionstore_shared.apply import Collection, Suspicion
-from regionstore_shared.documents import CITY_KEY, DELETED, HOME, VERSION
+from regionstore_shared.documents import (
+    CITY_KEY,
+    COMMAND_ID,
+    DELETED,
+    HOME,
+    POSITION,
+    VERSION,
+    holds_write,
+)
 from regionstore_shared.failures import describe
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import fold_text
@@ -215,12 +223,15 @@ class CustomerRepository:
             for region in self._regions.names
         )
 
-    async def version_at_least(self, region: str, customer_id: str, version: int) -> bool:
-        """Whether a region already holds a customer at ``version`` or newer.
+    async def holds(self, region: str, customer_id: str, command_id: str, position: int) -> bool:
+        """Whether a region holds the write of ``command_id`` (at ``position`` in the command
+        topic) or one acknowledged after it (:func:`~regionstore_shared.documents.holds_write`).
 
         A read that misses the deadline has not seen it (yet); other store errors propagate.
         """
-        read = self._collections[region].find_one({"_id": customer_id}, {VERSION: 1})
+        read = self._collections[region].find_one(
+            {"_id": customer_id}, {COMMAND_ID: 1, POSITION: 1}
+        )
         try:
             document = await self._bounded(read)
         except (PyMongoError, TimeoutError) as error:
@@ -228,7 +239,7 @@ class CustomerRepository:
                 raise
             self._read_failed(region, error)
             return False
-        return document is not None and int(document[VERSION]) >= version
+        return document is not None and holds_write(document, command_id, position)
 
     async def page(
         self,

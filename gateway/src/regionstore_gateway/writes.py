@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
@@ -18,6 +19,7 @@ from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
@@ -61,6 +63,8 @@ class Delivery:
 
     outcome: Outcome
     error: BaseException | None = None
+    position: int | None = None
+    """Where Kafka appended an ACCEPTED command in its partition."""
 
 
 class KafkaUnavailableError(Exception):
@@ -100,6 +104,8 @@ class Written:
 
     command: Command
     applied: bool
+    position: int | None = None
+    """Where Kafka appended it in its partition: after every write acknowledged before it."""
 
 
 class Writes:
@@ -192,7 +198,9 @@ class Writes:
             raise KafkaUnavailableError(command, delivery.error)
         if delivery.outcome is Outcome.UNKNOWN:
             raise OutcomeUnknownError(command, delivery.error)
-        return Written(command, await self._wait(command) if wait else False)
+        position = delivery.position
+        applied = wait and position is not None and await self.wait_applied(command, position)
+        return Written(command, applied, position)
 
     async def publish(self, commands: Sequence[Command]) -> list[Delivery]:
         """Produce commands and wait, bounded, for Kafka's acknowledgement of each.
@@ -237,12 +245,13 @@ class Writes:
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
         return deliveries
 
-    async def _wait(self, command: Command) -> bool:
-        """Poll, bounded, until reads see the command: an upsert in its first readable region,
-        a delete wherever the customer lived (a lookup)."""
+    async def wait_applied(self, command: Command, position: int) -> bool:
+        """Poll, bounded, until reads see the command (appended at ``position``) or a write
+        acknowledged after it: an upsert in its first readable region, a delete wherever the
+        customer lived (a lookup). A retry that a newer write superseded is never seen."""
         statuses = await self.statuses()
         if isinstance(command, DeleteCustomer):
-            return await self._poll(lambda: self._delete_seen(command, statuses))
+            return await self._poll(lambda: self._delete_seen(command, position, statuses))
         readable = [
             t.region
             for t in sorted(command.targets, key=lambda t: t.role is not Applier.WRITER)
@@ -250,12 +259,16 @@ class Writes:
         ]
         if not readable:
             return False
+        command_id = str(command.command_id)
         return await self._poll(
-            lambda: self._repository.version_at_least(readable[0], command.key, command.version)
+            lambda: self._repository.holds(readable[0], command.key, command_id, position)
         )
 
-    async def _delete_seen(self, command: DeleteCustomer, statuses: dict[str, NodeStatus]) -> bool:
-        """Whether a lookup finds the tombstone, or the customer live nowhere it can read.
+    async def _delete_seen(
+        self, command: DeleteCustomer, position: int, statuses: dict[str, NodeStatus]
+    ) -> bool:
+        """Whether a lookup finds the tombstone (or a later write), or the customer live
+        nowhere it can read.
 
         Consumers tombstone only the regions a customer may be live in, so which regions get
         a delete's tombstones is known to them, not here: a lookup reads them all.
@@ -264,7 +277,7 @@ class Writes:
         found = lookup.newest.get(command.key)
         if found is None:
             return self._repository.covered(lookup.unreachable)
-        return found.version >= command.version
+        return holds_write(found.document, str(command.command_id), position)
 
     async def _poll(self, seen: Callable[[], Awaitable[bool]]) -> bool:
         deadline = time.monotonic() + self._settings.api.wait_applied_timeout_s
@@ -290,7 +303,11 @@ def delivery_of(sent: asyncio.Future[object] | BaseException) -> Delivery:
     if sent.cancelled():
         return Delivery(Outcome.UNKNOWN, asyncio.CancelledError("the producer gave up on it"))
     error = sent.exception()
-    return Delivery(Outcome.ACCEPTED) if error is None else Delivery(Outcome.UNKNOWN, error)
+    if error is not None:
+        return Delivery(Outcome.UNKNOWN, error)
+    metadata = sent.result()
+    position = metadata.offset if isinstance(metadata, RecordMetadata) else None
+    return Delivery(Outcome.ACCEPTED, position=position)
 
 
 __all__ = [

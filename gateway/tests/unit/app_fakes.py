@@ -26,6 +26,7 @@ from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.schemas import Command, decode_command
 from regionstore_shared.status import NodeStatus
+from shared.tests.fakes import appended
 
 Document = dict[str, Any]
 NAMES = ("region_1", "region_2", "region_3")
@@ -66,7 +67,7 @@ class FakeProducer:
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         elif outcome == ACK:
-            future.set_result("record metadata")
+            future.set_result(appended(topic, len(self.sent) - 1))
         return future
 
     def commands(self) -> list[Command]:
@@ -131,6 +132,13 @@ class FakeRedis:
 
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline(self)
+
+    async def delete(self, *names: str) -> int:
+        self.check()
+        gone = [name for name in names if self.values.pop(name, None) is not None]
+        for name in gone:
+            self.ttls.pop(name, None)
+        return len(gone)
 
     def store(
         self,

@@ -36,6 +36,7 @@ from regionstore_gateway.idempotency import (
 )
 from regionstore_gateway.keyed_writes import pending, write_once
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
+from regionstore_shared.domain import republished
 from regionstore_shared.schemas import Command, Customer, UpsertCustomer
 from regionstore_shared.settings import KafkaSettings
 
@@ -204,7 +205,7 @@ class TestRetryAfterUnknownOutcome:
         assert again.status_code == 202
         assert ids(again) == ids(first)
         one, two = gateway.producer.commands()
-        assert one == two
+        assert two == republished(one)
         (record,) = gateway.redis.records()
         assert record.state is RecordState.ACKED
 
@@ -224,7 +225,7 @@ class TestRetryAfterUnknownOutcome:
         assert ids(again) == ids(first)
         assert gateway.reads() == reads
         one, two = gateway.producer.commands()
-        assert one == two
+        assert two == republished(one)
         assert isinstance(two, UpsertCustomer)
         assert two.customer.customer_city == "franca"
 
@@ -253,7 +254,7 @@ class TestRetryAfterUnknownOutcome:
             wait=False,
         )
         assert answer.body == {"command_id": str(rival.command_id)}
-        assert gateway.producer.commands() == [rival]
+        assert gateway.producer.commands() == [republished(rival)]
 
 
 class TestConflictsAndInvalidKeys:
@@ -341,15 +342,33 @@ class TestOutcomes:
         assert "not accepted" in data["detail"]
         assert "command_id" not in data
 
-    async def test_a_keyed_retry_after_a_503_publishes_the_claimed_command(
+    async def test_a_keyed_retry_after_a_503_is_a_new_write(
         self, gateway: Gateway, client: httpx.AsyncClient
     ) -> None:
+        # Kafka never took the first command: the retry must stand after any write acknowledged
+        # meanwhile, so it is published anew, not as a republished (never lifted) copy.
         gateway.producer.script = [SEND_FAILS]
         refused = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
         assert refused.status_code == 503
-        (claimed,) = gateway.redis.records()
+        assert gateway.redis.records() == []  # released
         again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
-        assert ids(again) == (str(claimed.command.command_id), claimed.command.version)
+        assert again.status_code == 202
+        (sent,) = gateway.producer.commands()
+        assert not sent.republished
+        assert ids(again) == (str(sent.command_id), sent.version)
+
+    async def test_a_batch_item_kafka_never_took_is_released(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.producer.script = [SEND_FAILS]
+        items = [batch_item("a", customer_id="c1")]
+        first = await client.post("/v1/customers:batch", json={"items": items})
+        assert first.json()["results"][0]["status"] == "failed"
+        assert gateway.redis.records() == []
+        again = await client.post("/v1/customers:batch", json={"items": items})
+        assert again.json()["results"][0]["status"] == "accepted"
+        (sent,) = gateway.producer.commands()
+        assert not sent.republished
 
 
 class TestCreateOnly:
@@ -414,7 +433,7 @@ class TestRedisDown:
         again = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
         assert ids(again) == ids(first)
         one, two = gateway.producer.commands()
-        assert one == two
+        assert two == republished(one)
 
 
 class TestStore:
@@ -487,7 +506,8 @@ class TestBatch:
         assert again.json()["results"][1]["version"] == unknown["version"]
         sent = gateway.producer.commands()
         assert len(sent) == 3
-        assert sent[2] == sent[1]
+        assert sent[2] == republished(sent[1])
+        assert not sent[1].republished
 
     async def test_nothing_accepted_and_some_unknown_is_a_504(
         self, gateway: Gateway, client: httpx.AsyncClient

@@ -28,7 +28,7 @@ from regionstore_gateway.state import Clients, State, serving
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
-from shared.tests.fakes import FakeRedis
+from shared.tests.fakes import FakeRedis, appended
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 STATUS_STORE_DOWN = "node status store unavailable; the status was not changed"
@@ -41,7 +41,7 @@ class FakeProducer:
     async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
         self.sent.append(value)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        future.set_result("record metadata")
+        future.set_result(appended(topic, len(self.sent) - 1))
         return future
 
 
@@ -71,7 +71,7 @@ class FakeRepository:
     def covered(self, unreachable: Iterable[str]) -> bool:
         return True
 
-    async def version_at_least(self, region: str, customer_id: str, version: int) -> bool:
+    async def holds(self, region: str, customer_id: str, command_id: str, position: int) -> bool:
         self.checked.append(region)
         return True
 

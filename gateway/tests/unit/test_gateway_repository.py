@@ -449,21 +449,38 @@ class TestLookup:
         assert not stores.suspicion.is_suspect("region_2")
 
 
-class TestVersionAtLeast:
-    @pytest.mark.parametrize(("version", "expected"), [(4, True), (5, True), (6, False)])
-    async def test_compares_the_stored_version(
-        self, stores: Stores, version: int, expected: bool
+class TestHolds:
+    @pytest.mark.parametrize(
+        ("command_id", "position", "expected"),
+        [
+            ("mine", 9, True),  # its own write, wherever it stands
+            ("other", 4, True),  # a write the partition took after it
+            ("other", 6, False),  # an earlier write: this one not applied (yet)
+        ],
+    )
+    async def test_its_own_write_or_a_later_one(
+        self, stores: Stores, command_id: str, position: int, expected: bool
     ) -> None:
         stores.live("region_1", 5, "region_1")
-        assert await stores.repository.version_at_least("region_1", CUSTOMER, version) is expected
+        stores.regions["region_1"].docs[CUSTOMER] |= {"_cmd": "mine", "_pos": 5}
+        held = await stores.repository.holds("region_1", CUSTOMER, command_id, position)
+        assert held is expected
+
+    async def test_a_document_without_a_position_holds_only_its_own_write(
+        self, stores: Stores
+    ) -> None:
+        stores.live("region_1", 5, "region_1")
+        stores.regions["region_1"].docs[CUSTOMER] |= {"_cmd": "mine"}
+        assert await stores.repository.holds("region_1", CUSTOMER, "mine", 3)
+        assert not await stores.repository.holds("region_1", CUSTOMER, "other", 0)
 
     async def test_a_missing_customer_is_not_there(self, stores: Stores) -> None:
-        assert not await stores.repository.version_at_least("region_1", CUSTOMER, 1)
+        assert not await stores.repository.holds("region_1", CUSTOMER, "mine", 1)
 
     async def test_a_store_error_propagates(self, stores: Stores) -> None:
         stores.regions["region_1"].fail_with = AutoReconnect("down")
         with pytest.raises(PyMongoError):
-            await stores.repository.version_at_least("region_1", CUSTOMER, 1)
+            await stores.repository.holds("region_1", CUSTOMER, "mine", 1)
 
 
 class TestPage:
@@ -593,12 +610,13 @@ class TestReadDeadline:
         assert again.unreachable == set()
         assert again.newest[CUSTOMER].served_by == "region_1"
 
-    async def test_version_at_least_has_not_seen_a_version_it_could_not_read_in_time(
+    async def test_holds_has_not_seen_a_write_it_could_not_read_in_time(
         self, stores: Stores
     ) -> None:
         stores.live("region_1", 5, "region_1")
+        stores.regions["region_1"].docs[CUSTOMER] |= {"_cmd": "mine"}
         stores.stall("region_1")
-        assert not await stores.repository.version_at_least("region_1", CUSTOMER, 5)
+        assert not await stores.repository.holds("region_1", CUSTOMER, "mine", 5)
 
     @pytest.mark.parametrize(
         "error",

@@ -38,11 +38,12 @@ from regionstore_shared.schemas import (
 )
 from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import NodeStatus
+from shared.tests.fakes import appended
 
 Document = dict[str, Any]
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 WALL_MS = 1_700_000_000_000
-FUTURE_VERSION = (WALL_MS + 3_600_000) << 22 | 7 << 6 | 9  # an hour ahead of our wall clock
+FUTURE_VERSION = (WALL_MS + 30_000) << 22 | 7 << 6 | 9  # 30 s ahead of our wall clock
 SEND_FAILS = object()
 NEVER = object()  # handed over, never acknowledged
 NAMES = ("region_1", "region_2", "region_3")
@@ -70,7 +71,7 @@ class FakeProducer:
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         elif outcome is not NEVER:
-            future.set_result("record metadata")
+            future.set_result(appended(topic, len(self.sent) - 1))
         return future
 
     def commands(self) -> list[Command]:
@@ -147,9 +148,11 @@ class Gateway:
             "customer_state": "SP",
         }
 
-    def tombstone(self, region: str, version: int, home: str | None = None) -> None:
+    def tombstone(
+        self, region: str, version: int, home: str | None = None, command_id: str = ""
+    ) -> None:
         """A delete's tombstone, or with ``home`` an upsert's (the customer lives there)."""
-        doc: Document = {"_id": CUSTOMER, "_v": version, "_deleted": True}
+        doc: Document = {"_id": CUSTOMER, "_v": version, "_deleted": True, "_cmd": command_id}
         if home is not None:
             doc["_home"] = home
         self.stores[region].docs[CUSTOMER] = doc
@@ -161,7 +164,11 @@ class Gateway:
         """Let every published command land in ``region`` as soon as Kafka takes it."""
 
         def land(command: Command) -> None:
-            self.stores[region].docs[command.key] = {"_id": command.key, "_v": command.version}
+            self.stores[region].docs[command.key] = {
+                "_id": command.key,
+                "_v": command.version,
+                "_cmd": str(command.command_id),
+            }
 
         self.producer.on_send = land
 
@@ -378,6 +385,18 @@ class TestUpsert:
         assert written.applied is True
         assert gateway.stores["region_2"].queries == [{"_id": CUSTOMER}]
 
+    @pytest.mark.parametrize(("held_at", "applied"), [(1, True), (0, False)])
+    async def test_another_write_counts_only_when_the_partition_took_it_after(
+        self, settings: GatewaySettings, held_at: int, applied: bool
+    ) -> None:
+        # Appended at position 0: a write at 1 was acknowledged after it, so it was applied
+        # before; one from before it (a retry that write superseded) never made it visible.
+        gateway = Gateway(settings, [None])
+        gateway.live("region_2", 5, home="region_2")
+        gateway.stores["region_2"].docs[CUSTOMER] |= {"_cmd": "another", "_pos": held_at}
+        written = await upsert(gateway.writes, customer(50000), create_only=False, wait=True)
+        assert (written.position, written.applied) == (0, applied)
+
     async def test_waits_on_the_replica_when_home_is_marked_unavailable(
         self, settings: GatewaySettings
     ) -> None:
@@ -429,7 +448,7 @@ class TestDelete:
         gateway.live("region_1", 5, home="region_2")
 
         def land(command: Command) -> None:
-            gateway.tombstone("region_1", command.version)
+            gateway.tombstone("region_1", command.version, command_id=str(command.command_id))
 
         gateway.producer.on_send = land
         written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=True)
@@ -476,7 +495,10 @@ class TestPublish:
             writes.upsert_command(customer()),
             writes.delete_command("x"),
         ]
-        assert await writes.publish(commands) == [Delivery(Outcome.ACCEPTED)] * 2
+        assert await writes.publish(commands) == [
+            Delivery(Outcome.ACCEPTED, position=0),
+            Delivery(Outcome.ACCEPTED, position=1),
+        ]
         topic, value, key = producer.sent[0]
         assert (topic, key) == ("customers.commands", CUSTOMER.encode())
         assert isinstance(decode_command(value), UpsertCustomer)
@@ -489,7 +511,7 @@ class TestPublish:
         writes = make_writes(settings, FakeProducer([None, failure]))
         commands = [writes.upsert_command(customer()) for _ in range(2)]
         assert await writes.publish(commands) == [
-            Delivery(Outcome.ACCEPTED),
+            Delivery(Outcome.ACCEPTED, position=0),
             Delivery(Outcome.UNKNOWN, failure),
         ]
 
@@ -515,7 +537,7 @@ class TestPublish:
         writes = make_writes(settings, producer)
         commands = [writes.upsert_command(customer()) for _ in range(2)]
         first, second = await writes.publish(commands)
-        assert first == Delivery(Outcome.ACCEPTED)
+        assert first == Delivery(Outcome.ACCEPTED, position=0)
         assert second.outcome is Outcome.NOT_SENT
 
     async def test_counts_every_command_by_outcome(self, settings: GatewaySettings) -> None:
@@ -537,7 +559,7 @@ class TestSend:
     async def test_acknowledged(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([None]))
         command = writes.delete_command(CUSTOMER)
-        assert await writes.send(command, wait=False) == Written(command, applied=False)
+        assert await writes.send(command, wait=False) == Written(command, False, position=0)
 
     async def test_unknown_outcome_raises_with_the_command(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([NotLeaderForPartitionError()]))

@@ -12,7 +12,7 @@ from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.domain import delete_command
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
-from regionstore_shared.schemas import Applier, Command
+from regionstore_shared.schemas import Applier, Command, decode_command
 from regionstore_shared.status import NodeStatus
 from shared.tests.fakes import COMMANDS, ConsumerRig, Record, command_record, upsert
 from shared.tests.service_checks import main_consumer_call
@@ -102,7 +102,10 @@ class TestWiring:
         run_replicator(rig, monkeypatch)
         (parked,) = rig.producer.sent
         assert parked["topic"] == "pending.region_3"
-        assert parked["value"] == record.value
+        # The command as routed: at its effective version, its place in the partition with it.
+        assert decode_command(parked["value"]) == decode_command(record.value).model_copy(
+            update={"position": record.offset}
+        )
         assert dict(parked["headers"])["regionstore-park-reason"] == b"marked_unavailable"
         assert rig.stores["region_3"].writes == []
         assert rig.tables.commits == [{COMMANDS: 1}]

@@ -51,12 +51,20 @@ TargetSelector = Callable[[Command], Iterable[Target]]
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded command and the bytes it arrived as; parking forwards the bytes unchanged."""
+    """A decoded command and the bytes it arrived as (a dead letter forwards them unchanged)."""
 
     command: Command
     raw: bytes
     topic: str = ""
     """The topic it was read from, for the dead-letter headers; empty when not from Kafka."""
+    offset: int | None = None
+    """Its offset in that topic; None when not from Kafka."""
+
+    def stamped(self, version: int) -> Envelope:
+        """The command at its effective ``version``, its offset in the command topic recorded
+        as its ``position``: what the regions hold and a parked copy carries."""
+        command = self.command.model_copy(update={"version": version, "position": self.offset})
+        return Envelope(command, self.raw, self.topic, self.offset)
 
 
 Item = tuple[Envelope, Target]

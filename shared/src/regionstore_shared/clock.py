@@ -10,6 +10,8 @@ NODE_BITS = 6
 COUNTER_BITS = 16
 MAX_NODE_ID = (1 << NODE_BITS) - 1
 _COUNTER_MAX = (1 << COUNTER_BITS) - 1
+OBSERVED_AHEAD_MS = 60_000
+"""How far ahead of this clock an observed version may be and still be followed."""
 VERSION_STEP = 1 << NODE_BITS
 """From one version of a clock to the next it issues in the same millisecond."""
 
@@ -69,9 +71,17 @@ class HybridClock:
             return first
 
     def observe(self, version: int) -> None:
-        """Move past a version seen elsewhere, so the next one issued here is higher."""
+        """Move past a version seen elsewhere, so the next one issued here is higher.
+
+        A version more than ``OBSERVED_AHEAD_MS`` ahead of this clock's wall time is ignored:
+        it comes from a clock that is wrong, and following it would carry that error to every
+        gateway that reads its writes. Ordering does not depend on it: the consumers apply
+        each write above the customer's newest (:mod:`regionstore_shared.placement`).
+        """
         ms = version_millis(version)
         counter = (version >> NODE_BITS) & _COUNTER_MAX
+        if ms > self._wall_ms() + OBSERVED_AHEAD_MS:
+            return
         with self._lock:
             if (ms, counter) > (self._ms, self._counter):
                 self._ms, self._counter = ms, counter

@@ -1,7 +1,9 @@
 """How customers and tombstones are laid out in a regional store.
 
-``_id`` is the customer id. Bookkeeping fields start with ``_``: ``_v`` the version that wrote the
-document, ``_deleted`` for tombstones, ``_home`` the customer's home region (so a fan-out read takes
+``_id`` is the customer id. Bookkeeping fields start with ``_``: ``_v`` the (effective) version
+that wrote the document, ``_cmd`` the command that did, ``_pos`` that command's position in its
+partition of the command topic (which orders one customer's writes as they were acknowledged),
+``_deleted`` for tombstones, ``_home`` the customer's home region (so a fan-out read takes
 each customer from one region only), ``_city_key``/``_state`` for accent- and case-free filters.
 """
 
@@ -17,6 +19,7 @@ DELETED: Final = "_deleted"
 HOME: Final = "_home"
 CITY_KEY: Final = "_city_key"
 COMMAND_ID: Final = "_cmd"
+POSITION: Final = "_pos"
 APPLIED_AT: Final = "_applied_at"
 
 CUSTOMER_FIELDS: Final = (
@@ -39,6 +42,7 @@ def live_document(command: UpsertCustomer) -> dict[str, Any]:
         DELETED: False,
         COMMAND_ID: str(command.command_id),
         APPLIED_AT: datetime.now(UTC),
+        **_position(command),
     }
 
 
@@ -54,10 +58,29 @@ def tombstone_document(command: Command) -> dict[str, Any]:
         DELETED: True,
         COMMAND_ID: str(command.command_id),
         APPLIED_AT: datetime.now(UTC),
+        **_position(command),
     }
     if isinstance(command, UpsertCustomer):
         document[HOME] = command.home_region
     return document
+
+
+def _position(command: Command) -> dict[str, int]:
+    return {} if command.position is None else {POSITION: command.position}
+
+
+def holds_write(document: dict[str, Any], command_id: str, position: int) -> bool:
+    """Whether ``document`` holds the write of ``command_id`` (at ``position`` in its partition
+    of the command topic), or a write the partition took after it.
+
+    One customer's commands share a partition, so a later position is a write acknowledged
+    after this one: this one was applied before it, or was a retry that overlapped it. A
+    document from before positions were recorded holds neither.
+    """
+    if document.get(COMMAND_ID) == command_id:
+        return True
+    held = document.get(POSITION)
+    return held is not None and int(held) > position
 
 
 def customer_from_document(document: dict[str, Any]) -> Customer:

@@ -18,6 +18,7 @@ from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import (
     Action,
     Applier,
+    Command,
     Customer,
     DeleteCustomer,
     Target,
@@ -99,3 +100,9 @@ def delete_command(
         targets=delete_targets(regions),
         customer_id=customer_id,
     )
+
+
+def republished(command: Command) -> Command:
+    """The same command, published again: its version stands, it is never lifted above a write
+    the partition took after its first publishing (see :mod:`regionstore_shared.placement`)."""
+    return command.model_copy(update={"republished": True})

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from regionstore_shared.apply import Envelope
+from regionstore_shared.schemas import encode_command
 from regionstore_shared.settings import KafkaSettings
 
 
@@ -19,12 +20,16 @@ class KafkaParker:
         self._settings = settings
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
-        """Produce every envelope's original bytes to the region's pending topic."""
+        """Produce every envelope's command, as routed (its effective version and position),
+        to the region's pending topic."""
         topic = self._settings.pending_topic(region)
         headers = [("regionstore-park-reason", reason.encode())]
         sent = [
             await self._producer.send(
-                topic, value=envelope.raw, key=envelope.command.key.encode(), headers=headers
+                topic,
+                value=encode_command(envelope.command),
+                key=envelope.command.key.encode(),
+                headers=headers,
             )
             for envelope in envelopes
         ]

@@ -158,7 +158,7 @@ def decode_records(records: dict[TopicPartition, list[Record]]) -> Batch:
                 continue
             try:
                 command = decode_command(record.value)
-                decoded.append(Envelope(command, record.value, record.topic))
+                decoded.append(Envelope(command, record.value, record.topic, record.offset))
             except ValidationError as error:
                 batch.rejects.append((record, f"invalid command: {error}"))
     return batch
@@ -236,11 +236,20 @@ def _names(partitions: Collection[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
 
 
+@dataclass(frozen=True, slots=True)
+class RoutedBatch:
+    """A batch's commands as they are to be applied, and the targets of each."""
+
+    envelopes: Sequence[Envelope]
+    select: TargetSelector
+
+
 class Routing(Protocol):
     """Where a batch's commands go, and how the batch is committed once they got there."""
 
-    async def route(self, batch: Batch) -> TargetSelector:
-        """The targets of each command of the batch that this consumer applies."""
+    async def route(self, batch: Batch) -> RoutedBatch:
+        """The commands of the batch at the versions they are applied at, and the targets of
+        each that this consumer applies."""
         ...
 
     async def commit(self, consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
@@ -258,8 +267,8 @@ class FixedTargets:
     def __init__(self, select: TargetSelector) -> None:
         self._select = select
 
-    async def route(self, batch: Batch) -> TargetSelector:
-        return self._select
+    async def route(self, batch: Batch) -> RoutedBatch:
+        return RoutedBatch(batch.envelopes, self._select)
 
     async def commit(self, consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
         offsets = batch.offsets(consumer.assignment())
@@ -341,8 +350,9 @@ async def run_batches(
                             await dead_letters.send(record, error)
                     # A batch in the middle of applying finishes it even if a rebalance takes
                     # partitions away meanwhile: applying twice is harmless, committing is not.
-                    if envelopes := batch.envelopes:
-                        await applier.apply(envelopes, await routing.route(batch))
+                    if batch.envelopes:
+                        routed = await routing.route(batch)
+                        await applier.apply(routed.envelopes, routed.select)
             except BaseException:
                 routing.discard()
                 following, ahead = await _cancel(ahead), None

@@ -15,6 +15,19 @@ So a write costs its placement plus the regions the customer actually left, howe
 there are, and two moves in flight cannot leave a stale copy: whichever is newer tombstones the
 placement of whichever was seen before it, and the older one, seen after, is dropped.
 
+The table also orders the commands by the partition, not by the gateways' clocks. A gateway
+answers 202 only once Kafka appended the command, so a write sent after another was acknowledged
+stands after it in the partition. Each command is applied at an *effective* version: its own, or,
+when the customer's newest command already holds a version at least as high (the gateway's clock
+was behind), the next version above that one. Both groups compute it alike from the same
+partition, so every region agrees, and the version guard then keeps the partition's order.
+
+A command published again (``republished``: a retried idempotency key, a redriven dead letter, a
+repair) keeps its version and is never lifted: it is the same write as its first publishing,
+which may already stand in the partition before newer writes. The table remembers the versions of
+the last few republished commands of each customer, so a first publishing that lands late (still
+in a gateway's producer when the retry went through another) is known for what it is too.
+
 A customer the table has never seen may live nowhere yet (the table has the partition's whole
 history) or anywhere (it started on a partition with older commands): ``unknown`` says which.
 
@@ -30,11 +43,16 @@ commits it in one Kafka transaction with the offsets, by a producer fenced per p
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from pydantic import TypeAdapter
 
+from regionstore_shared.clock import MAX_NODE_ID, NODE_BITS
 from regionstore_shared.schemas import Action, Applier, Command, Target, UpsertCustomer
+
+REMEMBERED = 4
+"""How many republished versions a customer's entry remembers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +64,50 @@ class Placed:
     """The regions that hold the record at ``version``; empty after a delete."""
     left: tuple[str, ...]
     """The regions tombstoned at ``version``: the earlier placement, outside this one."""
+    source: int | None = None
+    """The version the command was published with, when it was lifted to ``version``."""
+    republished: tuple[int, ...] = ()
+    """The versions of the customer's last republished commands, oldest first."""
+
+    @property
+    def published(self) -> int:
+        """The version the newest command was published with."""
+        return self.version if self.source is None else self.source
 
 
-def placed_by(command: Command, before: tuple[str, ...]) -> Placed:
-    """The placement ``command`` makes when the customer may be live in ``before``."""
+class Routed(NamedTuple):
+    """Where a command goes, and the version it is applied at there."""
+
+    version: int
+    targets: tuple[Target, ...]
+
+
+def lifted(above: int, version: int) -> int:
+    """The version just above ``above``, with ``version``'s node bits (so still unique)."""
+    return (((above >> NODE_BITS) + 1) << NODE_BITS) | (version & MAX_NODE_ID)
+
+
+def placed_by(
+    command: Command,
+    before: tuple[str, ...],
+    *,
+    version: int | None = None,
+    republished: tuple[int, ...] = (),
+) -> Placed:
+    """The placement ``command`` makes at ``version`` (its own by default) when the customer
+    may be live in ``before``."""
     if isinstance(command, UpsertCustomer):
         regions = tuple(t.region for t in command.targets if t.action is Action.UPSERT)
     else:
         regions = ()
-    return Placed(command.version, regions, tuple(r for r in before if r not in regions))
+    effective = command.version if version is None else version
+    return Placed(
+        effective,
+        regions,
+        tuple(r for r in before if r not in regions),
+        source=None if effective == command.version else command.version,
+        republished=republished,
+    )
 
 
 def targets_of(command: Command, placed: Placed) -> tuple[Target, ...]:
@@ -101,19 +154,42 @@ class PlacementTable:
         """The newest placement seen for a customer, changes of this batch included."""
         return self._changes.get(customer_id) or self._known.get(customer_id)
 
-    def route(self, command: Command) -> tuple[Target, ...]:
-        """Where ``command`` goes, in the order the partition delivers commands.
+    def route(self, command: Command) -> Routed:
+        """Where ``command`` goes and at which version, in the order the partition delivers.
 
-        Empty for a command older than the newest one seen, and for a delete of a customer
-        live nowhere.
+        No targets for a command superseded by the newest one seen (a republished command
+        older than it), and for a delete of a customer live nowhere.
         """
         held = self.get(command.key)
-        if held is not None and command.version < held.version:
-            return ()
-        if held is None or command.version > held.version:
-            held = placed_by(command, self._unknown if held is None else held.regions)
-            self._changes[command.key] = held
-        return targets_of(command, held)
+        if held is None:
+            first: tuple[int, ...] = (command.version,) if command.republished else ()
+            return self._place(command, command.version, self._unknown, first)
+        if command.version == held.published:
+            return Routed(held.version, targets_of(command, held))
+        remembered = held.republished
+        if command.republished and command.version not in remembered:
+            remembered = (*remembered, command.version)[-REMEMBERED:]
+        if command.republished or command.version in remembered:
+            if command.version > held.version:
+                return self._place(command, command.version, held.regions, remembered)
+            if remembered is not held.republished:
+                self._changes[command.key] = replace(held, republished=remembered)
+            if command.version == held.version:
+                return Routed(held.version, targets_of(command, held))
+            return Routed(command.version, ())
+        version = (
+            command.version
+            if command.version > held.version
+            else lifted(held.version, command.version)
+        )
+        return self._place(command, version, held.regions, remembered)
+
+    def _place(
+        self, command: Command, version: int, before: tuple[str, ...], remembered: tuple[int, ...]
+    ) -> Routed:
+        placed = placed_by(command, before, version=version, republished=remembered)
+        self._changes[command.key] = placed
+        return Routed(version, targets_of(command, placed))
 
     @property
     def changes(self) -> dict[str, Placed]:

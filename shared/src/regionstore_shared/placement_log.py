@@ -24,7 +24,6 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
-from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -32,9 +31,9 @@ from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 from pydantic import ValidationError
 
 from regionstore_shared import metrics
-from regionstore_shared.apply import TargetSelector
+from regionstore_shared.apply import Envelope
 from regionstore_shared.clients import kafka_admin, kafka_connection
-from regionstore_shared.pipeline import Batch
+from regionstore_shared.pipeline import Batch, RoutedBatch
 from regionstore_shared.placement import (
     PLACED_ADAPTER,
     UNKNOWN_ADAPTER,
@@ -203,27 +202,30 @@ class PlacementLog:
             dropped.append(partition)
         return dropped
 
-    async def route(self, batch: Batch) -> TargetSelector:
-        """Route the batch's commands, partition by partition in order, for this group's role.
+    async def route(self, batch: Batch) -> RoutedBatch:
+        """Route the batch's commands, partition by partition in order, for this group's role:
+        each at its effective version, with its position in the partition.
 
         A partition no longer assigned routes nothing: its records are its new owner's.
         """
-        routes: dict[UUID, list[Target]] = {}
-        for tp, envelopes in batch.decoded.items():
+        envelopes: list[Envelope] = []
+        targets: dict[int, tuple[Target, ...]] = {}
+        for tp, decoded in batch.decoded.items():
             future = self._partitions.get(tp.partition)
             if future is None:
                 continue
             table = (await future).table
-            for envelope in envelopes:
-                # The same command twice (a producer retry) may route differently the second
-                # time (nowhere, once a newer one was seen): both routes are applied, as they
-                # would be one after the other.
-                routed = routes.setdefault(envelope.command.command_id, [])
-                for target in table.route(envelope.command):
-                    if target.role is self._role and target not in routed:
-                        routed.append(target)
-                        self._routed[target.action].inc()
-        return _Routes(routes)
+            for envelope in decoded:
+                version, routed = table.route(envelope.command)
+                mine = tuple(t for t in routed if t.role is self._role)
+                if not mine:
+                    continue
+                stamped = envelope.stamped(version)
+                envelopes.append(stamped)
+                targets[id(stamped.command)] = mine
+                for target in mine:
+                    self._routed[target.action].inc()
+        return RoutedBatch(envelopes, _Routes(targets))
 
     async def commit(self, consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
         """Commit each owned partition's table changes with its offset; whether any was.
@@ -257,7 +259,10 @@ class PlacementLog:
         async with partition.lock:
             table = partition.table
             changes = partition.unwritten | table.changes
-            entries = {key.encode(): PLACED_ADAPTER.dump_json(p) for key, p in changes.items()}
+            entries = {
+                key.encode(): PLACED_ADAPTER.dump_json(p, exclude_defaults=True)
+                for key, p in changes.items()
+            }
             if partition.written_unknown is None:
                 entries[UNKNOWN_KEY] = UNKNOWN_ADAPTER.dump_json(table.unknown)
             try:
@@ -326,13 +331,14 @@ class _Partition:
 
 
 class _Routes:
-    """A batch's routed targets, by command id: the selector its apply uses."""
+    """A batch's routed targets, by the identity of each stamped command: the selector its
+    apply uses (two copies of one command may route apart, so not by command id)."""
 
-    def __init__(self, routes: dict[UUID, list[Target]]) -> None:
+    def __init__(self, routes: dict[int, tuple[Target, ...]]) -> None:
         self._routes = routes
 
     def __call__(self, command: Command) -> Iterable[Target]:
-        return self._routes.get(command.command_id, ())
+        return self._routes.get(id(command), ())
 
 
 async def _fence_all(store: TableStore, partitions: Sequence[int]) -> list[TableWriter]:

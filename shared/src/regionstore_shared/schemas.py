@@ -167,6 +167,18 @@ class _CommandBase(BaseModel):
     version: Version
     issued_at_ms: int = Field(ge=0, description="Gateway wall clock when accepted (ms).")
     targets: tuple[Target, ...] = Field(min_length=1)
+    republished: bool = Field(
+        default=False,
+        description="Published again (a retried idempotency key, a redriven dead letter, a "
+        "repair): the version stands as it is, so it never overtakes a write the partition "
+        "took after its first publishing.",
+    )
+    position: int | None = Field(
+        default=None,
+        ge=0,
+        description="The command's offset in its partition of the command topic, set with its "
+        "effective version by the consumer that routed it; None as the gateway publishes it.",
+    )
 
     @property
     def key(self) -> str:
@@ -214,5 +226,15 @@ def decode_command(raw: bytes) -> Command:
 
 
 def encode_command(command: Command) -> bytes:
-    """Encode a command for Kafka."""
-    return command.model_dump_json().encode()
+    """Encode a command for Kafka; ``republished`` and ``position`` only where set, so a plain
+    command reads as it did before they existed."""
+    unset = _UNSET[command.republished, command.position is None]
+    return command.model_dump_json(exclude=unset).encode()
+
+
+_UNSET: dict[tuple[bool, bool], set[str] | None] = {
+    (False, True): {"republished", "position"},
+    (False, False): {"republished"},
+    (True, True): {"position"},
+    (True, False): None,
+}

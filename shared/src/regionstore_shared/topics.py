@@ -52,6 +52,11 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
             "retention.bytes": "-1",
             "segment.ms": "600000",
         }
+    if name == settings.kafka.command_topic:
+        # The broker stamps each command as it appends it: a gateway whose clock is far ahead
+        # would otherwise have its writes refused (a broker refuses timestamps over an hour
+        # ahead by default), and age them out a day late.
+        config |= {"message.timestamp.type": "LogAppendTime"}
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}

@@ -131,6 +131,12 @@ class TestObserve:
         clock.observe(seen)
         assert clock.now() > seen
 
+    def test_a_version_from_a_clock_a_day_ahead_is_not_followed(self) -> None:
+        clock = HybridClock(1, wall_ms=frozen())
+        wrong = HybridClock(9, wall_ms=frozen(WALL_MS + 86_400_000)).now()
+        clock.observe(wrong)
+        assert version_millis(clock.now()) == WALL_MS
+
     def test_observing_the_same_millisecond_and_counter_from_a_higher_node(self) -> None:
         clock = HybridClock(1, wall_ms=frozen())
         other = HybridClock(MAX_NODE_ID, wall_ms=frozen())

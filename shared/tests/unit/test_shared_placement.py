@@ -4,8 +4,9 @@ The model stores are version-guarded like the real ones (insert when absent, rep
 older). Two consumers, a writer and a replicator, each with its own table, read the same
 partition in batches; a batch may fail after writing part of its targets and is then routed and
 applied again; a region may be down, its targets parked and replayed at the end in any order;
-commands arrive in any order (gateways race) and some twice. Whatever happens, every region ends
-as the newest command says: the record in its placement, no live copy anywhere else.
+the gateways' clocks disagree (versions in any order), and some writes are retried (republished
+later, or their first publishing landing after the retry). Whatever happens, every region ends as
+the write acknowledged last says: the record in its placement, no live copy anywhere else.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regionstore_shared.domain import delete_command, upsert_command
-from regionstore_shared.placement import PlacementTable, placed_by, targets_of
+from regionstore_shared.placement import REMEMBERED, PlacementTable, lifted, placed_by, targets_of
 from regionstore_shared.regions import RegionMap, RegionSpec
 from regionstore_shared.schemas import Action, Applier, Command, Customer, Target
 
@@ -61,21 +62,22 @@ def upsert(regions: RegionMap, home: int, version: int) -> Command:
 
 @dataclass
 class Stores:
-    """Version-guarded regions: customer id -> (version, live)."""
+    """Version-guarded regions: region -> (version, live, command id)."""
 
-    docs: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    docs: dict[str, tuple[int, bool, str]] = field(default_factory=dict)
     writes: int = 0
 
     def apply(self, command: Command, target: Target) -> None:
         self.writes += 1
         held = self.docs.get(target.region)
         if held is None or held[0] < command.version:
-            self.docs[target.region] = (command.version, target.action is Action.UPSERT)
+            live = target.action is Action.UPSERT
+            self.docs[target.region] = (command.version, live, str(command.command_id))
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A region map, the partition's delivery order, and the faults along the way."""
+    """A region map, the partition's order (the order of acknowledgement), and the faults."""
 
     regions: RegionMap
     delivered: list[Command]
@@ -86,8 +88,15 @@ class Scenario:
     park_order: random.Random
 
 
+def republish(command: Command) -> Command:
+    return command.model_copy(update={"republished": True})
+
+
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
+    """Writes acknowledged one after another by gateways whose clocks disagree (any versions),
+    some retried: a republished copy later in the partition, or a first publishing that lands
+    late, after its republished copy and newer writes."""
     count = draw(st.integers(3, 12))
     regions = region_map(count, draw(st.integers(1, min(2, count - 1))))
     writes = draw(
@@ -97,18 +106,26 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_size=8,
         )
     )
+    versions = draw(
+        st.lists(st.integers(1, 2**40), min_size=len(writes), max_size=len(writes), unique=True)
+    )
     commands: list[Command] = [
         delete_command(CUSTOMER, regions=regions, version=v, issued_at_ms=0)
         if home is None
         else upsert_command(
             customer(home_zip(regions, home)), regions=regions, version=v, issued_at_ms=0
         )
-        for v, home in enumerate(writes, start=1)
+        for v, home in zip(versions, writes, strict=True)
     ]
-    delivered = draw(st.permutations(commands))
-    replays = draw(st.lists(st.integers(0, len(delivered) - 1), max_size=4))
-    for at in replays:
-        delivered.insert(draw(st.integers(at + 1, len(delivered))), delivered[at])
+    delivered = list(commands)
+    for at in draw(st.lists(st.integers(0, len(commands) - 1), max_size=3, unique=True)):
+        command = commands[at]
+        index = delivered.index(command)
+        if draw(st.booleans()):
+            delivered.insert(draw(st.integers(index + 1, len(delivered))), republish(command))
+        else:
+            delivered[index] = republish(command)
+            delivered.insert(draw(st.integers(index + 1, len(delivered))), command)
     return Scenario(
         regions=regions,
         delivered=delivered,
@@ -137,7 +154,13 @@ def consume(
     start, attempt = 0, 0
     while start < len(delivered):
         chunk = delivered[start : start + batch]
-        routed = [(c, t) for c in chunk for t in table.route(c) if t.role is role]
+        routed = [
+            (c.model_copy(update={"version": version}), t)
+            for c in chunk
+            for version, targets in [table.route(c)]
+            for t in targets
+            if t.role is role
+        ]
         # Each failure is used once, so every batch is committed in the end.
         failed = attempt < len(failures) and failures[attempt]
         attempt += 1
@@ -155,14 +178,40 @@ def consume(
         start += batch
 
 
-def final_state_holds(regions: RegionMap, newest: Command, stores: Stores) -> None:
-    placed = placed_by(newest, ())
+def acknowledged_last(delivered: list[Command]) -> Command:
+    """What the customer must end as: the reference, with every command id remembered.
+
+    Each write counts once, where it first stands in the partition: a fresh write there was
+    acknowledged after every write before it, so it wins; a republished one overlapped the
+    writes between its publishings, and wins only if its version is above the current one.
+    """
+    seen: set[str] = set()
+    current: Command | None = None
+    version = 0
+    for command in delivered:
+        if str(command.command_id) in seen:
+            continue
+        seen.add(str(command.command_id))
+        if current is None or command.version > version:
+            current, version = command, command.version
+        elif not command.republished:
+            current, version = command, lifted(version, command.version)
+    assert current is not None
+    return current
+
+
+def final_state_holds(regions: RegionMap, last: Command, stores: Stores) -> None:
+    placed = placed_by(last, ())
+    versions = set()
     for region in regions.names:
         held = stores.docs.get(region)
         if region in placed.regions:
-            assert held == (newest.version, True), f"{region}: {held} for {newest}"
+            assert held is not None, f"{region} lost {last}"
+            assert held[1:] == (True, str(last.command_id)), f"{region}: {held} for {last}"
+            versions.add(held[0])
         else:
             assert held is None or not held[1], f"{region} keeps a live copy {held}"
+    assert len(versions) <= 1, f"the placement's regions disagree on the version: {versions}"
 
 
 def play(scenario: Scenario, stores: Stores, unknown: tuple[str, ...] = ()) -> None:
@@ -183,13 +232,12 @@ def play(scenario: Scenario, stores: Stores, unknown: tuple[str, ...] = ()) -> N
     scenario.park_order.shuffle(parked)
     for command, target in parked:
         stores.apply(command, target)
-    newest = max(scenario.delivered, key=lambda c: c.version)
-    final_state_holds(scenario.regions, newest, stores)
+    final_state_holds(scenario.regions, acknowledged_last(scenario.delivered), stores)
 
 
 @settings(max_examples=400, deadline=None)
 @given(scenarios())
-def test_every_region_ends_as_the_newest_command_says(scenario: Scenario) -> None:
+def test_every_region_ends_as_the_last_acknowledged_write_says(scenario: Scenario) -> None:
     play(scenario, Stores())
 
 
@@ -202,7 +250,7 @@ def test_a_table_started_late_assumes_the_customer_anywhere(
     regions = scenario.regions
     stores = Stores()
     for region in regions.placement(home_zip(regions, earlier_home)):
-        stores.docs[region] = (0, True)
+        stores.docs[region] = (0, True, "earlier")
     play(scenario, stores, unknown=regions.names)
 
 
@@ -212,7 +260,7 @@ def moves(count: int, replicas: int) -> tuple[int, int]:
     table = PlacementTable({}, unknown=())
     create = upsert(regions, 0, 1)
     move = upsert(regions, 1, 2)
-    return len(table.route(create)), len(table.route(move))
+    return len(table.route(create).targets), len(table.route(move).targets)
 
 
 def test_a_write_costs_its_placement_and_the_regions_left_whatever_the_region_count() -> None:
@@ -222,13 +270,66 @@ def test_a_write_costs_its_placement_and_the_regions_left_whatever_the_region_co
     assert moves(12, 2) == (3, 4)
 
 
-def test_an_older_command_after_a_newer_one_goes_nowhere() -> None:
+def test_a_write_after_a_newer_version_is_lifted_above_it() -> None:
+    # The second write's gateway clock is behind: it still stands after the first.
     regions = region_map(3, 1)
     table = PlacementTable({}, unknown=())
-    newer = upsert(regions, 1, 5)
+    first = upsert(regions, 1, 5 << 6 | 3)
+    second = upsert(regions, 0, 4 << 6 | 7)
+    assert table.route(first).version == first.version
+    version, targets = table.route(second)
+    assert version == 6 << 6 | 7 == lifted(first.version, second.version)
+    assert [(t.region, t.action) for t in targets] == [
+        ("r0", Action.UPSERT),
+        ("r1", Action.UPSERT),
+        ("r2", Action.TOMBSTONE),
+    ]
+    assert table.get(CUSTOMER) == placed_by(second, ("r1", "r2"), version=version)
+
+
+def test_a_republished_command_older_than_the_newest_goes_nowhere() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
     older = upsert(regions, 0, 4)
-    assert [t.region for t in table.route(newer)] == ["r1", "r2"]
-    assert table.route(older) == ()
+    newer = upsert(regions, 1, 5)
+    table.route(older)
+    table.route(newer)
+    assert table.route(republish(older)).targets == ()
+    assert table.get(CUSTOMER) is not None
+    assert table.get(CUSTOMER).regions == ("r1", "r2")  # type: ignore[union-attr]
+
+
+def test_a_first_publishing_that_lands_after_its_retry_and_a_newer_write_goes_nowhere() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    late = upsert(regions, 0, 9)
+    table.route(republish(late))
+    newer = upsert(regions, 1, 5)  # a gateway whose clock is behind: lifted above 9
+    assert table.route(newer).version > late.version
+    assert table.route(late).targets == ()
+    assert table.get(CUSTOMER).regions == ("r1", "r2")  # type: ignore[union-attr]
+
+
+def test_a_customer_remembers_its_last_republished_versions() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    retried = [upsert(regions, 0, v) for v in range(1, REMEMBERED + 2)]
+    for command in retried:
+        table.route(republish(command))
+    held = table.get(CUSTOMER)
+    assert held is not None
+    assert held.republished == tuple(c.version for c in retried[-REMEMBERED:])
+
+
+def test_a_lifted_write_replayed_goes_where_and_at_the_version_it_went() -> None:
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    table.route(upsert(regions, 0, 9))
+    behind = upsert(regions, 1, 5)
+    routed = table.route(behind)
+    table.settle()
+    assert table.route(behind) == routed
+    assert table.route(republish(behind)) == routed
 
 
 def test_a_replay_goes_where_the_command_went_the_first_time() -> None:
@@ -240,7 +341,7 @@ def test_a_replay_goes_where_the_command_went_the_first_time() -> None:
     routed = table.route(move)
     table.settle()
     assert table.route(move) == routed
-    assert [(t.region, t.action) for t in routed] == [
+    assert [(t.region, t.action) for t in routed.targets] == [
         ("r1", Action.UPSERT),
         ("r2", Action.UPSERT),
         ("r0", Action.TOMBSTONE),
@@ -267,11 +368,12 @@ def test_a_delete_tombstones_the_placement_all_by_the_replicator() -> None:
     table = PlacementTable({}, unknown=())
     table.route(upsert(regions, 2, 1))
     routed = table.route(delete_command(CUSTOMER, regions=regions, version=2, issued_at_ms=0))
-    assert [(t.region, t.role, t.action) for t in routed] == [
+    assert [(t.region, t.role, t.action) for t in routed.targets] == [
         ("r2", Applier.REPLICATOR, Action.TOMBSTONE),
         ("r0", Applier.REPLICATOR, Action.TOMBSTONE),
     ]
-    assert table.route(delete_command(CUSTOMER, regions=regions, version=3, issued_at_ms=0)) == ()
+    gone = delete_command(CUSTOMER, regions=regions, version=3, issued_at_ms=0)
+    assert table.route(gone).targets == ()
 
 
 def test_targets_of_keeps_an_upserts_own_appliers() -> None:

@@ -9,10 +9,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from regionstore_shared.apply import TargetSelector
 from regionstore_shared.domain import delete_command
-from regionstore_shared.pipeline import Batch, decode_records
-from regionstore_shared.placement import UNKNOWN_ADAPTER, Placed
+from regionstore_shared.pipeline import Batch, RoutedBatch, decode_records
+from regionstore_shared.placement import UNKNOWN_ADAPTER, Placed, lifted
 from regionstore_shared.placement_log import PlacementLog
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_shared.schemas import Action, Applier, Command
@@ -32,8 +31,14 @@ def batch(*commands: Command, tp: TopicPartition = P0, first: int = 0) -> Batch:
     return decode_records({tp: [command_record(c, first + i, tp) for i, c in enumerate(commands)]})
 
 
-def routed(select: TargetSelector, command: Command) -> list[tuple[str, Action]]:
-    return [(t.region, t.action) for t in select(command)]
+def routed(batch: RoutedBatch, command: Command) -> list[tuple[str, Action]]:
+    """The targets routed for every copy of ``command`` in the batch."""
+    return [
+        (t.region, t.action)
+        for envelope in batch.envelopes
+        if envelope.command.command_id == command.command_id
+        for t in batch.select(envelope.command)
+    ]
 
 
 def consumer(*assigned: TopicPartition) -> FakeConsumer:
@@ -71,15 +76,35 @@ class TestRoute:
         assert routed(select, create) == [("region_1", Action.UPSERT)]
         assert routed(select, move) == [("region_2", Action.UPSERT)]
 
-    async def test_the_same_command_twice_applies_both_of_its_routes(self) -> None:
-        # Seen again after a newer command, a retried command routes nowhere the second time;
+    async def test_a_retried_command_seen_after_a_newer_one_keeps_only_its_first_route(
+        self,
+    ) -> None:
+        # Republished after a newer command, a retried command routes nowhere the second time;
         # what it was routed to the first time must still be written.
         log = log_of(FakeTableStore())
         await log.assigned({P0})
         create, move = upsert("c1", 1), upsert("c1", 2, MOVED_TO_REGION_2)
-        select = await log.route(batch(create, move, create))
+        retried = create.model_copy(update={"republished": True})
+        select = await log.route(batch(create, move, retried))
         assert routed(select, create) == [("region_3", Action.UPSERT)]
         assert routed(select, move) == [("region_1", Action.UPSERT), ("region_3", Action.TOMBSTONE)]
+
+    async def test_each_command_is_applied_at_its_effective_version_and_position(
+        self,
+    ) -> None:
+        # The second write's gateway clock is behind: it is lifted just above the first.
+        log = log_of(FakeTableStore(), Applier.WRITER)
+        await log.assigned({P0})
+        first, behind = upsert("c1", 9 << 22), upsert("c1", 5 << 22, MOVED_TO_REGION_2)
+        result = await log.route(batch(first, behind, first=7))
+        assert [(e.command.version, e.command.position) for e in result.envelopes] == [
+            (first.version, 7),
+            (lifted(first.version, behind.version), 8),
+        ]
+        assert [e.command.command_id for e in result.envelopes] == [
+            first.command_id,
+            behind.command_id,
+        ]
 
     async def test_a_partition_not_assigned_routes_nothing(self) -> None:
         log = log_of(FakeTableStore())
@@ -252,7 +277,7 @@ class TestUnknown:
         later = log_of(store)
         await later.assigned({P0})
         other = upsert("c2", 2)
-        assert len(list((await later.route(batch(other, first=1)))(other))) == 2
+        assert len(routed(await later.route(batch(other, first=1)), other)) == 2
 
     async def test_placements_learnt_from_consumed_commands_survive_a_failed_first_batch(
         self,

@@ -6,6 +6,8 @@ customer:
 
 - ``lost``: a region of the placement lacks the final version, or holds it as a tombstone;
 - ``stale``: a region of the placement holds an older version;
+- ``overtaken``: given the final write's command id and those acknowledged before it was sent,
+  a region holds one of those instead: an earlier write won over a later one;
 - ``mismatched``: a region of the placement holds the final version with other field values;
 - ``duplicated``: a live copy in a region outside the placement, or a version nobody wrote;
 - ``resurrected``: a deleted customer is live anywhere;
@@ -13,7 +15,10 @@ customer:
   acknowledged (a write refused, yet applied).
 
 When the expected state carries the customer's fields, the placement comes from its zip through
-the region map, not from what the gateway answered. A correct system ends with all at zero.
+the region map, not from what the gateway answered. When it carries the final write's command id,
+a region must hold that very write (the consumers may apply it above the version the gateway
+gave it, so the version alone does not say which write a region holds). A correct system ends
+with all at zero.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
+from regionstore_shared.documents import COMMAND_ID, CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap
 
 _POINT_READS = 200
@@ -42,6 +47,10 @@ class Expected:
     home: str | None = None
     fields: Mapping[str, Any] | None = None
     """The customer's fields at the final version (``customer_unique_id``, zip, city, state)."""
+    command_id: str | None = None
+    """The final write's command id: a region must hold that write, at whatever version."""
+    earlier: frozenset[str] = frozenset()
+    """Command ids of the customer's writes acknowledged before the final one was sent."""
 
     def placement(self, regions: RegionMap) -> tuple[str, ...]:
         """The regions that must hold the customer live: none once deleted."""
@@ -65,6 +74,7 @@ class AuditReport:
     resurrected: int = 0
     mismatched: int = 0
     strays: int = 0
+    overtaken: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -77,6 +87,7 @@ class AuditReport:
             or self.resurrected
             or self.mismatched
             or self.strays
+            or self.overtaken
         )
 
     def _note(self, kind: str, text: str) -> None:
@@ -119,7 +130,7 @@ async def audit(
     wanted = {e.customer_id: e for e in expected}
     ids = sorted(wanted)
     names = list(collections)
-    projection = {VERSION: 1, DELETED: 1, HOME: 1}
+    projection = {VERSION: 1, DELETED: 1, HOME: 1, COMMAND_ID: 1}
     if any(e.fields is not None for e in wanted.values()):
         projection |= dict.fromkeys(CUSTOMER_FIELDS, 1)
     reads = await asyncio.gather(*(_read_region(collections[r], ids, projection) for r in names))
@@ -154,13 +165,38 @@ def _check(
         if live:
             report._note("duplicated", where)
         return
+    if final.command_id is not None:
+        _check_write(report, final, where, document, live)
+        return
     if document is None or (document[VERSION] == final.version and not live):
         report._note("lost", where)
     elif document[VERSION] < final.version:
         report._note("stale", f"{where} v{document[VERSION]} < v{final.version}")
     elif document[VERSION] > final.version:
         report._note("duplicated", f"{where} holds v{document[VERSION]} > v{final.version}")
-    elif final.fields is not None:
+    else:
+        _check_fields(report, final, where, document)
+
+
+def _check_write(
+    report: AuditReport, final: Expected, where: str, document: dict[str, Any] | None, live: bool
+) -> None:
+    """A region of the placement against the final write, known by its command id."""
+    held = None if document is None else document.get(COMMAND_ID)
+    if document is None or (held == final.command_id and not live):
+        report._note("lost", where)
+    elif held in final.earlier:
+        report._note("overtaken", f"{where} holds {held}, acknowledged before {final.command_id}")
+    elif held != final.command_id:
+        report._note("stale", f"{where} holds {held}, not {final.command_id}")
+    else:
+        _check_fields(report, final, where, document)
+
+
+def _check_fields(
+    report: AuditReport, final: Expected, where: str, document: dict[str, Any]
+) -> None:
+    if final.fields is not None:
         differ = sorted(k for k, v in final.fields.items() if document.get(k) != v)
         if differ:
             report._note("mismatched", f"{where} differs in {', '.join(differ)}")

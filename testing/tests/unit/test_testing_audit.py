@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
@@ -9,14 +10,14 @@ from typing import Any, cast
 import pytest
 
 from regionstore_shared.apply import Collection
-from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
+from regionstore_shared.documents import COMMAND_ID, CUSTOMER_FIELDS, DELETED, HOME, VERSION
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_testing.audit import AuditReport, Expected, audit, wait_for_clean
 
 Document = dict[str, Any]
 REGIONS = RegionMap(DEFAULT_REGIONS)
 NAMES = ("region_1", "region_2", "region_3")
-PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1}
+PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1, COMMAND_ID: 1}
 FIELD_PROJECTION = dict.fromkeys(CUSTOMER_FIELDS, 1)
 POINT_READS = 200  # the most ids the audit reads one by one
 
@@ -243,6 +244,43 @@ class TestDivergence:
         report = await stores.audit(*(live(f"c{i}") for i in range(4)))
         assert report.lost == 8
         assert len(report.examples["lost"]) == 5
+
+
+class TestByCommand:
+    """The final write known by its command id: versions may have been lifted by the consumers."""
+
+    def wrote(self, stores: Stores, command_id: str, version: int) -> None:
+        stores.placed("c", version)
+        for region in NAMES:
+            stores.regions[region].docs["c"][COMMAND_ID] = command_id
+
+    @staticmethod
+    def final(command_id: str = "second", **changes: object) -> Expected:
+        base = Expected("c", 5, deleted=False, home="region_1", command_id=command_id)
+        return dataclasses.replace(base, earlier=frozenset({"first"}), **changes)
+
+    async def test_the_final_write_at_a_lifted_version_is_clean(self, stores: Stores) -> None:
+        self.wrote(stores, "second", 77)
+        assert (await stores.audit(self.final())).clean
+
+    async def test_an_earlier_acknowledged_write_that_won_is_overtaken(
+        self, stores: Stores
+    ) -> None:
+        self.wrote(stores, "first", 9)
+        report = await stores.audit(self.final())
+        assert (report.overtaken, report.clean) == (2, False)
+        assert report.examples["overtaken"][0].startswith("c@region_1 holds first")
+
+    async def test_another_write_is_stale(self, stores: Stores) -> None:
+        self.wrote(stores, "nobody acknowledged it", 9)
+        report = await stores.audit(self.final())
+        assert (report.stale, report.overtaken) == (2, 0)
+
+    async def test_the_final_write_as_a_tombstone_is_lost(self, stores: Stores) -> None:
+        stores.deleted("c", 5)
+        for region in NAMES:
+            stores.regions[region].docs["c"][COMMAND_ID] = "second"
+        assert (await stores.audit(self.final())).lost == 2
 
 
 class TestReadStrategy:

@@ -10,7 +10,7 @@ from pymongo.errors import AutoReconnect
 from regionstore_shared import service
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
-from regionstore_shared.schemas import Applier
+from regionstore_shared.schemas import Applier, decode_command
 from regionstore_shared.status import NodeStatus
 from regionstore_writer import main
 from regionstore_writer.settings import WriterSettings
@@ -100,7 +100,10 @@ class TestWiring:
         main.main()
         (parked,) = rig.producer.sent
         assert parked["topic"] == "pending.region_1"
-        assert parked["value"] == record.value
+        # The command as routed: at its effective version, its place in the partition with it.
+        assert decode_command(parked["value"]) == decode_command(record.value).model_copy(
+            update={"position": record.offset}
+        )
         assert dict(parked["headers"])["regionstore-park-reason"] == b"marked_unavailable"
         assert rig.stores["region_1"].writes == []
         assert rig.tables.commits == [{COMMANDS: 1}]  # parked is handled: committed

@@ -14,9 +14,10 @@ from regionstore_gateway.idempotency import (
     Record,
     request_hash,
 )
-from regionstore_gateway.keyed_writes import acknowledge, pending
+from regionstore_gateway.keyed_writes import acknowledge, pending, release
 from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
 from regionstore_gateway.writes import Delivery, Outcome, Writes
+from regionstore_shared.domain import republished
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import Command, UpsertCustomer
 
@@ -47,6 +48,8 @@ class _Send:
     command: Command
     key: str | None = None
     record: Record | None = None
+    fresh: bool = True
+    """A command made for this request, not one published before under its key."""
 
 
 async def write_batch(
@@ -66,12 +69,17 @@ async def write_batch(
     deliveries = await writes.publish([s.command for s in sends]) if sends else []
     audited.settle([s.command for s in sends], deliveries)
     acks: list[tuple[str, Record]] = []
+    unsent: list[str] = []
     for send, delivery in zip(sends, deliveries, strict=True):
         result = _item_result(send, delivery)
         results.append(result)
         if send.key is not None and send.record is not None and result.status == "accepted":
             acks.append((send.key, send.record.acked(result.model_dump(exclude={"index"}))))
+        elif send.key is not None and send.fresh and delivery.outcome is Outcome.NOT_SENT:
+            unsent.append(send.key)
     await acknowledge(keys, acks)
+    if unsent:
+        await release(keys, unsent)
     results.sort(key=lambda r: r.index)
     counts = {
         s: sum(r.status == s for r in results)
@@ -148,6 +156,7 @@ async def _plan(
     sends: list[_Send] = []
     held: list[tuple[_Keyed, Record]] = []
     claims: list[tuple[_Keyed, Record]] = []
+    ours: set[object] = set()
     for index, item in valid:
         record = found.get(index)
         if record is not None:
@@ -161,6 +170,7 @@ async def _plan(
     try:
         claimed = await keys.claim([(k.key, record) for k, record in claims])
         held += zip([k for k, _ in claims], claimed, strict=True)
+        ours = {record.command.command_id for _, record in claims}
     except IdempotencyUnavailableError as error:
         results.extend(_redis_down(k, error) for k, _ in claims)
     for k, record in held:
@@ -168,8 +178,10 @@ async def _plan(
             results.append(_reused(k))
         elif record.answer is not None:
             results.append(BatchItemResult.model_validate({**record.answer, "index": k.index}))
-        else:
+        elif record.command.command_id in ours:
             sends.append(_Send(k.index, record.command, k.key, record))
+        else:
+            sends.append(_Send(k.index, republished(record.command), k.key, record, fresh=False))
     return sorted(sends, key=lambda s: s.index)
 
 
