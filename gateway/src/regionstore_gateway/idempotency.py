@@ -125,7 +125,10 @@ class BatchRecord(BaseModel):
 
     Item ``i``'s command is made again from the same request with the command id
     ``uuid5(seed, str(i))``, the version ``first_version + i * VERSION_STEP`` (a run reserved
-    from the clock) and ``issued_at_ms``: the same command, without keeping it.
+    from the clock) and ``issued_at_ms``: the same command, without keeping it. Two bitmaps say
+    how far each item got: ``sent`` is set before its command is handed to Kafka and cleared if
+    Kafka certainly did not take it, so a retry publishes a ``sent`` item again as republished
+    and any other as a new command; ``acked`` once Kafka acknowledged it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -134,6 +137,9 @@ class BatchRecord(BaseModel):
     seed: uuid.UUID
     first_version: int = Field(ge=1)
     issued_at_ms: int = Field(ge=0)
+    sent: Base64Bytes = Field(
+        default=b"", description="Bit i set: item i's command may have reached Kafka."
+    )
     acked: Base64Bytes = Field(
         default=b"", description="Bit i set: Kafka acknowledged item i's command."
     )
@@ -142,19 +148,44 @@ class BatchRecord(BaseModel):
         """The command id of item ``index``."""
         return uuid.uuid5(self.seed, str(index))
 
+    def is_sent(self, index: int) -> bool:
+        """Whether item ``index``'s command may have reached Kafka in an earlier attempt."""
+        return _bit(self.sent, index)
+
     def is_acked(self, index: int) -> bool:
         """Whether item ``index``'s command was acknowledged by an earlier attempt."""
-        byte = index >> 3
-        return byte < len(self.acked) and bool(self.acked[byte] & (1 << (index & 7)))
+        return _bit(self.acked, index)
 
-    def with_acked(self, indices: Iterable[int]) -> BatchRecord:
-        """The same record, with the commands of ``indices`` acknowledged too."""
-        bits = bytearray(self.acked)
-        for index in indices:
-            if index >> 3 >= len(bits):
-                bits.extend(bytes((index >> 3) + 1 - len(bits)))
-            bits[index >> 3] |= 1 << (index & 7)
-        return self.model_copy(update={"acked": bytes(bits)})
+    def marked(
+        self,
+        *,
+        sent: Iterable[int] = (),
+        unsent: Iterable[int] = (),
+        acked: Iterable[int] = (),
+    ) -> BatchRecord:
+        """The same record, with items' commands marked sent, certainly not sent, or acked."""
+        sending = bytearray(self.sent)
+        _set(sending, sent, on=True)
+        _set(sending, unsent, on=False)
+        acking = bytearray(self.acked)
+        _set(acking, acked, on=True)
+        return self.model_copy(update={"sent": bytes(sending), "acked": bytes(acking)})
+
+
+def _bit(bits: bytes, index: int) -> bool:
+    byte = index >> 3
+    return byte < len(bits) and bool(bits[byte] & (1 << (index & 7)))
+
+
+def _set(bits: bytearray, indices: Iterable[int], *, on: bool) -> None:
+    for index in indices:
+        byte = index >> 3
+        if byte >= len(bits):
+            bits.extend(bytes(byte + 1 - len(bits)))
+        if on:
+            bits[byte] |= 1 << (index & 7)
+        else:
+            bits[byte] &= ~(1 << (index & 7)) & 0xFF
 
 
 AnyRecord = TypeVar("AnyRecord", Record, BatchRecord)

@@ -635,8 +635,10 @@ class TestStoredFormat:
     def test_a_batch_record_round_trips(self) -> None:
         record = BatchRecord(
             request_hash="a" * 64, seed=uuid.uuid4(), first_version=99, issued_at_ms=5
-        ).with_acked([0, 3, 999])
+        ).marked(sent=[0, 3, 999, 1000], acked=[0, 3, 999], unsent=[1000])
         assert decode_record(BatchRecord, encode_record(record)) == record
+        assert [record.is_sent(i) for i in (0, 1, 999, 1000)] == [True, False, True, False]
+        assert [record.is_acked(i) for i in (0, 3, 4, 1000)] == [True, True, False, False]
 
     async def test_a_damaged_record_refuses_the_write(
         self, gateway: Gateway, client: httpx.AsyncClient

@@ -12,9 +12,10 @@ import pytest
 from aiokafka.errors import RequestTimedOutError
 from app_fakes import ACK, NEVER, SEND_FAILS, TTL_S, Document, Gateway, body
 
-from regionstore_gateway.idempotency import BatchRecord, decode_record
+from regionstore_gateway.idempotency import BatchRecord, decode_record, encode_record
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.clock import VERSION_STEP
+from regionstore_shared.domain import republished
 from regionstore_shared.schemas import DeleteCustomer, UpsertCustomer
 from regionstore_shared.settings import KafkaSettings
 
@@ -129,15 +130,48 @@ class TestRetry:
 
         assert [r["status"] for r in again.json()["results"]] == ["accepted"] * 4
         assert again.headers.get("Idempotent-Replayed") is None
-        republished = gateway.producer.commands()[len(first_sent) :]
-        assert [c.key for c in republished] == ["c1", "c2", "c3"]
-        # The unknown ones are published again exactly as the first time.
-        assert republished[0] == first_sent[1]
-        assert republished[2] == first_sent[2]
+        again_sent = gateway.producer.commands()[len(first_sent) :]
+        assert [c.key for c in again_sent] == ["c1", "c2", "c3"]
+        # The unknown ones are published again as the first time, marked republished; the one
+        # Kafka certainly did not take is a new command, to be ordered as one.
+        assert again_sent[0] == republished(first_sent[1])
+        assert again_sent[2] == republished(first_sent[2])
+        assert not again_sent[1].republished
+        assert again_sent[1].command_id == record(gateway).command_id(2)
         assert [r["command_id"] for r in again.json()["results"]] == [
             str(record(gateway).command_id(i)) for i in range(4)
         ]
         assert [record(gateway).is_acked(i) for i in range(4)] == [True] * 4
+
+    async def test_items_are_marked_sent_before_kafka_can_take_them(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        seen: list[list[bool]] = []
+        gateway.producer.on_send = lambda _: seen.append(
+            [record(gateway).is_sent(i) for i in range(3)]
+        )
+        gateway.producer.script = [ACK, SEND_FAILS, NEVER]
+        await post(client, items(3))
+        # While the first command was being handed over, every item was already marked.
+        assert seen[0] == [True, True, True]
+        kept = record(gateway)
+        assert [kept.is_sent(i) for i in range(3)] == [True, False, True]
+        assert [kept.is_acked(i) for i in range(3)] == [True, False, False]
+
+    async def test_a_retry_after_a_crash_mid_publish_republishes_what_may_be_in_kafka(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        # The first attempt claimed the key (every item marked sent) and died before answering.
+        await post(client, items(2))
+        kept = record(gateway)
+        crashed = kept.model_copy(update={"acked": b""})
+        gateway.redis.values[gateway.keys.batch_redis_key(KEY)] = encode_record(crashed)
+        before = len(gateway.producer.sent)
+
+        again = await post(client, items(2))
+
+        assert [r["status"] for r in again.json()["results"]] == ["accepted", "accepted"]
+        assert all(c.republished for c in gateway.producer.commands()[before:])
 
     async def test_the_same_key_with_another_request_is_refused(
         self, gateway: Gateway, client: httpx.AsyncClient

@@ -30,7 +30,7 @@ from regionstore_gateway.services.batch import _ROUTE, _item_result, _Send, _una
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_gateway.writes import Delivery, Outcome, Writes
 from regionstore_shared.clock import VERSION_STEP
-from regionstore_shared.domain import delete_command, upsert_command
+from regionstore_shared.domain import delete_command, republished, upsert_command
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import Command
 
@@ -59,31 +59,51 @@ async def write_keyed_batch(
     """Every item's outcome, as write_batch gives it, under one key for the whole request.
 
     The same key with another request is a KeyReusedError; Redis that cannot keep the record
-    an IdempotencyUnavailableError: nothing is published in either case.
+    an IdempotencyUnavailableError: nothing is published in either case. An item whose command
+    may have reached Kafka in an earlier attempt is published again marked ``republished`` (its
+    version stands, as for a retried single write); one that certainly did not is published as
+    a new command, ordered after every write acknowledged before it.
     """
     _no_item_keys(items)
     request = request_hash(_ROUTE, batch=items)
+    results: list[BatchItemResult] = []
+    valid = _validate(items, results)
     record = await keys.find_batch(key)
     seen = record is not None
     if record is None:
         new = _new_record(writes, request, len(items))
+        # Claimed with every item marked sent: from here a retry may find it with them in Kafka.
+        new = new.marked(sent=[index for index, _ in valid])
         record = await keys.claim_batch(key, new)
         seen = record is not new
+        before = record.marked(unsent=range(len(items))) if not seen else record
+    else:
+        before = record
     if record.request_hash != request:
         raise KeyReusedError("the key was already used with a different request")
-    results: list[BatchItemResult] = []
     sends: list[_Send] = []
-    for index, item in _validate(items, results):
+    for index, item in valid:
         command = _command(writes, record, index, item, results)
         if command is None:
             continue
         if record.is_acked(index):
             results.append(_item_result(_Send(index, command), Delivery(Outcome.ACCEPTED)))
         else:
-            sends.append(_Send(index, command))
+            sends.append(_Send(index, republished(command) if before.is_sent(index) else command))
+    fresh = [s.index for s in sends if not record.is_sent(s.index)]
+    if fresh:
+        # Marked before they can reach Kafka, so that a retry after a crash republishes them.
+        record = record.marked(sent=fresh)
+        await keys.acknowledge_batch(key, record)
     audited = AuditedBatch(audit, actor)
     refusals = await audited.record([s.command for s in sends])
     results.extend(_unaudited(s, r) for s, r in zip(sends, refusals, strict=True) if r)
+    # Refused or not taken now, and never before: a retry publishes it as a new command.
+    unsent = [
+        s.index
+        for s, refusal in zip(sends, refusals, strict=True)
+        if refusal and not before.is_sent(s.index)
+    ]
     published = [s for s, refusal in zip(sends, refusals, strict=True) if refusal is None]
     deliveries = await writes.publish([s.command for s in published]) if published else []
     audited.settle([s.command for s in published], deliveries)
@@ -92,8 +112,10 @@ async def write_keyed_batch(
         results.append(_item_result(send, delivery))
         if delivery.outcome is Outcome.ACCEPTED:
             acked.append(send.index)
-    if acked:
-        await _acknowledge(keys, key, record.with_acked(acked))
+        elif delivery.outcome is Outcome.NOT_SENT and not before.is_sent(send.index):
+            unsent.append(send.index)
+    if acked or unsent:
+        await _acknowledge(keys, key, record.marked(acked=acked, unsent=unsent))
     results.sort(key=lambda r: r.index)
     counts = {
         s: sum(r.status == s for r in results)
