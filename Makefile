@@ -263,6 +263,11 @@ bench: sync secrets ## the full benchmark on the local stack (under 15 min): ben
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
+.PHONY: bench-data-scale
+bench-data-scale: sync secrets ## add N Olist-shaped customers through :batch, then time every list shape at that size (N=0: time only): bench/results/data-scale-*
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') RUN_DIR='$(RUN_DIR)' \
+		uv run python -m regionstore_bench.data_scale --load $(N)
+
 .PHONY: bench-scale
 bench-scale: sync secrets ## one against two writers and replicators draining a backlog (needs make up SCALE=2): bench/results/scale.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench.scaleout

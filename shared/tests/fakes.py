@@ -444,7 +444,8 @@ class FakeRedis:
     def __init__(self, settings: RedisSettings | None = None) -> None:
         self.settings = settings if settings is not None else RedisSettings()
         self.values: dict[str, str] = {}
-        self.hashes: dict[str, dict[str, int]] = {}
+        self.hashes: dict[str, dict[str, int | str]] = {}
+        self.streams: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self.down = False
         self.error: RedisError = RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
         self.calls = 0
@@ -466,8 +467,23 @@ class FakeRedis:
     async def hincrby(self, key: str, name: str, amount: int) -> int:
         self._check()
         held = self.hashes.setdefault(key, {})
-        held[name] = held.get(name, 0) + amount
-        return held[name]
+        total = int(held.get(name, 0)) + amount
+        held[name] = total
+        return total
+
+    async def hset(self, key: str, mapping: dict[str, str]) -> int:
+        self._check()
+        self.hashes.setdefault(key, {}).update(mapping)
+        return len(mapping)
+
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline(self)
+
+    async def xadd(self, key: str, fields: dict[str, str], **_: Any) -> str:
+        self._check()
+        entries = self.streams.setdefault(key, [])
+        entries.append((f"{len(entries) + 1}-0", dict(fields)))
+        return entries[-1][0]
 
     async def hgetall(self, key: str) -> dict[str, str]:
         self._check()
@@ -476,6 +492,38 @@ class FakeRedis:
     def mark(self, region: str, status: NodeStatus) -> None:
         """Set a region's status key directly, without any keyspace event."""
         self.values[self.settings.status_key(region)] = status.value
+
+
+class FakePipeline:
+    """Queues commands and runs them in order on ``execute``: all of them, or none when the
+    Redis is down (as MULTI/EXEC)."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self._redis = redis
+        self._queued: list[Callable[[], Awaitable[object]]] = []
+
+    async def __aenter__(self) -> FakePipeline:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._queued.clear()
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        command = getattr(self._redis, name)
+
+        def queue(*args: Any, **kwargs: Any) -> None:
+            self._queued.append(lambda: command(*args, **kwargs))
+
+        return queue
+
+    async def execute(self) -> list[object]:
+        self._redis._check()  # one round trip, counted once
+        results = []
+        for command in self._queued:
+            self._redis.calls -= 1
+            results.append(await command())
+        self._queued.clear()
+        return results
 
 
 class FakePubSub:

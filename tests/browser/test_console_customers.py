@@ -271,3 +271,72 @@ class TestList:
         expect(row.get_by_test_id("cell-city")).to_have_text(city)
         expect(row.locator("img")).to_have_count(0)
         assert page.evaluate("window.__pwned") is None
+
+
+class TestListPlace:
+    def test_the_filters_and_the_page_survive_a_reload_and_a_shared_link(
+        self, console: Console, customers: CustomerFactory
+    ) -> None:
+        city = f"Teste Endereco {uuid.uuid4().hex[:8]}"
+        ids = sorted(customers.create(customer_city=city)["customer_id"] for _ in range(12))
+        page = console.open()
+        cells = page.get_by_test_id("cell-id")
+        label = page.get_by_test_id("page-label")
+        filter_customers(page, city=city, limit="10")
+        page.get_by_role("button", name="Next").click()
+        expect(cells).to_have_text(ids[10:])
+        assert "cursor=" in page.url
+        assert f"city={city.replace(' ', '+')}" in page.url
+
+        page.reload()
+        expect(cells).to_have_text(ids[10:])
+        expect(label).to_contain_text("Page 2")
+        expect(page.get_by_test_id("filter-city")).to_have_value(city)
+        expect(page.get_by_test_id("filter-limit")).to_have_value("10")
+        page.get_by_role("button", name="Previous").click()
+        expect(cells).to_have_text(ids[:10])
+        page.go_back()
+        expect(cells).to_have_text(ids[10:])
+
+        shared = console.open()
+        shared.goto(page.url)
+        expect(shared.get_by_test_id("cell-id")).to_have_text(ids[10:])
+        expect(shared.get_by_test_id("page-label")).to_contain_text("Page 2")
+        # The pages before a shared one were never read in this tab: Previous starts over.
+        shared.get_by_role("button", name="Previous").click()
+        expect(shared.get_by_test_id("cell-id")).to_have_text(ids[:10])
+        expect(shared.get_by_test_id("page-label")).to_contain_text("Page 1")
+
+    def test_a_customer_is_found_by_its_id_and_a_person_by_their_unique_id(
+        self, console: Console, customers: CustomerFactory
+    ) -> None:
+        person = uuid.uuid4().hex
+        first = customers.create(customer_unique_id=person, customer_zip_code_prefix=13560)
+        second = customers.create(customer_unique_id=person, customer_zip_code_prefix=70040,
+                                  customer_state="DF")  # fmt: skip
+        other = customers.create()
+        page = console.open()
+        find = page.get_by_test_id("find-text")
+
+        find.fill(person.upper())
+        page.get_by_role("button", name="Find").click()
+        expect(page.get_by_test_id("cell-id")).to_have_text(
+            sorted([first["customer_id"], second["customer_id"]])
+        )
+        expect(page.get_by_test_id("page-label")).to_have_text("Found 2 customers")
+        assert "find=" in page.url
+        console.shot(page, "found-person")
+
+        find.fill(other["customer_id"])
+        page.get_by_role("button", name="Find").click()
+        expect(page.get_by_test_id("cell-id")).to_have_text([other["customer_id"]])
+        page.reload()
+        expect(page.get_by_test_id("cell-id")).to_have_text([other["customer_id"]])
+        expect(find).to_have_value(other["customer_id"])
+
+        find.fill(uuid.uuid4().hex)
+        page.get_by_role("button", name="Find").click()
+        expect(page.get_by_test_id("customers-empty")).to_contain_text("No customer has")
+        page.get_by_role("button", name="Back to the list").click()
+        expect(page.get_by_test_id("page-label")).to_contain_text("Page 1")
+        assert "find=" not in page.url

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from prometheus_client.parser import text_string_to_metric_families
 
+from regionstore_recovery.settings import DetectorSettings
+from regionstore_shared.ports import local_service_urls
 from tests.browser.console_pages import (
     Console,
     CustomerFactory,
@@ -17,10 +20,14 @@ from tests.browser.console_pages import (
     region_card,
     region_switch,
 )
+from tests.stack import EXTERNAL, PROCESS_COMPOSE_URL
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 SetStatus = Callable[[str, str], None]
+# Readiness bounds, not speed: the detector acts in seconds with its default thresholds.
+DETECTED_MS = 60_000
+BACK_MS = 90_000
 
 
 def api_status(api: httpx.Client, region: str) -> str:
@@ -164,3 +171,109 @@ class TestOutageBanners:
 
         regions("region_1", "available")
         expect(incomplete).to_be_hidden()
+
+
+@pytest.fixture
+def stopped_store() -> Iterator[Callable[[], None]]:
+    """Stops region_3's FerretDB on demand (process-compose); always started again after."""
+    if EXTERNAL:
+        pytest.skip("needs the local process-compose stack")
+    stopped: list[bool] = []
+
+    def stop() -> None:
+        httpx.patch(f"{PROCESS_COMPOSE_URL}/process/stop/region_3", timeout=30).raise_for_status()
+        stopped.append(True)
+
+    try:
+        yield stop
+    finally:
+        if stopped:
+            httpx.post(f"{PROCESS_COMPOSE_URL}/process/start/region_3", timeout=30)
+
+
+def probe_failures() -> float:
+    """How many probes of region_3's store the detector saw fail (recovery's metrics)."""
+    recovery = local_service_urls()["recovery"]
+    scraped = httpx.get(f"{recovery}/metrics", follow_redirects=True).text
+    for family in text_string_to_metric_families(scraped):
+        for sample in family.samples:
+            if (
+                sample.name == "regionstore_detector_probe_failures_total"
+                and sample.labels.get("region") == "region_3"
+            ):
+                return sample.value
+    return 0.0
+
+
+def start_store() -> None:
+    httpx.post(f"{PROCESS_COMPOSE_URL}/process/start/region_3", timeout=30).raise_for_status()
+
+
+@pytest.mark.faults
+class TestDetectedOutage:
+    """The detector's word and the operator's, told apart on the card."""
+
+    def test_a_store_that_stops_is_shown_detected_down_then_back(
+        self, console: Console, api: httpx.Client, stopped_store: Callable[[], None]
+    ) -> None:
+        page = console.open()
+        card = region_card(page, "region_3")
+        expect(card).to_have_attribute("data-status", "available")
+
+        stopped_store()
+
+        expect(card).to_have_attribute("data-status", "down", timeout=DETECTED_MS)
+        expect(card).to_have_attribute("data-set-by", "detector")
+        expect(card.get_by_test_id("region-status")).to_have_text("down (detected)")
+        source = card.get_by_test_id("region-source")
+        expect(source).to_contain_text("Detected down by the failure detector")
+        expect(source).to_contain_text("failures within")
+        expect(card.get_by_test_id("region-note")).to_contain_text("Reads served by region_2")
+        expect(card.get_by_test_id("region-hold")).to_be_visible()
+        expect(region_switch(page, "region_3")).not_to_be_checked()
+        assert api_status(api, "region_3") == "down"
+        console.shot(page, "region_3-detected-down")
+
+        start_store()
+
+        expect(card).to_have_attribute("data-status", "available", timeout=BACK_MS)
+        expect(source).to_contain_text("Detected healthy again by the failure detector")
+        expect(card.get_by_test_id("region-hold")).to_be_hidden()
+        latest = card.get_by_test_id("region-change").first
+        expect(latest).to_contain_text("Detected back by the detector", timeout=BACK_MS)
+        expect(latest).to_have_attribute("data-by", "detector")
+
+    def test_an_operator_overrides_a_detected_down_and_it_holds(
+        self,
+        console: Console,
+        api: httpx.Client,
+        regions: SetStatus,
+        stopped_store: Callable[[], None],
+    ) -> None:
+        page = console.open()
+        card = region_card(page, "region_3")
+        stopped_store()
+        expect(card).to_have_attribute("data-status", "down", timeout=DETECTED_MS)
+
+        region_switch(page, "region_3").check()
+
+        expect(card).to_have_attribute("data-status", "available")
+        expect(card).to_have_attribute("data-set-by", "operator")
+        expect(card.get_by_test_id("region-source")).to_contain_text("Put back by operator")
+        expect(card.get_by_test_id("region-change").first).to_contain_text("Switched on by")
+        console.shot(page, "region_3-override")
+        # The store still fails, and the operator's word holds: however many failed probes
+        # the detector sees, it does not flip the region down again.
+        seen = probe_failures()
+        for _ in range(300):
+            if probe_failures() >= seen + 2 * DetectorSettings().failures:
+                break
+            page.wait_for_timeout(200)
+        assert probe_failures() >= seen + 2 * DetectorSettings().failures
+        assert api_status(api, "region_3") == "available"
+
+        region_switch(page, "region_3").uncheck()  # maintenance
+        expect(card).to_have_attribute("data-status", "unavailable")
+        start_store()
+        regions("region_3", "available")
+        expect(card).to_have_attribute("data-status", "available")

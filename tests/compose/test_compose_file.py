@@ -626,7 +626,8 @@ class TestCredentials:
         acl_file = server[server.index("--aclfile") + 1]
         user = services["writer"]["environment"]["REGIONSTORE_REDIS__USERNAME"]
 
-        assert f"user default off\\nuser {user} on #%s" in script
+        # `default` keeps its rights (the AOF is replayed as it) but has no password at all.
+        assert f"user default on resetpass ~* &* +@all\\nuser {user} on #%s" in script
         assert f">{acl_file}" in script
         (password,) = secret_sources(redis)
         assert f"/run/secrets/{password}" in script

@@ -357,6 +357,25 @@ def test_the_topics_are_the_services_own(
     assert allowed == set(topics)
 
 
+def test_recovery_may_delete_what_it_drained_from_the_pending_topics_alone(
+    rendered: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_of(rendered, "recovery", monkeypatch)
+    user = rendered.one("KafkaUser", "regionstore")
+    deletable = [
+        acl["resource"]
+        for acl in user["spec"]["authorization"]["acls"]
+        if "Delete" in acl["operations"]
+    ]
+    assert deletable == [
+        {
+            "type": "topic",
+            "name": settings.kafka.pending_topic_prefix,
+            "patternType": "prefix",
+        }
+    ]
+
+
 def test_consumers_scale_on_their_lag_up_to_the_partition_count(
     rendered: Rendered, monkeypatch: pytest.MonkeyPatch
 ) -> None:

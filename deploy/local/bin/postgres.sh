@@ -29,13 +29,17 @@ settings=(
   -c listen_addresses=127.0.0.1 -c "port=$port"
   -c unix_socket_directories=/srv/pgdata -c unix_socket_permissions=0700
   -c hba_file=/srv/pgdata/pg_hba.regionstore.conf
-  -c "shared_preload_libraries=pg_cron,pg_documentdb_core,pg_documentdb"
+  -c "shared_preload_libraries=pg_cron,pg_documentdb_core,pg_documentdb,pg_documentdb_extended_rum"
   -c cron.database_name=postgres -c cron.log_run=off -c cron.log_statement=off
   -c cron.host=/srv/pgdata -c documentdb.localhost_connection_string=host=/srv/pgdata
   -c shared_buffers=128MB -c max_connections=200
   # DocumentDB's planner for its ordered (composite) indexes, the default index kind: with it a
   # page after a cursor and a zip-plus-state query run in milliseconds, not tens of them.
   -c documentdb.enableCompositeIndexPlanner=on
+  # New indexes use DocumentDB's extended RUM access method, the one that can return entries in
+  # index order: a list page then walks its index and stops after the page, where the base RUM
+  # method reads every match and sorts them (docs/reads.md).
+  -c documentdb.alternate_index_handler_name=extended_rum
   # A store's checkpoints and autovacuum are sized for a development machine.
   -c max_wal_size=1GB -c checkpoint_timeout=5min
 )
@@ -94,14 +98,24 @@ credentials_id() {
   printf '%s\n' "$POSTGRES_PASSWORD" "$STORE_PASSWORD" | sha256sum | cut -d' ' -f1
 }
 
+# The extended RUM method (see settings): made on the first start, and once in a cluster made
+# before it was used.
+EXTENDED_RUM_SQL="CREATE EXTENSION IF NOT EXISTS documentdb_extended_rum;"
+EXTENDED_RUM_MARK=extended_rum.created
+
 if [[ ! -f "$data/PG_VERSION" ]]; then
   echo "$region: initialising PostgreSQL in $data"
   rm -rf "$data.tmp" && mkdir -p "$data.tmp" && chown "$owner" "$data.tmp" && chmod 700 "$data.tmp"
   "${in_root[@]}" "$data.tmp" "$root" "$owner" "$bin/initdb" -D /srv/pgdata -U postgres \
     --auth=reject --encoding=UTF8 --locale=C.UTF-8 >/dev/null
   # The extension is created once, before the roles that need its own.
-  setup "$data.tmp" "CREATE EXTENSION IF NOT EXISTS documentdb CASCADE;"
+  setup "$data.tmp" "CREATE EXTENSION IF NOT EXISTS documentdb CASCADE;" "$EXTENDED_RUM_SQL"
+  touch "$data.tmp/$EXTENDED_RUM_MARK"
   mv "$data.tmp" "$data"
+elif [[ ! -f "$data/$EXTENDED_RUM_MARK" ]]; then
+  echo "$region: creating the extended RUM index method"
+  setup "$data" "$EXTENDED_RUM_SQL"
+  touch "$data/$EXTENDED_RUM_MARK"
 elif [[ "$(cat "$data/credentials.sha256" 2>/dev/null)" != "$(credentials_id)" ]]; then
   echo "$region: setting the roles' passwords"
   setup "$data"

@@ -19,6 +19,14 @@ fi
 # password is on no command line.
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set: start the stack with make up}"
 mkdir -p "$data/ferretdb"
+# Started in any order with the region's PostgreSQL (process-compose has no dependency between
+# them, see stores/ferretdb.yaml): wait until it accepts connections, so FerretDB's first
+# connections are not refused while it starts or recovers.
+pg_isready=("chroot" "${DOCDB_ROOT:?}" /usr/lib/postgresql/18/bin/pg_isready -q -h 127.0.0.1 -p "$pg_port")
+if ! "${pg_isready[@]}"; then
+  echo "$region: waiting for PostgreSQL on :$pg_port"
+  until "${pg_isready[@]}"; do sleep 0.5; done
+fi
 url_file="$data/ferretdb/postgresql-url"
 (umask 077 && printf 'postgres://postgres:%s@127.0.0.1:%s/postgres\n' "$POSTGRES_PASSWORD" "$pg_port" \
   >"$url_file")

@@ -19,10 +19,10 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from regionstore_gateway.audit_trail import AuditAction, AuditEvent
+from regionstore_shared.audit_trail import DETECTOR, AuditAction, AuditEvent
 from regionstore_shared.clients import kafka_connection
 from regionstore_shared.settings import KafkaSettings
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import RegionStatus, SetBy
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ class StatusChange:
     event_id: str
     at: datetime
     key_id: str
-    status: NodeStatus
+    status: RegionStatus
+    by: SetBy = SetBy.OPERATOR
+    reason: str | None = None
 
 
 class RecentChanges:
@@ -72,10 +74,21 @@ class RecentChanges:
                 changes.remove(change)
             return bool(failed)
         try:
-            status = NodeStatus(str(event.detail.get("status")))
+            status = RegionStatus(str(event.detail.get("status")))
         except ValueError:
             return False
-        changes.appendleft(StatusChange(str(event.event_id), event.at, event.key_id, status))
+        by = SetBy.DETECTOR if event.role == DETECTOR.role else SetBy.OPERATOR
+        reason = event.detail.get("reason")
+        changes.appendleft(
+            StatusChange(
+                str(event.event_id),
+                event.at,
+                event.key_id,
+                status,
+                by,
+                str(reason) if reason is not None else None,
+            )
+        )
         return True
 
     @property

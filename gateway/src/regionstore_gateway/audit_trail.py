@@ -1,8 +1,5 @@
-"""The audit trail: who changed a region's status or deleted a customer, what, and when.
-
-Every such action is recorded as one JSON event on the Kafka topic ``audit.events`` (one
-partition, so the trail has one total order; unlimited retention), keyed by its target, produced
-with acks=all. An event names the caller by the id of its API key, never the key itself.
+"""The gateway's side of the audit trail (:mod:`regionstore_shared.audit_trail`): status
+changes and deletes recorded before they are carried out.
 
 Ordering: the event is published, and acknowledged, **before** the action. A trail that cannot
 be written refuses the action (503 with ``Retry-After``, nothing done), which keeps "a refusal
@@ -22,191 +19,40 @@ nothing and records nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from pydantic import BaseModel, ConfigDict, Field
-
-from regionstore_gateway.writes import (
-    Delivery,
-    Outcome,
-    OutcomeUnknownError,
-    Writes,
-    Written,
-    delivery_of,
+from regionstore_gateway.writes import OutcomeUnknownError, Writes, Written
+from regionstore_shared import audit_trail
+from regionstore_shared.audit_trail import (
+    Actor,
+    AuditAction,
+    AuditEvent,
+    AuditUnavailableError,
+    Detail,
+    new_event,
 )
+from regionstore_shared.delivery import Delivery, Outcome
 from regionstore_shared.schemas import Command, DeleteCustomer
 from regionstore_shared.status import StatusStoreUnavailableError
 
-log = logging.getLogger(__name__)
-
-Detail = Mapping[str, str | int | None]
-
-
-class AuditAction(StrEnum):
-    """What was done."""
-
-    REGION_STATUS = "region.status"
-    """A region's status was set; ``target`` is the region, ``detail.status`` the new status."""
-    CUSTOMER_DELETE = "customer.delete"
-    """A customer was deleted; ``target`` is its id, ``detail`` the command's id and version."""
+__all__ = [
+    "Actor",
+    "AuditAction",
+    "AuditEvent",
+    "AuditTrail",
+    "AuditUnavailableError",
+    "AuditedBatch",
+    "AuditedSender",
+    "new_event",
+]
 
 
-class Actor(Protocol):
-    """Who asks: the caller's API key id (public) and role."""
-
-    @property
-    def key_id(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-
-class AuditEvent(BaseModel):
-    """One entry of the audit trail."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    schema_version: Literal[1] = 1
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    at: datetime = Field(description="When the action was asked for (UTC).")
-    key_id: str = Field(description="The caller's API key id; never the key.")
-    role: str
-    action: AuditAction
-    target: str = Field(description="The region name or the customer id.")
-    detail: dict[str, str | int | None]
-    request_id: str | None = None
-    outcome: Literal["failed", "unknown"] | None = Field(
-        default=None,
-        description="Only on a follow-up: the action of event ``follows`` failed, or may or "
-        "may not have happened.",
-    )
-    follows: uuid.UUID | None = None
-
-    def encode(self) -> bytes:
-        """The event as it is published: JSON, without the fields that are not set."""
-        return self.model_dump_json(exclude_none=True).encode()
-
-    def followed_by(self, outcome: Literal["failed", "unknown"], error: str) -> AuditEvent:
-        """The follow-up saying what became of this event's action."""
-        return self.model_copy(
-            update={
-                "event_id": uuid.uuid4(),
-                "at": _now(),
-                "outcome": outcome,
-                "follows": self.event_id,
-                "detail": {**self.detail, "error": error},
-            }
-        )
-
-
-def new_event(
-    actor: Actor,
-    action: AuditAction,
-    target: str,
-    detail: Detail,
-    *,
-    request_id: str | None = None,
-) -> AuditEvent:
-    """An event for an action ``actor`` is about to take."""
-    return AuditEvent(
-        at=_now(),
-        key_id=actor.key_id,
-        role=str(actor.role),
-        action=action,
-        target=target,
-        detail=dict(detail),
-        request_id=request_id,
-    )
-
-
-def delete_detail(command: DeleteCustomer) -> Detail:
-    """What a delete's event records of its command."""
-    return {"command_id": str(command.command_id), "version": command.version}
-
-
-class AuditUnavailableError(Exception):
-    """The trail did not acknowledge an action's event, so the action was not taken."""
-
-    def __init__(self, event: AuditEvent, cause: BaseException | None) -> None:
-        super().__init__(
-            f"the audit trail cannot be written (Kafka did not acknowledge the event: "
-            f"{cause!r}); {event.action} of {event.target} was not done"
-        )
-        self.event = event
-
-
-class AuditTrail:
-    """Publishes audit events with the gateway's producer (acks=all, idempotent)."""
-
-    def __init__(self, producer: AIOKafkaProducer, topic: str, *, timeout_s: float) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._timeout_s = timeout_s
-        self._follow_ups: set[asyncio.Task[None]] = set()
-
-    async def publish(self, events: Sequence[AuditEvent]) -> list[Delivery]:
-        """Publish events together and say, per event, whether Kafka acknowledged it.
-
-        Events are handed to the producer first and their acknowledgements awaited together,
-        bounded, so a batch of them costs one round trip, not one each.
-        """
-        pending: list[asyncio.Future[object] | BaseException] = []
-        for event in events:
-            try:
-                pending.append(
-                    await self._producer.send(
-                        self._topic, value=event.encode(), key=event.target.encode()
-                    )
-                )
-            except KafkaError as error:
-                pending.append(error)
-        futures = [p for p in pending if not isinstance(p, BaseException)]
-        if futures:
-            # The futures belong to the producer: waited for, never cancelled.
-            await asyncio.wait(futures, timeout=self._timeout_s)
-        return [delivery_of(p) for p in pending]
-
-    async def record(self, event: AuditEvent) -> None:
-        """Publish one event; raise AuditUnavailableError unless it was acknowledged."""
-        (delivery,) = await self.publish([event])
-        if delivery.outcome is Outcome.ACCEPTED:
-            return
-        error = delivery.error or RuntimeError("not acknowledged")
-        if delivery.outcome is Outcome.UNKNOWN:
-            # The event may still land: say that its action was not taken.
-            self.follow_up(event, "failed", error)
-        raise AuditUnavailableError(event, error)
-
-    def follow_up(
-        self, event: AuditEvent, outcome: Literal["failed", "unknown"], error: BaseException
-    ) -> None:
-        """Say, best effort and without holding up the answer, what became of the action."""
-        task = asyncio.create_task(self._follow_up(event.followed_by(outcome, repr(error))))
-        self._follow_ups.add(task)
-        task.add_done_callback(self._follow_ups.discard)
-
-    async def _follow_up(self, event: AuditEvent) -> None:
-        (delivery,) = await self.publish([event])
-        if delivery.outcome is not Outcome.ACCEPTED:
-            log.warning(
-                "audit follow-up not recorded",
-                extra={"follows": str(event.follows), "error": repr(delivery.error)},
-            )
-
-    async def close(self) -> None:
-        """Wait, bounded, for follow-ups still on their way."""
-        if self._follow_ups:
-            await asyncio.wait(self._follow_ups, timeout=self._timeout_s)
+class AuditTrail(audit_trail.AuditTrail):
+    """The shared trail, plus actions carried out inside a recorded event."""
 
     @contextlib.asynccontextmanager
     async def action(self, event: AuditEvent) -> AsyncIterator[AuditEvent]:
@@ -220,6 +66,11 @@ class AuditTrail:
         except Exception as error:
             self.follow_up(event, _outcome(error), error)
             raise
+
+
+def delete_detail(command: DeleteCustomer) -> Detail:
+    """What a delete's event records of its command."""
+    return {"command_id": str(command.command_id), "version": command.version}
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +154,3 @@ def _outcome(error: Exception) -> Literal["failed", "unknown"]:
     if isinstance(error, StatusStoreUnavailableError) and not error.certainly_unchanged:
         return "unknown"
     return "failed"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

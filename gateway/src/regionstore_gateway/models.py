@@ -17,7 +17,7 @@ from regionstore_shared.schemas import (
     UniqueId,
     ZipPrefix,
 )
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import NodeStatus, RegionStatus, SetBy
 
 # Examples for the OpenAPI document: one customer, as written and as read.
 _FIELDS: JsonDict = {
@@ -120,7 +120,8 @@ class CustomerPage(BaseModel):
             "examples": [
                 {
                     "items": [_READ],
-                    "next_cursor": "eyJhZnRlciI6ICIwNmI4OTk5ZSIsICJxIjogIjEyMzQ1Njc4OWFiYyJ9",
+                    "next_cursor": "eyJ2IjoyLCJvIjoiaWQiLCJrIjpbIjA2Yjg5OTllIl0sInEiOiIxMjM0In0",
+                    "order": ["customer_id"],
                     "degraded_regions": [],
                     "unreachable_regions": [],
                     "incomplete": False,
@@ -130,7 +131,16 @@ class CustomerPage(BaseModel):
     )
 
     items: list[CustomerOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="Where the next page starts; null only at the end of the list. A page "
+        "may hold fewer items than asked for, even none, and still have one (a zip range with "
+        "a city: docs/reads.md)."
+    )
+    order: list[str] = Field(
+        description="The fields the items are ordered by: customer_id; or the zip prefix, then "
+        "customer_id, for a zip range; or customer_city (compared without case or accents), "
+        "then customer_id, for a city without a zip range."
+    )
     degraded_regions: list[str] = Field(description="Regions read from a replica instead.")
     unreachable_regions: list[str] = Field(description="Regions whose data could not be read.")
     incomplete: bool = Field(description="True when some matching data could not be reached.")
@@ -153,15 +163,34 @@ class StatusChangeOut(BaseModel):
     """A status change of a region, as the audit trail recorded it."""
 
     at: datetime = Field(description="When it was asked for (UTC).")
-    key_id: str = Field(description="The id of the API key that asked for it.")
-    status: NodeStatus
+    key_id: str = Field(
+        description="The id of the API key that asked for it; `detector` for the failure detector."
+    )
+    status: RegionStatus
+    by: SetBy = Field(description="`operator` (an API key) or `detector` (automatic).")
+    reason: str | None = Field(default=None, description="Why the detector changed it.")
 
 
 class RegionOut(BaseModel):
     """A region as the console shows it."""
 
     name: str
-    status: NodeStatus
+    status: RegionStatus = Field(
+        description="`available`; `unavailable`, set by an operator (maintenance: never undone "
+        "automatically); or `down`, set by the failure detector (back to `available` once the "
+        "store is healthy again, or when an operator says so). Writes for a region that is not "
+        "available are parked and its reads served by its replica."
+    )
+    set_by: SetBy | None = Field(
+        default=None,
+        description="Who set the status: `operator` or `detector`; null if nobody set it yet "
+        "(available by default).",
+    )
+    set_by_key: str | None = Field(
+        default=None, description="The API key id of the operator who set it."
+    )
+    since: datetime | None = Field(default=None, description="When the status was set (UTC).")
+    reason: str | None = Field(default=None, description="Why the detector set it.")
     zip_min: int
     zip_max: int
     replicas: list[str]

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pymongo
-from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
+from regionstore_gateway.list_order import Key, Order, Plan, Walk, merge, plans
 from regionstore_shared import metrics
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.documents import (
-    CITY_KEY,
     COMMAND_ID,
     DELETED,
     HOME,
@@ -26,14 +24,14 @@ from regionstore_shared.documents import (
 )
 from regionstore_shared.failures import describe
 from regionstore_shared.regions import RegionMap
-from regionstore_shared.schemas import fold_text
 from regionstore_shared.status import NodeStatus
 
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 T = TypeVar("T")
-ID_INDEX = "_id_"
+BAD_VALUE = 2
+"""The store's error code for a hint naming an index it does not have (among other things)."""
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 """The ``kind`` of ``regionstore_store_errors_total`` for a region read that ran out of time."""
 BACKSTOP_GRACE_S = 0.05
@@ -86,40 +84,31 @@ class CustomerFilter:
     city: str | None = None
     state: str | None = None
     region: str | None = None
+    unique_id: str | None = None
 
-    def mongo(self, home: str, after: str | None) -> Document:
-        """The store filter for one home region's share of the query."""
-        query: Document = {HOME: home, DELETED: False}
-        if after is not None:
-            query["_id"] = {"$gt": after}
-        zip_range: Document = {}
-        if self.zip_min is not None:
-            zip_range["$gte"] = self.zip_min
-        if self.zip_max is not None:
-            zip_range["$lte"] = self.zip_max
-        if zip_range:
-            query["customer_zip_code_prefix"] = zip_range
-        if self.city:
-            # Anchored and escaped: user text is never a pattern of its own.
-            query[CITY_KEY] = {"$regex": f"^{re.escape(fold_text(self.city))}"}
-        if self.state:
-            query["customer_state"] = self.state
-        return query
-
-    @property
-    def by_field(self) -> bool:
-        """Whether a field (zip, city, state) narrows the query, beyond region and liveness."""
-        return self.zip_min is not None or self.zip_max is not None or bool(self.city or self.state)
+    def plans(self) -> list[Plan]:
+        """How this filter's pages may walk the stores, the default first."""
+        return plans(
+            zip_min=self.zip_min,
+            zip_max=self.zip_max,
+            city=self.city,
+            state=self.state,
+            unique_id=self.unique_id,
+        )
 
 
 @dataclass(slots=True)
 class Page:
-    """One page of a fan-out query and what it could not see."""
+    """One page of a fan-out query, where the next one starts, and what it could not see."""
 
     rows: list[Found]
-    more: bool
+    next_after: Key | None
+    """The key the next page starts after; None when this page ends the list."""
+    order: Order
     degraded: list[str]
     unreachable: list[str]
+    examined: int = 0
+    """The most index entries one home's walk read for this page (at least)."""
 
 
 def missed_deadline(error: BaseException) -> bool:
@@ -150,6 +139,12 @@ def _fresher(found: Found, held: Found) -> bool:
     return found.home == found.served_by
 
 
+def _better(page: Page) -> tuple[bool, bool, int]:
+    """How a trial page ranks: every region read (an unread one is not the list's end), then
+    the list's end reached, then the most rows."""
+    return (not page.unreachable, page.next_after is None, len(page.rows))
+
+
 class CustomerRepository:
     """Reads customers from the regional stores, falling back to replicas.
 
@@ -168,8 +163,10 @@ class CustomerRepository:
         suspicion: Suspicion,
         *,
         read_deadline_s: float,
+        budget_factor: int = 10,
     ) -> None:
         self._collections = collections
+        self._budget_factor = budget_factor
         self._regions = regions
         self._suspicion = suspicion
         self._deadline_s = read_deadline_s
@@ -246,60 +243,166 @@ class CustomerRepository:
         query: CustomerFilter,
         statuses: Mapping[str, NodeStatus],
         *,
-        after: str | None,
+        after: Key | None,
         limit: int,
+        order: Order | None = None,
     ) -> Page:
-        """One page of customers ordered by id, each region's share read where it can be."""
+        """One page of customers in the filter's order, each region's share read where it can be.
+
+        Each home's share is a walk of the filter's index (list_order.py) for ``limit + 1`` rows,
+        so a full share shows the page has more; the shares merge in order. ``order`` is the
+        one the listing's first page took (from its cursor). The first page of a filter that
+        may walk two ways walks both, concurrently, and keeps the better page (``_better``;
+        on a tie, the default). That trial is the statistic: it cannot be stale, and costs the
+        first page only.
+        """
         homes = [
             r
             for r in self._regions.regions_for_zip_range(query.zip_min, query.zip_max)
             if query.region is None or r == query.region
         ]
+        candidates = query.plans()
+        if order is not None:
+            candidates = [c for c in candidates if c.order is order]
+        pages = await asyncio.gather(
+            *(self._walked(walk, homes, statuses, after, limit) for walk in candidates)
+        )
+        return max(pages, key=_better)
+
+    async def _walked(
+        self,
+        walk: Plan,
+        homes: list[str],
+        statuses: Mapping[str, NodeStatus],
+        after: Key | None,
+        limit: int,
+    ) -> Page:
         shares = await asyncio.gather(
-            *(self._share(home, query, statuses, after, limit + 1) for home in homes)
+            *(self._share(home, walk, statuses, after, limit + 1) for home in homes)
         )
         degraded = [
             home
-            for home, (rows, source) in zip(homes, shares, strict=True)
+            for home, (_, source) in zip(homes, shares, strict=True)
             if source is not None and source != home
         ]
         unreachable = [
             home for home, (_, source) in zip(homes, shares, strict=True) if source is None
         ]
-        merged = list(heapq.merge(*(rows for rows, _ in shares), key=lambda f: f.document["_id"]))
-        return Page(merged[:limit], len(merged) > limit, degraded, unreachable)
+        read = [share for share, _ in shares]
+        merged = merge(read, lambda found: walk.order.key(found.document), limit)
+        return Page(
+            rows=merged.rows,
+            next_after=merged.next_after,
+            order=walk.order,
+            degraded=degraded,
+            unreachable=unreachable,
+            examined=max((share.examined for share in read), default=0),
+        )
 
     async def _share(
         self,
         home: str,
-        query: CustomerFilter,
+        walk: Plan,
         statuses: Mapping[str, NodeStatus],
-        after: str | None,
-        limit: int,
-    ) -> tuple[list[Found], str | None]:
+        after: Key | None,
+        want: int,
+    ) -> tuple[Walk[Found], str | None]:
         for source in (home, *self._regions.fallbacks_for(home)):
             if not self._readable(source, statuses):
                 continue
             try:
-                rows = await self._bounded(self._find(source, home, query, after, limit))
+                share = await self._bounded(self._walk(source, home, walk, after, want))
             except (PyMongoError, TimeoutError) as error:
                 self._read_failed(source, error)
                 continue
-            return [Found(doc, source) for doc in rows], source
-        return [], None
+            rows = [Found(doc, source) for doc in share.rows]
+            return Walk(rows, share.reach, share.examined), source
+        return Walk([], None, 0), None
+
+    async def _walk(
+        self, source: str, home: str, walk: Plan, after: Key | None, want: int
+    ) -> Walk[Document]:
+        """Up to ``want`` rows of one home from ``source``'s store, walking its segments in turn.
+
+        A filter with a residual test reads at most ``budget`` entries of each segment; when a
+        segment has more and the rows are still short, the walk stops there (its reach).
+        """
+        store = self._collections[source]
+        rows: list[Document] = []
+        examined = 0
+        budget = self._budget_factor * want
+        for segment in walk.segments(home, after):
+            need = want - len(rows)
+            if walk.residual is None:
+                found = await self._find(store, walk, segment, need)
+            else:
+                found = await self._scan(store, walk, segment, budget, need)
+            rows += found
+            examined += len(found)
+            if len(rows) == want:
+                return Walk(rows, walk.order.key(rows[-1]), examined)
+            if walk.residual is not None:
+                end = await self._budget_end(store, walk, segment, budget)
+                if end is not None:
+                    return Walk(rows, walk.order.key(end), examined - len(found) + budget)
+        return Walk(rows, None, examined)
 
     async def _find(
-        self, source: str, home: str, query: CustomerFilter, after: str | None, limit: int
+        self, store: Collection, walk: Plan, segment: Document, limit: int
     ) -> list[Document]:
-        cursor = (
-            self._collections[source].find(query.mongo(home, after)).sort("_id", 1).limit(limit)
-        )
-        if not query.by_field:
-            # A region's live customers are a large share of its documents, so walking the
-            # `_id` index in order finds a page after a few reads; a store's planner may prefer
-            # a secondary index and then sort every live customer.
-            cursor = cursor.hint(ID_INDEX)
-        return [doc async for doc in cursor]
+        async def run(hinted: bool) -> list[Document]:
+            cursor = store.find(segment).sort(walk.sort()).limit(limit)
+            if hinted:
+                cursor = cursor.hint(walk.index)
+            return [doc async for doc in cursor]
+
+        return await self._hinted(walk, run)
+
+    async def _scan(
+        self, store: Collection, walk: Plan, segment: Document, budget: int, limit: int
+    ) -> list[Document]:
+        """The rows passing the residual test among the segment's first ``budget`` entries."""
+        pipeline = walk.pipeline(segment, budget, limit)
+
+        async def run(hinted: bool) -> list[Document]:
+            if hinted:
+                cursor = await store.aggregate(pipeline, hint=walk.index)
+            else:
+                cursor = await store.aggregate(pipeline)
+            return [doc async for doc in cursor]
+
+        return await self._hinted(walk, run)
+
+    async def _budget_end(
+        self, store: Collection, walk: Plan, segment: Document, budget: int
+    ) -> Document | None:
+        """The segment's ``budget``-th entry (where a budgeted scan stopped), if it has one."""
+        fields = {name: 1 for name, _ in walk.sort()}
+
+        async def run(hinted: bool) -> list[Document]:
+            cursor = store.find(segment, fields).sort(walk.sort()).skip(budget - 1).limit(1)
+            if hinted:
+                cursor = cursor.hint(walk.index)
+            return [doc async for doc in cursor]
+
+        ends = await self._hinted(walk, run)
+        return ends[0] if ends else None
+
+    async def _hinted(
+        self, walk: Plan, run: Callable[[bool], Awaitable[list[Document]]]
+    ) -> list[Document]:
+        """``run`` on the walk's index; without the hint where the store lacks the index.
+
+        A store whose indexes could not be made at start-up (it was down) still answers,
+        slower, rather than failing every list read and being held suspect for it.
+        """
+        try:
+            return await run(True)
+        except OperationFailure as error:
+            if error.code != BAD_VALUE or "hint" not in str(error):
+                raise
+            log.warning("list index missing; reading without it", extra={"index": walk.index})
+            return await run(False)
 
     def _read_failed(self, region: str, error: PyMongoError | TimeoutError) -> None:
         """Count a failed region read; hold the region suspect only when it is out, not slow."""

@@ -54,6 +54,24 @@ class ApiSettings(BaseModel):
             "matching more is answered 422.",
         ),
     ] = 10_000
+    max_filter_scan: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="The most index entries of one region /filter-records reads for a "
+            "filter that combines a zip range and a city; one needing more is answered 422.",
+        ),
+    ] = 50_000
+    scan_budget_factor: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="A page whose filter combines a zip range and a city tests the city on "
+            "at most this many zip-index entries per row asked for, per region; a page whose "
+            "entries hold fewer matches is short, with a next cursor.",
+        ),
+    ] = 10
     wait_applied_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     region_events_interval_s: Annotated[float, Field(gt=0)] = 5.0
     idempotency_ttl_s: Annotated[

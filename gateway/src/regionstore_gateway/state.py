@@ -26,10 +26,10 @@ from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
 from regionstore_shared.applied import AppliedTotals
-from regionstore_shared.apply import Suspicion
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core, redis_client
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.logs import Outages
 from regionstore_shared.status import StatusBoard
@@ -165,6 +165,9 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         tail.start()
         stack.push_async_callback(tail.stop)
         clock = await _clock(stack, settings, redis)
+        reports = HealthReports(redis, settings.redis.health_key, name)
+        reports.start()
+        stack.push_async_callback(reports.stop)
         state = serving(
             Clients(
                 settings=settings,
@@ -173,8 +176,9 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 repository=CustomerRepository(
                     collections,
                     settings.region_map,
-                    Suspicion(settings.store.suspect_for_s),
+                    ReportingSuspicion(settings.store.suspect_for_s, reports),
                     read_deadline_s=settings.api.read_deadline_ms / 1000,
+                    budget_factor=settings.api.scan_budget_factor,
                 ),
                 clock=clock,
                 idempotency=IdempotencyStore(

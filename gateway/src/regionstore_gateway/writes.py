@@ -7,11 +7,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
@@ -19,6 +17,7 @@ from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
@@ -36,17 +35,6 @@ from regionstore_shared.status import NodeStatus, StatusBoard
 log = logging.getLogger(__name__)
 
 
-class Outcome(StrEnum):
-    """What became of a command handed to Kafka."""
-
-    ACCEPTED = "accepted"
-    """Acknowledged (acks=all): it will reach every region it targets."""
-    UNKNOWN = "unknown"
-    """In the producer's hands but not acknowledged in time: it may still land, or not."""
-    NOT_SENT = "not_sent"
-    """Refused before it entered the producer's buffer: Kafka never saw it."""
-
-
 PUBLISHED = Counter(
     "regionstore_commands_published_total",
     "Commands handed to Kafka, by outcome: accepted (acknowledged), unknown (not acknowledged"
@@ -55,16 +43,6 @@ PUBLISHED = Counter(
 )
 # Bound once: the loop below runs per command, and every outcome's series starts at zero.
 _PUBLISHED = {outcome: PUBLISHED.labels(outcome=outcome.value) for outcome in Outcome}
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The outcome of one command, with the error behind anything but ACCEPTED."""
-
-    outcome: Outcome
-    error: BaseException | None = None
-    position: int | None = None
-    """Where Kafka appended an ACCEPTED command in its partition."""
 
 
 class KafkaUnavailableError(Exception):
@@ -292,22 +270,6 @@ class Writes:
                 return False
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
-
-
-def delivery_of(sent: asyncio.Future[object] | BaseException) -> Delivery:
-    """What became of one record handed to the producer: sent and acknowledged, or not."""
-    if isinstance(sent, BaseException):
-        return Delivery(Outcome.NOT_SENT, sent)
-    if not sent.done():
-        return Delivery(Outcome.UNKNOWN, TimeoutError("no acknowledgement in time"))
-    if sent.cancelled():
-        return Delivery(Outcome.UNKNOWN, asyncio.CancelledError("the producer gave up on it"))
-    error = sent.exception()
-    if error is not None:
-        return Delivery(Outcome.UNKNOWN, error)
-    metadata = sent.result()
-    position = metadata.offset if isinstance(metadata, RecordMetadata) else None
-    return Delivery(Outcome.ACCEPTED, position=position)
 
 
 __all__ = [

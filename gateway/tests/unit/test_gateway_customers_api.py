@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.exceptions import RequestValidationError
 
+from regionstore_gateway.list_order import Order
 from regionstore_gateway.repository import CustomerFilter
 from regionstore_gateway.services.customers import validate_filter
 from regionstore_gateway.services.paging import decode_cursor, encode_cursor
@@ -24,10 +25,12 @@ def only_error(error: RequestValidationError) -> dict[str, Any]:
 class TestCursor:
     def test_round_trip(self) -> None:
         query = CustomerFilter(zip_min=1000, state="SP")
-        assert decode_cursor(encode_cursor("c-42", query), query) == "c-42"
+        cursor = encode_cursor((1000, "c-42"), Order.ZIP, query)
+        assert decode_cursor(cursor, [Order.ZIP], query) == (Order.ZIP, (1000, "c-42"))
 
     def test_cursor_is_url_safe_and_unpadded(self) -> None:
-        cursor = encode_cursor("???>>>", CustomerFilter(city="São Paulo"))
+        query = CustomerFilter(city="São Paulo")
+        cursor = encode_cursor(("são paulo ???>>>", "c"), Order.CITY, query)
         assert not set(cursor) & set("+/=")
 
     @pytest.mark.parametrize(
@@ -44,37 +47,48 @@ class TestCursor:
     )
     def test_malformed_cursor_is_a_422_on_the_cursor(self, cursor: str) -> None:
         with pytest.raises(RequestValidationError) as caught:
-            decode_cursor(cursor, CustomerFilter())
+            decode_cursor(cursor, [Order.ID], CustomerFilter())
         error = only_error(caught.value)
         assert error["loc"] == ("query", "cursor")
         assert error["msg"] == "is not a cursor this API issued"
 
     def test_tampered_cursor_is_rejected(self) -> None:
         query = CustomerFilter()
-        cursor = encode_cursor("c-42", query)
+        cursor = encode_cursor(("c-42",), Order.ID, query)
         tampered = cursor[:5] + ("A" if cursor[5] != "A" else "B") + cursor[6:]
         with pytest.raises(RequestValidationError) as caught:
-            decode_cursor(tampered, query)
+            decode_cursor(tampered, [Order.ID], query)
         assert only_error(caught.value)["loc"] == ("query", "cursor")
 
-    def test_cursor_whose_after_is_not_text_is_rejected(self) -> None:
+    @pytest.mark.parametrize("key", [[5], ["c", "d"], [None], "c"])
+    def test_cursor_whose_key_is_not_of_its_order_is_rejected(self, key: object) -> None:
         query = CustomerFilter()
-        real = json.loads(base64.urlsafe_b64decode(encode_cursor("c", query) + "=="))
-        forged = json.dumps({"after": 5, "q": real["q"]}).encode()
+        real = json.loads(base64.urlsafe_b64decode(encode_cursor(("c",), Order.ID, query) + "=="))
+        forged = json.dumps({**real, "k": key}).encode()
         with pytest.raises(RequestValidationError) as caught:
-            decode_cursor(base64.urlsafe_b64encode(forged).decode(), query)
-        assert only_error(caught.value)["loc"] == ("query", "cursor")
+            decode_cursor(base64.urlsafe_b64encode(forged).decode(), [Order.ID], query)
+        assert only_error(caught.value)["msg"] == "is not a cursor this API issued"
 
     def test_cursor_from_another_query_is_rejected(self) -> None:
-        cursor = encode_cursor("c-42", CustomerFilter(state="SP"))
+        cursor = encode_cursor(("c-42",), Order.ID, CustomerFilter(state="SP"))
         with pytest.raises(RequestValidationError) as caught:
-            decode_cursor(cursor, CustomerFilter(state="RJ"))
+            decode_cursor(cursor, [Order.ID], CustomerFilter(state="RJ"))
         error = only_error(caught.value)
         assert error["loc"] == ("query", "cursor")
         assert error["msg"] == "belongs to a different query"
 
 
 class TestValidateFilter:
+    def test_a_unique_id_is_any_case_hex(self) -> None:
+        query = validate_filter(REGIONS, None, None, None, None, None, " AB" + "c" * 30 + " ")
+        assert query.unique_id == "ab" + "c" * 30
+
+    @pytest.mark.parametrize("text", ["abc", "g" * 32, "a" * 33])
+    def test_a_unique_id_that_is_not_32_hex_is_a_422_on_it(self, text: str) -> None:
+        with pytest.raises(RequestValidationError) as caught:
+            validate_filter(REGIONS, None, None, None, None, None, text)
+        assert only_error(caught.value)["loc"] == ("query", "unique_id")
+
     def test_everything_is_optional(self) -> None:
         assert validate_filter(REGIONS, None, None, None, None, None) == CustomerFilter()
 

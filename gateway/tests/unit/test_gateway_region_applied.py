@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from regionstore_gateway.audit_tail import RecentChanges
 from regionstore_gateway.models import RegionList
@@ -15,29 +14,9 @@ from regionstore_gateway.services.regions import region_list
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.status import StatusBoard
+from shared.tests.fakes import FakeRedis
 
-
-class FakeRedis:
-    """Status keys and the applied hash; ``down`` refuses every command."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.applied: dict[bytes, bytes] = {}
-        self.down = False
-        self.hash_reads = 0
-
-    def _check(self) -> None:
-        if self.down:
-            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
-
-    async def mget(self, keys: list[str]) -> list[str | None]:
-        self._check()
-        return [self.values.get(key) for key in keys]
-
-    async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        self.hash_reads += 1
-        self._check()
-        return dict(self.applied) if key == "regionstore:applied" else {}
+APPLIED = "regionstore:applied"
 
 
 class FakeBacklog:
@@ -81,11 +60,11 @@ def regions(monkeypatch: pytest.MonkeyPatch) -> Regions:
 
 class TestAppliedTotals:
     async def test_each_region_carries_its_total(self, regions: Regions) -> None:
-        regions.redis.applied = {b"region_1": b"1200", b"region_3": b"7"}
+        regions.redis.hashes[APPLIED] = {"region_1": 1200, "region_3": 7}
         assert await regions.applied() == {"region_1": 1200, "region_2": 0, "region_3": 7}
 
     async def test_the_field_is_in_the_json_the_console_reads(self, regions: Regions) -> None:
-        regions.redis.applied = {b"region_2": b"42"}
+        regions.redis.hashes[APPLIED] = {"region_2": 42}
         dumped = (await regions.listed()).model_dump(mode="json")
         assert [r["applied"] for r in dumped["regions"]] == [0, 42, 0]
 
@@ -93,12 +72,12 @@ class TestAppliedTotals:
         regions.redis.down = True
         assert await regions.applied() == dict.fromkeys(("region_1", "region_2", "region_3"))
         # The status read already failed: the list does not wait on Redis a second time.
-        assert regions.redis.hash_reads == 0
+        assert regions.redis.calls == 1
 
     async def test_known_again_once_redis_is_back(self, regions: Regions) -> None:
         regions.redis.down = True
         await regions.applied()
         regions.redis.down = False
         regions.now += 2  # past the board's retry interval
-        regions.redis.applied = {b"region_1": b"5"}
+        regions.redis.hashes[APPLIED] = {"region_1": 5}
         assert (await regions.applied())["region_1"] == 5

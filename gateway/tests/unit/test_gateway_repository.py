@@ -15,6 +15,7 @@ from pymongo.errors import (
     AutoReconnect,
     ExecutionTimeout,
     NetworkTimeout,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
     WaitQueueTimeoutError,
@@ -22,11 +23,13 @@ from pymongo.errors import (
 
 from regionstore_gateway.api.customers import customer_out
 from regionstore_gateway.api.errors import refusal
+from regionstore_gateway.list_order import Order
 from regionstore_gateway.models import CustomerOut
 from regionstore_gateway.repository import (
     CustomerFilter,
     CustomerRepository,
     Found,
+    Page,
     _fresher,
     missed_deadline,
 )
@@ -34,6 +37,7 @@ from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.errors import RegionsUnreachable
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
+from regionstore_shared import indexes
 from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
 from regionstore_shared.status import NodeStatus
@@ -42,6 +46,7 @@ Document = dict[str, Any]
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 NAMES = ("region_1", "region_2", "region_3")
 DEADLINE_S = 0.01
+NO_INDEX = "hint provided does not correspond to an existing index"
 
 
 class Stall:
@@ -61,22 +66,52 @@ class Stall:
             raise
 
 
+def matches(doc: Document, query: Document) -> bool:
+    """The few operators the repository's walks use, as MongoDB reads them."""
+    for name, condition in query.items():
+        value = doc.get(name)
+        if not isinstance(condition, dict):
+            if value != condition:
+                return False
+            continue
+        for op, operand in condition.items():
+            ok = {
+                "$gt": lambda v, o: v is not None and v > o,
+                "$gte": lambda v, o: v is not None and v >= o,
+                "$lt": lambda v, o: v is not None and v < o,
+                "$lte": lambda v, o: v is not None and v <= o,
+                "$regex": lambda v, o: isinstance(v, str) and re.search(o, v) is not None,
+            }[op](value, operand)
+            if not ok:
+                return False
+    return True
+
+
+def ordered(docs: list[Document], sort: list[tuple[str, int]]) -> list[Document]:
+    return sorted(docs, key=lambda d: tuple(d[name] for name, _ in sort))
+
+
 class FakeCursor:
-    """The find cursor of a fake store: records the sort, limit and index hint asked for."""
+    """The find cursor of a fake store: records the sort, limit, skip and index hint asked for."""
 
     def __init__(self, docs: list[Document], store: FakeCollection) -> None:
         self.docs = docs
         self.store = store
-        self.sorted_by: tuple[str, int] | None = None
+        self.sorted_by: list[tuple[str, int]] = []
         self.limited_to: int | None = None
+        self.skipped = 0
         self.hinted: str | None = None
 
-    def sort(self, key: str, direction: int) -> FakeCursor:
-        self.sorted_by = (key, direction)
+    def sort(self, keys: list[tuple[str, int]]) -> FakeCursor:
+        self.sorted_by = keys
         return self
 
     def limit(self, count: int) -> FakeCursor:
         self.limited_to = count
+        return self
+
+    def skip(self, count: int) -> FakeCursor:
+        self.skipped = count
         return self
 
     def hint(self, index: str) -> FakeCursor:
@@ -86,7 +121,10 @@ class FakeCursor:
     def __aiter__(self) -> AsyncIterator[Document]:
         async def rows() -> AsyncIterator[Document]:
             await self.store.answer()
-            for doc in sorted(self.docs, key=lambda d: d["_id"])[: self.limited_to]:
+            if self.hinted in self.store.missing_indexes:
+                raise OperationFailure(NO_INDEX, code=2)
+            end = None if self.limited_to is None else self.skipped + self.limited_to
+            for doc in ordered(self.docs, self.sorted_by)[self.skipped : end]:
                 yield doc
 
         return rows()
@@ -95,15 +133,19 @@ class FakeCursor:
 class FakeCollection:
     """A regional store in a dict that answers reads and records them.
 
-    ``fail_with`` fails every read; ``stall`` holds every read until it is cancelled.
+    ``fail_with`` fails every read; ``stall`` holds every read until it is cancelled; a hint
+    naming one of ``missing_indexes`` fails as a store without that index does.
     """
 
     def __init__(self) -> None:
         self.docs: dict[str, Document] = {}
         self.queries: list[Document] = []
         self.cursors: list[FakeCursor] = []
+        self.pipelines: list[tuple[list[Document], str | None]] = []
         self.fail_with: BaseException | None = None
         self.stall: Stall | None = None
+        self.missing_indexes: set[str] = set()
+        self.fail_on: str | None = None
 
     async def answer(self) -> None:
         if self.stall is not None:
@@ -111,12 +153,27 @@ class FakeCollection:
         if self.fail_with is not None:
             raise self.fail_with
 
-    def find(self, query: Document) -> FakeCursor:
+    def find(self, query: Document, projection: Document | None = None) -> FakeCursor:
         self.queries.append(query)
-        home = query["_home"]
-        cursor = FakeCursor([d for d in self.docs.values() if d.get("_home") == home], self)
+        cursor = FakeCursor([d for d in self.docs.values() if matches(d, query)], self)
         self.cursors.append(cursor)
         return cursor
+
+    async def aggregate(self, pipeline: list[Document], hint: str | None = None) -> FakeCursor:
+        self.pipelines.append((pipeline, hint))
+        if hint is not None and hint == self.fail_on:
+            raise AutoReconnect("this index's reads fail")
+        if hint in self.missing_indexes:
+            raise OperationFailure(NO_INDEX, code=2)
+        docs = list(self.docs.values())
+        for stage in pipeline:
+            if "$match" in stage:
+                docs = [d for d in docs if matches(d, stage["$match"])]
+            elif "$sort" in stage:
+                docs = ordered(docs, list(stage["$sort"].items()))
+            else:
+                docs = docs[: stage["$limit"]]
+        return FakeCursor(docs, self)
 
     async def find_one(
         self, query: Document, projection: Mapping[str, int] | None = None
@@ -268,45 +325,6 @@ class TestFound:
     def test_a_live_document_did_not_move(self) -> None:
         found = Found({"_id": "c", "_v": 7, "_deleted": False, "_home": "region_2"}, "region_3")
         assert found.moved is False
-
-
-class TestFilterQuery:
-    def test_every_share_is_one_homes_live_documents(self) -> None:
-        assert CustomerFilter().mongo("region_2", None) == {"_home": "region_2", "_deleted": False}
-
-    def test_all_conditions(self) -> None:
-        query = CustomerFilter(zip_min=1000, zip_max=2000, city="São", state="SP")
-        assert query.mongo("region_1", "c-9") == {
-            "_home": "region_1",
-            "_deleted": False,
-            "_id": {"$gt": "c-9"},
-            "customer_zip_code_prefix": {"$gte": 1000, "$lte": 2000},
-            "_city_key": {"$regex": "^sao"},
-            "customer_state": "SP",
-        }
-
-    @pytest.mark.parametrize(
-        ("query", "by_field"),
-        [
-            (CustomerFilter(), False),
-            (CustomerFilter(region="region_2"), False),
-            (CustomerFilter(city=""), False),
-            (CustomerFilter(zip_min=0), True),
-            (CustomerFilter(zip_max=5000), True),
-            (CustomerFilter(city="sa"), True),
-            (CustomerFilter(state="SP"), True),
-        ],
-    )
-    def test_by_field_means_a_zip_city_or_state_condition(
-        self, query: CustomerFilter, by_field: bool
-    ) -> None:
-        assert query.by_field is by_field
-
-    @pytest.mark.parametrize("city", [".*", "a+b", "(x|y)", "[a-z]", "^$", "\\d"])
-    def test_city_text_is_an_escaped_prefix_never_a_pattern(self, city: str) -> None:
-        pattern = CustomerFilter(city=city).mongo("region_1", None)["_city_key"]["$regex"]
-        assert re.fullmatch(pattern + ".*", city, flags=re.DOTALL)
-        assert not re.match(pattern, "zzz")
 
 
 class TestFresher:
@@ -483,20 +501,124 @@ class TestHolds:
             await stores.repository.holds("region_1", CUSTOMER, "mine", 1)
 
 
+def add(
+    stores: Stores, home: str, customer_id: str, zip_prefix: int, city: str, state: str
+) -> None:
+    """A live customer in its home region's store."""
+    stores.regions[home].docs[customer_id] = {
+        "_id": customer_id,
+        "_v": 1,
+        "_deleted": False,
+        "_home": home,
+        "customer_unique_id": "861eff4711a542e4b93843c6dd7febb0",
+        "customer_zip_code_prefix": zip_prefix,
+        "customer_city": city,
+        "_city_key": city,
+        "customer_state": state,
+    }
+
+
+def ids(page: Page) -> list[str]:
+    return [found.document["_id"] for found in page.rows]
+
+
 class TestPage:
-    async def test_a_query_without_field_filters_walks_the_id_index(self, stores: Stores) -> None:
+    async def test_a_query_without_field_filters_walks_each_homes_id_index(
+        self, stores: Stores
+    ) -> None:
         stores.live("region_1", 3, "region_1")
         page = await stores.repository.page(CustomerFilter(), {}, after=None, limit=10)
-        assert [found.document["_id"] for found in page.rows] == [CUSTOMER]
+        assert ids(page) == [CUSTOMER]
+        assert (page.order, page.next_after) == (Order.ID, None)
         for region in NAMES:
             (cursor,) = stores.regions[region].cursors
-            assert (cursor.sorted_by, cursor.limited_to, cursor.hinted) == (("_id", 1), 11, "_id_")
+            assert (cursor.sorted_by, cursor.limited_to) == ([("_id", 1)], 11)
+            assert cursor.hinted == indexes.HOME_ID
 
-    async def test_a_field_filter_leaves_the_index_to_the_store(self, stores: Stores) -> None:
+    async def test_every_share_is_read_on_its_filters_index(self, stores: Stores) -> None:
         await stores.repository.page(CustomerFilter(state="SP"), {}, after=None, limit=10)
         cursors = [c for region in NAMES for c in stores.regions[region].cursors]
-        assert len(cursors) == 3
-        assert all(cursor.hinted is None for cursor in cursors)
+        assert [c.hinted for c in cursors] == [indexes.STATE_ID] * 3
+
+    async def test_shares_merge_in_the_filters_order_and_a_full_page_says_where_next(
+        self, stores: Stores
+    ) -> None:
+        add(stores, "region_1", "c", 1000, "sao paulo", "SP")
+        add(stores, "region_2", "a", 40000, "salvador", "BA")
+        add(stores, "region_3", "b", 70000, "brasilia", "DF")
+        add(stores, "region_1", "d", 1000, "sao paulo", "SP")
+        query = CustomerFilter(city="S")
+        first = await stores.repository.page(query, {}, after=None, limit=2)
+        assert (ids(first), first.order, first.next_after) == (
+            ["a", "c"],
+            Order.CITY,
+            ("sao paulo", "c"),
+        )
+        second = await stores.repository.page(query, {}, after=first.next_after, limit=2)
+        assert (ids(second), second.next_after) == (["d"], None)
+
+    async def test_a_page_inside_a_value_walks_the_rest_of_it_then_the_values_above(
+        self, stores: Stores
+    ) -> None:
+        for customer_id, zip_prefix in (("a", 1000), ("b", 1000), ("c", 1000), ("a2", 1001)):
+            add(stores, "region_1", customer_id, zip_prefix, "sao paulo", "SP")
+        query = CustomerFilter(zip_min=1000, zip_max=1001)
+        page = await stores.repository.page(query, {}, after=(1000, "a"), limit=10)
+        assert ids(page) == ["b", "c", "a2"]
+        assert stores.regions["region_1"].queries[-2:] == [
+            {"_home": "region_1", "_deleted": False, "customer_zip_code_prefix": 1000,
+             "_id": {"$gt": "a"}},
+            {"_home": "region_1", "_deleted": False,
+             "customer_zip_code_prefix": {"$gte": 1001, "$lte": 1001}},
+        ]  # fmt: skip
+
+    async def test_a_zip_range_with_a_city_stops_on_its_budget_with_a_short_page(
+        self, stores: Stores
+    ) -> None:
+        # budget_factor 10, limit 1: at most 20 zip-index entries are tested per walk.
+        for n in range(30):
+            add(stores, "region_1", f"x{n:02d}", 1000 + n, "campinas", "SP")
+        add(stores, "region_1", "match", 1029, "sao paulo", "SP")
+        query = CustomerFilter(zip_min=1000, zip_max=1100, city="sao")
+        first = await stores.repository.page(query, {}, after=None, limit=1, order=Order.ZIP)
+        assert (ids(first), first.next_after) == ([], (1019, "x19"))
+        second = await stores.repository.page(
+            query, {}, after=first.next_after, limit=1, order=Order.ZIP
+        )
+        assert (ids(second), second.next_after) == (["match"], None)
+
+    async def test_a_zip_range_with_a_city_keeps_the_walk_that_found_the_better_page(
+        self, stores: Stores
+    ) -> None:
+        for n in range(30):
+            add(stores, "region_1", f"x{n:02d}", 1000 + n, "campinas", "SP")
+        add(stores, "region_1", "match", 1029, "sao paulo", "SP")
+        query = CustomerFilter(zip_min=1000, zip_max=1100, city="sao")
+        first = await stores.repository.page(query, {}, after=None, limit=1)
+        assert (ids(first), first.order, first.next_after) == (["match"], Order.CITY, None)
+        walked = [hint for _, hint in stores.regions["region_1"].pipelines]
+        assert walked == [indexes.ZIP_ID, indexes.CITY_ID]
+        by_zip = await stores.repository.page(query, {}, after=None, limit=1, order=Order.ZIP)
+        assert (ids(by_zip), by_zip.order) == ([], Order.ZIP)
+
+    async def test_a_trial_walk_that_could_not_read_a_region_loses(self, stores: Stores) -> None:
+        # The city walk alone would end the list at once; its region_1 cannot be read.
+        for n in range(30):
+            add(stores, "region_1", f"x{n:02d}", 1000 + n, "campinas", "SP")
+        add(stores, "region_1", "match", 1029, "sao paulo", "SP")
+        stores.regions["region_1"].fail_on = indexes.CITY_ID
+        stores.regions["region_3"].fail_with = AutoReconnect("down")  # its replica
+        query = CustomerFilter(zip_min=1000, zip_max=1100, city="sao")
+        page = await stores.repository.page(query, {}, after=None, limit=1)
+        assert (page.order, page.unreachable) == (Order.ZIP, [])
+
+    async def test_a_store_without_the_index_is_read_without_the_hint(self, stores: Stores) -> None:
+        add(stores, "region_1", "a", 1000, "sao paulo", "SP")
+        stores.regions["region_1"].missing_indexes = {indexes.STATE_ID}
+        page = await stores.repository.page(CustomerFilter(state="SP"), {}, after=None, limit=5)
+        assert (ids(page), page.degraded) == (["a"], [])
+        assert not stores.suspicion.is_suspect("region_1")
+        assert [c.hinted for c in stores.regions["region_1"].cursors] == [indexes.STATE_ID, None]
 
 
 def deadline_misses(region: str) -> float:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -13,6 +16,7 @@ from backpressure_fakes import idle_backpressure
 from regionstore_gateway.api.errors import refusal
 from regionstore_gateway.audit_trail import AuditUnavailableError
 from regionstore_gateway.auth import Principal, Role
+from regionstore_gateway.list_order import Key, Order
 from regionstore_gateway.repository import CustomerFilter, Found, Lookup, Page
 from regionstore_gateway.services.customers import CustomerService, Write, validate_filter
 from regionstore_gateway.services.errors import (
@@ -23,13 +27,13 @@ from regionstore_gateway.services.errors import (
     RegionsUnreachable,
     TooManyMatches,
 )
-from regionstore_gateway.services.paging import decode_cursor, encode_cursor
+from regionstore_gateway.services.paging import decode_cursor, encode_cursor, fingerprint
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.writes import Writes, Written
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.schemas import Customer, UpsertCustomer
-from regionstore_shared.status import NodeStatus
+from regionstore_shared.status import NodeStatus, RegionStatus, SetBy, StatusRecord
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 ALICE = Principal(key_id="alice", role=Role.OPERATOR)
@@ -69,7 +73,8 @@ class FakeRepository:
     def __init__(self) -> None:
         self.lookup_result = Lookup()
         self.pages: list[Page] = []
-        self.asked: list[tuple[str | None, int]] = []
+        self.asked: list[tuple[Key | None, int]] = []
+        self.orders: list[Order | None] = []
         self.covers = True
 
     async def lookup(self, customer_id: str, statuses: object) -> Lookup:
@@ -79,22 +84,36 @@ class FakeRepository:
         return self.covers
 
     async def page(
-        self, query: CustomerFilter, statuses: object, *, after: str | None, limit: int
+        self,
+        query: CustomerFilter,
+        statuses: object,
+        *,
+        after: Key | None,
+        limit: int,
+        order: Order | None = None,
     ) -> Page:
         self.asked.append((after, limit))
+        self.orders.append(order)
         return self.pages.pop(0)
 
 
 class FakeBoard:
     def __init__(self) -> None:
         self.statuses = dict.fromkeys(("region_1", "region_2", "region_3"), NodeStatus.AVAILABLE)
+        self.set_records = {r: StatusRecord(RegionStatus.AVAILABLE) for r in self.statuses}
         self.reachable = True
 
     async def all(self) -> dict[str, NodeStatus]:
         return dict(self.statuses)
 
-    async def set(self, region: str, status: NodeStatus) -> None:
+    async def records(self) -> dict[str, StatusRecord]:
+        return dict(self.set_records)
+
+    async def set(self, region: str, status: NodeStatus, *, key_id: str | None = None) -> None:
         self.statuses[region] = status
+        self.set_records[region] = StatusRecord(
+            RegionStatus(status.value), SetBy.OPERATOR, key_id, datetime.now(UTC)
+        )
 
 
 class FakeBacklog:
@@ -170,7 +189,9 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Rig:
 @pytest.fixture
 def capped(rig: Rig) -> Rig:
     """A rig whose filter answers carry at most 4 records, read 3 at a time."""
-    return Rig(GatewaySettings(api=ApiSettings(max_page_size=3, max_filter_records=4)))
+    return Rig(
+        GatewaySettings(api=ApiSettings(max_page_size=3, max_filter_records=4, max_filter_scan=50))
+    )
 
 
 class TestRead:
@@ -205,21 +226,50 @@ class TestRead:
             await rig.customers.get(CUSTOMER)
 
 
+def page_of(
+    rows: list[Found],
+    next_after: Key | None,
+    degraded: list[str] | None = None,
+    unreachable: list[str] | None = None,
+    *,
+    order: Order = Order.ID,
+    examined: int | None = None,
+) -> Page:
+    return Page(
+        rows,
+        next_after,
+        order,
+        degraded or [],
+        unreachable or [],
+        len(rows) if examined is None else examined,
+    )
+
+
+# Cursors the first release issued (after "b"), for state=SP and for city=sao.
+FIRST_RELEASE_SP = "eyJhZnRlciI6ICJiIiwgInEiOiAiYTc5YTNkZWI1NmFmIn0"
+FIRST_RELEASE_SAO = "eyJhZnRlciI6ICJiIiwgInEiOiAiMWI0MTE5M2MyYzc1In0"
+
+
+def raw_cursor(data: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
 class TestPaging:
-    async def test_a_full_page_carries_a_cursor_to_the_next(self, rig: Rig) -> None:
+    async def test_a_page_with_more_carries_a_cursor_to_the_next(self, rig: Rig) -> None:
         query = CustomerFilter(state="SP")
-        rig.repository.pages = [Page([live("a"), live("b")], True, ["region_3"], [])]
+        rig.repository.pages = [page_of([live("a"), live("b")], ("b",), ["region_3"])]
         page = await rig.customers.page(query)
         assert rig.repository.asked == [(None, 2)]  # the default page size
         assert page.next_cursor is not None
-        assert decode_cursor(page.next_cursor, query) == "b"
-        assert page.degraded == ["region_3"]
+        assert decode_cursor(page.next_cursor, [Order.ID], query) == (Order.ID, ("b",))
+        assert (page.degraded, page.order) == (["region_3"], Order.ID)
 
-    async def test_the_cursor_continues_after_its_row(self, rig: Rig) -> None:
-        query = CustomerFilter()
-        rig.repository.pages = [Page([live("c")], False, [], ["region_2"])]
-        page = await rig.customers.page(query, limit=3, cursor=encode_cursor("b", query))
-        assert rig.repository.asked == [("b", 3)]
+    async def test_the_cursor_continues_after_its_key(self, rig: Rig) -> None:
+        query = CustomerFilter(zip_min=1000)
+        rig.repository.pages = [page_of([live("c")], None, [], ["region_2"], order=Order.ZIP)]
+        cursor = encode_cursor((1000, "b"), Order.ZIP, query)
+        page = await rig.customers.page(query, limit=3, cursor=cursor)
+        assert rig.repository.asked == [((1000, "b"), 3)]
         assert (page.next_cursor, page.unreachable) == (None, ["region_2"])
 
     async def test_a_limit_over_the_maximum_is_a_422_on_the_limit(self, rig: Rig) -> None:
@@ -228,41 +278,94 @@ class TestPaging:
         (error,) = caught.value.errors()
         assert (error["loc"], error["type"]) == (("query", "limit"), "less_than_equal")
 
-    async def test_a_cursor_of_another_query_is_refused(self, rig: Rig) -> None:
-        cursor = encode_cursor("b", CustomerFilter(state="SP"))
-        with pytest.raises(InvalidInput):
-            await rig.customers.page(CustomerFilter(state="RJ"), cursor=cursor)
+    @pytest.mark.parametrize(
+        ("cursor", "query", "says"),
+        [
+            (encode_cursor(("b",), Order.ID, CustomerFilter(state="SP")),
+             CustomerFilter(state="RJ"), "belongs to a different query"),
+            (FIRST_RELEASE_SP, CustomerFilter(state="RJ"), "belongs to a different query"),
+            (FIRST_RELEASE_SAO, CustomerFilter(city="sao"), "earlier release"),
+            (raw_cursor({"v": 3, "o": "id", "k": ["b"], "q": "x"}), CustomerFilter(),
+             "another release"),
+            (raw_cursor({"v": 2, "o": "zip", "k": ["1000", "b"],
+                         "q": fingerprint(CustomerFilter(zip_min=1))}),
+             CustomerFilter(zip_min=1), "not a cursor this API issued"),
+            (raw_cursor(["b"]), CustomerFilter(), "not a cursor this API issued"),
+            ("%%%not-base64", CustomerFilter(), "not a cursor this API issued"),
+        ],
+    )  # fmt: skip
+    async def test_a_cursor_it_cannot_continue_is_a_422_saying_why(
+        self, rig: Rig, cursor: str, query: CustomerFilter, says: str
+    ) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            await rig.customers.page(query, cursor=cursor)
+        (error,) = caught.value.errors()
+        assert error["loc"] == ("query", "cursor")
+        assert says in error["msg"]
         assert rig.repository.asked == []
 
-    async def test_every_reads_all_pages_and_every_region_missed(self, rig: Rig) -> None:
+    async def test_a_first_release_cursor_still_pages_a_filter_ordered_by_id(
+        self, rig: Rig
+    ) -> None:
+        rig.repository.pages = [page_of([live("c")], None)]
+        await rig.customers.page(CustomerFilter(state="SP"), cursor=FIRST_RELEASE_SP)
+        assert rig.repository.asked == [(("b",), 2)]
+
+    async def test_the_order_a_first_page_took_is_kept_by_the_next(self, rig: Rig) -> None:
+        query = CustomerFilter(zip_min=1000, city="sao")
+        rig.repository.pages = [page_of([], None, order=Order.CITY)]
+        cursor = encode_cursor(("sao paulo", "b"), Order.CITY, query)
+        await rig.customers.page(query, cursor=cursor)
+        assert rig.repository.orders == [Order.CITY]
+
+    async def test_a_city_spelled_another_way_keeps_its_cursor(self, rig: Rig) -> None:
+        rig.repository.pages = [page_of([], None, order=Order.CITY)]
+        cursor = encode_cursor(("sao paulo", "b"), Order.CITY, CustomerFilter(city="São"))
+        await rig.customers.page(CustomerFilter(city="sao"), cursor=cursor)
+        assert rig.repository.asked == [(("sao paulo", "b"), 2)]
+
+    async def test_every_reads_all_pages_and_every_region_missed_and_sorts_by_id(
+        self, rig: Rig
+    ) -> None:
         rig.repository.pages = [
-            Page([live("a"), live("b"), live("c")], True, ["region_3"], []),
-            Page([live("d")], False, ["region_1"], ["region_2"]),
+            page_of([live("c"), live("a"), live("d")], (5, "d"), ["region_3"], order=Order.ZIP),
+            page_of([live("b")], None, ["region_1"], ["region_2"], order=Order.ZIP),
         ]
-        listing = await rig.customers.every(CustomerFilter())
+        listing = await rig.customers.every(CustomerFilter(zip_min=1))
         assert [row.document["_id"] for row in listing.rows] == ["a", "b", "c", "d"]
-        assert rig.repository.asked == [(None, 3), ("c", 3)]
+        assert rig.repository.asked == [(None, 3), ((5, "d"), 3)]
+        assert rig.repository.orders == [None, Order.ZIP]
         assert (listing.degraded, listing.unreachable) == (["region_1", "region_3"], ["region_2"])
 
     async def test_every_stops_reading_one_record_past_the_most_it_may_answer(
         self, capped: Rig
     ) -> None:
         capped.repository.pages = [
-            Page([live("a"), live("b"), live("c")], True, [], []),
-            Page([live("d"), live("e")], True, [], []),
+            page_of([live("a"), live("b"), live("c")], ("c",)),
+            page_of([live("d"), live("e")], ("e",)),
         ]
         with pytest.raises(TooManyMatches) as caught:
             await capped.customers.every(CustomerFilter())
         assert caught.value.limit == 4
-        assert capped.repository.asked == [(None, 3), ("c", 2)]
+        assert capped.repository.asked == [(None, 3), (("c",), 2)]
 
     async def test_every_answers_exactly_the_most_it_may(self, capped: Rig) -> None:
         capped.repository.pages = [
-            Page([live("a"), live("b"), live("c")], True, [], []),
-            Page([live("d")], False, [], []),
+            page_of([live("a"), live("b"), live("c")], ("c",)),
+            page_of([live("d")], None),
         ]
         listing = await capped.customers.every(CustomerFilter())
         assert [row.document["_id"] for row in listing.rows] == ["a", "b", "c", "d"]
+
+    async def test_every_stops_once_its_walks_read_more_than_it_may(self, capped: Rig) -> None:
+        # Short pages of a zip range and a city the range holds few of.
+        capped.repository.pages = [
+            page_of([], (10, "x"), order=Order.ZIP, examined=40),
+            page_of([live("a")], (20, "y"), order=Order.ZIP, examined=40),
+        ]
+        with pytest.raises(TooManyMatches, match="index entries"):
+            await capped.customers.every(CustomerFilter(zip_min=1, city="sao"))
+        assert len(capped.repository.asked) == 2
 
 
 class TestWrites:
@@ -345,7 +448,9 @@ class TestRegions:
         assert rig.board.statuses["region_2"] is NodeStatus.UNAVAILABLE
         (event,) = rig.audit_producer.events()
         assert event["target"] == "region_2"
-        assert (await rig.regions.region("region_2")).status is NodeStatus.UNAVAILABLE
+        region = await rig.regions.region("region_2")
+        assert region.status is RegionStatus.UNAVAILABLE
+        assert (region.set_by, region.set_by_key) == (SetBy.OPERATOR, ALICE.key_id)
 
     @pytest.mark.parametrize(
         ("noun", "detail"), [("region", "unknown region"), ("node", "unknown node")]

@@ -1,4 +1,5 @@
-"""Replays parked commands into regions that came back, woken by Redis keyspace events."""
+"""Replays parked commands into regions that came back, woken by Redis keyspace events, and
+deletes them from the pending topics once drained."""
 
 from __future__ import annotations
 
@@ -8,15 +9,23 @@ import functools
 import logging
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from regionstore_recovery.detection import DetectionLoop, Lease, StoreProbe
+from regionstore_recovery.detector import Detector, Thresholds
 from regionstore_recovery.drainer import PENDING, drain
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
+from regionstore_recovery.trimmer import HELD, Trimmer
+from regionstore_shared import metrics
 from regionstore_shared.applied import AppliedCounter
-from regionstore_shared.apply import BatchApplier, Suspicion
+from regionstore_shared.apply import BatchApplier
+from regionstore_shared.audit_trail import AuditTrail
 from regionstore_shared.backlog import BacklogProbe
-from regionstore_shared.clients import open_core
+from regionstore_shared.clients import customers, kafka_admin, mongo_client, open_core
+from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
@@ -40,13 +49,18 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         applied = AppliedCounter(redis, settings.redis.applied_key, outages=state.outages)
         applied.start()
         stack.push_async_callback(applied.stop)
+        reports = HealthReports(redis, settings.redis.health_key, name)
+        reports.start()
+        stack.push_async_callback(reports.stop)
         # No parker: a region that cannot be written stops its drain, which retries later.
         # A command the region refuses for good is dead-lettered, or it would be replayed
         # forever and hold back every command parked after it.
+        for region in settings.region_map.names:
+            metrics.expect_dead_letters(settings.kafka.pending_topic(region), [region])
         applier = BatchApplier(
             collections=collections,
             status=board,
-            suspicion=Suspicion(settings.store.suspect_for_s),
+            suspicion=ReportingSuspicion(settings.store.suspect_for_s, reports),
             chunk=settings.store.write_chunk,
             parker=None,
             dead_letters=DeadLetters(producer, settings.kafka.deadletter_topic),
@@ -70,6 +84,12 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)
+        if settings.detector.enabled:
+            await _start_detector(stack, settings, redis, board, producer, state)
+        admin = kafka_admin(settings.kafka, f"{name}-trim")
+        await admin.start()
+        stack.push_async_callback(admin.close)
+        trimmer = Trimmer(admin, timeout_ms=settings.kafka.request_timeout_ms)
         seen = -1
         while not state.stop.is_set():
             try:
@@ -78,19 +98,82 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             except RedisError as error:
                 state.outages.failed("redis", f"statuses unreadable: {error}")
             state.details["draining"] = supervisor.draining
-            await _sample_backlog(backlog, settings, state.outages)
+            await _sample_backlog(backlog, trimmer, settings, state.outages)
             seen = await _next_change(changes, seen, settings.resync_interval_s, state.stop)
 
 
-async def _sample_backlog(
-    backlog: BacklogProbe, settings: RecoverySettings, outages: Outages
+async def _start_detector(
+    stack: contextlib.AsyncExitStack,
+    settings: RecoverySettings,
+    redis: Redis,
+    board: StatusBoard,
+    producer: AIOKafkaProducer,
+    state: ServiceState,
 ) -> None:
-    counts = await backlog.backlog(settings.region_map.names)
-    for region, count in counts.items():
-        if count is not None:
-            PENDING.labels(region=region).set(count)
+    """Run the failure detector beside the drains until the service stops."""
+    config = settings.detector
+    # Probes have clients of their own, whose deadlines are the probe's, so a probe neither
+    # waits behind a drain's writes nor for the writes' longer server selection.
+    timeout_ms = max(100, round(config.probe_timeout_s * 1000))
+    store = settings.store.model_copy(
+        update={"server_selection_timeout_ms": timeout_ms, "socket_timeout_ms": timeout_ms}
+    )
+    collections = {}
+    for region in settings.region_map.names:
+        client = mongo_client(settings.stores[region], store, f"{settings.service_name}-probe")
+        stack.push_async_callback(client.close)
+        collections[region] = customers(client, store)
+    lease = Lease(redis, config.lease_key, config.lease_ttl_s)
+    stack.push_async_callback(lease.release)
+    loop = DetectionLoop(
+        Detector(
+            Thresholds(
+                failures=config.failures,
+                window_s=config.window_s,
+                healthy_probes=config.healthy_probes,
+                healthy_for_s=config.healthy_for_s,
+            )
+        ),
+        statuses=board,
+        reports=HealthFeed(redis, settings.redis.health_key),
+        probe=StoreProbe(collections, config.probe_timeout_s),
+        lease=lease,
+        trail=AuditTrail(
+            producer,
+            settings.kafka.audit_topic,
+            timeout_s=settings.kafka.request_timeout_ms / 1000,
+        ),
+    )
+    task = asyncio.create_task(loop.run(config.probe_interval_s, state.stop), name="detector")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+
+
+async def _sample_backlog(
+    backlog: BacklogProbe, trimmer: Trimmer, settings: RecoverySettings, outages: Outages
+) -> None:
+    """Sample each region's backlog, and delete what its drains took from its pending topic."""
+    pending = await backlog.pending(settings.region_map.names)
+    for region, offsets in pending.items():
+        if offsets is None:
+            continue
+        PENDING.labels(region=region).set(sum(o.backlog for o in offsets.values()))
+        try:
+            deleted = await trimmer.trim(region, offsets)
+        except KafkaError as error:
+            deleted = 0
+            log.warning(
+                "drained commands not deleted; the next resync tries again",
+                extra={"region": region, "error": str(error)},
+            )
+        HELD.labels(region=region).set(sum(o.end - o.start for o in offsets.values()) - deleted)
     # Every count read is the proof an idle recovery has that Kafka answers again.
-    if all(count is not None for count in counts.values()):
+    if all(offsets is not None for offsets in pending.values()):
         outages.ok("kafka")
 
 

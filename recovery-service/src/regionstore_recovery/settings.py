@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
+
+
+class DetectorSettings(BaseModel):
+    """The failure detector (see regionstore_recovery.detector): when a region goes down and
+    when it comes back."""
+
+    enabled: bool = True
+    probe_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    # A point read takes milliseconds; a store that needs a second is hung or overloaded.
+    probe_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # Down after this many failures (probes and the services' reports) within the window, the
+    # latest probe among them.
+    failures: Annotated[int, Field(ge=1)] = 3
+    window_s: Annotated[float, Field(gt=0)] = 10.0
+    # Back after this many healthy probes in a row, over at least this long; also the least
+    # time between two changes of one region.
+    healthy_probes: Annotated[int, Field(ge=1)] = 5
+    healthy_for_s: Annotated[float, Field(ge=0)] = 5.0
+    lease_key: str = "regionstore:detector:lease"
+    lease_ttl_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class RecoverySettings(CommonSettings):
@@ -18,3 +38,4 @@ class RecoverySettings(CommonSettings):
     resync_interval_s: Annotated[float, Field(gt=0)] = 10.0
     retry_min_s: Annotated[float, Field(gt=0)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0)] = 10.0
+    detector: DetectorSettings = DetectorSettings()

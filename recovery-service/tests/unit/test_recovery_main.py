@@ -1,4 +1,5 @@
-"""Recovery's loop: drains follow the statuses, on every status event and every resync."""
+"""Recovery's loop: drains follow the statuses, on every status event and every resync, and
+every round deletes what the drains took from the pending topics."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import RecordsToDelete
+from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
 from regionstore_recovery import main
 from regionstore_recovery.settings import RecoverySettings
+from regionstore_shared.backlog import Offsets
 from regionstore_shared.runtime import ServiceState
-from regionstore_shared.settings import CommonSettings
+from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.status import NodeStatus
 from shared.tests.fakes import FakeProducer, FakeRedis
 
@@ -56,10 +61,20 @@ class ScriptedChanges:
         self._next.put_nowait(False)
 
 
+Positions = dict[TopicPartition, Offsets]
+
+
+def backlog_of(count: int, region: str = "region_1") -> Positions:
+    """One partition holding ``count`` records, none consumed."""
+    return {TopicPartition(f"pending.{region}", 0): Offsets(start=0, end=count, committed=None)}
+
+
 class FakeBacklog:
     def __init__(self, events: list[str]) -> None:
         self.events = events
-        self.counts: dict[str, int | None] = {"region_1": 0, "region_2": 0, "region_3": 0}
+        self.positions: dict[str, Positions | None] = {
+            region: backlog_of(0, region) for region in ("region_1", "region_2", "region_3")
+        }
 
     async def start(self) -> None:
         self.events.append("backlog started")
@@ -67,8 +82,33 @@ class FakeBacklog:
     async def close(self) -> None:
         self.events.append("backlog closed")
 
-    async def backlog(self, regions: Any) -> dict[str, int | None]:
-        return {region: self.counts[region] for region in regions}
+    async def pending(self, regions: Any) -> dict[str, Positions | None]:
+        return {region: self.positions[region] for region in regions}
+
+
+class FakeAdmin:
+    """The trimmer's admin client: records every DeleteRecords asked for."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.deleted: list[dict[TopicPartition, int]] = []
+        self.fail_next: Exception | None = None
+
+    async def start(self) -> None:
+        self.events.append("admin started")
+
+    async def close(self) -> None:
+        self.events.append("admin closed")
+
+    async def delete_records(
+        self, records: dict[TopicPartition, RecordsToDelete], timeout_ms: int
+    ) -> dict[TopicPartition, int]:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        below = {tp: r.before_offset for tp, r in records.items()}
+        self.deleted.append(below)
+        return below
 
 
 class Drain:
@@ -87,6 +127,7 @@ class Rig:
         self.producer = FakeProducer()
         self.changes = ScriptedChanges(self.events)
         self.backlog = FakeBacklog(self.events)
+        self.admin = FakeAdmin(self.events)
         self.state = ServiceState()
         self.drains: list[Drain] = []
         self.fail_next_drain: Exception | None = None
@@ -95,7 +136,13 @@ class Rig:
         monkeypatch.setattr(main, "open_core", self._open_core)
         monkeypatch.setattr(main, "StatusChanges", lambda *_: self.changes)
         monkeypatch.setattr(main, "BacklogProbe", lambda *_: self.backlog)
+        monkeypatch.setattr(main, "kafka_admin", lambda *_: self.admin)
         monkeypatch.setattr(main, "drain", self._drain)
+        # The detector's loop has tests of its own (test_recovery_detection).
+        monkeypatch.setattr(main, "_start_detector", self._start_detector)
+
+    async def _start_detector(self, *_: Any) -> None:
+        self.events.append("detector started")
 
     async def _ensure_topics(self, settings: CommonSettings) -> None:
         self.topics_ensured += 1
@@ -146,6 +193,17 @@ async def recovering(rig: Rig, settings: RecoverySettings) -> AsyncIterator[asyn
 
 def pending(region: str) -> float | None:
     return REGISTRY.get_sample_value("regionstore_pending_backlog_messages", {"region": region})
+
+
+def held(region: str) -> float | None:
+    return REGISTRY.get_sample_value("regionstore_pending_held_messages", {"region": region})
+
+
+def trimmed(region: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "regionstore_pending_trimmed_messages_total", {"region": region}
+    )
+    return sample or 0.0
 
 
 class TestStart:
@@ -247,11 +305,11 @@ class TestStatusChanges:
 
 class TestBacklog:
     async def test_every_round_samples_the_pending_backlog_into_the_gauge(self, rig: Rig) -> None:
-        rig.backlog.counts = {"region_1": 12, "region_2": 0, "region_3": 5}
+        rig.backlog.positions |= {"region_1": backlog_of(12), "region_3": backlog_of(5)}
         async with recovering(rig, RecoverySettings()):
             await rig.round()
             assert (pending("region_1"), pending("region_3")) == (12, 5)
-            rig.backlog.counts["region_1"] = 2
+            rig.backlog.positions["region_1"] = backlog_of(2)
             rig.changes.interval()
             await rig.round()
             assert pending("region_1") == 2
@@ -260,16 +318,82 @@ class TestBacklog:
         self, rig: Rig
     ) -> None:
         rig.state.outages.failed("kafka", "Unable to bootstrap")
-        rig.backlog.counts = {"region_1": 4, "region_2": 0, "region_3": 0}
+        rig.backlog.positions["region_1"] = backlog_of(4)
         async with recovering(rig, RecoverySettings()):
             await rig.round()
             assert not rig.state.outages.is_down("kafka")
             rig.state.outages.failed("kafka", "Unable to bootstrap")
-            rig.backlog.counts["region_1"] = None
+            rig.backlog.positions["region_1"] = None
             rig.changes.interval()
             await rig.round()
             assert pending("region_1") == 4
             assert rig.state.outages.is_down("kafka")
+
+
+class TestTrim:
+    async def test_every_round_deletes_below_each_commit_what_the_drain_took(
+        self, rig: Rig
+    ) -> None:
+        p0, p1, p2 = (TopicPartition("pending.region_2", p) for p in range(3))
+        rig.backlog.positions["region_2"] = {
+            p0: Offsets(start=0, end=8, committed=5),
+            p1: Offsets(start=3, end=3, committed=3),  # trimmed already
+            p2: Offsets(start=0, end=4, committed=None),  # never drained
+        }
+        before = trimmed("region_2")
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert rig.admin.deleted == [{p0: 5}]
+            assert trimmed("region_2") - before == 5
+            assert held("region_2") == 3 + 0 + 4
+            assert pending("region_2") == 3 + 0 + 4
+            rig.backlog.positions["region_2"] = {
+                p0: Offsets(start=5, end=8, committed=8),
+                p1: Offsets(start=3, end=3, committed=3),
+                p2: Offsets(start=0, end=4, committed=None),
+            }
+            rig.changes.interval()
+            await rig.round()
+            assert rig.admin.deleted == [{p0: 5}, {p0: 8}]
+            assert held("region_2") == 0 + 0 + 4
+
+    async def test_a_region_kafka_did_not_answer_for_is_not_trimmed(self, rig: Rig) -> None:
+        rig.backlog.positions["region_1"] = None
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+        assert rig.admin.deleted == []
+
+    async def test_a_failed_trim_is_logged_and_tried_again_next_round(
+        self, rig: Rig, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        tp = TopicPartition("pending.region_3", 0)
+        rig.backlog.positions["region_3"] = {tp: Offsets(start=0, end=9, committed=9)}
+        rig.admin.fail_next = KafkaConnectionError("Unable to bootstrap")
+        async with recovering(rig, RecoverySettings()):
+            await rig.round()
+            assert rig.admin.deleted == []
+            assert held("region_3") == 9
+            assert "drained commands not deleted" in caplog.text
+            rig.changes.interval()
+            await rig.round()
+            assert rig.admin.deleted == [{tp: 9}]
+            assert held("region_3") == 0
+
+
+async def test_the_dead_letter_counters_of_each_pending_topic_exist_before_any(
+    rig: Rig,
+) -> None:
+    # Their own prefix: no other test can have made these series.
+    settings = RecoverySettings(kafka=KafkaSettings(pending_topic_prefix="expecting."))
+    async with recovering(rig, settings):
+        await rig.round()
+    samples = {
+        (topic, region): REGISTRY.get_sample_value(
+            "regionstore_commands_deadlettered_total", {"source_topic": topic, "region": region}
+        )
+        for topic, region in [("expecting.region_2", "region_2"), ("expecting.region_2", "")]
+    }
+    assert samples == dict.fromkeys(samples, 0.0)
 
 
 class TestStop:
@@ -278,9 +402,9 @@ class TestStop:
             await rig.round()
             rig.state.stop.set()
             await asyncio.wait_for(task, BOUND_S)
-        closing = rig.events[rig.events.index("backlog closed") :]
-        assert closing[:2] == ["backlog closed", "changes stopped"]
-        assert sorted(closing[2:]) == [
+        closing = rig.events[rig.events.index("admin closed") :]
+        assert closing[:3] == ["admin closed", "backlog closed", "changes stopped"]
+        assert sorted(closing[3:]) == [
             f"drain of {r} ended" for r in ("region_1", "region_2", "region_3")
         ]
         assert all(drain.stop.is_set() for drain in rig.drains)

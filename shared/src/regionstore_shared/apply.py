@@ -132,7 +132,8 @@ class Suspicion:
     """Regions that failed recently, kept down locally for a short while.
 
     Without it every batch would wait a full server-selection timeout on a dead store before
-    parking. This never changes the status in Redis: only people and operators flip that.
+    parking. This never changes the status in Redis itself; the failure detector, which
+    hears of every suspicion (regionstore_shared.health), may.
     """
 
     def __init__(self, hold_s: float, clock: Callable[[], float] = time.monotonic) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -14,8 +15,44 @@ from regionstore_shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Offsets:
+    """Where one partition stands for one consumer group."""
+
+    start: int
+    """The log start offset: the first record the partition still holds (retention, or
+    recovery's trimming of what it drained, moves it)."""
+    end: int
+    """The high watermark: the offset the next record will get."""
+    committed: int | None
+    """The group's committed offset, the next record it reads; None if it never committed
+    (or its commit expired)."""
+
+    @property
+    def resume(self) -> int:
+        """Where the group's next consumer starts: its commit, or the first record held when it
+        has none or its commit fell below it (``auto_offset_reset="earliest"``)."""
+        return self.start if self.committed is None else max(self.committed, self.start)
+
+    @property
+    def backlog(self) -> int:
+        """Records the group has not consumed yet."""
+        return max(0, self.end - self.resume)
+
+    @property
+    def consumed(self) -> int:
+        """Records the group consumed and the partition still holds: the first ``consumed``
+        records from ``start`` may be deleted. None past the end: a commit there is no
+        consumer's progress through these records (the topic was made anew), so nothing
+        it covers is known to be consumed."""
+        if self.committed is None or self.committed > self.end:
+            return 0
+        return max(0, self.committed - self.start)
+
+
 class BacklogProbe:
-    """Reads end offsets of the pending topics and the recovery groups' committed offsets."""
+    """Reads the pending topics' start and end offsets and the recovery groups' commits
+    (and the same of the command topic for the writer's and the replicator's groups)."""
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
         self._settings = settings
@@ -41,11 +78,24 @@ class BacklogProbe:
     async def backlog(self, regions: Iterable[str]) -> dict[str, int | None]:
         """Parked-but-not-replayed commands per region; None where Kafka could not say."""
         return {
-            region: await self._lag_or_none(
-                self._settings.pending_topic(region), self._settings.recovery_group(region)
-            )
-            for region in regions
+            region: None if offsets is None else sum(o.backlog for o in offsets.values())
+            for region, offsets in (await self.pending(regions)).items()
         }
+
+    async def pending(
+        self, regions: Iterable[str]
+    ) -> dict[str, dict[TopicPartition, Offsets] | None]:
+        """Each region's pending topic and where its recovery group stands in it, by
+        partition; None where Kafka could not say."""
+        found: dict[str, dict[TopicPartition, Offsets] | None] = {}
+        for region in regions:
+            topic = self._settings.pending_topic(region)
+            try:
+                found[region] = await self.offsets(topic, self._settings.recovery_group(region))
+            except KafkaError as error:
+                log.warning("lag unavailable", extra={"topic": topic, "error": str(error)})
+                found[region] = None
+        return found
 
     async def command_lag(self, groups: Mapping[str, str]) -> dict[str, int | None]:
         """Commands not yet applied by each consumer group, by name; None where unknown."""
@@ -59,7 +109,11 @@ class BacklogProbe:
             log.warning("lag unavailable", extra={"topic": topic, "error": str(error)})
             return None
 
-    async def _lag(self, topic: str, group: str) -> int:
+    async def offsets(self, topic: str, group: str) -> dict[TopicPartition, Offsets]:
+        """Every partition of ``topic`` and where ``group`` stands in it; raises KafkaError.
+
+        A topic that does not exist yet has no partitions.
+        """
         tps = self._partitions.get(topic)
         if tps is None:
             described = await self._admin.describe_topics([topic])
@@ -70,13 +124,19 @@ class BacklogProbe:
                 for p in t["partitions"]
             )
             if not tps:
-                return 0
+                return {}
             self._partitions[topic] = tps
-        ends = await self._offsets.end_offsets(tps)
+        # The commit first: read before the end, a real one is never past it.
         committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
-        total = 0
+        starts = await self._offsets.beginning_offsets(tps)
+        ends = await self._offsets.end_offsets(tps)
+        found = {}
         for tp in tps:
             done = committed.get(tp)
-            start = done.offset if done is not None and done.offset >= 0 else 0
-            total += max(0, ends[tp] - start)
-        return total
+            # Kafka answers -1 for a partition the group never committed.
+            offset = done.offset if done is not None and done.offset >= 0 else None
+            found[tp] = Offsets(start=starts[tp], end=ends[tp], committed=offset)
+        return found
+
+    async def _lag(self, topic: str, group: str) -> int:
+        return sum(offsets.backlog for offsets in (await self.offsets(topic, group)).values())

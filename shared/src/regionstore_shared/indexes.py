@@ -1,11 +1,19 @@
 """Indexes the read path relies on, created idempotently by every service at start-up.
 
-One per filterable field, behind the home region every list query filters on, and over live
-customers only: every query asks for ``_deleted: false``, and about a third of what a region
-holds are tombstones that no list returns, so leaving them out makes every index smaller and
-every tombstone write cheaper (17,300 against 13,500 inserts/s on the local store, a third of
-them tombstones). A query with no field filter walks the ``_id`` index instead (see the
-gateway's repository), so it needs none of its own: each secondary index costs every insert.
+One per list shape (docs/reads.md), each behind the home region every list query filters on
+and ending in ``_id``, so a page of that shape is a walk of its index in order that stops after
+the page: the share of one home region is ``_home`` equal, the filter's equality fields equal,
+then its one range field (zip or city) in order, then ``_id``. A filter with both a zip range and
+a city walks the zip index and tests the city on a bounded number of entries.
+
+Over live customers only: every query asks for ``_deleted: false``, and about a third of what a
+region holds are tombstones that no list returns, so leaving them out makes every index smaller
+and every tombstone write cheaper.
+
+The same indexes serve both store kinds. MongoDB walks a compound index past an equality prefix
+in order; DocumentDB 1.0 does too, but only with its extended RUM access method, which the local
+store enables for new indexes (deploy/local/bin/postgres.sh): under the base RUM method a page
+read every match and sorted them.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Final
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure, PyMongoError
@@ -25,19 +34,46 @@ log = logging.getLogger(__name__)
 INDEX_NOT_FOUND = 27
 
 _LIVE = {DELETED: False}
+_ZIP = "customer_zip_code_prefix"
+_STATE = "customer_state"
 
-CUSTOMER_INDEXES = tuple(
-    IndexModel([(HOME, ASCENDING), (key, ASCENDING)], name=name, partialFilterExpression=_LIVE)
-    for name, key in (
-        ("live_zip", "customer_zip_code_prefix"),
-        ("live_city", CITY_KEY),
-        ("live_state", "customer_state"),
-    )
+HOME_ID: Final = "list_home_id"
+STATE_ID: Final = "list_state_id"
+CITY_ID: Final = "list_city_id"
+ZIP_ID: Final = "list_zip_id"
+STATE_CITY_ID: Final = "list_state_city_id"
+STATE_ZIP_ID: Final = "list_state_zip_id"
+UNIQUE_ID: Final = "list_unique_id"
+
+
+def _live_index(name: str, *keys: str) -> IndexModel:
+    return IndexModel([(key, ASCENDING) for key in keys], name=name, partialFilterExpression=_LIVE)
+
+
+CUSTOMER_INDEXES = (
+    _live_index(HOME_ID, HOME, "_id"),
+    _live_index(STATE_ID, HOME, _STATE, "_id"),
+    _live_index(CITY_ID, HOME, CITY_KEY, "_id"),
+    _live_index(ZIP_ID, HOME, _ZIP, "_id"),
+    _live_index(STATE_CITY_ID, HOME, _STATE, CITY_KEY, "_id"),
+    _live_index(STATE_ZIP_ID, HOME, _STATE, _ZIP, "_id"),
+    # A person's customer ids, in every home: a few per unique id, so the home is tested on
+    # them rather than leading the index (the unique id is not part of the placement).
+    _live_index(UNIQUE_ID, "customer_unique_id", "_id"),
 )
 
 #: Indexes earlier versions created, replaced by the ones above; dropped where found, since each
-#: costs every write and serves no query any more.
-OBSOLETE_INDEXES = ("home_id", "home_zip", "home_city", "home_state")
+#: costs every write and serves no query any more. The ``live_*`` ones had no ``_id`` at the end,
+#: so a page sorted every match of its filter.
+OBSOLETE_INDEXES = (
+    "home_id",
+    "home_zip",
+    "home_city",
+    "home_state",
+    "live_zip",
+    "live_city",
+    "live_state",
+)
 
 
 async def _drop(collection: Collection, name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 COMMANDS_APPLIED = Counter(
@@ -26,6 +28,19 @@ COMMANDS_DEADLETTERED = Counter(
     " (region empty) and commands a region refused for good.",
     ["source_topic", "region"],
 )
+
+
+def expect_dead_letters(source_topic: str, regions: Iterable[str]) -> None:
+    """Export the dead-letter counters of ``source_topic`` at 0 before any dead letter.
+
+    A series that first appears at 1 has no increase to alert on (``increase()`` needs two
+    samples), so the first dead letter would pass unseen. One series per region that may
+    refuse a command, and one (region empty) for undecodable messages.
+    """
+    for region in ("", *regions):
+        COMMANDS_DEADLETTERED.labels(source_topic=source_topic, region=region)
+
+
 STORE_ERRORS = Counter(
     "regionstore_store_errors_total",
     "Failed writes or reads against a regional store, by kind.",

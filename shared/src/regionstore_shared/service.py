@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from regionstore_shared import metrics
 from regionstore_shared.applied import AppliedCounter
-from regionstore_shared.apply import BatchApplier, Suspicion
+from regionstore_shared.apply import BatchApplier
 from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
+from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.placement_log import KafkaTableStore, PlacementLog
@@ -57,15 +59,19 @@ async def consume_commands(
         stack.push_async_callback(consumer.stop)
         await consumer.start()
         dead_letters = DeadLetters(producer, settings.kafka.deadletter_topic)
+        metrics.expect_dead_letters(settings.kafka.command_topic, settings.region_map.names)
         applied = AppliedCounter(redis, settings.redis.applied_key, outages=state.outages)
         applied.start()
         stack.push_async_callback(applied.stop)
+        reports = HealthReports(redis, settings.redis.health_key, name)
+        reports.start()
+        stack.push_async_callback(reports.stop)
         applier = BatchApplier(
             collections=collections,
             status=StatusBoard(
                 redis, settings.redis, settings.region_map.names, outages=state.outages
             ),
-            suspicion=Suspicion(settings.store.suspect_for_s),
+            suspicion=ReportingSuspicion(settings.store.suspect_for_s, reports),
             chunk=settings.store.write_chunk,
             parker=KafkaParker(producer, settings.kafka),
             dead_letters=dead_letters,

@@ -139,6 +139,11 @@ class KafkaSettings(BaseModel):
         """The one stable consumer group that drains a region's hint log."""
         return f"{self.recovery_group_prefix}{region}"
 
+    @property
+    def redrive_topic(self) -> str:
+        """The compacted topic recording which dead letters were redriven, one entry each."""
+        return f"{self.deadletter_topic}.redriven"
+
 
 class RedisSettings(BaseModel):
     """Node-status store."""
@@ -153,6 +158,9 @@ class RedisSettings(BaseModel):
     status_key_prefix: str = "regionstore:node:"
     # A hash, one field per region: documents applied so far (regionstore_shared.applied).
     applied_key: str = "regionstore:applied"
+    # A capped stream of "this service saw that region fail", which the failure detector
+    # counts (regionstore_shared.health).
+    health_key: str = "regionstore:health"
     socket_timeout_s: Annotated[float, Field(gt=0)] = 2.0
 
     def status_key(self, region: str) -> str:

@@ -1,4 +1,5 @@
-"""How far behind the consumers are: end offsets minus committed offsets, per topic and group."""
+"""How far behind the consumers are: end offsets minus where each group resumes, per topic and
+group; and what a group consumed that its topic still holds."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ class Cluster:
 
     def __init__(self) -> None:
         self.ends: dict[str, list[int]] = {}
+        self.starts: dict[str, list[int]] = {}
         self.commits: dict[str, dict[TopicPartition, int]] = {}
         self.failing_groups: set[str] = set()
         self.described: list[str] = []
         self.events: list[str] = []
 
-    def topic(self, name: str, ends: list[int]) -> None:
+    def topic(self, name: str, ends: list[int], starts: list[int] | None = None) -> None:
         self.ends[name] = ends
+        self.starts[name] = starts or [0] * len(ends)
 
     def commit(self, group: str, topic: str, offsets: dict[int, int]) -> None:
         self.commits[group] = {TopicPartition(topic, p): o for p, o in offsets.items()}
@@ -78,6 +81,11 @@ class FakeOffsets:
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.cluster.ends[tp.topic][tp.partition] for tp in partitions}
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return {tp: self.cluster.starts[tp.topic][tp.partition] for tp in partitions}
 
 
 @pytest.fixture
@@ -140,6 +148,28 @@ class TestPendingBacklog:
             await probe.backlog(["region_1"])
         assert cluster.described == ["pending.region_1"]
 
+    async def test_a_trimmed_partition_counts_from_the_commit_as_before(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("pending.region_1", [10, 8], starts=[6, 8])
+        cluster.commit("regionstore.recovery.region_1", "pending.region_1", {0: 6, 1: 8})
+        assert await probe.backlog(["region_1"]) == {"region_1": 4}
+
+    async def test_without_a_commit_a_trimmed_partition_counts_from_its_first_record(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        # An expired commit (an empty group's, after offsets.retention.minutes): the next
+        # drain starts at the first record held, so that is what is left.
+        cluster.topic("pending.region_1", [10, 8], starts=[6, 8])
+        assert await probe.backlog(["region_1"]) == {"region_1": 4 + 0}
+
+    async def test_a_commit_below_the_first_record_held_counts_from_that_record(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("pending.region_1", [10], starts=[7])
+        cluster.commit("regionstore.recovery.region_1", "pending.region_1", {0: 2})
+        assert await probe.backlog(["region_1"]) == {"region_1": 3}
+
     async def test_a_failure_leaves_that_region_unknown_and_the_others_counted(
         self, cluster: Cluster, probe: BacklogProbe
     ) -> None:
@@ -167,6 +197,33 @@ class TestCommandLag:
         cluster.topic("customers.commands", [100])
         cluster.failing_groups = {"regionstore.writer"}
         assert await probe.command_lag({"writer": "regionstore.writer"}) == {"writer": None}
+
+
+class TestOffsets:
+    async def test_what_a_group_consumed_and_the_topic_still_holds(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("pending.region_2", [10, 8, 5, 9], starts=[2, 8, 0, 4])
+        cluster.commit(
+            "regionstore.recovery.region_2", "pending.region_2", {0: 7, 1: 8, 2: 9, 3: 1}
+        )
+        offsets = await probe.offsets("pending.region_2", "regionstore.recovery.region_2")
+        held = {tp.partition: (o.consumed, o.backlog) for tp, o in offsets.items()}
+        # 2: a commit past the end is no drain's progress (the topic was made anew): the
+        # records there are unconsumed. 3: a commit below the first record held.
+        assert held == {0: (5, 3), 1: (0, 0), 2: (0, 0), 3: (0, 5)}
+
+    async def test_a_partition_never_committed_has_consumed_nothing(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("pending.region_2", [10], starts=[3])
+        (offsets,) = (await probe.offsets("pending.region_2", "g")).values()
+        assert (offsets.committed, offsets.consumed, offsets.backlog) == (None, 0, 7)
+
+    async def test_a_topic_not_created_yet_has_no_partitions(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        assert await probe.offsets("pending.region_9", "g") == {}
 
 
 async def test_start_and_close_connect_and_disconnect_both_clients(

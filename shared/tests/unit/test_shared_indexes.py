@@ -41,18 +41,35 @@ def over(**stores: FakeCollection) -> Mapping[str, Collection]:
 
 
 class TestEnsureIndexes:
-    def test_every_index_covers_live_customers_of_a_home_only(self) -> None:
+    def test_every_index_walks_live_customers_in_id_order_last(self) -> None:
         for model in CUSTOMER_INDEXES:
             document = model.document
-            assert next(iter(document["key"])) == "_home"
+            keys = list(document["key"])
+            assert keys[-1] == "_id"
             assert document["partialFilterExpression"] == {"_deleted": False}
 
+    def test_all_but_the_unique_id_index_lead_with_the_home(self) -> None:
+        leading = {
+            model.document["name"]: next(iter(model.document["key"])) for model in CUSTOMER_INDEXES
+        }
+        assert leading.pop("list_unique_id") == "customer_unique_id"
+        assert set(leading.values()) == {"_home"}
+
     async def test_creates_them_and_drops_the_obsolete_ones(self) -> None:
-        store = FakeCollection({"_id_", "home_id", "home_zip", "other"})
+        store = FakeCollection({"_id_", "home_id", "live_zip", "other"})
         assert await ensure_indexes(over(region_1=store)) == {"region_1": "ensured"}
-        assert {d["name"] for d in store.created} == {"live_zip", "live_city", "live_state"}
-        assert sorted(store.dropped) == ["home_id", "home_zip"]
-        assert store.indexes == {"_id_", "other", "live_zip", "live_city", "live_state"}
+        made = {d["name"] for d in store.created}
+        assert made == {
+            "list_home_id",
+            "list_state_id",
+            "list_city_id",
+            "list_zip_id",
+            "list_state_city_id",
+            "list_state_zip_id",
+            "list_unique_id",
+        }
+        assert sorted(store.dropped) == ["home_id", "live_zip"]
+        assert store.indexes == {"_id_", "other", *made}
 
     async def test_an_index_another_service_dropped_first_is_fine(self) -> None:
         store = FakeCollection({"home_zip"}, dropped_by_another=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -13,7 +14,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_shared.logs import Outages
 from regionstore_shared.settings import RedisSettings
-from regionstore_shared.status import NodeStatus, StatusBoard, StatusStoreUnavailableError
+from regionstore_shared.status import (
+    NodeStatus,
+    RegionStatus,
+    SetBy,
+    StatusBoard,
+    StatusRecord,
+    StatusStoreUnavailableError,
+)
 from shared.tests.fakes import FakeRedis
 
 REGIONS = ("region_1", "region_2", "region_3")
@@ -151,9 +159,21 @@ class TestRead:
 
 
 class TestSet:
-    async def test_stores_the_status(self, board: StatusBoard, redis: FakeRedis) -> None:
-        await board.set("region_1", UNAVAILABLE)
+    async def test_stores_the_status_and_that_an_operator_set_it(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        await board.set("region_1", UNAVAILABLE, key_id="k1")
         assert redis.values == {SETTINGS.status_key("region_1"): "unavailable"}
+        meta = redis.hashes[board.meta_key("region_1")]
+        assert (meta["by"], meta["key_id"], meta["revision"]) == ("operator", "k1", 1)
+        assert redis.calls == 1
+
+    async def test_every_change_bumps_the_revision(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        await board.set("region_1", UNAVAILABLE)
+        await board.set("region_1", AVAILABLE)
+        assert (await board.read_records())["region_1"].revision == 2
 
     async def test_a_refused_connection_certainly_changed_nothing(
         self, board: StatusBoard, redis: FakeRedis
@@ -164,6 +184,7 @@ class TestSet:
         assert caught.value.region == "region_1"
         assert caught.value.certainly_unchanged
         assert redis.values == {}
+        assert redis.hashes == {}
 
     async def test_an_error_reply_is_a_refusal_that_changed_nothing(
         self, board: StatusBoard, redis: FakeRedis
@@ -191,3 +212,64 @@ class TestSet:
         await board.set("region_3", UNAVAILABLE)
         redis.down = True
         assert (await board.all())["region_3"] is UNAVAILABLE
+
+
+class TestParse:
+    @pytest.mark.parametrize(
+        ("stored", "status", "traffic"),
+        [
+            (None, RegionStatus.AVAILABLE, AVAILABLE),
+            ("available", RegionStatus.AVAILABLE, AVAILABLE),
+            (" Unavailable ", RegionStatus.UNAVAILABLE, UNAVAILABLE),
+            ("down", RegionStatus.DOWN, UNAVAILABLE),
+            ("something else", RegionStatus.AVAILABLE, AVAILABLE),
+        ],
+    )
+    def test_a_detected_down_takes_no_traffic_like_unavailable(
+        self, stored: str | None, status: RegionStatus, traffic: NodeStatus
+    ) -> None:
+        assert RegionStatus.parse(stored) is status
+        assert NodeStatus.parse(stored) is traffic
+
+    def test_a_record_says_who_set_it_and_since_when(self) -> None:
+        record = StatusRecord.parse(
+            "down",
+            {
+                "by": "detector",
+                "since_ms": "1700000000000",
+                "reason": "3 failed",
+                "revision": "4",
+            },
+        )
+        assert record.status is RegionStatus.DOWN
+        assert record.set_by is SetBy.DETECTOR
+        assert record.since == datetime.fromtimestamp(1_700_000_000, UTC)
+        assert (record.reason, record.revision, record.key_id) == ("3 failed", 4, None)
+
+    def test_a_status_nobody_set_has_no_setter(self) -> None:
+        assert StatusRecord.parse(None, {}) == StatusRecord(RegionStatus.AVAILABLE)
+
+
+class TestRecords:
+    async def test_a_down_region_reads_as_unavailable_to_the_consumers(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.values[SETTINGS.status_key("region_2")] = "down"
+        assert (await board.all())["region_2"] is UNAVAILABLE
+        assert (await board.records())["region_2"].status is RegionStatus.DOWN
+
+    async def test_redis_down_answers_the_last_records_read(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        await board.set("region_2", UNAVAILABLE, key_id="k1")
+        read = await board.records()
+        redis.down = True
+        assert await board.records() == read
+        assert not board.reachable
+
+    async def test_redis_down_before_any_read_answers_the_statuses_known(
+        self, board: StatusBoard, redis: FakeRedis
+    ) -> None:
+        redis.down = True
+        records = await board.records()
+        assert records == dict.fromkeys(REGIONS, StatusRecord(RegionStatus.AVAILABLE))

@@ -1,15 +1,18 @@
-"""``regionstore``: the stack's status, regions, customers, data loading and the stores' audit.
+"""``regionstore``: the stack's status, regions, customers, data loading, the stores' audit and
+the dead letters.
 
 Commands talk to the gateway over HTTP (``--url``, else ``REGIONSTORE_GATEWAY_URL``, else
 http://127.0.0.1:8000) with the API key found by ``regionstore_tools.settings``; ``audit`` reads
 the regional stores directly (``REGIONSTORE_STORES__*``). A failure is one line on stderr and a
-non-zero exit status, never a traceback.
+non-zero exit status, never a traceback. ``dlq`` (in ``dlq_cli``) reads and writes Kafka directly
+(``REGIONSTORE_KAFKA__*``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ from regionstore_shared.settings import CommonSettings
 from regionstore_tools import render
 from regionstore_tools.dataset.cli import generate_csv, import_csv, seed_customers
 from regionstore_tools.dataset.loader import LoadOptions
+from regionstore_tools.dlq_cli import dlq_app
 from regionstore_tools.drain import Backlog, DrainWatch
 from regionstore_tools.gateway import (
     Customer,
@@ -45,7 +49,7 @@ from regionstore_tools.store_audit import StoreUnreadableError, audit_configured
 
 app = typer.Typer(
     name="regionstore",
-    help="Operate a regionstore deployment: status, regions, customers, data, audit.",
+    help="Operate a regionstore deployment: status, regions, customers, data, audit, dead letters.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,6 +58,7 @@ region_app = typer.Typer(
     help="Take a region down, or bring it back (needs an operator key).", no_args_is_help=True
 )
 app.add_typer(region_app, name="region")
+app.add_typer(dlq_app, name="dlq")
 
 T = TypeVar("T")
 
@@ -217,6 +222,32 @@ def get(
             _out().print(render.customer(parse(Customer, body)))
 
 
+UNIQUE_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+
+@app.command()
+def find(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(metavar="ID", help="A customer id or a unique id.")],
+    url: Url = None,
+    as_json: AsJson = False,
+) -> None:
+    """The customer with this id and the customers of the person with this unique id (Olist's
+    are both 32 hex characters, so both are looked up); every region is asked."""
+    with _reported(), _gateway(ctx, url) as gateway:
+        one = gateway.customer_or_none(text)
+        person: dict[str, Any] = {"items": []}
+        if UNIQUE_ID.fullmatch(text.strip()):
+            person = gateway.customers({"unique_id": text.strip(), "limit": 500})
+        items = [one] if one else []
+        items += [c for c in person["items"] if not one or c["customer_id"] != one["customer_id"]]
+        body = {**person, "items": items, "next_cursor": None}
+        if as_json:
+            _print_json(body)
+        else:
+            _out().print(render.page(parse(CustomerPage, body)))
+
+
 @app.command("list")
 def list_customers(
     ctx: typer.Context,
@@ -230,10 +261,14 @@ def list_customers(
     ] = None,
     city: Annotated[str | None, typer.Option(help="City prefix, any case and accents.")] = None,
     state: Annotated[str | None, typer.Option(help="UF code, e.g. SP.")] = None,
+    unique_id: Annotated[
+        str | None, typer.Option(help="The customers of one person (customer_unique_id).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Page size.")] = None,
     cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
 ) -> None:
-    """Customers matching every filter, ordered by id, one page at a time."""
+    """Customers matching every filter, one page at a time, in the order the page states
+    (by id; by zip for a zip range; by city for a city)."""
     if zip_prefix is not None:
         zip_min = zip_max = zip_prefix
     params = {
@@ -242,6 +277,7 @@ def list_customers(
         "zip_max": zip_max,
         "city": city,
         "state": state,
+        "unique_id": unique_id,
         "limit": limit,
         "cursor": cursor,
     }

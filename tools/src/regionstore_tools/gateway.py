@@ -6,6 +6,7 @@ Every failure becomes a ``ToolError`` whose message fits on one line: what went 
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -38,6 +39,8 @@ class StatusChange(_Answer):
     at: str
     key_id: str
     status: str
+    by: str = "operator"
+    reason: str | None = None
 
 
 class Region(_Answer):
@@ -45,6 +48,11 @@ class Region(_Answer):
 
     name: str
     status: str
+    set_by: str | None = None
+    """``operator`` or ``detector``; None when nobody set the status yet."""
+    set_by_key: str | None = None
+    since: datetime | None = None
+    reason: str | None = None
     zip_min: int
     zip_max: int
     replicas: list[str]
@@ -79,6 +87,7 @@ class CustomerPage(_Answer):
 
     items: list[Customer]
     next_cursor: str | None = None
+    order: list[str] = []
     degraded_regions: list[str] = []
     unreachable_regions: list[str] = []
     incomplete: bool = False
@@ -126,13 +135,24 @@ class Gateway:
         """One customer, raw."""
         return self._call("GET", f"/v1/customers/{quote(customer_id, safe='')}", "reader")
 
+    def customer_or_none(self, customer_id: str) -> dict[str, Any] | None:
+        """One customer, raw; None when there is none with this id (404)."""
+        path = f"/v1/customers/{quote(customer_id, safe='')}"
+        response = self._send("GET", path)
+        if response.status_code == 404:
+            return None
+        return self._answer(response, "GET", path, "reader")
+
     def customers(self, params: dict[str, str | int]) -> dict[str, Any]:
         """One page of a list query, raw."""
         return self._call("GET", "/v1/customers", "reader", params=params)
 
     def _call(self, method: str, path: str, role: Role, **kwargs: Any) -> dict[str, Any]:
+        return self._answer(self._send(method, path, **kwargs), method, path, role)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as error:
             raise ToolError(
                 f"the gateway at {self.url} did not answer in time ({method} {path}): "
@@ -142,6 +162,10 @@ class Gateway:
             raise ToolError(
                 f"cannot reach the gateway at {self.url}: {_describe(error)}"
             ) from error
+
+    def _answer(
+        self, response: httpx.Response, method: str, path: str, role: Role
+    ) -> dict[str, Any]:
         if response.is_success:
             try:
                 body = response.json()

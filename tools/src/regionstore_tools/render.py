@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -9,7 +11,7 @@ from rich.text import Text
 from regionstore_testing.audit import AuditReport
 from regionstore_tools.gateway import Customer, CustomerPage, Region, RegionList
 
-STATUS_STYLES = {"available": "green", "unavailable": "bold red"}
+STATUS_STYLES = {"available": "green", "unavailable": "bold red", "down": "bold yellow"}
 UNKNOWN = "?"
 
 AUDIT_ROWS: tuple[tuple[str, str], ...] = (
@@ -37,6 +39,8 @@ def regions(answer: RegionList) -> RenderableType:
     table.add_column("Status", no_wrap=True)
     table.add_column("Zip prefixes", no_wrap=True)
     table.add_column("Replicas")
+    table.add_column("Set by", no_wrap=True)
+    table.add_column("Since", no_wrap=True)
     table.add_column("Pending", justify="right")
     applied = any(region.applied is not None for region in answer.regions)
     if applied:
@@ -47,13 +51,36 @@ def regions(answer: RegionList) -> RenderableType:
             status_text(region.status),
             f"{region.zip_min:05d}-{region.zip_max:05d}",
             ", ".join(region.replicas) or "-",
+            set_by(region),
+            since(region),
             _pending(region),
         ]
         if applied:
             cells.append(count(region.applied))
         table.add_row(*cells)
     lag = ", ".join(f"{consumer} {count(value)}" for consumer, value in answer.lag.items())
-    return Group(table, Text(f"Consumer lag: {lag or 'not reported'}"))
+    reasons = [
+        Text(f"{region.name} {region.status} (detector): {region.reason}", style="yellow")
+        for region in answer.regions
+        if region.set_by == "detector" and region.status != "available" and region.reason
+    ]
+    return Group(table, *reasons, Text(f"Consumer lag: {lag or 'not reported'}"))
+
+
+def set_by(region: Region) -> str:
+    """Who set the status: 'detector', 'operator <key id>', or '-' when nobody did yet."""
+    if region.set_by is None:
+        return "-"
+    if region.set_by == "operator" and region.set_by_key:
+        return f"operator {region.set_by_key}"
+    return region.set_by
+
+
+def since(region: Region) -> str:
+    """When the status was set, in UTC to the second; '-' when unknown."""
+    if region.since is None:
+        return "-"
+    return region.since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _pending(region: Region) -> Text:
@@ -106,7 +133,8 @@ def page(answer: CustomerPage) -> RenderableType:
             item.region,
             served,
         )
-    notes: list[RenderableType] = [table, Text(f"{len(answer.items)} customer(s)")]
+    order = f", sorted by {', then '.join(answer.order)}" if answer.order else ""
+    notes: list[RenderableType] = [table, Text(f"{len(answer.items)} customer(s){order}")]
     if answer.degraded_regions:
         regions = ", ".join(answer.degraded_regions)
         notes.append(Text(f"degraded: {regions} read from a replica", style="yellow"))

@@ -104,6 +104,28 @@ class TestStatus:
         assert "1,234" in row
         assert "Consumer lag: writer 3, replicator ?" in result.stdout
 
+    def test_says_who_set_each_status_and_since_when(self) -> None:
+        body = region_list()
+        body["regions"][0] |= {
+            "set_by": "operator",
+            "set_by_key": "2ef1b2d81055",
+            "since": "2026-12-06T12:01:02.345000Z",
+        }
+        body["regions"][1] |= {
+            "status": "down",
+            "set_by": "detector",
+            "since": "2026-12-06T12:57:31Z",
+            "reason": "3 failures within 10 s (probe 3)",
+        }
+        result, _ = invoke(answer(body), "status")
+        assert result.exit_code == 0, result.output
+        rows = {line.split()[1]: line for line in result.stdout.splitlines() if "-" in line}
+        assert "operator 2ef1b2d81055" in result.stdout
+        assert "2026-12-06 12:01:02 UTC" in rows["region_1"]
+        assert "detector" in rows["region_2"]
+        assert "down" in rows["region_2"]
+        assert "region_2 down (detector): 3 failures within 10 s (probe 3)" in result.stdout
+
     def test_json_is_the_gateway_answer(self) -> None:
         body = region_list()
         result, gateway = invoke(answer(body), "status", "--json")
@@ -179,7 +201,7 @@ class TestList:
         result, gateway = invoke(
             answer(page),
             "list", "--region", "region_1", "--zip", "1310", "--city", "São", "--state", "sp",
-            "--limit", "5", "--cursor", "abc",
+            "--unique-id", "AB", "--limit", "5", "--cursor", "abc",
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         assert dict(gateway.requests[0].url.params) == {
@@ -188,6 +210,7 @@ class TestList:
             "zip_max": "1310",
             "city": "São",
             "state": "sp",
+            "unique_id": "AB",
             "limit": "5",
             "cursor": "abc",
         }
@@ -222,6 +245,51 @@ class TestList:
         result, gateway = invoke(answer({}), "list", "--zip-min", "100000")
         assert result.exit_code == 2
         assert gateway.requests == []
+
+    def test_the_order_of_the_page_is_said(self) -> None:
+        page = {"items": [CUSTOMER], "next_cursor": None, "order": ["customer_city", "customer_id"]}
+        result, _ = invoke(answer(page), "list", "--city", "sao")
+        assert "sorted by customer_city, then customer_id" in result.stdout
+
+
+def find_handler(person: list[dict[str, Any]], known: set[str]) -> Handler:
+    """A gateway where ``known`` ids can be read and ``person`` are one person's customers."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/customers":
+            return httpx.Response(200, json={"items": person, "next_cursor": None})
+        customer_id = request.url.path.rsplit("/", 1)[-1]
+        if customer_id in known:
+            return httpx.Response(200, json={**CUSTOMER, "customer_id": customer_id})
+        return httpx.Response(404, json={"detail": f"customer {customer_id} not found"})
+
+    return handle
+
+
+class TestFind:
+    def test_a_32_hex_text_is_looked_up_as_an_id_and_as_a_unique_id(self) -> None:
+        person = [{**CUSTOMER, "customer_id": "a" * 32}, {**CUSTOMER, "customer_id": "b" * 32}]
+        result, gateway = invoke(
+            find_handler(person, set()), "find", "861EFF4711A542E4B93843C6DD7FEBB0"
+        )
+        assert result.exit_code == 0, result.output
+        assert [r.url.path for r in gateway.requests] == [
+            "/v1/customers/861EFF4711A542E4B93843C6DD7FEBB0",
+            "/v1/customers",
+        ]
+        assert gateway.requests[1].url.params["unique_id"] == "861EFF4711A542E4B93843C6DD7FEBB0"
+        assert "a" * 32 in result.stdout
+        assert "2 customer(s)" in result.stdout
+
+    def test_an_id_that_is_not_a_unique_id_is_looked_up_alone(self) -> None:
+        result, gateway = invoke(find_handler([], {"c-1"}), "find", "c-1", "--json")
+        assert [c["customer_id"] for c in json.loads(result.stdout)["items"]] == ["c-1"]
+        assert len(gateway.requests) == 1
+
+    def test_nothing_found_is_an_empty_answer(self) -> None:
+        result, _ = invoke(find_handler([], set()), "find", "c-2")
+        assert result.exit_code == 0, result.output
+        assert "0 customer(s)" in result.stdout
 
 
 class TestKeys:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
 from regionstore_shared import service
@@ -141,3 +142,19 @@ def test_a_consumer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch
         main.main()
     assert rig.consumer is not None
     assert rig.consumer.stopped
+
+
+def test_the_dead_letter_counters_exist_before_any_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Their own topic name: no other test can have made these series.
+    monkeypatch.setenv("REGIONSTORE_KAFKA__COMMAND_TOPIC", "commands.expecting-dead-letters")
+    run_writer(monkeypatch, [created("c1", 0)])
+    samples = {
+        region: REGISTRY.get_sample_value(
+            "regionstore_commands_deadlettered_total",
+            {"source_topic": "commands.expecting-dead-letters", "region": region},
+        )
+        for region in ("", "region_1", "region_2", "region_3")
+    }
+    assert samples == dict.fromkeys(samples, 0.0)

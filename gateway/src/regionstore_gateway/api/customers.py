@@ -215,15 +215,29 @@ async def list_customers(
     ] = None,
     state: Annotated[str | None, Query(description="UF code, any case.")] = None,
     region: Annotated[str | None, Query()] = None,
+    unique_id: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="The customers of one person (customer_unique_id, 32 hex characters), "
+            "whatever their home region.",
+        ),
+    ] = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> CustomerPage:
-    """Customers matching every filter, ordered by id, one page at a time."""
-    query = validate_filter(settings.region_map.names, zip_min, zip_max, city, state, region)
+    """Customers matching every filter, one page at a time, in the order ``order`` states:
+    by customer_id; by zip prefix then customer_id for a zip range; by city then customer_id
+    for a city prefix; a zip range with a city by either. Each page costs what it holds,
+    however many customers match; only a null ``next_cursor`` ends the list."""
+    query = validate_filter(
+        settings.region_map.names, zip_min, zip_max, city, state, region, unique_id
+    )
     page = await customers.page(query, limit=limit, cursor=cursor)
     return CustomerPage(
         items=[customer_out(found) for found in page.rows],
         next_cursor=page.next_cursor,
+        order=page.order.api_fields,
         degraded_regions=page.degraded,
         unreachable_regions=page.unreachable,
         incomplete=bool(page.unreachable),

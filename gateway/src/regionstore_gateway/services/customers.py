@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
 from regionstore_gateway.backpressure import Backpressure
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.keyed_writes import Answer, Sender, write_once
+from regionstore_gateway.list_order import Key, Order
 from regionstore_gateway.models import BatchResult
 from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, Lookup
 from regionstore_gateway.services.batch import write_batch
@@ -30,6 +32,7 @@ from regionstore_shared.schemas import UF_CODES, Command, Customer
 from regionstore_shared.status import StatusBoard
 
 _ZIP = ("body", "customer_zip_code_prefix")
+_UNIQUE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ def validate_filter(
     city: str | None,
     state: str | None,
     region: str | None,
+    unique_id: str | None = None,
 ) -> CustomerFilter:
     """A list filter, or a 422 naming the parameter at fault."""
     if zip_min is not None and zip_max is not None and zip_min > zip_max:
@@ -94,12 +98,16 @@ def validate_filter(
         raise InvalidInput.field(("query", "state"), f"must be one of {', '.join(UF_CODES)}")
     if region is not None and region not in regions:
         raise InvalidInput.field(("query", "region"), f"must be one of {', '.join(regions)}")
+    person = unique_id.strip().lower() if unique_id else None
+    if person is not None and not _UNIQUE_ID.fullmatch(person):
+        raise InvalidInput.field(("query", "unique_id"), "must be 32 hex characters")
     return CustomerFilter(
         zip_min=zip_min,
         zip_max=zip_max,
         city=city.strip() or None if city else None,
         state=code,
         region=region,
+        unique_id=person,
     )
 
 
@@ -146,33 +154,47 @@ class CustomerService:
             raise InvalidInput.field(
                 ("query", "limit"), f"must be at most {api.max_page_size}", "less_than_equal"
             )
-        after = decode_cursor(cursor, query) if cursor else None
+        order, after = (
+            decode_cursor(cursor, [w.order for w in query.plans()], query)
+            if cursor
+            else (None, None)
+        )
         statuses = await self._board.all()
-        page = await self._repository.page(query, statuses, after=after, limit=size)
+        page = await self._repository.page(query, statuses, after=after, limit=size, order=order)
         return listing(page, query)
 
     async def every(self, query: CustomerFilter) -> Listing:
-        """Every customer matching ``query``, read page by page, with every region it missed.
+        """Every customer matching ``query`` by id, read page by page, with every region missed.
 
-        More than ``max_filter_records`` is refused (:class:`TooManyMatches`) as soon as read.
+        More than ``max_filter_records`` is refused (:class:`TooManyMatches`) as soon as read,
+        and so is a filter whose walks read more than ``max_filter_scan`` index entries of one
+        region: a zip range and a city that the zip range holds few of.
         """
         api = self._settings.api
         statuses = await self._board.all()
         rows: list[Found] = []
         degraded: set[str] = set()
         unreachable: set[str] = set()
-        after: str | None = None
+        after: Key | None = None
+        order: Order | None = None
+        examined = 0
         while True:
             wanted = min(api.max_page_size, api.max_filter_records + 1 - len(rows))
-            page = await self._repository.page(query, statuses, after=after, limit=wanted)
+            page = await self._repository.page(
+                query, statuses, after=after, limit=wanted, order=order
+            )
             rows += page.rows
+            examined += page.examined
             if len(rows) > api.max_filter_records:
                 raise TooManyMatches(api.max_filter_records)
+            if examined > api.max_filter_scan:
+                raise TooManyMatches(api.max_filter_records, scanned=api.max_filter_scan)
             degraded.update(page.degraded)
             unreachable.update(page.unreachable)
-            if not page.more or not page.rows:
-                return Listing(rows, None, sorted(degraded), sorted(unreachable))
-            after = str(page.rows[-1].document["_id"])
+            if page.next_after is None:
+                rows.sort(key=lambda found: str(found.document["_id"]))
+                return Listing(rows, None, Order.ID, sorted(degraded), sorted(unreachable))
+            after, order = page.next_after, page.order
 
     async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:
         """Create or replace a customer; create-only refuses one that exists."""

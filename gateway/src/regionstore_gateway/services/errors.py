@@ -36,10 +36,16 @@ class RegionsUnreachable(DomainError):
 
 
 class TooManyMatches(DomainError):
-    """A query for every match matches more than an answer may carry."""
+    """A query for every match matches more than an answer may carry, or needs more index
+    entries read than an answer may cost (``scanned``)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"matches more than {limit} records")
+    def __init__(self, limit: int, *, scanned: int | None = None) -> None:
+        reason = (
+            f"matches more than {limit} records"
+            if scanned is None
+            else f"needs more than {scanned} index entries of one region read"
+        )
+        super().__init__(reason)
         self.limit = limit
 
 

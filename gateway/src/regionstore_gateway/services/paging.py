@@ -1,4 +1,10 @@
-"""Cursor paging: opaque cursors bound to the query they page, and the page they continue."""
+"""Cursor paging: opaque cursors bound to the query they page, and the page they continue.
+
+A cursor is base64url JSON ``{"v": 2, "o": order, "k": key, "q": fingerprint}``: the key of the
+last row (or of where a budgeted walk stopped) in the filter's order, and a digest of the
+filter. The first release's cursors, ``{"after": id, "q": ...}``, still page filters that are
+ordered by id; for a filter now ordered otherwise they are refused, saying so.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,20 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from regionstore_gateway.list_order import Key, Order
 from regionstore_gateway.repository import CustomerFilter, Found, Page
 from regionstore_gateway.services.errors import InvalidInput
+from regionstore_shared.schemas import fold_text
 
 _CURSOR = ("query", "cursor")
+VERSION = 2
+
+Position = tuple[Order, Key]
+"""Where a listing stands: the order its first page took, and the key its last page ended on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,39 +34,93 @@ class Listing:
 
     rows: list[Found]
     next_cursor: str | None
+    order: Order
     degraded: list[str]
     unreachable: list[str]
 
 
-def _fingerprint(query: CustomerFilter) -> str:
-    return hashlib.sha256(repr(query).encode()).hexdigest()[:12]
+def fingerprint(query: CustomerFilter) -> str:
+    """The filter as its pages see it: a city is compared folded, so its spellings agree."""
+    canonical = {
+        "zip_min": query.zip_min,
+        "zip_max": query.zip_max,
+        "city": fold_text(query.city) if query.city else None,
+        "state": query.state,
+        "region": query.region,
+        "unique_id": query.unique_id,
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def encode_cursor(after: str, query: CustomerFilter) -> str:
+def _first_release_fingerprint(query: CustomerFilter) -> str:
+    """How the first release bound a cursor to its filter (the filter's repr then)."""
+    text = (
+        f"CustomerFilter(zip_min={query.zip_min!r}, zip_max={query.zip_max!r}, "
+        f"city={query.city!r}, state={query.state!r}, region={query.region!r})"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def encode_cursor(after: Key, order: Order, query: CustomerFilter) -> str:
     """An opaque cursor bound to the query it pages."""
-    raw = json.dumps({"after": after, "q": _fingerprint(query)}).encode()
+    data = {"v": VERSION, "o": order.value, "k": list(after), "q": fingerprint(query)}
+    raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, query: CustomerFilter) -> str:
-    """The id to continue after; 422 for a malformed cursor or one from another query."""
+def _refused(reason: str) -> InvalidInput:
+    return InvalidInput.field(_CURSOR, reason)
+
+
+def decode_cursor(cursor: str, orders: Sequence[Order], query: CustomerFilter) -> Position:
+    """The order and key to continue after, where ``orders`` are those the filter may be read
+    in; 422 for a malformed cursor, one from another query, or one from a release that ordered
+    this filter otherwise."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        after, fingerprint = data["after"], data["q"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as error:
-        raise InvalidInput.field(_CURSOR, "is not a cursor this API issued") from error
-    if fingerprint != _fingerprint(query) or not isinstance(after, str):
-        raise InvalidInput.field(_CURSOR, "belongs to a different query")
-    return after
+        data: Any = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error) as error:
+        raise _refused("is not a cursor this API issued") from error
+    if not isinstance(data, dict) or not ({"v", "k", "q"} <= data.keys() or "after" in data):
+        raise _refused("is not a cursor this API issued")
+    if "v" not in data:
+        return Order.ID, _first_release(data, orders[0], query)
+    if data.get("v") != VERSION:
+        raise _refused(
+            f"was issued by another release of the API (cursor version {data.get('v')!r}, "
+            f"this one reads {VERSION}): start again from the first page"
+        )
+    if data.get("q") != fingerprint(query):
+        raise _refused("belongs to a different query")
+    key = data.get("k")
+    order = next((o for o in orders if o.value == data.get("o")), None)
+    if order is None or not isinstance(key, list) or not order.valid(key):
+        raise _refused("is not a cursor this API issued")
+    return order, tuple(key)
+
+
+def _first_release(data: dict[str, Any], order: Order, query: CustomerFilter) -> Key:
+    after = data["after"]
+    if not isinstance(after, str) or "q" not in data:
+        raise _refused("is not a cursor this API issued")
+    if data["q"] != _first_release_fingerprint(query) or query.unique_id is not None:
+        raise _refused("belongs to a different query")
+    if order is not Order.ID:
+        raise _refused(
+            "was issued by an earlier release, which ordered this filter by customer_id; it is "
+            f"now ordered by {', '.join(order.api_fields)}: start again from the first page"
+        )
+    return (after,)
 
 
 def listing(page: Page, query: CustomerFilter) -> Listing:
-    """A repository page as the client sees it: a cursor only when more rows follow."""
-    more = page.more and bool(page.rows)
+    """A repository page as the client sees it: a cursor only when more rows may follow."""
     return Listing(
         rows=page.rows,
-        next_cursor=encode_cursor(str(page.rows[-1].document["_id"]), query) if more else None,
+        next_cursor=None
+        if page.next_after is None
+        else encode_cursor(page.next_after, page.order, query),
+        order=page.order,
         degraded=list(page.degraded),
         unreachable=list(page.unreachable),
     )

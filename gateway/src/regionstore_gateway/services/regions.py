@@ -58,7 +58,7 @@ class RegionService:
             raise RegionNotFound(region, noun=noun)
         event = new_event(actor, AuditAction.REGION_STATUS, region, {"status": status.value})
         async with self._audit.action(event):
-            await self._board.set(region, status)
+            await self._board.set(region, status, key_id=actor.key_id)
 
     async def region(self, region: str) -> RegionOut:
         """One region, as the region list shows it."""
@@ -79,14 +79,14 @@ async def region_list(
     applied: AppliedTotals,
     recent: RecentChanges,
 ) -> RegionList:
-    """Every region with its status, pending backlog and recent status changes, and the
-    consumers' lag.
+    """Every region with its status (who set it, since when), pending backlog and recent
+    status changes, and the consumers' lag.
 
     While Redis cannot be reached the statuses are the last ones read (see StatusBoard), and
     the applied totals are unknown: not asked for, so an outage costs no second timeout.
     """
     names = settings.region_map.names
-    statuses = await board.all()
+    records = await board.records()
     totals = await applied.read(names) if board.reachable else dict.fromkeys(names)
     pending = await backlog.backlog(names)
     kafka = settings.kafka
@@ -98,14 +98,20 @@ async def region_list(
         regions=[
             RegionOut(
                 name=spec.name,
-                status=statuses[spec.name],
+                status=records[spec.name].status,
+                set_by=records[spec.name].set_by,
+                set_by_key=records[spec.name].key_id,
+                since=records[spec.name].since,
+                reason=records[spec.name].reason,
                 zip_min=spec.zip_min,
                 zip_max=spec.zip_max,
                 replicas=list(spec.replicas),
                 pending=pending.get(spec.name),
                 applied=totals.get(spec.name),
                 recent_changes=[
-                    StatusChangeOut(at=c.at, key_id=c.key_id, status=c.status)
+                    StatusChangeOut(
+                        at=c.at, key_id=c.key_id, status=c.status, by=c.by, reason=c.reason
+                    )
                     for c in recent.of(spec.name)
                 ],
             )

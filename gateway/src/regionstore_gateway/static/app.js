@@ -188,7 +188,9 @@ function signedIn(answer) {
   applyRole();
   loadRegions();
   connectStream();
-  applyFilters();
+  restoreListPlace();
+  saveListPlace(true);
+  showListPlace();
 }
 
 /** Forget the session on this page (the cookie is the gateway's) and ask for a key. */
@@ -209,11 +211,14 @@ function signedOut(message = "") {
 function applyRole() {
   byTestId("new-customer").hidden = !can("writer");
   for (const card of regions.cards.values()) card.switchLabel.hidden = !can("operator");
-  byTestId("regions-intro").textContent = can("operator")
+  const detected =
+    " A region whose store fails is marked down by the failure detector, and back once healthy " +
+    "again; an operator's switch always wins.";
+  byTestId("regions-intro").textContent = (can("operator")
     ? "Switch a region off to simulate an outage: its reads fall back to the replica and its " +
       "writes are parked until it is back."
     : "When a region is switched off, its reads fall back to the replica and its writes are " +
-      "parked until it is back.";
+      "parked until it is back.") + detected;
 }
 
 async function submitSignIn(event) {
@@ -299,7 +304,9 @@ function createRegionCard(region) {
     zip: h("dd", { class: "mono", testid: "region-zip" }),
     replicas: h("dd", { testid: "region-replicas" }),
     pending: h("dd", { testid: "region-pending" }),
+    source: h("p", { class: "region-source", testid: "region-source" }),
     note: h("p", { class: "region-note", testid: "region-note" }),
+    hold: h("button", { type: "button", class: "btn btn-small region-hold", testid: "region-hold", hidden: true }, "Hold for maintenance"),
     changes: h("ol", { class: "region-changes", testid: "region-changes", "aria-label": `Recent status changes of ${region.name}` }),
   };
   card.switchLabel = h(
@@ -320,11 +327,16 @@ function createRegionCard(region) {
       h("div", {}, h("dt", {}, "Replica"), card.replicas),
       h("div", {}, h("dt", {}, "Pending"), card.pending),
     ),
+    card.source,
     card.note,
     card.changes,
     card.switchLabel,
+    card.hold,
   );
-  input.addEventListener("change", () => flipRegion(region.name, card));
+  input.addEventListener("change", () => flipRegion(region.name, card, card.input.checked ? "available" : "unavailable"));
+  // A detected down is the detector's word: an operator may make it theirs (maintenance),
+  // which the detector never undoes, or switch the region back on (an override).
+  card.hold.addEventListener("click", () => flipRegion(region.name, card, "unavailable"));
   byTestId("region-list").append(card.root);
   regions.cards.set(region.name, card);
   return card;
@@ -332,9 +344,14 @@ function createRegionCard(region) {
 
 function updateRegionCard(card, region) {
   const up = region.status === "available";
+  const detected = region.status === "down";
   card.root.dataset.status = region.status;
+  card.root.dataset.setBy = region.set_by ?? "";
   if (!card.busy) card.input.checked = up;
-  card.status.textContent = up ? "available" : "unavailable";
+  card.status.textContent = STATUS_TEXT[region.status] ?? String(region.status);
+  card.hold.hidden = !(detected && can("operator"));
+  card.source.replaceChildren(...statusSource(region));
+  card.source.hidden = !region.set_by;
   card.zip.textContent = `${formatZip(region.zip_min)} – ${formatZip(region.zip_max)}`;
   const replicas = region.replicas ?? [];
   card.replicas.textContent = replicas.length ? replicas.join(", ") : "none";
@@ -348,7 +365,8 @@ function updateRegionCard(card, region) {
   let note = "";
   if (!up) {
     const via = replicas.length ? `Reads served by ${listText(replicas)}` : "Reads unavailable";
-    note = `${via}; writes are parked until it is back.`;
+    const until = detected ? "its store is healthy again" : "it is back";
+    note = `${via}; writes are parked until ${until}.`;
   } else if (Number(pending) > 0) {
     note = "Replaying parked writes…";
   }
@@ -360,16 +378,44 @@ function updateRegionCard(card, region) {
   card.changes.hidden = !recent.length;
 }
 
+const STATUS_TEXT = { available: "available", unavailable: "unavailable", down: "down (detected)" };
+
+// Who set the status and since when: the operator's word and the detector's, told apart.
+function statusSource(region) {
+  if (!region.set_by) return [];
+  const since = new Date(region.since);
+  const when = Number.isNaN(since.getTime())
+    ? h("span", {}, "at an unknown time")
+    : h("time", { datetime: since.toISOString(), title: since.toLocaleString() }, timeAgo(since));
+  if (region.set_by === "detector") {
+    const what = region.status === "down" ? "Detected down" : "Detected healthy again";
+    const why = region.reason ? h("span", { class: "source-reason", testid: "region-source-reason" }, `: ${region.reason}`) : "";
+    return [h("span", { class: "source-by", dataset: { by: "detector" } }, `${what} by the failure detector`), " ", when, why];
+  }
+  const what = region.status === "unavailable" ? "Taken out" : "Put back";
+  const key = h("span", { class: "mono change-key" }, String(region.set_by_key ?? "unknown key"));
+  return [h("span", { class: "source-by", dataset: { by: "operator" } }, `${what} by operator`), " ", key, " ", when];
+}
+
 function changeItem(change) {
   const at = new Date(change?.at);
   const known = !Number.isNaN(at.getTime());
-  const off = change?.status === "unavailable";
+  const off = change?.status !== "available";
+  const detector = change?.by === "detector";
+  const what = detector ? (off ? "Detected down" : "Detected back") : off ? "Switched off" : "Switched on";
   return h(
     "li",
-    { class: "region-change", testid: "region-change", dataset: { status: String(change?.status ?? "") } },
-    h("span", { class: "change-status" }, off ? "Switched off" : "Switched on"),
+    {
+      class: "region-change",
+      testid: "region-change",
+      dataset: { status: String(change?.status ?? ""), by: String(change?.by ?? "operator") },
+      title: change?.reason ?? "",
+    },
+    h("span", { class: "change-status" }, what),
     " by ",
-    h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
+    detector
+      ? h("span", { class: "change-key", testid: "region-change-key" }, "the detector")
+      : h("span", { class: "mono change-key", testid: "region-change-key" }, String(change?.key_id ?? "unknown key")),
     " ",
     known
       ? h("time", { datetime: at.toISOString(), title: at.toLocaleString() }, timeAgo(at))
@@ -423,12 +469,11 @@ function renderRegions(list) {
 
   // A flip changes who serves reads: show the current page as it is now.
   const flipped = list.some((r) => previous.has(r.name) && previous.get(r.name).status !== r.status);
-  if (flipped && customers.loaded) loadCustomers();
+  if (flipped && customers.loaded) refreshCustomers();
 }
 
-async function flipRegion(name, card) {
+async function flipRegion(name, card, wanted) {
   if (!can("operator")) return;
-  const wanted = card.input.checked ? "available" : "unavailable";
   card.busy = true;
   card.input.disabled = true;
   card.root.setAttribute("aria-busy", "true");
@@ -441,7 +486,7 @@ async function flipRegion(name, card) {
     renderRegions(next);
     toast(`${name} is now ${wanted}.`, wanted === "available" ? "ok" : "warn");
   } catch (err) {
-    card.input.checked = !card.input.checked;
+    card.input.checked = regions.byName.get(name)?.status === "available";
     toast(`Could not switch ${name}: ${err.message}`, "error");
   } finally {
     card.busy = false;
@@ -709,14 +754,82 @@ function renderCharts() {
 // ---------------------------------------------------------------------------------------------
 // Customers: filters, table, banners, paging
 
+// The list's place lives in the URL (the filters, the page's cursor and number, or what was
+// found), so a reload or a shared link shows the same page. The cursors of the pages before it
+// live in the history entry's state, which a reload keeps and a shared link does not: there,
+// Previous goes back to the first page. Nothing is ever counted: a page is all that is read.
 const customers = {
   query: {},
   cursors: [null], // cursor of every page visited so far; the last one is the current page
+  firstPage: 1, // the number of the page cursors[0] opens (above 1 after a shared link)
+  find: "", // a customer id or unique id looked up instead of the list
   nextCursor: null,
   items: [],
   seq: 0,
   loaded: false,
 };
+
+const ORDER_TEXT = {
+  customer_id: "customer id",
+  customer_zip_code_prefix: "zip",
+  customer_city: "city",
+};
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const UNIQUE_ID_PATTERN = /^[0-9a-fA-F]{32}$/;
+
+const pageNumber = () => customers.firstPage + customers.cursors.length - 1;
+
+function listUrl() {
+  const params = new URLSearchParams(customers.find ? { find: customers.find } : customers.query);
+  const cursor = customers.cursors.at(-1);
+  if (!customers.find && cursor) {
+    params.set("cursor", cursor);
+    params.set("page", String(pageNumber()));
+  }
+  return `${location.pathname}${params.size ? `?${params}` : ""}`;
+}
+
+/** Record where the list is: a new history entry, or (replace) the current one. */
+function saveListPlace(replace = false) {
+  const state = { cursors: customers.cursors, firstPage: customers.firstPage };
+  const url = listUrl();
+  if (replace || url === `${location.pathname}${location.search}`) history.replaceState(state, "", url);
+  else history.pushState(state, "", url);
+}
+
+/** The list's place from the URL (and the history entry), into the form and the state. */
+function restoreListPlace() {
+  const params = new URLSearchParams(location.search);
+  for (const key of FILTER_FIELDS) {
+    const control = byTestId(`filter-${key}`);
+    control.value = params.get(key) ?? (key === "limit" ? "25" : "");
+  }
+  customers.query = readFilters();
+  if (params.get("region")) customers.query.region = params.get("region");
+  customers.find = (params.get("find") ?? "").trim();
+  byTestId("find-text").value = customers.find;
+  const cursor = params.get("cursor");
+  const saved = history.state?.cursors;
+  if (cursor && Array.isArray(saved) && saved.at(-1) === cursor) {
+    customers.cursors = saved;
+    customers.firstPage = Number(history.state.firstPage) || 1;
+  } else if (cursor) {
+    customers.cursors = [cursor];
+    customers.firstPage = Math.max(1, Math.floor(Number(params.get("page"))) || 1);
+  } else {
+    customers.cursors = [null];
+    customers.firstPage = 1;
+  }
+}
+
+/** Show the list, or what was found, as the state says. */
+function showListPlace() {
+  clearFilterErrors();
+  byTestId("find-error").textContent = "";
+  byTestId("find-clear").hidden = !customers.find;
+  if (customers.find) findCustomers();
+  else loadCustomers();
+}
 
 function fillStateSelects() {
   for (const select of [byTestId("filter-state"), byTestId("field-customer_state")]) {
@@ -729,7 +842,8 @@ function fillRegionFilter() {
   const names = [...regions.byName.keys()];
   const current = [...select.options].slice(1).map((o) => o.value);
   if (names.join() === current.join()) return;
-  const chosen = select.value;
+  // Before the regions are known, a region from the URL has no option to select yet.
+  const chosen = select.value || customers.query.region || "";
   select.replaceChildren(h("option", { value: "" }, "Any"), ...names.map((n) => h("option", { value: n }, n)));
   select.value = names.includes(chosen) ? chosen : "";
 }
@@ -837,6 +951,11 @@ function rowActions(item) {
   );
 }
 
+function orderText(order) {
+  const fields = (order ?? []).map((name) => ORDER_TEXT[name] ?? name);
+  return fields.length ? `sorted by ${fields.join(", then ")}` : "";
+}
+
 function renderCustomers(data, highlight) {
   customers.items = data.items ?? [];
   customers.nextCursor = data.next_cursor ?? null;
@@ -845,22 +964,32 @@ function renderCustomers(data, highlight) {
   const empty = byTestId("customers-empty");
   empty.textContent = data.incomplete
     ? "Nothing to show: the regions holding these customers cannot be reached."
-    : "No customers match these filters.";
+    : customers.find
+      ? `No customer has the id or unique id ${customers.find}.`
+      : customers.nextCursor
+        ? "None on this page: this zip range holds few customers of this city here. Next reads on."
+        : "No customers match these filters.";
   empty.hidden = customers.items.length > 0;
   renderBanners(data);
   hideBanner("banner-error");
 
-  const page = customers.cursors.length;
+  const page = pageNumber();
   const count = customers.items.length;
-  byTestId("page-label").textContent = `Page ${page} · ${count} customer${count === 1 ? "" : "s"}`;
-  byTestId("page-prev").disabled = page <= 1;
+  const rows = `${count} customer${count === 1 ? "" : "s"}`;
+  byTestId("page-label").textContent = customers.find ? `Found ${rows}` : `Page ${page} · ${rows}`;
+  byTestId("page-prev").disabled = customers.find !== "" || page <= 1;
   byTestId("page-next").disabled = !customers.nextCursor;
+  const order = orderText(data.order);
+  byTestId("customers-order").textContent = `Read from every region at once, a page at a time${order ? `, ${order}` : ""}.`;
 
   if (highlight) {
     const row = body.querySelector(`tr[data-customer-id="${CSS.escape(highlight)}"]`);
     row?.classList.add("flash");
   }
 }
+
+/** Read what is on screen again: the list's page, or what was found. */
+const refreshCustomers = (options) => (customers.find ? findCustomers() : loadCustomers(options));
 
 async function loadCustomers({ highlight } = {}) {
   const seq = ++customers.seq;
@@ -893,7 +1022,7 @@ function clearCustomers(message) {
   hideBanner("banner-degraded");
   hideBanner("banner-incomplete");
   byTestId("page-label").textContent = "";
-  byTestId("page-prev").disabled = customers.cursors.length <= 1;
+  byTestId("page-prev").disabled = customers.find !== "" || pageNumber() <= 1;
   byTestId("page-next").disabled = true;
 }
 
@@ -918,10 +1047,42 @@ function showQueryError(err) {
 }
 
 function applyFilters() {
-  clearFilterErrors();
   customers.query = readFilters();
+  customers.find = "";
+  byTestId("find-text").value = "";
   customers.cursors = [null];
-  loadCustomers();
+  customers.firstPage = 1;
+  saveListPlace();
+  showListPlace();
+}
+
+/** A customer id and a unique id look alike (Olist's are both 32 hex): ask for both at once. */
+async function findCustomers() {
+  const seq = ++customers.seq;
+  const text = customers.find;
+  const table = byTestId("customers-table");
+  table.setAttribute("aria-busy", "true");
+  const byId = ID_PATTERN.test(text)
+    ? api("GET", customerPath(text)).catch((err) => (err.status === 404 ? null : Promise.reject(err)))
+    : Promise.resolve(null);
+  const byPerson = UNIQUE_ID_PATTERN.test(text)
+    ? api("GET", `/v1/customers?${new URLSearchParams({ unique_id: text, limit: "100" })}`)
+    : Promise.resolve({ items: [], next_cursor: null });
+  try {
+    const [one, person] = await Promise.all([byId, byPerson]);
+    if (seq !== customers.seq) return;
+    customers.loaded = true;
+    const items = [...(one ? [one] : []), ...person.items.filter((item) => item.customer_id !== one?.customer_id)];
+    renderCustomers({ ...person, items, next_cursor: null, order: null }, one?.customer_id);
+    if (!ID_PATTERN.test(text)) {
+      byTestId("find-error").textContent = "An id is 1 to 64 letters, digits, '_' or '-'.";
+    }
+  } catch (err) {
+    if (seq !== customers.seq || err.status === 401) return;
+    showQueryError(err);
+  } finally {
+    if (seq === customers.seq) table.setAttribute("aria-busy", "false");
+  }
 }
 
 function wireCustomerList() {
@@ -934,13 +1095,38 @@ function wireCustomerList() {
   form.addEventListener("reset", () => setTimeout(applyFilters, 0));
   byTestId("page-next").addEventListener("click", () => {
     if (!customers.nextCursor) return;
-    customers.cursors.push(customers.nextCursor);
+    customers.cursors = [...customers.cursors, customers.nextCursor];
+    saveListPlace();
     loadCustomers();
   });
   byTestId("page-prev").addEventListener("click", () => {
-    if (customers.cursors.length <= 1) return;
-    customers.cursors.pop();
+    if (pageNumber() <= 1) return;
+    if (customers.cursors.length > 1) {
+      customers.cursors = customers.cursors.slice(0, -1);
+    } else {
+      // Opened on a page by a link: the pages before it were never read here.
+      customers.cursors = [null];
+      customers.firstPage = 1;
+    }
+    saveListPlace();
     loadCustomers();
+  });
+  byTestId("find-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    customers.find = byTestId("find-text").value.trim();
+    saveListPlace();
+    showListPlace();
+  });
+  byTestId("find-clear").addEventListener("click", () => {
+    customers.find = "";
+    byTestId("find-text").value = "";
+    saveListPlace();
+    showListPlace();
+  });
+  window.addEventListener("popstate", () => {
+    if (session.role === null) return;
+    restoreListPlace();
+    showListPlace();
   });
   byTestId("new-customer").addEventListener("click", openCreateDialog);
 }
@@ -1145,7 +1331,7 @@ async function submitCustomer(event) {
     const result = await request();
     byTestId("customer-dialog").close();
     reportAccepted(editor.mode === "create" ? "Created" : "Updated", result);
-    await loadCustomers({ highlight: result?.customer_id });
+    await refreshCustomers({ highlight: result?.customer_id });
   } catch (err) {
     showWriteError(err);
   } finally {
@@ -1178,7 +1364,7 @@ async function deleteConfirmed() {
     const editorDialog = byTestId("customer-dialog");
     if (editorDialog.open) editorDialog.close();
     reportAccepted("Deleted", { customer_id: item.customer_id, ...result });
-    await loadCustomers();
+    await refreshCustomers();
   } catch (err) {
     showWriteError(err, "error-", "confirm-message");
     byTestId("confirm-yes").disabled = false;
