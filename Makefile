@@ -47,7 +47,7 @@ LOCAL := $(ROOT)/deploy/local/bin
 STACKCTL := $(firstword $(wildcard $(PYTHON)) python3) -I -S $(LOCAL)/stackctl.py
 
 export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB DOCDB_ROOT STORE_IMPL SERVICES
-export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT
+export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT IDEMPOTENCY_REDIS_PORT
 export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_CONTROLLER_PORT KAFKA_BOOTSTRAP
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
@@ -59,7 +59,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 # Tests reach the stack through the same variables the services read; preset ones win
 # (to point the integration tests at another deployment).
-TEST_ENV := REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS REGIONSTORE_REDIS__URL \
+TEST_ENV := REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS REGIONSTORE_REDIS__URL REGIONSTORE_IDEMPOTENCY_REDIS__URL \
 	REGIONSTORE_STORES__REGION_1 REGIONSTORE_STORES__REGION_2 REGIONSTORE_STORES__REGION_3 \
 	REGIONSTORE_GATEWAY_URL REGIONSTORE_WRITER_URL REGIONSTORE_REPLICATOR_URL REGIONSTORE_RECOVERY_URL
 REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS ?= $(KAFKA_BOOTSTRAP)
@@ -68,6 +68,7 @@ REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS ?= $(KAFKA_BOOTSTRAP)
 secret = $(strip $(file < $(RUN_DIR)/secrets/$(1)))
 STORE_LOGIN = $(if $(filter ferretdb,$(STORE_IMPL)),regionstore:$(call secret,store_password)@)
 REGIONSTORE_REDIS__URL ?= redis://regionstore:$(call secret,redis_password)@127.0.0.1:$(REDIS_PORT)/0
+REGIONSTORE_IDEMPOTENCY_REDIS__URL ?= redis://regionstore:$(call secret,redis_password)@127.0.0.1:$(IDEMPOTENCY_REDIS_PORT)/0
 REGIONSTORE_STORES__REGION_1 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_1_PORT)/?directConnection=true
 REGIONSTORE_STORES__REGION_2 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_2_PORT)/?directConnection=true
 REGIONSTORE_STORES__REGION_3 ?= mongodb://$(STORE_LOGIN)127.0.0.1:$(REGION_3_PORT)/?directConnection=true
@@ -279,7 +280,7 @@ COMPOSE := docker compose -f $(ROOT)/deploy/compose.yaml
 # and the directory by nobody else.
 # metrics_key is an API key (rsk_<key id>_<secret>), which compose's metrics-key service registers
 # with the reader role for Prometheus; it is made first, so the loop leaves it alone.
-COMPOSE_SECRETS := mongo_root_password mongo_keyfile store_password redis_password kafka_password auth_secret grafana_admin_password metrics_key
+COMPOSE_SECRETS := mongo_root_password mongo_keyfile store_password redis_password idempotency_redis_password kafka_password auth_secret grafana_admin_password metrics_key
 
 .PHONY: compose-secrets
 compose-secrets: ## make deploy/compose.yaml's secrets where missing: random, in deploy/secrets/ (git-ignored)

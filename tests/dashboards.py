@@ -28,6 +28,7 @@ DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"
 PROVIDERS_FILE = GRAFANA / "provisioning" / "dashboards" / "regionstore.yaml"
 PROMETHEUS_FILE = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS_FILE = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
+RULES_DIR = REPO_ROOT / "deploy" / "prometheus" / "rules"
 
 # Series Prometheus itself adds to every target it scrapes; no service exports them.
 SCRAPE_SERIES = frozenset({"up"})
@@ -121,15 +122,22 @@ def dashboard_metric_names(dashboard: dict[str, Any]) -> set[str]:
     return {name for expression in expressions(dashboard) for name in metric_names(expression)}
 
 
-def alert_rules(path: Path = ALERTS_FILE) -> list[dict[str, Any]]:
-    """Every alerting rule of the Prometheus rules file."""
-    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
-    return [rule for group in loaded["groups"] for rule in group["rules"] if "alert" in rule]
+def alert_rules(*files: Path) -> list[dict[str, Any]]:
+    """Every alerting rule of ``files``: by default deploy/prometheus/alerts.yml and every
+    file in deploy/prometheus/rules/."""
+    paths = files or (ALERTS_FILE, *sorted(RULES_DIR.glob("*.yml")))
+    return [
+        rule
+        for path in paths
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
-def alert_metric_names(path: Path = ALERTS_FILE) -> set[str]:
+def alert_metric_names() -> set[str]:
     """Every metric name the alerting rules select."""
-    return {name for rule in alert_rules(path) for name in metric_names(rule["expr"])}
+    return {name for rule in alert_rules() for name in metric_names(rule["expr"])}
 
 
 def exported_names(exposition: str) -> set[str]:

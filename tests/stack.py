@@ -3,8 +3,9 @@
 Endpoints come from the variables the services read (``REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS``,
 ``REGIONSTORE_REDIS__URL``, ``REGIONSTORE_STORES__<REGION>``) plus ``REGIONSTORE_<SERVICE>_URL``
 for the services' HTTP ports, so the same tests can run against another deployment
-(``REGIONSTORE_STACK=external``). Processes (kafka, redis, region_1.., gateway, writer,
-replicator, recovery) are driven through process-compose's REST API on ``PC_PORT``.
+(``REGIONSTORE_STACK=external``). Processes (kafka, redis, redis_idempotency, region_1..,
+gateway, writer, replicator, recovery) are driven through process-compose's REST API on
+``PC_PORT``.
 
 Every process restarts by itself after a crash (``kill``); ``stop`` keeps it down until
 ``start``.

@@ -49,6 +49,8 @@ BARE_REPEATS = 50
 CONSUMERS = ("writer", "replicator")
 # Requests per second and burst of the singles' key: more than any round sends.
 UNMETERED = 1_000_000
+# The gateway's answer while the consumers are too far behind (backpressure).
+BUSY = 429
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Accepts:
     request_seconds: list[float] = field(default_factory=list)
     rejected: int = 0
     failed: int = 0
+    busy: int = 0
+    """Batch requests answered 429 (the consumers too far behind): waited out and sent again."""
 
     def accept(self, item: dict[str, Any], wall: float) -> None:
         """Remember one acknowledged upsert."""
@@ -152,6 +156,13 @@ async def post_batches(
                 response = await env.http.post(
                     "/v1/customers:batch", json={"items": [{"customer": c} for c in chunk]}
                 )
+                while response.status_code == BUSY:
+                    # Backpressure: nothing was taken; send it again when the gateway says.
+                    accepts.busy += 1
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    response = await env.http.post(
+                        "/v1/customers:batch", json={"items": [{"customer": c} for c in chunk]}
+                    )
             except httpx.TransportError as error:
                 accepts.failed += len(chunk)
                 log.warning("batch failed: %r", error)
@@ -525,6 +536,7 @@ async def batch_ingest(env: BenchEnv, plan: Plan, customers: Customers) -> dict[
         "failed": float(accepts.failed),
         "accept_seconds": accept_seconds,
         "accepted_per_s": rate(len(accepts.expected), accept_seconds),
+        "requests_answered_429": float(accepts.busy),
         "request_latency": latency_summary(accepts.request_seconds),
         "applied_seconds": applied_seconds,
         "applied_per_s": rate(len(accepts.expected), applied_seconds),

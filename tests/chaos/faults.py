@@ -17,7 +17,7 @@ import httpx
 from tests.stack import Stack
 
 SERVICES = ("gateway", "writer", "replicator")
-INFRA = ("kafka", "redis")
+INFRA = ("kafka", "redis", "redis_idempotency")
 DRAIN_REGION = "region_3"
 # Every write reaches every region, so a down region parks at the whole load's rate; recovery
 # drains about ten thousand a second, so a smaller backlog is gone before it can be killed.
@@ -49,7 +49,7 @@ class Schedule:
 
 
 async def plan(stack: Stack) -> Schedule:
-    """Every service, recovery mid-drain, Kafka, Redis, and every process of every store."""
+    """Every service, recovery mid-drain, Kafka, both Redis, and every process of every store."""
     stores = sorted(name for name in await stack.processes() if name.startswith("region_"))
     return Schedule([*SERVICES, "recovery", *INFRA, *stores])
 

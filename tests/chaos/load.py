@@ -5,9 +5,9 @@ after another, and the last one acknowledged must be what every region holds, wh
 versions say (the gateways' clocks may disagree: a client sends each request through the next
 gateway it has). Every write carries an ``Idempotency-Key`` and a fresh ``customer_unique_id``.
 An answer of unknown outcome (a 504, a dropped connection, a gateway that is not there) is
-retried with the same key and body until it resolves; a 503 that says the write was not
-accepted, on the first attempt, is recorded as refused and not retried, so the verification
-can prove that it was never applied.
+retried with the same key and body until it resolves; a 503 (or a 429, backpressure) that
+says the write was not accepted, on the first attempt, is recorded as refused and not retried,
+so the verification can prove that it was never applied.
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ class Client:
                     self._ledger.resolved_after_unknown += not first
                     self._resolved(write, answer)
                     return
-                if response.status_code == 503 and answer.get("outcome") == "not_accepted":
+                # 503, or 429 while the consumers are too far behind: certainly not taken.
+                if response.status_code in (429, 503) and answer.get("outcome") == "not_accepted":
                     if first:
                         self._refused(write)
                         # As a client should: the next write waits as long as it was told.

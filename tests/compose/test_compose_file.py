@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.settings import CommonSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ REGIONS = ("region_1", "region_2", "region_3")
 MEMBERS_PER_REGION = 3
 # The KRaft quorum's nodes by service name, each with the one-shot service that formats its log.
 BROKERS = {"kafka": "kafka-storage", "kafka-2": "kafka-storage-2", "kafka-3": "kafka-storage-3"}
-INFRASTRUCTURE = (*BROKERS, "redis")
+INFRASTRUCTURE = (*BROKERS, "redis", "redis-idempotency")
 APP_SERVICES = {
     "gateway": ("regionstore_gateway", 8000),
     "writer": ("regionstore_writer", 8101),
@@ -459,12 +460,44 @@ class TestRedis:
 
         assert "exec docker-entrypoint.sh redis-server " in script
 
-    def test_is_checked_and_persistent(self, services: dict[str, Service]) -> None:
-        redis = services["redis"]
+    @pytest.mark.parametrize("name", ["redis", "redis-idempotency"])
+    def test_is_checked_and_persistent(self, services: dict[str, Service], name: str) -> None:
+        redis = services[name]
 
         assert redis["image"].startswith("redis:7")
         assert "redis-cli" in redis["healthcheck"]["test"][1]
         assert [m["type"] for m in redis["volumes"] if m["target"] == "/data"] == ["volume"]
+        assert "--appendonly" in redis_server_command(redis)
+
+    def test_the_control_plane_never_evicts_and_the_records_have_a_budget_of_their_own(
+        self, services: dict[str, Service]
+    ) -> None:
+        control = redis_server_command(services["redis"])
+        records = redis_server_command(services["redis-idempotency"])
+
+        assert control[control.index("--maxmemory-policy") + 1] == "noeviction"
+        assert "--maxmemory" in control
+        # Only keys with a TTL may go, nearest expiry first: every record has one.
+        assert records[records.index("--maxmemory-policy") + 1] == "volatile-ttl"
+        assert "--maxmemory" in records
+        volumes = {
+            m["source"]
+            for name in ("redis", "redis-idempotency")
+            for m in services[name]["volumes"]
+            if m["target"] == "/data"
+        }
+        assert len(volumes) == 2
+
+    def test_the_gateway_keeps_its_records_in_their_own_redis(
+        self, services: dict[str, Service]
+    ) -> None:
+        env = services["gateway"]["environment"]
+
+        assert env["REGIONSTORE_IDEMPOTENCY_REDIS__URL"] == "redis://redis-idempotency:6379/0"
+        assert secret_sources(services["gateway"])["idempotency_redis_password"] == (
+            "/run/secrets/regionstore_idempotency_redis__password"
+        )
+        assert set(secret_sources(services["redis-idempotency"])) == {"idempotency_redis_password"}
 
 
 class TestAppServices:
@@ -583,8 +616,11 @@ class TestCredentials:
             assert env["APP_USERNAME"] == app_env["REGIONSTORE_STORE__USERNAME"], app
             assert env["APP_DATABASE"] == app_env.get("REGIONSTORE_STORE__DATABASE", "regionstore")
 
-    def test_redis_has_one_user_and_no_default_one(self, services: dict[str, Service]) -> None:
-        redis = services["redis"]
+    @pytest.mark.parametrize("name", ["redis", "redis-idempotency"])
+    def test_redis_has_one_user_and_no_default_one(
+        self, services: dict[str, Service], name: str
+    ) -> None:
+        redis = services[name]
         script = unescape(redis["command"][2])
         server = redis_server_command(redis)
         acl_file = server[server.index("--aclfile") + 1]
@@ -593,12 +629,12 @@ class TestCredentials:
         # `default` keeps its rights (the AOF is replayed as it) but has no password at all.
         assert f"user default on resetpass ~* &* +@all\\nuser {user} on #%s" in script
         assert f">{acl_file}" in script
-        assert "/run/secrets/redis_password" in script
-        assert set(secret_sources(redis)) == {"redis_password"}
+        (password,) = secret_sources(redis)
+        assert f"/run/secrets/{password}" in script
         healthcheck = unescape(redis["healthcheck"]["test"][1])
         assert f"--user {user}" in healthcheck
         assert "REDISCLI_AUTH=" in healthcheck
-        assert "/run/secrets/redis_password" in healthcheck
+        assert f"/run/secrets/{password}" in healthcheck
 
     @pytest.mark.parametrize("broker", list(BROKERS))
     def test_kafka_clients_log_in_with_scram(
@@ -691,6 +727,34 @@ class TestCredentials:
         assert settings.redis.password.get_secret_value() == "redis_password-value"
         assert settings.store.password.get_secret_value() == "store_password-value"
 
+    @pytest.mark.parametrize("name", ["gateway", "metrics-key"])
+    def test_the_gateway_settings_get_the_idempotency_redis_login(
+        self,
+        services: dict[str, Service],
+        name: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        for key in list(os.environ):
+            if key.startswith("REGIONSTORE_"):
+                monkeypatch.delenv(key)
+        for key, value in services[name]["environment"].items():
+            monkeypatch.setenv(key, unescape(value))
+        with pytest.raises(ValidationError) as refused:
+            GatewaySettings(_secrets_dir=tmp_path)
+        assert ("idempotency_redis",) in {e["loc"] for e in refused.value.errors()}
+        # Long enough for the auth secret's minimum.
+        for source, target in secret_sources(services[name]).items():
+            (tmp_path / Path(target).name).write_text(f"{source}-value-of-32-characters-or-more\n")
+
+        settings = GatewaySettings(_secrets_dir=tmp_path)
+
+        records = settings.idempotency_redis
+        assert records.password.get_secret_value() == (
+            "idempotency_redis_password-value-of-32-characters-or-more"
+        )
+        assert records.username == settings.redis.username
+
     @pytest.mark.parametrize("name", list(APP_SERVICES))
     def test_a_service_without_its_secrets_refuses_to_start(
         self,
@@ -714,6 +778,7 @@ class TestCredentials:
 FAKE_SECRETS = {
     "kafka_password": "kafka-pw-from-the-secret",
     "redis_password": "redis-pw-from-the-secret",
+    "idempotency_redis_password": "records-pw-from-the-secret",
     "mongo_root_password": "root-pw-from-the-secret",
 }
 
@@ -773,6 +838,16 @@ class TestHostTestSettings:
         assert host_env["REGIONSTORE_REDIS__URL"] == (
             f"redis://{user}:{FAKE_SECRETS['redis_password']}@127.0.0.1:"
             f"{published(services['redis'])[6379][1]}/0"
+        )
+
+    def test_the_idempotency_redis_is_its_published_port_with_its_login(
+        self, services: dict[str, Service], host_env: dict[str, str]
+    ) -> None:
+        user = services["gateway"]["environment"]["REGIONSTORE_IDEMPOTENCY_REDIS__USERNAME"]
+
+        assert host_env["REGIONSTORE_IDEMPOTENCY_REDIS__URL"] == (
+            f"redis://{user}:{FAKE_SECRETS['idempotency_redis_password']}@127.0.0.1:"
+            f"{published(services['redis-idempotency'])[6379][1]}/0"
         )
 
     @pytest.mark.parametrize("region", REGIONS)

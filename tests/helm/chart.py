@@ -32,6 +32,7 @@ Values = dict[str, Any]
 SECRET_NAMES = {
     "kafka": "regionstore-kafka",
     "redis": "regionstore-redis",
+    "idempotencyRedis": "regionstore-idempotency-redis",
     "store": "regionstore-store",
     "auth": "regionstore-auth",
 }

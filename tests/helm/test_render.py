@@ -51,6 +51,7 @@ SETTINGS: dict[str, type[CommonSettings]] = {
 SECRET_SETTINGS = {
     "kafka": "REGIONSTORE_KAFKA__SASL_PASSWORD",
     "redis": "REGIONSTORE_REDIS__PASSWORD",
+    "idempotencyRedis": "REGIONSTORE_IDEMPOTENCY_REDIS__PASSWORD",
     "store": "REGIONSTORE_STORE__PASSWORD",
     "auth": "REGIONSTORE_AUTH__SECRET",
 }
@@ -207,11 +208,11 @@ def secret_references(node: Any) -> Iterator[str]:
 
 def test_secrets_reach_each_service_as_its_settings_files(rendered: Rendered) -> None:
     for service in SERVICES:
-        wanted = {"kafka", "redis", "store"} | ({"auth"} if service == "gateway" else set())
+        gateway_only = {"auth", "idempotencyRedis"} if service == "gateway" else set()
+        wanted = {"kafka", "redis", "store"} | gateway_only
+        keys = {"auth": "auth-secret", "idempotencyRedis": "idempotency-redis-password"}
         assert secret_files(rendered, service) == {
-            SECRET_SETTINGS[name].lower(): (SECRET_NAMES[name], f"{name}-password")
-            if name != "auth"
-            else (SECRET_NAMES[name], "auth-secret")
+            SECRET_SETTINGS[name].lower(): (SECRET_NAMES[name], keys.get(name, f"{name}-password"))
             for name in wanted
         }
 
@@ -227,6 +228,7 @@ def test_every_workload_is_probed(rendered: Rendered) -> None:
     assert {w["metadata"]["name"] for w in workloads} == {
         *(f"{FULLNAME}-{service}" for service in SERVICES),
         f"{FULLNAME}-redis",
+        f"{FULLNAME}-redis-idempotency",
     }
     for workload in workloads:
         for container in containers(workload):

@@ -13,6 +13,7 @@ REQUIRED = [
     ("regions", "regions is required"),
     ("secrets.kafka.name", "secrets.kafka.name is required"),
     ("secrets.redis.name", "secrets.redis.name is required"),
+    ("secrets.idempotencyRedis.name", "secrets.idempotencyRedis.name is required"),
     ("secrets.store.name", "secrets.store.name is required"),
     ("secrets.auth.name", "secrets.auth.name is required"),
 ]

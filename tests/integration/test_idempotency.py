@@ -71,7 +71,7 @@ async def idempotency_key() -> AsyncIterator[str]:
     settings = GatewaySettings()
     key = f"integration-{new_id()}"
     yield key
-    redis: Redis = redis_client(settings.redis, "tests")
+    redis: Redis = redis_client(settings.idempotency_redis, "tests")
     store = IdempotencyStore(
         redis, prefix=settings.api.idempotency_key_prefix, ttl_s=settings.api.idempotency_ttl_s
     )

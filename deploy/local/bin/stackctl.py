@@ -42,6 +42,7 @@ INFRA_PORTS = {
     "kafka": "KAFKA_PORT",
     "kafka controller": "KAFKA_CONTROLLER_PORT",
     "redis": "REDIS_PORT",
+    "redis_idempotency": "IDEMPOTENCY_REDIS_PORT",
 }
 # Brokers 2 and 3 of `make up KAFKA_BROKERS=3`, merged over PC_CONFIG.
 QUORUM = ENV.get("KAFKA_BROKERS", "1") == "3"
@@ -393,7 +394,7 @@ def status() -> None:
     if not api_answers():
         print(f"stack is not running (no process-compose API on 127.0.0.1:{PC_PORT})")
         return
-    row = "{:<13} {:<11} {:<9} {:>7} {:>6} {:>8} {:>8}"
+    row = "{:<17} {:<11} {:<9} {:>7} {:>6} {:>8} {:>8}"
     print(row.format("PROCESS", "STATUS", "READY", "PID", "PORT", "RESTARTS", "RSS_MiB"))
     for proc in processes():
         pid = int(str(proc["pid"])) if proc["status"] == "Running" else 0

@@ -63,3 +63,15 @@ KeyHeader = Annotated[
         "`idempotency_ttl_s` (a day). With a key, the write needs Redis (else 503).",
     ),
 ]
+BatchKeyHeader = Annotated[
+    IdempotencyKey | None,
+    Header(
+        alias=HEADER,
+        description="One key for the whole batch (then no item may carry an idempotency_key): "
+        "a retry of the same request publishes each item as the same command (same command_id "
+        "and version) unless an earlier attempt got it acknowledged, which is answered from "
+        "the first answer. Redis keeps one small record for the batch, not one per item: the "
+        "way to load in bulk. The same key with a different request is a 422. Kept for "
+        "`idempotency_ttl_s` (a day). With a key, the batch needs Redis (else 503).",
+    ),
+]

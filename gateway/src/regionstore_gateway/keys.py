@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_gateway.auth.apikeys import (
     KeyHasher,
@@ -129,6 +131,15 @@ async def run(arguments: argparse.Namespace, settings: GatewaySettings) -> int:
     return 0
 
 
+def redis_failure(error: RedisError) -> str:
+    """What a Redis failure means for the keys: refused and unchanged, or perhaps changed."""
+    if isinstance(error, ResponseError):
+        return f"Redis refused the command ({error}); nothing was changed"
+    if isinstance(error, RedisTimeoutError):
+        return f"Redis did not answer in time ({error}); the change may or may not have been made"
+    return f"Redis cannot be reached ({error}); nothing was changed"
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="python -m regionstore_gateway.keys", description=__doc__)
@@ -159,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "ensure":
         path = Path(arguments.file)
         arguments.existing = path.read_text() if path.exists() else None
-    code = asyncio.run(run(arguments, GatewaySettings()))
+    try:
+        code = asyncio.run(run(arguments, GatewaySettings()))
+    except RedisError as error:
+        print(f"error: {redis_failure(error)}", file=sys.stderr)
+        return 1
     if arguments.command == "ensure" and arguments.kept != (arguments.existing or "").strip():
         _write_private(path, arguments.kept)
     return code

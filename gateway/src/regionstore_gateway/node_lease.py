@@ -154,7 +154,8 @@ class LeasedClock(HybridClock):
         super().__init__(lease.node_id)
         self._lease = lease
 
-    def now(self) -> int:
-        """As :meth:`HybridClock.now`; raises :class:`NoNodeIdError` while no id is held."""
+    def reserve(self, count: int) -> int:
+        """As :meth:`HybridClock.reserve` (and so ``now``); raises :class:`NoNodeIdError`
+        while no id is held."""
         self._node = self._lease.node_id
-        return super().now()
+        return super().reserve(count)

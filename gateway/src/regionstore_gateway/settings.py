@@ -7,8 +7,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from regionstore_shared.clock import MAX_NODE_ID
-from regionstore_shared.ports import DEFAULT_PORTS
-from regionstore_shared.settings import CommonSettings, HttpSettings, is_placeholder
+from regionstore_shared.ports import DEFAULT_PORTS, redis_url
+from regionstore_shared.settings import (
+    CommonSettings,
+    HttpSettings,
+    RedisSettings,
+    is_placeholder,
+    redis_login_required,
+)
 
 MIN_SECRET_CHARS = 32
 
@@ -89,6 +95,46 @@ class ApiSettings(BaseModel):
     ] = 500
 
 
+class BackpressureSettings(BaseModel):
+    """When new writes are refused with 429 because the consumers are too far behind."""
+
+    # A write is applied about lag / apply rate after it is accepted: on the local stack half a
+    # second per thousand commands of lag while a load is being accepted. 50,000 bounds that at
+    # about 25 s there, and is about what a consumer's crash builds at 1,000 writes/s at a
+    # million customers (50 s out, 54,000 behind), so a 429 means the consumers cannot keep up,
+    # not that one blinked (README "Backpressure").
+    max_writer_lag: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Commands the writer may be behind before new writes are refused with "
+            "429; 0 never refuses for it.",
+        ),
+    ] = 50_000
+    max_replicator_lag: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Commands the replicator may be behind before new writes are refused "
+            "with 429; 0 never refuses for it.",
+        ),
+    ] = 50_000
+    refresh_s: Annotated[
+        float, Field(gt=0, le=60, description="How often the lag is read from Kafka.")
+    ] = 1.0
+    stale_after_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="A group's lag is judged by its last reading for this long; older, it "
+            "refuses nothing (Kafka could not be read since).",
+        ),
+    ] = 30.0
+    retry_after_s: Annotated[
+        int, Field(ge=1, le=3600, description="Retry-After of a write refused with 429.")
+    ] = 2
+
+
 class AuditSettings(BaseModel):
     """What each gateway keeps in memory from the audit trail, for the console."""
 
@@ -141,6 +187,7 @@ class GatewaySettings(CommonSettings):
     service_name: str = "gateway"
     http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["GATEWAY_PORT"])
     api: ApiSettings = ApiSettings()
+    backpressure: BackpressureSettings = BackpressureSettings()
     audit: AuditSettings = AuditSettings()
     # Validated when defaulted too: production must refuse to start without a secret.
     auth: Annotated[AuthSettings, Field(validate_default=True)] = AuthSettings()
@@ -167,6 +214,21 @@ class GatewaySettings(CommonSettings):
             "key id, trace id); false turns it off."
         ),
     ] = True
+    # Its own Redis, so a day of keyed writes can only fill the records' own budget: there
+    # they may be evicted (oldest first), while the control plane's Redis keeps noeviction.
+    idempotency_redis: Annotated[
+        RedisSettings,
+        Field(
+            validate_default=True,
+            description="The Redis of the idempotency records, apart from the one of the "
+            "region statuses, API keys and clock leases (REGIONSTORE_REDIS__*).",
+        ),
+    ] = RedisSettings(url=redis_url(DEFAULT_PORTS["IDEMPOTENCY_REDIS_PORT"]))
+
+    @field_validator("idempotency_redis")
+    @classmethod
+    def _idempotency_redis_login(cls, redis: RedisSettings, info: ValidationInfo) -> RedisSettings:
+        return redis_login_required(redis, info, "REGIONSTORE_IDEMPOTENCY_REDIS")
 
     @field_validator("auth")
     @classmethod

@@ -16,8 +16,10 @@ from regionstore_gateway.audit_tail import AuditTail, RecentChanges
 from regionstore_gateway.audit_trail import AuditTrail
 from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.auth.authenticator import redis_authenticator
+from regionstore_gateway.backpressure import Backpressure
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.node_lease import LeasedClock, NodeIdLease
+from regionstore_gateway.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.regions import RegionService
@@ -25,7 +27,7 @@ from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
-from regionstore_shared.clients import open_core
+from regionstore_shared.clients import open_core, redis_client
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
@@ -52,6 +54,7 @@ class Clients(TypedDict):
     audit: AuditTrail
     recent: RecentChanges
     auth: Authenticator
+    backpressure: Backpressure
 
 
 class State(Clients):
@@ -84,6 +87,7 @@ def serving(clients: Clients) -> State:
             board=board,
             keys=clients["idempotency"],
             audit=audit,
+            backpressure=clients["backpressure"],
         ),
         regions=RegionService(
             settings=settings,
@@ -132,9 +136,20 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         await ensure_indexes(collections)
+        # Bytes: the records are stored deflated.
+        records = redis_client(settings.idempotency_redis, name, binary=True)
+        stack.push_async_callback(records.aclose)
+        budget = RedisBudget({CONTROL: redis, IDEMPOTENCY: records})
+        budget.start()
+        stack.push_async_callback(budget.stop)
         backlog = BacklogProbe(settings.kafka, name)
         await backlog.start()
         stack.push_async_callback(backlog.close)
+        kafka = settings.kafka
+        groups = {"writer": kafka.writer_group, "replicator": kafka.replicator_group}
+        backpressure = Backpressure(lambda: backlog.command_lag(groups), settings.backpressure)
+        backpressure.start()
+        stack.push_async_callback(backpressure.stop)
         # One for the board and the API keys, so a Redis outage is logged once.
         outages = Outages(summary_every_s=settings.log_summary_s)
         board = StatusBoard(redis, settings.redis, settings.region_map.names, outages=outages)
@@ -167,7 +182,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 ),
                 clock=clock,
                 idempotency=IdempotencyStore(
-                    redis,
+                    records,
                     prefix=settings.api.idempotency_key_prefix,
                     ttl_s=settings.api.idempotency_ttl_s,
                 ),
@@ -177,6 +192,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 audit=audit,
                 recent=recent,
                 auth=redis_authenticator(redis, settings.auth, outages=outages),
+                backpressure=backpressure,
             )
         )
         freeze_startup_objects()

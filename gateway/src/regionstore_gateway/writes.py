@@ -20,7 +20,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
-from regionstore_shared.regions import ZipOutOfRangeError
+from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
     Applier,
@@ -108,6 +108,15 @@ class Writes:
     def repository(self) -> CustomerRepository:
         """Where current state is read from."""
         return self._repository
+
+    @property
+    def region_map(self) -> RegionMap:
+        """The regions commands are placed in."""
+        return self._settings.region_map
+
+    def reserve_versions(self, count: int) -> int:
+        """The first of ``count`` versions issued at once (see HybridClock.reserve)."""
+        return self._clock.reserve(count)
 
     async def statuses(self) -> dict[str, NodeStatus]:
         """Every region's status."""

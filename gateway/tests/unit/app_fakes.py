@@ -15,7 +15,8 @@ from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from regionstore_gateway.idempotency import IdempotencyStore, Record
+from regionstore_gateway.backpressure import Backpressure
+from regionstore_gateway.idempotency import IdempotencyStore, Record, decode_record
 from regionstore_gateway.main import create_app
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.settings import GatewaySettings
@@ -76,7 +77,7 @@ class FakeProducer:
 class FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
         self.redis = redis
-        self.queued: list[tuple[str, str, dict[str, Any]]] = []
+        self.queued: list[tuple[str, str | bytes, dict[str, Any]]] = []
 
     async def __aenter__(self) -> FakePipeline:
         return self
@@ -84,7 +85,7 @@ class FakePipeline:
     async def __aexit__(self, *_: object) -> None:
         return None
 
-    def set(self, name: str, value: str, **options: Any) -> FakePipeline:
+    def set(self, name: str, value: str | bytes, **options: Any) -> FakePipeline:
         self.queued.append((name, value, options))
         return self
 
@@ -101,7 +102,7 @@ class FakeRedis:
     """Strings with an expiry each; ``down`` makes every command fail as a refused connection."""
 
     def __init__(self) -> None:
-        self.values: dict[str, str] = {}
+        self.values: dict[str, str | bytes] = {}
         self.ttls: dict[str, int | None] = {}
         self.down = False
         self.after_mget: Callable[[], None] | None = None
@@ -113,13 +114,21 @@ class FakeRedis:
                 "Error 111 connecting to 127.0.0.1:6379. Connection refused."
             )
 
-    async def mget(self, keys: list[str]) -> list[str | None]:
+    async def mget(self, keys: list[str]) -> list[str | bytes | None]:
         self.check()
         values = [self.values.get(k) for k in keys]
         if self.after_mget is not None:
             hook, self.after_mget = self.after_mget, None
             hook()
         return values
+
+    async def get(self, name: str) -> str | bytes | None:
+        self.check()
+        return self.values.get(name)
+
+    async def set(self, name: str, value: str | bytes, **options: Any) -> bool | None:
+        self.check()
+        return self.store(name, value, **options)
 
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline(self)
@@ -134,7 +143,7 @@ class FakeRedis:
     def store(
         self,
         name: str,
-        value: str,
+        value: str | bytes,
         *,
         ex: int | None = None,
         nx: bool = False,
@@ -149,7 +158,7 @@ class FakeRedis:
         return True
 
     def records(self) -> list[Record]:
-        return [Record.model_validate_json(v) for v in self.values.values()]
+        return [decode_record(Record, v) for k, v in self.values.items() if ":batch:" not in k]
 
 
 class FakeCollection:
@@ -182,6 +191,9 @@ class Gateway:
         self.redis = FakeRedis()
         self.stores = {name: FakeCollection() for name in NAMES}
         self.keys = IdempotencyStore(cast(Any, self.redis), prefix=PREFIX, ttl_s=TTL_S)
+        # The consumers' lag Kafka would report: set it, then ``await backpressure.refresh()``.
+        self.lag: dict[str, int | None] = {}
+        self.backpressure = Backpressure(self._read_lag, settings.backpressure)
         repository = CustomerRepository(
             cast("Mapping[str, Collection]", self.stores),
             settings.region_map,
@@ -209,9 +221,13 @@ class Gateway:
                 auth=authenticator(),
                 audit=audit_trail(settings),
                 recent=recent_changes(),
+                backpressure=self.backpressure,
             )
         )
         self.app = create_app(settings, open_state=self._open_state)
+
+    async def _read_lag(self) -> dict[str, int | None]:
+        return dict(self.lag)
 
     @contextlib.asynccontextmanager
     async def _open_state(self, _: FastAPI) -> AsyncIterator[State]:

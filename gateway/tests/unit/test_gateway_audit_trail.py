@@ -21,6 +21,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from asgi_lifespan import LifespanManager
+from backpressure_fakes import idle_backpressure
 from fastapi import FastAPI
 from redis.exceptions import OutOfMemoryError
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -155,6 +156,7 @@ class Rig:
                 applied=AppliedTotals(cast(Any, self.redis), self.settings.redis.applied_key),
                 audit=self.audit,
                 recent=self.recent,
+                backpressure=idle_backpressure(self.settings),
                 auth=cast(Any, None),
             )
         )

@@ -267,6 +267,7 @@ class TestProductionSecret:
             {
                 "environment": "production",
                 "redis": {"url": "redis://:a-long-redis-password@127.0.0.1:6379/0"},
+                "idempotency_redis": {"url": "redis://:another-redis-password@127.0.0.1:6380/0"},
                 "kafka": {
                     "security_protocol": "SASL_PLAINTEXT",
                     "sasl_username": "gateway",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,11 +26,18 @@ from pymongo.errors import AutoReconnect
 
 from regionstore_gateway.api import customers as customers_api
 from regionstore_gateway.api import legacy as legacy_api
-from regionstore_gateway.idempotency import Record, RecordState, request_hash
+from regionstore_gateway.idempotency import (
+    BatchRecord,
+    Record,
+    RecordState,
+    decode_record,
+    encode_record,
+    request_hash,
+)
 from regionstore_gateway.keyed_writes import pending, write_once
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.domain import republished
-from regionstore_shared.schemas import Command, UpsertCustomer
+from regionstore_shared.schemas import Command, Customer, UpsertCustomer
 from regionstore_shared.settings import KafkaSettings
 
 
@@ -180,7 +188,7 @@ class TestRetryAfterAck:
         assert name.startswith(PREFIX)
         assert "secret-key" not in name
         assert gateway.redis.ttls[name] == TTL_S
-        record = Record.model_validate_json(raw)
+        record = decode_record(Record, raw)
         assert record.state is RecordState.ACKED
         assert record.answer == response.json()
         assert record.command == gateway.producer.commands()[0]
@@ -580,3 +588,63 @@ class TestOpenApi:
         assert "retry" in header["description"]
         assert {"202", "422", "503", "504"} <= set(operation["responses"])
         assert "Retry-After" in operation["responses"]["504"]["headers"]
+
+
+# A record of format 1 as a gateway stored it: whatever changes, it must still read back (a
+# changed dictionary would make a day of stored records unreadable).
+STORED_V1 = bytes.fromhex(
+    "01d5d3316e44310804d0137d093060cf71c0863245fabd7b56a9a2ac1245da342b710166e63dccb9473a729e"
+    "e81376bf1007c1629e22d15d6c7e6a7b2c1d70cae5589d22ce30980c3cc701889ab0710dd979e91e72e11ef4"
+    "55616dc5e145f9359069c38640cca0ec4462f8ae8827dc5c142aae2f4beaef5cc8730128e90c0eeedc6bf194"
+    "4d94b172cf9f382de7ead6c91ca6529a18f78eb79f33bb32e9576eac4a7834d7eff1f6f9d513e0fe7b1fb7db07"
+)
+
+
+class TestStoredFormat:
+    def test_a_record_stored_a_day_ago_still_reads(self) -> None:
+        record = decode_record(Record, STORED_V1)
+        assert record.request_hash == (
+            "f3b69b7dafda5da5a269095a7de024ce156dec6a843960b8698fb22619595239"
+        )
+        assert record.state is RecordState.ACKED
+        assert isinstance(record.command, UpsertCustomer)
+        assert str(record.command.command_id) == "99ae7953-32cb-4c32-9acc-ea5f5e1a6e0b"
+        assert record.command.version == 7535329255941600259
+        assert record.command.customer.customer_city == "franca"
+        assert record.answer == {
+            "command_id": "99ae7953-32cb-4c32-9acc-ea5f5e1a6e0b",
+            "version": 7535329255941600259,
+        }
+
+    @pytest.mark.parametrize("acked", [False, True])
+    def test_every_record_round_trips_at_a_fraction_of_its_json(
+        self, gateway: Gateway, acked: bool
+    ) -> None:
+        command = gateway.writes.upsert_command(Customer.model_validate(body()))
+        record = pending(request_hash("POST /v1/customers", customer=body()), command)
+        if acked:
+            record = record.acked({"command_id": str(command.command_id), "status": "accepted"})
+        stored = encode_record(record)
+        assert decode_record(Record, stored) == record
+        assert len(stored) < len(record.model_dump_json()) / 3
+
+    def test_a_record_stored_as_plain_json_still_reads(self, gateway: Gateway) -> None:
+        record = pending("h", gateway.writes.delete_command(CUSTOMER))
+        assert decode_record(Record, record.model_dump_json()) == record
+
+    def test_a_batch_record_round_trips(self) -> None:
+        record = BatchRecord(
+            request_hash="a" * 64, seed=uuid.uuid4(), first_version=99, issued_at_ms=5
+        ).marked(sent=[0, 3, 999, 1000], acked=[0, 3, 999], unsent=[1000])
+        assert decode_record(BatchRecord, encode_record(record)) == record
+        assert [record.is_sent(i) for i in (0, 1, 999, 1000)] == [True, False, True, False]
+        assert [record.is_acked(i) for i in (0, 3, 4, 1000)] == [True, True, False, False]
+
+    async def test_a_damaged_record_refuses_the_write(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.redis.store(gateway.keys.redis_key("k-1"), STORED_V1[:40])
+        response = await client.post("/v1/customers", json=body(), headers=keyed("k-1"))
+        assert response.status_code == 503
+        assert "unreadable idempotency record" in response.json()["detail"]
+        assert gateway.producer.sent == []

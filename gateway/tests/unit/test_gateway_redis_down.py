@@ -16,7 +16,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from audit_fakes import audit_trail, recent_changes
 from auth_fakes import HEADERS, authenticator
+from backpressure_fakes import idle_backpressure
 from fastapi import FastAPI
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from regionstore_gateway.main import create_app
@@ -103,6 +105,7 @@ class Gateway:
                 auth=authenticator(),
                 audit=audit_trail(settings),
                 recent=recent_changes(),
+                backpressure=idle_backpressure(settings),
             )
         )
 
@@ -177,6 +180,23 @@ class TestStatusChanges:
         response = await client.put("/v1/regions/region_2/status", json={"status": "unavailable"})
         assert response.status_code == 503
         assert "may or may not have changed" in response.json()["detail"]
+
+    async def test_a_full_redis_refused_it_and_nothing_changed(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        gateway.redis.down = True
+        gateway.redis.error = OutOfMemoryError(
+            "command not allowed when used memory > 'maxmemory'."
+        )
+        response = await client.put("/v1/regions/region_2/status", json={"status": "unavailable"})
+        assert response.status_code == 503
+        detail = response.json()["detail"]
+        assert detail.startswith(
+            "node status store refused the change; the status was not changed"
+        ), detail
+        assert "maxmemory" in detail
+        assert "may or may not" not in detail
+        assert gateway.redis.values == {}
 
     async def test_a_status_stored_is_what_reads_use_once_redis_is_gone(
         self, gateway: Gateway, client: httpx.AsyncClient

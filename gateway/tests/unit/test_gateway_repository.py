@@ -654,6 +654,7 @@ async def get_customer(customer_id: str, writes: Writes) -> CustomerOut:
         board=cast(Any, EmptyBoard()),
         keys=cast(Any, None),
         audit=cast(Any, None),
+        backpressure=cast(Any, None),
     )
     return customer_out(await service.get(customer_id))
 

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from audit_fakes import AckingProducer, audit_trail, recent_changes
 from prometheus_client import REGISTRY
+from backpressure_fakes import idle_backpressure
 
 from regionstore_gateway.api.errors import refusal
 from regionstore_gateway.audit_trail import AuditUnavailableError
@@ -153,6 +154,7 @@ class Rig:
             board=cast(Any, self.board),
             keys=cast(Any, None),
             audit=self.audit,
+            backpressure=idle_backpressure(settings),
         )
         self.regions = RegionService(
             settings=settings,

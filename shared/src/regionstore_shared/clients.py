@@ -124,8 +124,8 @@ def mongo_clients(settings: CommonSettings, appname: str) -> dict[str, MongoClie
     }
 
 
-def redis_client(settings: RedisSettings, client_name: str) -> Redis:
-    """A Redis client that answers strings and notices dead connections.
+def redis_client(settings: RedisSettings, client_name: str, *, binary: bool = False) -> Redis:
+    """A Redis client that answers strings (bytes if ``binary``) and notices dead connections.
 
     It logs in as the URL says, or else with ``settings``' username and password.
     """
@@ -137,7 +137,7 @@ def redis_client(settings: RedisSettings, client_name: str) -> Redis:
     return Redis.from_url(
         settings.url,
         **login,
-        decode_responses=True,
+        decode_responses=not binary,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         health_check_interval=15,

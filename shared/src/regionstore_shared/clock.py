@@ -12,6 +12,8 @@ MAX_NODE_ID = (1 << NODE_BITS) - 1
 _COUNTER_MAX = (1 << COUNTER_BITS) - 1
 OBSERVED_AHEAD_MS = 60_000
 """How far ahead of this clock an observed version may be and still be followed."""
+VERSION_STEP = 1 << NODE_BITS
+"""From one version of a clock to the next it issues in the same millisecond."""
 
 
 def version_millis(version: int) -> int:
@@ -42,6 +44,16 @@ class HybridClock:
 
     def now(self) -> int:
         """A version strictly greater than every version this clock issued or observed."""
+        return self.reserve(1)
+
+    def reserve(self, count: int) -> int:
+        """The first of ``count`` versions issued at once, ``first + i * VERSION_STEP``.
+
+        Each is strictly greater than every version this clock issued or observed before, and
+        every version it issues later is greater than all of them. So a batch's versions can
+        be made again from the first alone (a counter that overflows carries into the
+        milliseconds, as :meth:`now` does).
+        """
         with self._lock:
             wall = self._wall_ms()
             if wall > self._ms:
@@ -50,9 +62,13 @@ class HybridClock:
                 self._counter += 1
             else:
                 self._ms, self._counter = self._ms + 1, 0
-            return (
+            first = (
                 (self._ms << (COUNTER_BITS + NODE_BITS)) | (self._counter << NODE_BITS) | self._node
             )
+            if count > 1:
+                last = first + (count - 1) * VERSION_STEP
+                self._ms, self._counter = version_millis(last), (last >> NODE_BITS) & _COUNTER_MAX
+            return first
 
     def observe(self, version: int) -> None:
         """Move past a version seen elsewhere, so the next one issued here is higher.

@@ -63,11 +63,19 @@ def delete_targets(regions: RegionMap) -> tuple[Target, ...]:
 
 
 def upsert_command(
-    customer: Customer, *, regions: RegionMap, version: int, issued_at_ms: int
+    customer: Customer,
+    *,
+    regions: RegionMap,
+    version: int,
+    issued_at_ms: int,
+    command_id: uuid.UUID | None = None,
 ) -> UpsertCustomer:
-    """A new upsert making ``customer`` current at ``version``; raises ZipOutOfRangeError."""
+    """An upsert making ``customer`` current at ``version``; raises ZipOutOfRangeError.
+
+    A new command id unless ``command_id`` is given (a command made again, the same one).
+    """
     return UpsertCustomer(
-        command_id=uuid.uuid4(),
+        command_id=uuid.uuid4() if command_id is None else command_id,
         version=version,
         issued_at_ms=issued_at_ms,
         targets=upsert_targets(regions, customer.customer_zip_code_prefix),
@@ -77,11 +85,16 @@ def upsert_command(
 
 
 def delete_command(
-    customer_id: str, *, regions: RegionMap, version: int, issued_at_ms: int
+    customer_id: str,
+    *,
+    regions: RegionMap,
+    version: int,
+    issued_at_ms: int,
+    command_id: uuid.UUID | None = None,
 ) -> DeleteCustomer:
-    """A new delete: a tombstone at ``version`` in every region."""
+    """A delete: a tombstone at ``version`` in every region (a new id unless ``command_id``)."""
     return DeleteCustomer(
-        command_id=uuid.uuid4(),
+        command_id=uuid.uuid4() if command_id is None else command_id,
         version=version,
         issued_at_ms=issued_at_ms,
         targets=delete_targets(regions),

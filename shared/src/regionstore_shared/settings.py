@@ -62,6 +62,20 @@ def redis_url_has_password(url: str) -> bool:
     return not is_placeholder(password)
 
 
+def redis_login_required(
+    redis: RedisSettings, info: ValidationInfo, variable: str
+) -> RedisSettings:
+    """``redis``, unless it has no password in production (``variable`` names its settings)."""
+    if not _production(info) or redis_url_has_password(redis.url):
+        return redis
+    if is_placeholder(redis.password.get_secret_value()):
+        raise ValueError(
+            f"Redis needs a password in production: {variable}__PASSWORD, or "
+            f"{variable}__URL=redis://user:password@host:port/0"
+        )
+    return redis
+
+
 def store_uri_has_credentials(uri: str) -> bool:
     """Whether a MongoDB URI authenticates: a user and a real password, or X.509."""
     parts = urlsplit(uri)
@@ -257,14 +271,7 @@ class CommonSettings(BaseSettings):
     def _redis_authenticates_in_production(
         cls, redis: RedisSettings, info: ValidationInfo
     ) -> RedisSettings:
-        if not _production(info) or redis_url_has_password(redis.url):
-            return redis
-        if is_placeholder(redis.password.get_secret_value()):
-            raise ValueError(
-                "Redis needs a password in production: REGIONSTORE_REDIS__PASSWORD, or "
-                "REGIONSTORE_REDIS__URL=redis://user:password@host:port/0"
-            )
-        return redis
+        return redis_login_required(redis, info, "REGIONSTORE_REDIS")
 
     @field_validator("stores")
     @classmethod

@@ -137,16 +137,19 @@ return 'done'
 
 
 class StatusStoreUnavailableError(Exception):
-    """A status change failed because Redis could not be reached or did not answer."""
+    """A status change failed because Redis refused it, could not be reached or did not answer."""
 
     def __init__(self, region: str, error: RedisError) -> None:
         super().__init__(f"status of {region} not stored: {error}")
         self.region = region
+        # An error reply (out of memory, a read-only replica, a missing permission) is Redis
+        # refusing this very SET: nothing was written.
+        self.refused = isinstance(error, ResponseError)
         # A refused or lost connection before an answer means the SET was not applied, or
         # was applied by an identical retry; an error answer (out of memory, read-only
         # replica, no permission) is Redis refusing the SET; a timeout may come after Redis
         # applied it.
-        self.certainly_unchanged = isinstance(error, RedisConnectionError | ResponseError)
+        self.certainly_unchanged = self.refused or isinstance(error, RedisConnectionError)
 
 
 class StatusBoard:

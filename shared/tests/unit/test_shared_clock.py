@@ -11,6 +11,7 @@ from regionstore_shared.clock import (
     COUNTER_BITS,
     MAX_NODE_ID,
     NODE_BITS,
+    VERSION_STEP,
     HybridClock,
     version_millis,
 )
@@ -85,6 +86,41 @@ class TestNow:
 
     def test_versions_fit_a_signed_64_bit_integer(self) -> None:
         assert HybridClock(MAX_NODE_ID, wall_ms=frozen()).now() < 2**63
+
+
+class TestReserve:
+    def test_a_reserved_run_is_what_now_would_have_issued_one_by_one(self) -> None:
+        reserving = HybridClock(5, wall_ms=frozen())
+        one_by_one = HybridClock(5, wall_ms=frozen())
+        reserving.now()
+        one_by_one.now()
+        first = reserving.reserve(1000)
+        assert [first + i * VERSION_STEP for i in range(1000)] == [
+            one_by_one.now() for _ in range(1000)
+        ]
+        assert reserving.now() == one_by_one.now()
+
+    def test_a_run_across_a_counter_overflow_carries_into_the_next_millisecond(self) -> None:
+        clock = HybridClock(7, wall_ms=frozen())
+        first = clock.reserve((1 << COUNTER_BITS) + 10)
+        run = [first + i * VERSION_STEP for i in range((1 << COUNTER_BITS) + 10)]
+        assert strictly_increasing(run)
+        assert {v & MAX_NODE_ID for v in run} == {7}
+        assert version_millis(run[-1]) == WALL_MS + 1
+        assert clock.now() > run[-1]
+
+    def test_every_later_version_is_above_the_whole_run(self) -> None:
+        clock = HybridClock(0, wall_ms=scripted(WALL_MS, WALL_MS - 10, WALL_MS + 1))
+        first = clock.reserve(500)
+        last = first + 499 * VERSION_STEP
+        assert clock.now() > last
+        assert clock.now() > last
+
+    def test_an_observed_version_stays_below_the_next_run(self) -> None:
+        clock = HybridClock(1, wall_ms=frozen())
+        seen = HybridClock(9, wall_ms=frozen(WALL_MS + 60_000)).now()
+        clock.observe(seen)
+        assert clock.reserve(3) > seen
 
 
 class TestObserve:

@@ -186,14 +186,16 @@ class TestSet:
         assert redis.values == {}
         assert redis.hashes == {}
 
-    async def test_an_error_answer_certainly_changed_nothing(
+    async def test_an_error_reply_is_a_refusal_that_changed_nothing(
         self, board: StatusBoard, redis: FakeRedis
     ) -> None:
         redis.down = True
         redis.error = OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
         with pytest.raises(StatusStoreUnavailableError) as caught:
             await board.set("region_1", UNAVAILABLE)
+        assert caught.value.refused
         assert caught.value.certainly_unchanged
+        assert redis.values == {}
 
     async def test_a_timeout_may_have_changed_it(
         self, board: StatusBoard, redis: FakeRedis

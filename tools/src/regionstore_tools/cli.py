@@ -77,7 +77,7 @@ Concurrency = Annotated[int, typer.Option("--concurrency", min=1, help="Requests
 Retries = Annotated[
     int,
     typer.Option(
-        "--retries", min=0, help="Retries of a batch's unanswered items (same idempotency keys)."
+        "--retries", min=0, help="Retries of a batch's unanswered items (same batch, same key)."
     ),
 ]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]

@@ -41,10 +41,13 @@ class FakeGateway:
         self.silent_for = 0
         """How many more attempts at a 'kafka-silent' customer are answered 'unknown'."""
         self.authorization: set[str | None] = set()
+        self.keys: list[str | None] = []
+        """The Idempotency-Key of every request, in order."""
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         assert request.url.path == BATCH_PATH
         self.authorization.add(request.headers.get("Authorization"))
+        self.keys.append(request.headers.get("Idempotency-Key"))
         if self.failures:
             failure = self.failures.pop(0)
             if isinstance(failure, Exception):
@@ -98,10 +101,6 @@ async def client_for(
     transport = httpx.MockTransport(handler)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         yield client
-
-
-def keys(batch: list[dict[str, Any]]) -> tuple[str, ...]:
-    return tuple(item["idempotency_key"] for item in batch)
 
 
 def customer_rows(n: int, **changes: Any) -> list[Row]:
@@ -167,9 +166,10 @@ class TestLoad:
         summary = caught.value.summary
         assert (summary.failed, summary.unknown) == (4, 0)
         assert summary.failures == {"kafka: KafkaTimeoutError()": 4}
-        # Sent once and retried twice, each time with the same keys.
+        # Sent once and retried twice, each time the same batch with the same key.
         assert len(gateway.batches) == 1 + FAST.retries
-        assert len({keys(batch) for batch in gateway.batches}) == 1
+        assert len(set(gateway.keys)) == 1
+        assert all(batch == gateway.batches[0] for batch in gateway.batches)
 
     async def test_503_is_retried_with_backoff(self, gateway: FakeGateway) -> None:
         gateway.failures = [
@@ -215,11 +215,58 @@ class TestLoad:
             "the gateway answered HTTP 422: items: at most 10 items per batch": 12
         }
 
-    async def test_every_item_carries_its_own_key(self, gateway: FakeGateway) -> None:
+    async def test_every_batch_carries_a_key_of_its_own_and_its_items_none(
+        self, gateway: FakeGateway
+    ) -> None:
         async with client_for(gateway) as client:
             await load(customer_rows(25), client, options=FAST)
-        sent = [key for batch in gateway.batches for key in keys(batch)]
-        assert len(sent) == len(set(sent)) == 25
+        assert len(gateway.batches) == 3
+        assert None not in gateway.keys
+        assert len(set(gateway.keys)) == 3
+        assert not any("idempotency_key" in item for batch in gateway.batches for item in batch)
+
+    async def test_a_retry_sends_the_whole_batch_and_counts_each_item_once(
+        self, gateway: FakeGateway
+    ) -> None:
+        gateway.silent_for = 1
+        batch = [*customer_rows(3), *customer_rows(2, customer_city="kafka-silent")]
+        async with client_for(gateway) as client:
+            summary = await load(batch, client, options=FAST, sleep=no_sleep)
+        assert (summary.accepted, summary.unknown, summary.processed) == (5, 0, 5)
+        assert [len(b) for b in gateway.batches] == [5, 5]
+        assert gateway.keys[0] == gateway.keys[1]
+
+    async def test_a_busy_gateway_is_waited_out_without_spending_retries(
+        self, gateway: FakeGateway
+    ) -> None:
+        gateway.failures = [httpx.Response(429, headers={"Retry-After": "2"})] * 10
+        delays: list[float] = []
+
+        async def sleep(delay: float) -> None:
+            delays.append(delay)
+
+        options = LoadOptions(batch_size=10, concurrency=1, retries=1, backoff_s=0.5)
+        async with client_for(gateway) as client:
+            summary = await load(customer_rows(4), client, options=options, sleep=sleep)
+        assert summary.accepted == 4
+        assert delays == [2.0] * 10
+        assert len(set(gateway.keys)) == 1
+
+    async def test_a_gateway_busy_past_the_patience_stops_the_load(
+        self, gateway: FakeGateway
+    ) -> None:
+        busy = httpx.Response(
+            429, json={"detail": "the writer is behind"}, headers={"Retry-After": "5"}
+        )
+        gateway.failures = [busy] * 100
+        options = LoadOptions(
+            batch_size=10, concurrency=1, retries=2, backoff_s=0.0, busy_patience_s=20.0
+        )
+        async with client_for(gateway) as client:
+            with pytest.raises(GatewayUnavailableError) as caught:
+                await load(customer_rows(4), client, options=options, sleep=no_sleep)
+        assert "HTTP 429: the writer is behind" in caught.value.reason
+        assert (caught.value.summary.failed, caught.value.summary.unknown) == (4, 0)
 
     async def test_the_api_key_is_sent_as_a_bearer_token(self, gateway: FakeGateway) -> None:
         transport = httpx.MockTransport(gateway)
@@ -241,7 +288,7 @@ class TestLoad:
             )
         assert (summary.accepted, summary.unknown, summary.failed) == (6, 0, 0)
         assert len(gateway.batches) == 3
-        assert len({keys(batch) for batch in gateway.batches}) == 1
+        assert len(set(gateway.keys)) == 1
 
     async def test_an_outcome_that_stays_unknown_is_unknown_not_failed(
         self, gateway: FakeGateway
@@ -273,7 +320,7 @@ class TestLoad:
         async with client_for(gateway) as client:
             summary = await load(customer_rows(4), client, options=FAST, sleep=no_sleep)
         assert (summary.accepted, summary.unknown) == (4, 0)
-        assert len({keys(batch) for batch in gateway.batches}) == 1
+        assert len(set(gateway.keys)) == 1
 
     async def test_a_refused_key_stops_the_load_at_once(self, gateway: FakeGateway) -> None:
         gateway.failures = [httpx.Response(401, json={"detail": "missing or invalid API key"})]
@@ -289,7 +336,7 @@ class TestLoad:
         assert gateway.batches == []
 
     async def test_retry_after_is_honoured(self, gateway: FakeGateway) -> None:
-        gateway.failures = [httpx.Response(429, headers={"Retry-After": "7"})]
+        gateway.failures = [httpx.Response(503, headers={"Retry-After": "7"})]
         delays: list[float] = []
 
         async def sleep(delay: float) -> None:

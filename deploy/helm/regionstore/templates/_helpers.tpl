@@ -102,10 +102,14 @@ recoveryGroupPrefix: regionstore.recovery.
 {{- printf "%s-redis" (include "regionstore.fullname" .) -}}
 {{- end -}}
 
+{{- define "regionstore.idempotencyRedisName" -}}
+{{- printf "%s-redis-idempotency" (include "regionstore.fullname" .) -}}
+{{- end -}}
+
 {{/* Settings a user may not set through .Values.settings: the chart sets them, or they are
      secret (and belong in a Secret). */}}
 {{- define "regionstore.reservedSettings" -}}
-^REGIONSTORE_(ENVIRONMENT|REGIONS|LOG_LEVEL|NODE_ID|NODE_LEASE_TTL_S|HTTP__[A-Z_]+|STORES__[A-Z0-9_]+|STORE__(USERNAME|DATABASE)|REDIS__(URL|USERNAME)|KAFKA__(BOOTSTRAP_SERVERS|SECURITY_PROTOCOL|SASL_[A-Z_]+|PARTITIONS|REPLICATION_FACTOR|[A-Z_]*TOPIC|[A-Z_]*TOPIC_PREFIX|[A-Z_]*GROUP|[A-Z_]*GROUP_PREFIX))$
+^REGIONSTORE_(ENVIRONMENT|REGIONS|LOG_LEVEL|NODE_ID|NODE_LEASE_TTL_S|HTTP__[A-Z_]+|STORES__[A-Z0-9_]+|STORE__(USERNAME|DATABASE)|REDIS__(URL|USERNAME)|IDEMPOTENCY_REDIS__(URL|USERNAME)|KAFKA__(BOOTSTRAP_SERVERS|SECURITY_PROTOCOL|SASL_[A-Z_]+|PARTITIONS|REPLICATION_FACTOR|[A-Z_]*TOPIC|[A-Z_]*TOPIC_PREFIX|[A-Z_]*GROUP|[A-Z_]*GROUP_PREFIX))$
 {{- end -}}
 
 {{/* Fails, naming the value, when a required value is missing or the values contradict each
@@ -326,6 +330,7 @@ spec:
 {{- define "regionstore.secretFiles" -}}
 kafka: regionstore_kafka__sasl_password
 redis: regionstore_redis__password
+idempotencyRedis: regionstore_idempotency_redis__password
 store: regionstore_store__password
 auth: regionstore_auth__secret
 {{- end -}}

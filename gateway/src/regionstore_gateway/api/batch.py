@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from regionstore_gateway.api.customers import REPLAYED_HEADER
 from regionstore_gateway.api.errors import RETRY_AFTER
 from regionstore_gateway.auth import PrincipalDep, requires_writer
-from regionstore_gateway.deps import CustomersDep, SettingsDep
-from regionstore_gateway.models import BatchResult
+from regionstore_gateway.deps import BatchKeyHeader, CustomersDep, SettingsDep
+from regionstore_gateway.models import BatchResult, NotAccepted
 from regionstore_gateway.services.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -25,6 +26,12 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
             "model": BatchResult,
             "description": "No item was accepted and every item was invalid (a malformed body "
             "or too many items: FastAPI's validation shape instead).",
+        },
+        429: {
+            "model": NotAccepted,
+            "headers": RETRY_AFTER,
+            "description": "Not accepted: the consumers are too far behind (backpressure), or "
+            "the key is over its rate. No item was published and no idempotency key claimed.",
         },
         503: {
             "model": BatchResult,
@@ -46,17 +53,26 @@ async def batch(
     settings: SettingsDep,
     principal: PrincipalDep,
     response: Response,
+    idempotency_key: BatchKeyHeader = None,
 ) -> BatchResult:
     """Many upserts and deletes in one request, each validated and answered on its own.
 
     Items may carry an ``idempotency_key``, with the same meaning as the Idempotency-Key
-    header of the single-item routes. Deletes are recorded in the audit trail, together,
+    header of the single-item routes; or the request carries one Idempotency-Key for all its
+    items (then no item may carry its own), which keeps one small record for the batch instead
+    of one per item: the way to load in bulk. Deletes are recorded in the audit trail, together,
     before anything is published; a delete whose event is not recorded is ``failed``.
     """
     items = body.get("items")
     if items is None or set(body) != {"items"}:
         raise InvalidInput.field(("body", "items"), 'the body must be {"items": [...]}', "missing")
-    result = await customers.batch(items, principal)
+    if idempotency_key is None:
+        result = await customers.batch(items, principal)
+    else:
+        keyed = await customers.keyed_batch(items, principal, idempotency_key)
+        result = keyed.result
+        if keyed.replayed:
+            response.headers[REPLAYED_HEADER] = "true"
     if items and not result.accepted:
         _not_accepted(response, result, settings.api.retry_after_s)
     return result

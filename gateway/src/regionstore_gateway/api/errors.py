@@ -1,7 +1,7 @@
 """Error answers: one handler turns the services' domain errors into HTTP. Every 422 names the
 field and the reason (FastAPI's validation shape), a write that was not acknowledged says
-whether it may still land (504) or certainly not (503), and a status change Redis could not
-take is a 503 that says the status was not changed."""
+whether it may still land (504) or certainly not (503; 429 while the consumers are too far
+behind), and a status change Redis could not take is a 503 that says whether it changed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from regionstore_gateway.audit_trail import AuditUnavailableError
+from regionstore_gateway.backpressure import ConsumersBehindError
 from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
 from regionstore_gateway.models import ErrorMessage, NotAccepted, OutcomeUnknown
 from regionstore_gateway.node_lease import NoNodeIdError
@@ -41,6 +42,7 @@ REDIS_DOWN_DETAIL = (
 KEY_REUSED = f"was already used with a different request; use a new {HEADER} for a new write"
 BODY_UNDECODABLE = "is not JSON in UTF-8"
 STATUS_STORE_DOWN = "node status store unavailable; the status was not changed"
+STATUS_STORE_REFUSED = "node status store refused the change; the status was not changed"
 STATUS_STORE_SILENT = (
     "node status store did not answer in time; the status may or may not have changed: "
     "read it back (GET /v1/regions) or retry"
@@ -86,6 +88,14 @@ def write_responses() -> dict[int | str, Any]:
             "description": "Invalid body, path or Idempotency-Key, or an Idempotency-Key "
             "already used with a different request; `detail` names the field and the reason.",
         },
+        429: {
+            "model": NotAccepted,
+            "headers": RETRY_AFTER,
+            "description": "Not accepted: the consumers are too far behind (backpressure: the "
+            "writer's or the replicator's lag is over its threshold), or the key is over its "
+            "rate. Nothing was published and no Idempotency-Key was claimed: retry after "
+            "Retry-After.",
+        },
         503: {
             "model": NotAccepted,
             "headers": RETRY_AFTER,
@@ -110,8 +120,9 @@ def status_change_responses() -> dict[int | str, Any]:
         503: {
             "model": ErrorMessage,
             "headers": RETRY_AFTER,
-            "description": "Redis, which keeps the statuses, cannot be reached: the status was "
-            "not changed (or, if Redis did not answer in time, may or may not have been); "
+            "description": "Redis, which keeps the statuses, refused the change (out of "
+            "memory, say) or cannot be reached: the status was not changed (or, if Redis did "
+            "not answer in time, may or may not have been); "
             "or the audit trail cannot be written: the status was not changed. "
             "`detail` says which.",
         },
@@ -121,6 +132,7 @@ def status_change_responses() -> dict[int | str, Any]:
 # Every error the services raise (besides InvalidInput, which FastAPI answers as any 422).
 REFUSALS: tuple[type[Exception], ...] = (
     DomainError,
+    ConsumersBehindError,
     OutcomeUnknownError,
     KafkaUnavailableError,
     IdempotencyUnavailableError,
@@ -142,6 +154,10 @@ def refusal(error: Exception, *, retry_after_s: int) -> JSONResponse:
                 detail=UNKNOWN_DETAIL, command_id=str(command.command_id), version=command.version
             )
             return JSONResponse(body.model_dump(), status_code=504, headers=retry)
+        case ConsumersBehindError(retry_after_s=wait_s):
+            refused = NotAccepted(detail=f"{error}; {NOTHING_WRITTEN}")
+            headers = {"Retry-After": str(wait_s)}
+            return JSONResponse(refused.model_dump(), status_code=429, headers=headers)
         case KafkaUnavailableError():
             return _not_accepted(f"{KAFKA_DOWN_DETAIL} ({error})", retry)
         case IdempotencyUnavailableError():
@@ -150,8 +166,9 @@ def refusal(error: Exception, *, retry_after_s: int) -> JSONResponse:
             return _not_accepted(f"{error}; {NOTHING_WRITTEN}", retry)
         case AuditUnavailableError():
             return _not_accepted(f"{error}; retry later", retry)
-        case StatusStoreUnavailableError(certainly_unchanged=unchanged):
+        case StatusStoreUnavailableError(refused=refused, certainly_unchanged=unchanged):
             why = STATUS_STORE_DOWN if unchanged else STATUS_STORE_SILENT
+            why = STATUS_STORE_REFUSED if refused else why
             return JSONResponse(
                 {"detail": f"{why} ({error.__cause__})"}, status_code=503, headers=retry
             )

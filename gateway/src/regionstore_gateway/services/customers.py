@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
+from regionstore_gateway.backpressure import Backpressure
 from regionstore_gateway.idempotency import IdempotencyStore
 from regionstore_gateway.keyed_writes import Answer, Sender, write_once
 from regionstore_gateway.list_order import Key, Order
@@ -22,6 +23,7 @@ from regionstore_gateway.services.errors import (
     RegionsUnreachable,
     TooManyMatches,
 )
+from regionstore_gateway.services.keyed_batch import KeyedBatch, write_keyed_batch
 from regionstore_gateway.services.paging import Listing, decode_cursor, listing
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes, Written
@@ -113,7 +115,8 @@ class CustomerService:
     """Reads customers across the regions and turns write requests into published commands.
 
     Reads go to the repository; writes, and the read a PATCH merges into (whose version the
-    clock must observe), go through Writes.
+    clock must observe), go through Writes. A write is refused first, before anything is read,
+    claimed or published, while the consumers are too far behind (Backpressure).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class CustomerService:
         board: StatusBoard,
         keys: IdempotencyStore,
         audit: AuditTrail,
+        backpressure: Backpressure,
     ) -> None:
         self._settings = settings
         self._writes = writes
@@ -132,6 +136,7 @@ class CustomerService:
         self._board = board
         self._keys = keys
         self._audit = audit
+        self._backpressure = backpressure
 
     async def get(self, customer_id: str) -> Found:
         """The customer's live document, from home or, when home is down, a replica."""
@@ -195,10 +200,12 @@ class CustomerService:
 
     async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:
         """Create or replace a customer; create-only refuses one that exists."""
+        self._backpressure.check()
         return await self._send(self._writes, write, lambda: self._upsert(new, create_only))
 
     async def patch(self, customer_id: str, changes: dict[str, Any], write: Write) -> Answer:
         """Change some fields of a live customer; a zip in another region moves it there."""
+        self._backpressure.check()
 
         async def merged() -> Command:
             current = self._live(customer_id, await self._writes.lookup(customer_id))
@@ -208,6 +215,7 @@ class CustomerService:
 
     async def delete(self, customer_id: str, actor: Actor, write: Write) -> Answer:
         """Tombstone a customer everywhere, once the audit trail has recorded the delete."""
+        self._backpressure.check()
 
         async def tombstone() -> Command:
             return self._writes.delete_command(customer_id)
@@ -217,12 +225,22 @@ class CustomerService:
 
     async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
         """Many upserts and deletes, each answered alone; a 422 for too many of them."""
+        self._check_batch_size(items)
+        self._backpressure.check()
+        return await write_batch(self._writes, self._keys, self._audit, actor, items)
+
+    async def keyed_batch(self, items: list[Any], actor: Actor, key: str) -> KeyedBatch:
+        """A batch under one idempotency key for all its items (see keyed_batch)."""
+        self._check_batch_size(items)
+        self._backpressure.check()
+        return await write_keyed_batch(self._writes, self._keys, self._audit, actor, items, key)
+
+    def _check_batch_size(self, items: list[Any]) -> None:
         limit = self._settings.api.max_batch_items
         if len(items) > limit:
             raise InvalidInput.field(
                 ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
             )
-        return await write_batch(self._writes, self._keys, self._audit, actor, items)
 
     async def _send(
         self, sender: Sender, write: Write, build: Callable[[], Awaitable[Command]]

@@ -4,9 +4,17 @@ The gateway is the one judge of what is valid: the loader sends what it is given
 gateway's verdict per item, grouped by reason. Only what cannot even be sent (a CSV row whose zip
 is not a number) is rejected locally, and it is reported the same way.
 
-Every item carries an ``idempotency_key`` made once, so a retry (after a timeout, a 5xx or an
-item answered ``unknown``) is the same write again, never a second one. An item whose outcome is
-still unknown when the retries run out is counted as ``unknown``: it may have been taken.
+Every batch request carries one ``Idempotency-Key`` made for it, and a retry (after a timeout,
+a 5xx or an item answered ``unknown``) sends the same batch with the same key: the gateway
+answers the items an earlier attempt got accepted from its record and publishes the others as
+the same commands, so a retry is the same write again, never a second one. One key per batch,
+not per item, keeps the gateway's Redis at a few hundred bytes per thousand customers. An item
+whose outcome is still unknown when the retries run out is counted as ``unknown``: it may have
+been taken.
+
+A 429 (the consumers are behind, or the key is over its rate) took nothing: the batch waits as
+long as the gateway asks and is sent again, without using up a retry, for up to
+``busy_patience_s`` in all.
 """
 
 from __future__ import annotations
@@ -25,8 +33,11 @@ import httpx
 from regionstore_shared.schemas import Customer
 
 BATCH_PATH = "/v1/customers:batch"
-# Answers after which a batch is sent again, with the same keys.
+KEY_HEADER = "Idempotency-Key"
+# Answers after which a batch is sent again, with the same key.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# The gateway is busy: nothing was taken, and waiting is what it asks.
+BUSY_STATUS = 429
 # Answers (and errors) after which the request may have been taken although nothing says so.
 MAYBE_TAKEN_STATUSES = frozenset({502, 504})
 AUTH_STATUSES = frozenset({401, 403})
@@ -57,10 +68,12 @@ class LoadOptions:
     batch_size: int = 1000
     concurrency: int = 4
     retries: int = 5
-    """Retries of one batch's unanswered items (5xx, 429, no connection, outcome unknown)."""
+    """Retries of one batch's unanswered items (5xx, no connection, outcome unknown)."""
     backoff_s: float = 0.5
     max_backoff_s: float = 8.0
     timeout_s: float = 60.0
+    busy_patience_s: float = 600.0
+    """How long in all one batch waits on 429s before the load stops."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.concurrency < 1 or self.retries < 0:
@@ -188,17 +201,24 @@ def _quiet(done: int, summary: LoadSummary) -> None:
 
 @dataclass(slots=True)
 class _Item:
-    """A row on its way, with the key every attempt at it carries."""
+    """A row on its way: its place in its batch, and what the attempts at it said."""
 
+    index: int
     row: Row
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
     maybe_taken: bool = False
     """Some attempt may have been taken: if no answer comes, its outcome is unknown."""
     reasons: list[str] = field(default_factory=list)
     """Why the last attempt did not settle it."""
 
     def body(self) -> dict[str, Any]:
-        return {"op": "upsert", "customer": self.row.customer, "idempotency_key": self.key}
+        return {"op": "upsert", "customer": self.row.customer}
+
+
+@dataclass(slots=True)
+class _Patience:
+    """How much longer one batch may wait on 429s."""
+
+    left_s: float
 
 
 class _Loader:
@@ -249,28 +269,30 @@ class _Loader:
             if self.summary.stopped is not None:
                 continue  # drain, so the producer never blocks on a full queue
             before = self.summary.processed
-            await self._send([_Item(row) for row in batch])
+            await self._send([_Item(index, row) for index, row in enumerate(batch)])
             self.on_progress(self.summary.processed - before, self.summary)
 
-    async def _send(self, todo: list[_Item]) -> None:
-        """Send until every item is answered for certain, or the retries run out."""
+    async def _send(self, batch: list[_Item]) -> None:
+        """Send until every item is answered for certain, or the retries run out.
+
+        Every attempt sends the whole batch under the one key made for it, as the gateway
+        needs to tell a retry from another request; only the items not yet settled count.
+        """
+        body = {"items": [item.body() for item in batch]}
+        headers = {KEY_HEADER: uuid.uuid4().hex}
+        todo = list(batch)
         reason = ""
         asked_wait = 0.0
+        busy = _Patience(self.options.busy_patience_s)
         for attempt in range(self.options.retries + 1):
             if attempt:
                 await self.sleep(max(self.options.backoff(attempt - 1), asked_wait))
             if self.summary.stopped is not None:
                 self._give_up([item for item in todo if item.maybe_taken])
                 return
-            try:
-                response = await self.client.post(
-                    BATCH_PATH, json={"items": [item.body() for item in todo]}
-                )
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
-                url = str(self.client.base_url).rstrip("/")
-                reason = f"cannot reach the gateway at {url}: {_describe(error)}"
-                connect = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
-                _unanswered(todo, reason, maybe_taken=not connect)
+            response = await self._post(body, headers, todo, busy)
+            if isinstance(response, str):
+                reason = response
                 continue
             if response.status_code in AUTH_STATUSES:
                 # Every batch would get the same answer. Items are left unsent, unless an
@@ -288,18 +310,47 @@ class _Loader:
                 maybe_taken = response.status_code in MAYBE_TAKEN_STATUSES
                 _unanswered(todo, reason, maybe_taken=maybe_taken)
                 continue
-            todo = self._record(todo, results)
+            todo = self._record(batch, todo, results)
             if not todo:
                 return
             reason = f"{todo[0].reasons[0]} ({len(todo)} item(s) unsettled)"
         self._give_up(todo)
         self.summary.stopped = f"{reason} (after {self.options.retries} retries)"
 
-    def _record(self, todo: list[_Item], results: list[dict[str, Any]]) -> list[_Item]:
-        """Count the settled items; return those to send again (unknown or failed)."""
+    async def _post(
+        self, body: dict[str, Any], headers: dict[str, str], todo: list[_Item], busy: _Patience
+    ) -> httpx.Response | str:
+        """One attempt: the gateway's answer, or why none came (``todo`` then says whether it
+        may have been taken). A 429 took nothing: it is waited out here, not a retry spent."""
+        while True:
+            try:
+                response = await self.client.post(BATCH_PATH, json=body, headers=headers)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
+                url = str(self.client.base_url).rstrip("/")
+                reason = f"cannot reach the gateway at {url}: {_describe(error)}"
+                connect = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+                _unanswered(todo, reason, maybe_taken=not connect)
+                return reason
+            if response.status_code != BUSY_STATUS or busy.left_s <= 0:
+                return response
+            wait_s = max(_retry_after(response), self.options.backoff_s)
+            busy.left_s -= wait_s
+            await self.sleep(wait_s)
+
+    def _record(
+        self, batch: list[_Item], todo: list[_Item], results: list[dict[str, Any]]
+    ) -> list[_Item]:
+        """Count the items this answer settles; return those to send again (unknown or failed).
+
+        An item an earlier answer settled is answered again (from the key's record): it is
+        counted once.
+        """
+        unsettled = {item.index for item in todo}
         again: list[_Item] = []
         for result in results:
-            item = todo[result["index"]]
+            if result["index"] not in unsettled:
+                continue
+            item = batch[result["index"]]
             status = result.get("status")
             if status == "accepted":
                 self.summary.accepted += 1
