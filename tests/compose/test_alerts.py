@@ -54,7 +54,7 @@ class TestPromtool:
     def test_the_rules_are_valid(self, promtool: Path) -> None:
         checked = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", str(RULES_FILE))
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert f"SUCCESS: {len(alert_rules(ALERTS_FILE))} rules found" in checked.stdout
+        assert f"SUCCESS: {len(alert_rules(RULES_FILE))} rules found" in checked.stdout
 
     def test_every_unit_test_of_the_rules_passes(self, promtool: Path) -> None:
         tested = run(promtool, "test", "rules", str(TESTS_FILE))
@@ -79,7 +79,7 @@ class TestCoverage:
         for test in loaded["tests"]:
             for case in test.get("alert_rule_test", []):
                 (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
-        alerts = {rule["alert"] for rule in alert_rules(ALERTS_FILE)}
+        alerts = {rule["alert"] for rule in alert_rules(RULES_FILE)}
         assert alerts - firing == set(), "alerts no test fires"
         assert alerts - quiet == set(), "alerts no test shows quiet"
         assert (firing | quiet) - alerts == set(), "tests of alerts that do not exist"
@@ -87,14 +87,14 @@ class TestCoverage:
     def test_every_alert_links_to_its_runbook_section(self) -> None:
         headings = re.findall(r"^## (\S+)$", RUNBOOKS.read_text(), flags=re.MULTILINE)
         anchors = {heading.lower() for heading in headings}
-        for rule in alert_rules(ALERTS_FILE):
+        for rule in alert_rules(RULES_FILE):
             url = rule["annotations"]["runbook_url"]
             assert url == f"docs/runbooks.md#{rule['alert'].lower()}", rule["alert"]
             assert rule["alert"].lower() in anchors, f"no section {rule['alert']} in runbooks.md"
-        assert sorted(headings) == sorted(rule["alert"] for rule in alert_rules(ALERTS_FILE))
+        assert sorted(headings) == sorted(rule["alert"] for rule in alert_rules(RULES_FILE))
 
     def test_every_alert_has_a_severity_and_a_summary(self) -> None:
-        for rule in alert_rules(ALERTS_FILE):
+        for rule in alert_rules(RULES_FILE):
             assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
             assert rule["annotations"]["summary"], rule["alert"]
 

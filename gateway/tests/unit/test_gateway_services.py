@@ -11,8 +11,8 @@ from typing import Any, cast
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from audit_fakes import AckingProducer, audit_trail, recent_changes
-from prometheus_client import REGISTRY
 from backpressure_fakes import idle_backpressure
+from prometheus_client import REGISTRY
 
 from regionstore_gateway.api.errors import refusal
 from regionstore_gateway.audit_trail import AuditUnavailableError
