@@ -113,5 +113,6 @@ class TestLoaded:
         config: dict[str, Any] = yaml.safe_load(PROMETHEUS_FILE.read_text())
         compose: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
         mounts = compose["services"]["prometheus"]["volumes"]
-        (rules_path,) = config["rule_files"]
+        rules_path = f"/etc/prometheus/{RULES_FILE.name}"
+        assert rules_path in config["rule_files"]
         assert f"./prometheus/{RULES_FILE.name}:{rules_path}:ro" in mounts
