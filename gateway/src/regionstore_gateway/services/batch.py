@@ -119,16 +119,19 @@ def _command(
     try:
         return writes.upsert_command(item.customer)
     except ZipOutOfRangeError as error:
-        loc = ["body", "items", index, "customer", "customer_zip_code_prefix"]
-        results.append(
-            BatchItemResult(
-                index=index,
-                status="rejected",
-                customer_id=item.customer.customer_id,
-                errors=[{"loc": loc, "msg": str(error), "type": "value_error"}],
-            )
-        )
+        results.append(zip_rejected(index, item.customer.customer_id, error))
         return None
+
+
+def zip_rejected(index: int, customer_id: str, error: ZipOutOfRangeError) -> BatchItemResult:
+    """The rejection of an item whose zip no region takes."""
+    loc = ["body", "items", index, "customer", "customer_zip_code_prefix"]
+    return BatchItemResult(
+        index=index,
+        status="rejected",
+        customer_id=customer_id,
+        errors=[{"loc": loc, "msg": str(error), "type": "value_error"}],
+    )
 
 
 async def _plan(

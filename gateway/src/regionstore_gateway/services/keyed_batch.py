@@ -26,7 +26,14 @@ from regionstore_gateway.idempotency import (
     request_hash,
 )
 from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
-from regionstore_gateway.services.batch import _ROUTE, _item_result, _Send, _unaudited, _validate
+from regionstore_gateway.services.batch import (
+    _ROUTE,
+    _item_result,
+    _Send,
+    _unaudited,
+    _validate,
+    zip_rejected,
+)
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_gateway.writes import Delivery, Outcome, Writes
 from regionstore_shared.clock import VERSION_STEP
@@ -176,15 +183,7 @@ def _command(
             command_id=command_id,
         )
     except ZipOutOfRangeError as error:
-        loc = ["body", "items", index, "customer", "customer_zip_code_prefix"]
-        results.append(
-            BatchItemResult(
-                index=index,
-                status="rejected",
-                customer_id=item.customer.customer_id,
-                errors=[{"loc": loc, "msg": str(error), "type": "value_error"}],
-            )
-        )
+        results.append(zip_rejected(index, item.customer.customer_id, error))
         return None
 
 
