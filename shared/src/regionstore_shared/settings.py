@@ -16,6 +16,7 @@ Credentials never appear in a settings repr or in a validation error (``hide_inp
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -221,6 +222,11 @@ class CommonSettings(BaseSettings):
     # While a dependency stays down, one summary line per this many seconds instead of one per
     # retry (see regionstore_shared.logs).
     log_summary_s: Annotated[float, Field(gt=0)] = 30.0
+    # Where a consumer keeps its placement tables on disk, one directory per process. Unset: a
+    # temporary one, so a restart reads the tables from Kafka again (slow at millions).
+    state_dir: Path | None = None
+    # The page cache of those tables: what they cost in memory, whatever their size.
+    state_cache_mib: Annotated[int, Field(ge=1, le=4096)] = 32
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     store: StoreSettings = StoreSettings()
