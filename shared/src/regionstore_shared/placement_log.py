@@ -135,10 +135,10 @@ class PlacementLog:
         while True:
             try:
                 await self._store.follow(self._local)
-            except KafkaError as error:
-                log.warning(
-                    "placement follower stopped, reading again",
-                    extra={"group": self._group, "error": repr(error)},
+            except Exception:
+                # Only speed depends on the follower: an assignment reads what it missed.
+                log.exception(
+                    "placement follower stopped, reading again", extra={"group": self._group}
                 )
                 await asyncio.sleep(FOLLOW_RETRY_S)
 
@@ -470,13 +470,16 @@ class KafkaTableStore:
             await consumer.stop()
 
     async def follow(self, into: LocalTables) -> None:
+        admin = kafka_admin(self._settings, f"{self._client_id}-placement-admin")
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        tps = [TopicPartition(self.topic, p["partition"]) for p in described["partitions"]]
         consumer = self._table_consumer("follow")
         await consumer.start()
         try:
-            tps = [
-                TopicPartition(self.topic, p)
-                for p in sorted(await consumer.partitions_for_topic(self.topic) or ())
-            ]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             for tp in tps:
