@@ -425,10 +425,11 @@ class FakeTableStore:
             ],
         )
 
-    async def follow(self, into: LocalTables) -> None:
+    async def follow(self, into: LocalTables, owned: Collection[int]) -> None:
         """Follow as Kafka would: every partition's commits, read now, then waiting."""
         for p in list(self.logs):
-            self.read(p, into.mark(p).offset, into)
+            if p not in owned:
+                self.read(p, into.mark(p).offset, into)
         self.followed.set()
         await asyncio.Event().wait()
 

@@ -115,8 +115,8 @@ class LocalTables:
             if key == UNKNOWN_KEY:
                 unknown = _checked(key, value, UNKNOWN_ADAPTER.validate_json)
             else:
-                _checked(key, value, PLACED_ADAPTER.validate_json)
-                entries[key.decode()] = value
+                # Read when routed (LocalTable.get): checking each here would double a load.
+                entries[_checked(key, key, bytes.decode)] = value
         if offset == start.offset:
             return
         with _transaction(self._db):
@@ -160,7 +160,11 @@ class LocalTable:
             "SELECT value FROM entry WHERE partition = ? AND key = ?",
             (self._partition, customer_id),
         ).fetchone()
-        return None if row is None else PLACED_ADAPTER.validate_json(row[0])
+        return (
+            None
+            if row is None
+            else _checked(customer_id.encode(), row[0], PLACED_ADAPTER.validate_json)
+        )
 
     def __len__(self) -> int:
         (count,) = self._db.execute(

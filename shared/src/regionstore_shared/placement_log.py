@@ -85,9 +85,9 @@ class TableStore(Protocol):
         end is not read."""
         ...
 
-    async def follow(self, into: LocalTables) -> None:
-        """Read every partition's committed entries into ``into`` as they come, from each
-        partition's mark, until cancelled."""
+    async def follow(self, into: LocalTables, owned: Collection[int]) -> None:
+        """Read the committed entries of every partition not ``owned`` (a live view) into
+        ``into`` as they come, each from its mark, until cancelled."""
         ...
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
@@ -134,7 +134,7 @@ class PlacementLog:
     async def _follow(self) -> None:
         while True:
             try:
-                await self._store.follow(self._local)
+                await self._store.follow(self._local, self._partitions.keys())
             except Exception:
                 # Only speed depends on the follower: an assignment reads what it missed.
                 log.exception(
@@ -469,7 +469,7 @@ class KafkaTableStore:
         finally:
             await consumer.stop()
 
-    async def follow(self, into: LocalTables) -> None:
+    async def follow(self, into: LocalTables, owned: Collection[int]) -> None:
         admin = kafka_admin(self._settings, f"{self._client_id}-placement-admin")
         await admin.start()
         try:
@@ -482,16 +482,22 @@ class KafkaTableStore:
         try:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            for tp in tps:
-                if mark := into.mark(tp.partition).offset:
-                    consumer.seek(tp, mark)
+            paused: set[TopicPartition] = set()
             while True:
-                polled = await consumer.getmany(timeout_ms=1000)
-                for tp, records in polled.items():
-                    into.take(tp.partition, _records(records))
-                    # An owned partition's mark moves ahead with this consumer's own commits.
+                # An owned partition's table moves with this consumer's own commits: it is not
+                # read; once handed over, it is read again from its mark.
+                mine = {tp for tp in tps if tp.partition in owned}
+                consumer.pause(*(mine - paused))
+                for tp in paused - mine:
+                    consumer.resume(tp)
+                for tp in set(tps) - mine:
                     if (mark := into.mark(tp.partition).offset) > await consumer.position(tp):
                         consumer.seek(tp, mark)
+                paused = mine
+                polled = await consumer.getmany(timeout_ms=1000)
+                for tp, records in polled.items():
+                    if tp.partition not in owned:
+                        into.take(tp.partition, _records(records))
         finally:
             await consumer.stop()
 

@@ -53,12 +53,20 @@ def test_a_commit_moves_the_mark_past_entries_a_follower_then_reads_again() -> N
     local.close()
 
 
-def test_an_unreadable_entry_is_refused_and_nothing_of_its_batch_is_kept() -> None:
+def test_an_unreadable_key_is_refused_and_nothing_of_its_batch_is_kept() -> None:
     local = LocalTables(None, group="g")
     with pytest.raises(RuntimeError, match="unreadable placement entry"):
-        local.take(0, [(0, b"c1", entry(AT_1)), (1, b"c2", b"{not json")])
+        local.take(0, [(0, b"c1", entry(AT_1)), (1, b"\xff", entry(AT_1))])
     assert local.table(0).get("c1") is None
     assert local.mark(0) == Mark(0, None)
+    local.close()
+
+
+def test_an_unreadable_entry_is_refused_when_its_customer_is_routed() -> None:
+    local = LocalTables(None, group="g")
+    local.take(0, [(0, b"c1", b"{not json")])
+    with pytest.raises(RuntimeError, match="unreadable placement entry b'c1'"):
+        local.table(0).get("c1")
     local.close()
 
 
