@@ -425,11 +425,14 @@ class FakeTableStore:
             ],
         )
 
-    async def follow(self, into: LocalTables, owned: Collection[int]) -> None:
+    async def follow(
+        self, into: LocalTables, owned: Collection[int], caught_up: asyncio.Event
+    ) -> None:
         """Follow as Kafka would: every partition's commits, read now, then waiting."""
         for p in list(self.logs):
             if p not in owned:
                 self.read(p, into.mark(p).offset, into)
+        caught_up.set()
         self.followed.set()
         await asyncio.Event().wait()
 

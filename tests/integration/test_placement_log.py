@@ -268,7 +268,7 @@ async def test_a_standby_follows_the_table_so_taking_the_partition_reads_nothing
 ) -> None:
     created, moved = upsert("c1", 1), upsert("c1", 2, MOVED)
     owner, standby = topics.log(), topics.log()
-    standby.start()
+    await standby.start()
     try:
         await owner.assigned({topics.commands})
         done = batch(topics, created)

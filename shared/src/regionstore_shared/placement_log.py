@@ -85,9 +85,12 @@ class TableStore(Protocol):
         end is not read."""
         ...
 
-    async def follow(self, into: LocalTables, owned: Collection[int]) -> None:
+    async def follow(
+        self, into: LocalTables, owned: Collection[int], caught_up: asyncio.Event
+    ) -> None:
         """Read the committed entries of every partition not ``owned`` (a live view) into
-        ``into`` as they come, each from its mark, until cancelled."""
+        ``into`` as they come, each from its mark, until cancelled; set ``caught_up`` once
+        every partition was read to the end it had when the follower started."""
         ...
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
@@ -122,19 +125,33 @@ class PlacementLog:
         self._regions = tuple(regions)
         self._partitions: dict[int, asyncio.Future[_Partition]] = {}
         self._follower: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
         self._routed = {
             action: metrics.TARGETS_ROUTED.labels(role=role.value, action=action.value)
             for action in Action
         }
 
-    def start(self) -> None:
-        """Follow every table partition in the background, so one handed over resumes fast."""
+    async def start(self) -> None:
+        """Follow every table partition in the background, so one handed over resumes fast;
+        return once the tables on disk caught up with the topic.
+
+        A process started on an empty disk so reads the tables before it joins its group, as
+        Kafka Streams warms a new instance up before it gives it active tasks: the group's
+        other members keep applying meanwhile, instead of waiting for a rebalance that stalls
+        until the newcomer has read millions of entries.
+        """
         self._follower = asyncio.create_task(self._follow(), name=f"{self._group} placement")
+        started = time.perf_counter()
+        await self._caught_up.wait()
+        log.info(
+            "placement tables caught up",
+            extra={"group": self._group, "seconds": round(time.perf_counter() - started, 3)},
+        )
 
     async def _follow(self) -> None:
         while True:
             try:
-                await self._store.follow(self._local, self._partitions.keys())
+                await self._store.follow(self._local, self._partitions.keys(), self._caught_up)
             except Exception:
                 # Only speed depends on the follower: an assignment reads what it missed.
                 log.exception(
@@ -469,7 +486,9 @@ class KafkaTableStore:
         finally:
             await consumer.stop()
 
-    async def follow(self, into: LocalTables, owned: Collection[int]) -> None:
+    async def follow(
+        self, into: LocalTables, owned: Collection[int], caught_up: asyncio.Event
+    ) -> None:
         admin = kafka_admin(self._settings, f"{self._client_id}-placement-admin")
         await admin.start()
         try:
@@ -482,6 +501,7 @@ class KafkaTableStore:
         try:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
             paused: set[TopicPartition] = set()
             while True:
                 # An owned partition's table moves with this consumer's own commits: it is not
@@ -494,6 +514,10 @@ class KafkaTableStore:
                     if (mark := into.mark(tp.partition).offset) > await consumer.position(tp):
                         consumer.seek(tp, mark)
                 paused = mine
+                if not caught_up.is_set() and all(
+                    [await consumer.position(tp) >= ends[tp] for tp in set(tps) - mine]
+                ):
+                    caught_up.set()
                 polled = await consumer.getmany(timeout_ms=1000)
                 for tp, records in polled.items():
                     if tp.partition not in owned:

@@ -50,7 +50,7 @@ async def consume_commands(
             regions=settings.region_map.names,
         )
         stack.push_async_callback(placement.close)
-        placement.start()
+        await placement.start()
         ownership = PartitionOwnership(group_id, placement)
         consumer = kafka_consumer(
             settings.kafka,

@@ -249,8 +249,8 @@ class TestRebalance:
         store = FakeTableStore()
         await committed(store, upsert("c1", 1), upsert("c2", 1))
         standby = log_of(store)
-        standby.start()
-        await store.followed.wait()
+        await standby.start()
+        assert store.followed.is_set()
         await standby.assigned({P0})
         assert store.loads[-1] == {0: 1}  # nothing left to read: the follower read it all
         move = upsert("c1", 2, MOVED_TO_REGION_2)
