@@ -148,23 +148,46 @@ class LocalTables:
         )
 
 
+PREFETCH_CHUNK = 500
+"""Customers asked for in one query (SQLite allows up to 32,766 parameters)."""
+
+
 class LocalTable:
-    """One partition's committed placements, read from the file one customer at a time."""
+    """One partition's committed placements, read from the file: a batch's customers at once
+    (:meth:`prefetch`), or one at a time."""
 
     def __init__(self, db: sqlite3.Connection, partition: int) -> None:
         self._db = db
         self._partition = partition
+        self._fetched: dict[str, bytes | None] = {}
+
+    def prefetch(self, customer_ids: Iterable[str]) -> None:
+        """Read these customers' entries in a few queries, for the ``get`` calls that follow
+        (until the next prefetch or update)."""
+        keys = list(dict.fromkeys(customer_ids))
+        self._fetched = dict.fromkeys(keys)
+        for start in range(0, len(keys), PREFETCH_CHUNK):
+            chunk = keys[start : start + PREFETCH_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            self._fetched.update(
+                self._db.execute(
+                    f"SELECT key, value FROM entry WHERE partition = ? AND key IN ({marks})",
+                    (self._partition, *chunk),
+                ).fetchall()
+            )
 
     def get(self, customer_id: str) -> Placed | None:
-        row = self._db.execute(
-            "SELECT value FROM entry WHERE partition = ? AND key = ?",
-            (self._partition, customer_id),
-        ).fetchone()
-        return (
-            None
-            if row is None
-            else _checked(customer_id.encode(), row[0], PLACED_ADAPTER.validate_json)
-        )
+        if customer_id in self._fetched:
+            value = self._fetched[customer_id]
+        else:
+            row = self._db.execute(
+                "SELECT value FROM entry WHERE partition = ? AND key = ?",
+                (self._partition, customer_id),
+            ).fetchone()
+            value = None if row is None else row[0]
+        if value is None:
+            return None
+        return _checked(customer_id.encode(), value, PLACED_ADAPTER.validate_json)
 
     def __len__(self) -> int:
         (count,) = self._db.execute(
@@ -175,6 +198,7 @@ class LocalTable:
     def update(self, placements: Mapping[str, Placed]) -> None:
         """Keep placements committed to the topic (the mark moves after, in
         :meth:`LocalTables.advance`)."""
+        self._fetched = {}
         with _transaction(self._db):
             _put(
                 self._db,

@@ -46,7 +46,7 @@ from regionstore_shared.placement import (
     Placed,
     PlacementTable,
 )
-from regionstore_shared.placement_local import UNKNOWN_KEY, LocalTables, Record
+from regionstore_shared.placement_local import UNKNOWN_KEY, LocalTable, LocalTables, Record
 from regionstore_shared.schemas import Action, Applier, Command, Target, decode_command
 from regionstore_shared.settings import KafkaSettings
 
@@ -251,7 +251,9 @@ class PlacementLog:
             future = self._partitions.get(tp.partition)
             if future is None:
                 continue
-            table = (await future).table
+            partition = await future
+            partition.known.prefetch([envelope.command.key for envelope in decoded])
+            table = partition.table
             for envelope in decoded:
                 version, routed = table.route(envelope.command)
                 mine = tuple(t for t in routed if t.role is self._role)
@@ -330,6 +332,7 @@ class PlacementLog:
 @dataclass(slots=True)
 class _Partition:
     number: int
+    known: LocalTable
     table: PlacementTable
     writer: TableWriter
     written_unknown: tuple[str, ...] | None
@@ -343,7 +346,8 @@ class _Partition:
         """A partition whose table was committed, from its local table (read to the end)."""
         unknown = local.mark(number).unknown
         assert unknown is not None
-        return cls(number, PlacementTable(local.table(number), unknown=unknown), writer, unknown)
+        known = local.table(number)
+        return cls(number, known, PlacementTable(known, unknown=unknown), writer, unknown)
 
     @classmethod
     def learnt(
@@ -363,7 +367,8 @@ class _Partition:
         local.reset(number)
         known = local.table(number)
         known.update(learnt)
-        return cls(number, PlacementTable(known, unknown=unknown), writer, None, dict(learnt))
+        table = PlacementTable(known, unknown=unknown)
+        return cls(number, known, table, writer, None, dict(learnt))
 
 
 class _Routes:

@@ -91,3 +91,16 @@ def test_a_directory_serves_one_process_of_a_group(tmp_path: Path) -> None:
     other_group = LocalTables(tmp_path, group="h")
     other_group.close()
     held.close()
+
+
+def test_a_prefetched_batch_reads_as_one_customer_at_a_time_would() -> None:
+    local = LocalTables(None, group="g")
+    local.take(0, [(i, f"c{i}".encode(), entry(AT_1)) for i in range(1200)])
+    table = local.table(0)
+    table.prefetch([f"c{i}" for i in range(0, 1300, 3)] + ["c3"])
+    assert table.get("c3") == AT_1
+    assert table.get("c1299") is None  # asked, not there
+    assert table.get("c4") == AT_1  # not asked: read on its own
+    table.update({"c3": AT_2})
+    assert table.get("c3") == AT_2  # an update is never hidden by what was prefetched
+    local.close()
