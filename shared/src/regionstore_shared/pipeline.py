@@ -136,6 +136,15 @@ class Batch:
             if tp in owned
         }
 
+    @classmethod
+    def last_of(cls, batches: Sequence[Batch]) -> Batch:
+        """The last record of each partition across ``batches`` (in poll order): what
+        committing them all means."""
+        last: dict[TopicPartition, list[Record]] = {}
+        for batch in batches:
+            last.update((tp, records[-1:]) for tp, records in batch.records.items() if records)
+        return cls(last)
+
     def drop(self, partitions: Collection[TopicPartition]) -> int:
         """Forget every record of ``partitions``; return how many were held."""
         dropped = 0
@@ -315,6 +324,7 @@ async def run_batches(
     on_batch: Callable[[int], Awaitable[None]] | None = None,
     outages: Outages | None = None,
     poll_timeout_ms: int = 500,
+    commit_interval_ms: int = 0,
 ) -> None:
     """Consume until ``stop`` is set: decode, route, apply or park, then commit what was handled.
 
@@ -330,9 +340,40 @@ async def run_batches(
     batches in hand; only partitions still assigned are committed, and a commit the group
     refuses because it rebalanced is logged and skipped: the new owners consume those records
     again. Without it (a consumer with fixed partitions) nothing is ever revoked.
+
+    With ``commit_interval_ms``, batches applied are committed together, at most that often
+    (and at once when a poll finds nothing more, or the loop stops), as Kafka Streams commits
+    under exactly-once: a commit (a transaction per partition, for the placement tables) then
+    costs per interval, not per batch, which is what a write pays at low rates. A crash
+    replays what was applied since the last commit, through the same committed tables, so to
+    the same targets at the same versions: harmless, as any replay.
     """
     ownership = ownership if ownership is not None else PartitionOwnership(group)
     ahead: asyncio.Task[Batch | None] | None = None
+    applied: list[Batch] = []
+    """Batches applied and not committed yet, oldest first."""
+    since = 0.0
+    loop = asyncio.get_running_loop()
+
+    async def commit() -> None:
+        try:
+            committed = await routing.commit(consumer, Batch.last_of(applied), group)
+        except BaseException:
+            routing.discard()
+            following = None if ahead is None else await _cancel(ahead)
+            _rewind(consumer, applied if following is None else [*applied, following])
+            raise
+        for done in applied:
+            ownership.release(done)
+        count = sum(done.count for done in applied)
+        applied.clear()
+        if committed and outages is not None:
+            outages.ok("kafka")
+        await _update_lag(consumer, group)
+        if on_batch is not None and count:
+            await on_batch(count)
+
+    stopped = False
     try:
         while not stop.is_set():
             if ahead is None:
@@ -340,6 +381,8 @@ async def run_batches(
             else:
                 batch, ahead = await ahead, None
             if batch is None:
+                if applied:
+                    await commit()
                 continue
             ahead = asyncio.create_task(_poll(consumer, poll_timeout_ms, ownership))
             try:
@@ -356,19 +399,22 @@ async def run_batches(
             except BaseException:
                 routing.discard()
                 following, ahead = await _cancel(ahead), None
-                _rewind(consumer, [batch] if following is None else [batch, following])
+                held = [*applied, batch]
+                _rewind(consumer, held if following is None else [*held, following])
                 raise
-            committed = await routing.commit(consumer, batch, group)
-            ownership.release(batch)
-            if committed and outages is not None:
-                outages.ok("kafka")
-            await _update_lag(consumer, group)
-            if on_batch is not None and batch.count:
-                await on_batch(batch.count)
+            if not applied:
+                since = loop.time()
+            applied.append(batch)
+            if (loop.time() - since) * 1000 >= commit_interval_ms:
+                await commit()
+        stopped = True
     finally:
         # A batch polled ahead and never applied is rewound, so no later poll skips it.
         if ahead is not None and (following := await _cancel(ahead)) is not None:
             _rewind(consumer, [following])
+            ahead = None
+        if stopped and applied:
+            await commit()
         ownership.release_all()
 
 

@@ -96,4 +96,5 @@ async def consume_commands(
             role=role.value,
             ownership=ownership,
             outages=state.outages,
+            commit_interval_ms=settings.kafka.commit_interval_ms,
         )

@@ -109,6 +109,9 @@ class KafkaSettings(BaseModel):
     request_timeout_ms: Annotated[int, Field(ge=1000)] = 15000
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = 2
     max_batch_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    # The writer and the replicator commit their placement tables and offsets at most this
+    # often (a transaction per partition each time), whatever the number of batches between.
+    commit_interval_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
 
     writer_group: str = "regionstore.writer"
     replicator_group: str = "regionstore.replicator"

@@ -44,6 +44,7 @@ async def _run(
     dead_letters: FakeDeadLetters | None = None,
     outages: Outages | None = None,
     ownership: PartitionOwnership | None = None,
+    commit_interval_ms: int = 0,
 ) -> None:
     await run_batches(
         consumer,
@@ -55,6 +56,7 @@ async def _run(
         role="recovery",
         ownership=ownership,
         outages=outages,
+        commit_interval_ms=commit_interval_ms,
     )
 
 
@@ -64,6 +66,44 @@ async def test_each_applied_batch_commits_past_its_last_record() -> None:
     await _run(consumer, FakeApplier(fail_on_call=None), stop)
     assert consumer.commits == [{TP: 2}, {TP: 3}]
     assert consumer.seeks == []
+
+
+class TestCommitInterval:
+    async def test_batches_applied_within_the_interval_are_committed_together(self) -> None:
+        stop = asyncio.Event()
+        polls = [
+            [delete_record(0), delete_record(1)],
+            {TP2: [delete_record(4)]},
+            [delete_record(2)],
+        ]
+        consumer = FakeConsumer(polls, stop)
+        applier = FakeApplier(fail_on_call=None)
+        await _run(consumer, applier, stop, commit_interval_ms=60_000)
+        assert applier.calls == 3
+        assert consumer.commits == [{TP: 3, TP2: 5}]
+
+    async def test_a_poll_that_finds_nothing_commits_what_was_applied(self) -> None:
+        stop = asyncio.Event()
+        consumer = FakeConsumer([[delete_record(0)], {}, [delete_record(1)]], stop)
+        await _run(consumer, FakeApplier(fail_on_call=None), stop, commit_interval_ms=60_000)
+        assert consumer.commits == [{TP: 1}, {TP: 2}]
+
+    async def test_a_failure_rewinds_to_the_first_batch_not_committed(self) -> None:
+        stop = asyncio.Event()
+        consumer = FakeConsumer([[delete_record(0)], [delete_record(5), delete_record(6)]], stop)
+        with pytest.raises(RegionUnavailableError):
+            await _run(consumer, FakeApplier(fail_on_call=2), stop, commit_interval_ms=60_000)
+        assert consumer.commits == []
+        assert consumer.seeks == [(TP, 0)]
+
+    async def test_a_failed_commit_rewinds_every_batch_it_held(self) -> None:
+        stop = asyncio.Event()
+        consumer = FakeConsumer([[delete_record(0)], [delete_record(1)]], stop)
+        consumer.commit_errors.append(RuntimeError("broker gone"))
+        with pytest.raises(RuntimeError, match="broker gone"):
+            await _run(consumer, FakeApplier(fail_on_call=None), stop, commit_interval_ms=60_000)
+        assert consumer.commits == []
+        assert consumer.seeks == [(TP, 0)]
 
 
 async def test_a_failed_batch_is_not_committed_and_is_rewound_to_its_first_record() -> None:
