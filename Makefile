@@ -263,6 +263,10 @@ bench: sync secrets ## the full benchmark on the local stack (under 15 min): ben
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
+.PHONY: bench-cost
+bench-cost: sync secrets ## what a write costs with everything running: CPU per write at 20, 100 and 1,000 writes/s and at saturation: bench/results/cost-latest.json
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench.cost $(if $(OUTPUT),--output $(OUTPUT))
+
 .PHONY: bench-data-scale
 bench-data-scale: sync secrets ## add N Olist-shaped customers through :batch, then time every list shape at that size (N=0: time only): bench/results/data-scale-*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') RUN_DIR='$(RUN_DIR)' \
