@@ -107,7 +107,8 @@ class Options:
     grace_s: float = 30.0
     """Customers written this recently are left for the next pass."""
     batch: int = 500
-    """Customers repaired per audit event and per publishing round."""
+    """Diverging copies gathered before they are repaired (whole buckets: a batch may hold
+    more), with one audit event and one publishing round per batch."""
 
 
 class Publisher(Protocol):
