@@ -2,18 +2,24 @@
 document.
 
 A *bucket* is every customer id that starts with the same ``prefix`` characters (ids are
-compared as bytes, in the order the stores keep ``_id``, so a stream of one region's copies in
-``_id`` order passes each bucket once, whole). Each region's share of a bucket is summed up per
-*placement group*, the home region its live copies name: a hash over the ``(id, version)`` of
-every live copy of that group, in id order. Two regions that must hold the same customers (a
-home and its replicas) then agree on a bucket exactly when their digests of that group are
-equal, and a region outside the placement must hold none of that group live.
+compared as bytes, in the order the stores keep ``_id``). Each region's live copies in a bucket
+are summed up per *placement group*, the home region they name. Two regions that must hold the
+same customers (a home and its replicas) agree on a bucket exactly when their summaries of that
+group are equal, and a region outside the placement must hold none of that group live.
 
-Tombstones are summed up too, per region, as the bucket's newest-delete digest: a live copy that
-every region of its placement holds alike can still be older than a delete some region holds,
-or than a move; the bucket is compared copy by copy whenever any region holds a tombstone newer
-than a live copy of the same id (see :func:`bucket_differs`). Only the buckets that differ are
-read again in full.
+Two levels:
+
+1. **On the store**, one aggregation per slice of ids (:func:`summary_pipeline`) sums up every
+   bucket and group: the count, two sums of the versions modulo two primes, and the highest
+   version. Nothing leaves the store but a few numbers per bucket.
+2. **For a bucket whose summaries differ**, the copies themselves (id, version, flags) are read
+   from every region and compared customer by customer (:mod:`regionstore_recovery.divergence`),
+   after an exact check of the same rule (:func:`bucket_differs`, with a hash of every live
+   ``(id, version)`` in id order, and any tombstone newer than a live copy of the same id).
+
+A sum can in principle hide two differences that cancel out (two customers each older in a
+different region by exactly the same amount modulo both primes); the second level is exact,
+and the next pass compares again.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from regionstore_shared.documents import DELETED, HOME, VERSION
 from regionstore_shared.regions import RegionMap
+
+P1 = 1_000_000_007
+P2 = 998_244_353
+Summary = tuple[int, int, int, int]
+"""A group's live copies in a bucket, as a store sums them up: count, sum of versions modulo
+P1, modulo P2, and the highest version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +89,6 @@ class Share:
         else:
             self.groups.setdefault(copy.home, Digest()).add(copy)
 
-    def digest(self, group: str | None) -> tuple[int, bytes] | None:
-        """The group's digest; None when the region holds none of it live."""
-        found = self.groups.get(group)
-        return None if found is None else found.value
-
 
 def share_of(copies: Iterable[Copy]) -> Share:
     """A region's share of a bucket from its copies (in id order)."""
@@ -90,28 +98,95 @@ def share_of(copies: Iterable[Copy]) -> Share:
     return share
 
 
-def bucket_differs(shares: Mapping[str, Share], regions: RegionMap) -> bool:
-    """Whether a bucket needs comparing copy by copy.
+def summary_pipeline(prefix: int, match: Mapping[str, object]) -> list[dict[str, object]]:
+    """The aggregation that sums up a store's live copies matching ``match``, per bucket and
+    placement group (rows ``{_id: {b: bucket, h: home}, n, s1, s2, m}``)."""
+    version = f"${VERSION}"
+    return [
+        {"$match": {**match, DELETED: False}},
+        {
+            "$group": {
+                "_id": {"b": {"$substrBytes": ["$_id", 0, prefix]}, "h": f"${HOME}"},
+                "n": {"$sum": 1},
+                "s1": {"$sum": {"$mod": [version, P1]}},
+                "s2": {"$sum": {"$mod": [version, P2]}},
+                "m": {"$max": version},
+            }
+        },
+    ]
 
-    It does when a placement group's digests differ between the regions of its placement, when
-    a region outside the placement holds one of its customers live, when a group names no home
-    the map knows, or when a tombstone is newer than a live copy of the same customer anywhere.
+
+def summary_rows(rows: Iterable[Mapping[str, object]]) -> dict[str, dict[str | None, Summary]]:
+    """The aggregation's rows, by bucket and placement group."""
+    summaries: dict[str, dict[str | None, Summary]] = {}
+    for row in rows:
+        key = row["_id"]
+        assert isinstance(key, Mapping)
+        home = key.get("h")
+        summaries.setdefault(str(key["b"]), {})[None if home is None else str(home)] = (
+            _int(row["n"]),
+            _int(row["s1"]),
+            _int(row["s2"]),
+            _int(row["m"]),
+        )
+    return summaries
+
+
+def summarize(copies: Iterable[Copy], prefix: int) -> dict[str, dict[str | None, Summary]]:
+    """What :func:`summary_pipeline` computes, over copies in memory."""
+    totals: dict[str, dict[str | None, Summary]] = {}
+    for copy in copies:
+        if copy.deleted:
+            continue
+        groups = totals.setdefault(bucket_of(copy.customer_id, prefix), {})
+        n, s1, s2, m = groups.get(copy.home, (0, 0, 0, 0))
+        groups[copy.home] = (
+            n + 1,
+            s1 + copy.version % P1,
+            s2 + copy.version % P2,
+            max(m, copy.version),
+        )
+    return totals
+
+
+def groups_differ(groups: Mapping[str, Mapping[str | None, object]], regions: RegionMap) -> bool:
+    """Whether regions disagree on a bucket, from each region's value per placement group
+    (regions holding nothing of the bucket may be left out).
+
+    They do when a group's values differ between the regions of its placement, when a region
+    outside the placement holds one of its customers live, or when a group names no home the
+    map knows.
     """
-    groups = {group for share in shares.values() for group in share.groups}
-    for group in groups:
+    names = {group for held in groups.values() for group in held}
+    for group in names:
         if group is None or group not in regions:
             return True
         placement = regions.placement_of_home(group)
-        seen = {shares[r].digest(group) if r in shares else None for r in placement}
-        if len(seen) != 1:
+        if len({_value(groups, r, group) for r in placement}) != 1:
             return True
-        if any(
-            share.digest(group) is not None
-            for region, share in shares.items()
-            if region not in placement
-        ):
+        if any(group in held for region, held in groups.items() if region not in placement):
             return True
-    return _tombstone_above_live(shares.values())
+    return False
+
+
+def _value(groups: Mapping[str, Mapping[str | None, object]], region: str, group: str) -> object:
+    return groups.get(region, {}).get(group)
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int | float)
+    return int(value)
+
+
+def bucket_differs(shares: Mapping[str, Share], regions: RegionMap) -> bool:
+    """Whether a bucket's copies, read from every region, need comparing customer by customer:
+    :func:`groups_differ` over exact digests, or a tombstone newer than a live copy of the same
+    customer anywhere."""
+    digests = {
+        region: {group: digest.value for group, digest in share.groups.items()}
+        for region, share in shares.items()
+    }
+    return groups_differ(digests, regions) or _tombstone_above_live(shares.values())
 
 
 def _tombstone_above_live(shares: Iterable[Share]) -> bool:

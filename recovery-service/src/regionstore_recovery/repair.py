@@ -1,13 +1,13 @@
 """Anti-entropy repair: compare the regions bucket by bucket and repair through the command path.
 
-**How a region is read.** Each region's store is read as a stream of ``(_id, _v, _deleted,
-_home, _cmd, _applied_at)`` in ``_id`` order, a page at a time (``_id > last`` sorted by
-``_id``: the ``_id`` index walked, never the customers' fields), paced to a number of copies per
-second over all regions. The streams are merged bucket by bucket (:mod:`.digests`); a bucket
-whose digests agree is dropped at once, and only the customers of a bucket that differs are
-compared copy by copy (:mod:`.divergence`). The stores are not asked to compute the digests:
-DocumentDB has no hash in its aggregation language, and a sum of versions overflows and can
-cancel out; a projection streamed in ``_id`` order reads what a hash needs and no more.
+**How a region is read.** Each region's store sums up its live copies per bucket of ids and
+placement group in one aggregation per first character of the ids (:mod:`.digests`; only a few
+numbers per bucket leave the store), paced to a number of copies per second over all regions.
+The buckets whose sums agree between the regions that must hold the same customers are done.
+From a bucket that differs, every region's copies are read as ``(_id, _v, _deleted, _home,
+_cmd, _applied_at)`` in ``_id`` order (a range of the ``_id`` index, a page at a time), checked
+again exactly, and compared customer by customer (:mod:`.divergence`). Only the newest copies of
+the customers to repair are read in full.
 
 **How a customer is repaired.** Through the normal path:
 
@@ -37,7 +37,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,7 +45,17 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from regionstore_recovery.digests import Copy, bucket_differs, bucket_of, merged, share_of
+from regionstore_recovery.digests import (
+    Copy,
+    Summary,
+    bucket_differs,
+    bucket_of,
+    groups_differ,
+    merged,
+    share_of,
+    summary_pipeline,
+    summary_rows,
+)
 from regionstore_recovery.divergence import Finding, Kind, findings
 from regionstore_shared.apply import Collection
 from regionstore_shared.audit_trail import (
@@ -76,9 +86,16 @@ REPAIRS = Counter(
     "older, outside, deleted, lost), and whether it acted (repaired) or not (dry run, lost).",
     ["region", "kind", "repaired"],
 )
+COPIES_SUMMED = Counter(
+    "regionstore_repair_copies_summed_total",
+    "Live customer copies a region's store summed up for the repair (one aggregation per "
+    "slice of ids; only the sums leave the store).",
+    ["region"],
+)
 COPIES_READ = Counter(
     "regionstore_repair_copies_read_total",
-    "Customer copies (id, version, flags) the repair read from a region's store.",
+    "Customer copies (id, version, flags) the repair read from a region's store, from the "
+    "buckets whose sums differed.",
     ["region"],
 )
 BUCKETS = Counter(
@@ -92,6 +109,8 @@ LAST_PASS = Gauge(
 )
 
 PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1, COMMAND_ID: 1, APPLIED_AT: 1}
+# Every character a customer id may start with (``schemas.CustomerId``), in byte order.
+ID_FIRST = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +154,13 @@ class Report:
     only: str | None = None
     dry_run: bool = False
     buckets: int = 0
+    """Buckets holding a live copy in some region."""
     buckets_differing: int = 0
+    """Buckets whose copies, read from every region, differ."""
+    summed: dict[str, int] = field(default_factory=dict)
+    """Per region, live copies its store summed up (nothing but their sums left the store)."""
     copies_read: dict[str, int] = field(default_factory=dict)
+    """Per region, copies read (id, version, flags) from the buckets whose sums differed."""
     found: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per region, per kind."""
     settling: int = 0
@@ -200,58 +224,43 @@ def copy_of(document: Mapping[str, Any]) -> Copy:
 
 
 async def region_copies(
-    collection: Collection, region: str, *, page: int, pacer: Pacer
-) -> AsyncIterator[Copy]:
-    """Every copy a region holds, in ``_id`` order, a page per request."""
-    after: str | None = None
+    collection: Collection, region: str, bucket: str, *, page: int, pacer: Pacer
+) -> list[Copy]:
+    """Every copy a region holds in a bucket, in ``_id`` order, a page per request."""
+    high = bucket + "\x7f"  # ids are ASCII: every id that starts with the bucket sorts below
+    low: dict[str, str] = {"$gte": bucket}
+    copies: list[Copy] = []
     while True:
-        query = {} if after is None else {"_id": {"$gt": after}}
+        query = {"_id": {**low, "$lt": high}}
         documents = await collection.find(query, PROJECTION).sort("_id", 1).limit(page).to_list()
         COPIES_READ.labels(region=region).inc(len(documents))
-        for document in documents:
-            yield copy_of(document)
-        if len(documents) < page:
-            return
-        after = str(documents[-1]["_id"])
         await pacer.took(len(documents))
+        # A shorter id is a bucket of its own: the ids that only start with it are not its.
+        copies += [
+            c for c in map(copy_of, documents) if bucket_of(c.customer_id, len(bucket)) == bucket
+        ]
+        if len(documents) < page:
+            return copies
+        low = {"$gt": str(documents[-1]["_id"])}
 
 
-async def buckets(
-    copies: AsyncIterator[Copy], prefix: int
-) -> AsyncIterator[tuple[str, list[Copy]]]:
-    """A stream of copies in id order, cut into buckets."""
-    key: str | None = None
-    held: list[Copy] = []
-    async for copy in copies:
-        bucket = bucket_of(copy.customer_id, prefix)
-        if bucket != key:
-            if key is not None:
-                yield key, held
-            key, held = bucket, []
-        held.append(copy)
-    if key is not None:
-        yield key, held
-
-
-async def merged_buckets(
-    streams: Mapping[str, AsyncIterator[tuple[str, list[Copy]]]],
-) -> AsyncIterator[dict[str, list[Copy]]]:
-    """Each bucket any region holds, with every region's share of it (regions holding none of
-    it left out), in bucket order."""
-    heads: dict[str, tuple[str, list[Copy]] | None] = {}
-    for region, stream in streams.items():
-        heads[region] = await anext(stream, None)
-    while True:
-        keys = [head[0] for head in heads.values() if head is not None]
-        if not keys:
-            return
-        key = min(keys)
-        shares: dict[str, list[Copy]] = {}
-        for region, head in heads.items():
-            if head is not None and head[0] == key:
-                shares[region] = head[1]
-                heads[region] = await anext(streams[region], None)
-        yield shares
+async def region_summaries(
+    collection: Collection, region: str, *, prefix: int, pacer: Pacer
+) -> tuple[dict[str, dict[str | None, Summary]], int]:
+    """A region's live copies summed up on its store, by bucket and placement group, one
+    aggregation per first character of the ids; and how many copies that summed up."""
+    summaries: dict[str, dict[str | None, Summary]] = {}
+    counted = 0
+    for first in ID_FIRST:
+        match = {"_id": {"$gte": first, "$lt": chr(ord(first) + 1)}}
+        cursor = await collection.aggregate(summary_pipeline(prefix, match))
+        part = summary_rows(await cursor.to_list())
+        copies = sum(summary[0] for groups in part.values() for summary in groups.values())
+        COPIES_SUMMED.labels(region=region).inc(copies)
+        counted += copies
+        summaries.update(part)
+        await pacer.took(copies)
+    return summaries, counted
 
 
 class Repairer:
@@ -293,25 +302,22 @@ class Repairer:
         options = self._options
         names = tuple(self._collections)
         report = Report(regions=names, only=only, dry_run=dry_run)
-        report.copies_read = dict.fromkeys(names, 0)
         pacer = Pacer(options.copies_per_s)
-        streams = {
-            region: buckets(
-                _counted(
-                    region_copies(collection, region, page=options.page, pacer=pacer),
-                    report.copies_read,
-                    region,
-                ),
-                options.prefix,
+        summaries: dict[str, dict[str, dict[str | None, Summary]]] = {}
+        for region, collection in self._collections.items():
+            summaries[region], report.summed[region] = await region_summaries(
+                collection, region, prefix=options.prefix, pacer=pacer
             )
-            for region, collection in self._collections.items()
-        }
+        every = sorted({bucket for held in summaries.values() for bucket in held})
+        report.buckets = len(every)
         pending: list[Finding] = []
-        async for shares in merged_buckets(streams):
-            report.buckets += 1
-            differs = bucket_differs(
-                {r: share_of(copies) for r, copies in shares.items()}, self._regions
-            )
+        for bucket in every:
+            groups = {r: held[bucket] for r, held in summaries.items() if bucket in held}
+            if not groups_differ(groups, self._regions):
+                BUCKETS.labels(differed="false").inc()
+                continue
+            shares = await self._read_bucket(bucket, report, pacer)
+            differs = bucket_differs({r: share_of(c) for r, c in shares.items()}, self._regions)
             BUCKETS.labels(differed=str(differs).lower()).inc()
             if differs:
                 report.buckets_differing += 1
@@ -328,6 +334,20 @@ class Repairer:
         if report.complete:
             LAST_PASS.set(self._clock())
         return report
+
+    async def _read_bucket(
+        self, bucket: str, report: Report, pacer: Pacer
+    ) -> dict[str, list[Copy]]:
+        """Every region's copies of a bucket (regions holding none left out)."""
+        shares: dict[str, list[Copy]] = {}
+        for region, collection in self._collections.items():
+            copies = await region_copies(
+                collection, region, bucket, page=self._options.page, pacer=pacer
+            )
+            report.copies_read[region] = report.copies_read.get(region, 0) + len(copies)
+            if copies:
+                shares[region] = copies
+        return shares
 
     def _diverging(
         self, shares: Mapping[str, list[Copy]], report: Report, only: str | None
@@ -467,11 +487,3 @@ def _uuid(text: str | None) -> uuid.UUID | None:
         return uuid.UUID(text)
     except ValueError:
         return None
-
-
-async def _counted(
-    copies: AsyncIterator[Copy], counts: dict[str, int], region: str
-) -> AsyncIterator[Copy]:
-    async for copy in copies:
-        counts[region] += 1
-        yield copy

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from regionstore_recovery.digests import Copy, bucket_differs, bucket_of, merged, share_of
+from regionstore_recovery.digests import (
+    Copy,
+    Summary,
+    bucket_differs,
+    bucket_of,
+    groups_differ,
+    merged,
+    share_of,
+    summarize,
+    summary_pipeline,
+    summary_rows,
+)
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 
 REGIONS = RegionMap(DEFAULT_REGIONS)
@@ -77,3 +88,35 @@ class TestMerged:
         assert set(customers) == {"a1", "a2"}
         assert {r: c.version for r, c in customers["a1"].items()} == {"region_1": 5, "region_2": 6}
         assert set(customers["a2"]) == {"region_2"}
+
+
+class TestSummaries:
+    def summed(self, **copies: list[Copy]) -> dict[str, dict[str | None, Summary]]:
+        return {r: summarize(c, 3).get("a00", {}) for r, c in copies.items()}
+
+    def test_a_home_and_its_replica_with_the_same_versions_sum_alike(self) -> None:
+        copies = [live("a001", 5), live("a002", 7), tombstone("a003", 9)]
+        assert not groups_differ(self.summed(region_2=copies, region_1=list(copies)), REGIONS)
+
+    def test_an_older_copy_sums_differently(self) -> None:
+        summed = self.summed(region_2=[live("a001", 5)], region_1=[live("a001", 4)])
+        assert groups_differ(summed, REGIONS)
+
+    def test_a_live_copy_outside_the_placement_differs(self) -> None:
+        copies = [live("a001", 5)]
+        summed = self.summed(region_2=copies, region_1=copies, region_3=copies)
+        assert groups_differ(summed, REGIONS)
+
+    def test_the_stores_rows_read_as_summaries(self) -> None:
+        rows = [
+            {"_id": {"b": "a00", "h": "region_2"}, "n": 2, "s1": 12, "s2": 12, "m": 7},
+            {"_id": {"b": "a00"}, "n": 1, "s1": 3, "s2": 3, "m": 3.0},
+        ]
+        assert summary_rows(rows) == {"a00": {"region_2": (2, 12, 12, 7), None: (1, 3, 3, 3)}}
+
+    def test_rows_computed_in_memory_match_the_pipelines_grouping(self) -> None:
+        pipeline = summary_pipeline(3, {"_id": {"$gte": "a", "$lt": "b"}})
+        assert pipeline[0]["$match"] == {"_id": {"$gte": "a", "$lt": "b"}, "_deleted": False}
+        assert summarize([live("a001", 5), live("a002", 7)], 3) == {
+            "a00": {"region_2": (2, 12, 12, 7)}
+        }

@@ -9,7 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from regionstore_recovery.repair import Options, Pacer, Repairer, Report, merged_buckets
+from regionstore_recovery.digests import summarize
+from regionstore_recovery.repair import ID_FIRST, Options, Pacer, Repairer, Report, copy_of
 from regionstore_recovery.repair_loop import RepairLoop
 from regionstore_shared.apply import Collection
 from regionstore_shared.audit_trail import AuditAction, AuditEvent, AuditUnavailableError
@@ -45,18 +46,40 @@ class FakeCollection:
     def __init__(self, *documents: dict[str, Any]) -> None:
         self.documents = {d["_id"]: d for d in documents}
         self.requests = 0
+        self.aggregations = 0
         self.indexed = False
 
     def find(self, query: dict[str, Any], projection: Any = None) -> FakeCursor:
         self.requests += 1
+        return FakeCursor(self._matching(query))
+
+    async def aggregate(self, pipeline: list[dict[str, Any]]) -> FakeCursor:
+        self.aggregations += 1
+        match, group = pipeline[0]["$match"], pipeline[1]["$group"]
+        assert match["_deleted"] is False
+        prefix = group["_id"]["b"]["$substrBytes"][2]
+        copies = [copy_of(d) for d in self._matching(match)]
+        return FakeCursor(
+            [
+                {"_id": {"b": bucket, "h": home}, "n": n, "s1": s1, "s2": s2, "m": m}
+                for bucket, groups in summarize(copies, prefix).items()
+                for home, (n, s1, s2, m) in groups.items()
+            ]
+        )
+
+    def _matching(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         bound = query.get("_id", {})
-        found = [
+        tests = {
+            "$gt": lambda key, value: key > value,
+            "$gte": lambda key, value: key >= value,
+            "$lt": lambda key, value: key < value,
+            "$in": lambda key, value: key in value,
+        }
+        return [
             d
             for d in self.documents.values()
-            if ("$gt" not in bound or d["_id"] > bound["$gt"])
-            and ("$in" not in bound or d["_id"] in bound["$in"])
+            if all(tests[op](d["_id"], value) for op, value in bound.items())
         ]
-        return FakeCursor(found)
 
     async def create_indexes(self, models: list[Any]) -> None:
         self.indexed = True
@@ -261,20 +284,35 @@ class TestWhatAPassLeaves:
         assert report.found == {"region_1": {"older": 1}}
         assert [c.key for c in sinks.published] == ["a1"]
 
-    async def test_a_region_is_read_in_pages_in_id_order(self) -> None:
+    async def test_a_differing_bucket_is_read_in_pages(self) -> None:
         sinks = Sinks()
         region_1 = FakeCollection(*region_2_customers(5))
         report = await repairer(sinks, region_1=region_1).run(dry_run=True)
+        assert report.summed == {"region_1": 5, "region_2": 0, "region_3": 0}
         assert report.copies_read == {"region_1": 5, "region_2": 0, "region_3": 0}
         assert region_1.requests == 3  # pages of 2, 2 and 1
 
-    async def test_agreeing_regions_need_no_document_read_in_full(self) -> None:
+    async def test_agreeing_regions_are_compared_by_their_sums_alone(self) -> None:
         sinks = Sinks()
         held = region_2_customers(4)
         region_2 = FakeCollection(*held)
         report = await repairer(sinks, region_2=region_2, region_1=FakeCollection(*held)).run()
-        assert (report.buckets_differing, report.diverging, sinks.log) == (0, 0, [])
-        assert region_2.requests == 3  # the pages, and no read of whole documents
+        assert (report.buckets, report.buckets_differing, report.diverging) == (1, 0, 0)
+        assert sinks.log == []
+        assert (region_2.aggregations, region_2.requests) == (len(ID_FIRST), 0)
+        assert report.copies_read == {}
+
+    async def test_a_shorter_id_and_the_ids_it_starts_are_different_buckets(self) -> None:
+        sinks = Sinks()
+        options = Options(prefix=3, page=10, grace_s=60)
+        report = await repairer(
+            sinks,
+            options,
+            region_2=FakeCollection(doc("ab", 5), doc("abc1", 6)),
+            region_1=FakeCollection(doc("abc1", 6)),
+        ).run()
+        assert report.found == {"region_1": {"missing": 1}}
+        assert [c.key for c in sinks.published] == ["ab"]
 
     async def test_a_pass_told_to_stop_stops_after_the_bucket(self) -> None:
         sinks = Sinks()
@@ -284,19 +322,7 @@ class TestWhatAPassLeaves:
             return False
 
         report = await repairer(sinks, region_1=FakeCollection(*held)).run(going=going)
-        assert (report.complete, report.buckets) == (False, 1)
-
-
-async def test_merged_buckets_pair_each_regions_share_of_a_bucket() -> None:
-    async def stream(*keys: str) -> AsyncIterator[tuple[str, list[Any]]]:
-        for key in keys:
-            yield key, [key]
-
-    merged = [
-        {r: list(share) for r, share in shares.items()}
-        async for shares in merged_buckets({"r1": stream("a", "c"), "r2": stream("b", "c")})
-    ]
-    assert merged == [{"r1": ["a"]}, {"r2": ["b"]}, {"r1": ["c"], "r2": ["c"]}]
+        assert (report.complete, report.buckets, report.buckets_differing) == (False, 3, 1)
 
 
 class TestPacer:

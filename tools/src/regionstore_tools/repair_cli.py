@@ -146,10 +146,12 @@ def _body(report: Report) -> dict[str, Any]:
 
 def rendered(report: Report) -> RenderableType:
     """The report for a person: what was compared, found per region and kind, and done."""
-    read = ", ".join(f"{r} {n:,}" for r, n in report.copies_read.items())
+    summed = ", ".join(f"{r} {n:,}" for r, n in report.summed.items())
+    read = ", ".join(f"{r} {n:,}" for r, n in report.copies_read.items()) or "none"
     head = (
         f"{report.buckets:,} buckets compared, {report.buckets_differing:,} differing; "
-        f"copies read: {read}; {report.seconds:.1f} s"
+        f"live copies summed on the stores: {summed}; copies read from differing buckets: "
+        f"{read}; {report.seconds:.1f} s"
     )
     table = Table(title="Diverging copies", title_justify="left")
     table.add_column("Kind")
