@@ -90,7 +90,9 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         if settings.detector.enabled:
             await _start_detector(stack, settings, redis, board, producer, state)
         if settings.repair.enabled:
-            start_repair(stack, settings, redis, board, collections, producer, applier, state)
+            start_repair(
+                stack, settings, redis, board, collections, producer, applier, backlog, state
+            )
         admin = kafka_admin(settings.kafka, f"{name}-trim")
         await admin.start()
         stack.push_async_callback(admin.close)

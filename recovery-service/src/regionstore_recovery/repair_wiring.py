@@ -15,6 +15,7 @@ from regionstore_recovery.repair_sinks import CommandTopic, GuardedTombstones
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_shared.apply import BatchApplier, Collection
 from regionstore_shared.audit_trail import AuditTrail
+from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.status import StatusBoard
 
@@ -27,6 +28,7 @@ def start_repair(
     collections: dict[str, Collection],
     producer: AIOKafkaProducer,
     applier: BatchApplier,
+    backlogs: BacklogProbe,
     state: ServiceState,
 ) -> None:
     """Run the repair beside the drains until the service stops."""
@@ -48,7 +50,16 @@ def start_repair(
     )
     lease = Lease(redis, config.lease_key, config.lease_ttl_s)
     stack.push_async_callback(lease.release)
-    loop = RepairLoop(repairer, lease=lease, statuses=board, collections=collections)
+    kafka = settings.kafka
+    loop = RepairLoop(
+        repairer,
+        lease=lease,
+        statuses=board,
+        backlogs=backlogs,
+        consumers={"writer": kafka.writer_group, "replicator": kafka.replicator_group},
+        max_lag=config.max_lag,
+        collections=collections,
+    )
     task = asyncio.create_task(loop.run(config.interval_s, state.stop), name="repair")
 
     async def stop() -> None:

@@ -47,6 +47,9 @@ class RepairSettings(BaseModel):
     # on their way to a region).
     grace_s: Annotated[float, Field(ge=0)] = 60.0
     batch: Annotated[int, Field(ge=1)] = 500
+    # A pass waits while the writer's or the replicator's lag is above this (and while any
+    # region has parked commands): their customers would read as missing.
+    max_lag: Annotated[int, Field(ge=0)] = 1000
     lease_key: str = "regionstore:repair:lease"
     # Renewed after every bucket; a pass that stalls longer loses the lease to another process.
     lease_ttl_s: Annotated[float, Field(gt=0)] = 60.0

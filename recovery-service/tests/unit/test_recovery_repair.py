@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -351,18 +351,52 @@ class FakeStatuses:
         return dict(self.statuses)
 
 
+class FakeBacklogs:
+    def __init__(self, parked: int = 0, lag: int | None = 0) -> None:
+        self.parked = parked
+        self.lag = lag
+
+    async def backlog(self, regions: Iterable[str]) -> dict[str, int | None]:
+        return dict.fromkeys(regions, self.parked)
+
+    async def command_lag(self, groups: Mapping[str, str]) -> dict[str, int | None]:
+        return dict.fromkeys(groups, self.lag)
+
+
 class TestRepairLoop:
     region_1: FakeCollection
 
-    def loop(self, lease: FakeLease, statuses: FakeStatuses, sinks: Sinks) -> RepairLoop:
+    def loop(
+        self,
+        lease: FakeLease,
+        statuses: FakeStatuses,
+        sinks: Sinks,
+        backlogs: FakeBacklogs | None = None,
+    ) -> RepairLoop:
         self.region_1 = region_1 = FakeCollection(*region_2_customers(2))
         collections = cast(dict[str, Collection], {"region_1": region_1})
         return RepairLoop(
             repairer(sinks, region_1=region_1),
             lease=lease,
             statuses=statuses,
+            backlogs=backlogs or FakeBacklogs(),
+            consumers={"writer": "regionstore.writer"},
+            max_lag=100,
             collections=collections,
         )
+
+    @pytest.mark.parametrize(
+        "backlogs",
+        [FakeBacklogs(parked=1), FakeBacklogs(lag=101), FakeBacklogs(lag=None)],
+        ids=["parked", "lagging", "lag unknown"],
+    )
+    async def test_no_pass_while_commands_are_on_their_way(self, backlogs: FakeBacklogs) -> None:
+        sinks = Sinks()
+        loop = self.loop(
+            FakeLease(True), FakeStatuses(region_1=NodeStatus.AVAILABLE), sinks, backlogs
+        )
+        assert await loop.round() is None
+        assert sinks.log == []
 
     async def test_a_process_without_the_lease_makes_no_pass(self) -> None:
         sinks = Sinks()
