@@ -245,6 +245,10 @@ import: sync secrets ## load an Olist customers CSV through the batch API: make 
 audit: sync secrets ## check the regional stores against each other: make audit (see regionstore audit --help)
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run regionstore audit
 
+.PHONY: repair
+repair: sync secrets ## compare the regions and repair what differs: make repair ARGS='--region region_2 --dry-run'
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run regionstore repair $(ARGS)
+
 ROUNDS ?= 1
 WRITES ?= 20000
 # Extra gateways beside the stack's, one per clock offset (faketime): make chaos SKEW=-30ms,-10s

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from regionstore_recovery.detection import DetectionLoop, Lease, StoreProbe
 from regionstore_recovery.detector import Detector, Thresholds
 from regionstore_recovery.drainer import DRAINING, PENDING, PENDING_AGE, REGION_STATUS, drain
+from regionstore_recovery.repair_wiring import start_repair
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer
@@ -88,6 +89,10 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         stack.push_async_callback(backlog.close)
         if settings.detector.enabled:
             await _start_detector(stack, settings, redis, board, producer, state)
+        if settings.repair.enabled:
+            start_repair(
+                stack, settings, redis, board, collections, producer, applier, backlog, state
+            )
         admin = kafka_admin(settings.kafka, f"{name}-trim")
         await admin.start()
         stack.push_async_callback(admin.close)

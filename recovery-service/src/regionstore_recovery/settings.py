@@ -30,6 +30,31 @@ class DetectorSettings(BaseModel):
     lease_ttl_s: Annotated[float, Field(gt=0)] = 5.0
 
 
+class RepairSettings(BaseModel):
+    """The anti-entropy repair in the background (see regionstore_recovery.repair)."""
+
+    enabled: bool = True
+    # Seconds between the end of one pass and the start of the next.
+    interval_s: Annotated[float, Field(gt=0)] = 300.0
+    # The pace: customer copies read per second, over every region. At 2,000 a pass over
+    # 100,000 customers (each held by two regions, 200,000 copies) takes under two minutes;
+    # the cost is in docs/repair.md.
+    copies_per_s: Annotated[float, Field(gt=0)] = 2000.0
+    page: Annotated[int, Field(ge=10, le=10000)] = 1000
+    # Characters of the customer id that make its bucket: 3 hex characters, 4,096 buckets.
+    bucket_prefix: Annotated[int, Field(ge=1, le=8)] = 3
+    # Customers written this recently are left for the next pass (their writes may still be
+    # on their way to a region).
+    grace_s: Annotated[float, Field(ge=0)] = 60.0
+    batch: Annotated[int, Field(ge=1)] = 500
+    # A pass waits while the writer's or the replicator's lag is above this (and while any
+    # region has parked commands): their customers would read as missing.
+    max_lag: Annotated[int, Field(ge=0)] = 1000
+    lease_key: str = "regionstore:repair:lease"
+    # Renewed after every bucket; a pass that stalls longer loses the lease to another process.
+    lease_ttl_s: Annotated[float, Field(gt=0)] = 60.0
+
+
 class RecoverySettings(CommonSettings):
     """The shared sections plus how often statuses are re-read and how drains back off."""
 
@@ -39,3 +64,4 @@ class RecoverySettings(CommonSettings):
     retry_min_s: Annotated[float, Field(gt=0)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0)] = 10.0
     detector: DetectorSettings = DetectorSettings()
+    repair: RepairSettings = RepairSettings()

@@ -163,9 +163,14 @@ class Rig:
         monkeypatch.setattr(main, "drain", self._drain)
         # The detector's loop has tests of its own (test_recovery_detection).
         monkeypatch.setattr(main, "_start_detector", self._start_detector)
+        # So has the repair's (test_recovery_repair).
+        monkeypatch.setattr(main, "start_repair", self._start_repair)
 
     async def _start_detector(self, *_: Any) -> None:
         self.events.append("detector started")
+
+    def _start_repair(self, *_: Any) -> None:
+        self.events.append("repair started")
 
     async def _ensure_topics(self, settings: CommonSettings) -> None:
         self.topics_ensured += 1

@@ -43,6 +43,10 @@ class AuditAction(StrEnum):
     (and, when the detector set it, ``detail.reason``)."""
     CUSTOMER_DELETE = "customer.delete"
     """A customer was deleted; ``target`` is its id, ``detail`` the command's id and version."""
+    CUSTOMER_REPAIR = "customer.repair"
+    """The anti-entropy repair is about to repair customers; ``target`` names the regions it
+    repairs (comma-separated), ``detail`` how many customers, commands published again and
+    tombstones written."""
 
 
 class Actor(Protocol):
@@ -132,6 +136,8 @@ class SystemActor:
 
 #: The failure detector, as the trail names it.
 DETECTOR = SystemActor(key_id="detector", role="detector")
+#: The anti-entropy repair running in the background, as the trail names it.
+REPAIR = SystemActor(key_id="repair", role="repair")
 
 
 class AuditUnavailableError(Exception):

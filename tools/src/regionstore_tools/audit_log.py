@@ -108,6 +108,13 @@ def _what(event: AuditEvent) -> str:
     if event.action is AuditAction.CUSTOMER_DELETE:
         command, version = event.detail.get("command_id"), event.detail.get("version")
         return f"customer {event.target} deleted (command {command}, version {version})"
+    if event.action is AuditAction.CUSTOMER_REPAIR:
+        detail = event.detail
+        return (
+            f"repair of {detail.get('customers')} customers in {event.target} "
+            f"({detail.get('republished')} published again, {detail.get('tombstoned')} "
+            "tombstoned)"
+        )
     return f"{event.action} {event.target}"
 
 

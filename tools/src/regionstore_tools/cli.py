@@ -43,6 +43,7 @@ from regionstore_tools.gateway import (
     ToolError,
     parse,
 )
+from regionstore_tools.repair_cli import repair
 from regionstore_tools.reporting import reported as _reported
 from regionstore_tools.settings import ToolSettings
 from regionstore_tools.store_audit import StoreUnreadableError, audit_configured_stores
@@ -488,6 +489,7 @@ def audit(
 
 
 oncall.register(app)
+app.command("repair")(repair)
 
 
 def main() -> None:

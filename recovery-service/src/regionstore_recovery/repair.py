@@ -1,0 +1,489 @@
+"""Anti-entropy repair: compare the regions bucket by bucket and repair through the command path.
+
+**How a region is read.** Each region's store sums up its live copies per bucket of ids and
+placement group in one aggregation per first character of the ids (:mod:`.digests`; only a few
+numbers per bucket leave the store), paced to a number of copies per second over all regions.
+The buckets whose sums agree between the regions that must hold the same customers are done.
+From a bucket that differs, every region's copies are read as ``(_id, _v, _deleted, _home,
+_cmd, _applied_at)`` in ``_id`` order (a range of the ``_id`` index, a page at a time), checked
+again exactly, and compared customer by customer (:mod:`.divergence`). Only the newest copies of
+the customers to repair are read in full.
+
+**How a customer is repaired.** Through the normal path:
+
+- a copy ``missing`` or ``older`` in its placement: the newest version known anywhere is read
+  in full and published again to the command topic as the command that wrote it (same command
+  id, same version, ``republished``), so the consumers route it through their placement tables
+  and the version guard decides (:func:`regionstore_shared.domain.republished`);
+- a live copy whose newest version is a delete: the delete is published again the same way;
+- a live copy ``outside`` the placement, or live after a delete: a tombstone at the newest
+  version is written in that region by the one version-guarded apply
+  (:class:`~regionstore_shared.apply.BatchApplier`). A placement table only tombstones the
+  regions it saw a customer leave, and a region restored from a backup can hold a copy from
+  before any move the table remembers; a guarded tombstone at the newest version changes
+  nothing where a newer write landed since.
+
+A customer written within ``grace_s`` is left for the next pass: its writes may still be on
+their way to some region. A pass records what it repairs in the audit trail before it acts
+(one event per batch of repairs), like every other action, and counts it in the metrics.
+
+What it cannot repair: a customer whose every copy was lost, or whose newest write (a move) is
+left only as tombstones; ``lost`` counts the latter, the former cannot be seen at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from regionstore_recovery.digests import (
+    Copy,
+    Summary,
+    bucket_differs,
+    bucket_of,
+    groups_differ,
+    merged,
+    share_of,
+    summary_pipeline,
+    summary_rows,
+)
+from regionstore_recovery.divergence import Finding, Kind, findings
+from regionstore_shared.apply import Collection
+from regionstore_shared.audit_trail import (
+    REPAIR,
+    AuditAction,
+    AuditEvent,
+    AuditUnavailableError,
+    SystemActor,
+    new_event,
+)
+from regionstore_shared.documents import (
+    APPLIED_AT,
+    COMMAND_ID,
+    DELETED,
+    HOME,
+    VERSION,
+    customer_from_document,
+)
+from regionstore_shared.domain import delete_command, republished, upsert_command
+from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
+from regionstore_shared.schemas import Command
+
+log = logging.getLogger(__name__)
+
+REPAIRS = Counter(
+    "regionstore_repairs_total",
+    "Customer copies the anti-entropy repair found diverging, by region and kind (missing, "
+    "older, outside, deleted, lost), and whether it acted (repaired) or not (dry run, lost).",
+    ["region", "kind", "repaired"],
+)
+COPIES_SUMMED = Counter(
+    "regionstore_repair_copies_summed_total",
+    "Live customer copies a region's store summed up for the repair (one aggregation per "
+    "slice of ids; only the sums leave the store).",
+    ["region"],
+)
+COPIES_READ = Counter(
+    "regionstore_repair_copies_read_total",
+    "Customer copies (id, version, flags) the repair read from a region's store, from the "
+    "buckets whose sums differed.",
+    ["region"],
+)
+BUCKETS = Counter(
+    "regionstore_repair_buckets_total",
+    "Buckets of customer ids the repair compared, and whether their digests differed.",
+    ["differed"],
+)
+LAST_PASS = Gauge(
+    "regionstore_repair_last_pass_timestamp_seconds",
+    "When the last complete repair pass ended (Unix time).",
+)
+
+PROJECTION = {VERSION: 1, DELETED: 1, HOME: 1, COMMAND_ID: 1, APPLIED_AT: 1}
+# Every character a customer id may start with (``schemas.CustomerId``), in byte order.
+ID_FIRST = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How a pass reads and acts."""
+
+    prefix: int = 3
+    """Characters of the customer id that name its bucket."""
+    page: int = 1000
+    """Copies read from a store per request."""
+    copies_per_s: float | None = None
+    """Copies read per second over every region; None reads as fast as the stores answer."""
+    grace_s: float = 30.0
+    """Customers written this recently are left for the next pass."""
+    batch: int = 500
+    """Diverging copies gathered before they are repaired (whole buckets: a batch may hold
+    more), with one audit event and one publishing round per batch."""
+
+
+class Publisher(Protocol):
+    """Publishes commands to the command topic; raises unless every one was acknowledged."""
+
+    async def publish(self, commands: Sequence[Command]) -> None: ...
+
+
+class Tombstones(Protocol):
+    """Writes a version-guarded tombstone of each command in one region; how many it wrote."""
+
+    async def tombstone(self, items: Sequence[tuple[Command, str]]) -> int: ...
+
+
+class Trail(Protocol):
+    async def record(self, event: AuditEvent) -> None: ...
+
+
+@dataclass(slots=True)
+class Report:
+    """What a pass compared, found and did."""
+
+    regions: tuple[str, ...] = ()
+    only: str | None = None
+    dry_run: bool = False
+    buckets: int = 0
+    """Buckets holding a live copy in some region."""
+    buckets_differing: int = 0
+    """Buckets whose copies, read from every region, differ."""
+    summed: dict[str, int] = field(default_factory=dict)
+    """Per region, live copies its store summed up (nothing but their sums left the store)."""
+    copies_read: dict[str, int] = field(default_factory=dict)
+    """Per region, copies read (id, version, flags) from the buckets whose sums differed."""
+    found: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per region, per kind."""
+    settling: int = 0
+    """Customers left for the next pass: written within the grace period."""
+    republished: int = 0
+    tombstoned: int = 0
+    unrepairable: int = 0
+    """Customers found diverging whose newest copy could not make a command."""
+    failed: int = 0
+    """Repairs not made: the trail, Kafka or a store refused; the next pass tries again."""
+    complete: bool = True
+    """False when the pass stopped early (its lease lost, or a stop)."""
+    seconds: float = 0.0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def diverging(self) -> int:
+        """Copies found diverging, every kind."""
+        return sum(sum(kinds.values()) for kinds in self.found.values())
+
+    def note(self, finding: Finding) -> None:
+        kinds = self.found.setdefault(finding.region, {})
+        kinds[finding.kind.value] = kinds.get(finding.kind.value, 0) + 1
+        sample = self.examples.setdefault(finding.kind.value, [])
+        if len(sample) < 5:
+            sample.append(f"{finding.customer_id}@{finding.region}")
+
+
+class Pacer:
+    """Keeps reads to ``per_s`` copies a second on average (no bound when None)."""
+
+    def __init__(self, per_s: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_s = per_s
+        self._clock = clock
+        self._next = clock()
+
+    def delay(self, copies: int) -> float:
+        """Seconds to wait after reading ``copies`` more."""
+        if self._per_s is None:
+            return 0.0
+        now = self._clock()
+        self._next = max(self._next, now) + copies / self._per_s
+        return max(0.0, self._next - now)
+
+    async def took(self, copies: int) -> None:
+        if (wait := self.delay(copies)) > 0:
+            await asyncio.sleep(wait)  # the pace itself, not a wait for readiness
+
+
+def copy_of(document: Mapping[str, Any]) -> Copy:
+    """A store's document as the repair compares it."""
+    applied = document.get(APPLIED_AT)
+    return Copy(
+        customer_id=str(document["_id"]),
+        version=int(document[VERSION]),
+        deleted=bool(document.get(DELETED)),
+        home=document.get(HOME),
+        applied_at_ms=round(applied.timestamp() * 1000) if isinstance(applied, datetime) else None,
+        command_id=document.get(COMMAND_ID),
+    )
+
+
+async def region_copies(
+    collection: Collection, region: str, bucket: str, *, page: int, pacer: Pacer
+) -> list[Copy]:
+    """Every copy a region holds in a bucket, in ``_id`` order, a page per request."""
+    high = bucket + "\x7f"  # ids are ASCII: every id that starts with the bucket sorts below
+    low: dict[str, str] = {"$gte": bucket}
+    copies: list[Copy] = []
+    while True:
+        query = {"_id": {**low, "$lt": high}}
+        documents = await collection.find(query, PROJECTION).sort("_id", 1).limit(page).to_list()
+        COPIES_READ.labels(region=region).inc(len(documents))
+        await pacer.took(len(documents))
+        # A shorter id is a bucket of its own: the ids that only start with it are not its.
+        copies += [
+            c for c in map(copy_of, documents) if bucket_of(c.customer_id, len(bucket)) == bucket
+        ]
+        if len(documents) < page:
+            return copies
+        low = {"$gt": str(documents[-1]["_id"])}
+
+
+async def region_summaries(
+    collection: Collection, region: str, *, prefix: int, pacer: Pacer
+) -> tuple[dict[str, dict[str | None, Summary]], int]:
+    """A region's live copies summed up on its store, by bucket and placement group, one
+    aggregation per first character of the ids; and how many copies that summed up."""
+    summaries: dict[str, dict[str | None, Summary]] = {}
+    counted = 0
+    for first in ID_FIRST:
+        match = {"_id": {"$gte": first, "$lt": chr(ord(first) + 1)}}
+        cursor = await collection.aggregate(summary_pipeline(prefix, match))
+        part = summary_rows(await cursor.to_list())
+        copies = sum(summary[0] for groups in part.values() for summary in groups.values())
+        COPIES_SUMMED.labels(region=region).inc(copies)
+        counted += copies
+        summaries.update(part)
+        await pacer.took(copies)
+    return summaries, counted
+
+
+class Repairer:
+    """One pass over every region: compare, then repair what differs (or only report it)."""
+
+    def __init__(
+        self,
+        *,
+        collections: Mapping[str, Collection],
+        regions: RegionMap,
+        publisher: Publisher,
+        tombstones: Tombstones,
+        trail: Trail,
+        actor: SystemActor = REPAIR,
+        options: Options | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._collections = collections
+        self._regions = regions
+        self._publisher = publisher
+        self._tombstones = tombstones
+        self._trail = trail
+        self._actor = actor
+        self._options = Options() if options is None else options
+        self._clock = clock
+
+    async def run(
+        self,
+        *,
+        only: str | None = None,
+        dry_run: bool = False,
+        going: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Report:
+        """A whole pass; with ``only``, the findings of that region alone are repaired.
+
+        ``going`` is asked after every bucket: False stops the pass (a lost lease).
+        """
+        started = time.monotonic()
+        options = self._options
+        names = tuple(self._collections)
+        report = Report(regions=names, only=only, dry_run=dry_run)
+        pacer = Pacer(options.copies_per_s)
+        summaries: dict[str, dict[str, dict[str | None, Summary]]] = {}
+        for region, collection in self._collections.items():
+            summaries[region], report.summed[region] = await region_summaries(
+                collection, region, prefix=options.prefix, pacer=pacer
+            )
+        every = sorted({bucket for held in summaries.values() for bucket in held})
+        report.buckets = len(every)
+        pending: list[Finding] = []
+        for bucket in every:
+            groups = {r: held[bucket] for r, held in summaries.items() if bucket in held}
+            if not groups_differ(groups, self._regions):
+                BUCKETS.labels(differed="false").inc()
+                continue
+            shares = await self._read_bucket(bucket, report, pacer)
+            differs = bucket_differs({r: share_of(c) for r, c in shares.items()}, self._regions)
+            BUCKETS.labels(differed=str(differs).lower()).inc()
+            if differs:
+                report.buckets_differing += 1
+                pending += self._diverging(shares, report, only)
+            if len(pending) >= options.batch:
+                await self._act(pending, report, dry_run)
+                pending = []
+            if going is not None and not await going():
+                report.complete = False
+                break
+        if pending:
+            await self._act(pending, report, dry_run)
+        report.seconds = time.monotonic() - started
+        if report.complete:
+            LAST_PASS.set(self._clock())
+        return report
+
+    async def _read_bucket(
+        self, bucket: str, report: Report, pacer: Pacer
+    ) -> dict[str, list[Copy]]:
+        """Every region's copies of a bucket (regions holding none left out)."""
+        shares: dict[str, list[Copy]] = {}
+        for region, collection in self._collections.items():
+            copies = await region_copies(
+                collection, region, bucket, page=self._options.page, pacer=pacer
+            )
+            report.copies_read[region] = report.copies_read.get(region, 0) + len(copies)
+            if copies:
+                shares[region] = copies
+        return shares
+
+    def _diverging(
+        self, shares: Mapping[str, list[Copy]], report: Report, only: str | None
+    ) -> list[Finding]:
+        settled_before_ms = (self._clock() - self._options.grace_s) * 1000
+        found: list[Finding] = []
+        for copies in merged(shares).values():
+            wrong = [f for f in findings(copies, self._regions) if only in (None, f.region)]
+            if not wrong:
+                continue
+            if any((c.applied_at_ms or 0) > settled_before_ms for c in copies.values()):
+                report.settling += 1
+                continue
+            for finding in wrong:
+                report.note(finding)
+            found += wrong
+        return found
+
+    async def _act(self, found: list[Finding], report: Report, dry_run: bool) -> None:
+        acting = [f for f in found if f.kind is not Kind.LOST]
+        for finding in found:
+            REPAIRS.labels(
+                region=finding.region,
+                kind=finding.kind.value,
+                repaired=str(not dry_run and finding.kind is not Kind.LOST).lower(),
+            ).inc()
+        if dry_run or not acting:
+            return
+        plan = await self._plan(acting, report)
+        if not plan.commands and not plan.tombstones:
+            return
+        try:
+            await self._trail.record(self._event(plan))
+        except AuditUnavailableError as error:
+            log.warning("repairs not made: the audit trail cannot be written", exc_info=error)
+            report.failed += plan.customers
+            return
+        try:
+            await self._publisher.publish(plan.commands)
+            report.republished += len(plan.commands)
+        except Exception:
+            log.warning("repairs not published; the next pass tries again", exc_info=True)
+            report.failed += len(plan.commands)
+        try:
+            report.tombstoned += await self._tombstones.tombstone(plan.tombstones)
+        except Exception:
+            log.warning("repair tombstones not written; the next pass tries again", exc_info=True)
+            report.failed += len(plan.tombstones)
+
+    async def _plan(self, acting: list[Finding], report: Report) -> _Plan:
+        """The commands to publish again and the tombstones to write, from the newest copies."""
+        by_customer: dict[str, list[Finding]] = {}
+        for finding in acting:
+            by_customer.setdefault(finding.customer_id, []).append(finding)
+        documents = await self._newest_documents(by_customer)
+        plan = _Plan(customers=len(by_customer))
+        for customer_id, wrong in by_customer.items():
+            newest = wrong[0].newest
+            command = self._command(newest, documents.get(customer_id))
+            if command is None:
+                report.unrepairable += 1
+                continue
+            if any(f.kind in (Kind.MISSING, Kind.OLDER, Kind.DELETED) for f in wrong):
+                plan.commands.append(republished(command))
+            plan.tombstones += [
+                (command, f.region) for f in wrong if f.kind in (Kind.OUTSIDE, Kind.DELETED)
+            ]
+            plan.regions.update(f.region for f in wrong)
+        return plan
+
+    async def _newest_documents(
+        self, by_customer: Mapping[str, list[Finding]]
+    ) -> dict[str, dict[str, Any]]:
+        """The newest live copies in full, read from the regions that hold them."""
+        wanted: dict[str, list[str]] = {}
+        for customer_id, wrong in by_customer.items():
+            if not wrong[0].newest.deleted:
+                wanted.setdefault(wrong[0].newest_region, []).append(customer_id)
+        documents: dict[str, dict[str, Any]] = {}
+        for region, ids in wanted.items():
+            cursor = self._collections[region].find({"_id": {"$in": ids}})
+            async for document in cursor:
+                documents[str(document["_id"])] = document
+        return documents
+
+    def _command(self, newest: Copy, document: dict[str, Any] | None) -> Command | None:
+        """The command that wrote ``newest``, made again; None when it cannot be."""
+        command_id = _uuid(newest.command_id)
+        now_ms = round(self._clock() * 1000)
+        if newest.deleted:
+            return delete_command(
+                newest.customer_id,
+                regions=self._regions,
+                version=newest.version,
+                issued_at_ms=now_ms,
+                command_id=command_id,
+            )
+        if document is None or int(document[VERSION]) != newest.version:
+            return None  # overwritten since it was compared: the next pass sees the new one
+        try:
+            customer = customer_from_document(document)
+            return upsert_command(
+                customer,
+                regions=self._regions,
+                version=newest.version,
+                issued_at_ms=now_ms,
+                command_id=command_id,
+            )
+        except (KeyError, ValidationError, ZipOutOfRangeError):
+            return None
+
+    def _event(self, plan: _Plan) -> AuditEvent:
+        return new_event(
+            self._actor,
+            AuditAction.CUSTOMER_REPAIR,
+            ",".join(sorted(plan.regions)),
+            {
+                "customers": plan.customers,
+                "republished": len(plan.commands),
+                "tombstoned": len(plan.tombstones),
+            },
+        )
+
+
+@dataclass(slots=True)
+class _Plan:
+    customers: int
+    commands: list[Command] = field(default_factory=list)
+    tombstones: list[tuple[Command, str]] = field(default_factory=list)
+    regions: set[str] = field(default_factory=set)
+
+
+def _uuid(text: str | None) -> uuid.UUID | None:
+    if text is None:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None

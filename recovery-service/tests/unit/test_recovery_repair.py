@@ -1,0 +1,418 @@
+"""A repair pass over fake stores: what it publishes again, tombstones, records and counts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from regionstore_recovery.digests import summarize
+from regionstore_recovery.repair import ID_FIRST, Options, Pacer, Repairer, Report, copy_of
+from regionstore_recovery.repair_loop import RepairLoop
+from regionstore_shared.apply import Collection
+from regionstore_shared.audit_trail import AuditAction, AuditEvent, AuditUnavailableError
+from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
+from regionstore_shared.schemas import Action, Command, DeleteCustomer, UpsertCustomer
+from regionstore_shared.status import NodeStatus
+
+REGIONS = RegionMap(DEFAULT_REGIONS)
+NOW = 2_000_000_000.0
+LONG_AGO = datetime.fromtimestamp(NOW - 3600, UTC)
+
+
+class FakeCursor:
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        self._documents = documents
+
+    def sort(self, key: str, direction: int) -> FakeCursor:
+        assert (key, direction) == ("_id", 1)
+        return FakeCursor(sorted(self._documents, key=lambda d: d["_id"]))
+
+    def limit(self, count: int) -> FakeCursor:
+        return FakeCursor(self._documents[:count])
+
+    async def to_list(self) -> list[dict[str, Any]]:
+        return list(self._documents)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        for document in self._documents:
+            yield document
+
+
+class FakeCollection:
+    def __init__(self, *documents: dict[str, Any]) -> None:
+        self.documents = {d["_id"]: d for d in documents}
+        self.requests = 0
+        self.aggregations = 0
+        self.indexed = False
+
+    def find(self, query: dict[str, Any], projection: Any = None) -> FakeCursor:
+        self.requests += 1
+        return FakeCursor(self._matching(query))
+
+    async def aggregate(self, pipeline: list[dict[str, Any]]) -> FakeCursor:
+        self.aggregations += 1
+        match, group = pipeline[0]["$match"], pipeline[1]["$group"]
+        assert match["_deleted"] is False
+        prefix = group["_id"]["b"]["$substrBytes"][2]
+        copies = [copy_of(d) for d in self._matching(match)]
+        return FakeCursor(
+            [
+                {"_id": {"b": bucket, "h": home}, "n": n, "s1": s1, "s2": s2, "m": m}
+                for bucket, groups in summarize(copies, prefix).items()
+                for home, (n, s1, s2, m) in groups.items()
+            ]
+        )
+
+    def _matching(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        bound = query.get("_id", {})
+        tests = {
+            "$gt": lambda key, value: key > value,
+            "$gte": lambda key, value: key >= value,
+            "$lt": lambda key, value: key < value,
+            "$in": lambda key, value: key in value,
+        }
+        return [
+            d
+            for d in self.documents.values()
+            if all(tests[op](d["_id"], value) for op, value in bound.items())
+        ]
+
+    async def create_indexes(self, models: list[Any]) -> None:
+        self.indexed = True
+
+    async def index_information(self) -> dict[str, Any]:
+        return {}
+
+
+def doc(
+    customer_id: str,
+    version: int,
+    *,
+    home: str | None = "region_2",
+    deleted: bool = False,
+    zip_prefix: int = 45000,
+    applied: datetime = LONG_AGO,
+    command_id: str | None = None,
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "_id": customer_id,
+        "_v": version,
+        "_deleted": deleted,
+        "_cmd": command_id or str(uuid.uuid5(uuid.NAMESPACE_OID, f"{customer_id}{version}")),
+        "_applied_at": applied,
+    }
+    if home is not None:
+        document["_home"] = home
+    if not deleted:
+        document |= {
+            "customer_unique_id": "0" * 32,
+            "customer_zip_code_prefix": zip_prefix,
+            "customer_city": "salvador",
+            "customer_state": "BA",
+        }
+    return document
+
+
+class Sinks:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.published: list[Command] = []
+        self.tombstoned: list[tuple[Command, str]] = []
+        self.events: list[AuditEvent] = []
+        self.trail_down = False
+
+    async def publish(self, commands: Sequence[Command]) -> None:
+        self.log.append("publish")
+        self.published += commands
+
+    async def tombstone(self, items: Sequence[tuple[Command, str]]) -> int:
+        self.log.append("tombstone")
+        self.tombstoned += items
+        return len(items)
+
+    async def record(self, event: AuditEvent) -> None:
+        if self.trail_down:
+            raise AuditUnavailableError(event, None)
+        self.log.append("audit")
+        self.events.append(event)
+
+
+def repairer(sinks: Sinks, options: Options | None = None, **stores: FakeCollection) -> Repairer:
+    collections = {r: stores.get(r, FakeCollection()) for r in REGIONS.names}
+    return Repairer(
+        collections=cast(dict[str, Collection], collections),
+        regions=REGIONS,
+        publisher=sinks,
+        tombstones=sinks,
+        trail=sinks,
+        options=options or Options(prefix=1, page=2, grace_s=60),
+        clock=lambda: NOW,
+    )
+
+
+def region_2_customers(count: int) -> list[dict[str, Any]]:
+    return [doc(f"c{i:03d}", 100 + i) for i in range(count)]
+
+
+class TestWipedRegion:
+    async def test_every_missing_customer_is_published_again_as_it_was_written(self) -> None:
+        sinks = Sinks()
+        held = region_2_customers(5)
+        report = await repairer(sinks, region_1=FakeCollection(*held)).run()
+
+        assert report.found == {"region_2": {"missing": 5}}
+        assert report.republished == 5
+        by_id = {c.key: c for c in sinks.published}
+        for document in held:
+            command = by_id[document["_id"]]
+            assert isinstance(command, UpsertCustomer)
+            assert command.republished
+            assert command.version == document["_v"]
+            assert str(command.command_id) == document["_cmd"]
+            assert command.home_region == "region_2"
+            assert {t.region for t in command.targets if t.action is Action.UPSERT} == {
+                "region_2",
+                "region_1",
+            }
+        assert sinks.tombstoned == []
+
+    async def test_the_audit_trail_hears_of_the_repairs_before_they_are_made(self) -> None:
+        sinks = Sinks()
+        await repairer(sinks, region_1=FakeCollection(*region_2_customers(3))).run()
+        assert sinks.log == ["audit", "publish", "tombstone"]
+        (event,) = sinks.events
+        assert event.action is AuditAction.CUSTOMER_REPAIR
+        assert event.target == "region_2"
+        assert event.detail == {"customers": 3, "republished": 3, "tombstoned": 0}
+
+    async def test_a_batch_is_repaired_at_a_time(self) -> None:
+        sinks = Sinks()
+        options = Options(prefix=4, page=2, grace_s=0, batch=2)  # a bucket per customer
+        await repairer(sinks, options, region_1=FakeCollection(*region_2_customers(5))).run()
+        assert [e.detail["customers"] for e in sinks.events] == [2, 2, 1]
+
+    async def test_a_dry_run_changes_nothing(self) -> None:
+        sinks = Sinks()
+        report = await repairer(sinks, region_1=FakeCollection(*region_2_customers(4))).run(
+            dry_run=True
+        )
+        assert report.found == {"region_2": {"missing": 4}}
+        assert (sinks.log, report.republished) == ([], 0)
+
+    async def test_a_trail_that_cannot_be_written_stops_the_repair(self) -> None:
+        sinks = Sinks()
+        sinks.trail_down = True
+        report = await repairer(sinks, region_1=FakeCollection(*region_2_customers(2))).run()
+        assert (sinks.published, report.failed) == ([], 2)
+
+
+class TestRestoredFromAnOldBackup:
+    async def test_an_older_copy_is_repaired_by_the_newest_write(self) -> None:
+        sinks = Sinks()
+        report = await repairer(
+            sinks,
+            region_2=FakeCollection(doc("a1", 7)),
+            region_1=FakeCollection(doc("a1", 5)),
+        ).run()
+        assert report.found == {"region_1": {"older": 1}}
+        (command,) = sinks.published
+        assert command.version == 7
+
+    async def test_a_live_copy_outside_the_placement_is_tombstoned_at_the_newest_version(
+        self,
+    ) -> None:
+        sinks = Sinks()
+        newest = doc("a1", 9)
+        report = await repairer(
+            sinks,
+            region_2=FakeCollection(newest),
+            region_1=FakeCollection(newest),
+            region_3=FakeCollection(doc("a1", 4, home="region_3", zip_prefix=75000)),
+        ).run()
+        assert report.found == {"region_3": {"outside": 1}}
+        assert sinks.published == []
+        ((command, region),) = sinks.tombstoned
+        assert (region, command.version, command.key) == ("region_3", 9, "a1")
+
+    async def test_a_live_copy_after_a_delete_is_deleted_again(self) -> None:
+        sinks = Sinks()
+        deleted = doc("a1", 9, home=None, deleted=True)
+        report = await repairer(
+            sinks,
+            region_2=FakeCollection(doc("a1", 5)),
+            region_1=FakeCollection(deleted),
+            region_3=FakeCollection(deleted),
+        ).run()
+        assert report.found == {"region_2": {"deleted": 1}}
+        (command,) = sinks.published
+        assert isinstance(command, DeleteCustomer)
+        assert (command.version, command.republished) == (9, True)
+        assert str(command.command_id) == deleted["_cmd"]
+        assert [(c.key, r) for c, r in sinks.tombstoned] == [("a1", "region_2")]
+
+    async def test_a_move_left_only_as_tombstones_is_reported_never_acted_on(self) -> None:
+        sinks = Sinks()
+        report = await repairer(
+            sinks,
+            region_1=FakeCollection(doc("a1", 9, home="region_3", deleted=True)),
+            region_2=FakeCollection(doc("a1", 5)),
+        ).run()
+        assert report.found["region_1"] == {"lost": 1}
+        assert sinks.log == []
+
+
+class TestWhatAPassLeaves:
+    async def test_a_customer_written_within_the_grace_period_waits_for_the_next_pass(
+        self,
+    ) -> None:
+        sinks = Sinks()
+        recent = doc("a1", 5, applied=datetime.fromtimestamp(NOW - 10, UTC))
+        report = await repairer(sinks, region_1=FakeCollection(recent)).run()
+        assert (report.settling, report.found, sinks.log) == (1, {}, [])
+
+    async def test_only_the_named_regions_copies_are_repaired(self) -> None:
+        sinks = Sinks()
+        report = await repairer(
+            sinks,
+            region_2=FakeCollection(doc("a1", 7)),
+            region_1=FakeCollection(doc("a1", 5), doc("b1", 3)),
+        ).run(only="region_1")
+        assert report.found == {"region_1": {"older": 1}}
+        assert [c.key for c in sinks.published] == ["a1"]
+
+    async def test_a_differing_bucket_is_read_in_pages(self) -> None:
+        sinks = Sinks()
+        region_1 = FakeCollection(*region_2_customers(5))
+        report = await repairer(sinks, region_1=region_1).run(dry_run=True)
+        assert report.summed == {"region_1": 5, "region_2": 0, "region_3": 0}
+        assert report.copies_read == {"region_1": 5, "region_2": 0, "region_3": 0}
+        assert region_1.requests == 3  # pages of 2, 2 and 1
+
+    async def test_agreeing_regions_are_compared_by_their_sums_alone(self) -> None:
+        sinks = Sinks()
+        held = region_2_customers(4)
+        region_2 = FakeCollection(*held)
+        report = await repairer(sinks, region_2=region_2, region_1=FakeCollection(*held)).run()
+        assert (report.buckets, report.buckets_differing, report.diverging) == (1, 0, 0)
+        assert sinks.log == []
+        assert (region_2.aggregations, region_2.requests) == (len(ID_FIRST), 0)
+        assert report.copies_read == {}
+
+    async def test_a_shorter_id_and_the_ids_it_starts_are_different_buckets(self) -> None:
+        sinks = Sinks()
+        options = Options(prefix=3, page=10, grace_s=60)
+        report = await repairer(
+            sinks,
+            options,
+            region_2=FakeCollection(doc("ab", 5), doc("abc1", 6)),
+            region_1=FakeCollection(doc("abc1", 6)),
+        ).run()
+        assert report.found == {"region_1": {"missing": 1}}
+        assert [c.key for c in sinks.published] == ["ab"]
+
+    async def test_a_pass_told_to_stop_stops_after_the_bucket(self) -> None:
+        sinks = Sinks()
+        held = [doc(f"{letter}1", 5) for letter in "abc"]
+
+        async def going() -> bool:
+            return False
+
+        report = await repairer(sinks, region_1=FakeCollection(*held)).run(going=going)
+        assert (report.complete, report.buckets, report.buckets_differing) == (False, 3, 1)
+
+
+class TestPacer:
+    def test_unpaced_never_waits(self) -> None:
+        assert Pacer(None).delay(10_000) == 0.0
+
+    def test_waits_what_the_copies_cost_at_the_pace(self) -> None:
+        pacer = Pacer(1000.0, clock=lambda: 50.0)
+        assert pacer.delay(500) == pytest.approx(0.5)
+        assert pacer.delay(500) == pytest.approx(1.0)
+
+
+class FakeLease:
+    def __init__(self, held: bool) -> None:
+        self.held = held
+
+    async def hold(self) -> bool:
+        return self.held
+
+
+class FakeStatuses:
+    def __init__(self, **statuses: NodeStatus) -> None:
+        self.statuses = statuses
+
+    async def all(self) -> dict[str, NodeStatus]:
+        return dict(self.statuses)
+
+
+class FakeBacklogs:
+    def __init__(self, parked: int = 0, lag: int | None = 0) -> None:
+        self.parked = parked
+        self.lag = lag
+
+    async def backlog(self, regions: Iterable[str]) -> dict[str, int | None]:
+        return dict.fromkeys(regions, self.parked)
+
+    async def command_lag(self, groups: Mapping[str, str]) -> dict[str, int | None]:
+        return dict.fromkeys(groups, self.lag)
+
+
+class TestRepairLoop:
+    region_1: FakeCollection
+
+    def loop(
+        self,
+        lease: FakeLease,
+        statuses: FakeStatuses,
+        sinks: Sinks,
+        backlogs: FakeBacklogs | None = None,
+    ) -> RepairLoop:
+        self.region_1 = region_1 = FakeCollection(*region_2_customers(2))
+        collections = cast(dict[str, Collection], {"region_1": region_1})
+        return RepairLoop(
+            repairer(sinks, region_1=region_1),
+            lease=lease,
+            statuses=statuses,
+            backlogs=backlogs or FakeBacklogs(),
+            consumers={"writer": "regionstore.writer"},
+            max_lag=100,
+            collections=collections,
+        )
+
+    @pytest.mark.parametrize(
+        "backlogs",
+        [FakeBacklogs(parked=1), FakeBacklogs(lag=101), FakeBacklogs(lag=None)],
+        ids=["parked", "lagging", "lag unknown"],
+    )
+    async def test_no_pass_while_commands_are_on_their_way(self, backlogs: FakeBacklogs) -> None:
+        sinks = Sinks()
+        loop = self.loop(
+            FakeLease(True), FakeStatuses(region_1=NodeStatus.AVAILABLE), sinks, backlogs
+        )
+        assert await loop.round() is None
+        assert sinks.log == []
+
+    async def test_a_process_without_the_lease_makes_no_pass(self) -> None:
+        sinks = Sinks()
+        assert await self.loop(FakeLease(False), FakeStatuses(), sinks).round() is None
+        assert sinks.log == []
+
+    async def test_no_pass_while_a_region_is_not_available(self) -> None:
+        sinks = Sinks()
+        statuses = FakeStatuses(region_2=NodeStatus.UNAVAILABLE)
+        assert await self.loop(FakeLease(True), statuses, sinks).round() is None
+        assert sinks.log == []
+
+    async def test_the_lease_holder_makes_the_indexes_and_repairs(self) -> None:
+        sinks = Sinks()
+        report = await self.loop(FakeLease(True), FakeStatuses(), sinks).round()
+        assert isinstance(report, Report)
+        assert report.republished == 2
+        # A region started empty has no indexes until someone makes them.
+        assert self.region_1.indexed
