@@ -32,6 +32,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.logs import Outages
+from regionstore_shared.personal import Keyring
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
@@ -55,6 +56,7 @@ class Clients(TypedDict):
     recent: RecentChanges
     auth: Authenticator
     backpressure: Backpressure
+    keyring: Keyring
 
 
 class State(Clients):
@@ -77,6 +79,7 @@ def serving(clients: Clients) -> State:
         board=board,
         repository=clients["repository"],
         clock=clients["clock"],
+        keyring=clients["keyring"],
     )
     return State(
         **clients,
@@ -193,6 +196,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 recent=recent,
                 auth=redis_authenticator(redis, settings.auth, outages=outages),
                 backpressure=backpressure,
+                keyring=Keyring(redis, prefix=settings.redis.personal_key_prefix),
             )
         )
         freeze_startup_objects()

@@ -29,6 +29,7 @@ from regionstore_shared.clients import customers, kafka_admin, mongo_client, ope
 from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
 from regionstore_shared.parked import ParkedReader, parked_reader
+from regionstore_shared.personal import Keyring
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.status import RegionStatus, StatusBoard
@@ -69,6 +70,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             outages=state.outages,
             applied=applied,
             role="recovery",
+            keyring=Keyring(redis, prefix=settings.redis.personal_key_prefix),
         )
         supervisor = DrainSupervisor(
             functools.partial(
