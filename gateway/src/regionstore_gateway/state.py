@@ -32,7 +32,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.logs import Outages
-from regionstore_shared.personal import Keyring
+from regionstore_shared.personal import Keyring, KeyStore
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
@@ -56,7 +56,7 @@ class Clients(TypedDict):
     recent: RecentChanges
     auth: Authenticator
     backpressure: Backpressure
-    keyring: Keyring
+    keyring: KeyStore
 
 
 class State(Clients):

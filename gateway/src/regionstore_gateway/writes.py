@@ -21,7 +21,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
-from regionstore_shared.personal import Keyring, seal_all
+from regionstore_shared.personal import KeyStore, seal_all
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -99,7 +99,7 @@ class Writes:
         board: StatusBoard,
         repository: CustomerRepository,
         clock: HybridClock,
-        keyring: Keyring,
+        keyring: KeyStore,
     ) -> None:
         self._settings = settings
         self._keyring = keyring

@@ -37,7 +37,7 @@ from regionstore_shared.failures import (
     describe_write_error,
 )
 from regionstore_shared.logs import Outages
-from regionstore_shared.personal import CustomerKey, ErasedError, Keyring, opened
+from regionstore_shared.personal import CustomerKey, ErasedError, KeyStore, opened
 from regionstore_shared.schemas import Action, Command, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 
@@ -287,7 +287,7 @@ class BatchApplier:
         outages: Outages | None = None,
         applied: AppliedSink | None = None,
         chunk: int = 250,
-        keyring: Keyring | None = None,
+        keyring: KeyStore | None = None,
     ) -> None:
         """``chunk`` bounds the commands sent to a region per request; ``outages`` hears of
         every region write that fails for the region's sake and every one that succeeds;

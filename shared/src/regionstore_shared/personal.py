@@ -18,9 +18,12 @@ sent after the delete's acknowledgement gets a new key (a new ``key_id``), so it
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -69,9 +72,13 @@ def _aad(customer_id: str, key_id: str) -> bytes:
     return f"{customer_id}/{key_id}".encode()
 
 
-def seal(customer: Customer, key: CustomerKey) -> Sealed:
-    """``customer`` encrypted with ``key``; the customer id stays in clear (the Kafka key)."""
-    nonce = os.urandom(NONCE_BYTES)
+def seal(customer: Customer, key: CustomerKey, command_id: uuid.UUID) -> Sealed:
+    """``customer`` encrypted with ``key``; the customer id stays in clear (the Kafka key).
+
+    The nonce comes from the command id: one command sealed twice (a batch item made again
+    from its idempotency record) is the same bytes, and two commands never share a nonce.
+    """
+    nonce = hashlib.sha256(command_id.bytes).digest()[:NONCE_BYTES]
     data = AESGCM(key.secret).encrypt(
         nonce, customer.model_dump_json().encode(), _aad(customer.customer_id, key.key_id)
     )
@@ -102,7 +109,8 @@ def sealed_upsert(command: UpsertCustomer, key: CustomerKey) -> UpsertCustomer:
     """The upsert with its customer sealed (kept opened in memory for the caller)."""
     if command.sealed is not None or command.customer is None:
         return command
-    return command.model_copy(update={"sealed": seal(command.customer, key)})
+    sealed = seal(command.customer, key, command.command_id)
+    return command.model_copy(update={"sealed": sealed})
 
 
 def opened(command: UpsertCustomer, keys: Mapping[str, CustomerKey]) -> UpsertCustomer:
@@ -111,6 +119,16 @@ def opened(command: UpsertCustomer, keys: Mapping[str, CustomerKey]) -> UpsertCu
         return command
     customer = unseal(command.sealed, keys.get(command.key))
     return command.model_copy(update={"customer": customer})
+
+
+class KeyStore(Protocol):
+    """Where the customers' data keys are kept (:class:`Keyring`, or a fake in a test)."""
+
+    async def find(self, customer_ids: Iterable[str]) -> dict[str, CustomerKey]: ...
+
+    async def obtain(self, customer_ids: Iterable[str]) -> dict[str, CustomerKey]: ...
+
+    async def destroy(self, customer_ids: Iterable[str]) -> int: ...
 
 
 class Keyring:
@@ -159,7 +177,7 @@ class Keyring:
         return int(await self._redis.delete(*names)) if names else 0
 
 
-async def seal_all(commands: Sequence[Command], keyring: Keyring) -> list[Command]:
+async def seal_all(commands: Sequence[Command], keyring: KeyStore) -> list[Command]:
     """The commands as they may leave the gateway: upserts sealed, and each delete's customer
     key destroyed before anything after it is sealed (a write after the delete gets a new key).
     """

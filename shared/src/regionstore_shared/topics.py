@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -79,20 +78,10 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
         # would otherwise have its writes refused (a broker refuses timestamps over an hour
         # ahead by default), and age them out a day late.
         config |= {"message.timestamp.type": "LogAppendTime"}
-        # Kafka's own 7 days, or the erasure bound when shorter: commands written before their
-        # fields were sealed (schema version 1) leave within it (docs/personal-data.md).
-        config |= {"retention.ms": str(min(_WEEK_MS, _ms(settings.erasure_within)))}
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= _KEPT
     return config
-
-
-_WEEK_MS = 7 * 24 * 3600 * 1000
-
-
-def _ms(span: timedelta) -> int:
-    return int(span.total_seconds() * 1000)
 
 
 def _partitions(settings: CommonSettings, name: str) -> int:
