@@ -28,4 +28,5 @@ _ = (
     _.formatTime,  # logging.Formatter hook, overridden for RFC 3339 UTC timestamps
     _.datefmt,  # its signature
     _._never_in_clear_once_sealed,  # a pydantic model serializer, called by pydantic
+    _.audit_events,  # a response model field, filled by FastAPI
 )

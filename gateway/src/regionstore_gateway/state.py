@@ -22,6 +22,7 @@ from regionstore_gateway.node_lease import LeasedClock, NodeIdLease
 from regionstore_gateway.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.export import ExportService, KafkaTopicReader
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
@@ -64,6 +65,7 @@ class State(Clients):
 
     customers: CustomerService
     regions: RegionService
+    exports: ExportService
 
 
 def serving(clients: Clients) -> State:
@@ -91,6 +93,18 @@ def serving(clients: Clients) -> State:
             keys=clients["idempotency"],
             audit=audit,
             backpressure=clients["backpressure"],
+        ),
+        exports=ExportService(
+            settings=settings,
+            repository=clients["repository"],
+            board=board,
+            keyring=clients["keyring"],
+            audit=audit,
+            topics=KafkaTopicReader(
+                settings.kafka,
+                settings.service_name,
+                within_s=settings.api.read_deadline_ms / 1000 * 10,
+            ),
         ),
         regions=RegionService(
             settings=settings,

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from regionstore_recovery.detection import DetectionLoop, Lease, StoreProbe
 from regionstore_recovery.detector import Detector, Thresholds
 from regionstore_recovery.drainer import DRAINING, PENDING, PENDING_AGE, REGION_STATUS, drain
+from regionstore_recovery.key_log import KeyLogRewrites
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer
@@ -97,6 +98,9 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         parked = parked_reader(settings.kafka, name, backlog)
         await parked.start()
         stack.push_async_callback(parked.close)
+        rewrites = KeyLogRewrites(redis, settings.erasure_within.total_seconds() / 4)
+        rewrites.start()
+        stack.push_async_callback(rewrites.stop)
         for region in settings.region_map.names:
             DRAINING.labels(region=region).set(0)
         seen = -1

@@ -43,6 +43,9 @@ class AuditAction(StrEnum):
     (and, when the detector set it, ``detail.reason``)."""
     CUSTOMER_DELETE = "customer.delete"
     """A customer was deleted; ``target`` is its id, ``detail`` the command's id and version."""
+    CUSTOMER_EXPORT = "customer.export"
+    """A customer's data was exported; ``target`` is its id (or, for an export by person, a
+    hash of the unique id), ``detail.by`` which of the two was asked for."""
 
 
 class Actor(Protocol):
