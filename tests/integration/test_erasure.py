@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from typer.testing import CliRunner
 
 from regionstore_gateway.idempotency import BatchRecord, Record, decode_record
 from regionstore_gateway.settings import GatewaySettings
@@ -34,6 +35,7 @@ from regionstore_shared.personal import Keyring, seal_all
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.schemas import Customer, encode_command
 from regionstore_shared.settings import CommonSettings, RedisSettings
+from regionstore_tools.cli import app
 from tests.integration.test_parked_trimming import parked, trimmed
 from tests.regionstore_env import Env, customer, env, new_id
 
@@ -44,6 +46,7 @@ DOWN = "region_3"  # home of zips 70000-99999, replicated to region_2
 RUN_DIR = Path(os.environ.get("RUN_DIR", Path(__file__).resolve().parents[2] / ".run"))
 # The erasure bound, shortened: what recovery does every quarter of it is done here at once.
 SHORT_BOUND = timedelta(seconds=20)
+runner = CliRunner()
 
 
 def marked(marker: str, unique_id: str, **where: Any) -> dict[str, Any]:
@@ -243,6 +246,16 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     gone = await env.http.get("/v1/customers:export", params={"customer_unique_id": unique_id})
     assert gone.status_code == 200, gone.text
     assert marker not in json.dumps(gone.json())
+    # An unknown customer answers as a known one does: nothing to show.
+    unknown = await env.http.get(f"/v1/customers/{new_id()}/export")
+    assert unknown.status_code == 200, unknown.text
+    assert unknown.json()["regions"] == unknown.json()["parked"] == []
+    cli = await asyncio.to_thread(runner.invoke, app, ["export", dead["customer_id"]])
+    assert cli.exit_code == 0, cli.output
+    shown = json.loads(cli.stdout)
+    assert shown["customer_ids"] == [dead["customer_id"]]
+    assert [d["erased"] for d in shown["dead_letters"]] == [True]
+    assert marker not in cli.stdout
 
     await env.set_status(DOWN, "available")
     deadline = time.monotonic() + 90
