@@ -199,8 +199,16 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     assert one.status_code == 200, one.text
     assert [d["customer"]["customer_city"] for d in one.json()["dead_letters"]] == [marker]
 
-    for body in [*bodies, dead]:
-        await env.write("DELETE", f"/v1/customers/{body['customer_id']}")
+    ids = [b["customer_id"] for b in [*bodies, dead]]
+    redis = redis_client(settings.redis, "tests-erasure")
+    try:
+        keys = await keyring_of(redis, settings).find(ids)
+    finally:
+        await redis.aclose()
+    assert set(keys) == set(ids)
+    destroyed = [k.dumps().partition(":")[2].encode() for k in keys.values()]
+    for customer_id in ids:
+        await env.write("DELETE", f"/v1/customers/{customer_id}")
     await env.set_status(DOWN, "available")
     await env.consumed()
     report = await env.settle()
@@ -215,13 +223,14 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     assert survivor["customer_id"] in await parked(settings)
 
     # The shortened bound passes: the keys' Redis log is rewritten (recovery does it every
-    # quarter of the bound), then everything is scanned.
+    # quarter of the bound), after which no Redis file holds a destroyed key.
     redis = redis_client(settings.redis, "tests-erasure")
     try:
+        assert await keyring_of(redis, settings).find(ids) == {}
         assert await KeyLogRewrites(redis, SHORT_BOUND.total_seconds() / 4).rewrite()
         deadline = time.monotonic() + SHORT_BOUND.total_seconds()
-        while (await redis.info("persistence"))["aof_rewrite_in_progress"]:
-            assert time.monotonic() < deadline, "the keys' Redis log was not rewritten in time"
+        while files_holding(RUN_DIR / "redis", destroyed):
+            assert time.monotonic() < deadline, "a destroyed key is still in the Redis files"
             await asyncio.sleep(0.2)
     finally:
         await redis.aclose()
@@ -262,6 +271,10 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     while (await env.documents(survivor["customer_id"]))[DOWN] is None:
         assert time.monotonic() < deadline, "the parked write was never drained"
         await asyncio.sleep(0.5)
+
+
+def keyring_of(redis: Any, settings: CommonSettings) -> Keyring:
+    return Keyring(redis, prefix=settings.redis.personal_key_prefix)
 
 
 def idempotency_redis() -> RedisSettings:

@@ -2,8 +2,9 @@
 
 A key deleted from Redis is gone from memory at once, but its ``SET`` stays in the append-only
 file until the file is rewritten, which Redis does on its own only when the file has grown (by
-size, not by time). Recovery asks for a rewrite at a quarter of the bound, so a destroyed key is
-in no Redis file after the bound: RDB snapshots (``save 60 1``) are replaced within a minute.
+size, not by time), and in the last RDB snapshot until the next one. Recovery asks for both, a
+rewrite and a snapshot, every quarter of the bound, so a destroyed key is in no Redis file after
+the bound, whatever the ``save`` settings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class KeyLogRewrites:
-    """Asks the keys' Redis to rewrite its append-only file every ``every_s`` seconds."""
+    """Asks the keys' Redis to rewrite its append-only file and its snapshot every ``every_s``
+    seconds."""
 
     def __init__(self, redis: Redis, every_s: float) -> None:
         self._redis = redis
@@ -38,15 +40,17 @@ class KeyLogRewrites:
                 await self._task
 
     async def rewrite(self) -> bool:
-        """One rewrite asked for; False when Redis refused (one already running is as good)."""
+        """One rewrite and one snapshot asked for; False when Redis refused (one already
+        running is as good). The snapshot waits for the rewrite (``SCHEDULE``)."""
         try:
             await self._redis.bgrewriteaof()
+            await self._redis.bgsave(schedule=True)
         except RedisError as error:
             if "already in progress" in str(error):
                 return True
-            log.warning("keys' Redis log not rewritten", extra={"error": str(error)})
+            log.warning("keys' Redis files not rewritten", extra={"error": str(error)})
             return False
-        log.info("keys' Redis log rewrite asked for", extra={"every_s": self._every_s})
+        log.info("keys' Redis files rewrite asked for", extra={"every_s": self._every_s})
         return True
 
     async def _run(self) -> None:
