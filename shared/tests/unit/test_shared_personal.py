@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import cast
 
 import pytest
+from pydantic import ValidationError
 
 from regionstore_shared.apply import BatchApplier, Collection, Envelope, Suspicion
 from regionstore_shared.documents import DELETED, HOME, VERSION
@@ -31,6 +33,7 @@ from regionstore_shared.schemas import (
     decode_command,
     encode_command,
 )
+from regionstore_shared.settings import CommonSettings
 from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import FakeCollection, FakeStatus
 
@@ -201,3 +204,11 @@ class TestApply:
         assert (document[DELETED], document[VERSION]) == (True, 5)
         assert HOME not in document  # nothing says where the erased customer lived
         assert MARKER not in json.dumps(document, default=str)
+
+
+class TestBound:
+    def test_the_bound_is_30_days_by_default_and_at_most(self) -> None:
+        assert CommonSettings().erasure_within == timedelta(days=30)
+        assert CommonSettings(erasure_within=timedelta(seconds=20)).erasure_within.seconds == 20
+        with pytest.raises(ValidationError, match="erasure_within"):
+            CommonSettings(erasure_within=timedelta(days=31))
