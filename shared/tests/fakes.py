@@ -38,7 +38,7 @@ from regionstore_shared.apply import Envelope, RegionUnavailableError
 from regionstore_shared.documents import VERSION
 from regionstore_shared.domain import upsert_command
 from regionstore_shared.placement import Placed
-from regionstore_shared.placement_log import UNKNOWN_KEY, Loaded, read_entry
+from regionstore_shared.placement_local import UNKNOWN_KEY, LocalTables
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import (
@@ -391,6 +391,7 @@ class FakeTableStore:
         self.commit_errors: list[BaseException] = []
         self.writers: dict[int, FakeTableWriter] = {}
         self.fenced: list[int] = []
+        self.followed = asyncio.Event()
         self._history = dict(history or {})
 
     async def fence(self, partition: int) -> FakeTableWriter:
@@ -400,17 +401,40 @@ class FakeTableStore:
         self.writers[partition] = writer = FakeTableWriter(self, partition)
         return writer
 
-    async def load(self, since: Mapping[int, int]) -> dict[int, Loaded]:
+    async def load(self, since: Mapping[int, int], into: LocalTables) -> dict[int, int]:
         """Entries from the offsets given: a table partition's offsets here are its commits."""
         self.loads.append(dict(since))
-        loaded = {}
+        ends = {}
         for p, start in since.items():
             log = self.logs.get(p, [])
-            loaded[p] = Loaded(end=len(log))
-            for entries in log[start:]:
-                for key, value in entries.items():
-                    read_entry(loaded[p], key, value)
-        return loaded
+            ends[p] = len(log)
+            if start <= len(log):
+                self.read(p, start, into)
+        return ends
+
+    def read(self, partition: int, start: int, into: LocalTables) -> None:
+        """Take a partition's committed entries from ``start`` into ``into``."""
+        log = self.logs.get(partition, [])
+        into.take(
+            partition,
+            [
+                (at, k, v)
+                for at, entries in enumerate(log)
+                if at >= start
+                for k, v in entries.items()
+            ],
+        )
+
+    async def follow(
+        self, into: LocalTables, owned: Collection[int], caught_up: asyncio.Event
+    ) -> None:
+        """Follow as Kafka would: every partition's commits, read now, then waiting."""
+        for p in list(self.logs):
+            if p not in owned:
+                self.read(p, into.mark(p).offset, into)
+        caught_up.set()
+        self.followed.set()
+        await asyncio.Event().wait()
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
         return {p: None if (h := self._history.get(p, {})) is None else dict(h) for p in partitions}

@@ -427,3 +427,19 @@ def test_more_settings_reach_every_service(tmp_path: Path, monkeypatch: pytest.M
     settings = settings_of(tuned, "gateway", monkeypatch)
     assert isinstance(settings, GatewaySettings)
     assert settings.api.max_batch_items == 500
+
+
+def test_consumers_keep_their_placement_tables_on_a_volume_of_their_own(
+    rendered: Rendered,
+) -> None:
+    for service in ("writer", "replicator"):
+        pod = rendered.deployment(service)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert env["REGIONSTORE_STATE_DIR"] == mounts["state"]
+        (state,) = [v for v in pod["volumes"] if v["name"] == "state"]
+        assert state["emptyDir"]["sizeLimit"]
+    for service in ("gateway", "recovery"):
+        (container,) = containers(rendered.deployment(service))
+        assert "state" not in {m["name"] for m in container["volumeMounts"]}

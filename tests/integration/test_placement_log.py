@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
@@ -20,7 +20,8 @@ from aiokafka.structs import OffsetAndMetadata
 from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.pipeline import Batch, RoutedBatch, decode_records
 from regionstore_shared.placement import UNKNOWN_ADAPTER
-from regionstore_shared.placement_log import UNKNOWN_KEY, KafkaTableStore, PlacementLog
+from regionstore_shared.placement_local import UNKNOWN_KEY, LocalTables
+from regionstore_shared.placement_log import KafkaTableStore, PlacementLog
 from regionstore_shared.schemas import Action, Applier, Command, encode_command
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.topics import ensure_topics
@@ -36,19 +37,25 @@ SETTLE_S = 15.0
 class Topics:
     settings: CommonSettings
     group: str
+    opened: list[LocalTables] = field(default_factory=list)
 
     @property
     def commands(self) -> TopicPartition:
         return TopicPartition(self.settings.kafka.command_topic, 0)
 
     def log(self) -> PlacementLog:
-        store = KafkaTableStore(self.settings.kafka, group=self.group, client_id="tests")
+        """A consumer process's log, with tables on a disk of its own."""
+        self.opened.append(LocalTables(None, group=self.group))
         return PlacementLog(
-            store,
+            self.store(),
+            self.opened[-1],
             group=self.group,
             role=Applier.REPLICATOR,
             regions=self.settings.region_map.names,
         )
+
+    def store(self) -> KafkaTableStore:
+        return KafkaTableStore(self.settings.kafka, group=self.group, client_id="tests")
 
     async def produce(self, *commands: Command) -> None:
         producer = AIOKafkaProducer(**kafka_connection(self.settings.kafka), acks="all")
@@ -102,6 +109,16 @@ class Topics:
         finally:
             await consumer.stop()
 
+    async def table_end(self) -> int:
+        """The table partition's end offset (its last transaction's marker included)."""
+        consumer = AIOKafkaConsumer(**kafka_connection(self.settings.kafka))
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.settings.kafka.placement_topic(self.group), 0)
+            return int((await consumer.end_offsets([tp]))[tp])
+        finally:
+            await consumer.stop()
+
     async def table(self) -> dict[bytes, bytes]:
         """The table partition's committed entries, the newest per key."""
         consumer = AIOKafkaConsumer(
@@ -133,7 +150,10 @@ async def topics(stack: object) -> AsyncIterator[Topics]:
     settings = base.model_copy(update={"kafka": kafka})
     group = f"{name}.replicator"
     await ensure_topics(settings, [kafka.command_topic, kafka.placement_topic(group)])
-    yield Topics(settings, group)
+    topics = Topics(settings, group)
+    yield topics
+    for local in topics.opened:
+        local.close()
     admin = kafka_admin(kafka, "tests")
     await admin.start()
     try:
@@ -241,3 +261,33 @@ async def test_a_table_started_after_the_first_commands_were_removed_assumes_any
         assert (await topics.table())[UNKNOWN_KEY] == UNKNOWN_ADAPTER.dump_json(names)
     finally:
         await log.close()
+
+
+async def test_a_standby_follows_the_table_so_taking_the_partition_reads_nothing_more(
+    topics: Topics,
+) -> None:
+    created, moved = upsert("c1", 1), upsert("c1", 2, MOVED)
+    owner, standby = topics.log(), topics.log()
+    await standby.start()
+    try:
+        await owner.assigned({topics.commands})
+        done = batch(topics, created)
+        await owner.route(done)
+        assert await owner.commit(owning(topics), done, topics.group)
+        await owner.revoked({topics.commands})
+        local = topics.opened[-1]
+        end = (await topics.table_end()) - 1  # the commit marker follows the entries
+        async with asyncio.timeout(SETTLE_S):  # the follower reads what the owner committed
+            while True:
+                if local.mark(0).offset >= end:
+                    break
+                await asyncio.sleep(0.05)
+        assert local.table(0).get("c1") is not None
+        await standby.assigned({topics.commands})
+        assert routed(await standby.route(batch(topics, moved, first=1)), moved) == [
+            ("region_1", Action.UPSERT),
+            ("region_3", Action.TOMBSTONE),
+        ]
+    finally:
+        await owner.close()
+        await standby.close()

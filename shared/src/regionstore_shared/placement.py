@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pydantic import TypeAdapter
 
@@ -124,6 +124,17 @@ def targets_of(command: Command, placed: Placed) -> tuple[Target, ...]:
     )
 
 
+class Known(Protocol):
+    """A partition's committed placements, which a table reads and extends: a dict the table
+    then owns, or a table on disk (:class:`~regionstore_shared.placement_local.LocalTable`)."""
+
+    def get(self, customer_id: str, /) -> Placed | None: ...
+
+    def update(self, placements: Mapping[str, Placed], /) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
 class PlacementTable:
     """One partition's placements, and the changes of the batch not committed yet.
 
@@ -131,10 +142,12 @@ class PlacementTable:
     they are committed, :meth:`discard` forgets them when the batch is replayed instead.
     """
 
-    def __init__(self, known: Mapping[str, Placed], *, unknown: Iterable[str]) -> None:
-        self._known = dict(known)
+    def __init__(self, known: Known, *, unknown: Iterable[str]) -> None:
+        self._known = known
+        self._size = len(self._known)
         self._unknown = tuple(unknown)
         self._changes: dict[str, Placed] = {}
+        self._added: set[str] = set()
 
     @property
     def unknown(self) -> tuple[str, ...]:
@@ -143,12 +156,7 @@ class PlacementTable:
 
     def __len__(self) -> int:
         """How many customers the table holds, the batch's changes not counted."""
-        return len(self._known)
-
-    @property
-    def placements(self) -> dict[str, Placed]:
-        """Every settled placement, by customer id (the batch's changes not included)."""
-        return dict(self._known)
+        return self._size
 
     def get(self, customer_id: str) -> Placed | None:
         """The newest placement seen for a customer, changes of this batch included."""
@@ -162,6 +170,7 @@ class PlacementTable:
         """
         held = self.get(command.key)
         if held is None:
+            self._added.add(command.key)
             first: tuple[int, ...] = (command.version,) if command.republished else ()
             return self._place(command, command.version, self._unknown, first)
         if command.version == held.published:
@@ -196,19 +205,17 @@ class PlacementTable:
         """The placements this batch changed, to commit with its offsets."""
         return dict(self._changes)
 
-    def absorb(self, placements: Mapping[str, Placed]) -> None:
-        """Take placements committed since this table was kept, by the partition's other
-        owners: each newer than the one held (a table holds no changes then)."""
-        self._known.update(placements)
-
     def settle(self) -> None:
         """Keep the batch's changes: they and its offsets are committed."""
         self._known.update(self._changes)
+        self._size += len(self._added)
         self._changes.clear()
+        self._added.clear()
 
     def discard(self) -> None:
         """Forget the batch's changes: it was not committed and will be routed again."""
         self._changes.clear()
+        self._added.clear()
 
 
 PLACED_ADAPTER: TypeAdapter[Placed] = TypeAdapter(Placed)

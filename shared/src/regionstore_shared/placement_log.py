@@ -13,6 +13,12 @@ partition starts one, which fences the previous owner's, so a consumer that lost
 (a zombie) can neither commit offsets nor write the table any more. The new owner reads the
 table (``read_committed``) only after that fence, so it sees every transaction the previous
 owner managed to commit and none it did not.
+
+The tables themselves are kept on this machine's disk (:mod:`regionstore_shared.placement_local`),
+so memory does not grow with the number of customers. Each partition's local table remembers how
+far it follows its table partition; an assignment reads only what was committed after that, and a
+standby follower keeps the partitions this consumer does not own near their end, so a partition
+that changes hands resumes in seconds at any size.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.structs import OffsetAndMetadata, RecordMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata
 from pydantic import ValidationError
 
 from regionstore_shared import metrics
@@ -40,24 +46,14 @@ from regionstore_shared.placement import (
     Placed,
     PlacementTable,
 )
+from regionstore_shared.placement_local import UNKNOWN_KEY, LocalTable, LocalTables, Record
 from regionstore_shared.schemas import Action, Applier, Command, Target, decode_command
 from regionstore_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_KEY = b"#unknown"
-"""The key of a table's ``unknown`` entry; no customer id can take it (ids have no ``#``)."""
-
-
-@dataclass(slots=True)
-class Loaded:
-    """One table partition as read back from Kafka, from some offset to its end."""
-
-    entries: dict[str, Placed] = field(default_factory=dict)
-    unknown: tuple[str, ...] | None = None
-    """None when no ``unknown`` entry was read (from the start: the table was never written)."""
-    end: int = 0
-    """The offset after the last one read."""
+FOLLOW_RETRY_S = 5.0
+"""How long the standby follower waits before it reads again after Kafka failed it."""
 
 
 class TableWriter(Protocol):
@@ -83,8 +79,18 @@ class TableStore(Protocol):
         """A writer for the partition's table; every earlier writer of it is fenced."""
         ...
 
-    async def load(self, since: Mapping[int, int]) -> dict[int, Loaded]:
-        """The committed entries of these partitions, each from the offset given (0: all)."""
+    async def load(self, since: Mapping[int, int], into: LocalTables) -> dict[int, int]:
+        """Read the committed entries of these partitions into ``into``, each from the offset
+        given to the partition's end; those ends. A partition whose offset given is past its
+        end is not read."""
+        ...
+
+    async def follow(
+        self, into: LocalTables, owned: Collection[int], caught_up: asyncio.Event
+    ) -> None:
+        """Read the committed entries of every partition not ``owned`` (a live view) into
+        ``into`` as they come, each from its mark, until cancelled; set ``caught_up`` once
+        every partition was read to the end it had when the follower started."""
         ...
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
@@ -104,41 +110,77 @@ class PlacementLog:
     """
 
     def __init__(
-        self, store: TableStore, *, group: str, role: Applier, regions: Sequence[str]
+        self,
+        store: TableStore,
+        local: LocalTables,
+        *,
+        group: str,
+        role: Applier,
+        regions: Sequence[str],
     ) -> None:
         self._store = store
+        self._local = local
         self._group = group
         self._role = role
         self._regions = tuple(regions)
         self._partitions: dict[int, asyncio.Future[_Partition]] = {}
-        # Tables of partitions revoked by a rebalance that may hand them straight back: kept, so
-        # taking one again reads only what its owners committed meanwhile.
-        self._retired: dict[int, _Partition] = {}
+        self._follower: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
         self._routed = {
             action: metrics.TARGETS_ROUTED.labels(role=role.value, action=action.value)
             for action in Action
         }
 
-    async def assigned(self, partitions: Collection[TopicPartition]) -> None:
-        """Fence and load the tables of newly assigned partitions (before any is routed).
+    async def start(self) -> None:
+        """Follow every table partition in the background, so one handed over resumes fast;
+        return once the tables on disk caught up with the topic.
 
-        A table kept from before the rebalance reads only the entries committed since.
+        A process started on an empty disk so reads the tables before it joins its group, as
+        Kafka Streams warms a new instance up before it gives it active tasks: the group's
+        other members keep applying meanwhile, instead of waiting for a rebalance that stalls
+        until the newcomer has read millions of entries.
         """
+        self._follower = asyncio.create_task(self._follow(), name=f"{self._group} placement")
+        started = time.perf_counter()
+        await self._caught_up.wait()
+        log.info(
+            "placement tables caught up",
+            extra={"group": self._group, "seconds": round(time.perf_counter() - started, 3)},
+        )
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self._store.follow(self._local, self._partitions.keys(), self._caught_up)
+            except Exception:
+                # Only speed depends on the follower: an assignment reads what it missed.
+                log.exception(
+                    "placement follower stopped, reading again", extra={"group": self._group}
+                )
+                await asyncio.sleep(FOLLOW_RETRY_S)
+
+    async def assigned(self, partitions: Collection[TopicPartition]) -> None:
+        """Fence the newly assigned partitions, then bring their local tables to the end of
+        what was committed (before any is routed)."""
         new = sorted({tp.partition for tp in partitions} - set(self._partitions))
-        retired = {p: self._retired.pop(p) for p in new if p in self._retired}
-        self._retired.clear()  # gone to other consumers
         if not new:
             return
         loop = asyncio.get_running_loop()
         futures = {p: loop.create_future() for p in new}
         self._partitions.update(futures)
         started = time.perf_counter()
+        marks = {p: self._local.mark(p).offset for p in new}
         try:
             writers = await _fence_all(self._store, new)
             try:
-                since = {p: retired[p].loaded_until if p in retired else 0 for p in new}
-                loaded = await self._store.load(since)
-                fresh = [p for p in new if p not in retired and loaded[p].unknown is None]
+                ends = await self._store.load(marks, self._local)
+                # A mark past the end: the file followed another topic of that name.
+                stale = {p: 0 for p in new if marks[p] > ends[p]}
+                for p in stale:
+                    self._local.reset(p)
+                if stale:
+                    ends |= await self._store.load(stale, self._local)
+                fresh = [p for p in new if self._local.mark(p).unknown is None]
                 history = await self._store.history(fresh) if fresh else {}
             except BaseException:
                 await _close_all(writers)
@@ -152,10 +194,10 @@ class PlacementLog:
                     future.exception()
             raise
         for p, writer in zip(new, writers, strict=True):
-            if p in retired:
-                partition = retired[p].resumed(loaded[p], writer)
+            if p in fresh:
+                partition = _Partition.learnt(p, self._local, history.get(p), writer, self._regions)
             else:
-                partition = _Partition.of(p, loaded[p], history.get(p), writer, self._regions)
+                partition = _Partition.kept(p, self._local, writer)
             futures[p].set_result(partition)
             metrics.PLACEMENT_ENTRIES.labels(group=self._group, partition=str(p)).set(
                 len(partition.table)
@@ -165,29 +207,26 @@ class PlacementLog:
             extra={
                 "group": self._group,
                 "partitions": new,
-                "kept": sorted(retired),
-                "entries_read": sum(len(loaded[p].entries) for p in new),
+                "read": {p: [marks[p], ends[p]] for p in new},
                 "learnt_from_commands": sum(len(h or {}) for h in history.values()),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
 
     async def revoked(self, partitions: Collection[TopicPartition]) -> None:
-        """Close the writers of revoked partitions; keep their committed tables a while."""
-        for partition in await self._drop([tp.partition for tp in partitions]):
-            # Only a table that committed can be resumed: one that never did may differ from
-            # what another owner learnt and wrote first.
-            if partition.written_unknown is not None:
-                self._retired[partition.number] = partition
+        """Close the writers of revoked partitions; their local tables stay, followed."""
+        await self._drop([tp.partition for tp in partitions])
 
     async def close(self) -> None:
-        """Close every writer (the consumer stops)."""
+        """Stop following, and close every writer (the consumer stops)."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         await self._drop(list(self._partitions))
-        self._retired.clear()
 
-    async def _drop(self, partitions: Iterable[int]) -> list[_Partition]:
-        """Stop routing and committing these partitions; their states, writers closed."""
-        dropped = []
+    async def _drop(self, partitions: Iterable[int]) -> None:
+        """Stop routing and committing these partitions, and close their writers."""
         for number in partitions:
             future = self._partitions.pop(number, None)
             with contextlib.suppress(KeyError):
@@ -199,8 +238,6 @@ class PlacementLog:
             async with partition.lock:
                 await partition.writer.close()
                 partition.table.discard()
-            dropped.append(partition)
-        return dropped
 
     async def route(self, batch: Batch) -> RoutedBatch:
         """Route the batch's commands, partition by partition in order, for this group's role:
@@ -214,7 +251,9 @@ class PlacementLog:
             future = self._partitions.get(tp.partition)
             if future is None:
                 continue
-            table = (await future).table
+            partition = await future
+            partition.known.prefetch([envelope.command.key for envelope in decoded])
+            table = partition.table
             for envelope in decoded:
                 version, routed = table.route(envelope.command)
                 mine = tuple(t for t in routed if t.role is self._role)
@@ -282,8 +321,8 @@ class PlacementLog:
             partition.unwritten = {}
             partition.written_unknown = table.unknown
             if written_to is not None:
-                # The table now is the partition's log up to there: only this consumer writes it.
-                partition.loaded_until = written_to
+                # The table partition now ends there, and only this consumer writes it.
+                self._local.advance(tp.partition, written_to, unknown=table.unknown)
         metrics.PLACEMENT_ENTRIES.labels(group=self._group, partition=str(tp.partition)).set(
             len(table)
         )
@@ -293,41 +332,43 @@ class PlacementLog:
 @dataclass(slots=True)
 class _Partition:
     number: int
+    known: LocalTable
     table: PlacementTable
     writer: TableWriter
     written_unknown: tuple[str, ...] | None
     """The ``unknown`` entry as committed; None until the first commit writes it."""
-    loaded_until: int
-    """The table partition's offset up to which the table holds what was committed."""
     unwritten: dict[str, Placed] = field(default_factory=dict)
     """Placements learnt from the command topic, written with the first commit."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    def of(
+    def kept(cls, number: int, local: LocalTables, writer: TableWriter) -> _Partition:
+        """A partition whose table was committed, from its local table (read to the end)."""
+        unknown = local.mark(number).unknown
+        assert unknown is not None
+        known = local.table(number)
+        return cls(number, known, PlacementTable(known, unknown=unknown), writer, unknown)
+
+    @classmethod
+    def learnt(
         cls,
         number: int,
-        loaded: Loaded,
+        local: LocalTables,
         history: dict[str, Placed] | None,
         writer: TableWriter,
         regions: tuple[str, ...],
     ) -> _Partition:
-        """A partition's state from its committed table, or, for a table never written, from
-        the commands already consumed: with them all, a customer never seen is live nowhere;
-        with the oldest gone, it may be live anywhere."""
-        if loaded.unknown is not None:
-            table = PlacementTable(loaded.entries, unknown=loaded.unknown)
-            return cls(number, table, writer, loaded.unknown, loaded.end)
+        """A partition whose table was never committed, from the commands already consumed:
+        with them all, a customer never seen is live nowhere; with the oldest gone, it may be
+        live anywhere."""
         unknown = regions if history is None else ()
         learnt = history or {}
-        table = PlacementTable(learnt, unknown=unknown)
-        return cls(number, table, writer, None, loaded.end, dict(learnt))
-
-    def resumed(self, loaded: Loaded, writer: TableWriter) -> _Partition:
-        """This kept state taken again, with what was committed since it was kept on top
-        (entries read in offset order: the newest of each customer wins)."""
-        self.table.absorb(loaded.entries)
-        return replace(self, writer=writer, loaded_until=loaded.end, lock=asyncio.Lock())
+        # What an earlier try learnt is replaced: only this history matches the offsets now.
+        local.reset(number)
+        known = local.table(number)
+        known.update(learnt)
+        table = PlacementTable(known, unknown=unknown)
+        return cls(number, known, table, writer, None, dict(learnt))
 
 
 class _Routes:
@@ -427,37 +468,77 @@ class KafkaTableStore:
             raise
         return KafkaTableWriter(producer, self.topic, partition)
 
-    async def load(self, since: Mapping[int, int]) -> dict[int, Loaded]:
-        consumer = AIOKafkaConsumer(
-            **kafka_connection(self._settings),
-            client_id=f"{self._client_id}-placement-load",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            request_timeout_ms=self._settings.request_timeout_ms,
-        )
+    async def load(self, since: Mapping[int, int], into: LocalTables) -> dict[int, int]:
+        consumer = self._table_consumer("load")
         await consumer.start()
         try:
             tps = [TopicPartition(self.topic, p) for p in since]
             consumer.assign(tps)
             # Seek before asking for the ends: asked first, aiokafka puts the position there.
             await consumer.seek_to_beginning(*tps)
-            for tp in tps:
+            ends = await consumer.end_offsets(tps)
+            left = [tp for tp in tps if since[tp.partition] <= ends[tp]]
+            for tp in left:
                 if since[tp.partition]:
                     consumer.seek(tp, since[tp.partition])
-            ends = await consumer.end_offsets(tps)
-            loaded = {tp.partition: Loaded(end=ends[tp]) for tp in tps}
-            left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
             while left:
                 polled = await consumer.getmany(*left, timeout_ms=1000)
                 for tp, records in polled.items():
-                    table = loaded[tp.partition]
-                    for record in records:
-                        read_entry(table, record.key, record.value)
+                    into.take(tp.partition, _records(records))
                 left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
-            return loaded
+            return {tp.partition: ends[tp] for tp in tps}
         finally:
             await consumer.stop()
+
+    async def follow(
+        self, into: LocalTables, owned: Collection[int], caught_up: asyncio.Event
+    ) -> None:
+        admin = kafka_admin(self._settings, f"{self._client_id}-placement-admin")
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        tps = [TopicPartition(self.topic, p["partition"]) for p in described["partitions"]]
+        consumer = self._table_consumer("follow")
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            paused: set[TopicPartition] = set()
+            while True:
+                # An owned partition's table moves with this consumer's own commits: it is not
+                # read; once handed over, it is read again from its mark.
+                mine = {tp for tp in tps if tp.partition in owned}
+                consumer.pause(*(mine - paused))
+                for tp in paused - mine:
+                    consumer.resume(tp)
+                for tp in set(tps) - mine:
+                    if (mark := into.mark(tp.partition).offset) > await consumer.position(tp):
+                        consumer.seek(tp, mark)
+                paused = mine
+                if not caught_up.is_set() and all(
+                    [await consumer.position(tp) >= ends[tp] for tp in set(tps) - mine]
+                ):
+                    caught_up.set()
+                polled = await consumer.getmany(timeout_ms=1000)
+                for tp, records in polled.items():
+                    if tp.partition not in owned:
+                        into.take(tp.partition, _records(records))
+        finally:
+            await consumer.stop()
+
+    def _table_consumer(self, use: str) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **kafka_connection(self._settings),
+            client_id=f"{self._client_id}-placement-{use}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            request_timeout_ms=self._settings.request_timeout_ms,
+        )
 
     async def history(self, partitions: Collection[int]) -> dict[int, dict[str, Placed] | None]:
         source = [TopicPartition(self._settings.command_topic, p) for p in partitions]
@@ -483,20 +564,23 @@ class KafkaTableStore:
             history: dict[int, dict[str, Placed] | None] = {
                 tp.partition: None if starts[tp] > 0 else {} for tp in source
             }
-            tables = {tp: PlacementTable({}, unknown=()) for tp in source if starts[tp] == 0}
+            tables: dict[TopicPartition, dict[str, Placed]] = {
+                tp: {} for tp in source if starts[tp] == 0
+            }
+            routes = {tp: PlacementTable(tables[tp], unknown=()) for tp in tables}
             left = [tp for tp in tables if ends[tp] > 0]
             while left:
                 polled = await consumer.getmany(*left, timeout_ms=1000)
                 for tp, records in polled.items():
                     for record in records:
                         if record.offset < ends[tp]:
-                            _learn(tables[tp], record.value)
+                            _learn(routes[tp], record.value)
                 left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
         finally:
             await consumer.stop()
-        for tp, table in tables.items():
+        for tp, table in routes.items():
             table.settle()
-            history[tp.partition] = table.placements
+            history[tp.partition] = tables[tp]
         return history
 
 
@@ -511,16 +595,5 @@ def _learn(table: PlacementTable, value: bytes | None) -> None:
         return
 
 
-def read_entry(table: Loaded, key: bytes | None, value: bytes | None) -> None:
-    """Take one record of a table partition, read in offset order, into ``table``."""
-    if key is None or value is None:
-        return
-    try:
-        if key == UNKNOWN_KEY:
-            table.unknown = UNKNOWN_ADAPTER.validate_json(value)
-        else:
-            table.entries[key.decode()] = PLACED_ADAPTER.validate_json(value)
-    except (ValidationError, UnicodeDecodeError) as error:
-        # Only this service's own producers write the topic; a bad entry is a bug, and
-        # routing without it could leave a stale copy.
-        raise RuntimeError(f"unreadable placement entry {key!r}: {error}") from error
+def _records(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[Record]:
+    return [(r.offset, r.key, r.value) for r in records]

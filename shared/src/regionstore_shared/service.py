@@ -19,6 +19,7 @@ from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.personal import Keyring
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
+from regionstore_shared.placement_local import LocalTables
 from regionstore_shared.placement_log import KafkaTableStore, PlacementLog
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import Applier
@@ -40,13 +41,17 @@ async def consume_commands(
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         state.details["indexes"] = await ensure_indexes(collections)
+        local = LocalTables(settings.state_dir, group=group_id, cache_mib=settings.state_cache_mib)
+        stack.callback(local.close)
         placement = PlacementLog(
             KafkaTableStore(settings.kafka, group=group_id, client_id=name),
+            local,
             group=group_id,
             role=role,
             regions=settings.region_map.names,
         )
         stack.push_async_callback(placement.close)
+        await placement.start()
         ownership = PartitionOwnership(group_id, placement)
         consumer = kafka_consumer(
             settings.kafka,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -230,6 +231,11 @@ class CommonSettings(BaseSettings):
     erasure_within: Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=30))] = timedelta(
         days=30
     )
+    # Where a consumer keeps its placement tables on disk, one directory per process. Unset: a
+    # temporary one, so a restart reads the tables from Kafka again (slow at millions).
+    state_dir: Path | None = None
+    # The page cache of those tables: what they cost in memory, whatever their size.
+    state_cache_mib: Annotated[int, Field(ge=1, le=4096)] = 32
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     store: StoreSettings = StoreSettings()

@@ -4,6 +4,7 @@ the offsets, and what a fenced or failed commit leaves behind."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 from aiokafka import TopicPartition
@@ -12,6 +13,7 @@ from aiokafka.errors import KafkaTimeoutError
 from regionstore_shared.domain import delete_command
 from regionstore_shared.pipeline import Batch, RoutedBatch, decode_records
 from regionstore_shared.placement import UNKNOWN_ADAPTER, Placed, lifted
+from regionstore_shared.placement_local import LocalTables
 from regionstore_shared.placement_log import PlacementLog
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_shared.schemas import Action, Applier, Command
@@ -23,8 +25,27 @@ P1 = TopicPartition("customers.commands", 1)
 MOVED_TO_REGION_2 = 44409  # home region_2, replica region_1
 
 
-def log_of(store: FakeTableStore, role: Applier = Applier.REPLICATOR) -> PlacementLog:
-    return PlacementLog(store, group="g", role=role, regions=REGIONS.names)
+OPENED: list[LocalTables] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_local_tables() -> Iterator[None]:
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
+def local_tables() -> LocalTables:
+    """A process's own tables on disk (a temporary directory)."""
+    OPENED.append(LocalTables(None, group="g"))
+    return OPENED[-1]
+
+
+def log_of(
+    store: FakeTableStore, role: Applier = Applier.REPLICATOR, local: LocalTables | None = None
+) -> PlacementLog:
+    """A consumer's log: a process of its own, unless it is given one's tables."""
+    return PlacementLog(store, local or local_tables(), group="g", role=role, regions=REGIONS.names)
 
 
 def batch(*commands: Command, tp: TopicPartition = P0, first: int = 0) -> Batch:
@@ -115,7 +136,7 @@ class TestRoute:
     async def test_a_table_that_could_not_be_loaded_fails_the_batch_that_needs_it(self) -> None:
         store = FakeTableStore()
 
-        async def unreachable(partitions: object) -> object:
+        async def unreachable(partitions: object, into: object) -> object:
             raise KafkaTimeoutError()
 
         store.load = unreachable  # type: ignore[assignment,method-assign]
@@ -217,31 +238,70 @@ class TestRebalance:
         await other.route(moved)
         await commit(other, moved)
         await log.assigned({P0})
-        assert store.loads[-1] == {0: 1}  # the one transaction after the one it had read
+        assert store.loads[-1] == {0: 1}  # the one transaction after the one it had committed
         again = upsert("c1", 3)
         assert routed(await log.route(batch(again, first=2)), again) == [
             ("region_3", Action.UPSERT),
             ("region_2", Action.TOMBSTONE),
         ]
 
-    async def test_a_partition_gone_to_another_consumer_is_read_whole_when_it_returns(
+    async def test_a_partition_never_owned_resumes_from_what_the_follower_read(self) -> None:
+        store = FakeTableStore()
+        await committed(store, upsert("c1", 1), upsert("c2", 1))
+        standby = log_of(store)
+        await standby.start()
+        assert store.followed.is_set()
+        await standby.assigned({P0})
+        assert store.loads[-1] == {0: 1}  # nothing left to read: the follower read it all
+        move = upsert("c1", 2, MOVED_TO_REGION_2)
+        assert routed(await standby.route(batch(move, first=2)), move) == [
+            ("region_1", Action.UPSERT),
+            ("region_3", Action.TOMBSTONE),
+        ]
+        await standby.close()
+
+    async def test_a_process_restarted_on_its_tables_reads_only_what_was_committed_since(
         self,
     ) -> None:
         store = FakeTableStore()
-        log = log_of(store)
-        await log.assigned({P0, P1})
+        local = local_tables()
+        first = log_of(store, local=local)
+        await first.assigned({P0})
         done = batch(upsert("c1", 1))
+        await first.route(done)
+        await commit(first, done)
+        await first.close()
+        restarted = log_of(store, local=local)
+        await restarted.assigned({P0})
+        assert store.loads[-1] == {0: 1}  # nothing to read: its own file had it all
+        move = upsert("c1", 2, MOVED_TO_REGION_2)
+        assert routed(await restarted.route(batch(move, first=1)), move) == [
+            ("region_1", Action.UPSERT),
+            ("region_3", Action.TOMBSTONE),
+        ]
+
+    async def test_tables_whose_mark_is_past_the_topics_end_are_read_again_whole(self) -> None:
+        store = FakeTableStore()
+        local = local_tables()
+        await committed(store, upsert("c1", 1))  # another process
+        log = log_of(store, local=local)
+        await log.assigned({P0})
+        done = batch(upsert("c2", 1), first=1)
         await log.route(done)
         await commit(log, done)
-        await log.revoked({P0, P1})
-        await log.assigned({P1})  # P0 went elsewhere: its kept table is dropped
-        await log.revoked({P1})
-        await log.assigned({P0, P1})
-        assert store.loads[-1] == {0: 0, 1: 0}
+        await log.close()
+        store.logs[0] = store.logs[0][:1]  # the topic made again, shorter than the mark
+        again = log_of(store, local=local)
+        await again.assigned({P0})
+        assert store.loads[-2:] == [{0: 2}, {0: 0}]
+        c2 = upsert("c2", 2, MOVED_TO_REGION_2)
+        # c2 is unknown to the topic now: the file's copy of it was dropped.
+        assert routed(await again.route(batch(c2, first=1)), c2) == [("region_1", Action.UPSERT)]
 
-    async def test_a_table_that_never_committed_is_not_kept(self) -> None:
+    async def test_a_table_that_never_committed_is_read_whole(self) -> None:
         store = FakeTableStore()
-        log = log_of(store)
+        local = local_tables()
+        log = log_of(store, local=local)
         await log.assigned({P0})
         await log.route(batch(upsert("c1", 1)))
         await log.revoked({P0})

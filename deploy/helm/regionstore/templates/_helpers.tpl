@@ -266,6 +266,10 @@ spec:
       env:
         - name: REGIONSTORE_HTTP__PORT
           value: {{ .port | quote }}
+        {{- if .state }}
+        - name: REGIONSTORE_STATE_DIR
+          value: /var/lib/regionstore/state
+        {{- end }}
         {{- range .env }}
         - name: {{ .name }}
           value: {{ .value | quote }}
@@ -298,6 +302,9 @@ spec:
       volumeMounts:
         - {name: secrets, mountPath: /run/secrets, readOnly: true}
         - {name: tmp, mountPath: /tmp}
+        {{- if .state }}
+        - {name: state, mountPath: /var/lib/regionstore/state}
+        {{- end }}
         {{- if $v.kafka.tls }}
         - {name: kafka-ca, mountPath: /etc/regionstore/kafka-ca, readOnly: true}
         {{- end }}
@@ -316,6 +323,12 @@ spec:
           {{- end }}
     - name: tmp
       emptyDir: {sizeLimit: 64Mi}
+    {{- with .state }}
+    # The placement tables on disk: kept across container restarts, so a restarted consumer
+    # resumes from its mark; a new pod reads them from Kafka before it joins its group.
+    - name: state
+      emptyDir: {sizeLimit: {{ .sizeLimit }}}
+    {{- end }}
     {{- if $v.kafka.tls }}
     - name: kafka-ca
       secret:
