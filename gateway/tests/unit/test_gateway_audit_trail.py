@@ -59,7 +59,14 @@ class FakeProducer:
         self.refuse: set[str] = set()
         self.silent: set[str] = set()
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         if topic in self.refuse:
             raise KafkaConnectionError(f"no broker for {topic}")
         loop = asyncio.get_running_loop()

@@ -60,7 +60,14 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes, bytes]] = []
         self.on_send: Callable[[Command], None] | None = None
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         outcome = self.outcomes.pop(0)
         if outcome is SEND_FAILS:
             raise KafkaConnectionError("no broker")
