@@ -27,4 +27,7 @@ _ = (
     _.post_customer,  # a FastAPI route of the bench's bare comparison app
     _.formatTime,  # logging.Formatter hook, overridden for RFC 3339 UTC timestamps
     _.datefmt,  # its signature
+    _.do_GET,  # http.server handler hooks of the stack's OTLP receiver (regionstore_testing)
+    _.do_POST,
+    _.log_message,
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from regionstore_gateway.access_log import AccessLog
 from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
@@ -27,6 +28,7 @@ from regionstore_shared.logs import configure_logging
 from regionstore_shared.tracing import configure_tracing, tracing_enabled
 
 STATIC_DIR = Path(__file__).parent / "static"
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def create_app(
@@ -55,6 +57,7 @@ def create_app(
             "operation_spans": False,
             # Configured by regionstore_shared.tracing, once, for every service alike.
             "auto_configure": False,
+            "exclude": _untraced,
         },
     )
     routers = (health.router, customers.router, batch.router, regions.router, legacy.router)
@@ -77,6 +80,11 @@ def create_app(
     if STATIC_DIR.is_dir():
         mount_console(app, STATIC_DIR)
     return app
+
+
+def _untraced(scope: Scope) -> bool:
+    """Probes and scrapes, a trace a second each, that nobody follows."""
+    return scope.get("path") in UNTRACED_PATHS
 
 
 def _open_paths(app: FastAPI) -> frozenset[str]:

@@ -153,6 +153,14 @@ def current_trace_id() -> str | None:
     return trace.format_trace_id(context.trace_id) if context.is_valid else None
 
 
+def name_request_span(method: str, route: str) -> None:
+    """Name the request's server span after its route template, for a request answered
+    without the router (which would have named it)."""
+    span = trace.get_current_span()
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+
+
 def context_of(headers: Headers) -> Context:
     """The context a command's trace headers carry (an empty one without them)."""
     carrier = {name: value.decode("latin-1") for name, value in headers}
