@@ -264,6 +264,12 @@ chaos: up ## SIGKILL every process kind under load and prove nothing was lost: m
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
 
+.PHONY: bench-singles
+bench-singles: sync secrets ## the bench's single-write round alone, to compare two stacks: make bench-singles LABEL=tracing-on [QUICK=1]
+	@test -n "$(LABEL)" || { echo "usage: make bench-singles LABEL=name [QUICK=1]" >&2; exit 2; }
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
+		uv run python -m regionstore_bench.singles --label $(LABEL) $(if $(QUICK),--quick)
+
 .PHONY: bench-quick
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
