@@ -1,10 +1,13 @@
-"""``python -m regionstore_bench.singles --label NAME [--quick]``: the single-write round alone.
+"""``python -m regionstore_bench.singles --label NAME [--quick]``: the single-write rounds alone.
 
-The full bench's scenario 2 (:func:`regionstore_bench.ingest.single_ingest`: single POSTs at a
-fixed concurrency, in rounds, consumers stopped, then the bare endpoint's rounds), without the
-other scenarios, so that two stacks that differ in one setting can be compared in minutes: run
-it once on ``make up TRACING=1`` and once on ``make up TRACING=0`` (docs/tracing.md). Results
-in ``bench/results/singles-NAME.json``.
+The rounds of the full bench's scenario 2 (:func:`regionstore_bench.ingest.single_ingest`:
+single POSTs at a fixed concurrency, in rounds, consumers stopped, the gateway's CPU counted),
+without the bare endpoint's rounds, the wait until the writes are applied, or the other
+scenarios: so that two gateways that differ in one setting can be compared in a minute or two,
+e.g. ``make up TRACING=1`` against ``TRACING=0`` (docs/tracing.md). On a shared machine the
+gateway's CPU per write is the steadier figure; the rate follows whatever else runs. Results in
+``bench/results/singles-NAME.json``; the writes are applied once the consumers are back, and a
+later bench removes them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -20,23 +24,49 @@ from typing import Any
 from . import ingest
 from .__main__ import RESULTS, _wait_ready
 from .data import customers, run_stamp
-from .env import log, open_env
+from .env import compose_url, log, open_env
 from .plan import FULL, QUICK, Plan
+from .stats import latency_summary, median, rate
 
 
 async def run(plan: Plan) -> dict[str, Any]:
-    """The single-write round on the running stack; its customers are removed after."""
+    """The single-write rounds on the running stack."""
     async with open_env() as env:
         await _wait_ready(env)
         await env.restore_regions()
-        singles = customers(
-            run_stamp(), "s", plan.single_requests + plan.unloaded_requests, plan.seed + 1
-        )
-        try:
-            result = await ingest.single_ingest(env, plan, singles)
-        finally:
-            await env.delete_customers(singles)
-    return result
+        bodies = customers(run_stamp(), "s", plan.single_requests, plan.seed + 1).bodies
+        accepts = ingest.Accepts("")
+        per_round = math.ceil(len(bodies) / plan.single_rounds)
+        budget = plan.single_budget_s / plan.single_rounds
+        gateway = ingest.ServerCpu(env.urls["gateway"])
+        rates: list[float] = []
+        async with (
+            ingest.unmetered_key() as key,
+            ingest.consumers_stopped(compose_url()) as stopped,
+        ):
+            for index in range(plan.single_rounds):
+                with gateway.round():
+                    count, seconds = await ingest.post_singles(
+                        env,
+                        bodies[index * per_round : (index + 1) * per_round],
+                        plan.single_concurrency,
+                        accepts,
+                        budget,
+                        key=key,
+                    )
+                rates.append(rate(count, seconds))
+                log.info("round %d: %d sent, %.0f accepted/s", index + 1, count, rates[-1])
+        gateway.requests = len(accepts.expected)
+    return {
+        "requests": float(gateway.requests),
+        "concurrency": float(plan.single_concurrency),
+        "consumers_stopped_during_rounds": float(stopped),
+        "runs_accepted_per_s": rates,
+        "accepted_per_s": median(rates),
+        "cpu_us_per_accepted": gateway.per_request_us(),
+        "accept_latency": latency_summary(accepts.request_seconds),
+        "failed": float(accepts.failed),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ from regionstore_shared.tracing import (
     Headers,
     command_tracer,
     end_all,
+    ending,
     headers_of,
     trace_id_of,
 )
@@ -573,12 +574,8 @@ class BatchApplier:
             for failure in failures
             if self._tracer is not None
         ]
-        try:
+        with ending(spans):
             await self._dead_letters.send_commands(region, failures)
-        except BaseException as error:
-            end_all(spans, error)
-            raise
-        end_all(spans)
         return len(failures)
 
     async def _park(self, region: str, items: list[Item], reason: str) -> RegionResult:
@@ -598,12 +595,8 @@ class BatchApplier:
         if spans:
             # The parked copy's parent is its park span: the drain continues the trace there.
             envelopes = [e.traced(headers_of(s)) for e, s in zip(envelopes, spans, strict=True)]
-        try:
+        with ending(spans):
             await self._parker.park(region, envelopes, reason)
-        except BaseException as error:
-            end_all(spans, error)
-            raise
-        end_all(spans)
         metrics.COMMANDS_PARKED.labels(region=region, reason=reason).inc(len(envelopes))
         log.info(
             "commands parked",

@@ -248,6 +248,17 @@ def end_all(spans: Sequence[Span], error: BaseException | None = None) -> None:
         span.end()
 
 
+@contextlib.contextmanager
+def ending(spans: Sequence[Span]) -> Iterator[None]:
+    """End the spans once the body is done; failed, with the error, if it raised."""
+    try:
+        yield
+    except BaseException as error:
+        end_all(spans, error)
+        raise
+    end_all(spans)
+
+
 class TraceIds(logging.Filter):
     """Adds ``trace_id`` and ``span_id`` to a log record made under a span.
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from regionstore_shared.apply import BatchApplier, Collection, Envelope, Suspicion
 from regionstore_shared.status import NodeStatus
@@ -207,6 +208,21 @@ class TestApplySpans:
         parent = trace.get_current_span(context_of(copy.trace)).get_span_context()
         assert (region, parent.span_id) == ("region_3", park.context.span_id)
         assert copy.trace_id == envelope.trace_id
+
+    async def test_a_park_that_fails_ends_its_spans_failed(
+        self, tracer: CommandTracer, exporter: InMemorySpanExporter
+    ) -> None:
+        class FailingParker(RecordingParker):
+            async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
+                raise KafkaTimeoutError("no ack")
+
+        statuses = {"region_3": NodeStatus.UNAVAILABLE}
+        failing = applier(tracer, statuses=statuses, parker=FailingParker())
+        with pytest.raises(KafkaTimeoutError):
+            await failing.apply([published(tracer, upsert(5))], every_target)
+        (park,) = spans_named(exporter, "park region_3")
+        assert park.status.status_code is StatusCode.ERROR
+        assert [event.name for event in park.events] == ["exception"]
 
     async def test_a_drain_continues_the_trace_under_the_park_span(
         self, tracer: CommandTracer, exporter: InMemorySpanExporter
