@@ -27,6 +27,11 @@ KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT
 SCALE ?= 1
 # Services to start with the infra; `make up SERVICES=` runs the infra alone.
 SERVICES ?= gateway writer replicator recovery
+# The services send their spans to the stack's OTLP receiver, which writes them to
+# RUN_DIR/traces/spans.jsonl (docs/tracing.md); TRACING=0 leaves OTEL_EXPORTER_OTLP_ENDPOINT
+# empty: tracing off.
+TRACING ?= 1
+OTEL_ENDPOINT := $(if $(filter 1,$(TRACING)),http://127.0.0.1:$(OTLP_PORT))
 UP_TIMEOUT ?= 300
 STORE_IMPL ?= $(if $(shell command -v mongod 2>/dev/null),mongod,ferretdb)
 P ?=
@@ -50,7 +55,7 @@ export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB DOCDB_RO
 export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT IDEMPOTENCY_REDIS_PORT
 export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_CONTROLLER_PORT KAFKA_BOOTSTRAP
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
-export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
+export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT OTLP_PORT OTEL_ENDPOINT
 export SCALE GATEWAY_2_PORT WRITER_2_PORT REPLICATOR_2_PORT BALANCER_PORT
 # process-compose's CLI (`process-compose process list`) finds the server through this.
 export PC_PORT_NUM := $(PC_PORT)
@@ -262,6 +267,12 @@ chaos: up ## SIGKILL every process kind under load and prove nothing was lost: m
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
+
+.PHONY: bench-singles
+bench-singles: sync secrets ## the bench's single-write round alone, to compare two stacks: make bench-singles LABEL=tracing-on [QUICK=1]
+	@test -n "$(LABEL)" || { echo "usage: make bench-singles LABEL=name [QUICK=1]" >&2; exit 2; }
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
+		uv run python -m regionstore_bench.singles --label $(LABEL) $(if $(QUICK),--quick)
 
 .PHONY: bench-quick
 bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*

@@ -43,6 +43,7 @@ INFRA_PORTS = {
     "kafka controller": "KAFKA_CONTROLLER_PORT",
     "redis": "REDIS_PORT",
     "redis_idempotency": "IDEMPOTENCY_REDIS_PORT",
+    "otlp_sink": "OTLP_PORT",
 }
 # Brokers 2 and 3 of `make up KAFKA_BROKERS=3`, merged over PC_CONFIG.
 QUORUM = ENV.get("KAFKA_BROKERS", "1") == "3"

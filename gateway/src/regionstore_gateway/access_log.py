@@ -1,7 +1,8 @@
 """The gateway's access log: one JSON line per request (logger ``regionstore_gateway.access``).
 
 A line says the method, the route template, the status, the duration, the key id and the trace
-id of a W3C ``traceparent`` header; never the path (it may hold a customer id) nor the key.
+id (the request span's when tracing is on, else that of a W3C ``traceparent`` header); never
+the path (it may hold a customer id) nor the key.
 
 Lazily: a request only appends a tuple; the lines are formatted and written together a tenth of
 a second later (or once 512 wait), one write for the lot. Measured in process (the request
@@ -23,6 +24,7 @@ from starlette.types import Scope
 from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.auth.roles import Principal
 from regionstore_shared.logs import json_line, write_lines
+from regionstore_shared.tracing import current_trace_id, tracing_enabled
 
 LOGGER = logging.getLogger("regionstore_gateway.access")
 
@@ -69,7 +71,9 @@ class AccessLog:
             asyncio.get_running_loop().call_later(self._flush_after_s, self.flush)
         principal = scope.get(PRINCIPAL_SCOPE_KEY)
         key_id = principal.key_id if isinstance(principal, Principal) else None
-        entry = (self._clock(), scope["method"], route, status, seconds, key_id, trace_id(scope))
+        # Tracing on, the request's span holds the trace: the caller's, or one begun here.
+        traced = current_trace_id() if tracing_enabled() else trace_id(scope)
+        entry = (self._clock(), scope["method"], route, status, seconds, key_id, traced)
         self._waiting.append(entry)
         if len(self._waiting) >= self._max_waiting:
             self.flush()

@@ -15,6 +15,9 @@ A delete's event is published just before its command is produced, so it carries
 id and version; a retry of a command whose outcome was unknown (same ``Idempotency-Key``)
 publishes a new event for the same command. A retry answered from the key's record produces
 nothing and records nothing.
+
+Every event of a request carries its ``request_id``: the request's trace id when tracing is on
+(find the trace by it), else an id drawn once for the request's events.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from regionstore_gateway.writes import OutcomeUnknownError, Writes, Written
@@ -38,6 +41,7 @@ from regionstore_shared.audit_trail import (
 from regionstore_shared.delivery import Delivery, Outcome
 from regionstore_shared.schemas import Command, DeleteCustomer
 from regionstore_shared.status import StatusStoreUnavailableError
+from regionstore_shared.tracing import current_trace_id
 
 __all__ = [
     "Actor",
@@ -68,6 +72,12 @@ class AuditTrail(audit_trail.AuditTrail):
             raise
 
 
+def request_id() -> str:
+    """The id of the request in progress, for its audit events: its trace id when it is
+    traced, else a new random one (32 hex characters either way)."""
+    return current_trace_id() or uuid.uuid4().hex
+
+
 def delete_detail(command: DeleteCustomer) -> Detail:
     """What a delete's event records of its command."""
     return {"command_id": str(command.command_id), "version": command.version}
@@ -80,7 +90,7 @@ class AuditedSender:
     writes: Writes
     trail: AuditTrail
     actor: Actor
-    request_id: str | None = None
+    request_id: str = field(default_factory=request_id)
 
     async def send(self, command: Command, *, wait: bool) -> Written:
         """Record the delete's event, then publish the command."""
@@ -101,10 +111,10 @@ class AuditedBatch:
     """The audit events of a batch's deletes: recorded together before the batch is published,
     followed up for each delete Kafka did not acknowledge."""
 
-    def __init__(self, trail: AuditTrail, actor: Actor, request_id: str | None = None) -> None:
+    def __init__(self, trail: AuditTrail, actor: Actor) -> None:
         self._trail = trail
         self._actor = actor
-        self._request_id = request_id
+        self._request_id = request_id()
         self._events: dict[uuid.UUID, AuditEvent] = {}
 
     async def record(self, commands: Sequence[Command]) -> list[AuditUnavailableError | None]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from regionstore_gateway.access_log import AccessLog
 from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
@@ -24,8 +25,10 @@ from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State, lifespan
 from regionstore_gateway.timeouts import BodyTimeout, head_timeout_protocol
 from regionstore_shared.logs import configure_logging
+from regionstore_shared.tracing import configure_tracing, tracing_enabled
 
 STATIC_DIR = Path(__file__).parent / "static"
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def create_app(
@@ -42,9 +45,20 @@ def create_app(
         lifespan=open_state or functools.partial(lifespan, settings),
         # ReDoc needs inline styles (and a blob: worker); /docs is the one docs page.
         redoc_url=None,
-        # The gateway's telemetry is its Prometheus metrics and JSON logs. FastAPI's own
-        # OpenTelemetry, unconfigured here, still looked its providers up on every request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Metrics are Prometheus's and logs are JSON lines; traces are FastAPI's own server
+        # spans, only once main configured tracing: unconfigured, FastAPI still looked its
+        # providers up on every request. Operation spans (each dependency, the endpoint, the
+        # serialization) would triple the spans of a write for little: the trace shows the
+        # request, the publish and every region's apply.
+        telemetry={
+            "tracing": tracing_enabled(),
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            # Configured by regionstore_shared.tracing, once, for every service alike.
+            "auto_configure": False,
+            "exclude": _untraced,
+        },
     )
     routers = (health.router, customers.router, batch.router, regions.router, legacy.router)
     for router in (*routers, session.router):
@@ -68,6 +82,11 @@ def create_app(
     return app
 
 
+def _untraced(scope: Scope) -> bool:
+    """Probes and scrapes, a trace a second each, that nobody follows."""
+    return scope.get("path") in UNTRACED_PATHS
+
+
 def _open_paths(app: FastAPI) -> frozenset[str]:
     """Paths any caller may read: health, the API's documents and the console's files."""
     docs = (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url)
@@ -86,6 +105,7 @@ def main() -> None:
     """Serve the gateway with uvicorn until SIGTERM."""
     settings = GatewaySettings()
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name)
     app = create_app(settings)
     if app.state.access_log is not None:
         # The lines of the last tenth of a second, once the server has stopped.

@@ -33,6 +33,7 @@ from regionstore_shared.schemas import (
     encode_command,
 )
 from regionstore_shared.status import NodeStatus, StatusBoard
+from regionstore_shared.tracing import CommandTracer, command_tracer
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,12 @@ class Writes:
         repository: CustomerRepository,
         clock: HybridClock,
         keyring: KeyStore,
+        tracer: CommandTracer | None = None,
     ) -> None:
         self._settings = settings
         self._keyring = keyring
+        # The process's tracer unless one is given; None when tracing is off.
+        self._tracer = tracer if tracer is not None else command_tracer()
         self._producer = producer
         self._board = board
         self._repository = repository
@@ -203,7 +207,18 @@ class Writes:
         producer): such a command is NOT_SENT. Once buffered, the idempotent producer retries it
         until it is delivered, whatever the caller does, and a failed delivery may follow an
         attempt the broker did append: without an acknowledgement its outcome is UNKNOWN.
+
+        With tracing on, a producer span covers the publishing and every command carries it
+        as its parent, in W3C ``traceparent`` headers.
         """
+        if self._tracer is None:
+            return await self._publish(commands, None)
+        with self._tracer.publish(self._settings.kafka.command_topic, len(commands)) as headers:
+            return await self._publish(commands, list(headers))
+
+    async def _publish(
+        self, commands: Sequence[Command], headers: list[tuple[str, bytes]] | None
+    ) -> list[Delivery]:
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
         try:
@@ -215,7 +230,8 @@ class Writes:
         for command in commands:
             try:
                 value, key = encode_command(command), command.key.encode()
-                pending.append(await self._producer.send(topic, value=value, key=key))
+                sent = await self._producer.send(topic, value=value, key=key, headers=headers)
+                pending.append(sent)
             except KafkaError as error:
                 pending.append(error)
         futures = [p for p in pending if not isinstance(p, BaseException)]

@@ -57,7 +57,14 @@ class FakeProducer:
         self.sent: list[bytes] = []
         self.on_send: Callable[[Command], None] | None = None
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         outcome = self.script.pop(0) if self.script else ACK
         if outcome == SEND_FAILS:
             raise UnknownTopicOrPartitionError()

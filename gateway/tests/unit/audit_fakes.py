@@ -17,7 +17,14 @@ class AckingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         self.sent.append((topic, key, value))
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         future.set_result("record metadata")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
@@ -23,12 +24,20 @@ from aiokafka.errors import KafkaConnectionError
 from asgi_lifespan import LifespanManager
 from backpressure_fakes import idle_backpressure
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import format_trace_id
 from redis.exceptions import OutOfMemoryError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regionstore_gateway.api import batch, customers, errors, legacy, regions
 from regionstore_gateway.audit_tail import AuditTail, RecentChanges
-from regionstore_gateway.audit_trail import AuditAction, AuditEvent, AuditTrail, new_event
+from regionstore_gateway.audit_trail import (
+    AuditAction,
+    AuditEvent,
+    AuditTrail,
+    new_event,
+    request_id,
+)
 from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.services.regions import next_change
@@ -60,7 +69,14 @@ class FakeProducer:
         self.refuse: set[str] = set()
         self.silent: set[str] = set()
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         if topic in self.refuse:
             raise KafkaConnectionError(f"no broker for {topic}")
         loop = asyncio.get_running_loop()
@@ -241,6 +257,11 @@ class TestEventShape:
         event = new_event(OPERATOR, AuditAction.REGION_STATUS, "region_1", detail, request_id="r1")
         assert json.loads(event.encode())["request_id"] == "r1"
 
+    def test_a_traced_request_s_id_is_its_trace_id(self) -> None:
+        provider = TracerProvider()
+        with provider.get_tracer("test").start_as_current_span("PUT") as span:
+            assert request_id() == format_trace_id(span.get_span_context().trace_id)
+
     def test_a_follow_up_points_at_its_event_and_says_what_became_of_it(self) -> None:
         event = _event()
         follow_up = json.loads(event.followed_by("failed", "RedisError()").encode())
@@ -264,6 +285,15 @@ class TestStatusChange:
         assert event["key_id"] == OPERATOR.key_id
         (message,) = rig.producer.messages
         assert message[1] == b"region_2"
+
+    async def test_the_event_carries_a_request_id(
+        self, rig: Rig, client: httpx.AsyncClient
+    ) -> None:
+        await client.put("/v1/regions/region_2/status", json={"status": "Unavailable"})
+        await client.put("/v1/regions/region_2/status", json={"status": "Available"})
+        first, second = (event["request_id"] for event in rig.producer.events())
+        assert re.fullmatch("[0-9a-f]{32}", first)
+        assert first != second
 
     async def test_a_trail_that_cannot_be_written_refuses_the_change(
         self, rig: Rig, client: httpx.AsyncClient
@@ -434,6 +464,17 @@ class TestBatch:
                 "command_id": result["command_id"],
                 "version": result["version"],
             }
+
+    async def test_the_deletes_of_one_request_share_its_request_id(
+        self, rig: Rig, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers:batch", json=_batch(3))
+        await client.post("/v1/customers:batch", json=_batch(2))
+        ids = [event["request_id"] for event in rig.producer.events()]
+        assert len(ids) == 5
+        assert len(set(ids[:3])) == 1
+        assert len(set(ids[3:])) == 1
+        assert ids[0] != ids[3]
 
     async def test_deletes_without_a_trail_fail_and_the_rest_goes_on(
         self, rig: Rig, client: httpx.AsyncClient

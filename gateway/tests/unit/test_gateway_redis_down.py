@@ -39,7 +39,14 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         self.sent.append(value)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         future.set_result(appended(topic, len(self.sent) - 1))

@@ -9,6 +9,10 @@ from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import format_span_id, format_trace_id
 from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
@@ -39,6 +43,7 @@ from regionstore_shared.schemas import (
 )
 from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import NodeStatus
+from regionstore_shared.tracing import CommandTracer
 from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import appended
 
@@ -60,13 +65,22 @@ class FakeProducer:
     def __init__(self, outcomes: list[object]) -> None:
         self.outcomes = outcomes
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []
         self.on_send: Callable[[Command], None] | None = None
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[object]:
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
         outcome = self.outcomes.pop(0)
         if outcome is SEND_FAILS:
             raise KafkaConnectionError("no broker")
         self.sent.append((topic, value, key))
+        self.headers.append(headers)
         if self.on_send is not None:
             self.on_send(decode_command(value))
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -506,6 +520,40 @@ class TestPublish:
         assert (topic, key) == ("customers.commands", CUSTOMER.encode())
         assert isinstance(decode_command(value), UpsertCustomer)
         assert isinstance(decode_command(producer.sent[1][1]), DeleteCustomer)
+
+    async def test_untraced_commands_carry_no_headers(self, settings: GatewaySettings) -> None:
+        producer = FakeProducer([None])
+        writes = make_writes(settings, producer)
+        await writes.publish([writes.upsert_command(customer())])
+        assert producer.headers == [None]
+
+    async def test_traced_commands_carry_the_publish_span_as_their_parent(
+        self, settings: GatewaySettings
+    ) -> None:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        producer = FakeProducer([None, None])
+        writes = Writes(
+            settings=settings,
+            producer=cast(Any, producer),
+            board=cast(Any, FakeBoard()),
+            repository=cast(Any, None),
+            clock=HybridClock(1, wall_ms=lambda: WALL_MS),
+            keyring=MemoryKeyring(),
+            tracer=CommandTracer(provider.get_tracer("test")),
+        )
+        await writes.publish([writes.upsert_command(customer()), writes.delete_command("x")])
+        (span,) = exporter.get_finished_spans()
+        assert span.name == "publish customers.commands"
+        assert span.attributes is not None
+        assert span.attributes["messaging.batch.message_count"] == 2
+        parent = (
+            f"00-{format_trace_id(span.context.trace_id)}-{format_span_id(span.context.span_id)}"
+        )
+        for headers in producer.headers:
+            assert headers is not None
+            assert dict(headers)["traceparent"].decode().startswith(parent)
 
     async def test_a_failed_delivery_is_an_unknown_outcome(self, settings: GatewaySettings) -> None:
         # The idempotent producer retries a buffered record until it gives up; an earlier

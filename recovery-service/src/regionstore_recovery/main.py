@@ -17,8 +17,8 @@ from redis.exceptions import RedisError
 from regionstore_recovery.detection import DetectionLoop, Lease, StoreProbe
 from regionstore_recovery.detector import Detector, Thresholds
 from regionstore_recovery.drainer import DRAINING, PENDING, PENDING_AGE, REGION_STATUS, drain
-from regionstore_recovery.repair_wiring import start_repair
 from regionstore_recovery.key_log import KeyLogRewrites
+from regionstore_recovery.repair_wiring import start_repair
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
 from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
@@ -40,6 +41,15 @@ from regionstore_shared.logs import Outages
 from regionstore_shared.personal import CustomerKey, ErasedError, KeyStore, opened
 from regionstore_shared.schemas import Action, Command, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
+from regionstore_shared.tracing import (
+    CommandTracer,
+    Headers,
+    command_tracer,
+    end_all,
+    ending,
+    headers_of,
+    trace_id_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +70,23 @@ class Envelope:
     """The topic it was read from, for the dead-letter headers; empty when not from Kafka."""
     offset: int | None = None
     """Its offset in that topic; None when not from Kafka."""
+    trace: Headers = ()
+    """The trace headers it arrived with (W3C ``traceparent``), forwarded wherever it goes."""
 
     def stamped(self, version: int) -> Envelope:
         """The command at its effective ``version``, its offset in the command topic recorded
         as its ``position``: what the regions hold and a parked copy carries."""
         command = self.command.model_copy(update={"version": version, "position": self.offset})
-        return Envelope(command, self.raw, self.topic, self.offset)
+        return Envelope(command, self.raw, self.topic, self.offset, self.trace)
+
+    def traced(self, trace: Headers) -> Envelope:
+        """The same command, sent on under another span (a parked copy under its park span)."""
+        return Envelope(self.command, self.raw, self.topic, self.offset, trace)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The id of the trace the command belongs to, if it came with one."""
+        return trace_id_of(self.trace)
 
 
 Item = tuple[Envelope, Target]
@@ -202,6 +223,8 @@ class _Progress:
     """How far a region's share got: its first ``done`` commands are written, stale or refused."""
 
     done: int = 0
+    started_ns: int = field(default_factory=time.time_ns)
+    """When the region's share began: where the commands' apply spans start."""
     written: int = 0
     stale: int = 0
     rejected: list[tuple[Item, str]] = field(default_factory=list)
@@ -265,10 +288,26 @@ def _trace(envelope: Envelope, target: Target) -> dict[str, object]:
     command = envelope.command
     return {
         "command_id": str(command.command_id),
+        "trace_id": envelope.trace_id,
         "customer_id": command.key,
         "version": command.version,
         "region": target.region,
         "action": target.action.value,
+    }
+
+
+def _span_attributes(
+    role: str, region: str, envelope: Envelope, outcome: str, **more: str
+) -> dict[str, str | int]:
+    command = envelope.command
+    return {
+        "regionstore.role": role,
+        "regionstore.region": region,
+        "regionstore.command_id": str(command.command_id),
+        "regionstore.customer_id": command.key,
+        "regionstore.version": command.version,
+        "regionstore.outcome": outcome,
+        **{f"regionstore.{name}": value for name, value in more.items()},
     }
 
 
@@ -286,13 +325,15 @@ class BatchApplier:
         dead_letters: DeadLetterSink | None = None,
         outages: Outages | None = None,
         applied: AppliedSink | None = None,
+        tracer: CommandTracer | None = None,
         chunk: int = 250,
         keyring: KeyStore | None = None,
     ) -> None:
         """``chunk`` bounds the commands sent to a region per request; ``outages`` hears of
         every region write that fails for the region's sake and every one that succeeds;
-        ``applied`` of the documents each region's share changed; ``keyring`` opens sealed
-        upserts (without one, a sealed upsert is applied as erased)."""
+        ``applied`` of the documents each region's share changed; ``tracer`` makes a span per
+        command and region, in the command's trace; ``keyring`` opens sealed upserts (without
+        one, a sealed upsert is applied as erased)."""
         self._chunk = chunk
         self._keyring = keyring
         self._collections = collections
@@ -303,6 +344,11 @@ class BatchApplier:
         self._outages = Outages() if outages is None else outages
         self._applied_sink = applied
         self._role = role
+        # The process's tracer unless one is given: every service's applier traces once the
+        # service configured tracing (regionstore_shared.tracing).
+        self._tracer = tracer if tracer is not None else command_tracer()
+        # Recovery's applies are the drains of the commands parked earlier.
+        self._verb = "drain" if role == "recovery" else "apply"
 
     async def apply(self, envelopes: Sequence[Envelope], select: TargetSelector) -> BatchOutcome:
         """Apply every selected target of every command, park it, or dead-letter it.
@@ -314,6 +360,12 @@ class BatchApplier:
         share is written, durably parked or durably dead-lettered, so the caller may commit
         the batch's offsets.
         """
+        if self._tracer is None:
+            return await self._apply(envelopes, select)
+        with self._tracer.batch(self._role, (e.trace for e in envelopes), len(envelopes)):
+            return await self._apply(envelopes, select)
+
+    async def _apply(self, envelopes: Sequence[Envelope], select: TargetSelector) -> BatchOutcome:
         by_region: dict[str, list[Item]] = {}
         for envelope in envelopes:
             for target in select(envelope.command):
@@ -399,7 +451,7 @@ class BatchApplier:
         self._suspicion.clear(region)
         self._outages.ok(region)
         deadlettered = await self._dead_letter(region, progress.rejected)
-        self._applied(region, progress.applied(items), progress.written, progress.stale)
+        self._applied(region, items, progress)
         return RegionResult(
             written=progress.written, stale=progress.stale, deadlettered=deadlettered
         )
@@ -412,7 +464,7 @@ class BatchApplier:
         log.debug("region write failed", extra={"region": region, "error": describe(error)})
         self._outages.failed(region, describe(error))
         self._suspicion.suspect(region)
-        self._applied(region, progress.applied(items), progress.written, progress.stale)
+        self._applied(region, items, progress)
         if self._parker is None:
             # Nothing of this batch is committed: the refused commands are found again and
             # dead-lettered when it is replayed.
@@ -456,7 +508,10 @@ class BatchApplier:
                 outcome = _Written(rejected=[(item, describe(error))])
             progress.add(outcome, 1)
 
-    def _applied(self, region: str, items: list[Item], written: int, stale: int) -> None:
+    def _applied(self, region: str, shared: list[Item], progress: _Progress) -> None:
+        items, written, stale = progress.applied(shared), progress.written, progress.stale
+        if self._tracer is not None:
+            self._trace_applied(self._tracer, region, items, progress.started_ns)
         metrics.COMMANDS_APPLIED.labels(region=region, role=self._role).inc(written)
         if written and self._applied_sink is not None:
             self._applied_sink.add(region, written)
@@ -468,6 +523,21 @@ class BatchApplier:
             lag.observe(max(0, now_ms - envelope.command.issued_at_ms) / 1000)
             if trace:
                 log.debug("command applied", extra=_trace(envelope, target))
+
+    def _trace_applied(
+        self, tracer: CommandTracer, region: str, items: list[Item], started_ns: int
+    ) -> None:
+        # One write carried them all: each command's span lasts as long as its share did.
+        spans = [
+            tracer.start(
+                f"{self._verb} {region}",
+                envelope.trace,
+                _span_attributes(self._role, region, envelope, "applied"),
+                start_ns=started_ns,
+            )
+            for envelope, _ in items
+        ]
+        end_all(spans)
 
     async def _write(self, collection: Collection, items: list[Item]) -> _Written:
         """Write the newer commands; report how many were written, stale or refused.
@@ -535,14 +605,40 @@ class BatchApplier:
         failures = [Rejected(envelope, error) for (envelope, _), error in rejected]
         if self._dead_letters is None:
             raise CommandRejectedError(region, failures)
-        await self._dead_letters.send_commands(region, failures)
+        spans = [
+            self._tracer.start(
+                f"dead-letter {region}",
+                failure.envelope.trace,
+                _span_attributes(
+                    self._role, region, failure.envelope, "dead_lettered", error=failure.error[:500]
+                ),
+            )
+            for failure in failures
+            if self._tracer is not None
+        ]
+        with ending(spans):
+            await self._dead_letters.send_commands(region, failures)
         return len(failures)
 
     async def _park(self, region: str, items: list[Item], reason: str) -> RegionResult:
         if self._parker is None:
             raise RegionUnavailableError(region, reason)
         envelopes = [envelope for envelope, _ in items]
-        await self._parker.park(region, envelopes, reason)
+        spans = [
+            self._tracer.start(
+                f"park {region}",
+                envelope.trace,
+                _span_attributes(self._role, region, envelope, "parked", park_reason=reason),
+                kind=SpanKind.PRODUCER,
+            )
+            for envelope in envelopes
+            if self._tracer is not None
+        ]
+        if spans:
+            # The parked copy's parent is its park span: the drain continues the trace there.
+            envelopes = [e.traced(headers_of(s)) for e, s in zip(envelopes, spans, strict=True)]
+        with ending(spans):
+            await self._parker.park(region, envelopes, reason)
         metrics.COMMANDS_PARKED.labels(region=region, reason=reason).inc(len(envelopes))
         log.info(
             "commands parked",
@@ -550,6 +646,7 @@ class BatchApplier:
                 "region": region,
                 "reason": reason,
                 "command_ids": [str(e.command.command_id) for e in envelopes],
+                "trace_ids": [e.trace_id for e in envelopes],
             },
         )
         return RegionResult(parked=len(envelopes), parked_reason=reason)

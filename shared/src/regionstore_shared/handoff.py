@@ -21,15 +21,15 @@ class KafkaParker:
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
         """Produce every envelope's command, as routed (its effective version and position),
-        to the region's pending topic."""
+        to the region's pending topic, with its trace headers: the drain continues its trace."""
         topic = self._settings.pending_topic(region)
-        headers = [("regionstore-park-reason", reason.encode())]
+        reason_header = ("regionstore-park-reason", reason.encode())
         sent = [
             await self._producer.send(
                 topic,
                 value=encode_command(envelope.command),
                 key=envelope.command.key.encode(),
-                headers=headers,
+                headers=[reason_header, *envelope.trace],
             )
             for envelope in envelopes
         ]

@@ -24,6 +24,7 @@ from regionstore_shared import metrics
 from regionstore_shared.apply import BatchApplier, Envelope, Rejected, TargetSelector
 from regionstore_shared.logs import Outages
 from regionstore_shared.schemas import decode_command
+from regionstore_shared.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class DeadLetters:
             (SOURCE_TOPIC_HEADER, record.topic.encode()),
             ("regionstore-source-partition", str(record.partition).encode()),
             ("regionstore-source-offset", str(record.offset).encode()),
+            *trace_headers(record.headers),
         ]
         await self._producer.send_and_wait(
             self._topic, value=record.value, key=record.key, headers=headers
@@ -80,6 +82,7 @@ class DeadLetters:
                 (REGION_HEADER, region.encode()),
                 (COMMAND_ID_HEADER, str(envelope.command.command_id).encode()),
                 (SOURCE_TOPIC_HEADER, envelope.topic.encode()),
+                *envelope.trace,
             ]
             sent.append(
                 await self._producer.send(
@@ -98,6 +101,7 @@ class DeadLetters:
                 extra={
                     "region": region,
                     "command_id": str(envelope.command.command_id),
+                    "trace_id": envelope.trace_id,
                     "customer_id": envelope.command.key,
                     "version": envelope.command.version,
                     "topic": envelope.topic,
@@ -167,7 +171,8 @@ def decode_records(records: dict[TopicPartition, list[Record]]) -> Batch:
                 continue
             try:
                 command = decode_command(record.value)
-                decoded.append(Envelope(command, record.value, record.topic, record.offset))
+                trace = trace_headers(record.headers)
+                decoded.append(Envelope(command, record.value, record.topic, record.offset, trace))
             except ValidationError as error:
                 batch.rejects.append((record, f"invalid command: {error}"))
     return batch

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from regionstore_shared.logs import Outages, configure_logging
 from regionstore_shared.settings import CommonSettings
+from regionstore_shared.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ async def run_service(
         summary_every_s=settings.log_summary_s,
         outages=state.outages,
     )
+    configure_tracing(settings.service_name)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, state.stop.set)

@@ -42,6 +42,18 @@ async def test_a_parked_command_keeps_its_customer_key_and_says_why() -> None:
     assert message["headers"] == [("regionstore-park-reason", b"write_failed")]
 
 
+async def test_a_parked_command_keeps_its_trace_headers() -> None:
+    producer = FakeProducer()
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = envelope("c7").traced((("traceparent", traceparent),))
+    await parker(producer).park("region_3", [traced], "write_failed")
+    (message,) = producer.sent
+    assert message["headers"] == [
+        ("regionstore-park-reason", b"write_failed"),
+        ("traceparent", traceparent),
+    ]
+
+
 async def test_returns_only_once_kafka_acknowledged_every_command() -> None:
     producer = FakeProducer()
     await parker(producer).park("region_2", [envelope(f"c{i}") for i in range(5)], "x")

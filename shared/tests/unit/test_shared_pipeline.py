@@ -200,6 +200,38 @@ def test_decoded_envelopes_remember_their_topic() -> None:
     assert envelope.topic == "pending.region_1"
 
 
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_decoded_envelopes_keep_their_trace_headers_only() -> None:
+    record = delete_record(0)
+    record.headers = [("traceparent", TRACEPARENT), ("other", b"x")]
+    (envelope,) = decode_records({TP: [record]}).envelopes
+    assert envelope.trace == (("traceparent", TRACEPARENT),)
+    assert envelope.trace_id == "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_a_dead_letter_keeps_the_command_trace_headers() -> None:
+    producer = FakeProducer()
+    record = delete_record(7)
+    record.headers = [("traceparent", TRACEPARENT)]
+    (envelope,) = decode_records({TP: [record]}).envelopes
+    await KafkaDeadLetters(producer, "customers.deadletter").send_commands(
+        "region_2", [Rejected(envelope, "WriteError 121: Document failed validation")]
+    )
+    (message,) = producer.sent
+    assert ("traceparent", TRACEPARENT) in message["headers"]
+
+
+async def test_an_undecodable_record_is_dead_lettered_with_its_trace_headers() -> None:
+    producer = FakeProducer()
+    record = poison_record(3)
+    record.headers = [("traceparent", TRACEPARENT)]
+    await KafkaDeadLetters(producer, "customers.deadletter").send(record, "invalid command")  # type: ignore[arg-type]
+    (message,) = producer.sent
+    assert ("traceparent", TRACEPARENT) in message["headers"]
+
+
 def _deadlettered(region: str, source_topic: str) -> float:
     value = REGISTRY.get_sample_value(
         "regionstore_commands_deadlettered_total",

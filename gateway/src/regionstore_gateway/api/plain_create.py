@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from regionstore_gateway.api.customers import accepted, create_customer, router
@@ -33,6 +33,7 @@ from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.idempotency import HEADER
 from regionstore_gateway.services.customers import CustomerService, Write
 from regionstore_shared.schemas import Customer
+from regionstore_shared.tracing import name_request_span, tracing_enabled
 
 ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
@@ -82,7 +83,7 @@ class PlainCreates:
     """
 
     def __init__(
-        self, app: ASGIApp, *, route: BaseRoute, handlers: Mapping[Any, ExceptionHandler]
+        self, app: ASGIApp, *, route: APIRoute, handlers: Mapping[Any, ExceptionHandler]
     ) -> None:
         self.app = app
         self.route = route
@@ -113,6 +114,8 @@ class PlainCreates:
             await self.app(scope, _replay(body, receive), send)
             return
         scope.update(routed)
+        if tracing_enabled():
+            name_request_span("POST", self.route.path)
         customers: CustomerService = scope["state"]["customers"]
         try:
             answer = await customers.upsert(customer, Write(answer=accepted))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from regionstore_gateway.audit_tail import RecentChanges
-from regionstore_gateway.audit_trail import Actor, AuditAction, AuditTrail, new_event
+from regionstore_gateway.audit_trail import (
+    Actor,
+    AuditAction,
+    AuditTrail,
+    new_event,
+    request_id,
+)
 from regionstore_gateway.models import RegionList, RegionOut, StatusChangeOut
 from regionstore_gateway.services.errors import RegionNotFound
 from regionstore_gateway.settings import GatewaySettings
@@ -56,7 +62,13 @@ class RegionService:
         """
         if region not in self._settings.region_map:
             raise RegionNotFound(region, noun=noun)
-        event = new_event(actor, AuditAction.REGION_STATUS, region, {"status": status.value})
+        event = new_event(
+            actor,
+            AuditAction.REGION_STATUS,
+            region,
+            {"status": status.value},
+            request_id=request_id(),
+        )
         async with self._audit.action(event):
             await self._board.set(region, status, key_id=actor.key_id)
 
