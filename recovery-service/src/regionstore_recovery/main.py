@@ -243,6 +243,8 @@ async def _drain_region(
         stop=stop,
         retry_min_s=settings.retry_min_s,
         retry_max_s=settings.retry_max_s,
+        pacing=settings.pacing,
+        store_chunk=settings.store.write_chunk,
     )
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from regionstore_recovery.pacing import PacingSettings
 from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
 
@@ -31,7 +32,8 @@ class DetectorSettings(BaseModel):
 
 
 class RecoverySettings(CommonSettings):
-    """The shared sections plus how often statuses are re-read and how drains back off."""
+    """The shared sections plus how often statuses are re-read, how drains back off and how
+    they pace themselves."""
 
     service_name: str = "recovery"
     http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["RECOVERY_PORT"])
@@ -39,3 +41,4 @@ class RecoverySettings(CommonSettings):
     retry_min_s: Annotated[float, Field(gt=0)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0)] = 10.0
     detector: DetectorSettings = DetectorSettings()
+    pacing: PacingSettings = PacingSettings()

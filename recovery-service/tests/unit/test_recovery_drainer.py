@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from regionstore_recovery import drainer
 from regionstore_recovery.drainer import TargetsIn, drain
+from regionstore_recovery.pacing import PacingSettings
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.schemas import Action, Applier
 from regionstore_shared.settings import KafkaSettings
@@ -84,10 +85,18 @@ class Harness:
             self.stop.set()
 
     def _kafka_consumer(self, settings: KafkaSettings, *topics: str, **options: Any) -> Any:
-        self.subscriptions.append({"topics": topics, **options})
+        self.subscriptions.append(
+            {"topics": topics, "max_batch_records": settings.max_batch_records, **options}
+        )
         return self.consumer
 
-    async def drain(self, *, retry_min_s: float = 0.0, retry_max_s: float = 0.0) -> None:
+    async def drain(
+        self,
+        *,
+        retry_min_s: float = 0.0,
+        retry_max_s: float = 0.0,
+        pacing: PacingSettings | None = None,
+    ) -> None:
         await drain(
             REGION,
             kafka=KafkaSettings(),
@@ -96,6 +105,8 @@ class Harness:
             stop=self.stop,
             retry_min_s=retry_min_s,
             retry_max_s=retry_max_s,
+            pacing=pacing,
+            store_chunk=2,
         )
 
 
@@ -230,6 +241,78 @@ class TestRegionDownAgain:
         assert harness.consumer.commits == []
         assert harness.consumer.stopped
         assert sample("regionstore_drain_active") == 0.0
+
+
+class TestPacing:
+    SETTINGS = PacingSettings(
+        initial_rate=100.0, min_rate=100.0, max_rate=100.0, batch_records=2, target_latency_s=60
+    )
+
+    async def test_a_paced_drain_replays_everything_in_small_batches(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        harness = Harness(monkeypatch, parked(5), max_records=2)
+        await harness.drain(pacing=self.SETTINGS)
+        assert harness.applier.applied == [["c0", "c1"], ["c2", "c3"], ["c4"]]
+        assert harness.consumer.commits == [2, 4, 5]
+        (subscription,) = harness.subscriptions
+        assert subscription["max_batch_records"] == 2
+
+    async def test_each_batch_waits_its_share_of_the_rate(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        waits: list[float] = []
+        rates: list[float] = []
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            waits.append(seconds)
+            rates.append(sample("regionstore_drain_rate_limit"))
+
+        monkeypatch.setattr(drainer, "_paused", paused)
+        harness = Harness(monkeypatch, parked(5), max_records=2)
+        await harness.drain(pacing=self.SETTINGS)
+        # 2, 2 and 1 commands at 100/s take 0.02, 0.02 and 0.01 s of the schedule. The fake
+        # store answers at once and the waits are not slept here, so each batch starts
+        # before its slot and waits for it: the schedule's end, from the first batch's start.
+        assert waits == [pytest.approx(t, abs=0.005) for t in (0.02, 0.04, 0.05)]
+        assert rates == [100.0] * 3
+        assert sample("regionstore_drain_rate_limit") == 0.0
+
+    async def test_a_stop_during_a_paced_wait_ends_the_drain_at_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        slow = PacingSettings(initial_rate=0.001, min_rate=0.001, batch_records=2)
+        waiting = asyncio.Event()
+        original = drainer._paused
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            waiting.set()
+            await original(seconds, stop)
+
+        monkeypatch.setattr(drainer, "_paused", paused)
+        harness = Harness(monkeypatch, parked(4), max_records=2)
+        running = asyncio.create_task(harness.drain(pacing=slow))
+        await asyncio.wait_for(waiting.wait(), BOUND_S)
+        harness.stop.set()
+        await asyncio.wait_for(running, BOUND_S)
+        # The first batch waits 2,000 s for its share; the stop ends the wait.
+        assert harness.consumer.commits == [2]
+        assert harness.consumer.stopped
+
+    async def test_pacing_off_drains_in_the_consumer_batches_without_waiting(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        waits: list[float] = []
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            waits.append(seconds)
+
+        monkeypatch.setattr(drainer, "_paused", paused)
+        harness = Harness(monkeypatch, parked(3))
+        await harness.drain(pacing=PacingSettings(enabled=False, batch_records=1))
+        assert waits == []
+        (subscription,) = harness.subscriptions
+        assert subscription["max_batch_records"] == KafkaSettings().max_batch_records
 
 
 class TestOtherFailures:
