@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+from pymongo.errors import PyMongoError
 
+from regionstore_recovery.detection import PROBE_ID
 from regionstore_recovery.pacing import DrainPacer, PacingSettings
-from regionstore_shared.apply import BatchApplier, RegionUnavailableError
+from regionstore_shared.apply import BatchApplier, Collection, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import (
@@ -43,6 +47,13 @@ PENDING_AGE = Gauge(
     ["region"],
 )
 DRAINING = Gauge("regionstore_drain_active", "1 while a region's drainer runs.", ["region"])
+DRAIN_DELAY = Histogram(
+    "regionstore_drain_store_delay_seconds",
+    "How much longer than its least time over the last minute a point read of a region took"
+    " while a paced drain wrote a batch: the delay the region's load adds, which paces it.",
+    ["region"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 DRAIN_RATE = Gauge(
     "regionstore_drain_rate_limit",
     "Commands per second a paced drain may replay into a region now; 0 when not paced.",
@@ -71,16 +82,40 @@ class TargetsIn:
         return own or [Target(region=self.region, role=Applier.REPLICATOR, action=Action.TOMBSTONE)]
 
 
+Probe = Callable[[], Coroutine[Any, Any, float]]
+
+
+class PointRead:
+    """Times a point read of one region's store: what a live write waits for the store now."""
+
+    def __init__(self, collection: Collection, timeout_s: float) -> None:
+        self._collection = collection
+        self._timeout_s = timeout_s
+
+    async def __call__(self) -> float:
+        """Seconds the read took; the timeout when it failed or did not answer in time."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._collection.find_one({"_id": PROBE_ID}, {"_id": 1})
+        except (TimeoutError, PyMongoError):
+            return self._timeout_s
+        return time.perf_counter() - started
+
+
 class PacedRouting:
-    """The region's targets, with the store time of each batch told to the pacer.
+    """The region's targets, with each batch's store delay told to the pacer.
 
     ``run_batches`` routes a batch just before applying it and commits it just after, so
-    those two calls bracket the batch's store requests.
+    the point read started at the route meets the store while the batch is written.
     """
 
-    def __init__(self, routing: Routing, pacer: DrainPacer) -> None:
+    def __init__(self, region: str, routing: Routing, pacer: DrainPacer, probe: Probe) -> None:
+        self._region = region
         self._routing = routing
         self._pacer = pacer
+        self._probe = probe
+        self._timing: asyncio.Task[float] | None = None
         self.wait_s = 0.0
 
     @property
@@ -91,13 +126,20 @@ class PacedRouting:
     async def route(self, batch: Batch) -> RoutedBatch:
         routed = await self._routing.route(batch)
         self._pacer.started()
+        self._timing = asyncio.create_task(self._probe(), name="drain-probe")
         return routed
 
     async def commit(self, consumer: AIOKafkaConsumer, batch: Batch, group: str) -> bool:
-        self.wait_s = self._pacer.applied(len(batch.envelopes))
+        probe_s = await self._timing if self._timing is not None else 0.0
+        self._timing = None
+        self.wait_s = self._pacer.applied(len(batch.envelopes), probe_s)
+        DRAIN_DELAY.labels(region=self._region).observe(self._pacer.delay_s)
         return await self._routing.commit(consumer, batch, group)
 
     def discard(self) -> None:
+        if self._timing is not None:
+            self._timing.cancel()
+            self._timing = None
         self._routing.discard()
 
 
@@ -112,22 +154,22 @@ async def drain(
     retry_max_s: float,
     outages: Outages | None = None,
     pacing: PacingSettings | None = None,
-    store_chunk: int = 250,
+    probe: Probe | None = None,
 ) -> None:
     """Drain until ``stop``; a failed batch is not committed and is retried after a pause.
 
     The first pause of a run of failures is a warning and the retries after it are debug
     lines: the applier already reports the region down, then back, through ``outages``.
-    With ``pacing`` enabled, batches hold at most ``pacing.batch_records`` commands and each
-    waits as long as a fresh pacer says before the next (see regionstore_recovery.pacing);
-    ``store_chunk`` is the applier's commands per store request.
+    With ``pacing`` enabled and a ``probe`` of the region's store, batches hold at most
+    ``pacing.batch_records`` commands and each waits as long as a fresh pacer says before
+    the next (see regionstore_recovery.pacing).
     """
     group = kafka.recovery_group(region)
     routing: Routing = FixedTargets(TargetsIn(region))
     paced = None
-    if pacing is not None and pacing.enabled:
+    if pacing is not None and pacing.enabled and probe is not None:
         kafka = kafka.model_copy(update={"max_batch_records": pacing.batch_records})
-        paced = PacedRouting(routing, DrainPacer(pacing, chunk=store_chunk))
+        paced = PacedRouting(region, routing, DrainPacer(pacing), probe)
     # Normally one recovery process drains a region; a second one (a restart overlapping its
     # predecessor, a scaled deployment) rebalances the group like any consumer's.
     ownership = PartitionOwnership(group)

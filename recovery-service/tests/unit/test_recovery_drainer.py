@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, cast
 
@@ -12,8 +13,8 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
 from regionstore_recovery import drainer
-from regionstore_recovery.drainer import TargetsIn, drain
-from regionstore_recovery.pacing import PacingSettings
+from regionstore_recovery.drainer import Probe, TargetsIn, drain
+from regionstore_recovery.pacing import DrainPacer, PacingSettings
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.schemas import Action, Applier
 from regionstore_shared.settings import KafkaSettings
@@ -96,6 +97,7 @@ class Harness:
         retry_min_s: float = 0.0,
         retry_max_s: float = 0.0,
         pacing: PacingSettings | None = None,
+        probe: Probe | None = None,
     ) -> None:
         await drain(
             REGION,
@@ -106,7 +108,7 @@ class Harness:
             retry_min_s=retry_min_s,
             retry_max_s=retry_max_s,
             pacing=pacing,
-            store_chunk=2,
+            probe=probe,
         )
 
 
@@ -243,16 +245,25 @@ class TestRegionDownAgain:
         assert sample("regionstore_drain_active") == 0.0
 
 
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pacers whose clock stands still: no time passes between batches, so every wait is
+    the schedule's alone, whatever the machine's speed."""
+    monkeypatch.setattr(drainer, "DrainPacer", functools.partial(DrainPacer, clock=lambda: 100.0))
+
+
+async def quick_probe() -> float:
+    """A point read that the store always answers in 10 ms."""
+    return 0.01
+
+
 class TestPacing:
-    SETTINGS = PacingSettings(
-        initial_rate=100.0, min_rate=100.0, max_rate=100.0, batch_records=2, target_latency_s=60
-    )
+    SETTINGS = PacingSettings(initial_rate=100.0, min_rate=100.0, max_rate=100.0, batch_records=2)
 
     async def test_a_paced_drain_replays_everything_in_small_batches(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         harness = Harness(monkeypatch, parked(5), max_records=2)
-        await harness.drain(pacing=self.SETTINGS)
+        await harness.drain(pacing=self.SETTINGS, probe=quick_probe)
         assert harness.applier.applied == [["c0", "c1"], ["c2", "c3"], ["c4"]]
         assert harness.consumer.commits == [2, 4, 5]
         (subscription,) = harness.subscriptions
@@ -269,12 +280,12 @@ class TestPacing:
             rates.append(sample("regionstore_drain_rate_limit"))
 
         monkeypatch.setattr(drainer, "_paused", paused)
+        frozen_clock(monkeypatch)
         harness = Harness(monkeypatch, parked(5), max_records=2)
-        await harness.drain(pacing=self.SETTINGS)
-        # 2, 2 and 1 commands at 100/s take 0.02, 0.02 and 0.01 s of the schedule. The fake
-        # store answers at once and the waits are not slept here, so each batch starts
-        # before its slot and waits for it: the schedule's end, from the first batch's start.
-        assert waits == [pytest.approx(t, abs=0.005) for t in (0.02, 0.04, 0.05)]
+        await harness.drain(pacing=self.SETTINGS, probe=quick_probe)
+        # 2, 2 and 1 commands at 100/s take 0.02, 0.02 and 0.01 s of the schedule. No time
+        # passes here, so each batch waits until its slot ends: the schedule from the first.
+        assert waits == [pytest.approx(t) for t in (0.02, 0.04, 0.05)]
         assert rates == [100.0] * 3
         assert sample("regionstore_drain_rate_limit") == 0.0
 
@@ -291,7 +302,7 @@ class TestPacing:
 
         monkeypatch.setattr(drainer, "_paused", paused)
         harness = Harness(monkeypatch, parked(4), max_records=2)
-        running = asyncio.create_task(harness.drain(pacing=slow))
+        running = asyncio.create_task(harness.drain(pacing=slow, probe=quick_probe))
         await asyncio.wait_for(waiting.wait(), BOUND_S)
         harness.stop.set()
         await asyncio.wait_for(running, BOUND_S)
@@ -309,10 +320,57 @@ class TestPacing:
 
         monkeypatch.setattr(drainer, "_paused", paused)
         harness = Harness(monkeypatch, parked(3))
-        await harness.drain(pacing=PacingSettings(enabled=False, batch_records=1))
+        await harness.drain(
+            pacing=PacingSettings(enabled=False, batch_records=1), probe=quick_probe
+        )
         assert waits == []
         (subscription,) = harness.subscriptions
         assert subscription["max_batch_records"] == KafkaSettings().max_batch_records
+
+    async def test_the_store_delay_during_each_batch_drives_the_rate(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        delays = iter([0.01, 0.01, 0.5, 0.5])
+        during: list[int] = []
+
+        async def probe() -> float:
+            # Started with the batch: the applier has been called, the batch not committed.
+            during.append(harness.applier.calls - len(harness.consumer.commits))
+            return next(delays)
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            rates.append(sample("regionstore_drain_rate_limit"))
+
+        rates: list[float] = []
+        monkeypatch.setattr(drainer, "_paused", paused)
+        frozen_clock(monkeypatch)
+        harness = Harness(monkeypatch, parked(8), max_records=2)
+        settings = PacingSettings(
+            initial_rate=1000.0, min_rate=100.0, target_delay_s=0.1, batch_records=2
+        )
+        await harness.drain(pacing=settings, probe=probe)
+        assert during == [1, 1, 1, 1]
+        # Within the target twice (no time passes, so no climb), then a delay of 0.49 s
+        # over the base: halved twice.
+        assert rates == [1000.0, 1000.0, 500.0, 250.0]
+
+    async def test_a_failed_batch_cancels_its_point_read(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        cancelled = []
+
+        async def hanging() -> float:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            return 0.0
+
+        harness = Harness(monkeypatch, parked(2), max_records=2)
+        harness.applier.failing = {1}
+        await harness.drain(pacing=self.SETTINGS, probe=hanging)
+        assert cancelled == [True]
 
 
 class TestOtherFailures:
