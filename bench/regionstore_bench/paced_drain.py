@@ -325,6 +325,7 @@ async def measure(
 
                 start = await scrape(http, urls["writer"])
                 drain_start = await scrape(http, urls["recovery"])
+                load_at_flip = os.getloadavg()[0]
                 stop_live = asyncio.Event()
                 live_task = asyncio.create_task(live.run_until(stop_live))
                 flipped = time.perf_counter()
@@ -367,6 +368,9 @@ async def measure(
         "live_before": before,
         "live_during_drain": during,
         "drain_batches": batches,
+        # The machine's 1-minute load average at the switch and at the end of the drain:
+        # on a shared machine the figures are only as steady as this.
+        "load_1m": [load_at_flip, os.getloadavg()[0]],
         "rate_limit_samples": limits[:: max(1, len(limits) // 40)],
     }
 

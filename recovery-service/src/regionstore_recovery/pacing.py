@@ -4,8 +4,10 @@ A drain that replays as fast as the store takes it competes with the live writes
 region for the store (and, on a small machine, for the CPU). The drain is background work, so
 it yields, as LEDBAT does for background transfers: while each batch is written, a point read
 of the region times the store as a live write meets it then. The least time seen over the last
-minute is the store's base; what a read takes above it is delay the region's load adds. Delay
-above the target halves the rate; delay within it adds a fixed step per second. The rate then
+minute is the store's base; what a read takes above it is delay the region's load adds. As
+LEDBAT does, the delay is taken from the least of the last few reads, so one slow read (a
+scheduler hiccup on a busy host) is not taken for a queue. Delay above the target halves the
+rate; delay within it adds a fixed step per second. The rate then
 saws just under what the region absorbs with live writes kept near their usual latency, and a
 drain alone, with nothing to yield to, climbs to its maximum.
 
@@ -30,16 +32,18 @@ class PacingSettings(BaseModel):
     enabled: bool = True
     # Store delay (a point read's time above the region's base) that halves the rate.
     # docs/parked-and-dead-letters.md has the measurements behind the defaults.
-    target_delay_s: Annotated[float, Field(gt=0)] = 0.05
+    target_delay_s: Annotated[float, Field(gt=0)] = 0.1
     # The base is the least point-read time over this long, so it follows a store that
     # became slower for good (a bigger data set, a busier host) within this time.
     base_window_s: Annotated[float, Field(gt=0)] = 60.0
+    # The delay is the least of this many latest reads over the base.
+    filter_samples: Annotated[int, Field(ge=1, le=100)] = 3
     # A point read with no answer in this long counts as this long.
     probe_timeout_s: Annotated[float, Field(gt=0)] = 1.0
     # Commands per second: where a drain starts, and the bounds it moves within. The floor
     # keeps a backlog going down even while the region is busy for other reasons.
     initial_rate: Annotated[float, Field(gt=0)] = 1000.0
-    min_rate: Annotated[float, Field(gt=0)] = 200.0
+    min_rate: Annotated[float, Field(gt=0)] = 500.0
     max_rate: Annotated[float, Field(gt=0)] = 20_000.0
     # Added to the rate per second of batches within the target.
     increase_per_s: Annotated[float, Field(ge=0)] = 500.0
@@ -85,6 +89,7 @@ class DrainPacer:
         self._clock = clock
         self._rate = settings.initial_rate
         self._base = WindowMin(settings.base_window_s)
+        self._latest: deque[float] = deque(maxlen=settings.filter_samples)
         self._started: float | None = None
         self._last_observed: float | None = None
         self._next_at: float | None = None
@@ -112,7 +117,8 @@ class DrainPacer:
 
     def _observe(self, probe_s: float, now: float) -> None:
         settings = self._settings
-        self.delay_s = probe_s - self._base.add(now, probe_s)
+        self._latest.append(probe_s)
+        self.delay_s = min(self._latest) - self._base.add(now, probe_s)
         since = 0.0 if self._last_observed is None else now - self._last_observed
         self._last_observed = now
         if self.delay_s > settings.target_delay_s:

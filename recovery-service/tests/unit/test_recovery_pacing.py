@@ -11,6 +11,8 @@ from regionstore_recovery.settings import RecoverySettings
 SETTINGS = PacingSettings(
     target_delay_s=0.05,
     base_window_s=60.0,
+    # Every read counts on its own here; TestCurrentFilter has the default's filtering.
+    filter_samples=1,
     initial_rate=1000.0,
     min_rate=100.0,
     max_rate=3000.0,
@@ -143,6 +145,29 @@ class TestMultiplicativeDecrease:
         assert max(late) <= 1500.0 + SETTINGS.increase_per_s
         assert min(late) >= 1500.0 * SETTINGS.decrease_factor - 1e-9
         assert sum(late) / len(late) > 1000.0
+
+
+class TestCurrentFilter:
+    SETTINGS = SETTINGS.model_copy(update={"filter_samples": 3})
+
+    def test_one_slow_read_among_quick_ones_is_no_queue(self) -> None:
+        pacer, clock = pacer_with(self.SETTINGS)
+        for probe_s in (BASE_S, BASE_S, 1.0, BASE_S, 1.0):
+            batch(pacer, clock, probe_s=probe_s)
+            assert pacer.delay_s == 0.0
+        assert pacer.rate > SETTINGS.initial_rate
+
+    def test_slow_reads_in_a_row_are(self) -> None:
+        pacer, clock = pacer_with(self.SETTINGS)
+        batch(pacer, clock, probe_s=BASE_S)
+        rates = []
+        for _ in range(3):
+            batch(pacer, clock, probe_s=BASE_S + 0.2)
+            rates.append(pacer.rate)
+        # The third slow read in a row is the first whose filter holds no quick one.
+        assert rates[1] > rates[0] > SETTINGS.initial_rate
+        assert pacer.delay_s == pytest.approx(0.2)
+        assert rates[2] == pytest.approx(rates[1] / 2)
 
 
 class TestWaits:
