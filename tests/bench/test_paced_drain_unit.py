@@ -9,6 +9,7 @@ import pytest
 
 from regionstore_bench.paced_drain import PacedRun, compare, lag_summary, region_customers
 from regionstore_bench.probes import Samples
+from regionstore_bench.report import paced_drain_lines
 from regionstore_shared.settings import CommonSettings
 
 LAG = "regionstore_apply_lag_seconds"
@@ -98,3 +99,23 @@ def test_the_comparison_puts_both_modes_side_by_side() -> None:
     assert figures["live_p99_during_drain_paced_s"] == 0.3
     assert figures["live_p99_during_drain_unpaced_s"] == 1.2
     assert figures["drain_rate_ratio"] == 0.5
+
+
+def test_the_summary_has_a_row_per_mode() -> None:
+    def mode(p99: float) -> dict[str, object]:
+        latency = {"p50_s": 0.1, "p99_s": p99}
+        return {
+            "backlog": 30000.0,
+            "live_rate_per_s": 200.0,
+            "drain_per_s": 900.0,
+            "live_before": latency,
+            "live_during_drain": latency,
+            "load_1m": [3.0, 4.0],
+        }
+
+    lines = paced_drain_lines({"modes": {"paced": mode(0.25), "unpaced": mode(1.5)}})
+    rows = [line for line in lines if line.startswith(("| paced", "| unpaced"))]
+    assert len(rows) == 2
+    assert "0.10 / 1.50 s" in rows[1]
+    assert rows[0].endswith("| 3 to 4 |")
+    assert paced_drain_lines(None) == []
