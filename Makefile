@@ -287,6 +287,11 @@ bench-data-scale: sync secrets ## add N Olist-shaped customers through :batch, t
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') RUN_DIR='$(RUN_DIR)' \
 		uv run python -m regionstore_bench.data_scale --load $(N)
 
+.PHONY: bench-paced
+bench-paced: sync secrets ## a parked backlog drained under live writes, paced and not (make bench's round 7 alone): bench/results/paced.json
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
+		uv run python -m regionstore_bench.paced_drain --output bench/results/paced.json $(ARGS)
+
 .PHONY: bench-scale
 bench-scale: sync secrets ## one against two writers and replicators draining a backlog (needs make up SCALE=2): bench/results/scale.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench.scaleout

@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from regionstore_shared.status import NodeStatus
 
-from . import baselines, ingest, queries, recovery, region_maps, report, stores
+from . import baselines, ingest, paced_drain, queries, recovery, region_maps, report, stores
 from .data import Customers, commands, customers, documents, encoded, run_stamp
 from .env import BenchEnv, compose_url, log, open_env, port_of
 from .plan import FULL, QUICK, Plan
@@ -155,7 +155,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
             async with sampler.phase("idle"):
                 await asyncio.sleep(IDLE_S)
             async with sampler.phase("baselines"):
-                log.info("1/6 baselines")
+                log.info("1/7 baselines")
                 results["baselines"] = await baselines.kafka_baselines(env.settings, plan, messages)
                 home = env.regions.names[0]
                 sample = docs[: plan.insert_documents]
@@ -163,7 +163,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                     env.settings, plan, sample, home
                 )
             del messages, docs
-            log.info("2/6 single-request ingest")
+            log.info("2/7 single-request ingest")
             written += [single_set, batch_set, recovery_set]
             async with (
                 sampler.phase("singles"),
@@ -172,7 +172,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                 results["ingest_single"] = await ingest.single_ingest(env, plan, single_set)
             if not keep_data:
                 await env.delete_customers(single_set)
-            log.info("3/6 batch ingest")
+            log.info("3/7 batch ingest")
             async with (
                 sampler.phase("batch"),
                 profiling("batch", ("gateway", "writer", "replicator")),
@@ -180,10 +180,10 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                 results["ingest_batch"] = await ingest.batch_ingest(env, plan, batch_set)
             # Queries right after the batch ingest: over its 100,000 customers, before the
             # recovery scenario adds 50,000 more.
-            log.info("4/6 queries")
+            log.info("4/7 queries")
             async with sampler.phase("queries"), profiling("queries", ("gateway",)):
                 results["queries"] = await queries.queries(env, plan, batch_set)
-            log.info("5/6 recovery")
+            log.info("5/7 recovery")
             async with sampler.phase("recovery"), profiling("recovery", ("recovery",)):
                 results["recovery"] = await recovery.recovery(env, plan, recovery_set)
             async with sampler.phase("baseline_full_store"):
@@ -197,12 +197,21 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                     holding=int(drained["store_documents_at_flip"]),
                 )
             del sample
-            log.info("6/6 store writes per customer write on maps of 3, 6 and 12 regions")
+            log.info("6/7 store writes per customer write on maps of 3, 6 and 12 regions")
             async with sampler.phase("maps"):
                 logs = Path(tempfile.mkdtemp(prefix="regionstore-bench-maps-"))
                 log.info("the maps' writers and replicators log into %s", logs)
                 results["write_cost_measured"] = await region_maps.measure_all(
                     plan.map_customers, logs
+                )
+            log.info("7/7 a parked backlog drained under live writes, paced and flat out")
+            async with sampler.phase("paced_drain"):
+                results["paced_drain"] = await paced_drain.measure_both(
+                    backlog=plan.paced_backlog,
+                    live_rate=plan.paced_live_rate,
+                    baseline_s=plan.paced_baseline_s,
+                    timeout_s=plan.apply_timeout_s,
+                    logs=logs,
                 )
         finally:
             await env.restore_regions()

@@ -45,6 +45,11 @@ class Plan:
     apply_timeout_s: float = 600.0
     # 6. store writes per customer write on maps of 3, 6 and 12 regions: customers per map
     map_customers: int = 300
+    # 7. a parked backlog drained while live writes go to the same region, paced and not:
+    # commands parked, live commands per second, and seconds of live writes alone before.
+    paced_backlog: int = 30_000
+    paced_live_rate: int = 200
+    paced_baseline_s: float = 10.0
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as plain data, for the results file."""
@@ -73,4 +78,7 @@ QUICK = Plan(
     query_timeout_s=15.0,
     apply_timeout_s=240.0,
     map_customers=60,
+    paced_backlog=3000,
+    paced_live_rate=100,
+    paced_baseline_s=3.0,
 )

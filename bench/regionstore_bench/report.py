@@ -296,6 +296,7 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         )
     lines += _query_lines(query, results.get("query_targets", []))
     lines += _write_cost_lines(results.get("write_cost"), results.get("write_cost_measured"))
+    lines += paced_drain_lines(results.get("paced_drain"))
     rss = results["rss_mb"]
     store_memory = results.get("store_rss_mb")
     pairs = {stores.pair_of(region) for region in (store_memory or {}).get("regions", {})}
@@ -322,6 +323,29 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
         lines.append(f"| {phase} | {cells} |")
     lines += ["", f"Settings and every other figure: `{path.with_suffix('.json').name}`.", ""]
     path.write_text("\n".join(lines))
+
+
+def paced_drain_lines(paced: dict[str, Any] | None) -> list[str]:
+    """The paced-drain round: live apply latency and drain rate, with pacing and without."""
+    if not paced:
+        return []
+    lines = [
+        "",
+        "## A backlog drained under live writes, paced and flat out",
+        "",
+        "| mode | backlog | live/s | drain/s | live p50 / p99 before | live p50 / p99 during"
+        " the drain | load 1m |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode, m in paced["modes"].items():
+        before, during = m["live_before"], m["live_during_drain"]
+        load = " to ".join(f"{x:.0f}" for x in m.get("load_1m", []))
+        lines.append(
+            f"| {mode} | {_n(m['backlog'])} | {_n(m['live_rate_per_s'])} | "
+            f"{_n(m['drain_per_s'])} | {_n(before['p50_s'], 2)} / {_n(before['p99_s'], 2)} s | "
+            f"{_n(during['p50_s'], 2)} / {_n(during['p99_s'], 2)} s | {load} |"
+        )
+    return lines
 
 
 def _write_cost_lines(

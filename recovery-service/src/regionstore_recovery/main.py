@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -16,7 +17,14 @@ from redis.exceptions import RedisError
 
 from regionstore_recovery.detection import DetectionLoop, Lease, StoreProbe
 from regionstore_recovery.detector import Detector, Thresholds
-from regionstore_recovery.drainer import DRAINING, PENDING, PENDING_AGE, REGION_STATUS, drain
+from regionstore_recovery.drainer import (
+    DRAINING,
+    PENDING,
+    PENDING_AGE,
+    REGION_STATUS,
+    PointRead,
+    drain,
+)
 from regionstore_recovery.key_log import KeyLogRewrites
 from regionstore_recovery.repair_wiring import start_repair
 from regionstore_recovery.settings import RecoverySettings
@@ -24,7 +32,7 @@ from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer
 from regionstore_shared import metrics
 from regionstore_shared.applied import AppliedCounter
-from regionstore_shared.apply import BatchApplier
+from regionstore_shared.apply import BatchApplier, Collection
 from regionstore_shared.audit_trail import AuditTrail
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import customers, kafka_admin, mongo_client, open_core
@@ -81,6 +89,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
                 applier=applier,
                 producer=producer,
                 outages=state.outages,
+                collections=collections,
             )
         )
         stack.push_async_callback(supervisor.stop_all)
@@ -244,6 +253,7 @@ async def _drain_region(
     applier: BatchApplier,
     producer: AIOKafkaProducer,
     outages: Outages,
+    collections: Mapping[str, Collection],
 ) -> None:
     await drain(
         region,
@@ -254,6 +264,8 @@ async def _drain_region(
         stop=stop,
         retry_min_s=settings.retry_min_s,
         retry_max_s=settings.retry_max_s,
+        pacing=settings.pacing,
+        probe=PointRead(collections[region], settings.pacing.probe_timeout_s),
     )
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from regionstore_recovery.pacing import PacingSettings
 from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings, HttpSettings
 
@@ -56,7 +57,8 @@ class RepairSettings(BaseModel):
 
 
 class RecoverySettings(CommonSettings):
-    """The shared sections plus how often statuses are re-read and how drains back off."""
+    """The shared sections plus how often statuses are re-read, how drains back off and how
+    they pace themselves."""
 
     service_name: str = "recovery"
     http: HttpSettings = HttpSettings(port=DEFAULT_PORTS["RECOVERY_PORT"])
@@ -65,3 +67,4 @@ class RecoverySettings(CommonSettings):
     retry_max_s: Annotated[float, Field(gt=0)] = 10.0
     detector: DetectorSettings = DetectorSettings()
     repair: RepairSettings = RepairSettings()
+    pacing: PacingSettings = PacingSettings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, cast
 
@@ -12,7 +13,8 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
 from regionstore_recovery import drainer
-from regionstore_recovery.drainer import TargetsIn, drain
+from regionstore_recovery.drainer import Probe, TargetsIn, drain
+from regionstore_recovery.pacing import DrainPacer, PacingSettings
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.schemas import Action, Applier
 from regionstore_shared.settings import KafkaSettings
@@ -84,10 +86,19 @@ class Harness:
             self.stop.set()
 
     def _kafka_consumer(self, settings: KafkaSettings, *topics: str, **options: Any) -> Any:
-        self.subscriptions.append({"topics": topics, **options})
+        self.subscriptions.append(
+            {"topics": topics, "max_batch_records": settings.max_batch_records, **options}
+        )
         return self.consumer
 
-    async def drain(self, *, retry_min_s: float = 0.0, retry_max_s: float = 0.0) -> None:
+    async def drain(
+        self,
+        *,
+        retry_min_s: float = 0.0,
+        retry_max_s: float = 0.0,
+        pacing: PacingSettings | None = None,
+        probe: Probe | None = None,
+    ) -> None:
         await drain(
             REGION,
             kafka=KafkaSettings(),
@@ -96,6 +107,8 @@ class Harness:
             stop=self.stop,
             retry_min_s=retry_min_s,
             retry_max_s=retry_max_s,
+            pacing=pacing,
+            probe=probe,
         )
 
 
@@ -230,6 +243,145 @@ class TestRegionDownAgain:
         assert harness.consumer.commits == []
         assert harness.consumer.stopped
         assert sample("regionstore_drain_active") == 0.0
+
+
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pacers whose clock stands still: no time passes between batches, so every wait is
+    the schedule's alone, whatever the machine's speed."""
+    monkeypatch.setattr(drainer, "DrainPacer", functools.partial(DrainPacer, clock=lambda: 100.0))
+
+
+async def quick_probe() -> float:
+    """A point read that the store always answers in 10 ms."""
+    return 0.01
+
+
+class TestPacing:
+    SETTINGS = PacingSettings(initial_rate=100.0, min_rate=100.0, max_rate=100.0, batch_records=2)
+
+    async def test_a_paced_drain_replays_everything_in_small_batches(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        harness = Harness(monkeypatch, parked(5), max_records=2)
+        await harness.drain(pacing=self.SETTINGS, probe=quick_probe)
+        assert harness.applier.applied == [["c0", "c1"], ["c2", "c3"], ["c4"]]
+        assert harness.consumer.commits == [2, 4, 5]
+        (subscription,) = harness.subscriptions
+        assert subscription["max_batch_records"] == 2
+
+    async def test_each_batch_waits_its_share_of_the_rate(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        waits: list[float] = []
+        rates: list[float] = []
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            waits.append(seconds)
+            rates.append(sample("regionstore_drain_rate_limit"))
+
+        monkeypatch.setattr(drainer, "_paused", paused)
+        frozen_clock(monkeypatch)
+        harness = Harness(monkeypatch, parked(5), max_records=2)
+        await harness.drain(pacing=self.SETTINGS, probe=quick_probe)
+        # 2, 2 and 1 commands at 100/s take 0.02, 0.02 and 0.01 s of the schedule. No time
+        # passes here, so each batch waits until its slot ends: the schedule from the first.
+        assert waits == [pytest.approx(t) for t in (0.02, 0.04, 0.05)]
+        assert rates == [100.0] * 3
+        assert sample("regionstore_drain_rate_limit") == 0.0
+
+    async def test_a_stop_during_a_paced_wait_ends_the_drain_at_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        slow = PacingSettings(initial_rate=0.001, min_rate=0.001, batch_records=2)
+        waiting = asyncio.Event()
+        original = drainer._paused
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            waiting.set()
+            await original(seconds, stop)
+
+        monkeypatch.setattr(drainer, "_paused", paused)
+        harness = Harness(monkeypatch, parked(4), max_records=2)
+        running = asyncio.create_task(harness.drain(pacing=slow, probe=quick_probe))
+        await asyncio.wait_for(waiting.wait(), BOUND_S)
+        harness.stop.set()
+        await asyncio.wait_for(running, BOUND_S)
+        # The first batch waits 2,000 s for its share; the stop ends the wait.
+        assert harness.consumer.commits == [2]
+        assert harness.consumer.stopped
+
+    async def test_pacing_off_drains_in_the_consumer_batches_without_waiting(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        waits: list[float] = []
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            waits.append(seconds)
+
+        monkeypatch.setattr(drainer, "_paused", paused)
+        harness = Harness(monkeypatch, parked(3))
+        await harness.drain(
+            pacing=PacingSettings(enabled=False, batch_records=1), probe=quick_probe
+        )
+        assert waits == []
+        (subscription,) = harness.subscriptions
+        assert subscription["max_batch_records"] == KafkaSettings().max_batch_records
+
+    async def test_the_store_delay_during_each_batch_drives_the_rate(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        delays = iter([0.01, 0.01, 0.5, 0.5])
+        during: list[int] = []
+
+        async def probe() -> float:
+            # Started with the batch: the applier has been called, the batch not committed.
+            during.append(harness.applier.calls - len(harness.consumer.commits))
+            return next(delays)
+
+        async def paused(seconds: float, stop: asyncio.Event) -> None:
+            rates.append(sample("regionstore_drain_rate_limit"))
+
+        rates: list[float] = []
+        monkeypatch.setattr(drainer, "_paused", paused)
+        frozen_clock(monkeypatch)
+        harness = Harness(monkeypatch, parked(8), max_records=2)
+        settings = PacingSettings(
+            initial_rate=1000.0,
+            min_rate=100.0,
+            target_delay_s=0.1,
+            filter_samples=1,
+            batch_records=2,
+        )
+        await harness.drain(pacing=settings, probe=probe)
+        assert during == [1, 1, 1, 1]
+        # Within the target twice (no time passes, so no climb), then a delay of 0.49 s
+        # over the base: halved twice.
+        assert rates == [1000.0, 1000.0, 500.0, 250.0]
+
+    async def test_a_failed_batch_cancels_its_point_read(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        cancelled = []
+        calls = 0
+
+        async def hanging_first() -> float:
+            # The read made with the batch that fails never answers; the retry's does.
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                return 0.01
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            return 0.0
+
+        harness = Harness(monkeypatch, parked(2), max_records=2)
+        harness.applier.failing = {1}
+        await harness.drain(pacing=self.SETTINGS, probe=hanging_first)
+        assert harness.consumer.commits == [2]
+        assert cancelled == [True]
 
 
 class TestOtherFailures:

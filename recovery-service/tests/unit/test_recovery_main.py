@@ -178,7 +178,8 @@ class Rig:
     async def _open_core(
         self, stack: contextlib.AsyncExitStack, settings: CommonSettings, name: str
     ) -> tuple[FakeRedis, dict[str, Any], FakeProducer]:
-        return self.redis, {}, self.producer
+        # A store per region: the drains (faked) are given a point read of theirs.
+        return self.redis, dict.fromkeys(settings.region_map.names), self.producer
 
     async def _drain(self, region: str, *, stop: asyncio.Event, **options: Any) -> None:
         self.drains.append(Drain(region, stop, options))
