@@ -141,13 +141,18 @@ class Batch:
         }
 
     @classmethod
-    def last_of(cls, batches: Sequence[Batch]) -> Batch:
-        """The last record of each partition across ``batches`` (in poll order): what
-        committing them all means."""
-        last: dict[TopicPartition, list[Record]] = {}
+    def joined(cls, batches: Sequence[Batch]) -> Batch:
+        """``batches`` (in poll order) as one: what committing them all means."""
+        if len(batches) == 1:
+            return batches[0]
+        joined = cls({})
         for batch in batches:
-            last.update((tp, records[-1:]) for tp, records in batch.records.items() if records)
-        return cls(last)
+            for tp, records in batch.records.items():
+                joined.records.setdefault(tp, []).extend(records)
+            for tp, envelopes in batch.decoded.items():
+                joined.decoded.setdefault(tp, []).extend(envelopes)
+            joined.rejects.extend(batch.rejects)
+        return joined
 
     def drop(self, partitions: Collection[TopicPartition]) -> int:
         """Forget every record of ``partitions``; return how many were held."""
@@ -362,7 +367,7 @@ async def run_batches(
 
     async def commit() -> None:
         try:
-            committed = await routing.commit(consumer, Batch.last_of(applied), group)
+            committed = await routing.commit(consumer, Batch.joined(applied), group)
         except BaseException:
             routing.discard()
             following = None if ahead is None else await _cancel(ahead)
