@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# CI's Docker path (make test-docker): a Docker engine, every image built here with no registry,
+# deploy/compose.yaml + compose.local-images.yaml up on the ports of compose.ci-ports.env, the
+# integration tests and the container-kill test against it, then the stack down with its
+# volumes (a run starts from empty ones too). Each step is timed; the stack is brought down
+# whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+settings=(COMPOSE_IMAGES=local COMPOSE_PORTS=deploy/compose.ci-ports.env)
+timings=()
+step() {  # step NAME COMMAND...
+  local name="$1" start=$SECONDS status=0
+  shift
+  echo "=== docker: $name"
+  "$@" || status=$?
+  timings+=("$(printf '%-14s %4ds' "$name" $((SECONDS - start)))$( ((status)) && echo " (exit $status)")")
+  return "$status"
+}
+report() {
+  local status=$?
+  step "down" make compose-down "${settings[@]}" COMPOSE_DOWN_FLAGS=--volumes || true
+  echo "=== docker: timings"
+  printf '  %s\n' "${timings[@]}"
+  exit "$status"
+}
+
+step "engine" make compose-engine
+# The compose plugin is built from its Go module (tests/compose/install-tools.sh) by make test.
+docker compose version >/dev/null 2>&1 || step "compose tool" make compose-tools
+trap report EXIT
+step "clean start" make compose-down "${settings[@]}" COMPOSE_DOWN_FLAGS=--volumes
+step "images" make compose-images "${settings[@]}"
+step "up" make compose-up "${settings[@]}"
+step "tests" make test-compose "${settings[@]}"
