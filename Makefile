@@ -172,7 +172,7 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm
+	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm tests/docker
 	uv run vulture
 
 .PHONY: test-tools
@@ -192,7 +192,8 @@ helm-tools: sync ## build the Helm chart's validators and schemas into CACHE_DIR
 PYTEST_ARGS ?=
 # The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
 # (marker `scale`) two of each service: a whole run on the default stack leaves them to
-# `make test-quorum` and `make test-scale` after the rest.
+# `make test-quorum` and `make test-scale` after the rest, and then runs the Docker path
+# (`make test-docker`: images built here, deploy/compose.yaml up, its tests, down).
 LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE))),,yes)
 
 .PHONY: test
@@ -201,6 +202,7 @@ test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale')
 	@$(if $(LATER),$(MAKE) test-quorum)
 	@$(if $(LATER),$(MAKE) test-scale)
+	@$(if $(LATER),$(MAKE) test-docker)
 
 .PHONY: test-quorum
 test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
@@ -342,13 +344,14 @@ compose-config: compose-tools sync ## validate deploy/compose.yaml and deploy/Do
 # The integration tests that hold for any deployment, against the compose stack (after
 # compose-up, with the same COMPOSE_* settings), then the container-kill test. A fresh operator
 # key is made for them in deploy/secrets/tests_operator_key.
-COMPOSE_TESTS ?= tests/integration/test_smoke.py tests/compose_run
+COMPOSE_TESTS ?= tests/integration/test_smoke_stack.py tests/integration/test_write_path.py \
+	tests/integration/test_auth_matrix.py tests/integration/test_idempotency.py tests/docker
 .PHONY: test-compose
 test-compose: sync ## integration tests and the container-kill test against the compose deployment (after compose-up)
 	@$(COMPOSE) exec -T gateway python -m regionstore_gateway.keys create --role operator --name tests \
 		2>/dev/null >deploy/secrets/tests_operator_key
 	set -a; $(if $(COMPOSE_PORTS),. $(COMPOSE_PORTS);) . deploy/compose.test.env; set +a; \
-		COMPOSE_FILES='$(COMPOSE)' uv run pytest -m integration -p no:cacheprovider $(or $(PYTEST_ARGS),$(COMPOSE_TESTS))
+		uv run pytest -m integration -p no:cacheprovider $(or $(PYTEST_ARGS),$(COMPOSE_TESTS))
 
 # CI's Docker path: the engine, every image built here, the stack on the ports of
 # deploy/compose.ci-ports.env, the tests, then the stack down (volumes too). Each step is timed.

@@ -64,8 +64,10 @@ base_root() {
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
     chroot "$root" update-ca-certificates >/dev/null
   fi
+  # (man1 stays: packages such as the JRE link their pages into it through update-alternatives.)
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
     "$root"/usr/share/man/* "$root"/usr/share/info/*
+  mkdir -p "$root/usr/share/man/man1"
   tar --numeric-owner -C "$root" -cf "$state/base-root.tar.tmp" .
   mv "$state/base-root.tar.tmp" "$state/base-root.tar"
   rm -rf "$root"
