@@ -108,4 +108,4 @@ cp "$FERRETDB" "$store_context/ferretdb"
 step "regionstore-store:local" build -t regionstore-store:local "$store_context"
 
 echo "image sizes:"
-docker image ls --format '  {{.Repository}}:{{.Tag}} {{.Size}}' | grep '^  regionstore' | sort
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^regionstore' | sort | sed 's/^/  /'

@@ -18,6 +18,9 @@ config=/tmp/server.properties
 ) >"$config"
 
 # A formatted directory is left as it is: formatting again would refuse, or wipe the topics.
-/opt/kafka/bin/kafka-storage.sh format --ignore-formatted --cluster-id "$CLUSTER_ID" \
-  --config "$config" --add-scram "SCRAM-SHA-512=[name=regionstore,password=$password]"
+# (Checked here too, to spare a restart the tool's JVM.)
+if [[ ! -f /var/lib/kafka/data/meta.properties ]]; then
+  /opt/kafka/bin/kafka-storage.sh format --ignore-formatted --cluster-id "$CLUSTER_ID" \
+    --config "$config" --add-scram "SCRAM-SHA-512=[name=regionstore,password=$password]"
+fi
 exec /opt/kafka/bin/kafka-server-start.sh "$config"

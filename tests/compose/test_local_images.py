@@ -79,7 +79,7 @@ def test_each_region_is_one_store_in_its_first_members_place(
 def test_replica_set_members_and_the_unbuilt_monitoring_do_not_run(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    for name in ("mongo-r1b", "mongo-r2c", "prometheus", "grafana"):
+    for name in ("mongo-r1b", "mongo-r2c", "prometheus", "grafana", "metrics-key"):
         assert name not in services
 
 
