@@ -319,7 +319,7 @@ compose-up: compose-secrets $(if $(filter local,$(COMPOSE_IMAGES)),compose-image
 	@command -v docker >/dev/null || { echo "compose-up: no docker CLI here: install Docker (apt-get install docker.io), or run make compose-up COMPOSE_IMAGES=local as root" >&2; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "compose-up: no Docker engine answers: start it (systemctl start docker), or run make compose-engine as root" >&2; exit 1; }
 	@docker compose version >/dev/null 2>&1 || { echo "compose-up: no docker compose plugin: make compose-tools builds it" >&2; exit 1; }
-	$(COMPOSE) up -d $(if $(filter local,$(COMPOSE_IMAGES)),--no-build,--build) --wait --wait-timeout $(UP_TIMEOUT) \
+	@$(COMPOSE) up -d $(if $(filter local,$(COMPOSE_IMAGES)),--no-build,--build) --wait --wait-timeout $(UP_TIMEOUT) \
 		|| { $(COMPOSE) ps -a >&2; echo "compose-up: the stack did not become healthy within $(UP_TIMEOUT) s: $(COMPOSE) logs SERVICE says why" >&2; exit 1; }
 	@echo "regionstore is up: gateway on http://127.0.0.1:$${HOST_PORT_GATEWAY:-$$(sed -n 's/^HOST_PORT_GATEWAY=//p' $(or $(COMPOSE_PORTS),/dev/null) | grep . || echo 8000)}"
 	@echo "first operator key (printed once): make compose-key ROLE=operator NAME=admin$(if $(COMPOSE_PORTS), COMPOSE_PORTS=$(COMPOSE_PORTS))$(if $(filter local,$(COMPOSE_IMAGES)), COMPOSE_IMAGES=local)"

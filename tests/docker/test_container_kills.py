@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1
 
 async def test_killed_containers_lose_and_overtake_nothing() -> None:
     plan = RoundPlan(
-        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "3000")), clients=8, pause_s=2.0
+        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "3000")), clients=8, pause_s=1.0
     )
     result = await run_round(ContainerStack(), plan)
     report = summary([result])
