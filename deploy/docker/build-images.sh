@@ -19,26 +19,27 @@ repo="${1:?usage: build-images.sh REPO_ROOT CACHE_DIR}"
 cache="${2:?usage: build-images.sh REPO_ROOT CACHE_DIR}"
 state="$cache/docker"
 here="$repo/deploy/docker"
-: "${FERRETDB:=$(ls "$cache"/bin/ferretdb-v2.* 2>/dev/null | tail -n 1)}"
-: "${DOCDB_ROOT:=$cache/docdb-root}"
-mkdir -p "$state"
 log="$state/build.log"
-: >"$log"
 
 fail() { echo "docker images: $*" >&2; exit 1; }
 step() {  # step NAME COMMAND...: runs it, logs it, times it
   local name="$1" start=$SECONDS
   shift
-  "$@" >>"$log" 2>&1 || { tail -n 15 "$log" | sed 's/^/  /' >&2; fail "$name failed (log: $log)"; }
+  "$@" >>"$log" 2>&1 || fail "$name could not be built: see the end of $log, fix that, then make compose-images"
   printf '  %-26s %4ds\n' "$name" $((SECONDS - start))
 }
 missing() { ! docker image inspect "$1" >/dev/null 2>&1; }
 
-command -v docker >/dev/null || fail "no docker CLI: apt-get install docker.io (make compose-engine does)"
+command -v docker >/dev/null || fail "no docker CLI here: make compose-engine (as root) installs Debian's docker.io"
 docker info >/dev/null 2>&1 || fail "no Docker engine answers: make compose-engine (as root) starts Debian's"
+: "${FERRETDB:=$(ls "$cache"/bin/ferretdb-v2.* 2>/dev/null | tail -n 1)}"
+: "${DOCDB_ROOT:=$cache/docdb-root}"
 [[ -x "$FERRETDB" ]] || fail "no FerretDB binary in $cache/bin: run make tools STORE_IMPL=ferretdb"
 [[ -f "$DOCDB_ROOT/.complete" ]] || fail "no DocumentDB root at $DOCDB_ROOT: run make tools STORE_IMPL=ferretdb"
 [[ -f "$cache/kafka/libs/.complete" ]] || fail "no Kafka jars in $cache/kafka/libs: run make tools"
+
+mkdir -p "$state"
+: >"$log"
 
 # docker 20.10's own CLI has BuildKit built in; a newer CLI needs its buildx plugin for it.
 build_cli=(docker)

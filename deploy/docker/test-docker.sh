@@ -14,7 +14,7 @@ step() {  # step NAME COMMAND...
   shift
   echo "=== docker: $name"
   "$@" || status=$?
-  timings+=("$(printf '%-14s %4ds' "$name" $((SECONDS - start)))$( ((status)) && echo " (exit $status)")")
+  timings+=("$(printf '%-14s %4ds' "$name" $((SECONDS - start)))$(if ((status)); then echo " (exit $status)"; fi)")
   return "$status"
 }
 report() {
@@ -30,6 +30,6 @@ step "engine" make compose-engine
 docker compose version >/dev/null 2>&1 || step "compose tool" make compose-tools
 trap report EXIT
 step "clean start" make compose-down "${settings[@]}" COMPOSE_DOWN_FLAGS=--volumes
-step "images" make compose-images "${settings[@]}"
+step "images" make compose-images "${settings[@]}" || { tail -n 30 "${CACHE_DIR:-.cache}/docker/build.log" >&2; exit 1; }
 step "up" make compose-up "${settings[@]}"
 step "tests" make test-compose "${settings[@]}"
