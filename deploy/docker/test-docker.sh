@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-settings=(COMPOSE_IMAGES=local COMPOSE_PORTS=deploy/compose.ci-ports.env)
+# UP_TIMEOUT: three JVMs and three PostgreSQL on two shared cores take minutes to be healthy.
+settings=(COMPOSE_IMAGES=local COMPOSE_PORTS=deploy/compose.ci-ports.env UP_TIMEOUT=600)
 timings=()
 step() {  # step NAME COMMAND...
   local name="$1" start=$SECONDS status=0
