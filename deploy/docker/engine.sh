@@ -17,7 +17,7 @@ if ! command -v dockerd >/dev/null; then
 fi
 mkdir -p "$state"
 echo "starting dockerd (log: $state/dockerd.log)"
-# setsid: the engine outlives the make that started it; `make compose-engine-stop` ends it.
+# setsid: the engine outlives the make that started it (kill "$(cat STATE_DIR/dockerd.pid)" ends it).
 setsid dockerd --pidfile "$state/dockerd.pid" >"$state/dockerd.log" 2>&1 </dev/null &
 for _ in $(seq 120); do
   docker info >/dev/null 2>&1 && { echo "dockerd ready: $(docker version -f '{{.Server.Version}}')"; exit 0; }
