@@ -177,7 +177,7 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm
+	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm tests/docker
 	uv run vulture
 
 .PHONY: test-tools
@@ -197,7 +197,8 @@ helm-tools: sync ## build the Helm chart's validators and schemas into CACHE_DIR
 PYTEST_ARGS ?=
 # The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
 # (marker `scale`) two of each service: a whole run on the default stack leaves them to
-# `make test-quorum` and `make test-scale` after the rest.
+# `make test-quorum` and `make test-scale` after the rest, and then runs the Docker path
+# (`make test-docker`: images built here, deploy/compose.yaml up, its tests, down).
 LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE))),,yes)
 
 .PHONY: test
@@ -206,6 +207,7 @@ test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale')
 	@$(if $(LATER),$(MAKE) test-quorum)
 	@$(if $(LATER),$(MAKE) test-scale)
+	@$(if $(LATER),$(MAKE) test-docker)
 
 .PHONY: test-quorum
 test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
@@ -298,7 +300,18 @@ bench-scale: sync secrets ## one against two writers and replicators draining a 
 
 ##@ Docker deployment (needs a Docker engine and Compose v2+)
 
-COMPOSE := docker compose -f $(ROOT)/deploy/compose.yaml
+# COMPOSE_IMAGES=public runs deploy/compose.yaml as users do (images from registries, the service
+# image built by compose); COMPOSE_IMAGES=local adds deploy/compose.local-images.yaml and builds
+# every image here first, with no registry (deploy/docker/build-images.sh), as CI does.
+# COMPOSE_PORTS names a file of HOST_PORT_* settings that moves the published ports
+# (deploy/compose.ci-ports.env: all in 30000-31000, beside a local stack).
+COMPOSE_IMAGES ?= public
+COMPOSE_DOWN_FLAGS ?=
+COMPOSE_PORTS ?=
+override COMPOSE_PORTS := $(if $(COMPOSE_PORTS),$(abspath $(COMPOSE_PORTS)))
+COMPOSE := docker compose $(if $(COMPOSE_PORTS),--env-file $(COMPOSE_PORTS)) -f $(ROOT)/deploy/compose.yaml \
+	$(if $(filter local,$(COMPOSE_IMAGES)),-f $(ROOT)/deploy/compose.local-images.yaml)
+DOCKER_STATE := $(CACHE_DIR)/docker
 # deploy/compose.yaml's Docker secrets; the Mongo keyfile only takes base64 characters (hex is).
 # Compose mounts each file as it is, so the files are readable by the containers' own users
 # and the directory by nobody else.
@@ -317,13 +330,32 @@ compose-secrets: ## make deploy/compose.yaml's secrets where missing: random, in
 	done
 	@echo "secrets in deploy/secrets/: $(COMPOSE_SECRETS)"
 
+.PHONY: compose-engine
+compose-engine: ## make sure a Docker engine answers: Debian's docker.io, installed and started as root when none does
+	@$(ROOT)/deploy/docker/engine.sh $(DOCKER_STATE)/engine
+
+.PHONY: compose-images
+compose-images: compose-engine tools ## build every image of COMPOSE_IMAGES=local with no registry (times and sizes printed)
+	@FERRETDB=$(FERRETDB) DOCDB_ROOT=$(DOCDB_ROOT) $(ROOT)/deploy/docker/build-images.sh $(ROOT) $(CACHE_DIR)
+
 .PHONY: compose-up
-compose-up: compose-secrets ## the production shape in Docker
-	$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT)
+compose-up: compose-secrets $(if $(filter local,$(COMPOSE_IMAGES)),compose-images) ## the production shape in Docker (COMPOSE_IMAGES=local: built here)
+	@command -v docker >/dev/null || { echo "compose-up: no docker CLI here: install Docker (apt-get install docker.io), or run make compose-up COMPOSE_IMAGES=local as root" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "compose-up: no Docker engine answers: start it (systemctl start docker), or run make compose-engine as root" >&2; exit 1; }
+	@docker compose version >/dev/null 2>&1 || { echo "compose-up: no docker compose plugin: make compose-tools builds it" >&2; exit 1; }
+	@$(COMPOSE) up -d $(if $(filter local,$(COMPOSE_IMAGES)),--no-build,--build) --wait --wait-timeout $(UP_TIMEOUT) \
+		|| { $(COMPOSE) ps -a >&2; echo "compose-up: the stack did not become healthy within $(UP_TIMEOUT) s: $(COMPOSE) logs SERVICE says why" >&2; exit 1; }
+	@echo "regionstore is up: gateway on http://127.0.0.1:$${HOST_PORT_GATEWAY:-$$(sed -n 's/^HOST_PORT_GATEWAY=//p' $(or $(COMPOSE_PORTS),/dev/null) | grep . || echo 8000)}"
+	@echo "first operator key (printed once): make compose-key ROLE=operator NAME=admin$(if $(COMPOSE_PORTS), COMPOSE_PORTS=$(COMPOSE_PORTS))$(if $(filter local,$(COMPOSE_IMAGES)), COMPOSE_IMAGES=local)"
+
+.PHONY: compose-key
+compose-key: ## create an API key in the Docker deployment (printed once): make compose-key ROLE=operator [NAME=...]
+	@test -n "$(ROLE)" || { echo "usage: make compose-key ROLE=reader|writer|operator [NAME=what it is for]" >&2; exit 2; }
+	@$(COMPOSE) exec -T gateway python -m regionstore_gateway.keys create --role "$(ROLE)" --name "$(NAME)"
 
 .PHONY: compose-down
-compose-down: ## stop it; data volumes stay
-	$(COMPOSE) down --remove-orphans
+compose-down: ## stop it; data volumes stay (COMPOSE_DOWN_FLAGS=--volumes drops them)
+	$(COMPOSE) down --remove-orphans $(COMPOSE_DOWN_FLAGS)
 
 .PHONY: compose-tools
 compose-tools: ## build docker compose and BuildKit's Dockerfile checks with Go (no engine needed)
@@ -333,9 +365,23 @@ compose-tools: ## build docker compose and BuildKit's Dockerfile checks with Go 
 compose-config: compose-tools sync ## validate deploy/compose.yaml and deploy/Dockerfile
 	uv run pytest tests/compose
 
+# The integration tests that hold for any deployment, against the compose stack (after
+# compose-up, with the same COMPOSE_* settings), then the container-kill test. A fresh operator
+# key is made for them in deploy/secrets/tests_operator_key.
+COMPOSE_TESTS ?= tests/integration/test_smoke_stack.py tests/integration/test_write_path.py \
+	tests/integration/test_auth_matrix.py tests/integration/test_idempotency.py tests/docker
 .PHONY: test-compose
-test-compose: sync ## integration tests against the compose deployment (after compose-up)
-	set -a; . deploy/compose.test.env; set +a; uv run pytest -m integration
+test-compose: sync ## integration tests and the container-kill test against the compose deployment (after compose-up)
+	@$(COMPOSE) exec -T gateway python -m regionstore_gateway.keys create --role operator --name tests \
+		2>/dev/null >deploy/secrets/tests_operator_key
+	set -a; $(if $(COMPOSE_PORTS),. $(COMPOSE_PORTS);) . deploy/compose.test.env; set +a; \
+		uv run pytest -m integration -p no:cacheprovider $(or $(PYTEST_ARGS),$(COMPOSE_TESTS))
+
+# CI's Docker path: the engine, every image built here, the stack on the ports of
+# deploy/compose.ci-ports.env, the tests, then the stack down (volumes too). Each step is timed.
+.PHONY: test-docker
+test-docker: ## the whole Docker path with images built here: engine, images, compose-up, test-compose, compose-down
+	@bash $(ROOT)/deploy/docker/test-docker.sh
 
 ##@ Kubernetes (deploy/helm/regionstore; no cluster needed to check it)
 

@@ -35,8 +35,10 @@ SECRETS_DIR = DEPLOY / "secrets"
 
 REGIONS = ("region_1", "region_2", "region_3")
 MEMBERS_PER_REGION = 3
-# The KRaft quorum's nodes by service name, each with the one-shot service that formats its log.
-BROKERS = {"kafka": "kafka-storage", "kafka-2": "kafka-storage-2", "kafka-3": "kafka-storage-3"}
+# The KRaft quorum's nodes by service name; each formats its own log on its first start.
+BROKERS = ("kafka", "kafka-2", "kafka-3")
+KAFKA_DIR = DEPLOY / "kafka"
+KAFKA_MOUNT = "/etc/kafka/regionstore"
 INFRASTRUCTURE = (*BROKERS, "redis", "redis-idempotency")
 APP_SERVICES = {
     "gateway": ("regionstore_gateway", 8000),
@@ -140,6 +142,32 @@ def published(service: Service) -> dict[int, tuple[str, int]]:
         port["target"]: (port.get("host_ip", ""), int(port["published"]))
         for port in service.get("ports", [])
     }
+
+
+def kafka_config(service: Service) -> dict[str, str]:
+    """A broker's server.properties as kafka/start.sh writes it: the shared file, then the
+    node's own lines of the script with the node's hostname and environment put in."""
+    config = {}
+    for line in (KAFKA_DIR / "server.properties").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            config[key] = value
+    env = service["environment"]
+    script = (KAFKA_DIR / "start.sh").read_text()
+    for line in re.findall(r'"((?:node\.id|advertised\.listeners)=[^"]*)"', script):
+        line = (
+            line.replace("$KAFKA_NODE_ID", env["KAFKA_NODE_ID"])
+            .replace("$KAFKA_EXTERNAL_PORT", env["KAFKA_EXTERNAL_PORT"])
+            .replace("$host", service["hostname"])
+        )
+        key, _, value = line.partition("=")
+        config[key] = value
+    return config
+
+
+def listeners(value: str) -> dict[str, str]:
+    """NAME://address,... -> {NAME: address}."""
+    return dict(item.split("://", 1) for item in value.split(","))
 
 
 def unescape(value: str) -> str:
@@ -366,50 +394,68 @@ class TestRegionalStores:
 
 
 class TestKafka:
-    @pytest.mark.parametrize("name", list(BROKERS))
-    def test_topics_are_never_created_by_accident(
+    @pytest.mark.parametrize("name", BROKERS)
+    def test_runs_the_start_script_with_the_config_file(
         self, services: dict[str, Service], name: str
     ) -> None:
-        assert services[name]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        # Kafka's own scripts and a file, not one image's environment conventions.
+        kafka = services[name]
+        mount = next(m for m in kafka["volumes"] if m["target"] == KAFKA_MOUNT)
+
+        assert Path(mount["source"]) == KAFKA_DIR
+        assert mount["read_only"] is True
+        assert kafka["entrypoint"] == ["/bin/bash", f"{KAFKA_MOUNT}/start.sh"]
+        script = (KAFKA_DIR / "start.sh").read_text()
+        assert f"cat {KAFKA_MOUNT}/server.properties" in script
+        assert 'exec /opt/kafka/bin/kafka-server-start.sh "$config"' in script
+        assert not any(
+            key.startswith("KAFKA_")
+            and key not in {"KAFKA_NODE_ID", "KAFKA_EXTERNAL_PORT", "KAFKA_HEAP_OPTS"}
+            for key in kafka["environment"]
+        )
+
+    def test_topics_are_never_created_by_accident(self, services: dict[str, Service]) -> None:
+        assert kafka_config(services["kafka"])["auto.create.topics.enable"] == "false"
 
     def test_is_one_quorum_of_three_kraft_nodes(self, services: dict[str, Service]) -> None:
-        envs = [services[name]["environment"] for name in BROKERS]
+        configs = [kafka_config(services[name]) for name in BROKERS]
         voters = ",".join(f"{n}@{name}:9093" for n, name in enumerate(BROKERS, start=1))
 
-        assert [env["KAFKA_NODE_ID"] for env in envs] == ["1", "2", "3"]
-        assert {env["CLUSTER_ID"] for env in envs} == {envs[0]["CLUSTER_ID"]}
-        for name, env in zip(BROKERS, envs, strict=True):
+        assert [c["node.id"] for c in configs] == ["1", "2", "3"]
+        assert len({services[name]["environment"]["CLUSTER_ID"] for name in BROKERS}) == 1
+        for name, config in zip(BROKERS, configs, strict=True):
             assert services[name]["image"].startswith("apache/kafka:4.1."), name
-            assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
-            assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters, name
+            assert config["process.roles"] == "broker,controller", name
+            assert config["controller.quorum.voters"] == voters, name
 
-    @pytest.mark.parametrize("name", list(BROKERS))
     def test_replicates_every_topic_three_times_and_acknowledges_on_two(
-        self, services: dict[str, Service], name: str
+        self, services: dict[str, Service]
     ) -> None:
-        env = services[name]["environment"]
+        config = kafka_config(services["kafka"])
 
-        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
-        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
-        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
-        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
-        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
-        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+        assert config["default.replication.factor"] == "3"
+        assert config["min.insync.replicas"] == "2"
+        assert config["offsets.topic.replication.factor"] == "3"
+        assert config["transaction.state.log.replication.factor"] == "3"
+        assert config["transaction.state.log.min.isr"] == "2"
+        assert config["unclean.leader.election.enable"] == "false"
 
-    @pytest.mark.parametrize("name", list(BROKERS))
+    @pytest.mark.parametrize("name", BROKERS)
     def test_brokers_replicate_over_their_service_names_with_scram(
         self, services: dict[str, Service], name: str
     ) -> None:
-        env = services[name]["environment"]
-        listener = env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+        config = kafka_config(services[name])
+        listener = config["inter.broker.listener.name"]
         protocols = dict(
-            item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+            item.split(":") for item in config["listener.security.protocol.map"].split(",")
         )
 
-        assert f"{listener}://{name}:9096" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        assert listeners(config["advertised.listeners"])[listener] == f"{name}:9096"
         assert protocols[listener] == "SASL_PLAINTEXT"
-        assert env["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"] == "SCRAM-SHA-512"
+        assert config["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
         assert "kafka_password" in secret_sources(services[name])
+        script = (KAFKA_DIR / "start.sh").read_text()
+        assert f"listener.name.{listener.lower()}.scram-sha-512.sasl.jaas.config=" in script
 
     def test_listens_inside_the_network_and_for_the_host(
         self, services: dict[str, Service]
@@ -417,29 +463,29 @@ class TestKafka:
         host_ports = set()
         for name in BROKERS:
             kafka = services[name]
-            advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
-            external = next(a for a in advertised if a.startswith("EXTERNAL://"))
-            port = int(external.rpartition(":")[2])
+            advertised = listeners(kafka_config(kafka)["advertised.listeners"])
+            host, _, port = advertised["EXTERNAL"].rpartition(":")
 
-            assert f"INTERNAL://{name}:9092" in advertised
-            assert external == f"EXTERNAL://127.0.0.1:{port}"
-            assert published(kafka)[9094] == ("127.0.0.1", port)
+            assert advertised["INTERNAL"] == f"{name}:9092"
+            assert host == "127.0.0.1"
+            assert published(kafka)[9094] == ("127.0.0.1", int(port))
             host_ports.add(port)
         assert len(host_ports) == len(BROKERS)
 
-    @pytest.mark.parametrize("name", list(BROKERS))
+    @pytest.mark.parametrize("name", BROKERS)
     def test_keeps_its_log_in_a_named_volume(self, services: dict[str, Service], name: str) -> None:
         kafka = services[name]
-        log_dir = kafka["environment"]["KAFKA_LOG_DIRS"]
+        log_dir = kafka_config(kafka)["log.dirs"]
 
         assert [m["type"] for m in kafka["volumes"] if m["target"] == log_dir] == ["volume"]
 
     def test_each_node_has_a_volume_of_its_own(self, services: dict[str, Service]) -> None:
+        log_dir = kafka_config(services["kafka"])["log.dirs"]
         sources = [
             m["source"]
             for name in BROKERS
             for m in services[name]["volumes"]
-            if m["target"] == services[name]["environment"]["KAFKA_LOG_DIRS"]
+            if m["target"] == log_dir
         ]
 
         assert len(set(sources)) == len(BROKERS)
@@ -454,11 +500,15 @@ class TestRedis:
         assert server[server.index("--appendonly") + 1] == "yes"
         assert server[server.index("--notify-keyspace-events") + 1] == "K$"
 
-    def test_runs_through_the_image_entrypoint(self, services: dict[str, Service]) -> None:
-        # docker-entrypoint.sh drops root for the redis user; a bare redis-server would not.
-        script = unescape(services["redis"]["command"][2])
+    @pytest.mark.parametrize("name", ["redis", "redis-idempotency"])
+    def test_runs_the_server_as_the_redis_user(
+        self, services: dict[str, Service], name: str
+    ) -> None:
+        # The server itself, not an image's entrypoint script; never as root.
+        script = unescape(services[name]["command"][2])
 
-        assert "exec docker-entrypoint.sh redis-server " in script
+        assert services[name]["user"] == "redis"
+        assert "exec redis-server " in script
 
     @pytest.mark.parametrize("name", ["redis", "redis-idempotency"])
     def test_is_checked_and_persistent(self, services: dict[str, Service], name: str) -> None:
@@ -636,21 +686,18 @@ class TestCredentials:
         assert "REDISCLI_AUTH=" in healthcheck
         assert f"/run/secrets/{password}" in healthcheck
 
-    @pytest.mark.parametrize("broker", list(BROKERS))
+    @pytest.mark.parametrize("broker", BROKERS)
     def test_kafka_clients_log_in_with_scram(
         self, services: dict[str, Service], broker: str
     ) -> None:
-        env = services[broker]["environment"]
+        config = kafka_config(services[broker])
         protocols = dict(
-            item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+            item.split(":") for item in config["listener.security.protocol.map"].split(",")
         )
-        advertised = {
-            item.split("://")[0]: item.split("://")[1]
-            for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-        }
+        script = (KAFKA_DIR / "start.sh").read_text()
 
-        assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
-        for listener, address in advertised.items():
+        assert config["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+        for listener, address in listeners(config["advertised.listeners"]).items():
             if protocols[listener] == "PLAINTEXT":
                 # Only inside the container: the broker itself and its healthcheck.
                 assert address.startswith("127.0.0.1:"), listener
@@ -660,32 +707,20 @@ class TestCredentials:
                 ), listener
             else:
                 assert protocols[listener] in ("SASL_PLAINTEXT", "SASL_SSL"), listener
-        jaas = env["KAFKA_OPTS"].removeprefix("-Djava.security.auth.login.config=")
-        assert any(m["target"] == jaas for m in services[broker]["volumes"])
+                # Each SASL listener has its login module (the brokers' side of SCRAM).
+                jaas = f"listener.name.{listener.lower()}.scram-sha-512.sasl.jaas.config"
+                assert jaas in config or f"{jaas}=" in script, listener
 
-    @pytest.mark.parametrize("broker", list(BROKERS))
     def test_kafka_storage_is_formatted_with_the_services_user(
-        self, services: dict[str, Service], broker: str
+        self, services: dict[str, Service]
     ) -> None:
-        storage = services[BROKERS[broker]]
-        script = unescape(storage["command"][0])
+        script = (KAFKA_DIR / "start.sh").read_text()
         user = services["writer"]["environment"]["REGIONSTORE_KAFKA__SASL_USERNAME"]
-        log_dir = services[broker]["environment"]["KAFKA_LOG_DIRS"]
 
-        assert services[broker]["depends_on"][BROKERS[broker]]["condition"] == (
-            "service_completed_successfully"
-        )
         assert f'--add-scram "SCRAM-SHA-512=[name={user},password=$password]"' in script
         assert 'password="$(cat /run/secrets/kafka_password)"' in script
-        assert "--ignore-formatted" in script
-        node_env = services[broker]["environment"]
-        assert storage["environment"]["NODE_ID"] == node_env["KAFKA_NODE_ID"]
-        assert f"controller.quorum.voters={node_env['KAFKA_CONTROLLER_QUORUM_VOTERS']}" in script
-        assert f"log.dirs={log_dir}" in script
-        assert storage["environment"]["CLUSTER_ID"] == services[broker]["environment"]["CLUSTER_ID"]
-        assert [m["source"] for m in storage["volumes"] if m["target"] == log_dir] == [
-            next(m["source"] for m in services[broker]["volumes"] if m["target"] == log_dir)
-        ]
+        assert '--ignore-formatted --cluster-id "$CLUSTER_ID"' in script
+        assert script.index("kafka-storage.sh format") < script.index("kafka-server-start.sh")
 
     @pytest.mark.parametrize("name", list(APP_SERVICES))
     def test_services_run_in_production_with_every_credential(
@@ -815,8 +850,8 @@ class TestHostTestSettings:
         assert len(servers) == len(BROKERS)
         for server, name in zip(servers, BROKERS, strict=True):
             port = int(server.rpartition(":")[2])
-            advertised = services[name]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
-            assert f"EXTERNAL://{server}" in advertised, name
+            advertised = listeners(kafka_config(services[name])["advertised.listeners"])
+            assert advertised["EXTERNAL"] == server, name
             assert port in {hp for _, hp in published(services[name]).values()}, name
         assert host_env["REGIONSTORE_KAFKA__REPLICATION_FACTOR"] == "3"
 

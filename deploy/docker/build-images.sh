@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds every image deploy/compose.yaml + deploy/compose.local-images.yaml run, with no registry:
+#   build-images.sh REPO_ROOT CACHE_DIR
+#
+#   regionstore-base:local        Debian bookworm (minbase, python3), made with debootstrap and
+#                                 `docker import`ed: the base of everything below but the stores
+#   regionstore-uv:local          the uv binary alone, imported, for deploy/Dockerfile's uv stage
+#   regionstore:dev               deploy/Dockerfile on the base (PyPI through uv.lock)
+#   regionstore-kafka:local       Debian's JRE + the Kafka jars of CACHE_DIR/kafka/libs
+#   regionstore-redis:local       Debian's redis-server
+#   regionstore-docdb-root:local  the local stack's DocumentDB root (CACHE_DIR/docdb-root), imported
+#   regionstore-store:local       that root + FerretDB 2 (CACHE_DIR/bin): one region's store
+#
+# The debootstrapped root is kept as CACHE_DIR/docker/base-root.tar, and an imported image is
+# imported again only when missing; the builds use the engine's layer cache. Each step is timed.
+set -euo pipefail
+
+repo="${1:?usage: build-images.sh REPO_ROOT CACHE_DIR}"
+cache="${2:?usage: build-images.sh REPO_ROOT CACHE_DIR}"
+state="$cache/docker"
+here="$repo/deploy/docker"
+log="$state/build.log"
+
+fail() { echo "docker images: $*" >&2; exit 1; }
+step() {  # step NAME COMMAND...: runs it, logs it, times it
+  local name="$1" start=$SECONDS
+  shift
+  "$@" >>"$log" 2>&1 || fail "$name could not be built: see the end of $log, fix that, then make compose-images"
+  printf '  %-26s %4ds\n' "$name" $((SECONDS - start))
+}
+missing() { ! docker image inspect "$1" >/dev/null 2>&1; }
+
+command -v docker >/dev/null || fail "no docker CLI here: make compose-engine (as root) installs Debian's docker.io"
+docker info >/dev/null 2>&1 || fail "no Docker engine answers: make compose-engine (as root) starts Debian's"
+: "${FERRETDB:=$(ls "$cache"/bin/ferretdb-v2.* 2>/dev/null | tail -n 1)}"
+: "${DOCDB_ROOT:=$cache/docdb-root}"
+[[ -x "$FERRETDB" ]] || fail "no FerretDB binary in $cache/bin: run make tools STORE_IMPL=ferretdb"
+[[ -f "$DOCDB_ROOT/.complete" ]] || fail "no DocumentDB root at $DOCDB_ROOT: run make tools STORE_IMPL=ferretdb"
+[[ -f "$cache/kafka/libs/.complete" ]] || fail "no Kafka jars in $cache/kafka/libs: run make tools"
+
+mkdir -p "$state"
+: >"$log"
+
+# docker 20.10's own CLI has BuildKit built in; a newer CLI needs its buildx plugin for it.
+build_cli=(docker)
+if ! docker buildx version >/dev/null 2>&1 && [[ -x /usr/bin/docker ]]; then build_cli=(/usr/bin/docker); fi
+# --network host: RUN steps reach PyPI and the Debian mirror as the host does.
+build() { DOCKER_BUILDKIT=1 "${build_cli[@]}" build --network host --progress plain "$@"; }
+
+base_root() {
+  [[ $EUID -eq 0 ]] || fail "debootstrap needs root"
+  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
+  local mirror root="$state/base-root.tmp"
+  mirror="$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+    | tr ' ' '\n' | grep -E '/debian/?$' | head -n 1)" || true
+  mirror="${DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}"
+  rm -rf "$root"
+  # bookworm: Python 3.11, the interpreter the test suite runs on.
+  debootstrap --variant=minbase --include=python3,ca-certificates bookworm "$root" "$mirror"
+  # No service is started while an image is built; docs and caches stay out of the image.
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
+  # The host's own CA certificates (a TLS-inspecting egress proxy's, say), so that builds reach
+  # PyPI as the host does.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null
+  fi
+  # (man1 stays: packages such as the JRE link their pages into it through update-alternatives.)
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/info/*
+  mkdir -p "$root/usr/share/man/man1"
+  tar --numeric-owner -C "$root" -cf "$state/base-root.tar.tmp" .
+  mv "$state/base-root.tar.tmp" "$state/base-root.tar"
+  rm -rf "$root"
+}
+
+uv_image() {
+  local uv dir="$state/uv"
+  uv="$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null)" || uv="$(command -v uv)"
+  file -L "$uv" | grep -q ELF || fail "no uv binary found (pip install uv)"
+  rm -rf "$dir" && mkdir -p "$dir" && cp "$uv" "$dir/uv"
+  tar -C "$dir" -c uv | docker import -m "uv $("$uv" --version)" - regionstore-uv:local
+}
+
+context() {  # context NAME FILES...: a fresh build context in CACHE_DIR/docker/NAME
+  local dir="$state/$1"
+  shift
+  rm -rf "$dir" && mkdir -p "$dir" && cp -r "$@" "$dir/"
+  echo "$dir"
+}
+
+echo "building the images (log: $log)"
+[[ -s "$state/base-root.tar" ]] || step "base root (debootstrap)" base_root
+# uv reads its CA bundle from SSL_CERT_FILE, as the system's Python does.
+missing regionstore-base:local && step "import base" docker import \
+  -c 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' "$state/base-root.tar" regionstore-base:local
+missing regionstore-uv:local && step "import uv" uv_image
+step "regionstore:dev" build -f "$repo/deploy/Dockerfile" --build-arg PYTHON_IMAGE=regionstore-base:local \
+  --build-arg UV_IMAGE=regionstore-uv:local --build-arg PYTHON=/usr/bin/python3 -t regionstore:dev "$repo"
+kafka_context="$(context kafka-context "$here/kafka/Dockerfile" "$here/kafka/bin" \
+  "$repo/deploy/local/kafka/log4j2.xml" "$cache/kafka/libs")"
+step "regionstore-kafka:local" build -t regionstore-kafka:local "$kafka_context"
+step "regionstore-redis:local" build -t regionstore-redis:local "$here/redis"
+if missing regionstore-docdb-root:local; then
+  step "import DocumentDB root" bash -c 'tar --numeric-owner -C "$1" -c . | docker import - regionstore-docdb-root:local' _ "$DOCDB_ROOT"
+fi
+store_context="$(context store-context "$here/store/Dockerfile" "$here/store/start.sh" "$here/store/healthy.sh")"
+cp "$FERRETDB" "$store_context/ferretdb"
+step "regionstore-store:local" build -t regionstore-store:local "$store_context"
+
+echo "image sizes:"
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^regionstore' | sort | sed 's/^/  /'

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# CI's Docker path (make test-docker): a Docker engine, every image built here with no registry,
+# deploy/compose.yaml + compose.local-images.yaml up on the ports of compose.ci-ports.env, the
+# integration tests and the container-kill test against it, then the stack down with its
+# volumes (a run starts from empty ones too). Each step is timed; the stack is brought down
+# whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+# UP_TIMEOUT: three JVMs and three PostgreSQL on two shared cores take minutes to be healthy.
+settings=(COMPOSE_IMAGES=local COMPOSE_PORTS=deploy/compose.ci-ports.env UP_TIMEOUT=600)
+timings=()
+step() {  # step NAME COMMAND...
+  local name="$1" start=$SECONDS status=0
+  shift
+  echo "=== docker: $name"
+  "$@" || status=$?
+  timings+=("$(printf '%-14s %4ds' "$name" $((SECONDS - start)))$(if ((status)); then echo " (exit $status)"; fi)")
+  return "$status"
+}
+report() {
+  local status=$?
+  step "down" make compose-down "${settings[@]}" COMPOSE_DOWN_FLAGS=--volumes || true
+  echo "=== docker: timings"
+  printf '  %s\n' "${timings[@]}"
+  exit "$status"
+}
+
+step "engine" make compose-engine
+# The compose plugin is built from its Go module (tests/compose/install-tools.sh) by make test.
+docker compose version >/dev/null 2>&1 || step "compose tool" make compose-tools
+trap report EXIT
+step "clean start" make compose-down "${settings[@]}" COMPOSE_DOWN_FLAGS=--volumes
+step "images" make compose-images "${settings[@]}" || { tail -n 30 "${CACHE_DIR:-.cache}/docker/build.log" >&2; exit 1; }
+step "up" make compose-up "${settings[@]}"
+step "tests" make test-compose "${settings[@]}"

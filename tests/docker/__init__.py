@@ -1,0 +1,1 @@
+"""Tests that need deploy/compose.yaml running in Docker (make test-compose runs them)."""
