@@ -25,6 +25,13 @@ KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT
 # One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
 # replicators (make up SCALE=2).
 SCALE ?= 1
+# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,disk,kill`.
+# With links among them (partition, all, or `make up FAULTS=1`), Toxiproxy runs in the stack and
+# the services reach Kafka, both Redis, every store and (SCALE=2) the gateways through it
+# (deploy/local/links.yaml). Without FAULTS the stack is as ever.
+FAULTS ?=
+comma := ,
+LINKS := $(if $(filter 1 all partition,$(subst $(comma), ,$(FAULTS))),1)
 # Services to start with the infra; `make up SERVICES=` runs the infra alone.
 SERVICES ?= gateway writer replicator recovery
 UP_TIMEOUT ?= 300
@@ -39,6 +46,9 @@ FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)
 # PostgreSQL 18 with DocumentDB, in a Debian unstable root (deploy/local/bin/docdb-root.sh).
 DOCDB_ROOT := $(CACHE_DIR)/docdb-root
 STORE_TOOLS := $(if $(filter ferretdb,$(STORE_IMPL)),$(FERRETDB) $(DOCDB_ROOT)/.complete)
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY := $(CACHE_DIR)/bin/toxiproxy-server-$(TOXIPROXY_VERSION)
+LINK_TOOLS := $(if $(LINKS),$(TOXIPROXY))
 KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
 PYTHON ?= $(ROOT)/.venv/bin/python
 PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
@@ -52,6 +62,9 @@ export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_C
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT
 export SCALE GATEWAY_2_PORT WRITER_2_PORT REPLICATOR_2_PORT BALANCER_PORT
+export LINKS TOXIPROXY TOXIPROXY_PORT KAFKA_LINK_PORT KAFKA_LINK_BROKER_PORT REDIS_LINK_PORT
+export IDEMPOTENCY_REDIS_LINK_PORT REGION_1_LINK_PORT REGION_2_LINK_PORT REGION_3_LINK_PORT
+export GATEWAY_LINK_PORT GATEWAY_2_LINK_PORT
 # process-compose's CLI (`process-compose process list`) finds the server through this.
 export PC_PORT_NUM := $(PC_PORT)
 # uv must use the machine's Python, never download one.
@@ -131,7 +144,7 @@ prereqs: uv ## check (and where possible install) the tools the stack needs
 	@$(LOCAL)/prereqs.sh --install
 
 .PHONY: tools
-tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
+tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(LINK_TOOLS) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
 
 $(PROCESS_COMPOSE): | prereqs
 	@echo "building process-compose $(PROCESS_COMPOSE_VERSION) into $(@D)"
@@ -140,6 +153,10 @@ $(PROCESS_COMPOSE): | prereqs
 $(FERRETDB): | prereqs
 	@echo "building FerretDB $(FERRETDB_VERSION) into $(@D)"
 	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB/v2 $(FERRETDB_VERSION) ./cmd/ferretdb $@
+
+$(TOXIPROXY): | prereqs
+	@echo "building Toxiproxy $(TOXIPROXY_VERSION) into $(@D)"
+	@$(LOCAL)/install-go-tool.sh github.com/Shopify/toxiproxy/v2 $(TOXIPROXY_VERSION) ./cmd/server $@
 
 $(DOCDB_ROOT)/.complete: | prereqs
 	@$(LOCAL)/docdb-root.sh $(DOCDB_ROOT)
