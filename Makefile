@@ -25,7 +25,7 @@ KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT
 # One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
 # replicators (make up SCALE=2).
 SCALE ?= 1
-# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,disk,kill`.
+# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,kill`.
 # With links among them (partition, all, or `make up FAULTS=1`), Toxiproxy runs in the stack and
 # the services reach Kafka, both Redis, every store and (SCALE=2) the gateways through it
 # (deploy/local/links.yaml). Without FAULTS the stack is as ever.
@@ -266,11 +266,14 @@ ROUNDS ?= 1
 WRITES ?= 20000
 # Extra gateways beside the stack's, one per clock offset (faketime): make chaos SKEW=-30ms,-10s
 SKEW ?=
+# The nemesis's seed (printed by every round; empty: a random one).
+SEED ?=
 
 .PHONY: chaos
-chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3 [SKEW=-30ms,-10s]
+chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,kill|all] [SEED=n] [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)'
+		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)' \
+		--faults='$(or $(FAULTS),kill)' $(if $(SEED),--seed $(SEED))
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
