@@ -208,16 +208,18 @@ helm-tools: sync ## build the Helm chart's validators and schemas into CACHE_DIR
 
 PYTEST_ARGS ?=
 # The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
-# (marker `scale`) two of each service: a whole run on the default stack leaves them to
-# `make test-quorum` and `make test-scale` after the rest.
-LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE))),,yes)
+# (marker `scale`) two of each service, the mixed chaos round (marker `links`) the Toxiproxy
+# links: a whole run on the default stack leaves them to `make test-quorum`, `make test-scale`
+# and `make test-links` after the rest.
+LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE)),$(LINKS)),,yes)
 
 .PHONY: test
 test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
 	@echo "uv run pytest $(PYTEST_ARGS)"
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale')
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale and not links')
 	@$(if $(LATER),$(MAKE) test-quorum)
 	@$(if $(LATER),$(MAKE) test-scale)
+	@$(if $(LATER),$(MAKE) test-links)
 
 .PHONY: test-quorum
 test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
@@ -230,6 +232,12 @@ test-scale: ## the scale-out tests on two of each service behind HAProxy (stops 
 	@$(STACKCTL) down
 	@$(MAKE) test SCALE=2 PYTEST_ARGS='-m scale'
 	@$(MAKE) down SCALE=2
+
+.PHONY: test-links
+test-links: ## the mixed chaos round (partitions, pauses, clock steps, kills) on a stack with its Toxiproxy links (stops a running stack first, and after)
+	@$(STACKCTL) down
+	@$(MAKE) test FAULTS=1 PYTEST_ARGS='-m links'
+	@$(MAKE) down FAULTS=1
 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack
