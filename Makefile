@@ -274,14 +274,16 @@ ROUNDS ?= 1
 WRITES ?= 20000
 # Extra gateways beside the stack's, one per clock offset (faketime): make chaos SKEW=-30ms,-10s
 SKEW ?=
-# The nemesis's seed (printed by every round; empty: a random one).
+# The nemesis's seed (printed by every round; empty: a random one), and its faults other than
+# kills per round.
 SEED ?=
+NEMESIS_FAULTS ?= 10
 
 .PHONY: chaos
 chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,kill|all] [SEED=n] [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
 		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)' \
-		--faults='$(or $(FAULTS),kill)' $(if $(SEED),--seed $(SEED))
+		--faults='$(or $(FAULTS),kill)' --random-faults $(NEMESIS_FAULTS) $(if $(SEED),--seed $(SEED))
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
