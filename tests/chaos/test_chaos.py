@@ -32,7 +32,7 @@ async def test_a_mixed_round_of_faults_and_a_skewed_clock_loses_and_overtakes_no
         skews=("-30ms",),
         kinds=KINDS,
         seed=int(seed) if seed else None,
-        random_faults=int(os.environ.get("REGIONSTORE_CHAOS_FAULTS", "6")),
+        random_faults=int(os.environ.get("REGIONSTORE_CHAOS_FAULTS", "4")),
     )
     result = await run_round(stack, plan)
     report = summary([result])
