@@ -33,7 +33,7 @@ import httpx
 
 from regionstore_shared.ports import port, service_url
 from tests.chaos import faults
-from tests.stack import Stack, _is_ready
+from tests.stack import Stack
 
 KINDS = ("partition", "pause", "clock", "kill")
 """Every kind the nemesis can do (``disk`` is not one yet: docs/faults.md)."""
@@ -244,7 +244,10 @@ async def _all_ready(stack: Stack) -> None:
             name
             for name, state in states.items()
             if state["status"] != "Disabled"
-            and (state["status"] != "Running" or not _is_ready(state))
+            and (
+                state["status"] != "Running"
+                or (state["has_ready_probe"] and state["is_ready"] != "Ready")
+            )
         ]
         if not waiting:
             return
