@@ -26,6 +26,9 @@ PARK_AT_LEAST = 3000
 WATCH_EVERY_S = 0.2
 DRAIN_WATCH_EVERY_S = 0.02
 STEP_WITHIN_S = 120.0
+# A killed broker recovers every log before it is ready: on the shared 2-core machine, busy with
+# other stacks, that took over two minutes. The round proves what is kept, not how fast.
+RESTART_WITHIN_S = 300.0
 
 
 class FaultError(AssertionError):
@@ -50,7 +53,7 @@ async def plan(stack: Stack) -> list[str]:
 async def kill(stack: Stack, process: str, note: str = "") -> Kill:
     started = time.monotonic()
     pid = await stack.kill(process)
-    await stack.wait_ready(process, not_pid=pid)
+    await stack.wait_ready(process, not_pid=pid, within_s=RESTART_WITHIN_S)
     return Kill(process, round(time.monotonic() - started, 2), note)
 
 

@@ -60,7 +60,8 @@ CLOCK_STEPS = ("-0.005", "-0.03", "+0.05", "-10", "+10", "-1d", "+1d")
 CLOCK_GATEWAY = "gateway-clock"
 """The extra gateway whose clock the nemesis steps (and which leases its clock id)."""
 HOLD_S = (4.0, 12.0)
-READY_WITHIN_S = 120.0
+READY_WITHIN_S = 300.0
+"""As long as a killed process may take to be back (faults.RESTART_WITHIN_S)."""
 
 
 class NemesisError(AssertionError):
