@@ -150,6 +150,8 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             )
         nemesis.plan(await faults.plan(stack), plan.random_faults)
         print(f"nemesis seed {seed} ({', '.join(plan.kinds)}): {len(nemesis.steps)} faults")
+        # The schedule up front: a round that fails half way still says what came when.
+        print("; ".join(f"{n}. {f.label}" for n, f in enumerate(nemesis.steps, 1)), flush=True)
         stop = asyncio.Event()
         clients = [
             Client(n, [front, *skewed], ledger, settings.region_map) for n in range(plan.clients)
