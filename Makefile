@@ -25,6 +25,13 @@ KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT
 # One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
 # replicators (make up SCALE=2).
 SCALE ?= 1
+# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,kill`.
+# With links among them (partition, all, or `make up FAULTS=1`), Toxiproxy runs in the stack and
+# the services reach Kafka, both Redis, every store and (SCALE=2) the gateways through it
+# (deploy/local/links.yaml). Without FAULTS the stack is as ever.
+FAULTS ?=
+comma := ,
+LINKS := $(if $(filter 1 all partition,$(subst $(comma), ,$(FAULTS))),1)
 # Services to start with the infra; `make up SERVICES=` runs the infra alone.
 SERVICES ?= gateway writer replicator recovery
 # The services send their spans to the stack's OTLP receiver, which writes them to
@@ -44,6 +51,9 @@ FERRETDB := $(CACHE_DIR)/bin/ferretdb-$(FERRETDB_VERSION)
 # PostgreSQL 18 with DocumentDB, in a Debian unstable root (deploy/local/bin/docdb-root.sh).
 DOCDB_ROOT := $(CACHE_DIR)/docdb-root
 STORE_TOOLS := $(if $(filter ferretdb,$(STORE_IMPL)),$(FERRETDB) $(DOCDB_ROOT)/.complete)
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY := $(CACHE_DIR)/bin/toxiproxy-server-$(TOXIPROXY_VERSION)
+LINK_TOOLS := $(if $(LINKS),$(TOXIPROXY))
 KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
 PYTHON ?= $(ROOT)/.venv/bin/python
 PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
@@ -57,6 +67,9 @@ export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_C
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT OTLP_PORT OTEL_ENDPOINT
 export SCALE GATEWAY_2_PORT WRITER_2_PORT REPLICATOR_2_PORT BALANCER_PORT
+export LINKS TOXIPROXY TOXIPROXY_PORT KAFKA_LINK_PORT KAFKA_LINK_BROKER_PORT REDIS_LINK_PORT
+export IDEMPOTENCY_REDIS_LINK_PORT REGION_1_LINK_PORT REGION_2_LINK_PORT REGION_3_LINK_PORT
+export GATEWAY_LINK_PORT GATEWAY_2_LINK_PORT
 # process-compose's CLI (`process-compose process list`) finds the server through this.
 export PC_PORT_NUM := $(PC_PORT)
 # uv must use the machine's Python, never download one.
@@ -136,7 +149,7 @@ prereqs: uv ## check (and where possible install) the tools the stack needs
 	@$(LOCAL)/prereqs.sh --install
 
 .PHONY: tools
-tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
+tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(LINK_TOOLS) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
 
 $(PROCESS_COMPOSE): | prereqs
 	@echo "building process-compose $(PROCESS_COMPOSE_VERSION) into $(@D)"
@@ -145,6 +158,10 @@ $(PROCESS_COMPOSE): | prereqs
 $(FERRETDB): | prereqs
 	@echo "building FerretDB $(FERRETDB_VERSION) into $(@D)"
 	@$(LOCAL)/install-go-tool.sh github.com/FerretDB/FerretDB/v2 $(FERRETDB_VERSION) ./cmd/ferretdb $@
+
+$(TOXIPROXY): | prereqs
+	@echo "building Toxiproxy $(TOXIPROXY_VERSION) into $(@D)"
+	@$(LOCAL)/install-go-tool.sh github.com/Shopify/toxiproxy/v2 $(TOXIPROXY_VERSION) ./cmd/server $@
 
 $(DOCDB_ROOT)/.complete: | prereqs
 	@$(LOCAL)/docdb-root.sh $(DOCDB_ROOT)
@@ -197,15 +214,17 @@ helm-tools: sync ## build the Helm chart's validators and schemas into CACHE_DIR
 PYTEST_ARGS ?=
 # The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
 # (marker `scale`) two of each service: a whole run on the default stack leaves them to
-# `make test-quorum` and `make test-scale` after the rest. The Docker path is its own run,
-# `make test-docker` (images built here, deploy/compose.yaml up, its tests, down): its kill
-# round found one overtaken write once, not yet explained, and it takes 10-17 minutes here.
-LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE))),,yes)
+# `make test-quorum` and `make test-scale` after the rest. Two runs are their own, not part of
+# `make test` yet: `make test-links`, the mixed chaos round (marker `links`) on a stack with its
+# Toxiproxy links, where a writer once stayed wedged after a Kafka kill (docs/faults.md); and
+# `make test-docker` (images built here, deploy/compose.yaml up, its tests, down), whose kill
+# round found one overtaken write once, not yet explained, and which takes 10-17 minutes here.
+LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE)),$(LINKS)),,yes)
 
 .PHONY: test
 test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS='tests/integration -k smoke'); starts the stack if needed
 	@echo "uv run pytest $(PYTEST_ARGS)"
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale')
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale and not links')
 	@$(if $(LATER),$(MAKE) test-quorum)
 	@$(if $(LATER),$(MAKE) test-scale)
 
@@ -220,6 +239,12 @@ test-scale: ## the scale-out tests on two of each service behind HAProxy (stops 
 	@$(STACKCTL) down
 	@$(MAKE) test SCALE=2 PYTEST_ARGS='-m scale'
 	@$(MAKE) down SCALE=2
+
+.PHONY: test-links
+test-links: ## the mixed chaos round (partitions, pauses, clock steps, kills) on a stack with its Toxiproxy links (stops a running stack first, and after)
+	@$(STACKCTL) down
+	@$(MAKE) test FAULTS=1 PYTEST_ARGS='-m links'
+	@$(MAKE) down FAULTS=1
 
 .PHONY: test-unit
 test-unit: sync ## tests that need no running stack
@@ -260,11 +285,16 @@ ROUNDS ?= 1
 WRITES ?= 20000
 # Extra gateways beside the stack's, one per clock offset (faketime): make chaos SKEW=-30ms,-10s
 SKEW ?=
+# The nemesis's seed (printed by every round; empty: a random one), and its faults other than
+# kills per round.
+SEED ?=
+NEMESIS_FAULTS ?= 10
 
 .PHONY: chaos
-chaos: up ## SIGKILL every process kind under load and prove nothing was lost: make chaos ROUNDS=3 [SKEW=-30ms,-10s]
+chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,kill|all] [SEED=n] [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
-		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)'
+		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)' \
+		--faults='$(or $(FAULTS),kill)' --random-faults $(NEMESIS_FAULTS) $(if $(SEED),--seed $(SEED))
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*

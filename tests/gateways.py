@@ -91,6 +91,24 @@ async def extra_gateway(
 ) -> AsyncIterator[str]:
     """Run one more gateway, ready, for the block; its base URL is yielded. With
     ``clock_file``, its clock's offset is what the file says (``FAKETIME`` syntax) when read."""
+    gateway = extra_gateway_process(
+        stack, port=port, node_id=node_id, offset=offset, log=log, clock_file=clock_file
+    )
+    async with gateway as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def extra_gateway_process(
+    stack: Stack,
+    *,
+    port: int,
+    node_id: int,
+    offset: Skew,
+    log: Path,
+    clock_file: Path | None = None,
+) -> AsyncIterator[tuple[str, int]]:
+    """As :func:`extra_gateway`, yielding its pid too (to pause it)."""
     pid = await stack.pid("gateway")
     env = process_environment(pid) | faking(offset, clock_file)
     env |= {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_NODE_ID": str(node_id)}
@@ -104,7 +122,7 @@ async def extra_gateway(
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_serving(url, process, within_s=READY_WITHIN_S, why=lambda: _tail(log))
-        yield url
+        yield url, process.pid
     finally:
         await stop([process], within_s=STOP_WITHIN_S)
 

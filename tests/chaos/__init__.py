@@ -6,4 +6,7 @@ the middle of a drain, the Kafka broker, Redis and every process of every region
 time. Then it settles and proves, through the stores' audit (placement from the zip, every
 field, strays) and the command topic, that every acknowledged write is at its final content
 where it belongs, no deleted customer is live, and no write answered "not accepted" was applied.
+With ``--faults`` (`make chaos FAULTS=...`), :mod:`tests.chaos.nemesis` mixes the kills with link
+faults, pauses and clock steps from a printed seed, and :mod:`tests.chaos.measure` says what each
+did to writes and reads (docs/faults.md).
 """

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from tests.chaos.nemesis import KINDS, kinds_of
 from tests.chaos.run import RoundPlan, RoundResult, run_round, summary
 from tests.stack import Endpoints, Stack
 
@@ -29,6 +31,21 @@ def _arguments() -> argparse.Namespace:
         "(-5ms, -30ms, -50ms, -10s, -1d, +1d, or any FAKETIME offset); clients send each "
         "request through the next gateway",
     )
+    parser.add_argument(
+        "--faults",
+        default="kill",
+        help=f"fault kinds, comma-separated, or all: {', '.join(KINDS)} (default kill); "
+        "partition needs the stack's links (make up FAULTS=1)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="the nemesis's seed (default: random, printed)"
+    )
+    parser.add_argument(
+        "--random-faults",
+        type=int,
+        default=default.random_faults,
+        help="faults other than kills per round",
+    )
     return parser.parse_args()
 
 
@@ -37,14 +54,23 @@ async def _main(arguments: argparse.Namespace) -> list[RoundResult]:
     if not stack.api_answers():
         raise SystemExit("the local stack is not running: make up")
     skews = tuple(offset for offset in arguments.skew.split(",") if offset)
-    plan = RoundPlan(writes=arguments.writes, clients=arguments.clients, skews=skews)
+    kinds = kinds_of(arguments.faults)
+    plan = RoundPlan(
+        writes=arguments.writes,
+        clients=arguments.clients,
+        skews=skews,
+        kinds=kinds,
+        random_faults=arguments.random_faults,
+    )
     results = []
     for number in range(1, arguments.rounds + 1):
+        # Round n of a seeded run uses seed + n - 1: the whole run is reproducible.
+        seed = None if arguments.seed is None else arguments.seed + number - 1
         print(
-            f"round {number}/{arguments.rounds}: {plan.writes:,} writes, every kind killed once"
+            f"round {number}/{arguments.rounds}: {plan.writes:,} writes, faults {', '.join(kinds)}"
             + (f", gateways offset {', '.join(skews)}" if skews else "")
         )
-        results.append(await run_round(stack, plan))
+        results.append(await run_round(stack, dataclasses.replace(plan, seed=seed)))
         print(summary(results[-1:]), flush=True)
     return results
 

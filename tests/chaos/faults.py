@@ -1,4 +1,5 @@
-"""The kills of a chaos round: SIGKILL every process kind of the stack, one at a time.
+"""The kills of a chaos round: SIGKILL of every process kind of the stack, one at a time
+(:mod:`tests.chaos.nemesis` orders them among its other faults).
 
 Each kill waits until process-compose has the process back and ready before the next one.
 Recovery is killed in the middle of a drain: a region is flipped down until a backlog is
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -25,6 +26,9 @@ PARK_AT_LEAST = 3000
 WATCH_EVERY_S = 0.2
 DRAIN_WATCH_EVERY_S = 0.02
 STEP_WITHIN_S = 120.0
+# A killed broker recovers every log before it is ready: on the shared 2-core machine, busy with
+# other stacks, that took over two minutes. The round proves what is kept, not how fast.
+RESTART_WITHIN_S = 300.0
 
 
 class FaultError(AssertionError):
@@ -40,45 +44,27 @@ class Kill:
     note: str = ""
 
 
-@dataclass
-class Schedule:
-    """The kills of one round, in the order they happen."""
-
-    processes: list[str]
-    kills: list[Kill] = field(default_factory=list)
-
-
-async def plan(stack: Stack) -> Schedule:
+async def plan(stack: Stack) -> list[str]:
     """Every service, recovery mid-drain, Kafka, both Redis, and every process of every store."""
     stores = sorted(name for name in await stack.processes() if name.startswith("region_"))
-    return Schedule([*SERVICES, "recovery", *INFRA, *stores])
+    return [*SERVICES, "recovery", *INFRA, *stores]
 
 
-async def run(stack: Stack, http: httpx.AsyncClient, schedule: Schedule, pause_s: float) -> None:
-    """Kill each process of the schedule in turn, with ``pause_s`` of load after each."""
-    for process in schedule.processes:
-        if process == "recovery":
-            schedule.kills.append(await _kill_recovery_mid_drain(stack, http))
-        else:
-            schedule.kills.append(await _kill(stack, process))
-        await asyncio.sleep(pause_s)
-
-
-async def _kill(stack: Stack, process: str, note: str = "") -> Kill:
+async def kill(stack: Stack, process: str, note: str = "") -> Kill:
     started = time.monotonic()
     pid = await stack.kill(process)
-    await stack.wait_ready(process, not_pid=pid)
+    await stack.wait_ready(process, not_pid=pid, within_s=RESTART_WITHIN_S)
     return Kill(process, round(time.monotonic() - started, 2), note)
 
 
-async def _kill_recovery_mid_drain(stack: Stack, http: httpx.AsyncClient) -> Kill:
+async def kill_recovery_mid_drain(stack: Stack, http: httpx.AsyncClient) -> Kill:
     await _set_status(http, DRAIN_REGION, "unavailable")
     try:
         parked = await _wait_pending(http, lambda n: n >= PARK_AT_LEAST)
     finally:
         await _set_status(http, DRAIN_REGION, "available")
     draining = await _wait_pending(http, lambda n: n < parked, every_s=DRAIN_WATCH_EVERY_S)
-    return await _kill(
+    return await kill(
         stack, "recovery", f"{DRAIN_REGION}: {parked} parked, {draining} left when killed"
     )
 

@@ -48,6 +48,12 @@ class Ledger:
     resolved_after_unknown: int = 0
     unresolved: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    """Every answer a client had, when (monotonic): accepted, refused or unknown."""
+
+    def mark(self, outcome: str) -> None:
+        """Note an answer on the timeline."""
+        self.timeline.append((time.monotonic(), outcome))
 
     @property
     def total_acknowledged(self) -> int:
@@ -171,9 +177,11 @@ class Client:
         return self._gateways[self._sent % len(self._gateways)]
 
     def _resolved(self, write: Write, answer: Mapping[str, Any]) -> None:
+        self._ledger.mark("accepted")
         self._ledger.ack(write.kind, write.customer_id, answer, write.fields)
 
     def _refused(self, write: Write) -> None:
+        self._ledger.mark("refused")
         self._ledger.refused[write.kind] += 1
         self._forget(write)
 
@@ -220,6 +228,7 @@ class Client:
                     self._forget(write)
                     return
                 why = f"{response.status_code} {answer.get('outcome')}"
+            self._ledger.mark("unknown")
             if time.monotonic() > deadline:
                 self._unresolved(write, why)
                 return
@@ -252,6 +261,7 @@ class Client:
                     self._ledger.errors.append(f"batch item {write.item()}: {result}")
                     self._forget(write)
                 else:
+                    self._ledger.mark("unknown")
                     retry.append(write)
             tried.update(w.key for w in retry)
             writes = retry

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,13 +17,16 @@ from typing import Any
 import httpx
 
 from regionstore_shared.clients import MongoClient, customers, mongo_client
+from regionstore_shared.ports import port, service_url
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, wait_for_clean
 from regionstore_testing.ports import free_port
 from tests.chaos import faults
 from tests.chaos.load import Client, Ledger
+from tests.chaos.measure import FaultRow, Reader, measure
+from tests.chaos.nemesis import CLOCK_GATEWAY, Happened, Nemesis
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
-from tests.gateways import extra_gateway, skew
+from tests.gateways import extra_gateway, extra_gateway_process, skew
 from tests.keys import headers
 from tests.stack import Stack
 
@@ -30,6 +34,8 @@ SETTLE_WITHIN_S = 300.0
 AUDIT_WITHIN_S = 120.0
 SKEWED_NODE_IDS = 20
 """The clock id of the first extra gateway (the stack's use 0 and 1)."""
+CLOCK_NODE_ID = 40
+"""The clock id of the gateway whose clock the nemesis steps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,12 @@ class RoundPlan:
     skews: tuple[str, ...] = ()
     """Extra gateways, one per clock offset (``tests.gateways.SKEWS``), beside the stack's:
     every client sends its requests through each gateway in turn."""
+    kinds: tuple[str, ...] = ("kill",)
+    """The nemesis's fault kinds (``tests.chaos.nemesis.KINDS``)."""
+    seed: int | None = None
+    """The nemesis's seed; a random one (printed) when None."""
+    random_faults: int = 10
+    """Faults other than kills, picked at random from ``kinds``."""
 
 
 @dataclass
@@ -60,6 +72,10 @@ class RoundResult:
     audit: AuditReport
     topic: TopicCheck
     notes: list[str] = field(default_factory=list)
+    seed: int = 0
+    kinds: tuple[str, ...] = ()
+    happened: list[Happened] = field(default_factory=list)
+    faults: list[FaultRow] = field(default_factory=list)
 
     @property
     def total_acknowledged(self) -> int:
@@ -90,25 +106,63 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
     settings = CommonSettings()
     prefix = uuid.uuid4().hex[:8]
     ledger = Ledger(prefix)
+    seed = plan.seed if plan.seed is not None else random.randrange(2**32)
+    nemesis = Nemesis(seed, plan.kinds)
     start = await end_offsets(settings.kafka)
     async with contextlib.AsyncExitStack() as gateways:
         http = await gateways.enter_async_context(
             httpx.AsyncClient(base_url=stack.gateway_url, headers=headers(), timeout=30)
         )
+        # With partitions the clients reach the stack's gateway through its link.
+        front = http
+        if "partition" in plan.kinds:
+            front = await gateways.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=service_url(port("GATEWAY_LINK_PORT")), headers=headers(), timeout=30
+                )
+            )
         skewed = [
             await gateways.enter_async_context(_skewed_client(stack, offset, node))
             for node, offset in enumerate(plan.skews, start=SKEWED_NODE_IDS)
         ]
-        schedule = await faults.plan(stack)
+        clock_pid = None
+        if "clock" in plan.kinds:
+            nemesis.clock_file = (
+                Path(os.environ.get("RUN_DIR", ".run")) / "chaos" / f"{prefix}-clock"
+            )
+            nemesis.clock_file.parent.mkdir(parents=True, exist_ok=True)
+            nemesis.clock_file.write_text("+0\n")
+            log = Path(os.environ.get("RUN_DIR", ".run")) / "logs" / f"{CLOCK_GATEWAY}.log"
+            url, clock_pid = await gateways.enter_async_context(
+                extra_gateway_process(
+                    stack,
+                    port=free_port(),
+                    node_id=CLOCK_NODE_ID,
+                    offset=skew("0"),
+                    log=log,
+                    clock_file=nemesis.clock_file,
+                )
+            )
+            skewed.append(
+                await gateways.enter_async_context(
+                    httpx.AsyncClient(base_url=url, headers=headers(), timeout=30)
+                )
+            )
+        nemesis.plan(await faults.plan(stack), plan.random_faults)
+        print(f"nemesis seed {seed} ({', '.join(plan.kinds)}): {len(nemesis.steps)} faults")
+        # The schedule up front: a round that fails half way still says what came when.
+        print("; ".join(f"{n}. {f.label}" for n, f in enumerate(nemesis.steps, 1)), flush=True)
         stop = asyncio.Event()
         clients = [
-            Client(n, [http, *skewed], ledger, settings.region_map) for n in range(plan.clients)
+            Client(n, [front, *skewed], ledger, settings.region_map) for n in range(plan.clients)
         ]
+        reader = Reader(front, ledger)
         began = time.monotonic()
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(c.run(stop)) for c in clients]
+            group.create_task(reader.run(stop))
             try:
-                await faults.run(stack, http, schedule, plan.pause_s)
+                await nemesis.run(stack, http, plan.pause_s, clock_pid, began)
                 while ledger.total_acknowledged < plan.writes:
                     if all(t.done() for t in tasks):
                         break
@@ -131,12 +185,20 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         resolved_after_unknown=ledger.resolved_after_unknown,
         unresolved=len(ledger.unresolved),
         errors=ledger.errors[:20],
-        kills=schedule.kills,
+        kills=[
+            faults.Kill(h.fault.target, round(h.ready_s - h.began_s, 2), h.note)
+            for h in nemesis.happened
+            if h.fault.kind == "kill"
+        ],
         load_s=round(load_s, 1),
         settle_s=round(settle_s, 1),
         audit=report,
         topic=topic,
         notes=notes,
+        seed=seed,
+        kinds=plan.kinds,
+        happened=nemesis.happened,
+        faults=measure(nemesis.happened, ledger.timeline, reader.timeline, began),
     )
 
 
@@ -185,6 +247,29 @@ async def _audit(settings: CommonSettings, ledger: Ledger) -> AuditReport:
                 await client.close()
 
 
+def fault_table(rows: list[FaultRow]) -> list[str]:
+    """The faults of a round as a markdown table: answers while each was on, and recovery."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| fault | at s | held s | writes accepted / refused / unknown | reads answered "
+        "| reads degraded | writes clean again after s | note |",
+        "| --- " * 8 + "|",
+    ]
+    for row in rows:
+        answered = row.reads_available
+        reads = row.reads_ok + row.reads_degraded + row.reads_failed
+        lines.append(
+            f"| {row.label} | {row.began_s} | {row.held_s} "
+            f"| {row.accepted} / {row.refused} / {row.unknown} "
+            f"| {'-' if answered is None else f'{answered:.0%} of {reads}'} "
+            f"| {row.reads_degraded} "
+            f"| {'never' if row.recover_s is None else row.recover_s} | {row.note} |"
+        )
+    return lines
+
+
 def summary(results: list[RoundResult]) -> str:
     """The rounds as a markdown report."""
     lines = [
@@ -211,8 +296,10 @@ def summary(results: list[RoundResult]) -> str:
             "",
             f"Round {number} (customers `{r.prefix}*`): acknowledged {kinds}; "
             f"{r.topic.commands:,} commands in the topic; {'; '.join(r.notes)}.",
+            f"Nemesis seed {r.seed} ({', '.join(r.kinds)}; rerun with SEED={r.seed}).",
             f"Kills, each SIGKILL then ready again: {kills}.",
         ]
+        lines += fault_table(r.faults)
         problems = [*r.errors, *r.topic.examples]
         problems += [f"{kind}: {ex}" for kind, exs in r.audit.examples.items() for ex in exs]
         if problems or r.unresolved:

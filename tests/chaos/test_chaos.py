@@ -1,4 +1,6 @@
-"""One chaos round in the test suite: every process kind SIGKILLed under load, nothing lost."""
+"""The chaos rounds of the test suite: every process kind SIGKILLed under load (in `make test`),
+and a seeded mix of link faults, pauses, clock steps and those kills on a stack with its
+Toxiproxy links (`make test-links`); nothing lost, nothing overtaken."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ import os
 
 import pytest
 
+from tests.chaos.nemesis import KINDS
 from tests.chaos.run import RoundPlan, run_round, summary
 from tests.stack import Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1500)]
 
 
 async def test_a_round_of_kills_and_a_skewed_clock_loses_and_overtakes_nothing(
@@ -18,11 +21,37 @@ async def test_a_round_of_kills_and_a_skewed_clock_loses_and_overtakes_nothing(
     # Clients spread over the stack's gateway and one whose clock is 30 ms behind: a write
     # acknowledged after another must still win over it.
     plan = RoundPlan(
-        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "20000")), skews=("-30ms",)
+        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "20000")),
+        skews=("-30ms",),
+        random_faults=0,
     )
     result = await run_round(stack, plan)
     report = summary([result])
     print(report)
     assert result.total_acknowledged >= plan.writes, report
     assert {k.process for k in result.kills} >= {"gateway", "writer", "kafka", "redis"}, report
+    assert result.clean, report
+
+
+@pytest.mark.links
+async def test_a_mixed_round_of_faults_and_a_skewed_clock_loses_and_overtakes_nothing(
+    stack: Stack,
+) -> None:
+    # Clients spread over the stack's gateway (through its link), one whose clock is 30 ms
+    # behind, and one whose clock the nemesis steps: a write acknowledged after another must
+    # still win over it. REGIONSTORE_CHAOS_SEED replays a round (its seed is in the report).
+    seed = os.environ.get("REGIONSTORE_CHAOS_SEED")
+    plan = RoundPlan(
+        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "20000")),
+        skews=("-30ms",),
+        kinds=KINDS,
+        seed=int(seed) if seed else None,
+        random_faults=int(os.environ.get("REGIONSTORE_CHAOS_FAULTS", "4")),
+    )
+    result = await run_round(stack, plan)
+    report = summary([result])
+    print(report)
+    assert result.total_acknowledged >= plan.writes, report
+    assert {k.process for k in result.kills} >= {"gateway", "writer", "kafka", "redis"}, report
+    assert len(result.faults) == len(result.kills) + plan.random_faults, report
     assert result.clean, report

@@ -42,21 +42,20 @@ def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
     )
 
 
-async def end_offsets(settings: KafkaSettings) -> Offsets:
-    """Where the command topic ends now, per partition."""
+async def end_offsets(settings: KafkaSettings, topic: str | None = None) -> Offsets:
+    """Where the command topic (or ``topic``) ends now, per partition."""
+    name = topic or settings.command_topic
     admin = kafka_admin(settings, "regionstore-chaos")
     await admin.start()
     try:
-        described = await admin.describe_topics([settings.command_topic])
+        described = await admin.describe_topics([name])
     finally:
         await admin.close()
     wanted = [
-        TopicPartition(settings.command_topic, p["partition"])
-        for topic in described
-        for p in topic["partitions"]
+        TopicPartition(name, p["partition"]) for each in described for p in each["partitions"]
     ]
     if not wanted:
-        raise AssertionError(f"topic {settings.command_topic} has no partitions: {described}")
+        raise AssertionError(f"topic {name} has no partitions: {described}")
     consumer = _consumer(settings)
     await consumer.start()
     try:

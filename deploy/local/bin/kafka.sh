@@ -49,6 +49,16 @@ sed -e "s|@KAFKA_PORT@|$port|g" \
     -e "s|@KAFKA_MIN_ISR@|$min_isr|g" \
     -e "s|@KAFKA_DATA_DIR@|$data|g" \
     "$here/kafka/server.properties" >"$config"
+# With the fault points (make up FAULTS=..., links.yaml) the services reach the broker through
+# Toxiproxy: a listener of its own, advertised as the link's port, so that the addresses the
+# broker hands out keep those clients behind the link; everyone else keeps PLAINTEXT.
+if [[ "${LINKS:-}" == 1 && "$node" == 1 ]]; then
+  sed -i \
+    -e "s|^listeners=.*|&,LINK://127.0.0.1:${KAFKA_LINK_BROKER_PORT:?}|" \
+    -e "s|^advertised.listeners=.*|&,LINK://127.0.0.1:${KAFKA_LINK_PORT:?}|" \
+    -e "s|^listener.security.protocol.map=.*|&,LINK:PLAINTEXT|" \
+    "$config"
+fi
 
 # Format once: re-formatting would wipe the topics and committed offsets of the last run.
 if [[ ! -f "$data/meta.properties" ]]; then

@@ -64,6 +64,23 @@ if SCALE == "2":
             "replicator_2": "REPLICATOR_2_PORT",
         }
     )
+# The fault points of `make up FAULTS=...`: Toxiproxy (links.yaml) in front of every dependency.
+LINKS = ENV.get("LINKS", "") == "1"
+LINKS_CONFIG = Path(ENV.get("PC_CONFIG", ".")).parent / "links.yaml"
+LINKED = {
+    "KAFKA": "KAFKA_LINK_PORT",
+    "REDIS_PORT": "REDIS_LINK_PORT",
+    "IDEMPOTENCY_REDIS_PORT": "IDEMPOTENCY_REDIS_LINK_PORT",
+    "REGION_1_PORT": "REGION_1_LINK_PORT",
+    "REGION_2_PORT": "REGION_2_LINK_PORT",
+    "REGION_3_PORT": "REGION_3_LINK_PORT",
+    "GATEWAY_PORT": "GATEWAY_LINK_PORT",
+    "GATEWAY_2_PORT": "GATEWAY_2_LINK_PORT",
+}
+if LINKS:
+    INFRA_PORTS["toxiproxy"] = "TOXIPROXY_PORT"
+    INFRA_PORTS["kafka link listener"] = "KAFKA_LINK_BROKER_PORT"
+    INFRA_PORTS.update({f"link {var}": link for var, link in LINKED.items()})
 for _region in REGIONS:
     if STORE_IMPL == "ferretdb":
         INFRA_PORTS[f"{_region}_pg"] = f"{_region.upper()}_PG_PORT"
@@ -280,6 +297,7 @@ def start_process_compose() -> None:
     disabled = [name for name in ALL_SERVICES if name not in SERVICES]
     env = {**ENV, MARKER: str(RUN_DIR), "PC_DISABLED_PROCESSES": ",".join(disabled)}
     env.update({name.upper(): value for name, value in ensure_secrets().items()})
+    env.update(dial_env())
     command = [
         ENV["PROCESS_COMPOSE"], "up", "--detached", "--disable-dotenv", "--ordered-shutdown",
         "--config", ENV["PC_CONFIG"], "--config", str(STORES_CONFIG),
@@ -289,6 +307,8 @@ def start_process_compose() -> None:
         command[-4:-4] = ["--config", str(QUORUM_CONFIG)]
     if SCALE == "2":
         command[-4:-4] = ["--config", str(SCALE_CONFIG)]
+    if LINKS:
+        command[-4:-4] = ["--config", str(LINKS_CONFIG)]
     PC_LOG.unlink(missing_ok=True)
     started = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if started.returncode != 0:
@@ -298,6 +318,17 @@ def start_process_compose() -> None:
         if time.monotonic() > deadline:
             fail(f"process-compose did not open its API on :{PC_PORT}\n{tail(PC_LOG)}")
         time.sleep(0.2)
+
+
+def dial_env() -> dict[str, str]:
+    """Where the services dial Kafka, the Redis pair, the stores and (the balancer) the
+    gateways: DIAL_<what>, the dependency itself, or its Toxiproxy link with LINKS."""
+    dial = {f"DIAL_{var}": ENV.get(var, "") for var in LINKED if var != "KAFKA"}
+    dial["DIAL_KAFKA_BOOTSTRAP"] = ENV["KAFKA_BOOTSTRAP"]
+    if LINKS:
+        dial = {f"DIAL_{var}": ENV[link] for var, link in LINKED.items() if var != "KAFKA"}
+        dial["DIAL_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{ENV['KAFKA_LINK_PORT']}"
+    return dial
 
 
 def wait_ready(timeout: float) -> None:
@@ -342,6 +373,8 @@ def up() -> None:
     else:
         if SCALE not in ("1", "2"):
             fail(f"SCALE must be 1 or 2, not {SCALE!r}")
+        if LINKS and QUORUM:
+            fail("FAULTS links run with one Kafka broker: make up FAULTS=... KAFKA_BROKERS=1")
         if SCALE == "2" and shutil.which("haproxy") is None:
             fail("haproxy not found: apt-get install haproxy (SCALE=2 balances two gateways)")
         check_ports()

@@ -24,6 +24,7 @@ from regionstore_gateway.security_headers import SecurityHeaders, docs_policies
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State, lifespan
 from regionstore_gateway.timeouts import BodyTimeout, head_timeout_protocol
+from regionstore_shared.listening import STARTUP_FAILURE, listen
 from regionstore_shared.logs import configure_logging
 from regionstore_shared.tracing import configure_tracing, tracing_enabled
 
@@ -102,20 +103,25 @@ def _open_paths(app: FastAPI) -> frozenset[str]:
 
 
 def main() -> None:
-    """Serve the gateway with uvicorn until SIGTERM."""
+    """Serve the gateway with uvicorn until SIGTERM; exit 3 at once when its port is taken."""
     settings = GatewaySettings()
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name)
+    # Before the app opens its clients: see regionstore_shared.listening.
+    sock = listen(settings.http.host, settings.http.port)
     app = create_app(settings)
     if app.state.access_log is not None:
         # The lines of the last tenth of a second, once the server has stopped.
         atexit.register(app.state.access_log.flush)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.http.host,
-        port=settings.http.port,
         http=head_timeout_protocol(settings.api.header_timeout_s),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        # As uvicorn.run: the app's startup failed.
+        raise SystemExit(STARTUP_FAILURE)

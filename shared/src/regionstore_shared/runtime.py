@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from regionstore_shared.listening import listen
 from regionstore_shared.logs import Outages, configure_logging
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.tracing import configure_tracing
@@ -77,20 +78,20 @@ async def run_service(
         outages=state.outages,
     )
     configure_tracing(settings.service_name)
+    # Before the work starts: a taken port ends the process at once (regionstore_shared.listening).
+    sock = listen(settings.http.host, settings.http.port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, state.stop.set)
     server = _QuietServer(
         uvicorn.Config(
             _health_app(state),
-            host=settings.http.host,
-            port=settings.http.port,
             log_config=None,
             access_log=False,
             lifespan="off",
         )
     )
-    listener = asyncio.create_task(server.serve(), name="health-listener")
+    listener = asyncio.create_task(server.serve(sockets=[sock]), name="health-listener")
     worker = asyncio.create_task(work(state), name="work")
     stopper = asyncio.create_task(state.stop.wait(), name="stop-signal")
     log.info("service starting", extra={"port": settings.http.port})
