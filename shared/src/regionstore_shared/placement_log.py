@@ -27,12 +27,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, RecordMetadata
 from pydantic import ValidationError
 
@@ -51,6 +51,8 @@ from regionstore_shared.schemas import Action, Applier, Command, Target, decode_
 from regionstore_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FOLLOW_RETRY_S = 5.0
 """How long the standby follower waits before it reads again after Kafka failed it."""
@@ -402,12 +404,27 @@ async def _close_all(writers: Iterable[TableWriter]) -> None:
 class KafkaTableWriter:
     """A started transactional producer for one table partition."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, partition: int) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, partition: int, *, timeout_s: float
+    ) -> None:
         self._producer = producer
         self._topic = topic
         self._partition = partition
+        self._timeout_s = timeout_s
 
     async def commit(
+        self,
+        entries: Mapping[bytes, bytes],
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group: str,
+    ) -> int | None:
+        # aiokafka's sender can die on an error it does not expect (seen: UnknownError on
+        # TxnOffsetCommit after a broker was killed), leaving every transaction waiting for
+        # ever: the consumer would hold its partitions and apply nothing. Bounded, the commit
+        # fails instead, and the consumer stops and starts again with a new producer.
+        return await _bounded(self._commit(entries, offsets, group), self._timeout_s)
+
+    async def _commit(
         self,
         entries: Mapping[bytes, bytes],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
@@ -433,10 +450,22 @@ class KafkaTableWriter:
         return written[-1].offset + 1 if written else None
 
     async def close(self) -> None:
-        await self._producer.stop()
+        await _bounded(self._producer.stop(), self._timeout_s)
 
 
-def _take_outcome(future: asyncio.Future[RecordMetadata]) -> None:
+async def _bounded(work: Coroutine[Any, Any, T], seconds: float) -> T:
+    """``work``'s result, or KafkaTimeoutError after ``seconds``; work that does not end when
+    cancelled is left behind rather than waited for."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_take_outcome)
+        raise KafkaTimeoutError(f"no answer from Kafka within {seconds:.0f} s")
+    return task.result()
+
+
+def _take_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -466,7 +495,9 @@ class KafkaTableStore:
         except BaseException:
             await producer.stop()
             raise
-        return KafkaTableWriter(producer, self.topic, partition)
+        # Twice a request's timeout: a transaction is a few requests in a row.
+        timeout_s = 2 * self._settings.request_timeout_ms / 1000
+        return KafkaTableWriter(producer, self.topic, partition, timeout_s=timeout_s)
 
     async def load(self, since: Mapping[int, int], into: LocalTables) -> dict[int, int]:
         consumer = self._table_consumer("load")

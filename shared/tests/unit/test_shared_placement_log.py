@@ -14,7 +14,7 @@ from regionstore_shared.domain import delete_command
 from regionstore_shared.pipeline import Batch, RoutedBatch, decode_records
 from regionstore_shared.placement import UNKNOWN_ADAPTER, Placed, lifted
 from regionstore_shared.placement_local import LocalTables
-from regionstore_shared.placement_log import PlacementLog
+from regionstore_shared.placement_log import PlacementLog, _bounded
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_shared.schemas import Action, Applier, Command
 from shared.tests.fakes import FakeConsumer, FakeTableStore, command_record, upsert
@@ -354,3 +354,29 @@ class TestUnknown:
         assert routed(select, move) == [("region_1", Action.UPSERT), ("region_3", Action.TOMBSTONE)]
         await commit(log, failed)
         assert set(store.table(0)) == {b"c1", b"c2", b"#unknown"}
+
+
+class TestBounded:
+    async def test_kafka_work_that_never_ends_fails_the_commit_in_time(self) -> None:
+        released = asyncio.Event()
+        ended = asyncio.Event()
+
+        async def wedged() -> int:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await released.wait()  # cancelled, it waits on: as a dead sender's waiters
+            ended.set()
+            return 0
+
+        with pytest.raises(KafkaTimeoutError, match="within 0 s"):
+            await _bounded(wedged(), 0.05)
+        assert not ended.is_set()  # not waited for
+        released.set()
+        await ended.wait()
+
+    async def test_kafka_work_that_ends_gives_its_result(self) -> None:
+        async def quick() -> int:
+            return 7
+
+        assert await _bounded(quick(), 5) == 7
