@@ -21,7 +21,14 @@ from tests.disks import small_disk
 from tests.regionstore_env import Env, customer, env
 from tests.stack import Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(900)]
+# With the mixed chaos round in `make test-links`, not in `make test` yet: on the lead's stack
+# the tmpfs was gone from under PostgreSQL once (a restart of the store after its disk filled).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.faults,
+    pytest.mark.links,
+    pytest.mark.timeout(900),
+]
 __all__ = ["env"]
 
 REGION = "region_3"
