@@ -21,7 +21,8 @@ def _line(ts: str, message: str, seconds: float) -> str:
 def test_a_page_gives_its_memory_and_its_table_entries() -> None:
     assert rss_mb(PAGE) == 114.0
     assert entries(PAGE) == 3500
-    assert math.isnan(rss_mb("")) and entries("") == 0
+    assert math.isnan(rss_mb(""))
+    assert entries("") == 0
 
 
 def test_the_first_load_logged_after_the_kill_is_the_one() -> None:
