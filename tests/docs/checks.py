@@ -190,3 +190,56 @@ def _code(root: Path, files: Iterable[Path]) -> Iterator[tuple[str, int, str]]:
         for line in lines(path.read_text(encoding="utf-8")):
             for code in line.code:
                 yield where, line.number, code
+
+
+@dataclass(frozen=True)
+class CurlRequest:
+    """One `curl` command of a code block: what it asks the gateway (`$GW`) for."""
+
+    line: int
+    method: str
+    path: str
+    body: str | None
+
+
+CURL_METHOD = re.compile(r"\s-X\s+(?P<method>[A-Z]+)")
+CURL_PATH = re.compile(r"\"\$GW(?P<path>/[^\"?]*)")
+CURL_BODY = re.compile(r"\s-d\s+'(?P<body>[^']*)'")
+
+
+def curl_requests(text: str) -> list[CurlRequest]:
+    """The `curl ... "$GW/..."` commands of the code blocks, continued lines joined."""
+    requests: list[CurlRequest] = []
+    command, start = "", 0
+    for line in lines(text):
+        if line.prose or not line.code:
+            continue
+        code = line.code[0]
+        if not command:
+            start = line.number
+        command += " " + code.rstrip().removesuffix("\\")
+        if code.rstrip().endswith("\\") or command.count("'") % 2:
+            continue
+        path = CURL_PATH.search(command)
+        if command.strip().startswith("curl") and path:
+            method = CURL_METHOD.search(command)
+            body = CURL_BODY.search(command)
+            requests.append(
+                CurlRequest(
+                    start,
+                    method.group("method") if method else "POST" if body else "GET",
+                    path.group("path"),
+                    body.group("body") if body else None,
+                )
+            )
+        command = ""
+    return requests
+
+
+def route_of(paths: Iterable[str], path: str) -> str | None:
+    """The OpenAPI path template that `path` matches, if any."""
+    for template in paths:
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return template
+    return None
