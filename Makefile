@@ -194,7 +194,7 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm tests/docker
+	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm tests/docker tests/docs
 	uv run vulture
 
 .PHONY: test-tools
@@ -247,7 +247,7 @@ test-links: ## the mixed chaos round (partitions, pauses, clock steps, kills) on
 	@$(MAKE) down FAULTS=1
 
 .PHONY: test-unit
-test-unit: sync ## tests that need no running stack
+test-unit: sync ## tests that need no running stack (tests/compose and tests/helm need make test-tools first)
 	uv run pytest -m "not integration"
 
 FUZZ_EXAMPLES ?= 300
