@@ -23,7 +23,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -146,7 +145,7 @@ class Bench:
         )
 
 
-async def run(log_dir: Path) -> dict[str, Any]:
+async def run(log_dir: Path) -> tuple[int, list[Handover]]:
     async with httpx.AsyncClient(headers=auth_headers(), timeout=10) as client:
         bench = Bench(client, log_dir)
         stop = asyncio.Event()
@@ -157,22 +156,21 @@ async def run(log_dir: Path) -> dict[str, Any]:
         finally:
             stop.set()
             await trickle
-        return {"customers": known, "handovers": [asdict(r) for r in results]}
+        return known, results
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(known: int, handovers: list[Handover]) -> str:
     lines = [
-        f"Placement tables holding {result['customers']:,} customers: each consumer "
+        f"Placement tables holding {known:,} customers: each consumer "
         f"SIGKILLed while {TRICKLE_PER_S} creates/s flow; seconds from the kill.",
         "",
         "| service | RSS before / after MB | ready | tables loaded (load itself) | first applied |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for h in result["handovers"]:
+    for h in handovers:
         lines.append(
-            f"| {h['service']} | {h['rss_before_mb']:.0f} / {h['rss_after_mb']:.0f} "
-            f"| {h['ready_s']:.1f} | {h['tables_loaded_s']:.1f} ({h['table_load_s']:.1f}) "
-            f"| {h['first_applied_s']:.1f} |"
+            f"| {h.service} | {h.rss_before_mb:.0f} / {h.rss_after_mb:.0f} | {h.ready_s:.1f} "
+            f"| {h.tables_loaded_s:.1f} ({h.table_load_s:.1f}) | {h.first_applied_s:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -185,11 +183,12 @@ def main() -> None:
         "--log-dir", type=Path, default=Path(os.environ.get("RUN_DIR", ".run")) / "logs"
     )
     args = parser.parse_args()
-    result = asyncio.run(run(args.log_dir))
+    known, handovers = asyncio.run(run(args.log_dir))
+    result = {"customers": known, "handovers": [asdict(h) for h in handovers]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"handover-{args.label}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"handover-{args.label}.md").write_text(markdown(result))
-    print(markdown(result))
+    (RESULTS / f"handover-{args.label}.md").write_text(markdown(known, handovers))
+    print(markdown(known, handovers))
 
 
 if __name__ == "__main__":
