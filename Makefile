@@ -320,9 +320,9 @@ bench-data-scale: sync secrets ## add N Olist-shaped customers through :batch, t
 		uv run python -m regionstore_bench.data_scale --load $(N)
 
 .PHONY: bench-handover
-bench-handover: sync secrets ## each consumer's memory, then SIGKILLed under a trickle of writes: seconds to its tables loaded and its first apply: bench/results/handover-$(LABEL).*
+bench-handover: sync secrets ## each consumer's memory; killed (HOW=stop on SCALE=2: its partitions change hands) under a trickle of writes: seconds until they apply again: bench/results/handover-$(LABEL).*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') RUN_DIR='$(RUN_DIR)' \
-		uv run python -m regionstore_bench.handover --label '$(or $(LABEL),latest)'
+		uv run python -m regionstore_bench.handover --label '$(or $(LABEL),latest)' --how '$(or $(HOW),kill)'
 
 .PHONY: bench-paced
 bench-paced: sync secrets ## a parked backlog drained under live writes, paced and not (make bench's round 7 alone): bench/results/paced.json

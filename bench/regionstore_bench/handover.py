@@ -1,12 +1,18 @@
-"""Placement tables at size: what a consumer holds in memory, and how soon it applies again
-after it was killed and its partitions were assigned to it anew.
+"""Placement tables at size: what a consumer holds in memory, and how soon its partitions
+apply again after it goes.
 
-For the writer, then the replicator, of the stack of ``make up``: read its resident memory (its
-own ``process_resident_memory_bytes``), SIGKILL it (process-compose starts it again) while a
-trickle of creates keeps every partition busy, and time from the kill to ready, to its tables
-loaded (its log's "placement tables loaded", which also gives the load's own seconds) and to
-its first applied command (its applied counter starts at zero in the new process).
-``make bench-handover`` writes bench/results/handover-<size>.{json,md}.
+For the writer, then the replicator: read its resident memory (its own
+``process_resident_memory_bytes``) and, while a trickle of creates keeps every partition busy,
+
+- ``--how kill`` (the stack of ``make up``): SIGKILL it (process-compose starts it again) and
+  time from the kill to ready, to its tables loaded (its log's "placement tables loaded", which
+  also gives the load's own seconds), to its first applied command, and to every partition's
+  committed offset moving again;
+- ``--how stop`` (``make up SCALE=2``): stop it (it leaves its group, its partitions change hands
+  to the other one, whose tables followed them) and time until every partition's committed
+  offset moves again; then start it again.
+
+``make bench-handover`` writes bench/results/handover-<label>.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from pathlib import Path
 import httpx
 
 from regionstore_shared.api_key import auth_headers
+from regionstore_shared.clients import kafka_admin
 from regionstore_shared.ports import port, service_url
+from regionstore_shared.settings import CommonSettings
 
 from .env import compose_url
-from .scaleout import RESULTS, applied_by_role
+from .scaleout import CONSUMERS, RESULTS, applied_by_role
 
-ROLES = {"writer": ("WRITER_PORT", "home"), "replicator": ("REPLICATOR_PORT", "replica")}
+ROLES = {"writer": "home", "replicator": "replica"}
+SETTINGS = CommonSettings()
+GROUPS = {"writer": SETTINGS.kafka.writer_group, "replicator": SETTINGS.kafka.replicator_group}
 _RSS = re.compile(r"^process_resident_memory_bytes (\S+)$", re.MULTILINE)
 _ENTRIES = re.compile(r"^regionstore_placement_entries\{[^}]*\} (\S+)$", re.MULTILINE)
 TRICKLE_PER_S = 40
@@ -45,12 +55,15 @@ class Handover:
     """One consumer's restart, seconds from its kill."""
 
     service: str
+    how: str
     rss_before_mb: float
     rss_after_mb: float
-    ready_s: float
-    tables_loaded_s: float
-    table_load_s: float
-    first_applied_s: float
+    every_partition_s: float
+    """Until the last of the group's partitions committed past where it stood at the kill."""
+    ready_s: float = float("nan")
+    tables_loaded_s: float = float("nan")
+    table_load_s: float = float("nan")
+    first_applied_s: float = float("nan")
 
 
 def rss_mb(metrics: str) -> float:
@@ -85,7 +98,7 @@ class Bench:
         self._gateway = service_url(port("GATEWAY_PORT"))
 
     async def metrics(self, service: str) -> str | None:
-        url = service_url(port(ROLES[service][0]))
+        url = service_url(port(CONSUMERS[service]))
         with contextlib.suppress(httpx.HTTPError):
             answer = await self._client.get(f"{url}/metrics/", follow_redirects=True)
             if answer.status_code == 200:
@@ -109,22 +122,32 @@ class Bench:
             sent += 1
             await asyncio.sleep(1 / TRICKLE_PER_S)  # the trickle's pace
 
-    async def handover(self, service: str) -> Handover:
+    async def committed(self, service: str) -> dict[int, int]:
+        """The group's committed offset of every command partition."""
+        admin = kafka_admin(SETTINGS.kafka, "bench-handover")
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(GROUPS[service])
+        finally:
+            await admin.close()
+        topic = SETTINGS.kafka.command_topic
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+    async def kill(self, service: str) -> Handover:
         before = await self.metrics(service)
         if before is None:
             raise SystemExit(f"{service} does not answer: is the stack up (make up)?")
+        stood = await self.committed(service)
         state = (await self._client.get(f"{compose_url()}/process/{service}")).json()
         killed_at = time.time()
         os.kill(int(state["pid"]), signal.SIGKILL)
-        deadline = time.monotonic() + WITHIN_S
         ready = first = None
         loaded: tuple[float, float] | None = None
-        role = ROLES[service][1]
-        while first is None or loaded is None:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{service}: no command applied within {WITHIN_S:.0f} s")
+        moved: dict[int, float] = {}
+        role = ROLES[service]
+        while first is None or loaded is None or len(moved) < len(stood):
+            now = self._within(killed_at)
             page = await self.metrics(service)
-            now = time.time() - killed_at
             if page is not None:
                 ready = now if ready is None else ready
                 if first is None and applied_by_role(page).get(role, 0) > 0:
@@ -132,27 +155,70 @@ class Bench:
             if loaded is None:
                 lines = (self._log_dir / f"{service}.log").read_text().splitlines()[-400:]
                 loaded = loaded_after(lines, killed_at)
+            await self._moved(service, stood, moved, now)
             await asyncio.sleep(0.1)  # a poll interval
         after = await self.metrics(service) or ""
         return Handover(
             service=service,
+            how="kill",
             rss_before_mb=round(rss_mb(before), 1),
             rss_after_mb=round(rss_mb(after), 1),
+            every_partition_s=round(max(moved.values()), 2),
             ready_s=round(ready or float("nan"), 2),
             tables_loaded_s=round(loaded[0] - killed_at, 2),
             table_load_s=loaded[1],
             first_applied_s=round(first, 2),
         )
 
+    async def stop(self, service: str) -> Handover:
+        before = await self.metrics(service)
+        if before is None:
+            raise SystemExit(f"{service} does not answer: is the stack up (make up SCALE=2)?")
+        peer = f"{service}_2"
+        if (await self._client.get(f"{compose_url()}/process/{peer}")).status_code != 200:
+            raise SystemExit("--how stop needs the scaled stack: make up SCALE=2")
+        stood = await self.committed(service)
+        stopped_at = time.time()
+        await self._client.patch(f"{compose_url()}/process/stop/{service}")
+        moved: dict[int, float] = {}
+        while len(moved) < len(stood):
+            await self._moved(service, stood, moved, self._within(stopped_at))
+            await asyncio.sleep(0.1)  # a poll interval
+        after = await self.metrics(peer) or ""
+        await self._client.post(f"{compose_url()}/process/start/{service}")
+        return Handover(
+            service=service,
+            how="stop",
+            rss_before_mb=round(rss_mb(before), 1),
+            rss_after_mb=round(rss_mb(after), 1),
+            every_partition_s=round(max(moved.values()), 2),
+        )
 
-async def run(log_dir: Path) -> tuple[int, list[Handover]]:
+    async def _moved(
+        self, service: str, stood: dict[int, int], moved: dict[int, float], now: float
+    ) -> None:
+        with contextlib.suppress(Exception):  # the broker may be busy with the rebalance
+            for partition, offset in (await self.committed(service)).items():
+                if partition not in moved and offset > stood.get(partition, -1):
+                    moved[partition] = now
+
+    @staticmethod
+    def _within(since: float) -> float:
+        now = time.time() - since
+        if now > WITHIN_S:
+            raise SystemExit(f"the partitions did not all move again within {WITHIN_S:.0f} s")
+        return now
+
+
+async def run(log_dir: Path, how: str) -> tuple[int, list[Handover]]:
     async with httpx.AsyncClient(headers=auth_headers(), timeout=10) as client:
         bench = Bench(client, log_dir)
         stop = asyncio.Event()
         trickle = asyncio.create_task(bench.trickle(stop))
         try:
             known = entries(await bench.metrics("writer") or "")
-            results = [await bench.handover(service) for service in ROLES]
+            act = bench.kill if how == "kill" else bench.stop
+            results = [await act(service) for service in ROLES]
         finally:
             stop.set()
             await trickle
@@ -161,16 +227,19 @@ async def run(log_dir: Path) -> tuple[int, list[Handover]]:
 
 def markdown(known: int, handovers: list[Handover]) -> str:
     lines = [
-        f"Placement tables holding {known:,} customers: each consumer "
-        f"SIGKILLed while {TRICKLE_PER_S} creates/s flow; seconds from the kill.",
+        f"Placement tables holding {known:,} customers, {TRICKLE_PER_S} creates/s flowing; "
+        "seconds from the kill (SIGKILL, restarted by process-compose) or the stop (its "
+        "partitions change hands to the other consumer of a SCALE=2 stack).",
         "",
-        "| service | RSS before / after MB | ready | tables loaded (load itself) | first applied |",
-        "| --- | --- | --- | --- | --- |",
+        "| service | how | RSS before / after MB | ready | tables loaded (load itself) "
+        "| first applied | every partition committing again |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for h in handovers:
         lines.append(
-            f"| {h.service} | {h.rss_before_mb:.0f} / {h.rss_after_mb:.0f} | {h.ready_s:.1f} "
-            f"| {h.tables_loaded_s:.1f} ({h.table_load_s:.1f}) | {h.first_applied_s:.1f} |"
+            f"| {h.service} | {h.how} | {h.rss_before_mb:.0f} / {h.rss_after_mb:.0f} "
+            f"| {h.ready_s:.1f} | {h.tables_loaded_s:.1f} ({h.table_load_s:.1f}) "
+            f"| {h.first_applied_s:.1f} | {h.every_partition_s:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -179,11 +248,12 @@ def main() -> None:
     """``python -m regionstore_bench.handover [--label L]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="latest", help="results file: handover-<label>.*")
+    parser.add_argument("--how", choices=("kill", "stop"), default="kill")
     parser.add_argument(
         "--log-dir", type=Path, default=Path(os.environ.get("RUN_DIR", ".run")) / "logs"
     )
     args = parser.parse_args()
-    known, handovers = asyncio.run(run(args.log_dir))
+    known, handovers = asyncio.run(run(args.log_dir, args.how))
     result = {"customers": known, "handovers": [asdict(h) for h in handovers]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"handover-{args.label}.json").write_text(json.dumps(result, indent=2) + "\n")
