@@ -216,7 +216,9 @@ async def run(log_dir: Path, how: str) -> tuple[int, list[Handover]]:
         stop = asyncio.Event()
         trickle = asyncio.create_task(bench.trickle(stop))
         try:
-            known = entries(await bench.metrics("writer") or "")
+            # Each writer counts the partitions it owns (both, on a SCALE=2 stack).
+            pages = [await bench.metrics(name) for name in ("writer", "writer_2")]
+            known = sum(entries(page or "") for page in pages)
             act = bench.kill if how == "kill" else bench.stop
             results = [await act(service) for service in ROLES]
         finally:
