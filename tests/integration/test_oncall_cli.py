@@ -186,7 +186,11 @@ def test_the_audit_log_follows_until_ctrl_c(http: httpx.Client) -> None:
             line = process.stdout.readline()
         finally:
             process.send_signal(signal.SIGINT)
-            _, err = process.communicate(timeout=30)
+            try:
+                _, err = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise AssertionError("audit-log --follow still ran 30 s after Ctrl-C") from None
     assert line, err
     event = json.loads(line)
     assert (event["action"], event["target"]) == ("region.status", "region_1")

@@ -9,6 +9,8 @@ printed as the event arrives, and a follow-up that comes later gets its own line
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +29,8 @@ Outcome = Literal["done", "failed", "unknown"]
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+CLOSE_WITHIN_S = 5.0
+"""How long a reader waits for its consumer to stop."""
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -172,8 +176,10 @@ class AuditReader:
         await self._consumer.start()
 
     async def close(self) -> None:
-        """Disconnect."""
-        await self._consumer.stop()
+        """Disconnect; a broker that does not answer holds the exit up for a few seconds only."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_WITHIN_S):
+                await self._consumer.stop()
 
     async def history(self, since: datetime) -> list[AuditEvent]:
         """Every event recorded from ``since`` to now, in trail order."""

@@ -8,7 +8,9 @@ when the gateway itself does not. ``register`` adds them to the ``regionstore`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -134,15 +136,31 @@ async def _audit_log(
 
 
 async def _follow(reader: AuditSource, region: str | None, as_json: bool) -> None:
-    while True:
-        for event in await reader.next_events():
-            if not audit_log.matches(event, region):
-                continue
-            typer.echo(
-                json.dumps(event.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
-                if as_json
-                else audit_log.live_line(event)
-            )
+    # Ctrl-C (or a TERM) ends the follow between two reads, not by cancelling one: a Kafka read
+    # cancelled at the wrong moment may swallow the cancellation and follow on forever.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while not stop.is_set():
+            await _print_next(reader, region, as_json)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _print_next(reader: AuditSource, region: str | None, as_json: bool) -> None:
+    """The events of one read (at most a second's wait), those of ``region`` printed."""
+    for event in await reader.next_events():
+        if not audit_log.matches(event, region):
+            continue
+        typer.echo(
+            json.dumps(event.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+            if as_json
+            else audit_log.live_line(event)
+        )
 
 
 def _key_json(record: KeyRecord) -> dict[str, Any]:
