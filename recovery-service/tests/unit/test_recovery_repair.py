@@ -290,6 +290,13 @@ class TestWhatAPassLeaves:
         report = await repairer(sinks, region_1=FakeCollection(recent)).run()
         assert (report.settling, report.found, sinks.log) == (1, {}, [])
 
+    async def test_a_copy_stamped_by_a_clock_a_day_ahead_is_repaired_now(self) -> None:
+        sinks = Sinks()
+        ahead = doc("a1", 5, applied=datetime.fromtimestamp(NOW + 86_400, UTC))
+        report = await repairer(sinks, region_1=FakeCollection(ahead)).run()
+        assert (report.settling, report.found) == (0, {"region_2": {"missing": 1}})
+        assert report.republished == 1
+
     async def test_only_the_named_regions_copies_are_repaired(self) -> None:
         sinks = Sinks()
         report = await repairer(
