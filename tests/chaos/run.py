@@ -21,12 +21,12 @@ from regionstore_shared.ports import port, service_url
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, wait_for_clean
 from regionstore_testing.ports import free_port
-from tests.chaos import faults
+from tests.chaos import faults, wipe
 from tests.chaos.load import Client, Ledger
 from tests.chaos.measure import FaultRow, Reader, measure
-from tests.chaos.nemesis import CLOCK_GATEWAY, Happened, Nemesis
+from tests.chaos.nemesis import CLOCK_GATEWAY, CLOCK_WRITER, CLOCKED, Happened, Nemesis
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
-from tests.gateways import extra_gateway, extra_gateway_process, skew
+from tests.gateways import extra_gateway, extra_gateway_process, extra_writer_process, skew
 from tests.keys import headers
 from tests.stack import Stack
 
@@ -76,6 +76,8 @@ class RoundResult:
     kinds: tuple[str, ...] = ()
     happened: list[Happened] = field(default_factory=list)
     faults: list[FaultRow] = field(default_factory=list)
+    repaired_whole: bool = True
+    """Every wiped region's repair left nothing diverging (True when none was wiped)."""
 
     @property
     def total_acknowledged(self) -> int:
@@ -86,7 +88,8 @@ class RoundResult:
     def clean(self) -> bool:
         """Nothing lost, stale, duplicated, resurrected, stray or refused-but-applied."""
         return (
-            self.audit.clean
+            self.repaired_whole
+            and self.audit.clean
             and self.topic.clean
             and not self.unresolved
             and not self.errors
@@ -127,12 +130,8 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         ]
         clock_pid = None
         if "clock" in plan.kinds:
-            nemesis.clock_file = (
-                Path(os.environ.get("RUN_DIR", ".run")) / "chaos" / f"{prefix}-clock"
-            )
-            nemesis.clock_file.parent.mkdir(parents=True, exist_ok=True)
-            nemesis.clock_file.write_text("+0\n")
-            log = Path(os.environ.get("RUN_DIR", ".run")) / "logs" / f"{CLOCK_GATEWAY}.log"
+            nemesis.clock_files = _clock_files(prefix)
+            log = _run_dir() / "logs" / f"{CLOCK_GATEWAY}.log"
             url, clock_pid = await gateways.enter_async_context(
                 extra_gateway_process(
                     stack,
@@ -140,12 +139,23 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
                     node_id=CLOCK_NODE_ID,
                     offset=skew("0"),
                     log=log,
-                    clock_file=nemesis.clock_file,
+                    clock_file=nemesis.clock_files[CLOCK_GATEWAY],
                 )
             )
             skewed.append(
                 await gateways.enter_async_context(
                     httpx.AsyncClient(base_url=url, headers=headers(), timeout=30)
+                )
+            )
+            # Its placement tables outlive the round: a later round's writer starts from them,
+            # as a restarted writer does.
+            await gateways.enter_async_context(
+                extra_writer_process(
+                    stack,
+                    port=free_port(),
+                    state_dir=_run_dir() / "state" / CLOCK_WRITER,
+                    log=_run_dir() / "logs" / f"{CLOCK_WRITER}.log",
+                    clock_file=nemesis.clock_files[CLOCK_WRITER],
                 )
             )
         nemesis.plan(await faults.plan(stack), plan.random_faults)
@@ -172,6 +182,10 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         load_s = time.monotonic() - began
         settled = time.monotonic()
         notes = [await _settle(http)]
+        repaired = [await wipe.repair(region) for region in nemesis.wiped]
+        if repaired:
+            notes += [r.note for r in repaired]
+            notes.append(await _settle(http))
         if plan.skews:
             labels = ", ".join(skew(offset).label for offset in plan.skews)
             notes.append(f"clients spread over the stack's gateway and ones {labels}")
@@ -199,12 +213,26 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         kinds=plan.kinds,
         happened=nemesis.happened,
         faults=measure(nemesis.happened, ledger.timeline, reader.timeline, began),
+        repaired_whole=all(r.whole for r in repaired),
     )
+
+
+def _run_dir() -> Path:
+    return Path(os.environ.get("RUN_DIR", ".run"))
+
+
+def _clock_files(prefix: str) -> dict[str, Path]:
+    """A ``FAKETIME_TIMESTAMP_FILE`` per clocked process, each at ``+0`` to begin with."""
+    files = {name: _run_dir() / "chaos" / f"{prefix}-{name}" for name in CLOCKED}
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("+0\n")
+    return files
 
 
 @contextlib.asynccontextmanager
 async def _skewed_client(stack: Stack, offset: str, node: int) -> AsyncIterator[httpx.AsyncClient]:
-    log = Path(os.environ.get("RUN_DIR", ".run")) / "logs" / f"gateway-skew-{node}.log"
+    log = _run_dir() / "logs" / f"gateway-skew-{node}.log"
     async with (
         extra_gateway(stack, port=free_port(), node_id=node, offset=skew(offset), log=log) as url,
         httpx.AsyncClient(base_url=url, headers=headers(), timeout=30) as http,
