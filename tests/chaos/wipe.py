@@ -53,9 +53,11 @@ async def wipe(stack: Stack, http: httpx.AsyncClient, region: str) -> str:
     if with_postgres:
         await stack.stop(postgres)
     shutil.rmtree(data_dir(region, with_postgres))
-    if with_postgres:
-        await stack.start(postgres)
-    await stack.start(region)
+    # A new cluster is initialised first (initdb, the DocumentDB extension): on a loaded
+    # machine that takes longer than a restart.
+    for process in (postgres, region) if with_postgres else (region,):
+        await stack.start(process, wait=False)
+        await stack.wait_ready(process, within_s=BACK_WITHIN_S)
     ready_s = time.monotonic() - started
     deadline = time.monotonic() + BACK_WITHIN_S
     seen = []
