@@ -128,7 +128,7 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             await gateways.enter_async_context(_skewed_client(stack, offset, node))
             for node, offset in enumerate(plan.skews, start=SKEWED_NODE_IDS)
         ]
-        clock_pid = None
+        clock_pid = writer_pid = None
         if "clock" in plan.kinds:
             nemesis.clock_files = _clock_files(prefix)
             log = _run_dir() / "logs" / f"{CLOCK_GATEWAY}.log"
@@ -149,7 +149,7 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             )
             # Its placement tables outlive the round: a later round's writer starts from them,
             # as a restarted writer does.
-            await gateways.enter_async_context(
+            _, writer_pid = await gateways.enter_async_context(
                 extra_writer_process(
                     stack,
                     port=free_port(),
@@ -180,6 +180,10 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             finally:
                 stop.set()
         load_s = time.monotonic() - began
+        if writer_pid is not None and not _running(writer_pid):
+            # Nothing restarts it, as process-compose would the stack's: a clock step that
+            # ends a writer is a fault of the writer, not of the nemesis.
+            ledger.errors.append(f"{CLOCK_WRITER} exited during the round: {_last_error()}")
         settled = time.monotonic()
         notes = [await _settle(http)]
         repaired = [await wipe.repair(region) for region in nemesis.wiped]
@@ -219,6 +223,21 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
 
 def _run_dir() -> Path:
     return Path(os.environ.get("RUN_DIR", ".run"))
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _last_error() -> str:
+    """The last line of the extra writer's log: its traceback's error, when it died of one."""
+    log = _run_dir() / "logs" / f"{CLOCK_WRITER}.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return lines[-1][:300] if lines else "no log"
 
 
 def _clock_files(prefix: str) -> dict[str, Path]:
