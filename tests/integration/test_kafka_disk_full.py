@@ -28,15 +28,10 @@ from tests.disks import small_disk
 from tests.regionstore_env import Env, customer, env
 from tests.stack import Stack
 
-# With the other full disk, in `make test-links` and not in `make test`: the broker is stopped
-# and started three times (onto the tmpfs, after the fill, back onto the disk), which every
-# consumer group feels, and which takes minutes on a loaded machine.
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.faults,
-    pytest.mark.links,
-    pytest.mark.timeout(1500),
-]
+# The broker is stopped and started twice (onto the tmpfs, back onto the disk) and halts on its
+# full disk, restarted by process-compose until there is room: 93 s here on 2026-12-06, on a
+# loaded machine. The test leaves the stack taking and applying writes again for the next one.
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(900)]
 __all__ = ["env"]
 
 HEADROOM_KIB = 4 * 1024
@@ -172,6 +167,8 @@ async def test_a_broker_with_a_full_log_dir_never_acknowledges_a_write_it_then_l
         await _resolve(env, answers)
         report = await env.settle(within_s=BACK_WITHIN_S)
         back_s = time.monotonic() - grown
+    await _until_taken(env)
+    await env.consumed(within_s=BACK_WITHIN_S)
     assert report.clean, report
     for region, collection in env.collections.items():
         applied = await collection.count_documents({"_id": {"$in": answers.refused}})
