@@ -25,7 +25,7 @@ KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT
 # One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
 # replicators (make up SCALE=2).
 SCALE ?= 1
-# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,kill`.
+# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,wipe,kill`.
 # With links among them (partition, all, or `make up FAULTS=1`), Toxiproxy runs in the stack and
 # the services reach Kafka, both Redis, every store and (SCALE=2) the gateways through it
 # (deploy/local/links.yaml). Without FAULTS the stack is as ever.
@@ -291,7 +291,7 @@ SEED ?=
 NEMESIS_FAULTS ?= 10
 
 .PHONY: chaos
-chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,kill|all] [SEED=n] [SKEW=-30ms,-10s]
+chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,wipe,kill|all] [SEED=n] [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
 		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)' \
 		--faults='$(or $(FAULTS),kill)' --random-faults $(NEMESIS_FAULTS) $(if $(SEED),--seed $(SEED))

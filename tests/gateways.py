@@ -1,9 +1,10 @@
-"""More gateways beside the stack's own, each with its clock offset by libfaketime.
+"""More gateways (and a writer) beside the stack's own, each with its clock offset by libfaketime.
 
-A real deployment runs several gateways whose clocks differ. These start the stack's gateway
-program again, with the stack gateway's own settings (read from its environment), another port
-and clock id, and ``FAKETIME`` set: Debian's libfaketime shifts its wall clock (the clock the
-versions come from) while its monotonic clock stays true, as NTP leaves a host's.
+A real deployment runs several gateways whose clocks differ, and consumers whose clocks differ
+from theirs. These start the stack's gateway (or writer) program again, with its own settings
+(read from its environment), another port (and clock id, or placement-table directory), and
+``FAKETIME`` set: Debian's libfaketime shifts its wall clock (the clock the versions come from)
+while its monotonic clock stays true, as NTP leaves a host's.
 """
 
 from __future__ import annotations
@@ -109,9 +110,39 @@ async def extra_gateway_process(
     clock_file: Path | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
     """As :func:`extra_gateway`, yielding its pid too (to pause it)."""
-    pid = await stack.pid("gateway")
-    env = process_environment(pid) | faking(offset, clock_file)
-    env |= {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_NODE_ID": str(node_id)}
+    settings = {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_NODE_ID": str(node_id)}
+    process = _extra_process(stack, "gateway", settings, port, offset, log, clock_file)
+    async with process as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def extra_writer_process(
+    stack: Stack, *, port: int, state_dir: Path, log: Path, clock_file: Path
+) -> AsyncIterator[tuple[str, int]]:
+    """One more writer, in the writer group beside the stack's (as ``make up SCALE=2``'s
+    second), with its own placement tables in ``state_dir`` and its wall clock's offset read
+    from ``clock_file``; its base URL and pid are yielded once it is ready."""
+    settings = {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_STATE_DIR": str(state_dir)}
+    process = _extra_process(stack, "writer", settings, port, skew("0"), log, clock_file)
+    async with process as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _extra_process(
+    stack: Stack,
+    service: str,
+    settings: dict[str, str],
+    port: int,
+    offset: Skew,
+    log: Path,
+    clock_file: Path | None,
+) -> AsyncIterator[tuple[str, int]]:
+    """The stack's ``service`` program again, with its environment but ``settings`` and a
+    faked clock; ready for the block."""
+    pid = await stack.pid(service)
+    env = process_environment(pid) | faking(offset, clock_file) | settings
     out = _open_log(log)
     try:
         process = await asyncio.create_subprocess_exec(

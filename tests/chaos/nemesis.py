@@ -9,12 +9,16 @@ healed:
   jitter, loss, a two-way or one-way cut, connection resets, a bandwidth limit, or goes down;
 - ``pause``: SIGSTOP of a process (and its children: a store's PostgreSQL backends), past the
   consumers' Kafka session timeout, or past the clock-id lease of the gateway that leases one;
-- ``clock``: steps of the wall clock of a gateway that runs with libfaketime, ahead or behind,
-  by milliseconds, seconds or a day;
+- ``clock``: steps of the wall clock of a gateway or of a writer that run with libfaketime,
+  ahead or behind, by milliseconds, seconds or a day;
+- ``wipe``: one region's store processes stopped, its data directory deleted, and started again
+  empty, once a round (a second region wiped would lose customers for good: docs/repair.md);
+  the round runs ``regionstore repair`` before its audit;
 - ``kill``: SIGKILL of every process kind once (recovery in the middle of a drain).
 
 The same seed and kinds give the same schedule; what the stack does in between does not change
-which faults come.
+which faults come. The wipe and the clock's target draw from streams of their own, so a seed
+that replayed a round before they existed still gives that round's other faults.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from typing import Any
 import httpx
 
 from regionstore_shared.ports import port, service_url
-from tests.chaos import faults
+from tests.chaos import faults, wipe
 from tests.stack import Stack
 
-KINDS = ("partition", "pause", "clock", "kill")
+KINDS = ("partition", "pause", "clock", "wipe", "kill")
 """Every kind the nemesis can do (``disk`` is not one yet: docs/faults.md)."""
+REGIONS = ("region_1", "region_2", "region_3")
 
 LINKS = ("kafka", "redis", "redis_idempotency", "region_1", "region_2", "region_3", "gateway")
 LINK_FAULTS = ("latency", "loss", "cut", "cut_one_way", "reset", "bandwidth", "down")
@@ -59,6 +64,9 @@ NODE_LEASE_TTL_S = 15.0
 CLOCK_STEPS = ("-0.005", "-0.03", "+0.05", "-10", "+10", "-1d", "+1d")
 CLOCK_GATEWAY = "gateway-clock"
 """The extra gateway whose clock the nemesis steps (and which leases its clock id)."""
+CLOCK_WRITER = "writer-clock"
+"""The extra writer, in the writer group beside the stack's, whose clock the nemesis steps."""
+CLOCKED = (CLOCK_GATEWAY, CLOCK_WRITER)
 HOLD_S = (4.0, 12.0)
 READY_WITHIN_S = 300.0
 """As long as a killed process may take to be back (faults.RESTART_WITHIN_S)."""
@@ -96,7 +104,11 @@ class Fault:
         if self.kind == "pause":
             return f"pause {self.target} ({self.how})"
         if self.kind == "clock":
-            return f"clock step {self.how}"
+            # The gateway's rows keep the label they had before a writer's clock was stepped.
+            on = "" if self.target == CLOCK_GATEWAY else f" ({self.target})"
+            return f"clock step {self.how}{on}"
+        if self.kind == "wipe":
+            return f"wipe {self.target}"
         return f"kill {self.target}"
 
 
@@ -119,19 +131,28 @@ class Nemesis:
     kinds: tuple[str, ...]
     steps: list[Fault] = field(default_factory=list)
     happened: list[Happened] = field(default_factory=list)
-    clock_file: Path | None = None
+    clock_files: dict[str, Path] = field(default_factory=dict)
+    """The ``FAKETIME_TIMESTAMP_FILE`` of each process in :data:`CLOCKED`."""
+    wiped: list[str] = field(default_factory=list)
+    """The regions wiped so far this round (at most one)."""
 
     def plan(self, processes: list[str], random_faults: int) -> None:
-        """The kills (every process kind once) and ``random_faults`` others, mixed."""
+        """The kills (every process kind once), ``random_faults`` others, and with ``wipe``
+        one wiped region, mixed."""
         rng = random.Random(self.seed)
+        targets = random.Random(f"{self.seed}:clock")
         steps = [Fault("kill", name) for name in processes] if "kill" in self.kinds else []
-        others = [kind for kind in self.kinds if kind != "kill"]
+        others = [kind for kind in self.kinds if kind not in ("kill", "wipe")]
         for _ in range(random_faults if others else 0):
-            steps.append(self._pick(rng, rng.choice(others)))
+            steps.append(self._pick(rng, rng.choice(others), targets))
         rng.shuffle(steps)
+        if "wipe" in self.kinds:
+            wiping = random.Random(f"{self.seed}:wipe")
+            region = wiping.choice(REGIONS)
+            steps.insert(wiping.randint(0, len(steps)), Fault("wipe", region))
         self.steps = steps
 
-    def _pick(self, rng: random.Random, kind: str) -> Fault:
+    def _pick(self, rng: random.Random, kind: str, targets: random.Random) -> Fault:
         hold = round(rng.uniform(*HOLD_S), 1)
         if kind == "partition":
             return Fault(kind, rng.choice(LINKS), rng.choice(LINK_FAULTS), hold)
@@ -144,7 +165,7 @@ class Nemesis:
                 past = NODE_LEASE_TTL_S
                 return Fault(kind, target, "past its clock-id lease", past + rng.uniform(2, 6))
             return Fault(kind, target, "short", hold)
-        return Fault(kind, CLOCK_GATEWAY, rng.choice(CLOCK_STEPS), hold)
+        return Fault(kind, targets.choice(CLOCKED), rng.choice(CLOCK_STEPS), hold)
 
     async def run(
         self,
@@ -176,6 +197,12 @@ class Nemesis:
                     pid = clock_pid if fault.target == CLOCK_GATEWAY else None
                     note = await _pause(stack, fault, pid)
                     healed = time.monotonic()
+                elif fault.kind == "wipe":
+                    if self.wiped:
+                        raise NemesisError(f"{self.wiped[0]} was wiped already: one a round")
+                    self.wiped.append(fault.target)
+                    note = await wipe.wipe(stack, control, fault.target)
+                    healed = time.monotonic()
                 else:
                     note = await self._step_clock(fault)
                     healed = time.monotonic()
@@ -192,12 +219,13 @@ class Nemesis:
                 await asyncio.sleep(pause_s)
 
     async def _step_clock(self, fault: Fault) -> str:
-        if self.clock_file is None:
-            raise NemesisError("a clock step needs the clock gateway (FAULTS with clock)")
-        self.clock_file.write_text(f"{fault.how}\n")
+        clock_file = self.clock_files.get(fault.target)
+        if clock_file is None:
+            raise NemesisError(f"a clock step needs {fault.target} (FAULTS with clock)")
+        clock_file.write_text(f"{fault.how}\n")
         await asyncio.sleep(fault.hold_s)
-        self.clock_file.write_text("+0\n")
-        return f"{CLOCK_GATEWAY} {fault.how} for {fault.hold_s}s, then back"
+        clock_file.write_text("+0\n")
+        return f"{fault.target} {fault.how} for {fault.hold_s}s, then back"
 
 
 async def _pause(stack: Stack, fault: Fault, pid: int | None) -> str:

@@ -21,12 +21,12 @@ from regionstore_shared.ports import port, service_url
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, wait_for_clean
 from regionstore_testing.ports import free_port
-from tests.chaos import faults
+from tests.chaos import faults, wipe
 from tests.chaos.load import Client, Ledger
 from tests.chaos.measure import FaultRow, Reader, measure
-from tests.chaos.nemesis import CLOCK_GATEWAY, Happened, Nemesis
+from tests.chaos.nemesis import CLOCK_GATEWAY, CLOCK_WRITER, CLOCKED, Happened, Nemesis
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
-from tests.gateways import extra_gateway, extra_gateway_process, skew
+from tests.gateways import extra_gateway, extra_gateway_process, extra_writer_process, skew
 from tests.keys import headers
 from tests.stack import Stack
 
@@ -76,6 +76,8 @@ class RoundResult:
     kinds: tuple[str, ...] = ()
     happened: list[Happened] = field(default_factory=list)
     faults: list[FaultRow] = field(default_factory=list)
+    repaired_whole: bool = True
+    """Every wiped region's repair left nothing diverging (True when none was wiped)."""
 
     @property
     def total_acknowledged(self) -> int:
@@ -86,7 +88,8 @@ class RoundResult:
     def clean(self) -> bool:
         """Nothing lost, stale, duplicated, resurrected, stray or refused-but-applied."""
         return (
-            self.audit.clean
+            self.repaired_whole
+            and self.audit.clean
             and self.topic.clean
             and not self.unresolved
             and not self.errors
@@ -125,14 +128,10 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             await gateways.enter_async_context(_skewed_client(stack, offset, node))
             for node, offset in enumerate(plan.skews, start=SKEWED_NODE_IDS)
         ]
-        clock_pid = None
+        clock_pid = writer_pid = None
         if "clock" in plan.kinds:
-            nemesis.clock_file = (
-                Path(os.environ.get("RUN_DIR", ".run")) / "chaos" / f"{prefix}-clock"
-            )
-            nemesis.clock_file.parent.mkdir(parents=True, exist_ok=True)
-            nemesis.clock_file.write_text("+0\n")
-            log = Path(os.environ.get("RUN_DIR", ".run")) / "logs" / f"{CLOCK_GATEWAY}.log"
+            nemesis.clock_files = _clock_files(prefix)
+            log = _run_dir() / "logs" / f"{CLOCK_GATEWAY}.log"
             url, clock_pid = await gateways.enter_async_context(
                 extra_gateway_process(
                     stack,
@@ -140,12 +139,23 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
                     node_id=CLOCK_NODE_ID,
                     offset=skew("0"),
                     log=log,
-                    clock_file=nemesis.clock_file,
+                    clock_file=nemesis.clock_files[CLOCK_GATEWAY],
                 )
             )
             skewed.append(
                 await gateways.enter_async_context(
                     httpx.AsyncClient(base_url=url, headers=headers(), timeout=30)
+                )
+            )
+            # Its placement tables outlive the round: a later round's writer starts from them,
+            # as a restarted writer does.
+            _, writer_pid = await gateways.enter_async_context(
+                extra_writer_process(
+                    stack,
+                    port=free_port(),
+                    state_dir=_run_dir() / "state" / CLOCK_WRITER,
+                    log=_run_dir() / "logs" / f"{CLOCK_WRITER}.log",
+                    clock_file=nemesis.clock_files[CLOCK_WRITER],
                 )
             )
         nemesis.plan(await faults.plan(stack), plan.random_faults)
@@ -170,8 +180,16 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             finally:
                 stop.set()
         load_s = time.monotonic() - began
+        if writer_pid is not None and not _running(writer_pid):
+            # Nothing restarts it, as process-compose would the stack's: a clock step that
+            # ends a writer is a fault of the writer, not of the nemesis.
+            ledger.errors.append(f"{CLOCK_WRITER} exited during the round: {_last_error()}")
         settled = time.monotonic()
         notes = [await _settle(http)]
+        repaired = [await wipe.repair(region) for region in nemesis.wiped]
+        if repaired:
+            notes += [r.note for r in repaired]
+            notes.append(await _settle(http))
         if plan.skews:
             labels = ", ".join(skew(offset).label for offset in plan.skews)
             notes.append(f"clients spread over the stack's gateway and ones {labels}")
@@ -199,12 +217,41 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
         kinds=plan.kinds,
         happened=nemesis.happened,
         faults=measure(nemesis.happened, ledger.timeline, reader.timeline, began),
+        repaired_whole=all(r.whole for r in repaired),
     )
+
+
+def _run_dir() -> Path:
+    return Path(os.environ.get("RUN_DIR", ".run"))
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _last_error() -> str:
+    """The last line of the extra writer's log: its traceback's error, when it died of one."""
+    log = _run_dir() / "logs" / f"{CLOCK_WRITER}.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return lines[-1][:300] if lines else "no log"
+
+
+def _clock_files(prefix: str) -> dict[str, Path]:
+    """A ``FAKETIME_TIMESTAMP_FILE`` per clocked process, each at ``+0`` to begin with."""
+    files = {name: _run_dir() / "chaos" / f"{prefix}-{name}" for name in CLOCKED}
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("+0\n")
+    return files
 
 
 @contextlib.asynccontextmanager
 async def _skewed_client(stack: Stack, offset: str, node: int) -> AsyncIterator[httpx.AsyncClient]:
-    log = Path(os.environ.get("RUN_DIR", ".run")) / "logs" / f"gateway-skew-{node}.log"
+    log = _run_dir() / "logs" / f"gateway-skew-{node}.log"
     async with (
         extra_gateway(stack, port=free_port(), node_id=node, offset=skew(offset), log=log) as url,
         httpx.AsyncClient(base_url=url, headers=headers(), timeout=30) as http,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.chaos.measure import measure, recovered_after
 from tests.chaos.nemesis import (
+    CLOCK_GATEWAY,
+    CLOCK_WRITER,
     CONSUMERS,
     KAFKA_SESSION_TIMEOUT_S,
     KINDS,
+    REGIONS,
     Fault,
     Happened,
     Nemesis,
@@ -16,6 +21,7 @@ from tests.chaos.nemesis import (
     _toxics,
     kinds_of,
 )
+from tests.chaos.wipe import Repaired
 
 PROCESSES = ["gateway", "writer", "replicator", "recovery", "kafka", "redis"]
 
@@ -25,6 +31,7 @@ def test_fault_kinds_come_from_a_comma_list_or_all() -> None:
     assert kinds_of("1") == KINDS
     assert kinds_of("") == ("kill",)
     assert kinds_of("kill,pause") == ("pause", "kill")
+    assert kinds_of("kill,wipe") == ("wipe", "kill")
     with pytest.raises(NemesisError, match="disco"):
         kinds_of("pause,disco")
 
@@ -44,8 +51,8 @@ def test_every_process_is_killed_once_among_the_random_faults() -> None:
     nemesis.plan(PROCESSES, random_faults=20)
     kills = [f.target for f in nemesis.steps if f.kind == "kill"]
     assert sorted(kills) == sorted(PROCESSES)
-    assert len(nemesis.steps) == len(PROCESSES) + 20
-    assert {f.kind for f in nemesis.steps} - {"kill"} <= {"partition", "pause", "clock"}
+    assert len(nemesis.steps) == len(PROCESSES) + 20 + 1
+    assert {f.kind for f in nemesis.steps} - {"kill"} <= {"partition", "pause", "clock", "wipe"}
 
 
 def test_without_kill_nothing_is_killed_and_without_others_only_kills() -> None:
@@ -92,3 +99,73 @@ def test_a_fault_row_counts_the_answers_while_it_was_on() -> None:
     assert row.reads_available == pytest.approx(2 / 3)
     assert row.recover_s == 1.0
     assert row.label == "link kafka: cut"
+
+
+def test_a_round_wipes_one_region_at_most_and_only_when_asked() -> None:
+    regions = set()
+    for seed in range(40):
+        nemesis = Nemesis(seed, KINDS)
+        nemesis.plan(PROCESSES, random_faults=10)
+        wipes = [f for f in nemesis.steps if f.kind == "wipe"]
+        assert len(wipes) == 1
+        regions.add(wipes[0].target)
+        without = Nemesis(seed, tuple(k for k in KINDS if k != "wipe"))
+        without.plan(PROCESSES, random_faults=10)
+        assert all(f.kind != "wipe" for f in without.steps)
+    assert regions == set(REGIONS)
+
+
+def test_the_wipe_comes_anywhere_among_the_other_faults_and_leaves_them_as_they_were() -> None:
+    # A seed replayed from before the wipe existed still gives that round's other faults.
+    positions = set()
+    for seed in range(40):
+        wiping = Nemesis(seed, KINDS)
+        wiping.plan(PROCESSES, random_faults=6)
+        before = Nemesis(seed, tuple(k for k in KINDS if k != "wipe"))
+        before.plan(PROCESSES, random_faults=6)
+        assert [f for f in wiping.steps if f.kind != "wipe"] == before.steps
+        positions.add(next(n for n, f in enumerate(wiping.steps) if f.kind == "wipe"))
+    assert min(positions) == 0
+    assert max(positions) == len(PROCESSES) + 6
+
+
+def test_wipe_alone_is_one_wipe_whatever_the_random_faults() -> None:
+    nemesis = Nemesis(5, ("wipe",))
+    nemesis.plan(PROCESSES, random_faults=10)
+    [only] = nemesis.steps
+    assert only.kind == "wipe"
+    assert only.label == f"wipe {only.target}"
+
+
+def test_clock_steps_reach_the_writer_as_well_as_the_gateway() -> None:
+    nemesis = Nemesis(11, ("clock",))
+    nemesis.plan(PROCESSES, random_faults=40)
+    targets = {f.target for f in nemesis.steps}
+    assert targets == {CLOCK_GATEWAY, CLOCK_WRITER}
+    # The gateway's rows keep their old label; the writer's say whose clock stepped.
+    assert Fault("clock", CLOCK_GATEWAY, "+10").label == "clock step +10"
+    assert Fault("clock", CLOCK_WRITER, "+10").label == "clock step +10 (writer-clock)"
+
+
+async def test_a_clock_step_needs_the_process_to_run_with_a_clock_file() -> None:
+    nemesis = Nemesis(1, ("clock",))
+    with pytest.raises(NemesisError, match=CLOCK_WRITER):
+        await nemesis._step_clock(Fault("clock", CLOCK_WRITER, "+1d", 0.0))
+
+
+async def test_a_clock_step_goes_back_to_the_true_time_afterwards(tmp_path: Path) -> None:
+    clock = tmp_path / "clock"
+    nemesis = Nemesis(1, ("clock",), clock_files={CLOCK_WRITER: clock})
+    note = await nemesis._step_clock(Fault("clock", CLOCK_WRITER, "-1d", 0.0))
+    assert clock.read_text() == "+0\n"
+    assert note == f"{CLOCK_WRITER} -1d for 0.0s, then back"
+
+
+def test_a_repair_is_whole_only_when_it_exited_0_and_said_so() -> None:
+    report = {"found": {"region_2": {"missing": 12}}, "republished": 12, "whole": True}
+    assert Repaired("region_2", 0, report, 1.0).whole
+    assert not Repaired("region_2", 1, report, 1.0).whole
+    assert not Repaired("region_2", 0, {**report, "whole": False}, 1.0).whole
+    note = Repaired("region_2", 0, report, 1.0).note
+    assert "found missing 12" in note
+    assert "republished 12" in note

@@ -19,9 +19,9 @@ from regionstore_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-# The settings that say how long a topic keeps its records; the only ones changed on a topic
-# that already exists.
-RETENTION_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
+# The settings that say how long a topic keeps its records, and whose clock stamps them; the
+# only ones changed on a topic that already exists.
+RETENTION_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes", "message.timestamp.type")
 _KEPT = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 # DescribeConfigs v1+: a value set on the topic itself (not a broker's or Kafka's default).
 _DYNAMIC_TOPIC_CONFIG = 1
@@ -51,7 +51,14 @@ def placement_topics(settings: CommonSettings) -> list[str]:
 
 
 def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
-    config = {"min.insync.replicas": str(min(2, settings.kafka.replication_factor))}
+    config = {
+        "min.insync.replicas": str(min(2, settings.kafka.replication_factor)),
+        # The broker stamps each record as it appends it. A producer's own clock far ahead
+        # would have its records refused (a broker refuses timestamps over an hour ahead by
+        # default): a writer a day ahead could not commit its placement table and exited, and
+        # a gateway could not publish. It would also age its records out late.
+        "message.timestamp.type": "LogAppendTime",
+    }
     if name.startswith(settings.kafka.pending_topic_prefix):
         # A parked command is an acknowledged write that has not reached its region yet: it
         # must wait however long the region stays down. Recovery deletes it once drained.
@@ -73,11 +80,6 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
             "retention.bytes": "-1",
             "segment.ms": "600000",
         }
-    if name == settings.kafka.command_topic:
-        # The broker stamps each command as it appends it: a gateway whose clock is far ahead
-        # would otherwise have its writes refused (a broker refuses timestamps over an hour
-        # ahead by default), and age them out a day late.
-        config |= {"message.timestamp.type": "LogAppendTime"}
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= _KEPT

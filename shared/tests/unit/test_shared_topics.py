@@ -24,6 +24,8 @@ from regionstore_shared.topics import (
 from shared.tests.fakes import clear_environment
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+STAMPED = {"message.timestamp.type": "LogAppendTime"}
+STAMPED_OWN = ("LogAppendTime", True)
 
 
 @pytest.fixture
@@ -87,18 +89,36 @@ class TestRetentionUpdate:
         }
         update = retention_update(settings, settings.kafka.deadletter_topic, current)
         # AlterConfigs replaces what was set on the topic: min.insync.replicas is sent again.
-        assert update == {"min.insync.replicas": "1", **FOREVER}
+        assert update == {"min.insync.replicas": "1", **FOREVER, **STAMPED}
 
     def test_a_topic_in_line_is_left_alone(self, settings: CommonSettings) -> None:
-        current = {key: (value, True) for key, value in FOREVER.items()}
+        current = {key: (value, True) for key, value in (FOREVER | STAMPED).items()}
         assert retention_update(settings, settings.kafka.deadletter_topic, current) is None
 
     def test_a_topic_whose_retention_is_not_ours_to_say_is_left_alone(
         self, settings: CommonSettings
     ) -> None:
         # An operator's retention on the command topic stands: regionstore names none.
-        current = {"retention.ms": ("86400000", True)}
+        current = {"retention.ms": ("86400000", True), "message.timestamp.type": STAMPED_OWN}
         assert retention_update(settings, settings.kafka.command_topic, current) is None
+
+    @pytest.mark.parametrize("topic", ["placement", "pending", "audit"])
+    def test_a_topic_stamped_by_its_producers_clock_is_stamped_by_the_broker_from_now(
+        self, settings: CommonSettings, topic: str
+    ) -> None:
+        # A producer whose clock is over an hour ahead has its CreateTime records refused.
+        kafka = settings.kafka
+        name = {
+            "placement": kafka.placement_topic(kafka.writer_group),
+            "pending": kafka.pending_topic("region_1"),
+            "audit": kafka.audit_topic,
+        }[topic]
+        current = {key: (value, True) for key, value in _topic_config(settings, name).items()} | {
+            "message.timestamp.type": ("CreateTime", False)
+        }
+        update = retention_update(settings, name, current)
+        assert update is not None
+        assert update["message.timestamp.type"] == "LogAppendTime"
 
 
 class TestTopicSettings:
@@ -214,11 +234,13 @@ class TestEnsureTopics:
         assert set(broker.created) == set(all_topics(settings)) - existing
         assert broker.altered == [
             {
+                kafka.command_topic: {"min.insync.replicas": "1", **STAMPED},
                 kafka.deadletter_topic: {
                     "min.insync.replicas": "1",
                     "max.message.bytes": "2097152",
                     **FOREVER,
-                }
+                    **STAMPED,
+                },
             }
         ]
 
