@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 
 from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
@@ -20,6 +21,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
+from regionstore_shared.personal import KeyStore, seal_all
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -98,9 +100,11 @@ class Writes:
         board: StatusBoard,
         repository: CustomerRepository,
         clock: HybridClock,
+        keyring: KeyStore,
         tracer: CommandTracer | None = None,
     ) -> None:
         self._settings = settings
+        self._keyring = keyring
         # The process's tracer unless one is given; None when tracing is off.
         self._tracer = tracer if tracer is not None else command_tracer()
         self._producer = producer
@@ -167,7 +171,18 @@ class Writes:
                 raise CustomerExistsError(customer.customer_id)
             if lookup.unreachable:
                 raise CustomerUnreadableError(customer.customer_id, lookup.unreachable)
-        return self.upsert_command(customer)
+        (command,) = await self.seal([self.upsert_command(customer)])
+        assert isinstance(command, UpsertCustomer)  # seal keeps each command's kind
+        return command
+
+    async def seal(self, commands: Sequence[Command]) -> list[Command]:
+        """The commands with their customers sealed, each delete's key destroyed in its turn
+        (:func:`~regionstore_shared.personal.seal_all`); raises KafkaUnavailableError, nothing
+        sent, when the keys' Redis cannot be reached."""
+        try:
+            return await seal_all(commands, self._keyring)
+        except RedisError as error:
+            raise KafkaUnavailableError(commands[0], error) from error
 
     async def send(self, command: Command, *, wait: bool) -> Written:
         """Publish one command; raise unless Kafka acknowledged it.
@@ -206,6 +221,11 @@ class Writes:
     ) -> list[Delivery]:
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
+        try:
+            # Every upsert leaves sealed, and every delete's key goes before the delete does.
+            commands = await seal_all(commands, self._keyring)
+        except RedisError as error:
+            return [Delivery(Outcome.NOT_SENT, error) for _ in commands]
         pending: list[asyncio.Future[object] | BaseException] = []
         for command in commands:
             try:

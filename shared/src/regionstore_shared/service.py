@@ -17,6 +17,7 @@ from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
+from regionstore_shared.personal import Keyring
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.placement_local import LocalTables
 from regionstore_shared.placement_log import KafkaTableStore, PlacementLog
@@ -83,6 +84,7 @@ async def consume_commands(
             outages=state.outages,
             applied=applied,
             role=role.value,
+            keyring=Keyring(redis, prefix=settings.redis.personal_key_prefix),
         )
         state.ready = True
         log.info("consuming commands", extra={"group": group_id, "role": role.value})

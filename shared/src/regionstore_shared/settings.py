@@ -15,6 +15,7 @@ Credentials never appear in a settings repr or in a validation error (``hide_inp
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -165,6 +166,9 @@ class RedisSettings(BaseModel):
     # A capped stream of "this service saw that region fail", which the failure detector
     # counts (regionstore_shared.health).
     health_key: str = "regionstore:health"
+    # One string per customer: the customer's data key (regionstore_shared.personal). This
+    # Redis must never evict: a key evicted is a customer erased.
+    personal_key_prefix: str = "regionstore:pdkey:"
     socket_timeout_s: Annotated[float, Field(gt=0)] = 2.0
 
     def status_key(self, region: str) -> str:
@@ -225,6 +229,11 @@ class CommonSettings(BaseSettings):
     # While a dependency stays down, one summary line per this many seconds instead of one per
     # retry (see regionstore_shared.logs).
     log_summary_s: Annotated[float, Field(gt=0)] = 30.0
+    # After a delete, no readable copy of the customer's fields is left anywhere after this
+    # long (docs/personal-data.md): at most 30 days, as the README promises.
+    erasure_within: Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=30))] = timedelta(
+        days=30
+    )
     # Where a consumer keeps its placement tables on disk, one directory per process. Unset: a
     # temporary one, so a restart reads the tables from Kafka again (slow at millions).
     state_dir: Path | None = None
