@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -21,7 +21,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
-from regionstore_shared.personal import KeyStore, seal_all
+from regionstore_shared.personal import CustomerKey, KeyStore, seal_all
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -221,10 +221,12 @@ class Writes:
     ) -> list[Delivery]:
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
+        taken: dict[str, CustomerKey] = {}
         try:
             # Every upsert leaves sealed, and every delete's key goes before the delete does.
-            commands = await seal_all(commands, self._keyring)
+            commands = await seal_all(commands, self._keyring, taken)
         except RedisError as error:
+            await self._give_back(commands, taken)
             return [Delivery(Outcome.NOT_SENT, error) for _ in commands]
         pending: list[asyncio.Future[object] | BaseException] = []
         for command in commands:
@@ -257,7 +259,28 @@ class Writes:
                 )
         if commands and all(d.outcome is not Outcome.ACCEPTED for d in deliveries):
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
+        refused = [
+            c for c, d in zip(commands, deliveries, strict=True) if d.outcome is Outcome.NOT_SENT
+        ]
+        await self._give_back(refused, taken)
         return deliveries
+
+    async def _give_back(
+        self, refused: Sequence[Command], taken: Mapping[str, CustomerKey]
+    ) -> None:
+        """Put back the keys of deletes Kafka certainly did not take: a refusal changes nothing."""
+        keys = {
+            c.key: taken[c.key] for c in refused if isinstance(c, DeleteCustomer) and c.key in taken
+        }
+        try:
+            await self._keyring.restore(keys)
+        except RedisError as error:
+            # The deletes are refused all the same; their customers' earlier writes that are
+            # still parked will be applied as erased.
+            log.error(
+                "keys of refused deletes not put back",
+                extra={"customers": sorted(keys), "error": repr(error)},
+            )
 
     async def wait_applied(self, command: Command, position: int) -> bool:
         """Poll, bounded, until reads see the command (appended at ``position``) or a write

@@ -521,6 +521,25 @@ class TestPublish:
         assert isinstance(decode_command(value), UpsertCustomer)
         assert isinstance(decode_command(producer.sent[1][1]), DeleteCustomer)
 
+    async def test_a_delete_kafka_refused_gives_its_customer_key_back(
+        self, settings: GatewaySettings
+    ) -> None:
+        # The customer's earlier write may still be parked: with its key gone it would be
+        # applied as erased, and a refusal must change nothing.
+        producer = FakeProducer([None, SEND_FAILS, None])
+        writes = make_writes(settings, producer)
+        (created,) = await writes.publish([writes.upsert_command(customer())])
+        assert created.outcome is Outcome.ACCEPTED
+        keyring = writes._keyring
+        assert isinstance(keyring, MemoryKeyring)
+        key = keyring.keys[CUSTOMER]
+        (refused,) = await writes.publish([writes.delete_command(CUSTOMER)])
+        assert refused.outcome is Outcome.NOT_SENT
+        assert keyring.keys[CUSTOMER] == key
+        (deleted,) = await writes.publish([writes.delete_command(CUSTOMER)])
+        assert deleted.outcome is Outcome.ACCEPTED
+        assert CUSTOMER not in keyring.keys
+
     async def test_untraced_commands_carry_no_headers(self, settings: GatewaySettings) -> None:
         producer = FakeProducer([None])
         writes = make_writes(settings, producer)

@@ -130,6 +130,14 @@ class KeyStore(Protocol):
 
     async def destroy(self, customer_ids: Iterable[str]) -> int: ...
 
+    async def take(self, customer_ids: Iterable[str]) -> dict[str, CustomerKey]:
+        """Erase the customers' keys; those that existed, to put back if need be."""
+        ...
+
+    async def restore(self, keys: Mapping[str, CustomerKey]) -> None:
+        """Put keys taken back, each unless its customer has a new one meanwhile."""
+        ...
+
 
 class Keyring:
     """The customers' data keys, in Redis under ``prefix`` + customer id, one string each.
@@ -176,10 +184,36 @@ class Keyring:
         names = [self.name(c) for c in set(customer_ids)]
         return int(await self._redis.delete(*names)) if names else 0
 
+    async def take(self, customer_ids: Iterable[str]) -> dict[str, CustomerKey]:
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for customer_id in ids:
+                pipe.getdel(self.name(customer_id))
+            values = await pipe.execute()
+        return {c: CustomerKey.loads(v) for c, v in zip(ids, values, strict=True) if v}
 
-async def seal_all(commands: Sequence[Command], keyring: KeyStore) -> list[Command]:
+    async def restore(self, keys: Mapping[str, CustomerKey]) -> None:
+        if not keys:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for customer_id, key in keys.items():
+                pipe.set(self.name(customer_id), key.dumps(), nx=True)
+            await pipe.execute()
+
+
+async def seal_all(
+    commands: Sequence[Command],
+    keyring: KeyStore,
+    taken: dict[str, CustomerKey] | None = None,
+) -> list[Command]:
     """The commands as they may leave the gateway: upserts sealed, and each delete's customer
     key destroyed before anything after it is sealed (a write after the delete gets a new key).
+
+    The keys the deletes destroyed go into ``taken``, when given: a delete that Kafka then
+    certainly did not take must give its key back (:meth:`KeyStore.restore`), or the writes
+    acknowledged before it and not applied everywhere yet (parked ones) would read as erased.
     """
     out: list[Command] = []
     run: list[UpsertCustomer] = []
@@ -194,7 +228,10 @@ async def seal_all(commands: Sequence[Command], keyring: KeyStore) -> list[Comma
             run.append(command)
             continue
         await flush()
-        await keyring.destroy([command.key])
+        if taken is None:
+            await keyring.destroy([command.key])
+        else:
+            taken.update(await keyring.take([command.key]))
         out.append(command)
     await flush()
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from regionstore_shared.personal import CustomerKey, KeyStore, opened
 from regionstore_shared.schemas import Command, Customer, UpsertCustomer
@@ -24,8 +24,14 @@ class MemoryKeyring:
         return await self.find(ids)
 
     async def destroy(self, customer_ids: Iterable[str]) -> int:
-        gone = [self.keys.pop(c) for c in set(customer_ids) if c in self.keys]
-        return len(gone)
+        return len(await self.take(customer_ids))
+
+    async def take(self, customer_ids: Iterable[str]) -> dict[str, CustomerKey]:
+        return {c: self.keys.pop(c) for c in set(customer_ids) if c in self.keys}
+
+    async def restore(self, keys: Mapping[str, CustomerKey]) -> None:
+        for customer_id, key in keys.items():
+            self.keys.setdefault(customer_id, key)
 
 
 async def customer_of(command: Command, keyring: KeyStore) -> Customer:
