@@ -33,7 +33,8 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.logs import Outages
-from regionstore_shared.personal import Keyring, KeyStore
+from regionstore_shared.personal import KeyStore
+from regionstore_shared.personal_keys import open_keyring
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
@@ -210,7 +211,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 recent=recent,
                 auth=redis_authenticator(redis, settings.auth, outages=outages),
                 backpressure=backpressure,
-                keyring=Keyring(redis, prefix=settings.redis.personal_key_prefix),
+                keyring=await open_keyring(stack, settings, writes=True),
             )
         )
         freeze_startup_objects()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 
 from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
@@ -21,7 +20,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
-from regionstore_shared.personal import CustomerKey, KeyStore, seal_all
+from regionstore_shared.personal import KeyStore, seal_all
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -176,12 +175,12 @@ class Writes:
         return command
 
     async def seal(self, commands: Sequence[Command]) -> list[Command]:
-        """The commands with their customers sealed, each delete's key destroyed in its turn
+        """The commands with their customers sealed
         (:func:`~regionstore_shared.personal.seal_all`); raises KafkaUnavailableError, nothing
-        sent, when the keys' Redis cannot be reached."""
+        sent, when the key topic cannot be read or written."""
         try:
             return await seal_all(commands, self._keyring)
-        except RedisError as error:
+        except KafkaError as error:
             raise KafkaUnavailableError(commands[0], error) from error
 
     async def send(self, command: Command, *, wait: bool) -> Written:
@@ -221,12 +220,10 @@ class Writes:
     ) -> list[Delivery]:
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
-        taken: dict[str, CustomerKey] = {}
         try:
-            # Every upsert leaves sealed, and every delete's key goes before the delete does.
-            commands = await seal_all(commands, self._keyring, taken)
-        except RedisError as error:
-            await self._give_back(commands, taken)
+            # Every upsert leaves sealed, its key durable before it.
+            commands = await seal_all(commands, self._keyring)
+        except KafkaError as error:
             return [Delivery(Outcome.NOT_SENT, error) for _ in commands]
         pending: list[asyncio.Future[object] | BaseException] = []
         for command in commands:
@@ -241,7 +238,7 @@ class Writes:
             # asyncio.wait, not a timeout around gather: the delivery futures belong to the
             # producer and must not be cancelled by an impatient caller.
             await asyncio.wait(futures, timeout=timeout)
-        deliveries = [delivery_of(p) for p in pending]
+        deliveries = await self._destroy_keys(commands, [delivery_of(p) for p in pending])
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
@@ -259,28 +256,41 @@ class Writes:
                 )
         if commands and all(d.outcome is not Outcome.ACCEPTED for d in deliveries):
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
-        refused = [
-            c for c, d in zip(commands, deliveries, strict=True) if d.outcome is Outcome.NOT_SENT
-        ]
-        await self._give_back(refused, taken)
         return deliveries
 
-    async def _give_back(
-        self, refused: Sequence[Command], taken: Mapping[str, CustomerKey]
-    ) -> None:
-        """Put back the keys of deletes Kafka certainly did not take: a refusal changes nothing."""
-        keys = {
-            c.key: taken[c.key] for c in refused if isinstance(c, DeleteCustomer) and c.key in taken
-        }
+    async def _destroy_keys(
+        self, commands: Sequence[Command], deliveries: list[Delivery]
+    ) -> list[Delivery]:
+        """Destroy the keys of each acknowledged delete's customer made before it, durably,
+        before its 202: a write sent after that 202 finds no key and makes a new one.
+
+        Only after the acknowledgement: a delete Kafka refused, or whose fate is unknown,
+        changes nothing (its customer's parked writes stay readable). A delete whose keys could
+        not be destroyed is answered as unknown, so that it is sent again.
+        """
+        accepted = [
+            at
+            for at, (command, delivery) in enumerate(zip(commands, deliveries, strict=True))
+            if isinstance(command, DeleteCustomer) and delivery.outcome is Outcome.ACCEPTED
+        ]
+        before: dict[str, int] = {}
+        for at in accepted:
+            command = commands[at]
+            before[command.key] = max(before.get(command.key, 0), command.version)
+        if not before:
+            return deliveries
         try:
-            await self._keyring.restore(keys)
-        except RedisError as error:
-            # The deletes are refused all the same; their customers' earlier writes that are
-            # still parked will be applied as erased.
+            await self._keyring.destroy(before)
+        except KafkaError as error:
             log.error(
-                "keys of refused deletes not put back",
-                extra={"customers": sorted(keys), "error": repr(error)},
+                "keys of deletes not destroyed: the deletes are answered as unknown",
+                extra={"deletes": len(accepted), "error": repr(error)},
             )
+            out = list(deliveries)
+            for at in accepted:
+                out[at] = Delivery(Outcome.UNKNOWN, error, deliveries[at].position)
+            return out
+        return deliveries
 
     async def wait_applied(self, command: Command, position: int) -> bool:
         """Poll, bounded, until reads see the command (appended at ``position``) or a write

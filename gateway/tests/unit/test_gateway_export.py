@@ -185,7 +185,7 @@ class TestExport:
         keys, audit = MemoryKeyring(), FakeAudit()
         customer_id = uuid.uuid4().hex
         parked = await parked_upsert(settings, keys, customer_id)
-        await keys.destroy([customer_id])
+        await keys.destroy({customer_id: 8})
         unread = {settings.kafka.deadletter_topic}
         answer = await service(
             settings, keys, audit, records={parked.topic: [parked]}, unread=unread

@@ -521,24 +521,51 @@ class TestPublish:
         assert isinstance(decode_command(value), UpsertCustomer)
         assert isinstance(decode_command(producer.sent[1][1]), DeleteCustomer)
 
-    async def test_a_delete_kafka_refused_gives_its_customer_key_back(
-        self, settings: GatewaySettings
-    ) -> None:
+    async def test_a_delete_kafka_refused_destroys_no_key(self, settings: GatewaySettings) -> None:
         # The customer's earlier write may still be parked: with its key gone it would be
         # applied as erased, and a refusal must change nothing.
-        producer = FakeProducer([None, SEND_FAILS, None])
+        producer = FakeProducer([None, SEND_FAILS, None, None])
         writes = make_writes(settings, producer)
         (created,) = await writes.publish([writes.upsert_command(customer())])
         assert created.outcome is Outcome.ACCEPTED
         keyring = writes._keyring
         assert isinstance(keyring, MemoryKeyring)
-        key = keyring.keys[CUSTOMER]
+        key = keyring.current(CUSTOMER)
+        assert key is not None
         (refused,) = await writes.publish([writes.delete_command(CUSTOMER)])
         assert refused.outcome is Outcome.NOT_SENT
-        assert keyring.keys[CUSTOMER] == key
+        assert keyring.current(CUSTOMER) == key
         (deleted,) = await writes.publish([writes.delete_command(CUSTOMER)])
         assert deleted.outcome is Outcome.ACCEPTED
-        assert CUSTOMER not in keyring.keys
+        assert keyring.current(CUSTOMER) is None
+        # A write after the delete's acknowledgement makes a new key.
+        (again,) = await writes.publish([writes.upsert_command(customer())])
+        assert again.outcome is Outcome.ACCEPTED
+        assert keyring.current(CUSTOMER) not in (None, key)
+
+    async def test_a_delete_whose_keys_could_not_be_destroyed_is_unknown(
+        self, settings: GatewaySettings
+    ) -> None:
+        producer = FakeProducer([None, None])
+        writes = make_writes(settings, producer)
+        await writes.publish([writes.upsert_command(customer())])
+        keyring = writes._keyring
+        assert isinstance(keyring, MemoryKeyring)
+        keyring.refuse = KafkaConnectionError()
+        (deleted,) = await writes.publish([writes.delete_command(CUSTOMER)])
+        # Acknowledged, but answered so that it is sent again, which destroys the keys.
+        assert deleted.outcome is Outcome.UNKNOWN
+        assert keyring.current(CUSTOMER) is not None
+
+    async def test_a_key_topic_kafka_refuses_sends_nothing(self, settings: GatewaySettings) -> None:
+        producer = FakeProducer([])
+        writes = make_writes(settings, producer)
+        keyring = writes._keyring
+        assert isinstance(keyring, MemoryKeyring)
+        keyring.refuse = KafkaConnectionError()
+        (refused,) = await writes.publish([writes.upsert_command(customer())])
+        assert refused.outcome is Outcome.NOT_SENT
+        assert producer.sent == []
 
     async def test_untraced_commands_carry_no_headers(self, settings: GatewaySettings) -> None:
         producer = FakeProducer([None])

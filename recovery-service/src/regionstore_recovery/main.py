@@ -25,7 +25,6 @@ from regionstore_recovery.drainer import (
     PointRead,
     drain,
 )
-from regionstore_recovery.key_log import KeyLogRewrites
 from regionstore_recovery.repair_wiring import start_repair
 from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
@@ -39,7 +38,7 @@ from regionstore_shared.clients import customers, kafka_admin, mongo_client, ope
 from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
 from regionstore_shared.parked import ParkedReader, parked_reader
-from regionstore_shared.personal import Keyring
+from regionstore_shared.personal_keys import open_keyring
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.status import RegionStatus, StatusBoard
@@ -80,7 +79,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             outages=state.outages,
             applied=applied,
             role="recovery",
-            keyring=Keyring(redis, prefix=settings.redis.personal_key_prefix),
+            keyring=await open_keyring(stack, settings),
         )
         supervisor = DrainSupervisor(
             functools.partial(
@@ -112,9 +111,6 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
         parked = parked_reader(settings.kafka, name, backlog)
         await parked.start()
         stack.push_async_callback(parked.close)
-        rewrites = KeyLogRewrites(redis, settings.erasure_within.total_seconds() / 4)
-        rewrites.start()
-        stack.push_async_callback(rewrites.stop)
         for region in settings.region_map.names:
             DRAINING.labels(region=region).set(0)
         seen = -1

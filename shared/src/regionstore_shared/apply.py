@@ -38,7 +38,14 @@ from regionstore_shared.failures import (
     describe_write_error,
 )
 from regionstore_shared.logs import Outages
-from regionstore_shared.personal import CustomerKey, ErasedError, KeyStore, opened
+from regionstore_shared.personal import (
+    CustomerKey,
+    ErasedError,
+    KeyName,
+    KeyStore,
+    key_name,
+    opened,
+)
 from regionstore_shared.schemas import Action, Command, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 from regionstore_shared.tracing import (
@@ -398,7 +405,7 @@ class BatchApplier:
         raise error
 
     async def _open(self, by_region: dict[str, list[Item]]) -> dict[str, list[Item]]:
-        """The items, their sealed upserts opened with their customers' keys (one round trip);
+        """The items, their sealed upserts opened with their customers' keys (a local table);
         an upsert whose key is gone stays sealed, and is applied as erased. Targets were
         selected before: a selector may know a command by its identity."""
         sealed = {
@@ -409,15 +416,19 @@ class BatchApplier:
         }
         if not sealed:
             return by_region
-        customers = [e.command.key for e in sealed.values()]
-        keys = await self._keyring.find(customers) if self._keyring is not None else {}
+        names = [
+            name
+            for e in sealed.values()
+            if isinstance(e.command, UpsertCustomer) and (name := key_name(e.command)) is not None
+        ]
+        keys = await self._keyring.find(names) if self._keyring is not None else {}
         swapped = {ident: self._opened(envelope, keys) for ident, envelope in sealed.items()}
         return {
             region: [(swapped.get(id(envelope), envelope), target) for envelope, target in items]
             for region, items in by_region.items()
         }
 
-    def _opened(self, envelope: Envelope, keys: Mapping[str, CustomerKey]) -> Envelope:
+    def _opened(self, envelope: Envelope, keys: Mapping[KeyName, CustomerKey]) -> Envelope:
         command = envelope.command
         if not isinstance(command, UpsertCustomer):
             return envelope

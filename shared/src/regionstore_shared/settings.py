@@ -105,6 +105,8 @@ class KafkaSettings(BaseModel):
     deadletter_topic: str = "customers.deadletter"
     # Who changed a region's status or deleted a customer, and when: one partition, kept forever.
     audit_topic: str = "audit.events"
+    # The customers' data keys (regionstore_shared.personal_keys): compacted, one record a key.
+    key_topic: str = "customers.keys"
     partitions: Annotated[int, Field(ge=1, le=256)] = 6
     replication_factor: Annotated[int, Field(ge=1)] = 1
     request_timeout_ms: Annotated[int, Field(ge=1000)] = 15000
@@ -166,9 +168,6 @@ class RedisSettings(BaseModel):
     # A capped stream of "this service saw that region fail", which the failure detector
     # counts (regionstore_shared.health).
     health_key: str = "regionstore:health"
-    # One string per customer: the customer's data key (regionstore_shared.personal). This
-    # Redis must never evict: a key evicted is a customer erased.
-    personal_key_prefix: str = "regionstore:pdkey:"
     socket_timeout_s: Annotated[float, Field(gt=0)] = 2.0
 
     def status_key(self, region: str) -> str:

@@ -21,7 +21,15 @@ log = logging.getLogger(__name__)
 
 # The settings that say how long a topic keeps its records; the only ones changed on a topic
 # that already exists.
-RETENTION_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
+RETENTION_CONFIGS = (
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "delete.retention.ms",
+    "max.compaction.lag.ms",
+    "min.compaction.lag.ms",
+    "segment.ms",
+)
 _KEPT = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 # DescribeConfigs v1+: a value set on the topic itself (not a broker's or Kafka's default).
 _DYNAMIC_TOPIC_CONFIG = 1
@@ -36,6 +44,7 @@ def all_topics(settings: CommonSettings) -> list[str]:
         kafka.deadletter_topic,
         kafka.redrive_topic,
         kafka.audit_topic,
+        kafka.key_topic,
         *(kafka.pending_topic(region) for region in settings.region_map.names),
         *placement_topics(settings),
     ]
@@ -78,10 +87,39 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
         # would otherwise have its writes refused (a broker refuses timestamps over an hour
         # ahead by default), and age them out a day late.
         config |= {"message.timestamp.type": "LogAppendTime"}
+    if name == settings.kafka.key_topic:
+        config |= key_topic_config(settings)
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= _KEPT
     return config
+
+
+def key_topic_config(settings: CommonSettings) -> dict[str, str]:
+    """The key topic's settings: a key is kept until destroyed, and a destroyed one is gone
+    from the log within the erasure bound.
+
+    Compaction cleans only closed segments: a segment closes after a quarter of the bound, the
+    cleaner must reach a dirty record within another quarter, and the tombstone (which holds no
+    secret) goes a quarter after that. A consumer's key table not followed for as long is read
+    again whole (:class:`~regionstore_shared.personal_keys.KeyTable`).
+    """
+    quarter = str(key_tombstone_ms(settings))
+    return {
+        "cleanup.policy": "compact",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "segment.ms": quarter,
+        "max.compaction.lag.ms": quarter,
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": quarter,
+        "min.cleanable.dirty.ratio": "0.01",
+    }
+
+
+def key_tombstone_ms(settings: CommonSettings) -> int:
+    """How long a destroyed key's tombstone stays in the key topic: a quarter of the bound."""
+    return int(settings.erasure_within.total_seconds() * 1000 / 4)
 
 
 def _partitions(settings: CommonSettings, name: str) -> int:

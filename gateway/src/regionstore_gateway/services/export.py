@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -27,12 +27,20 @@ from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.audit_trail import Actor, AuditAction, AuditEvent, new_event
 from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.documents import DELETED, VERSION
-from regionstore_shared.personal import ErasedError, KeyStore, opened
+from regionstore_shared.personal import (
+    CustomerKey,
+    ErasedError,
+    KeyName,
+    KeyStore,
+    key_name,
+    opened,
+)
 from regionstore_shared.schemas import Command, UpsertCustomer, decode_command
 from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import StatusBoard
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
+Keys: TypeAlias = Mapping[KeyName, CustomerKey]
 
 
 class TopicReader(Protocol):
@@ -140,16 +148,16 @@ def _commands(records: Iterable[Record]) -> list[tuple[Record, Command]]:
     return decoded
 
 
-def _keys(commands: Iterable[list[tuple[Record, Command]]]) -> set[str]:
+def _keys(commands: Iterable[list[tuple[Record, Command]]]) -> set[KeyName]:
     return {
-        command.key
+        name
         for decoded in commands
         for _, command in decoded
-        if isinstance(command, UpsertCustomer) and not command.is_open
+        if isinstance(command, UpsertCustomer) and (name := key_name(command)) is not None
     }
 
 
-def _open(command: Command, keys: dict[str, Any]) -> Command:
+def _open(command: Command, keys: Keys) -> Command:
     if not isinstance(command, UpsertCustomer):
         return command
     try:
@@ -158,7 +166,7 @@ def _open(command: Command, keys: dict[str, Any]) -> Command:
         return command
 
 
-def _of_person(command: Command, keys: dict[str, Any], unique_id: str | None) -> bool:
+def _of_person(command: Command, keys: Keys, unique_id: str | None) -> bool:
     if unique_id is None:
         return False
     command = _open(command, keys)
@@ -169,7 +177,7 @@ def _of_person(command: Command, keys: dict[str, Any], unique_id: str | None) ->
     )
 
 
-def _command_out(record: Record, command: Command, keys: dict[str, Any]) -> dict[str, Any]:
+def _command_out(record: Record, command: Command, keys: Keys) -> dict[str, Any]:
     command = _open(command, keys)
     customer = command.customer if isinstance(command, UpsertCustomer) else None
     return {
