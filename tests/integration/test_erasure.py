@@ -6,12 +6,15 @@ region that is down, one is dead-lettered, one is written with an idempotency ke
 deleted. Then every store, every topic from its first offset, both Redis (their values and the
 files on disk) and every log are scanned for the markers: none is found. A write parked for the
 region while it is down again is still parked after recovery's trims, and is applied once the
-region is back.
+region is back. With the erasure bound shortened (a setting given to the key topic), the
+destroyed keys' secrets leave the key topic, read from its first offset, and every key table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import os
 import time
@@ -27,14 +30,15 @@ from typer.testing import CliRunner
 
 from regionstore_gateway.idempotency import BatchRecord, Record, decode_record
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_recovery.key_log import KeyLogRewrites
 from regionstore_shared.apply import Envelope, Rejected
 from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer, redis_client
 from regionstore_shared.domain import upsert_command
-from regionstore_shared.personal import Keyring, seal_all
+from regionstore_shared.personal import seal_all
+from regionstore_shared.personal_keys import KafkaKeyring, open_keyring
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.schemas import Customer, encode_command
 from regionstore_shared.settings import CommonSettings, RedisSettings
+from regionstore_shared.topics import ensure_topics
 from regionstore_tools.cli import app
 from tests.integration.test_parked_trimming import parked, trimmed
 from tests.regionstore_env import Env, customer, env, new_id
@@ -44,8 +48,8 @@ __all__ = ["env"]
 
 DOWN = "region_3"  # home of zips 70000-99999, replicated to region_2
 RUN_DIR = Path(os.environ.get("RUN_DIR", Path(__file__).resolve().parents[2] / ".run"))
-# The erasure bound, shortened: what recovery does every quarter of it is done here at once.
-SHORT_BOUND = timedelta(seconds=20)
+# The erasure bound, shortened: the key topic's compaction follows it.
+SHORT_BOUND = timedelta(seconds=60)
 runner = CliRunner()
 
 
@@ -56,19 +60,14 @@ def marked(marker: str, unique_id: str, **where: Any) -> dict[str, Any]:
 
 async def dead_letter(settings: CommonSettings, body: dict[str, Any]) -> str:
     """An upsert sealed as the gateway seals it, dead-lettered as a consumer does: its id."""
-    redis = redis_client(settings.redis, "tests-erasure")
-    try:
+    async with keyring(settings) as keys:
         command = upsert_command(
             Customer.model_validate(body),
             regions=settings.region_map,
             version=time.time_ns() // 1000,
             issued_at_ms=int(time.time() * 1000),
         )
-        (sealed,) = await seal_all(
-            [command], Keyring(redis, prefix=settings.redis.personal_key_prefix)
-        )
-    finally:
-        await redis.aclose()
+        (sealed,) = await seal_all([command], keys)
     producer = kafka_producer(settings.kafka, "tests-erasure")
     await producer.start()
     try:
@@ -84,12 +83,14 @@ async def dead_letter(settings: CommonSettings, body: dict[str, Any]) -> str:
     return str(sealed.command_id)
 
 
-async def every_record(settings: CommonSettings) -> dict[str, list[bytes]]:
+async def every_record(
+    settings: CommonSettings, only: list[str] | None = None
+) -> dict[str, list[bytes]]:
     """Every record of every topic, keys and values, read from each partition's first offset."""
     admin = kafka_admin(settings.kafka, "tests-erasure")
     await admin.start()
     try:
-        topics = [t for t in await admin.list_topics() if not t.startswith("__")]
+        topics = only or [t for t in await admin.list_topics() if not t.startswith("__")]
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()
@@ -155,6 +156,19 @@ def _inflated(value: bytes) -> bytes:
     return value
 
 
+@contextlib.asynccontextmanager
+async def keyring(settings: CommonSettings) -> Any:
+    """A keyring of the test's own, which may make keys as a gateway does."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield await open_keyring(stack, settings, writes=True)
+
+
+async def secrets_of(keys: KafkaKeyring, ids: list[str]) -> list[bytes]:
+    """The secrets of the customers' keys, as the key topic holds them (base64)."""
+    await keys.find([(c, "0" * 16) for c in ids])  # a miss reads the partitions to their end
+    return [base64.b64encode(key.secret) for c in ids for key, _ in keys.table.of(c)]
+
+
 def files_holding(root: Path, needles: list[bytes]) -> list[str]:
     """Files under ``root`` that hold any of ``needles`` as bytes."""
     hits = []
@@ -200,13 +214,9 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     assert [d["customer"]["customer_city"] for d in one.json()["dead_letters"]] == [marker]
 
     ids = [b["customer_id"] for b in [*bodies, dead]]
-    redis = redis_client(settings.redis, "tests-erasure")
-    try:
-        keys = await keyring_of(redis, settings).find(ids)
-    finally:
-        await redis.aclose()
-    assert set(keys) == set(ids)
-    destroyed = [k.dumps().partition(":")[2].encode() for k in keys.values()]
+    async with keyring(settings) as keys:
+        destroyed = await secrets_of(keys, ids)
+    assert len(destroyed) >= len(ids)
     for customer_id in ids:
         await env.write("DELETE", f"/v1/customers/{customer_id}")
     await env.set_status(DOWN, "available")
@@ -222,18 +232,27 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     await trimmed(settings)  # the drained commands are gone: a trim ran
     assert survivor["customer_id"] in await parked(settings)
 
-    # The shortened bound passes: the keys' Redis log is rewritten (recovery does it every
-    # quarter of the bound), after which no Redis file holds a destroyed key.
-    redis = redis_client(settings.redis, "tests-erasure")
+    # The shortened bound passes: the key topic, given the bound, compacts the destroyed keys
+    # away; every key table dropped them at once.
+    async with keyring(settings) as keys:
+        assert await secrets_of(keys, ids) == []
+    short = settings.model_copy(update={"erasure_within": SHORT_BOUND})
+    await ensure_topics(short, [settings.kafka.key_topic])
     try:
-        assert await keyring_of(redis, settings).find(ids) == {}
-        assert await KeyLogRewrites(redis, SHORT_BOUND.total_seconds() / 4).rewrite()
-        deadline = time.monotonic() + SHORT_BOUND.total_seconds()
-        while files_holding(RUN_DIR / "redis", destroyed):
-            assert time.monotonic() < deadline, "a destroyed key is still in the Redis files"
-            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 3 * SHORT_BOUND.total_seconds()
+        while True:
+            topic = settings.kafka.key_topic
+            kept = (await every_record(settings, [topic]))[topic]
+            if not [r for r in kept if any(d in r for d in destroyed)]:
+                break
+            assert time.monotonic() < deadline, "a destroyed key is still in the key topic"
+            # A segment is closed (and then compacted) only once a record comes after it.
+            await env.write("POST", "/v1/customers", json=customer())
+            await asyncio.sleep(2)
     finally:
-        await redis.aclose()
+        await ensure_topics(settings, [settings.kafka.key_topic])
+    raw = [base64.b64decode(d) for d in destroyed]
+    assert files_holding(RUN_DIR / "state", raw) == []
 
     for region, collection in env.collections.items():
         held = await collection.find(
@@ -272,10 +291,6 @@ async def test_deleted_customers_leave_no_readable_copy_anywhere(env: Env) -> No
     assert shown["customer_ids"] == [dead["customer_id"]]
     assert [d["erased"] for d in shown["dead_letters"]] == [True]
     assert marker not in cli.stdout
-
-
-def keyring_of(redis: Any, settings: CommonSettings) -> Keyring:
-    return Keyring(redis, prefix=settings.redis.personal_key_prefix)
 
 
 def idempotency_redis() -> RedisSettings:

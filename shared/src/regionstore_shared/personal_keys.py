@@ -139,6 +139,7 @@ class KeyTable:
         """Take records of a key partition in offset order; those below the mark are held."""
         start = self.mark(partition)
         offset = start
+        destroyed = False
         with _transaction(self._db):
             for at, key, value in records:
                 if at < start or key is None:
@@ -147,6 +148,7 @@ class KeyTable:
                 (customer, key_id), held = parse_record(key, value)
                 if held is None:
                     self._drop(customer, [key_id])
+                    destroyed = True
                 else:
                     self._put(customer, *held)
             if offset != start:
@@ -156,6 +158,8 @@ class KeyTable:
                     (partition, offset),
                 )
             self._seen()
+        if destroyed:
+            self._forget()
 
     def seen(self) -> None:
         """The table is following the topic, even when nothing new came."""
@@ -171,6 +175,7 @@ class KeyTable:
         """Forget keys this process destroyed and Kafka acknowledged."""
         with _transaction(self._db):
             self._drop(customer_id, key_ids)
+        self._forget()
 
     def of(self, customer_id: str) -> list[Held]:
         """The customer's keys, oldest first."""
@@ -207,6 +212,10 @@ class KeyTable:
             "DELETE FROM key WHERE customer = ? AND key_id = ?",
             [(customer_id, key_id) for key_id in key_ids],
         )
+
+    def _forget(self) -> None:
+        """Empty the write-ahead log, which still holds the pages as they were before."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _seen(self) -> None:
         self._db.execute(
@@ -286,6 +295,11 @@ class KafkaKeyring:
 
     def __len__(self) -> int:
         return len(self._table)
+
+    @property
+    def table(self) -> KeyTable:
+        """The keys this process holds."""
+        return self._table
 
     async def _follow(self) -> None:
         noted = time.monotonic()
