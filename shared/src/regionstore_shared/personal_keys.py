@@ -38,7 +38,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
-from regionstore_shared.clients import kafka_connection, kafka_producer
+from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer
 from regionstore_shared.personal import CustomerKey, KeyName
 from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.topics import key_tombstone_ms
@@ -257,6 +257,7 @@ class KafkaKeyring:
             **kafka_connection(settings),
             client_id=f"{client_id}-keys",
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             request_timeout_ms=settings.request_timeout_ms,
         )
         self._producer: AIOKafkaProducer | None = (
@@ -271,10 +272,16 @@ class KafkaKeyring:
 
     async def start(self) -> None:
         """Start following the key topic (in the background: nothing waits for it here)."""
-        await self._consumer.start()
-        numbers = self._consumer.partitions_for_topic(self._topic)
+        admin = kafka_admin(self._settings, f"{self._client_id}-keys")
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([self._topic])
+        finally:
+            await admin.close()
+        numbers = [p["partition"] for p in described["partitions"]]
         if not numbers:
             raise RuntimeError(f"topic {self._topic} has no partitions: is it created?")
+        await self._consumer.start()
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(numbers)]
         self._consumer.assign(self._partitions)
         for tp in self._partitions:
