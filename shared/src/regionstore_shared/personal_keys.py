@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import json
 import logging
 import sqlite3
@@ -32,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -40,6 +42,7 @@ from aiokafka.structs import ConsumerRecord
 
 from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer
 from regionstore_shared.personal import CustomerKey, KeyName
+from regionstore_shared.placement_local import StateInUse
 from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.topics import key_tombstone_ms
 
@@ -102,6 +105,7 @@ class KeyTable:
         assert root is not None
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{name}.keys.sqlite"
+        self._lock = _hold(root / f"{name}.keys.lock")
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -124,6 +128,7 @@ class KeyTable:
 
     def close(self) -> None:
         self._db.close()
+        self._lock.close()
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -223,6 +228,19 @@ class KeyTable:
             "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
             (time.time(),),
         )
+
+
+def _hold(path: Path) -> IO[bytes]:
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StateInUse(
+            f"{path.parent} is in use by another process: "
+            "give each process its own REGIONSTORE_STATE_DIR"
+        ) from None
+    return handle
 
 
 @contextlib.contextmanager
@@ -326,6 +344,19 @@ class KafkaKeyring:
                 # Only freshness depends on it: every use waits for what it needs (_sync).
                 log.exception("key follower stopped, reading again")
                 await asyncio.sleep(FOLLOW_RETRY_S)
+
+    async def caught_up(self) -> None:
+        """Return once the table holds every key the topic held when this was called."""
+        started = time.perf_counter()
+        async with self._progress:
+            ends = await self._consumer.end_offsets(self._partitions)
+            await self._progress.wait_for(
+                lambda: all(self._read.get(tp.partition, 0) >= end for tp, end in ends.items())
+            )
+        log.info(
+            "key table caught up",
+            extra={"keys": len(self._table), "seconds": round(time.perf_counter() - started, 3)},
+        )
 
     def _partition(self, customer_id: str) -> int:
         return partition_of(customer_id, len(self._partitions))
@@ -437,7 +468,9 @@ async def open_keyring(
     stack: contextlib.AsyncExitStack, settings: CommonSettings, *, writes: bool = False
 ) -> KafkaKeyring:
     """This process's keyring, following the key topic into a table under
-    ``REGIONSTORE_STATE_DIR`` (a temporary one when unset), closed with ``stack``."""
+    ``REGIONSTORE_STATE_DIR`` (a temporary one when unset), closed with ``stack``; returned
+    once the table caught up with the topic, as the placement tables are, so that no write
+    nor batch waits for a whole partition to be read."""
     table = KeyTable(
         settings.state_dir,
         name=settings.service_name,
@@ -447,4 +480,5 @@ async def open_keyring(
     keyring = KafkaKeyring(settings.kafka, table, client_id=settings.service_name, writes=writes)
     stack.push_async_callback(keyring.close)
     await keyring.start()
+    await keyring.caught_up()
     return keyring
