@@ -100,12 +100,24 @@ class KeyTable:
     """The keys of the key topic, in one SQLite file of one process."""
 
     def __init__(self, directory: Path | None, *, name: str, stale_after_s: float) -> None:
-        self._scratch = None if directory is not None else tempfile.TemporaryDirectory()
-        root = Path(self._scratch.name) if self._scratch is not None else directory
-        assert root is not None
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / f"{name}.keys.sqlite"
-        self._lock = _hold(root / f"{name}.keys.lock")
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self._lock = _hold(directory / f"{name}.keys.lock")
+            except StateInUse:
+                # A second copy of a process given the same directory (a gateway started by
+                # hand beside the stack's): it reads the topic whole into a table of its own.
+                log.warning(
+                    "key table in use by another process: this one keeps a temporary one",
+                    extra={"directory": str(directory)},
+                )
+                directory = None
+        if directory is None:
+            self._scratch = tempfile.TemporaryDirectory()
+            directory = Path(self._scratch.name)
+            self._lock = _hold(directory / f"{name}.keys.lock")
+        self.path = directory / f"{name}.keys.sqlite"
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -94,3 +94,15 @@ class TestKeyTable:
         table.drop(CUSTOMER, [key.key_id])
         assert len(table) == 0
         table.close()
+
+    def test_a_second_process_on_the_same_directory_keeps_a_table_of_its_own(
+        self, tmp_path: Path
+    ) -> None:
+        key = CustomerKey.new()
+        first = KeyTable(tmp_path, name="t", stale_after_s=DAY_S)
+        first.take(0, [key_record(0, key, 5)])
+        second = KeyTable(tmp_path, name="t", stale_after_s=DAY_S)
+        assert second.path.parent != tmp_path
+        assert (second.mark(0), len(second)) == (0, 0)
+        second.close()
+        first.close()
