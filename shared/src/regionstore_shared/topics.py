@@ -21,15 +21,7 @@ log = logging.getLogger(__name__)
 
 # The settings that say how long a topic keeps its records; the only ones changed on a topic
 # that already exists.
-RETENTION_CONFIGS = (
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "delete.retention.ms",
-    "max.compaction.lag.ms",
-    "min.compaction.lag.ms",
-    "segment.ms",
-)
+RETENTION_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
 _KEPT = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 # DescribeConfigs v1+: a value set on the topic itself (not a broker's or Kafka's default).
 _DYNAMIC_TOPIC_CONFIG = 1
@@ -114,6 +106,9 @@ def key_topic_config(settings: CommonSettings) -> dict[str, str]:
         "min.compaction.lag.ms": "0",
         "delete.retention.ms": quarter,
         "min.cleanable.dirty.ratio": "0.01",
+        # As on the command topic: a gateway whose clock is far ahead must not have its keys
+        # refused, nor their compaction (timed by the records' timestamps) put off.
+        "message.timestamp.type": "LogAppendTime",
     }
 
 
@@ -237,11 +232,9 @@ def retention_update(
     AlterConfigs replaces every setting made on a topic (aiokafka has no incremental
     variant), so the ones already set on the topic are sent again with the new ones.
     """
-    wanted = {
-        key: value
-        for key, value in _topic_config(settings, name).items()
-        if key in RETENTION_CONFIGS
-    }
+    # The key topic's settings all say how soon a destroyed key leaves it: all are ours.
+    ours = key_topic_config(settings) if name == settings.kafka.key_topic else RETENTION_CONFIGS
+    wanted = {key: value for key, value in _topic_config(settings, name).items() if key in ours}
     if all(current.get(key, ("", False))[0] == value for key, value in wanted.items()):
         return None
     own = {key: value for key, (value, is_own) in current.items() if is_own}
