@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
@@ -297,6 +297,7 @@ class KafkaKeyring:
         self._read: dict[int, int] = {}
         self._progress = asyncio.Condition()
         self._follower: asyncio.Task[None] | None = None
+        self._closing = False
         self._find_within_s = find_within_s
         self._write_within_s = settings.request_timeout_ms / 1000
 
@@ -322,10 +323,12 @@ class KafkaKeyring:
         self._follower = asyncio.create_task(self._follow(), name="key follower")
 
     async def close(self) -> None:
+        self._closing = True
         if self._follower is not None:
             self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+            # Bounded: a cancellation swallowed by a wait inside the poll (Python 3.11's
+            # wait_for may) still ends the loop, by the flag, within one poll.
+            await asyncio.wait({self._follower}, timeout=5)
         if self._producer is not None:
             await self._producer.stop()
         await self._consumer.stop()
@@ -340,7 +343,7 @@ class KafkaKeyring:
 
     async def _follow(self) -> None:
         noted = time.monotonic()
-        while True:
+        while not self._closing:
             try:
                 polled = await self._consumer.getmany(timeout_ms=1000)
                 for tp, records in polled.items():
@@ -352,10 +355,14 @@ class KafkaKeyring:
                     noted = time.monotonic()
                 async with self._progress:
                     self._progress.notify_all()
-            except KafkaError:
-                # Only freshness depends on it: every use waits for what it needs (_sync).
+            except Exception:
+                # Every use waits for what it needs (_sync): a follower that stopped would hold
+                # them all, so it reads again, from the table's marks.
                 log.exception("key follower stopped, reading again")
                 await asyncio.sleep(FOLLOW_RETRY_S)
+                with contextlib.suppress(Exception):
+                    for tp in self._partitions:
+                        self._consumer.seek(tp, self._table.mark(tp.partition))
 
     async def caught_up(self) -> None:
         """Return once the table holds every key the topic held when this was called."""
