@@ -52,6 +52,8 @@ FOLLOW_RETRY_S = 5.0
 """How long the follower waits before it reads again after Kafka failed it."""
 SEEN_EVERY_S = 60.0
 """How often a table that is following notes so, records or not."""
+FETCH_WAIT_MS = 20
+"""How long the broker may hold the follower's fetch when nothing is new."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS key (
@@ -288,6 +290,9 @@ class KafkaKeyring:
             client_id=f"{client_id}-keys",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A fetch the broker holds while nothing is new: at the default (500 ms), a key
+            # written just before the command that needs it could be seen that late.
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             request_timeout_ms=settings.request_timeout_ms,
         )
         self._producer: AIOKafkaProducer | None = (
@@ -409,7 +414,9 @@ class KafkaKeyring:
         self, first: Mapping[str, int], *, newer_than: Mapping[str, int]
     ) -> dict[str, CustomerKey]:
         producer = self._writer()
-        await self._synced(first)
+        # Only a key to reuse needs the partition read to its end (a delete acknowledged
+        # through another gateway may have destroyed it); a new key is safe as it is.
+        await self._synced([c for c in first if self._table.of(c)])
         keys: dict[str, CustomerKey] = {}
         fresh: dict[str, tuple[CustomerKey, int]] = {}
         for customer_id, version in first.items():

@@ -249,10 +249,25 @@ class TestKafkaKeyring:
     async def test_a_key_destroyed_by_another_gateway_is_never_reused(self, kafka: FakeLog) -> None:
         async with keyring() as one, keyring() as two:
             key = (await one.obtain({CUSTOMER: 5}, newer_than={}))[CUSTOMER]
+            await two.caught_up()
             assert (await two.obtain({CUSTOMER: 6}, newer_than={}))[CUSTOMER] == key
             assert await one.destroy({CUSTOMER: 7}) == 1
             # The delete's 202 came back: a write through the other gateway makes a new key.
             assert (await two.obtain({CUSTOMER: 8}, newer_than={}))[CUSTOMER] != key
+
+    async def test_a_gateway_that_has_not_seen_a_key_makes_another_and_both_open(
+        self, kafka: FakeLog
+    ) -> None:
+        async with keyring() as one, keyring() as two:
+            first = (await one.obtain({CUSTOMER: 5}, newer_than={}))[CUSTOMER]
+            kafka.appended.clear()  # the other gateway's follower has not read it yet
+            second = (await two.obtain({CUSTOMER: 6}, newer_than={}))[CUSTOMER]
+            names = [(CUSTOMER, first.key_id), (CUSTOMER, second.key_id)]
+            assert len(await one.find(names)) == len(await two.find(names)) == len(set(names))
+            # A delete destroys every key made before it, whichever gateway made it.
+            assert await one.destroy({CUSTOMER: 7}) == len(set(names))
+            await two.caught_up()
+            assert await two.find(names) == {}
 
     async def test_a_key_kafka_refuses_fails_the_obtain(self, kafka: FakeLog) -> None:
         async with keyring() as gateway:
