@@ -295,6 +295,14 @@ class KafkaKeyring:
             fetch_max_wait_ms=FETCH_WAIT_MS,
             request_timeout_ms=settings.request_timeout_ms,
         )
+        # Asks where the partitions end on a connection of its own: behind the follower's
+        # fetch, which the broker may hold, every question would wait for it.
+        self._ends = AIOKafkaConsumer(
+            **kafka_connection(settings),
+            client_id=f"{client_id}-key-ends",
+            enable_auto_commit=False,
+            request_timeout_ms=settings.request_timeout_ms,
+        )
         self._producer: AIOKafkaProducer | None = (
             kafka_producer(settings, f"{client_id}-keys") if writes else None
         )
@@ -318,6 +326,7 @@ class KafkaKeyring:
         if not numbers:
             raise RuntimeError(f"topic {self._topic} has no partitions: is it created?")
         await self._consumer.start()
+        await self._ends.start()
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(numbers)]
         self._consumer.assign(self._partitions)
         for tp in self._partitions:
@@ -337,6 +346,7 @@ class KafkaKeyring:
         if self._producer is not None:
             await self._producer.stop()
         await self._consumer.stop()
+        await self._ends.stop()
 
     def __len__(self) -> int:
         return len(self._table)
@@ -373,7 +383,7 @@ class KafkaKeyring:
         """Return once the table holds every key the topic held when this was called."""
         started = time.perf_counter()
         async with self._progress:
-            ends = await self._consumer.end_offsets(self._partitions)
+            ends = await self._ends.end_offsets(self._partitions)
             await self._progress.wait_for(
                 lambda: all(self._read.get(tp.partition, 0) >= end for tp, end in ends.items())
             )
@@ -392,7 +402,7 @@ class KafkaKeyring:
         if not wanted:
             return
         async with asyncio.timeout(within_s):
-            ends = await self._consumer.end_offsets(list(wanted))
+            ends = await self._ends.end_offsets(list(wanted))
             async with self._progress:
                 await self._progress.wait_for(
                     lambda: all(self._read.get(tp.partition, 0) >= end for tp, end in ends.items())
