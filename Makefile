@@ -194,7 +194,7 @@ sync: uv ## install the workspace into .venv from uv.lock (and uv itself, from P
 lint: sync ## ruff, mypy and vulture (dead code; settings in pyproject.toml)
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm tests/docker
+	uv run mypy shared/src testing/src gateway/src writer-service/src replicator-service/src recovery-service/src tools/src bench/regionstore_bench tests/chaos tests/helm tests/docker tests/docs
 	uv run vulture
 
 .PHONY: test-tools
@@ -247,7 +247,7 @@ test-links: ## the mixed chaos round (partitions, pauses, clock steps, kills) on
 	@$(MAKE) down FAULTS=1
 
 .PHONY: test-unit
-test-unit: sync ## tests that need no running stack
+test-unit: sync ## tests that need no running stack (tests/compose and tests/helm need make test-tools first)
 	uv run pytest -m "not integration"
 
 FUZZ_EXAMPLES ?= 300
@@ -318,6 +318,11 @@ bench-cost: sync secrets ## what a write costs with everything running: CPU per 
 bench-data-scale: sync secrets ## add N Olist-shaped customers through :batch, then time every list shape at that size (N=0: time only): bench/results/data-scale-*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') RUN_DIR='$(RUN_DIR)' \
 		uv run python -m regionstore_bench.data_scale --load $(N)
+
+.PHONY: bench-handover
+bench-handover: sync secrets ## each consumer's memory; killed (HOW=stop on SCALE=2: its partitions change hands) under a trickle of writes: seconds until they apply again: bench/results/handover-$(LABEL).*
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') RUN_DIR='$(RUN_DIR)' \
+		uv run python -m regionstore_bench.handover --label '$(or $(LABEL),latest)' --how '$(or $(HOW),kill)'
 
 .PHONY: bench-paced
 bench-paced: sync secrets ## a parked backlog drained under live writes, paced and not (make bench's round 7 alone): bench/results/paced.json

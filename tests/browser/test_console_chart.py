@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,11 +24,27 @@ STREAM_WAIT_MS = 90_000
 AT_LEAST_ONE = re.compile(r"^[1-9]")
 AT_LEAST_THREE = re.compile(r"^(?:[3-9]|[1-9]\d+)$")
 ABOVE_ZERO = re.compile(r"^(?:[1-9]|0\.\d*[1-9])")
+# Earlier tests may leave a region switched off, draining or down until the detector sees it.
+AVAILABLE_WITHIN_S = 120.0
+HOME, REPLICA = "region_3", "region_2"
 
 
 def applied_totals(api: httpx.Client) -> dict[str, int | None]:
     """Each region's applied total as the API reports it."""
     return {r["name"]: r["applied"] for r in api.get("/v1/regions").json()["regions"]}
+
+
+def regions_now(api: httpx.Client) -> list[dict[str, Any]]:
+    regions: list[dict[str, Any]] = api.get("/v1/regions").json()["regions"]
+    return regions
+
+
+def wait_until(api: httpx.Client, done: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
+    """Poll /v1/regions until ``done(regions)``; the regions as last seen on failure."""
+    deadline = time.monotonic() + AVAILABLE_WITHIN_S
+    while not done(seen := regions_now(api)):
+        assert time.monotonic() < deadline, f"{what}: {seen}"
+        time.sleep(0.5)
 
 
 def console_png(request: pytest.FixtureRequest, screenshot_dir: Path) -> Path:
@@ -44,6 +63,11 @@ class TestThroughputChart:
         screenshot_dir: Path,
         request: pytest.FixtureRequest,
     ) -> None:
+        wait_until(
+            api,
+            lambda seen: all(r["status"] == "available" for r in seen),
+            "regions not all available",
+        )
         before = applied_totals(api)
         assert all(isinstance(total, int) for total in before.values()), before
         page = console.open("operator")
@@ -53,6 +77,16 @@ class TestThroughputChart:
 
         for _ in range(WRITES):
             customers.create(customer_zip_code_prefix=70040, customer_state="DF")
+        # Applied in both regions as the API counts them: the chart draws the same totals.
+        wait_until(
+            api,
+            lambda seen: all(
+                (r["applied"] or 0) >= (before[r["name"]] or 0) + WRITES
+                for r in seen
+                if r["name"] in (HOME, REPLICA)
+            ),
+            f"{WRITES} writes not counted applied in {HOME} and {REPLICA} (before: {before})",
+        )
 
         # A rate needs two snapshots; the writes land between the first and a later one.
         home = applied.locator("[data-testid='chart-series'][data-region='region_3']")
@@ -65,10 +99,6 @@ class TestThroughputChart:
         legend = page.get_by_test_id("chart-legend-region_3")
         expect(legend).to_contain_text("/s")
         expect(legend).to_contain_text("pending")
-
-        after = applied_totals(api)
-        for region in ("region_3", "region_2"):  # home and replica
-            assert (after[region] or 0) >= (before[region] or 0) + WRITES, (before, after)
 
         path = console_png(request, screenshot_dir)
         path.parent.mkdir(parents=True, exist_ok=True)

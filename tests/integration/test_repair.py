@@ -169,8 +169,8 @@ async def test_a_wiped_region_is_brought_back_whole(env: Env, stack: Stack) -> N
         took_s = time.monotonic() - started
 
     assert _found(done, "missing") == _found(dry, "missing")
-    assert done["republished"] == _found(done, "missing")
-    assert (done["failed"], done["unrepairable"], done["whole"]) == (0, 0, True)
+    outcome = (done["republished"], done["failed"], done["unrepairable"], done["whole"])
+    assert outcome == (_found(done, "missing"), 0, 0, True), done
     assert report.clean, report
     print(
         f"\nwiped region: {done['republished']} customers republished into {REGION} by "
@@ -216,5 +216,5 @@ async def test_a_region_restored_from_an_old_backup_is_repaired(
         assert _found(done, kind) > 0, (kind, done["found"])
     assert done["republished"] > 0
     assert done["tombstoned"] >= _found(done, "outside") + _found(done, "deleted")
-    assert (done["failed"], done["unrepairable"], done["whole"]) == (0, 0, True)
+    assert (done["failed"], done["unrepairable"], done["whole"]) == (0, 0, True), done
     assert report.clean, report

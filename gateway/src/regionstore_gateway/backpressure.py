@@ -2,7 +2,7 @@
 
 A write waits in Kafka behind every command accepted before it, so its accept-to-applied time
 grows in step with the consumers' lag: on the local stack about half a second per thousand
-commands while a load is being accepted (see README "Backpressure"). Past a threshold of lag
+commands while a load is being accepted (see docs/backpressure.md). Past a threshold of lag
 the gateway stops taking new writes, before it publishes anything or claims an idempotency
 key, so the backlog, and with it the time until a write is readable, stays bounded. Reads are
 never refused for this.

@@ -15,7 +15,7 @@ hundred bytes however many items the batch has.
 
 Records are stored deflated against a preset dictionary of what every record spells out (field
 names, targets, the answer's shape): a keyed write's record takes about 190 bytes instead of
-860 (README "Idempotency records: their budget"). Records written as plain JSON, before that,
+860 (docs/redis-budget.md). Records written as plain JSON, before that,
 are still read.
 
 Records live in a Redis of their own, with a budget (``maxmemory``) that evicts the oldest

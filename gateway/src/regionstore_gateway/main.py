@@ -6,6 +6,7 @@ import atexit
 import functools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from importlib.metadata import version
 from pathlib import Path
 
 import uvicorn
@@ -41,7 +42,8 @@ def create_app(
     settings = settings or GatewaySettings()
     app = FastAPI(
         title="regionstore",
-        version="0.1.0",
+        # The project's one version, as installed: every member of the workspace carries it.
+        version=version("regionstore-gateway"),
         summary="Multi-region customer store with hinted handoff through Kafka.",
         lifespan=open_state or functools.partial(lifespan, settings),
         # ReDoc needs inline styles (and a blob: worker); /docs is the one docs page.

@@ -102,7 +102,7 @@ class BackpressureSettings(BaseModel):
     # second per thousand commands of lag while a load is being accepted. 50,000 bounds that at
     # about 25 s there, and is about what a consumer's crash builds at 1,000 writes/s at a
     # million customers (50 s out, 54,000 behind), so a 429 means the consumers cannot keep up,
-    # not that one blinked (README "Backpressure").
+    # not that one blinked (docs/backpressure.md).
     max_writer_lag: Annotated[
         int,
         Field(

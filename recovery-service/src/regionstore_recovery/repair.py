@@ -128,6 +128,11 @@ class Options:
     batch: int = 500
     """Diverging copies gathered before they are repaired (whole buckets: a batch may hold
     more), with one audit event and one publishing round per batch."""
+    attempts: int = 3
+    """Tries of a batch's audit event and of its publishing round before the batch is counted
+    failed (left to the next pass): a broker that answered late once does not fail a repair."""
+    retry_after_s: float = 1.0
+    """The wait before the second try; doubled before each later one."""
 
 
 class Publisher(Protocol):
@@ -379,14 +384,16 @@ class Repairer:
         plan = await self._plan(acting, report)
         if not plan.commands and not plan.tombstones:
             return
+        event = self._event(plan)
         try:
-            await self._trail.record(self._event(plan))
+            await self._tried(lambda: self._trail.record(event))
         except AuditUnavailableError as error:
             log.warning("repairs not made: the audit trail cannot be written", exc_info=error)
             report.failed += plan.customers
             return
         try:
-            await self._publisher.publish(plan.commands)
+            # Publishing again what was published is harmless: the version guard decides.
+            await self._tried(lambda: self._publisher.publish(plan.commands))
             report.republished += len(plan.commands)
         except Exception:
             log.warning("repairs not published; the next pass tries again", exc_info=True)
@@ -396,6 +403,20 @@ class Repairer:
         except Exception:
             log.warning("repair tombstones not written; the next pass tries again", exc_info=True)
             report.failed += len(plan.tombstones)
+
+    async def _tried(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """``attempt()`` until it succeeds, ``attempts`` times at most; the last error is raised."""
+        wait = self._options.retry_after_s
+        for left in range(self._options.attempts - 1, -1, -1):
+            try:
+                await attempt()
+                return
+            except Exception as error:
+                if left == 0:
+                    raise
+                log.info("repair batch refused, trying again", extra={"error": str(error)})
+                await asyncio.sleep(wait)  # a backoff between tries
+                wait *= 2
 
     async def _plan(self, acting: list[Finding], report: Report) -> _Plan:
         """The commands to publish again and the tombstones to write, from the newest copies."""

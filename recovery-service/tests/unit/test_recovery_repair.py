@@ -124,8 +124,12 @@ class Sinks:
         self.tombstoned: list[tuple[Command, str]] = []
         self.events: list[AuditEvent] = []
         self.trail_down = False
+        self.publish_refusals = 0
 
     async def publish(self, commands: Sequence[Command]) -> None:
+        if self.publish_refusals:
+            self.publish_refusals -= 1
+            raise TimeoutError(f"{len(commands)} repair commands not acknowledged in time")
         self.log.append("publish")
         self.published += commands
 
@@ -149,7 +153,7 @@ def repairer(sinks: Sinks, options: Options | None = None, **stores: FakeCollect
         publisher=sinks,
         tombstones=sinks,
         trail=sinks,
-        options=options or Options(prefix=1, page=2, grace_s=60),
+        options=options or Options(prefix=1, page=2, grace_s=60, retry_after_s=0),
         clock=lambda: NOW,
     )
 
@@ -208,6 +212,18 @@ class TestWipedRegion:
         sinks.trail_down = True
         report = await repairer(sinks, region_1=FakeCollection(*region_2_customers(2))).run()
         assert (sinks.published, report.failed) == ([], 2)
+
+    async def test_a_publishing_round_refused_once_is_tried_again(self) -> None:
+        sinks = Sinks()
+        sinks.publish_refusals = 2
+        report = await repairer(sinks, region_1=FakeCollection(*region_2_customers(3))).run()
+        assert (len(sinks.published), report.republished, report.failed) == (3, 3, 0)
+
+    async def test_a_publishing_round_refused_every_time_is_left_to_the_next_pass(self) -> None:
+        sinks = Sinks()
+        sinks.publish_refusals = 3
+        report = await repairer(sinks, region_1=FakeCollection(*region_2_customers(3))).run()
+        assert (sinks.published, report.republished, report.failed) == ([], 0, 3)
 
 
 class TestRestoredFromAnOldBackup:

@@ -254,5 +254,5 @@ async def ensure_copartitioned(settings: CommonSettings, *names: str) -> None:
     if len(set(counts.values())) != 1:
         raise RuntimeError(
             f"topics {counts} must have the same number of partitions: a placement table is "
-            "kept per partition of the command topic (see the README, Scaling)"
+            "kept per partition of the command topic (see docs/scaling.md)"
         )

@@ -37,9 +37,12 @@ async def wait_consumed(
         for group in groups:
             while True:
                 done = await admin.list_consumer_group_offsets(group, partitions=partitions)
-                # A partition no group ever committed reads -1: behind only if it holds anything.
+                # A partition the group never committed reads -1, or is left out of the answer:
+                # behind only if it holds anything.
                 behind = sorted(
-                    tp.partition for tp in partitions if max(done[tp].offset, 0) < ends[tp]
+                    tp.partition
+                    for tp in partitions
+                    if (tp not in done or max(done[tp].offset, 0) < ends[tp]) and ends[tp] > 0
                 )
                 if not behind:
                     break
