@@ -18,6 +18,8 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from regionstore_shared.settings import CommonSettings
+from regionstore_testing.consumed import wait_consumed
 from tests.dashboards import (
     PROMETHEUS_FILE,
     alert_metric_names,
@@ -121,6 +123,11 @@ class TestDashboardMetrics:
         published = "regionstore_commands_published_total"
         requests = "regionstore_http_requests_total"
         applied = "regionstore_commands_applied_total"
+        # Earlier tests may leave the consumers behind (restarted, or catching up a load): the
+        # counts below are read once both have applied what Kafka holds.
+        kafka = CommonSettings().kafka
+        groups = (kafka.writer_group, kafka.replicator_group)
+        await wait_consumed(kafka, kafka.command_topic, groups, within_s=APPLIED_WITHIN_S)
         gateway = await scrape("gateway")
         accepted = sample(gateway, published, outcome="accepted")
         created = sample(gateway, requests, route="/v1/customers", status="202")
