@@ -76,7 +76,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 commands: customers.commands
 deadletter: customers.deadletter
 audit: audit.events
-keys: customers.keys
 pendingPrefix: pending.
 writerGroup: regionstore.writer
 replicatorGroup: regionstore.replicator
