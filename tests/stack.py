@@ -114,7 +114,7 @@ class Stack:
         pid = await self.pid(process)
         await self._call("PATCH", f"/process/stop/{process}")
         deadline = time.monotonic() + STOPPED_WITHIN_S
-        while _alive(pid) or (await self.state(process))["status"] == "Running":
+        while alive(pid) or (await self.state(process))["status"] == "Running":
             if time.monotonic() > deadline:
                 raise StackError(
                     f"{process} (pid {pid}) still running {STOPPED_WITHIN_S}s after stop"
@@ -134,7 +134,7 @@ class Stack:
         pid = await self.pid(process)
         os.kill(pid, sig)
         deadline = time.monotonic() + STOPPED_WITHIN_S
-        while sig == signal.SIGKILL and _alive(pid):
+        while sig == signal.SIGKILL and alive(pid):
             if time.monotonic() > deadline:
                 raise StackError(f"{process} (pid {pid}) survived SIGKILL")
             await asyncio.sleep(POLL_S / 10)
@@ -179,7 +179,7 @@ def _is_ready(state: dict[str, Any]) -> bool:
     return not state["has_ready_probe"] or state["is_ready"] == "Ready"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     # A zombie counts as gone: it no longer serves anything, only awaits its parent's reaping.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

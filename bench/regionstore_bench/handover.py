@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from regionstore_shared.api_key import auth_headers
 from regionstore_shared.clients import kafka_admin
@@ -92,8 +94,11 @@ def loaded_after(log_lines: list[str], since: float) -> tuple[float, float] | No
 
 
 class Bench:
-    def __init__(self, client: httpx.AsyncClient, log_dir: Path) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, admin: AIOKafkaAdminClient, log_dir: Path
+    ) -> None:
         self._client = client
+        self._admin = admin
         self._log_dir = log_dir
         self._gateway = service_url(port("GATEWAY_PORT"))
 
@@ -124,12 +129,7 @@ class Bench:
 
     async def committed(self, service: str) -> dict[int, int]:
         """The group's committed offset of every command partition."""
-        admin = kafka_admin(SETTINGS.kafka, "bench-handover")
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(GROUPS[service])
-        finally:
-            await admin.close()
+        offsets = await self._admin.list_consumer_group_offsets(GROUPS[service])
         topic = SETTINGS.kafka.command_topic
         return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
@@ -139,6 +139,8 @@ class Bench:
             raise SystemExit(f"{service} does not answer: is the stack up (make up)?")
         stood = await self.committed(service)
         state = (await self._client.get(f"{compose_url()}/process/{service}")).json()
+        log_file = self._log_dir / f"{service}.log"
+        logged = log_file.stat().st_size if log_file.exists() else 0
         killed_at = time.time()
         os.kill(int(state["pid"]), signal.SIGKILL)
         ready = first = None
@@ -153,8 +155,7 @@ class Bench:
                 if first is None and applied_by_role(page).get(role, 0) > 0:
                     first = now
             if loaded is None:
-                lines = (self._log_dir / f"{service}.log").read_text().splitlines()[-400:]
-                loaded = loaded_after(lines, killed_at)
+                loaded = loaded_after(_since(log_file, logged), killed_at)
             await self._moved(service, stood, moved, now)
             await asyncio.sleep(0.1)  # a poll interval
         after = await self.metrics(service) or ""
@@ -197,7 +198,7 @@ class Bench:
     async def _moved(
         self, service: str, stood: dict[int, int], moved: dict[int, float], now: float
     ) -> None:
-        with contextlib.suppress(Exception):  # the broker may be busy with the rebalance
+        with contextlib.suppress(KafkaError, OSError):  # busy with the rebalance: poll again
             for partition, offset in (await self.committed(service)).items():
                 if partition not in moved and offset > stood.get(partition, -1):
                     moved[partition] = now
@@ -210,9 +211,22 @@ class Bench:
         return now
 
 
+def _since(log_file: Path, offset: int) -> list[str]:
+    """The lines a log gained past ``offset`` (all of it if it was started again, shorter)."""
+    with log_file.open("rb") as log:
+        log.seek(offset if log_file.stat().st_size >= offset else 0)
+        return log.read().decode(errors="replace").splitlines()
+
+
 async def run(log_dir: Path, how: str) -> tuple[int, list[Handover]]:
-    async with httpx.AsyncClient(headers=auth_headers(), timeout=10) as client:
-        bench = Bench(client, log_dir)
+    admin = kafka_admin(SETTINGS.kafka, "bench-handover")
+    await admin.start()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(admin.close)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(headers=auth_headers(), timeout=10)
+        )
+        bench = Bench(client, admin, log_dir)
         stop = asyncio.Event()
         trickle = asyncio.create_task(bench.trickle(stop))
         try:

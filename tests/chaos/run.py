@@ -28,7 +28,7 @@ from tests.chaos.nemesis import CLOCK_GATEWAY, CLOCK_WRITER, CLOCKED, Happened, 
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
 from tests.gateways import extra_gateway, extra_gateway_process, extra_writer_process, skew
 from tests.keys import headers
-from tests.stack import Stack
+from tests.stack import Stack, alive
 
 SETTLE_WITHIN_S = 300.0
 AUDIT_WITHIN_S = 120.0
@@ -180,7 +180,7 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             finally:
                 stop.set()
         load_s = time.monotonic() - began
-        if writer_pid is not None and not _running(writer_pid):
+        if writer_pid is not None and not alive(writer_pid):
             # Nothing restarts it, as process-compose would the stack's: a clock step that
             # ends a writer is a fault of the writer, not of the nemesis.
             ledger.errors.append(f"{CLOCK_WRITER} exited during the round: {_last_error()}")
@@ -223,14 +223,6 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
 
 def _run_dir() -> Path:
     return Path(os.environ.get("RUN_DIR", ".run"))
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _last_error() -> str:

@@ -359,16 +359,20 @@ class Repairer:
     ) -> list[Finding]:
         now_ms = self._clock() * 1000
         grace_ms = self._options.grace_s * 1000
-        # A copy stamped later than this clock by more than the grace was stamped by a clock
-        # that ran ahead (a writer's): its time says nothing, and holding it back would leave
-        # the customer unrepaired for as long as that clock was ahead.
-        recent = range(round(now_ms - grace_ms) + 1, round(now_ms + grace_ms) + 1)
+
+        def recent(copy: Copy) -> bool:
+            # A copy stamped later than this clock by more than the grace was stamped by a
+            # clock that ran ahead (a writer's): its time says nothing, and holding it back
+            # would leave the customer unrepaired for as long as that clock was ahead.
+            applied = copy.applied_at_ms or 0
+            return now_ms - grace_ms < applied <= now_ms + grace_ms
+
         found: list[Finding] = []
         for copies in merged(shares).values():
             wrong = [f for f in findings(copies, self._regions) if only in (None, f.region)]
             if not wrong:
                 continue
-            if any((c.applied_at_ms or 0) in recent for c in copies.values()):
+            if any(recent(c) for c in copies.values()):
                 report.settling += 1
                 continue
             for finding in wrong:
