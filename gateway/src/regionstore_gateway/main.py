@@ -10,12 +10,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import Scope
 
 from regionstore_gateway.access_log import AccessLog
 from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
 from regionstore_gateway.api.plain_create import PlainCreates, create_route
+from regionstore_gateway.api.query import each_parameter_once
 from regionstore_gateway.auth import check_routes
 from regionstore_gateway.auth.middleware import Authentication
 from regionstore_gateway.console import mount_console
@@ -46,6 +47,7 @@ def create_app(
         version=version("regionstore-gateway"),
         summary="Multi-region customer store with hinted handoff through Kafka.",
         lifespan=open_state or functools.partial(lifespan, settings),
+        dependencies=[Depends(each_parameter_once)],
         # ReDoc needs inline styles (and a blob: worker); /docs is the one docs page.
         redoc_url=None,
         # Metrics are Prometheus's and logs are JSON lines; traces are FastAPI's own server

@@ -69,3 +69,23 @@ async def test_a_filter_matching_too_many_records_is_a_422_saying_what_to_do(
     assert error["msg"].startswith("matches more than 3 records: narrow zipRangeMin")
     assert "GET /v1/customers" in error["msg"]
     assert [(q.zip_min, q.state) for q in broad.asked] == [(0, "SP")]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/filter-records", "state=XX&state="),
+        ("/filter-records", "city=sao&zipRangeMin=1&city=rio"),
+        ("/v1/customers", "limit=5&limit=6"),
+    ],
+)
+async def test_a_query_parameter_given_twice_is_a_422_naming_it(
+    client: httpx.AsyncClient, broad: Broad, path: str, query: str
+) -> None:
+    response = await client.get(f"{path}?{query}")
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    repeated = "limit" if "limit" in query else query.split("=")[0]
+    assert error["loc"] == ["query", repeated]
+    assert error["type"] == "repeated_parameter"
+    assert broad.asked == []
