@@ -167,7 +167,8 @@ def _constrain_parameters(operation: dict[str, Any], settings: GatewaySettings) 
         if parameter["name"] == HEADER:
             _constrain(parameter["schema"], {"pattern": IDEMPOTENCY_KEY_PATTERN})
         elif parameter["name"] == "state":
-            _constrain(parameter["schema"], {"enum": list(UF_CODES)})
+            # Empty is no state filter, as a form's blank field sends it.
+            _constrain(parameter["schema"], {"enum": [*UF_CODES, ""]})
         elif parameter["name"] == "limit":
             _constrain(parameter["schema"], {"maximum": settings.api.max_page_size})
         elif parameter["name"] == "region" and parameter["in"] == "query":
