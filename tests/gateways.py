@@ -117,14 +117,14 @@ async def extra_gateway_process(
 
 
 @contextlib.asynccontextmanager
-async def extra_writer_process(
-    stack: Stack, *, port: int, state_dir: Path, log: Path, clock_file: Path
+async def extra_consumer_process(
+    stack: Stack, service: str, *, port: int, state_dir: Path, log: Path, clock_file: Path
 ) -> AsyncIterator[tuple[str, int]]:
-    """One more writer, in the writer group beside the stack's (as ``make up SCALE=2``'s
-    second), with its own placement tables in ``state_dir`` and its wall clock's offset read
-    from ``clock_file``; its base URL and pid are yielded once it is ready."""
+    """One more ``service`` (the writer or the replicator), in its group beside the stack's (as
+    ``make up SCALE=2``'s second), with its own placement tables in ``state_dir`` and its wall
+    clock's offset read from ``clock_file``; its base URL and pid are yielded once it is ready."""
     settings = {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_STATE_DIR": str(state_dir)}
-    process = _extra_process(stack, "writer", settings, port, skew("0"), log, clock_file)
+    process = _extra_process(stack, service, settings, port, skew("0"), log, clock_file)
     async with process as running:
         yield running
 

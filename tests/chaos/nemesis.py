@@ -9,7 +9,8 @@ healed:
   jitter, loss, a two-way or one-way cut, connection resets, a bandwidth limit, or goes down;
 - ``pause``: SIGSTOP of a process (and its children: a store's PostgreSQL backends), past the
   consumers' Kafka session timeout, or past the clock-id lease of the gateway that leases one;
-- ``clock``: steps of the wall clock of a gateway or of a writer that run with libfaketime,
+- ``clock``: steps of the wall clock of a gateway, a writer or a replicator that run with
+  libfaketime,
   ahead or behind, by milliseconds, seconds or a day;
 - ``wipe``: one region's store processes stopped, its data directory deleted, and started again
   empty, once a round (a second region wiped would lose customers for good: docs/repair.md);
@@ -66,7 +67,11 @@ CLOCK_GATEWAY = "gateway-clock"
 """The extra gateway whose clock the nemesis steps (and which leases its clock id)."""
 CLOCK_WRITER = "writer-clock"
 """The extra writer, in the writer group beside the stack's, whose clock the nemesis steps."""
-CLOCKED = (CLOCK_GATEWAY, CLOCK_WRITER)
+CLOCK_REPLICATOR = "replicator-clock"
+"""The extra replicator, in the replicator group beside the stack's, whose clock is stepped."""
+CLOCK_CONSUMERS = {CLOCK_WRITER: "writer", CLOCK_REPLICATOR: "replicator"}
+"""Each extra consumer whose clock the nemesis steps, and the service it is one more of."""
+CLOCKED = (CLOCK_GATEWAY, *CLOCK_CONSUMERS)
 HOLD_S = (4.0, 12.0)
 READY_WITHIN_S = 300.0
 """As long as a killed process may take to be back (faults.RESTART_WITHIN_S)."""

@@ -24,9 +24,9 @@ from regionstore_testing.ports import free_port
 from tests.chaos import faults, wipe
 from tests.chaos.load import Client, Ledger
 from tests.chaos.measure import FaultRow, Reader, measure
-from tests.chaos.nemesis import CLOCK_GATEWAY, CLOCK_WRITER, CLOCKED, Happened, Nemesis
+from tests.chaos.nemesis import CLOCK_CONSUMERS, CLOCK_GATEWAY, CLOCKED, Happened, Nemesis
 from tests.chaos.verify import TopicCheck, check_topic, end_offsets
-from tests.gateways import extra_gateway, extra_gateway_process, extra_writer_process, skew
+from tests.gateways import extra_consumer_process, extra_gateway, extra_gateway_process, skew
 from tests.keys import headers
 from tests.stack import Stack, alive
 
@@ -128,7 +128,8 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             await gateways.enter_async_context(_skewed_client(stack, offset, node))
             for node, offset in enumerate(plan.skews, start=SKEWED_NODE_IDS)
         ]
-        clock_pid = writer_pid = None
+        clock_pid = None
+        consumer_pids: dict[str, int] = {}
         if "clock" in plan.kinds:
             nemesis.clock_files = _clock_files(prefix)
             log = _run_dir() / "logs" / f"{CLOCK_GATEWAY}.log"
@@ -147,17 +148,19 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
                     httpx.AsyncClient(base_url=url, headers=headers(), timeout=30)
                 )
             )
-            # Its placement tables outlive the round: a later round's writer starts from them,
-            # as a restarted writer does.
-            _, writer_pid = await gateways.enter_async_context(
-                extra_writer_process(
-                    stack,
-                    port=free_port(),
-                    state_dir=_run_dir() / "state" / CLOCK_WRITER,
-                    log=_run_dir() / "logs" / f"{CLOCK_WRITER}.log",
-                    clock_file=nemesis.clock_files[CLOCK_WRITER],
+            # Their placement tables outlive the round: a later round's consumer starts from
+            # them, as a restarted one does.
+            for name, service in CLOCK_CONSUMERS.items():
+                _, consumer_pids[name] = await gateways.enter_async_context(
+                    extra_consumer_process(
+                        stack,
+                        service,
+                        port=free_port(),
+                        state_dir=_run_dir() / "state" / name,
+                        log=_run_dir() / "logs" / f"{name}.log",
+                        clock_file=nemesis.clock_files[name],
+                    )
                 )
-            )
         nemesis.plan(await faults.plan(stack), plan.random_faults)
         print(f"nemesis seed {seed} ({', '.join(plan.kinds)}): {len(nemesis.steps)} faults")
         # The schedule up front: a round that fails half way still says what came when.
@@ -180,10 +183,11 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             finally:
                 stop.set()
         load_s = time.monotonic() - began
-        if writer_pid is not None and not alive(writer_pid):
-            # Nothing restarts it, as process-compose would the stack's: a clock step that
-            # ends a writer is a fault of the writer, not of the nemesis.
-            ledger.errors.append(f"{CLOCK_WRITER} exited during the round: {_last_error()}")
+        for name, pid in consumer_pids.items():
+            if not alive(pid):
+                # Nothing restarts it, as process-compose would the stack's: a clock step
+                # that ends a consumer is a fault of the consumer, not of the nemesis.
+                ledger.errors.append(f"{name} exited during the round: {_last_error(name)}")
         settled = time.monotonic()
         notes = [await _settle(http)]
         repaired = [await wipe.repair(region) for region in nemesis.wiped]
@@ -225,9 +229,9 @@ def _run_dir() -> Path:
     return Path(os.environ.get("RUN_DIR", ".run"))
 
 
-def _last_error() -> str:
-    """The last line of the extra writer's log: its traceback's error, when it died of one."""
-    log = _run_dir() / "logs" / f"{CLOCK_WRITER}.log"
+def _last_error(name: str) -> str:
+    """The last line of an extra consumer's log: its traceback's error, when it died of one."""
+    log = _run_dir() / "logs" / f"{name}.log"
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     return lines[-1][:300] if lines else "no log"
 

@@ -9,6 +9,7 @@ import pytest
 from tests.chaos.measure import measure, recovered_after
 from tests.chaos.nemesis import (
     CLOCK_GATEWAY,
+    CLOCK_REPLICATOR,
     CLOCK_WRITER,
     CONSUMERS,
     KAFKA_SESSION_TIMEOUT_S,
@@ -137,14 +138,15 @@ def test_wipe_alone_is_one_wipe_whatever_the_random_faults() -> None:
     assert only.label == f"wipe {only.target}"
 
 
-def test_clock_steps_reach_the_writer_as_well_as_the_gateway() -> None:
+def test_clock_steps_reach_the_consumers_as_well_as_the_gateway() -> None:
     nemesis = Nemesis(11, ("clock",))
     nemesis.plan(PROCESSES, random_faults=40)
     targets = {f.target for f in nemesis.steps}
-    assert targets == {CLOCK_GATEWAY, CLOCK_WRITER}
+    assert targets == {CLOCK_GATEWAY, CLOCK_WRITER, CLOCK_REPLICATOR}
     # The gateway's rows keep their old label; the writer's say whose clock stepped.
     assert Fault("clock", CLOCK_GATEWAY, "+10").label == "clock step +10"
     assert Fault("clock", CLOCK_WRITER, "+10").label == "clock step +10 (writer-clock)"
+    assert Fault("clock", CLOCK_REPLICATOR, "-1d").label == "clock step -1d (replicator-clock)"
 
 
 async def test_a_clock_step_needs_the_process_to_run_with_a_clock_file() -> None:

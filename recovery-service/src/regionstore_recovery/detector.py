@@ -1,7 +1,9 @@
 """The failure detector's decisions: when a region goes down, and when it comes back.
 
-Pure bookkeeping over what it is told (statuses read, probes, the services' reports) and a
-clock; :mod:`regionstore_recovery.detection` does the I/O.
+Pure bookkeeping over what it is told (statuses read, probes, the services' reports) and two
+clocks: a monotonic one for its own windows, so a wall clock stepped a day back cannot hold a
+region down for a day, and the wall clock only to age what the status records date;
+:mod:`regionstore_recovery.detection` does the I/O.
 
 - **Down.** A region that is ``available`` goes ``down`` once ``failures`` failures (probes
   that failed, and the services' reports of writes, drains and reads that failed) fall within
@@ -76,9 +78,15 @@ class _Watch:
 class Detector:
     """Turns probes and reports into status decisions, one region at a time."""
 
-    def __init__(self, thresholds: Thresholds, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        thresholds: Thresholds,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._thresholds = thresholds
         self._clock = clock
+        self._wall = wall
         self._watches: dict[str, _Watch] = {}
 
     def forget(self) -> None:
@@ -96,7 +104,7 @@ class Detector:
         watch.status = record.status
         if record.set_by is SetBy.DETECTOR and record.since is not None:
             # Another detector's change (before this one held the lease) holds as its own.
-            watch.changed_at = record.since.timestamp()
+            watch.changed_at = self._clock() - self._age_s(record.since.timestamp())
         else:
             watch.changed_at = float("-inf")
 
@@ -111,7 +119,12 @@ class Detector:
         if previous is not None:
             return previous is RegionStatus.DOWN
         since = record.since.timestamp() if record.since is not None else float("-inf")
-        return self._clock() - since < self._thresholds.healthy_for_s
+        return self._age_s(since) < self._thresholds.healthy_for_s
+
+    def _age_s(self, since: float) -> float:
+        """How long ago a status record's wall-clock ``since`` was, never less than nothing
+        (a record dated ahead of this clock is taken as just made)."""
+        return max(0.0, self._wall() - since)
 
     def probed(self, region: str, error: str | None) -> None:
         """The detector's probe of the region: ``error`` None when it answered in time."""

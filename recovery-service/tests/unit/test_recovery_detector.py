@@ -29,7 +29,9 @@ class Region:
 
     def __init__(self, record: StatusRecord | None = None) -> None:
         self.clock = Clock()
-        self.detector = Detector(LIMITS, clock=self.clock)
+        # The host's wall clock: the status records' dates; NTP or an operator may step it.
+        self.wall = Clock()
+        self.detector = Detector(LIMITS, clock=self.clock, wall=self.wall)
         self.record = record or StatusRecord(AVAILABLE)
         self.changes: list[tuple[float, Decision]] = []
 
@@ -37,6 +39,7 @@ class Region:
         """One round: the status read, the reports since the last one, one probe; then the
         decision, stored as the loop would (the revision bumped)."""
         self.clock.now += advance_s
+        self.wall.now += advance_s
         self.detector.observe(REGION, self.record)
         for _ in range(reports):
             self.detector.reported(REGION, "writer")
@@ -48,7 +51,7 @@ class Region:
         self.record = StatusRecord(
             decision.status,
             SetBy.DETECTOR,
-            since=datetime.fromtimestamp(self.clock.now, UTC),
+            since=datetime.fromtimestamp(self.wall.now, UTC),
             reason=decision.reason,
             revision=self.record.revision + 1,
         )
@@ -60,7 +63,7 @@ class Region:
             status,
             SetBy.OPERATOR,
             key_id="k1",
-            since=datetime.fromtimestamp(self.clock.now, UTC),
+            since=datetime.fromtimestamp(self.wall.now, UTC),
             revision=self.record.revision + 1,
         )
 
@@ -244,6 +247,7 @@ class TestLeadership:
         region = Region()
         region.operator(AVAILABLE)
         region.clock.now += 60
+        region.wall.now += 60
         region.rounds(3, REFUSED)
         assert region.status is DOWN
 
@@ -251,3 +255,33 @@ class TestLeadership:
         region = Region(StatusRecord(AVAILABLE, set_by=None))
         region.rounds(3, REFUSED)
         assert region.status is DOWN
+
+
+class TestWallClockSteps:
+    """The wall clock stepped under the detector (NTP, an operator, a clock fault) moves no
+    window: they run on the monotonic clock."""
+
+    @pytest.mark.parametrize("step_s", [-86_400.0, 86_400.0])
+    def test_a_down_region_comes_back_after_the_hysteresis_whatever_the_step(
+        self, step_s: float
+    ) -> None:
+        region = Region()
+        region.rounds(3, REFUSED)
+        assert region.status is DOWN
+        went_down = region.clock.now
+        region.wall.now += step_s
+        region.rounds(6, None)
+        assert region.status is AVAILABLE
+        assert region.clock.now - went_down == pytest.approx(6.0)
+
+    def test_a_new_leader_whose_wall_clock_is_a_day_behind_holds_the_change_only_as_long(
+        self,
+    ) -> None:
+        region = Region()
+        region.rounds(3, REFUSED)  # down, dated by the leader before
+        region.detector.forget()
+        region.wall.now -= 86_400  # the new leader's wall clock: the record is a day ahead of it
+        region.rounds(5, None)
+        assert region.status is DOWN  # the change's hold, then five healthy probes over 5 s
+        region.rounds(1, None)
+        assert region.status is AVAILABLE
