@@ -214,11 +214,15 @@ helm-tools: sync ## build the Helm chart's validators and schemas into CACHE_DIR
 PYTEST_ARGS ?=
 # The broker-quorum tests (marker `quorum`) need the three-broker stack, the scale-out tests
 # (marker `scale`) two of each service: a whole run on the default stack leaves them to
-# `make test-quorum` and `make test-scale` after the rest. Two runs are their own, not part of
-# `make test` yet: `make test-links`, the mixed chaos round (marker `links`) on a stack with its
-# Toxiproxy links, where a writer once stayed wedged after a Kafka kill (docs/faults.md); and
+# `make test-quorum` and `make test-scale` after the rest, and the mixed chaos round and a
+# store's full disk (marker `links`) to `make test-links`, on a stack with its Toxiproxy links;
+# `make test` replays one schedule there (CHAOS_SEED, clean when chosen), `make test-links` by
+# hand draws a new one. One run is its own, not part of `make test` yet:
 # `make test-docker` (images built here, deploy/compose.yaml up, its tests, down), whose kill
 # round found one overtaken write once, not yet explained, and which takes 10-17 minutes here.
+# A mixed round's schedule replayed by `make test` (make chaos FAULTS=all NEMESIS_FAULTS=4 SEED=...
+# gives the same one): a fixed seed keeps a CI failure reproducible; new seeds are make chaos's.
+CI_CHAOS_SEED := 2284982464
 LATER := $(if $(or $(strip $(PYTEST_ARGS)),$(filter 3,$(KAFKA_BROKERS)),$(filter 2,$(SCALE)),$(LINKS)),,yes)
 
 .PHONY: test
@@ -227,6 +231,7 @@ test: sync tools test-tools secrets ## all tests (or some: make test PYTEST_ARGS
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run pytest $(PYTEST_ARGS) $(if $(LATER),-m 'not quorum and not scale and not links')
 	@$(if $(LATER),$(MAKE) test-quorum)
 	@$(if $(LATER),$(MAKE) test-scale)
+	@$(if $(LATER),$(MAKE) test-links CHAOS_SEED=$(CI_CHAOS_SEED))
 
 .PHONY: test-quorum
 test-quorum: ## the broker-quorum tests on a three-broker stack (stops a running stack first, and after)
@@ -241,9 +246,9 @@ test-scale: ## the scale-out tests on two of each service behind HAProxy (stops 
 	@$(MAKE) down SCALE=2
 
 .PHONY: test-links
-test-links: ## the mixed chaos round (partitions, pauses, clock steps, kills) on a stack with its Toxiproxy links (stops a running stack first, and after)
+test-links: ## the mixed chaos round (partitions, pauses, clock steps, a wipe, kills) and a store's full disk, on a stack with its Toxiproxy links [CHAOS_SEED=n] (stops a running stack first, and after)
 	@$(STACKCTL) down
-	@$(MAKE) test FAULTS=1 PYTEST_ARGS='-m links'
+	@$(if $(CHAOS_SEED),REGIONSTORE_CHAOS_SEED=$(CHAOS_SEED)) $(MAKE) test FAULTS=1 PYTEST_ARGS='-m links'
 	@$(MAKE) down FAULTS=1
 
 .PHONY: test-unit
