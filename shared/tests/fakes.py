@@ -351,12 +351,15 @@ class FakeApplier:
 
 
 class FakeTableWriter:
-    """A partition's transactional writer: a commit is all or nothing, and fails once fenced."""
+    """A partition's transactional writer: a commit is all or nothing, and fails once fenced;
+    as aiokafka's producer, once it said so it is in a fatal state, and the next transaction
+    it begins fails on that."""
 
     def __init__(self, store: FakeTableStore, partition: int) -> None:
         self.store = store
         self.partition = partition
         self.fenced = False
+        self.fatal = False
         self.closed = False
 
     async def commit(
@@ -365,8 +368,11 @@ class FakeTableWriter:
         offsets: Mapping[TopicPartition, Any],
         group: str,
     ) -> int | None:
+        if self.fatal:
+            raise AssertionError("Invalid state transition FATAL_ERROR -> IN_TRANSACTION")
         await asyncio.sleep(0)  # a round trip: a rebalance may fence the writer meanwhile
         if self.fenced:
+            self.fatal = True
             raise ProducerFenced()
         if self.store.commit_errors:
             raise self.store.commit_errors.pop(0)

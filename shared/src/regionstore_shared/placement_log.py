@@ -299,6 +299,9 @@ class PlacementLog:
         partition = future.result()
         async with partition.lock:
             table = partition.table
+            if partition.fenced:
+                table.discard()
+                return False
             changes = partition.unwritten | table.changes
             entries = {
                 key.encode(): PLACED_ADAPTER.dump_json(p, exclude_defaults=True)
@@ -309,6 +312,7 @@ class PlacementLog:
             try:
                 written_to = await partition.writer.commit(entries, {tp: offset}, self._group)
             except ProducerFenced:
+                partition.fenced = True
                 table.discard()
                 metrics.PLACEMENT_FENCED.labels(group=self._group).inc()
                 log.warning(
@@ -341,6 +345,9 @@ class _Partition:
     """The ``unknown`` entry as committed; None until the first commit writes it."""
     unwritten: dict[str, Placed] = field(default_factory=dict)
     """Placements learnt from the command topic, written with the first commit."""
+    fenced: bool = False
+    """Another consumer owns the partition now: its writer, fenced, is never used again (the
+    rebalance that revokes the partition here may come batches later)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod

@@ -184,6 +184,27 @@ class TestCommit:
         again = upsert("c1", 1)
         assert routed(await zombie.route(batch(again)), again) == [("region_3", Action.UPSERT)]
 
+    async def test_a_fenced_owner_commits_nothing_until_revoked_and_never_raises(self) -> None:
+        # The rebalance that takes the partition away may come batches after the fence: a
+        # fenced producer is never used again (aiokafka's fails on its fatal state, and the
+        # consumer stopped on it).
+        store = FakeTableStore()
+        zombie = log_of(store)
+        await zombie.assigned({P0})
+        owner = log_of(store)
+        await owner.assigned({P0})
+        for first in range(3):
+            later = batch(upsert("c1", 1 + first), first=first)
+            await zombie.route(later)
+            assert not await commit(zombie, later)
+        assert store.commits == []
+        await zombie.revoked({P0})
+        await zombie.assigned({P0})  # back to it, with a writer of its own again
+        mine = batch(upsert("c1", 5), first=3)
+        await zombie.route(mine)
+        assert await commit(zombie, mine)
+        assert store.commits == [{P0: 4}]
+
     async def test_a_failed_commit_raises_and_routes_the_batch_again_from_the_committed_table(
         self,
     ) -> None:
