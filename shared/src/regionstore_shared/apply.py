@@ -43,6 +43,7 @@ from regionstore_shared.personal import (
     ErasedError,
     KeyName,
     KeyStore,
+    KeysUnreadableError,
     key_name,
     opened,
 )
@@ -379,7 +380,7 @@ class BatchApplier:
                 by_region.setdefault(target.region, []).append((envelope, target))
         if not by_region:
             return BatchOutcome()
-        by_region = await self._open(by_region)
+        by_region, waiting = await self._open(by_region)
         statuses = await self._status.all()
         # A TaskGroup, not gather: when one region's share raises, the others are cancelled
         # and awaited before the error leaves, so no region write outlives the batch (nor the
@@ -390,9 +391,7 @@ class BatchApplier:
             async with asyncio.TaskGroup() as group:
                 shares = {
                     region: group.create_task(
-                        self._apply_region(
-                            region, _newest_per_customer(items), statuses.get(region)
-                        )
+                        self._apply_share(region, items, waiting, statuses.get(region))
                     )
                     for region, items in by_region.items()
                 }
@@ -404,10 +403,34 @@ class BatchApplier:
         # become the error's context.
         raise error
 
-    async def _open(self, by_region: dict[str, list[Item]]) -> dict[str, list[Item]]:
+    async def _apply_share(
+        self,
+        region: str,
+        items: list[Item],
+        waiting: frozenset[int],
+        status: NodeStatus | None,
+    ) -> RegionResult:
+        """One region's share: its newest command of each customer applied, except those whose
+        keys could not be read in time (``waiting``, by identity), parked as for a region that
+        cannot be written (recovery applies them once it reads their keys)."""
+        newest = _newest_per_customer(items)
+        held = [item for item in newest if id(item[0]) in waiting]
+        if not held:
+            return await self._apply_region(region, newest, status)
+        ready = [item for item in newest if id(item[0]) not in waiting]
+        result = await self._apply_region(region, ready, status) if ready else RegionResult()
+        parked = await self._park(region, held, "key_unreadable")
+        result.parked += parked.parked
+        result.parked_reason = result.parked_reason or parked.parked_reason
+        return result
+
+    async def _open(
+        self, by_region: dict[str, list[Item]]
+    ) -> tuple[dict[str, list[Item]], frozenset[int]]:
         """The items, their sealed upserts opened with their customers' keys (a local table);
-        an upsert whose key is gone stays sealed, and is applied as erased. Targets were
-        selected before: a selector may know a command by its identity."""
+        an upsert whose key is gone stays sealed, and is applied as erased. Also the identities
+        of the upserts whose keys could not be read in time: those wait, never taken as
+        erased. Targets were selected before: a selector may know a command by its identity."""
         sealed = {
             id(envelope): envelope
             for items in by_region.values()
@@ -415,18 +438,32 @@ class BatchApplier:
             if isinstance(envelope.command, UpsertCustomer) and not envelope.command.is_open
         }
         if not sealed:
-            return by_region
-        names = [
-            name
-            for e in sealed.values()
+            return by_region, frozenset()
+        names = {
+            ident: name
+            for ident, e in sealed.items()
             if isinstance(e.command, UpsertCustomer) and (name := key_name(e.command)) is not None
-        ]
-        keys = await self._keyring.find(names) if self._keyring is not None else {}
-        swapped = {ident: self._opened(envelope, keys) for ident, envelope in sealed.items()}
-        return {
+        }
+        unknown: frozenset[KeyName] = frozenset()
+        try:
+            keys = await self._keyring.find(names.values()) if self._keyring is not None else {}
+        except KeysUnreadableError as error:
+            keys, unknown = error.found, error.unknown
+            log.warning(
+                "keys not read in time: their upserts wait",
+                extra={"role": self._role, "keys": len(unknown), "error": str(error)},
+            )
+        waiting = frozenset(ident for ident, name in names.items() if name in unknown)
+        swapped = {
+            ident: self._opened(envelope, keys)
+            for ident, envelope in sealed.items()
+            if ident not in waiting
+        }
+        opened_items = {
             region: [(swapped.get(id(envelope), envelope), target) for envelope, target in items]
             for region, items in by_region.items()
         }
+        return opened_items, waiting
 
     def _opened(self, envelope: Envelope, keys: Mapping[KeyName, CustomerKey]) -> Envelope:
         command = envelope.command

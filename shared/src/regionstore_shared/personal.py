@@ -53,8 +53,29 @@ class CustomerKey:
         return cls(os.urandom(8).hex(), os.urandom(KEY_BYTES))
 
 
+KeyName = tuple[str, str]
+"""A key as commands name it: the customer id and the key id."""
+
+
 class ErasedError(Exception):
     """The customer's key is gone (or is another one): the sealed fields can never be read."""
+
+
+class KeysUnreadableError(Exception):
+    """Keys neither found nor known to be destroyed within the bound: the key topic could not
+    be read to its end in time (a broker down, a partition's leader moving).
+
+    Such a key may simply not have been seen yet, so an upsert that needs it must wait, as for
+    a region that cannot be written, and never be taken as erased. ``found`` holds the keys
+    that were found, ``unknown`` the names of the others.
+    """
+
+    def __init__(
+        self, found: Mapping[KeyName, CustomerKey], unknown: Iterable[KeyName], reason: str
+    ) -> None:
+        self.found = dict(found)
+        self.unknown = frozenset(unknown)
+        super().__init__(f"{len(self.unknown)} key(s) not read in time: {reason}")
 
 
 def _aad(customer_id: str, key_id: str) -> bytes:
@@ -102,10 +123,6 @@ def sealed_upsert(command: UpsertCustomer, key: CustomerKey) -> UpsertCustomer:
     return command.model_copy(update={"sealed": sealed})
 
 
-KeyName = tuple[str, str]
-"""A key as commands name it: the customer id and the key id."""
-
-
 def key_name(command: UpsertCustomer) -> KeyName | None:
     """The key a sealed upsert needs; None for one in clear."""
     if command.sealed is None or command.customer is not None:
@@ -127,7 +144,9 @@ class KeyStore(Protocol):
     KafkaKeyring`, or a fake in a test)."""
 
     async def find(self, names: Iterable[KeyName]) -> dict[KeyName, CustomerKey]:
-        """The keys that exist among ``names`` (a key written before this was called is seen)."""
+        """The keys that exist among ``names`` (a key written before this was called is seen):
+        a name left out was destroyed. Raises :class:`KeysUnreadableError` when that cannot be
+        told within a bound for some of them."""
         ...
 
     async def obtain(

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer
-from regionstore_shared.personal import CustomerKey, KeyName
+from regionstore_shared.personal import CustomerKey, KeyName, KeysUnreadableError
 from regionstore_shared.placement_local import StateInUse
 from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.topics import key_tombstone_ms
@@ -52,6 +52,8 @@ FOLLOW_RETRY_S = 5.0
 """How long the follower waits before it reads again after Kafka failed it."""
 SEEN_EVERY_S = 60.0
 """How often a table that is following notes so, records or not."""
+RESEND_AFTER_S = 0.5
+"""How long the gateway waits before it sends again a key record Kafka could not take."""
 FETCH_WAIT_MS = 20
 """How long the broker may hold the follower's fetch when nothing is new."""
 
@@ -135,16 +137,20 @@ class KeyTable:
             log.warning(
                 "key table not followed for too long: read again", extra={"path": str(self.path)}
             )
-            with _transaction(self._db):
-                self._db.execute("DELETE FROM key")
-                self._db.execute("DELETE FROM mark")
-            self._db.execute("VACUUM")
+            self.clear()
 
     def close(self) -> None:
         self._db.close()
         self._lock.close()
         if self._scratch is not None:
             self._scratch.cleanup()
+
+    def clear(self) -> None:
+        """Forget every key and mark, so that the topic is read again whole."""
+        with _transaction(self._db):
+            self._db.execute("DELETE FROM key")
+            self._db.execute("DELETE FROM mark")
+        self._db.execute("VACUUM")
 
     def mark(self, partition: int) -> int:
         row = self._db.execute(
@@ -279,7 +285,6 @@ class KafkaKeyring:
         *,
         client_id: str,
         writes: bool = False,
-        find_within_s: float = 120.0,
     ) -> None:
         self._settings = settings
         self._topic = settings.key_topic
@@ -311,8 +316,15 @@ class KafkaKeyring:
         self._progress = asyncio.Condition()
         self._follower: asyncio.Task[None] | None = None
         self._closing = False
-        self._find_within_s = find_within_s
-        self._write_within_s = settings.request_timeout_ms / 1000
+        # How long a batch waits for the key partitions it needs before the upserts whose keys
+        # it has not seen are set aside to wait (KeysUnreadableError): one request's time.
+        self._find_within_s = settings.request_timeout_ms / 1000
+        # A key record is waited for over two requests' time: when a broker is killed, its
+        # partitions had no reachable leader for up to 15 s here (the dead broker's KRaft
+        # session, then the election), as long as one request timeout, and a create refused
+        # for that is a 503 that a longer wait turns into a 202. The producer retries the
+        # record itself meanwhile (idempotent, so never twice in the log).
+        self._write_within_s = 2 * settings.request_timeout_ms / 1000
 
     async def start(self) -> None:
         """Start following the key topic (in the background: nothing waits for it here)."""
@@ -328,6 +340,21 @@ class KafkaKeyring:
         await self._consumer.start()
         await self._ends.start()
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(numbers)]
+        ends = await self._ends.end_offsets(self._partitions)
+        past = {
+            tp.partition: mark
+            for tp, end in ends.items()
+            if (mark := self._table.mark(tp.partition)) > end
+        }
+        if past:
+            # The file followed another topic of that name (a stack started again on a new
+            # Kafka, as make test-quorum does beside the single broker's state): below its
+            # marks it would skip every key of this one, and take them all for destroyed.
+            log.warning(
+                "key table marks past the topic's end: read again whole",
+                extra={"path": str(self._table.path), "marks": past},
+            )
+            self._table.clear()
         self._consumer.assign(self._partitions)
         for tp in self._partitions:
             self._consumer.seek(tp, self._table.mark(tp.partition))
@@ -409,16 +436,25 @@ class KafkaKeyring:
                 )
 
     async def find(self, names: Iterable[KeyName]) -> dict[KeyName, CustomerKey]:
+        """The keys among ``names`` the table holds once their partitions are read to the ends
+        they had when this was called: one left out was destroyed (its key record was
+        acknowledged before any command it sealed was sent). Raises KeysUnreadableError,
+        after at most one request's time, when those ends cannot be reached."""
         wanted = set(names)
         found = self._table.find(wanted)
         missing = wanted - found.keys()
-        if missing:
-            try:
-                await self._sync({c for c, _ in missing}, self._find_within_s)
-            except TimeoutError as error:
-                raise KafkaTimeoutError("the key topic was not read in time") from error
+        if not missing:
+            return found
+        try:
+            await self._sync({c for c, _ in missing}, self._find_within_s)
+        except (TimeoutError, KafkaError) as error:
             found |= self._table.find(missing)
-        return found
+            unknown = wanted - found.keys()
+            if unknown:
+                reason = "timed out" if isinstance(error, TimeoutError) else repr(error)
+                raise KeysUnreadableError(found, unknown, reason) from error
+            return found
+        return found | self._table.find(missing)
 
     async def obtain(
         self, first: Mapping[str, int], *, newer_than: Mapping[str, int]
@@ -481,16 +517,31 @@ class KafkaKeyring:
         """Write key records, and return once Kafka acknowledged every one; raise otherwise."""
         if not records:
             return
-        futures = [
-            await producer.send(self._topic, key=key, value=value, partition=self._partition(c))
-            for c, key, value in records
-        ]
-        done, _ = await asyncio.wait(futures, timeout=self._write_within_s)
-        for future in futures:
-            if future not in done:
+        deadline = time.monotonic() + self._write_within_s
+        while True:
+            futures = [
+                await producer.send(self._topic, key=key, value=value, partition=self._partition(c))
+                for c, key, value in records
+            ]
+            done, _ = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+            if len(done) < len(futures):
                 raise KafkaTimeoutError("a key record was not acknowledged in time")
-            if (error := future.exception()) is not None:
+            failed = [
+                (record, error)
+                for record, future in zip(records, futures, strict=True)
+                if (error := future.exception()) is not None
+            ]
+            if not failed:
+                return
+            error = failed[0][1]
+            # A record that expired with no leader for its partition is sent again while the
+            # bound lasts; writing a key record twice leaves one after compaction.
+            if not (isinstance(error, KafkaError) and error.retriable):
                 raise error
+            if time.monotonic() + RESEND_AFTER_S >= deadline:
+                raise error
+            await asyncio.sleep(RESEND_AFTER_S)
+            records = [record for record, _ in failed]
 
 
 def _records(

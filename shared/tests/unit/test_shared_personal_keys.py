@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    LeaderNotAvailableError,
+    TopicAuthorizationFailedError,
+)
 
 from regionstore_shared import personal_keys
-from regionstore_shared.personal import CustomerKey
+from regionstore_shared.apply import (
+    BatchApplier,
+    Collection,
+    Envelope,
+    Parker,
+    RegionUnavailableError,
+    Suspicion,
+)
+from regionstore_shared.documents import DELETED
+from regionstore_shared.personal import CustomerKey, KeysUnreadableError, seal_all
 from regionstore_shared.personal_keys import (
     KafkaKeyring,
     KeyTable,
@@ -24,10 +38,36 @@ from regionstore_shared.personal_keys import (
     record_key,
     record_value,
 )
+from regionstore_shared.schemas import (
+    Action,
+    Applier,
+    Command,
+    Customer,
+    Target,
+    UpsertCustomer,
+    decode_command,
+    encode_command,
+)
 from regionstore_shared.settings import CommonSettings
+from shared.tests.fakes import FakeCollection, FakeStatus
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 DAY_S = 86_400.0
+MARKER = "zzmarkerville"
+
+
+def home(command: Command | None) -> tuple[Target, ...]:
+    return (Target(region="region_1", role=Applier.WRITER, action=Action.UPSERT),)
+
+
+class Recorded:
+    """A parker that keeps the bytes of what it parks."""
+
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, list[bytes], str]] = []
+
+    async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
+        self.parked.append((region, [e.raw for e in envelopes], reason))
 
 
 def key_record(at: int, key: CustomerKey, since: int) -> tuple[int, bytes, bytes]:
@@ -128,7 +168,11 @@ class FakeLog:
         self.records: dict[int, list[tuple[bytes, bytes | None]]] = {
             p: [] for p in range(partitions)
         }
-        self.refuse = False
+        self.refuse: list[BaseException] = []
+        """Errors the next key records are refused with, one each."""
+        self.silent = False
+        """Nothing is answered: no record is fetched, no partition's end told (the leaders
+        cannot be reached)."""
         self.appended = asyncio.Event()
 
 
@@ -145,7 +189,7 @@ class FakeKeyProducer:
     ) -> asyncio.Future[object]:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if self.log.refuse:
-            future.set_exception(KafkaConnectionError())
+            future.set_exception(self.log.refuse.pop(0))
             return future
         self.log.records[partition].append((key, value))
         self.log.appended.set()
@@ -179,9 +223,14 @@ class FakeKeyConsumer:
         return self.at[tp]
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.log.silent:
+            await asyncio.Event().wait()
         return {tp: len(self.log.records[tp.partition]) for tp in tps}
 
     async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[FakeRecord]]:
+        if self.log.silent:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
         polled = {}
         for tp, at in self.at.items():
             held = self.log.records[tp.partition][at:]
@@ -271,6 +320,125 @@ class TestKafkaKeyring:
 
     async def test_a_key_kafka_refuses_fails_the_obtain(self, kafka: FakeLog) -> None:
         async with keyring() as gateway:
-            kafka.refuse = True
-            with pytest.raises(KafkaConnectionError):
+            kafka.refuse = [TopicAuthorizationFailedError()]
+            with pytest.raises(TopicAuthorizationFailedError):
                 await gateway.obtain({CUSTOMER: 5}, newer_than={})
+            assert all(not records for records in kafka.records.values())
+
+    async def test_a_key_record_that_found_no_leader_is_sent_again(self, kafka: FakeLog) -> None:
+        # A broker killed: its partitions have no leader until the election, and the producer
+        # gives a record up after one request timeout. The write is not refused for that.
+        async with keyring() as gateway:
+            kafka.refuse = [LeaderNotAvailableError(), KafkaConnectionError()]
+            key = (await gateway.obtain({CUSTOMER: 5}, newer_than={}))[CUSTOMER]
+            held = [r for p in kafka.records.values() for r in p]
+            assert held == [(record_key(CUSTOMER, key.key_id), record_value(key, 5))]
+
+    async def test_a_table_whose_marks_are_past_the_topic_s_end_is_read_again(
+        self, kafka: FakeLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The state directory outlived its Kafka (make test-quorum starts three new brokers
+        # beside the single broker's state): the file's marks count another topic's records.
+        monkeypatch.setenv("REGIONSTORE_STATE_DIR", str(tmp_path))
+        monkeypatch.setenv("REGIONSTORE_SERVICE_NAME", "writer")
+        old, new = CustomerKey.new(), CustomerKey.new()
+        table = KeyTable(tmp_path, name="writer", stale_after_s=DAY_S)
+        partition = partition_of(CUSTOMER, len(kafka.records))
+        table.take(partition, [key_record(at, old, 1) for at in range(50)])
+        table.close()
+        kafka.records[partition].append(key_record(0, new, 2)[1:])
+        async with keyring(writes=False) as writer:
+            names = [(CUSTOMER, old.key_id), (CUSTOMER, new.key_id)]
+            assert await writer.find(names) == {(CUSTOMER, new.key_id): new}
+
+    async def test_a_key_read_that_never_ends_is_bounded_and_never_says_destroyed(
+        self, kafka: FakeLog, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REGIONSTORE_KAFKA__REQUEST_TIMEOUT_MS", "1000")
+        async with keyring() as gateway, keyring(writes=False) as writer:
+            held = (await gateway.obtain({CUSTOMER: 5}, newer_than={}))[CUSTOMER]
+            await writer.caught_up()
+            unseen = (CUSTOMER, CustomerKey.new().key_id)
+            kafka.silent = True
+            with pytest.raises(KeysUnreadableError) as raised:
+                await writer.find([(CUSTOMER, held.key_id), unseen])
+            assert raised.value.found == {(CUSTOMER, held.key_id): held}
+            assert raised.value.unknown == {unseen}
+
+
+class TestApplyWhileKeysCannotBeRead:
+    """A key source that never answers: the upsert waits (parked, or the drain paused), is
+    neither erased nor lost, and is applied in clear once its key is read."""
+
+    def applier(
+        self, keyring: KafkaKeyring, stores: dict[str, FakeCollection], parker: Parker | None
+    ) -> BatchApplier:
+        return BatchApplier(
+            collections=cast("Mapping[str, Collection]", stores),
+            status=FakeStatus(),
+            suspicion=Suspicion(3.0),
+            parker=parker,
+            role="writer",
+            keyring=keyring,
+        )
+
+    async def sealed(self, gateway: KafkaKeyring, customer_id: str) -> Envelope:
+        customer = Customer(
+            customer_id=customer_id,
+            customer_unique_id=customer_id,
+            customer_zip_code_prefix=14409,
+            customer_city=MARKER,
+            customer_state="SP",
+        )
+        command = UpsertCustomer(
+            command_id=uuid.uuid4(),
+            version=5,
+            issued_at_ms=1_700_000_000_000,
+            targets=home(None),
+            customer=customer,
+            home_region="region_1",
+        )
+        (sealed,) = await seal_all([command], gateway)
+        wire = decode_command(encode_command(sealed))
+        return Envelope(wire, encode_command(wire))
+
+    async def test_the_upsert_is_parked_sealed_and_the_others_applied(
+        self, kafka: FakeLog, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REGIONSTORE_KAFKA__REQUEST_TIMEOUT_MS", "1000")
+        other = "f" * 32
+        async with keyring() as gateway, keyring(writes=False) as writer:
+            seen = await self.sealed(gateway, other)
+            await writer.caught_up()
+            kafka.silent = True  # no partition's end can be read any more
+            unseen = await self.sealed(gateway, CUSTOMER)
+            stores = {"region_1": FakeCollection()}
+            parker = Recorded()
+            applier = self.applier(writer, stores, parker)
+            outcome = await applier.apply([seen, unseen], home)
+            # The customer whose key was read is applied; the other waits in the pending
+            # topic, as sealed as it came, and nothing of it reached the store.
+            assert stores["region_1"].docs[other]["customer_city"] == MARKER
+            assert CUSTOMER not in stores["region_1"].docs
+            assert outcome.parked == 1
+            assert parker.parked == [("region_1", [unseen.raw], "key_unreadable")]
+            kafka.silent = False
+            # Drained later, once its key is read: applied in clear, not as erased.
+            await applier.apply([unseen], home)
+            assert stores["region_1"].docs[CUSTOMER]["customer_city"] == MARKER
+            assert stores["region_1"].docs[CUSTOMER][DELETED] is False
+
+    async def test_without_a_parker_the_region_waits_and_nothing_is_written(
+        self, kafka: FakeLog, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("REGIONSTORE_KAFKA__REQUEST_TIMEOUT_MS", "1000")
+        async with keyring() as gateway, keyring(writes=False) as recovery:
+            await recovery.caught_up()
+            kafka.silent = True
+            unseen = await self.sealed(gateway, CUSTOMER)
+            stores = {"region_1": FakeCollection()}
+            applier = self.applier(recovery, stores, None)
+            with pytest.raises(RegionUnavailableError) as raised:
+                await applier.apply([unseen], home)
+            assert raised.value.reason == "key_unreadable"
+            assert stores["region_1"].docs == {}

@@ -32,6 +32,7 @@ from regionstore_shared.personal import (
     ErasedError,
     KeyName,
     KeyStore,
+    KeysUnreadableError,
     key_name,
     opened,
 )
@@ -101,7 +102,13 @@ class ExportService:
         found = _Found({customer_id} if customer_id is not None else set())
         found.ids.update(str(d["_id"]) for docs in copies.values() for d in docs)
         commands = {t: _commands(records.get(t, [])) for t in [*parked, kafka.deadletter_topic]}
-        keys = await self._keyring.find(_keys(commands.values()))
+        try:
+            keys = await self._keyring.find(_keys(commands.values()))
+        except KeysUnreadableError as error:
+            # Commands whose keys were not read are not shown opened: the key topic is named
+            # unreadable, so the export says it is incomplete rather than erased.
+            keys = error.found
+            unread = unread | {kafka.key_topic}
         for topic, decoded in commands.items():
             found.commands[topic] = [
                 _command_out(record, command, keys)
