@@ -89,6 +89,17 @@ def test_the_key_topic_loses_a_destroyed_key_within_the_bound(settings: CommonSe
     assert config["message.timestamp.type"] == "LogAppendTime"
 
 
+def test_the_key_topic_is_as_durable_as_the_command_topic(settings: CommonSettings) -> None:
+    # A key lost is a customer erased, and a key not written refuses a write: the key topic
+    # takes a broker's loss exactly as the commands do (replication factor 3, two in sync).
+    three = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"replication_factor": 3})}
+    )
+    keys = _topic_config(three, three.kafka.key_topic)
+    commands = _topic_config(three, three.kafka.command_topic)
+    assert keys["min.insync.replicas"] == commands["min.insync.replicas"] == "2"
+
+
 def test_a_key_topic_of_a_longer_bound_is_brought_in_line(settings: CommonSettings) -> None:
     current = {
         key: (value, True)
