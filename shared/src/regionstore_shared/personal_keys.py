@@ -316,9 +316,9 @@ class KafkaKeyring:
         self._progress = asyncio.Condition()
         self._follower: asyncio.Task[None] | None = None
         self._closing = False
-        # How long a batch waits for the key partitions it needs before the upserts whose keys
-        # it has not seen are set aside to wait (KeysUnreadableError): one request's time.
-        self._find_within_s = settings.request_timeout_ms / 1000
+        # How long a read of key partitions to their ends may take: a batch that cannot read
+        # them sets aside the upserts whose keys it has not seen (KeysUnreadableError).
+        self._read_within_s = settings.request_timeout_ms / 1000
         # A key record is waited for over two requests' time: when a broker is killed, its
         # partitions had no reachable leader for up to 15 s here (the dead broker's KRaft
         # session, then the election), as long as one request timeout, and a create refused
@@ -446,7 +446,7 @@ class KafkaKeyring:
         if not missing:
             return found
         try:
-            await self._sync({c for c, _ in missing}, self._find_within_s)
+            await self._sync({c for c, _ in missing}, self._read_within_s)
         except (TimeoutError, KafkaError) as error:
             found |= self._table.find(missing)
             unknown = wanted - found.keys()
@@ -507,7 +507,7 @@ class KafkaKeyring:
 
     async def _synced(self, customer_ids: Iterable[str]) -> None:
         try:
-            await self._sync(customer_ids, self._write_within_s)
+            await self._sync(customer_ids, self._read_within_s)
         except TimeoutError as error:
             raise KafkaTimeoutError("the key topic was not read in time") from error
 
