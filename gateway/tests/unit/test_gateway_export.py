@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -14,7 +14,13 @@ from regionstore_gateway.services.export import ExportService, Record
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.audit_trail import AuditAction, AuditEvent
 from regionstore_shared.domain import upsert_command
-from regionstore_shared.personal import seal_all
+from regionstore_shared.personal import (
+    CustomerKey,
+    KeyName,
+    KeyStore,
+    KeysUnreadableError,
+    seal_all,
+)
 from regionstore_shared.schemas import Customer, encode_command
 from regionstore_shared.status import NodeStatus
 from regionstore_testing.keys import MemoryKeyring
@@ -102,7 +108,7 @@ async def parked_upsert(settings: GatewaySettings, keys: MemoryKeyring, customer
 
 def service(
     settings: GatewaySettings,
-    keys: MemoryKeyring,
+    keys: KeyStore,
     audit: FakeAudit,
     *,
     copies: dict[str, list[dict[str, Any]]] | None = None,
@@ -193,3 +199,23 @@ class TestExport:
         (shown,) = answer["parked"]
         assert (shown["erased"], shown["customer"]) == (True, None)
         assert answer["unreadable"] == [settings.kafka.deadletter_topic]
+
+    async def test_a_command_whose_key_was_not_read_is_unread_not_erased(
+        self, settings: GatewaySettings
+    ) -> None:
+        keys, audit = MemoryKeyring(), FakeAudit()
+        customer_id = uuid.uuid4().hex
+        parked = await parked_upsert(settings, keys, customer_id)
+        answer = await service(
+            settings, Unreadable(), audit, records={parked.topic: [parked]}
+        ).export(Caller(), customer_id=customer_id)
+        (shown,) = answer["parked"]
+        assert (shown["erased"], shown["customer"]) == (False, None)
+        assert (answer["unreadable"], answer["complete"]) == ([settings.kafka.key_topic], False)
+
+
+class Unreadable(MemoryKeyring):
+    """A key topic that cannot be read to its end in time."""
+
+    async def find(self, names: Iterable[KeyName]) -> dict[KeyName, CustomerKey]:
+        raise KeysUnreadableError({}, names, "timed out")

@@ -102,16 +102,17 @@ class ExportService:
         found = _Found({customer_id} if customer_id is not None else set())
         found.ids.update(str(d["_id"]) for docs in copies.values() for d in docs)
         commands = {t: _commands(records.get(t, [])) for t in [*parked, kafka.deadletter_topic]}
+        unknown: frozenset[KeyName] = frozenset()
         try:
             keys = await self._keyring.find(_keys(commands.values()))
         except KeysUnreadableError as error:
-            # Commands whose keys were not read are not shown opened: the key topic is named
-            # unreadable, so the export says it is incomplete rather than erased.
-            keys = error.found
+            # A command whose key was not read is shown unopened and not erased, and the key
+            # topic is named unreadable: the export says it is incomplete.
+            keys, unknown = error.found, error.unknown
             unread = unread | {kafka.key_topic}
         for topic, decoded in commands.items():
             found.commands[topic] = [
-                _command_out(record, command, keys)
+                _command_out(record, command, keys, unknown)
                 for record, command in decoded
                 if command.key in found.ids or _of_person(command, keys, unique_id)
             ]
@@ -184,7 +185,10 @@ def _of_person(command: Command, keys: Keys, unique_id: str | None) -> bool:
     )
 
 
-def _command_out(record: Record, command: Command, keys: Keys) -> dict[str, Any]:
+def _command_out(
+    record: Record, command: Command, keys: Keys, unknown: frozenset[KeyName]
+) -> dict[str, Any]:
+    name = key_name(command) if isinstance(command, UpsertCustomer) else None
     command = _open(command, keys)
     customer = command.customer if isinstance(command, UpsertCustomer) else None
     return {
@@ -196,7 +200,7 @@ def _command_out(record: Record, command: Command, keys: Keys) -> dict[str, Any]
         "customer_id": command.key,
         "version": command.version,
         "customer": None if customer is None else customer.model_dump(mode="json"),
-        "erased": isinstance(command, UpsertCustomer) and customer is None,
+        "erased": isinstance(command, UpsertCustomer) and customer is None and name not in unknown,
     }
 
 
