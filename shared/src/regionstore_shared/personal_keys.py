@@ -6,6 +6,10 @@ not: a topic ``customers.keys`` (acks=all, compacted), one record per key, keyed
 partition. A record holds the secret and ``since``, the version of the first command the key
 sealed. A key's record is acknowledged before any command sealed with it is sent, so a reader
 that meets a command whose key it lacks reads the key's partition to its end and then knows.
+That read is bounded: a reader that cannot finish it does not know, and the command waits
+(:class:`~regionstore_shared.personal.KeysUnreadableError`), never taken for erased. Nor does a
+table whose marks are past the topic's end (it followed another topic of that name) know: it
+is read again whole.
 
 A delete destroys, after Kafka acknowledged it, the customer's keys made before its version
 (tombstones, acknowledged before the delete's 202): an upsert sent after that 202 reads the
