@@ -53,6 +53,7 @@ from regionstore_shared.schemas import (
 )
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings
 from regionstore_shared.status import NodeStatus, RegionStatus
+from regionstore_testing.keys import MemoryKeyring
 
 Document = dict[str, Any]
 Op = InsertOne[Document] | ReplaceOne[Document]
@@ -778,6 +779,11 @@ class ConsumerRig:
         monkeypatch.setattr(service, "open_core", self._open_core)
         monkeypatch.setattr(service, "ensure_indexes", self._ensure_indexes)
         monkeypatch.setattr(service, "kafka_consumer", self._kafka_consumer)
+        self.keyring = MemoryKeyring()
+        monkeypatch.setattr(service, "open_keyring", self._open_keyring)
+
+    async def _open_keyring(self, *_: object) -> MemoryKeyring:
+        return self.keyring
 
     async def run_service(
         self,

@@ -124,6 +124,14 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Request]] = {
         "reader",
         lambda c: c.send("GET", f"/v1/customers/{c.existing}"),
     ),
+    ("GET", "/v1/customers/{customer_id}/export"): (
+        "operator",
+        lambda c: c.send("GET", f"/v1/customers/{c.existing}/export"),
+    ),
+    ("GET", "/v1/customers:export"): (
+        "operator",
+        lambda c: c.send("GET", "/v1/customers:export?customer_unique_id=" + "0" * 32),
+    ),
     ("POST", "/v1/customers:batch"): (
         "writer",
         lambda c: c.send("POST", "/v1/customers:batch", json={"items": [{"customer": customer()}]}),

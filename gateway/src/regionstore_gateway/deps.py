@@ -15,6 +15,7 @@ from fastapi import Depends, Header, Query, Request
 from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.idempotency import HEADER, IdempotencyKey
 from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.export import ExportService
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.status import StatusBoard
@@ -36,6 +37,10 @@ async def _customers(request: Request) -> CustomerService:
     return cast(CustomerService, request.state.customers)
 
 
+async def _exports(request: Request) -> ExportService:
+    return cast(ExportService, request.state.exports)
+
+
 async def _regions(request: Request) -> RegionService:
     return cast(RegionService, request.state.regions)
 
@@ -45,6 +50,7 @@ AuthDep = Annotated[Authenticator, Depends(_auth)]
 BoardDep = Annotated[StatusBoard, Depends(_board)]
 CustomersDep = Annotated[CustomerService, Depends(_customers)]
 RegionsDep = Annotated[RegionService, Depends(_regions)]
+ExportsDep = Annotated[ExportService, Depends(_exports)]
 WaitQuery = Annotated[
     Literal["applied"] | None,
     Query(

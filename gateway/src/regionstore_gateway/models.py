@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
@@ -110,6 +110,24 @@ class CustomerOut(Customer):
     served_by: str = Field(description="The region whose store answered.")
     fallback: bool = Field(description="True when read from a replica because home was down.")
     version: int
+
+
+class CustomerExport(BaseModel):
+    """Everything regionstore holds about a customer (or a person): the right of access."""
+
+    customer_ids: list[str] = Field(description="The customer ids the export covers.")
+    regions: list[dict[str, Any]] = Field(
+        description="Every region's copy: region, customer_id, version, deleted, fields."
+    )
+    parked: list[dict[str, Any]] = Field(
+        description="Parked commands naming them, opened while the customer's key exists."
+    )
+    dead_letters: list[dict[str, Any]] = Field(description="Dead-lettered commands naming them.")
+    audit_events: list[dict[str, Any]] = Field(description="Audit events naming them.")
+    unreadable: list[str] = Field(
+        description="Regions and topics that could not be read: the export is then incomplete."
+    )
+    complete: bool
 
 
 class CustomerPage(BaseModel):

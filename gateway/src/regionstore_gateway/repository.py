@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -211,6 +211,35 @@ class CustomerRepository:
             if held is None or _fresher(found, held):
                 lookup.newest[customer_id] = found
         return lookup
+
+    async def copies(
+        self,
+        *,
+        customer_ids: Sequence[str],
+        unique_id: str | None,
+        statuses: Mapping[str, NodeStatus],
+    ) -> tuple[dict[str, list[Document]], set[str]]:
+        """Every region's documents of these customers, tombstones included, and of every live
+        customer of ``unique_id``; and the regions that could not be read (an export says so)."""
+        readable = [r for r in self._regions.names if self._readable(r, statuses)]
+        ors: list[dict[str, Any]] = [{"_id": {"$in": list(customer_ids)}}]
+        if unique_id is not None:
+            ors.append({"customer_unique_id": unique_id})
+        results = await asyncio.gather(
+            *(self._bounded(self._collections[r].find({"$or": ors}).to_list()) for r in readable),
+            return_exceptions=True,
+        )
+        unreachable = {r for r in self._regions.names if r not in readable}
+        copies: dict[str, list[Document]] = {}
+        for region, result in zip(readable, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, PyMongoError | TimeoutError):
+                    raise result
+                self._read_failed(region, result)
+                unreachable.add(region)
+                continue
+            copies[region] = sorted(result, key=lambda d: str(d["_id"]))
+        return copies, unreachable
 
     def covered(self, unreachable: set[str]) -> bool:
         """Whether every region's customers could still be seen in it or one of its replicas."""

@@ -22,6 +22,7 @@ from regionstore_gateway.node_lease import LeasedClock, NodeIdLease
 from regionstore_gateway.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
 from regionstore_gateway.repository import CustomerRepository
 from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.export import ExportService, KafkaTopicReader
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.writes import Writes
@@ -32,6 +33,8 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.logs import Outages
+from regionstore_shared.personal import KeyStore
+from regionstore_shared.personal_keys import open_keyring
 from regionstore_shared.status import StatusBoard
 from regionstore_shared.status_events import StatusChanges
 from regionstore_shared.topics import ensure_topics
@@ -55,6 +58,7 @@ class Clients(TypedDict):
     recent: RecentChanges
     auth: Authenticator
     backpressure: Backpressure
+    keyring: KeyStore
 
 
 class State(Clients):
@@ -62,6 +66,7 @@ class State(Clients):
 
     customers: CustomerService
     regions: RegionService
+    exports: ExportService
 
 
 def serving(clients: Clients) -> State:
@@ -77,6 +82,7 @@ def serving(clients: Clients) -> State:
         board=board,
         repository=clients["repository"],
         clock=clients["clock"],
+        keyring=clients["keyring"],
     )
     return State(
         **clients,
@@ -88,6 +94,18 @@ def serving(clients: Clients) -> State:
             keys=clients["idempotency"],
             audit=audit,
             backpressure=clients["backpressure"],
+        ),
+        exports=ExportService(
+            settings=settings,
+            repository=clients["repository"],
+            board=board,
+            keyring=clients["keyring"],
+            audit=audit,
+            topics=KafkaTopicReader(
+                settings.kafka,
+                settings.service_name,
+                within_s=settings.api.read_deadline_ms / 1000 * 10,
+            ),
         ),
         regions=RegionService(
             settings=settings,
@@ -193,6 +211,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
                 recent=recent,
                 auth=redis_authenticator(redis, settings.auth, outages=outages),
                 backpressure=backpressure,
+                keyring=await open_keyring(stack, settings, writes=True),
             )
         )
         freeze_startup_objects()

@@ -20,6 +20,7 @@ from regionstore_shared.clock import HybridClock
 from regionstore_shared.delivery import Delivery, Outcome, delivery_of
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
+from regionstore_shared.personal import KeyStore, seal_all
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -98,9 +99,11 @@ class Writes:
         board: StatusBoard,
         repository: CustomerRepository,
         clock: HybridClock,
+        keyring: KeyStore,
         tracer: CommandTracer | None = None,
     ) -> None:
         self._settings = settings
+        self._keyring = keyring
         # The process's tracer unless one is given; None when tracing is off.
         self._tracer = tracer if tracer is not None else command_tracer()
         self._producer = producer
@@ -167,7 +170,18 @@ class Writes:
                 raise CustomerExistsError(customer.customer_id)
             if lookup.unreachable:
                 raise CustomerUnreadableError(customer.customer_id, lookup.unreachable)
-        return self.upsert_command(customer)
+        (command,) = await self.seal([self.upsert_command(customer)])
+        assert isinstance(command, UpsertCustomer)  # seal keeps each command's kind
+        return command
+
+    async def seal(self, commands: Sequence[Command]) -> list[Command]:
+        """The commands with their customers sealed
+        (:func:`~regionstore_shared.personal.seal_all`); raises KafkaUnavailableError, nothing
+        sent, when the key topic cannot be read or written."""
+        try:
+            return await seal_all(commands, self._keyring)
+        except KafkaError as error:
+            raise KafkaUnavailableError(commands[0], error) from error
 
     async def send(self, command: Command, *, wait: bool) -> Written:
         """Publish one command; raise unless Kafka acknowledged it.
@@ -206,6 +220,11 @@ class Writes:
     ) -> list[Delivery]:
         topic = self._settings.kafka.command_topic
         timeout = self._settings.kafka.request_timeout_ms / 1000
+        try:
+            # Every upsert leaves sealed, its key durable before it.
+            commands = await seal_all(commands, self._keyring)
+        except KafkaError as error:
+            return [Delivery(Outcome.NOT_SENT, error) for _ in commands]
         pending: list[asyncio.Future[object] | BaseException] = []
         for command in commands:
             try:
@@ -219,7 +238,7 @@ class Writes:
             # asyncio.wait, not a timeout around gather: the delivery futures belong to the
             # producer and must not be cancelled by an impatient caller.
             await asyncio.wait(futures, timeout=timeout)
-        deliveries = [delivery_of(p) for p in pending]
+        deliveries = await self._destroy_keys(commands, [delivery_of(p) for p in pending])
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
@@ -237,6 +256,40 @@ class Writes:
                 )
         if commands and all(d.outcome is not Outcome.ACCEPTED for d in deliveries):
             metrics.KAFKA_ERRORS.labels(operation="produce").inc()
+        return deliveries
+
+    async def _destroy_keys(
+        self, commands: Sequence[Command], deliveries: list[Delivery]
+    ) -> list[Delivery]:
+        """Destroy the keys of each acknowledged delete's customer made before it, durably,
+        before its 202: a write sent after that 202 finds no key and makes a new one.
+
+        Only after the acknowledgement: a delete Kafka refused, or whose fate is unknown,
+        changes nothing (its customer's parked writes stay readable). A delete whose keys could
+        not be destroyed is answered as unknown, so that it is sent again.
+        """
+        accepted = [
+            at
+            for at, (command, delivery) in enumerate(zip(commands, deliveries, strict=True))
+            if isinstance(command, DeleteCustomer) and delivery.outcome is Outcome.ACCEPTED
+        ]
+        before: dict[str, int] = {}
+        for at in accepted:
+            command = commands[at]
+            before[command.key] = max(before.get(command.key, 0), command.version)
+        if not before:
+            return deliveries
+        try:
+            await self._keyring.destroy(before)
+        except KafkaError as error:
+            log.error(
+                "keys of deletes not destroyed: the deletes are answered as unknown",
+                extra={"deletes": len(accepted), "error": repr(error)},
+            )
+            out = list(deliveries)
+            for at in accepted:
+                out[at] = Delivery(Outcome.UNKNOWN, error, deliveries[at].position)
+            return out
         return deliveries
 
     async def wait_applied(self, command: Command, position: int) -> bool:

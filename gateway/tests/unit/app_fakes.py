@@ -26,6 +26,7 @@ from regionstore_shared.apply import Collection, Suspicion
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.schemas import Command, decode_command
 from regionstore_shared.status import NodeStatus
+from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import appended
 
 Document = dict[str, Any]
@@ -207,12 +208,14 @@ class Gateway:
             Suspicion(3.0),
             read_deadline_s=settings.api.read_deadline_ms / 1000,
         )
+        self.keyring = MemoryKeyring()
         self.writes = Writes(
             settings=settings,
             producer=cast(Any, self.producer),
             board=cast(Any, FakeBoard()),
             repository=repository,
             clock=HybridClock(1),
+            keyring=self.keyring,
         )
         self.state = serving(
             Clients(
@@ -229,6 +232,7 @@ class Gateway:
                 audit=audit_trail(settings),
                 recent=recent_changes(),
                 backpressure=self.backpressure,
+                keyring=self.keyring,
             )
         )
         self.app = create_app(settings, open_state=self._open_state)

@@ -47,6 +47,7 @@ from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.audit_trail import DETECTOR
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
+from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import FakeRedis
 
 AUDIT = "audit.events"
@@ -173,6 +174,7 @@ class Rig:
                 audit=self.audit,
                 recent=self.recent,
                 backpressure=idle_backpressure(self.settings),
+                keyring=MemoryKeyring(),
                 auth=cast(Any, None),
             )
         )

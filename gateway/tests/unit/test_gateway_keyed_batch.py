@@ -18,6 +18,7 @@ from regionstore_shared.clock import VERSION_STEP
 from regionstore_shared.domain import republished
 from regionstore_shared.schemas import DeleteCustomer, UpsertCustomer
 from regionstore_shared.settings import KafkaSettings
+from regionstore_testing.keys import customer_of
 
 KEY = "load-batch-1"
 
@@ -94,7 +95,7 @@ class TestFirstAttempt:
         first, second = gateway.producer.commands()
         assert isinstance(second, UpsertCustomer)
         assert second.version > first.version
-        assert second.customer.customer_city == "campinas"
+        assert (await customer_of(second, gateway.keyring)).customer_city == "campinas"
 
     async def test_versions_made_later_are_above_the_whole_batch(
         self, gateway: Gateway, client: httpx.AsyncClient

@@ -28,6 +28,7 @@ from regionstore_gateway.state import Clients, State, serving
 from regionstore_shared.applied import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
+from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import FakeRedis, appended
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
@@ -113,6 +114,7 @@ class Gateway:
                 audit=audit_trail(settings),
                 recent=recent_changes(),
                 backpressure=idle_backpressure(settings),
+                keyring=MemoryKeyring(),
             )
         )
 

@@ -39,10 +39,12 @@ from regionstore_shared.schemas import (
     DeleteCustomer,
     UpsertCustomer,
     decode_command,
+    encode_command,
 )
 from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import NodeStatus
 from regionstore_shared.tracing import CommandTracer
+from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import appended
 
 Document = dict[str, Any]
@@ -148,6 +150,7 @@ class Gateway:
             board=cast(Any, self.board),
             repository=repository,
             clock=HybridClock(1, wall_ms=lambda: WALL_MS),
+            keyring=MemoryKeyring(),
         )
 
     def live(self, region: str, version: int, home: str = "region_1") -> None:
@@ -333,7 +336,7 @@ class TestUpsert:
         written = await upsert(gateway.writes, customer(50000), create_only=False, wait=False)
         assert written.applied is False
         (command,) = gateway.producer.commands()
-        assert command == written.command
+        assert encode_command(command) == encode_command(written.command)
         assert [t.region for t in command.targets] == ["region_2", "region_1", "region_3"]
         assert gateway.reads() == 0
 
@@ -449,7 +452,7 @@ class TestDelete:
         written = await gateway.writes.send(gateway.writes.delete_command(CUSTOMER), wait=False)
         (command,) = gateway.producer.commands()
         assert isinstance(command, DeleteCustomer)
-        assert command == written.command
+        assert encode_command(command) == encode_command(written.command)
         assert [t.region for t in command.targets] == list(NAMES)
         assert all(t.action is Action.TOMBSTONE for t in command.targets)
         assert gateway.reads() == 0
@@ -518,6 +521,52 @@ class TestPublish:
         assert isinstance(decode_command(value), UpsertCustomer)
         assert isinstance(decode_command(producer.sent[1][1]), DeleteCustomer)
 
+    async def test_a_delete_kafka_refused_destroys_no_key(self, settings: GatewaySettings) -> None:
+        # The customer's earlier write may still be parked: with its key gone it would be
+        # applied as erased, and a refusal must change nothing.
+        producer = FakeProducer([None, SEND_FAILS, None, None])
+        writes = make_writes(settings, producer)
+        (created,) = await writes.publish([writes.upsert_command(customer())])
+        assert created.outcome is Outcome.ACCEPTED
+        keyring = writes._keyring
+        assert isinstance(keyring, MemoryKeyring)
+        key = keyring.current(CUSTOMER)
+        assert key is not None
+        (refused,) = await writes.publish([writes.delete_command(CUSTOMER)])
+        assert refused.outcome is Outcome.NOT_SENT
+        assert keyring.current(CUSTOMER) == key
+        (deleted,) = await writes.publish([writes.delete_command(CUSTOMER)])
+        assert deleted.outcome is Outcome.ACCEPTED
+        assert keyring.current(CUSTOMER) is None
+        # A write after the delete's acknowledgement makes a new key.
+        (again,) = await writes.publish([writes.upsert_command(customer())])
+        assert again.outcome is Outcome.ACCEPTED
+        assert keyring.current(CUSTOMER) not in (None, key)
+
+    async def test_a_delete_whose_keys_could_not_be_destroyed_is_unknown(
+        self, settings: GatewaySettings
+    ) -> None:
+        producer = FakeProducer([None, None])
+        writes = make_writes(settings, producer)
+        await writes.publish([writes.upsert_command(customer())])
+        keyring = writes._keyring
+        assert isinstance(keyring, MemoryKeyring)
+        keyring.refuse = KafkaConnectionError()
+        (deleted,) = await writes.publish([writes.delete_command(CUSTOMER)])
+        # Acknowledged, but answered so that it is sent again, which destroys the keys.
+        assert deleted.outcome is Outcome.UNKNOWN
+        assert keyring.current(CUSTOMER) is not None
+
+    async def test_a_key_topic_kafka_refuses_sends_nothing(self, settings: GatewaySettings) -> None:
+        producer = FakeProducer([])
+        writes = make_writes(settings, producer)
+        keyring = writes._keyring
+        assert isinstance(keyring, MemoryKeyring)
+        keyring.refuse = KafkaConnectionError()
+        (refused,) = await writes.publish([writes.upsert_command(customer())])
+        assert refused.outcome is Outcome.NOT_SENT
+        assert producer.sent == []
+
     async def test_untraced_commands_carry_no_headers(self, settings: GatewaySettings) -> None:
         producer = FakeProducer([None])
         writes = make_writes(settings, producer)
@@ -537,6 +586,7 @@ class TestPublish:
             board=cast(Any, FakeBoard()),
             repository=cast(Any, None),
             clock=HybridClock(1, wall_ms=lambda: WALL_MS),
+            keyring=MemoryKeyring(),
             tracer=CommandTracer(provider.get_tracer("test")),
         )
         await writes.publish([writes.upsert_command(customer()), writes.delete_command("x")])

@@ -38,6 +38,7 @@ from regionstore_shared.clients import customers, kafka_admin, mongo_client, ope
 from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
 from regionstore_shared.parked import ParkedReader, parked_reader
+from regionstore_shared.personal_keys import open_keyring
 from regionstore_shared.pipeline import DeadLetters
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.status import RegionStatus, StatusBoard
@@ -78,6 +79,7 @@ async def recover(settings: RecoverySettings, state: ServiceState) -> None:
             outages=state.outages,
             applied=applied,
             role="recovery",
+            keyring=await open_keyring(stack, settings),
         )
         supervisor = DrainSupervisor(
             functools.partial(

@@ -21,6 +21,7 @@ from regionstore_shared.parked import ParkedBacklog
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.status import NodeStatus, RegionStatus
+from regionstore_testing.keys import MemoryKeyring
 from shared.tests.fakes import FakeProducer, FakeRedis
 
 AVAILABLE, UNAVAILABLE = NodeStatus.AVAILABLE, NodeStatus.UNAVAILABLE
@@ -161,6 +162,7 @@ class Rig:
         monkeypatch.setattr(main, "kafka_admin", lambda *_: self.admin)
         monkeypatch.setattr(main, "parked_reader", lambda *_: self.parked)
         monkeypatch.setattr(main, "drain", self._drain)
+        monkeypatch.setattr(main, "open_keyring", self._open_keyring)
         # The detector's loop has tests of its own (test_recovery_detection).
         monkeypatch.setattr(main, "_start_detector", self._start_detector)
         # So has the repair's (test_recovery_repair).
@@ -171,6 +173,9 @@ class Rig:
 
     def _start_repair(self, *_: Any) -> None:
         self.events.append("repair started")
+
+    async def _open_keyring(self, *_: Any) -> MemoryKeyring:
+        return MemoryKeyring()
 
     async def _ensure_topics(self, settings: CommonSettings) -> None:
         self.topics_ensured += 1

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
@@ -38,6 +38,15 @@ from regionstore_shared.failures import (
     describe_write_error,
 )
 from regionstore_shared.logs import Outages
+from regionstore_shared.personal import (
+    CustomerKey,
+    ErasedError,
+    KeyName,
+    KeyStore,
+    KeysUnreadableError,
+    key_name,
+    opened,
+)
 from regionstore_shared.schemas import Action, Command, Target, UpsertCustomer
 from regionstore_shared.status import NodeStatus
 from regionstore_shared.tracing import (
@@ -243,7 +252,10 @@ class _Progress:
 
 
 def _document_for(command: Command, target: Target) -> dict[str, Any]:
-    if target.action is Action.TOMBSTONE:
+    if target.action is Action.TOMBSTONE or (
+        isinstance(command, UpsertCustomer) and not command.is_open
+    ):
+        # An upsert still sealed here was erased (see _open): it stands for a tombstone.
         return tombstone_document(command)
     if not isinstance(command, UpsertCustomer):
         raise ValueError(f"command {command.command_id}: only upserts can upsert a region")
@@ -323,12 +335,15 @@ class BatchApplier:
         applied: AppliedSink | None = None,
         tracer: CommandTracer | None = None,
         chunk: int = 250,
+        keyring: KeyStore | None = None,
     ) -> None:
         """``chunk`` bounds the commands sent to a region per request; ``outages`` hears of
         every region write that fails for the region's sake and every one that succeeds;
         ``applied`` of the documents each region's share changed; ``tracer`` makes a span per
-        command and region, in the command's trace."""
+        command and region, in the command's trace; ``keyring`` opens sealed upserts (without
+        one, a sealed upsert is applied as erased)."""
         self._chunk = chunk
+        self._keyring = keyring
         self._collections = collections
         self._status = status
         self._suspicion = suspicion
@@ -365,6 +380,7 @@ class BatchApplier:
                 by_region.setdefault(target.region, []).append((envelope, target))
         if not by_region:
             return BatchOutcome()
+        by_region, waiting = await self._open(by_region)
         statuses = await self._status.all()
         # A TaskGroup, not gather: when one region's share raises, the others are cancelled
         # and awaited before the error leaves, so no region write outlives the batch (nor the
@@ -375,9 +391,7 @@ class BatchApplier:
             async with asyncio.TaskGroup() as group:
                 shares = {
                     region: group.create_task(
-                        self._apply_region(
-                            region, _newest_per_customer(items), statuses.get(region)
-                        )
+                        self._apply_share(region, items, waiting, statuses.get(region))
                     )
                     for region, items in by_region.items()
                 }
@@ -388,6 +402,82 @@ class BatchApplier:
         # Raised outside the handler: inside it the group, which holds the error, would
         # become the error's context.
         raise error
+
+    async def _apply_share(
+        self,
+        region: str,
+        items: list[Item],
+        waiting: frozenset[int],
+        status: NodeStatus | None,
+    ) -> RegionResult:
+        """One region's share: its newest command of each customer applied, except those whose
+        keys could not be read in time (``waiting``, by identity), parked as for a region that
+        cannot be written (recovery applies them once it reads their keys)."""
+        newest = _newest_per_customer(items)
+        held = [item for item in newest if id(item[0]) in waiting]
+        if not held:
+            return await self._apply_region(region, newest, status)
+        ready = [item for item in newest if id(item[0]) not in waiting]
+        result = await self._apply_region(region, ready, status) if ready else RegionResult()
+        parked = await self._park(region, held, "key_unreadable")
+        result.parked += parked.parked
+        result.parked_reason = result.parked_reason or parked.parked_reason
+        return result
+
+    async def _open(
+        self, by_region: dict[str, list[Item]]
+    ) -> tuple[dict[str, list[Item]], frozenset[int]]:
+        """The items, their sealed upserts opened with their customers' keys (a local table);
+        an upsert whose key is gone stays sealed, and is applied as erased. Also the identities
+        of the upserts whose keys could not be read in time: those wait, never taken as
+        erased. Targets were selected before: a selector may know a command by its identity."""
+        sealed = {
+            id(envelope): envelope
+            for items in by_region.values()
+            for envelope, _ in items
+            if isinstance(envelope.command, UpsertCustomer) and not envelope.command.is_open
+        }
+        if not sealed:
+            return by_region, frozenset()
+        names = {
+            ident: name
+            for ident, e in sealed.items()
+            if isinstance(e.command, UpsertCustomer) and (name := key_name(e.command)) is not None
+        }
+        unknown: frozenset[KeyName] = frozenset()
+        try:
+            keys = await self._keyring.find(names.values()) if self._keyring is not None else {}
+        except KeysUnreadableError as error:
+            keys, unknown = error.found, error.unknown
+            log.warning(
+                "keys not read in time: their upserts wait",
+                extra={"role": self._role, "keys": len(unknown), "error": str(error)},
+            )
+        waiting = frozenset(ident for ident, name in names.items() if name in unknown)
+        swapped = {
+            ident: self._opened(envelope, keys)
+            for ident, envelope in sealed.items()
+            if ident not in waiting
+        }
+        opened_items = {
+            region: [(swapped.get(id(envelope), envelope), target) for envelope, target in items]
+            for region, items in by_region.items()
+        }
+        return opened_items, waiting
+
+    def _opened(self, envelope: Envelope, keys: Mapping[KeyName, CustomerKey]) -> Envelope:
+        command = envelope.command
+        if not isinstance(command, UpsertCustomer):
+            return envelope
+        try:
+            return replace(envelope, command=opened(command, keys))
+        except ErasedError:
+            metrics.ERASED_APPLIED.labels(role=self._role).inc()
+            log.info(
+                "erased upsert applied as a tombstone",
+                extra={"command_id": str(command.command_id), "role": self._role},
+            )
+            return envelope
 
     async def _apply_region(
         self, region: str, items: list[Item], status: NodeStatus | None

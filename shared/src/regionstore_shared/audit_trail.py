@@ -47,6 +47,9 @@ class AuditAction(StrEnum):
     """The anti-entropy repair is about to repair customers; ``target`` names the regions it
     repairs (comma-separated), ``detail`` how many customers, commands published again and
     tombstones written."""
+    CUSTOMER_EXPORT = "customer.export"
+    """A customer's data was exported; ``target`` is its id (or, for an export by person, a
+    hash of the unique id), ``detail.by`` which of the two was asked for."""
 
 
 class Actor(Protocol):

@@ -33,6 +33,8 @@ CUSTOMER_FIELDS: Final = (
 def live_document(command: UpsertCustomer) -> dict[str, Any]:
     """The document an upsert leaves in a region that holds the customer."""
     customer = command.customer
+    if customer is None:
+        raise ValueError(f"command {command.command_id}: the customer is sealed, not opened")
     return {
         "_id": customer.customer_id,
         **customer.model_dump(include=set(CUSTOMER_FIELDS)),
@@ -50,7 +52,8 @@ def tombstone_document(command: Command) -> dict[str, Any]:
     """The document that marks a customer gone from a region, at the command's version.
 
     An upsert's tombstone (the customer lives elsewhere) keeps ``_home``, so a reader that finds
-    only it knows the customer exists in a region it could not read; a delete's has none.
+    only it knows the customer exists in a region it could not read; a delete's has none, nor
+    has an erased upsert's (its customer is sealed with a destroyed key).
     """
     document: dict[str, Any] = {
         "_id": command.key,
@@ -60,7 +63,7 @@ def tombstone_document(command: Command) -> dict[str, Any]:
         APPLIED_AT: datetime.now(UTC),
         **_position(command),
     }
-    if isinstance(command, UpsertCustomer):
+    if isinstance(command, UpsertCustomer) and command.is_open:
         document[HOME] = command.home_region
     return document
 

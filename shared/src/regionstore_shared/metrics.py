@@ -41,6 +41,12 @@ def expect_dead_letters(source_topic: str, regions: Iterable[str]) -> None:
         COMMANDS_DEADLETTERED.labels(source_topic=source_topic, region=region)
 
 
+ERASED_APPLIED = Counter(
+    "regionstore_erased_upserts_total",
+    "Sealed upserts whose customer key was destroyed (the customer was deleted), applied as "
+    "tombstones, by role.",
+    ["role"],
+)
 STORE_ERRORS = Counter(
     "regionstore_store_errors_total",
     "Failed writes or reads against a regional store, by kind.",

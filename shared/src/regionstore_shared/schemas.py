@@ -18,7 +18,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
+    model_serializer,
     model_validator,
 )
 
@@ -186,16 +188,68 @@ class _CommandBase(BaseModel):
         raise NotImplementedError
 
 
-class UpsertCustomer(_CommandBase):
-    """Make ``customer`` the current state at ``version``; tombstone it where it no longer lives."""
+class Sealed(BaseModel):
+    """A customer's fields, encrypted with a key of that customer alone (see
+    :mod:`regionstore_shared.personal`): destroying the key erases every copy at once."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    customer_id: CustomerId
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="Which key of the customer.")
+    nonce: str = Field(description="AES-GCM nonce, base64.")
+    data: str = Field(description="The customer's JSON, AES-256-GCM encrypted, base64.")
+
+
+class UpsertCustomer(_CommandBase):
+    """Make ``customer`` the current state at ``version``; tombstone it where it no longer lives.
+
+    Schema version 2 carries the customer ``sealed`` only: on the wire, and in every record
+    that keeps a command, the personal fields are ciphertext. ``customer`` is then the opened
+    copy, held in memory by whoever has the key, never written out; None until opened.
+    Version 1 (``customer`` in clear) is still read.
+    """
+
+    schema_version: Literal[1, 2] = 1  # type: ignore[assignment]  # an upsert reads both
     kind: Literal["upsert"] = "upsert"
-    customer: Customer
+    customer: Customer | None = None
+    sealed: Sealed | None = None
     home_region: str
+
+    @model_validator(mode="after")
+    def _customer_or_sealed(self) -> UpsertCustomer:
+        if self.customer is None and self.sealed is None:
+            raise ValueError("an upsert needs a customer or its sealed form")
+        if (
+            self.customer is not None
+            and self.sealed is not None
+            and self.customer.customer_id != self.sealed.customer_id
+        ):
+            raise ValueError("the sealed customer is another customer")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _never_in_clear_once_sealed(
+        self, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if self.sealed is not None:
+            data.pop("customer", None)
+            data["schema_version"] = 2
+        else:
+            data.pop("sealed", None)
+        return data
 
     @property
     def key(self) -> str:
-        return self.customer.customer_id
+        if self.customer is not None:
+            return self.customer.customer_id
+        assert self.sealed is not None  # the validator's promise
+        return self.sealed.customer_id
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the customer's fields are at hand (in clear, or opened with its key)."""
+        return self.customer is not None
 
 
 class DeleteCustomer(_CommandBase):

@@ -17,6 +17,7 @@ from regionstore_shared.clients import kafka_consumer, open_core
 from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
+from regionstore_shared.personal_keys import open_keyring
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.placement_local import LocalTables
 from regionstore_shared.placement_log import KafkaTableStore, PlacementLog
@@ -40,6 +41,7 @@ async def consume_commands(
     async with contextlib.AsyncExitStack() as stack:
         redis, collections, producer = await open_core(stack, settings, name)
         state.details["indexes"] = await ensure_indexes(collections)
+        keyring = await open_keyring(stack, settings)
         local = LocalTables(settings.state_dir, group=group_id, cache_mib=settings.state_cache_mib)
         stack.callback(local.close)
         placement = PlacementLog(
@@ -83,6 +85,7 @@ async def consume_commands(
             outages=state.outages,
             applied=applied,
             role=role.value,
+            keyring=keyring,
         )
         state.ready = True
         log.info("consuming commands", extra={"group": group_id, "role": role.value})

@@ -15,6 +15,7 @@ Credentials never appear in a settings repr or in a validation error (``hide_inp
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -104,6 +105,8 @@ class KafkaSettings(BaseModel):
     deadletter_topic: str = "customers.deadletter"
     # Who changed a region's status or deleted a customer, and when: one partition, kept forever.
     audit_topic: str = "audit.events"
+    # The customers' data keys (regionstore_shared.personal_keys): compacted, one record a key.
+    key_topic: str = "customers.keys"
     partitions: Annotated[int, Field(ge=1, le=256)] = 6
     replication_factor: Annotated[int, Field(ge=1)] = 1
     request_timeout_ms: Annotated[int, Field(ge=1000)] = 15000
@@ -225,6 +228,11 @@ class CommonSettings(BaseSettings):
     # While a dependency stays down, one summary line per this many seconds instead of one per
     # retry (see regionstore_shared.logs).
     log_summary_s: Annotated[float, Field(gt=0)] = 30.0
+    # After a delete, no readable copy of the customer's fields is left anywhere after this
+    # long (docs/personal-data.md): at most 30 days, as the README promises.
+    erasure_within: Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=30))] = timedelta(
+        days=30
+    )
     # Where a consumer keeps its placement tables on disk, one directory per process. Unset: a
     # temporary one, so a restart reads the tables from Kafka again (slow at millions).
     state_dir: Path | None = None

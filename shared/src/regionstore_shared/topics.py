@@ -36,6 +36,7 @@ def all_topics(settings: CommonSettings) -> list[str]:
         kafka.deadletter_topic,
         kafka.redrive_topic,
         kafka.audit_topic,
+        kafka.key_topic,
         *(kafka.pending_topic(region) for region in settings.region_map.names),
         *placement_topics(settings),
     ]
@@ -80,10 +81,42 @@ def _topic_config(settings: CommonSettings, name: str) -> dict[str, str]:
             "retention.bytes": "-1",
             "segment.ms": "600000",
         }
+    if name == settings.kafka.key_topic:
+        config |= key_topic_config(settings)
     if name == settings.kafka.audit_topic:
         # The audit trail is a record of who did what: nothing ages out of it.
         config |= _KEPT
     return config
+
+
+def key_topic_config(settings: CommonSettings) -> dict[str, str]:
+    """The key topic's settings: a key is kept until destroyed, and a destroyed one is gone
+    from the log within the erasure bound.
+
+    Compaction cleans only closed segments: a segment closes after a quarter of the bound, the
+    cleaner must reach a dirty record within another quarter, and the tombstone (which holds no
+    secret) goes a quarter after that. A consumer's key table not followed for as long is read
+    again whole (:class:`~regionstore_shared.personal_keys.KeyTable`).
+    """
+    quarter = str(key_tombstone_ms(settings))
+    return {
+        "cleanup.policy": "compact",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "segment.ms": quarter,
+        "max.compaction.lag.ms": quarter,
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": quarter,
+        "min.cleanable.dirty.ratio": "0.01",
+        # As on the command topic: a gateway whose clock is far ahead must not have its keys
+        # refused, nor their compaction (timed by the records' timestamps) put off.
+        "message.timestamp.type": "LogAppendTime",
+    }
+
+
+def key_tombstone_ms(settings: CommonSettings) -> int:
+    """How long a destroyed key's tombstone stays in the key topic: a quarter of the bound."""
+    return int(settings.erasure_within.total_seconds() * 1000 / 4)
 
 
 def _partitions(settings: CommonSettings, name: str) -> int:
@@ -201,11 +234,9 @@ def retention_update(
     AlterConfigs replaces every setting made on a topic (aiokafka has no incremental
     variant), so the ones already set on the topic are sent again with the new ones.
     """
-    wanted = {
-        key: value
-        for key, value in _topic_config(settings, name).items()
-        if key in RETENTION_CONFIGS
-    }
+    # The key topic's settings all say how soon a destroyed key leaves it: all are ours.
+    ours = key_topic_config(settings) if name == settings.kafka.key_topic else RETENTION_CONFIGS
+    wanted = {key: value for key, value in _topic_config(settings, name).items() if key in ours}
     if all(current.get(key, ("", False))[0] == value for key, value in wanted.items()):
         return None
     own = {key: value for key, (value, is_own) in current.items() if is_own}

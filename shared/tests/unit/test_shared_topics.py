@@ -4,6 +4,7 @@ earlier release is brought in line."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -74,6 +75,41 @@ def test_the_redrive_topic_keeps_one_entry_per_dead_letter_forever(
     config = _topic_config(settings, settings.kafka.redrive_topic)
     assert config["cleanup.policy"] == "compact"
     assert config["retention.ms"] == config["retention.bytes"] == "-1"
+
+
+def test_the_key_topic_loses_a_destroyed_key_within_the_bound(settings: CommonSettings) -> None:
+    assert settings.kafka.key_topic in all_topics(settings)
+    short = settings.model_copy(update={"erasure_within": timedelta(minutes=4)})
+    config = _topic_config(short, settings.kafka.key_topic)
+    assert config["cleanup.policy"] == "compact"
+    assert config["retention.ms"] == "-1"
+    # A segment closes, is cleaned, and its tombstones go, each within a quarter of the bound.
+    assert int(config["segment.ms"]) + int(config["max.compaction.lag.ms"]) <= 120_000
+    assert int(config["delete.retention.ms"]) <= 60_000
+    assert config["message.timestamp.type"] == "LogAppendTime"
+
+
+def test_the_key_topic_is_as_durable_as_the_command_topic(settings: CommonSettings) -> None:
+    # A key lost is a customer erased, and a key not written refuses a write: the key topic
+    # takes a broker's loss exactly as the commands do (replication factor 3, two in sync).
+    three = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"replication_factor": 3})}
+    )
+    keys = _topic_config(three, three.kafka.key_topic)
+    commands = _topic_config(three, three.kafka.command_topic)
+    assert keys["min.insync.replicas"] == commands["min.insync.replicas"] == "2"
+
+
+def test_a_key_topic_of_a_longer_bound_is_brought_in_line(settings: CommonSettings) -> None:
+    current = {
+        key: (value, True)
+        for key, value in _topic_config(settings, settings.kafka.key_topic).items()
+    }
+    assert retention_update(settings, settings.kafka.key_topic, current) is None
+    short = settings.model_copy(update={"erasure_within": timedelta(seconds=60)})
+    update = retention_update(short, settings.kafka.key_topic, current)
+    assert update is not None
+    assert update["segment.ms"] == update["delete.retention.ms"] == "15000"
 
 
 class TestRetentionUpdate:

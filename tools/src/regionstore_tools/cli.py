@@ -205,6 +205,28 @@ def get(
             _out().print(render.customer(parse(Customer, body)))
 
 
+@app.command()
+def export(
+    ctx: typer.Context,
+    text: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="A customer id; with --person, a customer_unique_id (every id of the person).",
+        ),
+    ],
+    person: Annotated[bool, typer.Option("--person", help="ID is a customer_unique_id.")] = False,
+    url: Url = None,
+) -> None:
+    """Everything regionstore holds about a customer (operator; recorded in the audit trail):
+    every region's copy, parked and dead-lettered commands, audit events. JSON."""
+    with _reported(), _gateway(ctx, url) as gateway:
+        body = gateway.export(text, person=person)
+        _print_json(body)
+        if not body.get("complete", True):
+            raise ToolError(f"incomplete: could not read {', '.join(body['unreadable'])}", 3)
+
+
 UNIQUE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 

@@ -135,6 +135,14 @@ class Gateway:
         """One customer, raw."""
         return self._call("GET", f"/v1/customers/{quote(customer_id, safe='')}", "reader")
 
+    def export(self, text: str, *, person: bool) -> dict[str, Any]:
+        """Everything held about a customer id, or about a person (``person``: a unique id)."""
+        if person:
+            path = f"/v1/customers:export?customer_unique_id={quote(text, safe='')}"
+        else:
+            path = f"/v1/customers/{quote(text, safe='')}/export"
+        return self._call("GET", path, "operator")
+
     def customer_or_none(self, customer_id: str) -> dict[str, Any] | None:
         """One customer, raw; None when there is none with this id (404)."""
         path = f"/v1/customers/{quote(customer_id, safe='')}"

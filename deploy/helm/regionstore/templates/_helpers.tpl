@@ -76,6 +76,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 commands: customers.commands
 deadletter: customers.deadletter
 audit: audit.events
+keys: customers.keys
 pendingPrefix: pending.
 writerGroup: regionstore.writer
 replicatorGroup: regionstore.replicator

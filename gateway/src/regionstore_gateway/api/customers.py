@@ -8,12 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from regionstore_gateway.api.errors import NOT_FOUND, UNREADABLE, message, write_responses
-from regionstore_gateway.auth import PrincipalDep, requires_reader, requires_writer
-from regionstore_gateway.deps import CustomersDep, KeyHeader, SettingsDep, WaitQuery
+from regionstore_gateway.auth import (
+    PrincipalDep,
+    requires_operator,
+    requires_reader,
+    requires_writer,
+)
+from regionstore_gateway.deps import CustomersDep, ExportsDep, KeyHeader, SettingsDep, WaitQuery
 from regionstore_gateway.idempotency import request_hash
 from regionstore_gateway.keyed_writes import Answer
 from regionstore_gateway.models import (
     Accepted,
+    CustomerExport,
     CustomerFields,
     CustomerOut,
     CustomerPage,
@@ -23,7 +29,7 @@ from regionstore_gateway.repository import Found
 from regionstore_gateway.services.customers import Write, parse_customer, validate_filter
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_gateway.writes import Written
-from regionstore_shared.schemas import Customer, CustomerId, UpsertCustomer
+from regionstore_shared.schemas import Customer, CustomerId, UniqueId, UpsertCustomer
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -191,6 +197,43 @@ async def delete_customer(
         lambda: request_hash("DELETE /v1/customers/{id}", customer_id=customer_id),
     )
     return answered(await customers.delete(customer_id, principal, write), response)
+
+
+EXPORT_RESPONSES: dict[int | str, Any] = {
+    503: message("The audit trail cannot record the export: nothing was read.")
+}
+
+
+@router.get(
+    ":export",
+    dependencies=[requires_operator],
+    response_model=CustomerExport,
+    responses=EXPORT_RESPONSES,
+)
+async def export_person(
+    customer_unique_id: Annotated[UniqueId, Query()],
+    exports: ExportsDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """Everything held about a person: every customer id of ``customer_unique_id``, as
+    ``/v1/customers/{id}/export`` gives one. Recorded in the audit trail first."""
+    return await exports.export(principal, unique_id=customer_unique_id)
+
+
+@router.get(
+    "/{customer_id}/export",
+    dependencies=[requires_operator],
+    response_model=CustomerExport,
+    responses=EXPORT_RESPONSES,
+)
+async def export_customer(
+    customer_id: PathId, exports: ExportsDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Everything held about a customer: every region's copy with its version, the parked and
+    dead-lettered commands naming it, the audit events naming it; ``unreadable`` names what
+    could not be read. An unknown customer has nothing to show. Recorded in the audit trail
+    first (by the caller's key id and the customer id)."""
+    return await exports.export(principal, customer_id=customer_id)
 
 
 @router.get(
