@@ -21,6 +21,10 @@ $(foreach default,$(shell sed -n 's/^\([A-Z0-9_]*\)=\([0-9]*\)$$/\1?=\2/p' $(POR
 # min.insync.replicas 2; nodes 2 and 3 listen on KAFKA_2_PORT and KAFKA_3_PORT.
 KAFKA_BROKERS ?= 1
 KAFKA_QUORUM_PEERS := $(if $(filter 3,$(KAFKA_BROKERS)),127.0.0.1:$(KAFKA_2_PORT) 127.0.0.1:$(KAFKA_3_PORT))
+# The services' own state (placement and key tables) follows one Kafka cluster's topics: the
+# three-broker cluster's (RUN_DIR/kafka-quorum) gets a state directory of its own, so a table never
+# meets another cluster's topic of the same name.
+STATE_DIR := $(RUN_DIR)/$(if $(filter 3,$(KAFKA_BROKERS)),kafka-quorum/)state
 KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT) $(KAFKA_QUORUM_PEERS)))
 # One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
 # replicators (make up SCALE=2).
@@ -63,7 +67,7 @@ STACKCTL := $(firstword $(wildcard $(PYTHON)) python3) -I -S $(LOCAL)/stackctl.p
 
 export ROOT RUN_DIR CACHE_DIR PYTHON PC_CONFIG PROCESS_COMPOSE FERRETDB DOCDB_ROOT STORE_IMPL SERVICES
 export UP_TIMEOUT PC_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT IDEMPOTENCY_REDIS_PORT
-export KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_CONTROLLER_PORT KAFKA_BOOTSTRAP
+export STATE_DIR KAFKA_BROKERS KAFKA_2_PORT KAFKA_2_CONTROLLER_PORT KAFKA_3_PORT KAFKA_3_CONTROLLER_PORT KAFKA_BOOTSTRAP
 export REGION_1_PORT REGION_2_PORT REGION_3_PORT REGION_1_PG_PORT REGION_2_PG_PORT REGION_3_PG_PORT
 export GATEWAY_PORT WRITER_PORT REPLICATOR_PORT RECOVERY_PORT OTLP_PORT OTEL_ENDPOINT
 export SCALE GATEWAY_2_PORT WRITER_2_PORT REPLICATOR_2_PORT BALANCER_PORT
