@@ -37,7 +37,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -121,13 +121,17 @@ class Options:
     """Characters of the customer id that name its bucket."""
     page: int = 1000
     """Copies read from a store per request."""
+    window: int = 20_000
+    """Live copies (by the stores' sums) of consecutive differing buckets read together: one
+    range of ids per region, its regions read at once."""
     copies_per_s: float | None = None
     """Copies read per second over every region; None reads as fast as the stores answer."""
     grace_s: float = 30.0
     """Customers written this recently are left for the next pass."""
-    batch: int = 500
-    """Diverging copies gathered before they are repaired (whole buckets: a batch may hold
-    more), with one audit event and one publishing round per batch."""
+    batch: int = 5000
+    """Diverging copies gathered before they are repaired (whole windows: a batch may hold
+    more), with one audit event and one publishing round per batch. A batch is repaired while
+    the next window is read."""
     attempts: int = 3
     """Tries of a batch's audit event and of its publishing round before the batch is counted
     failed (left to the next pass): a broker that answered late once does not fail a repair."""
@@ -179,6 +183,11 @@ class Report:
     complete: bool = True
     """False when the pass stopped early (its lease lost, or a stop)."""
     seconds: float = 0.0
+    summing_s: float = 0.0
+    """Of ``seconds``, until every region's sums were in."""
+    acting_s: float = 0.0
+    """Time spent repairing batches (the trail, publishing, tombstones), most of it while
+    the pass read on."""
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -228,25 +237,44 @@ def copy_of(document: Mapping[str, Any]) -> Copy:
     )
 
 
-async def region_copies(
-    collection: Collection, region: str, bucket: str, *, page: int, pacer: Pacer
-) -> list[Copy]:
-    """Every copy a region holds in a bucket, in ``_id`` order, a page per request."""
-    high = bucket + "\x7f"  # ids are ASCII: every id that starts with the bucket sorts below
-    low: dict[str, str] = {"$gte": bucket}
-    copies: list[Copy] = []
+async def region_range(
+    collection: Collection, region: str, low: str, high: str, *, page: int, pacer: Pacer
+) -> list[dict[str, Any]]:
+    """Every document a region holds with ``low <= _id < high``, in ``_id`` order, a page per
+    request (a range of the ``_id`` index each)."""
+    bound: dict[str, str] = {"$gte": low}
+    documents: list[dict[str, Any]] = []
     while True:
-        query = {"_id": {**low, "$lt": high}}
-        documents = await collection.find(query, PROJECTION).sort("_id", 1).limit(page).to_list()
-        COPIES_READ.labels(region=region).inc(len(documents))
-        await pacer.took(len(documents))
-        # A shorter id is a bucket of its own: the ids that only start with it are not its.
-        copies += [
-            c for c in map(copy_of, documents) if bucket_of(c.customer_id, len(bucket)) == bucket
-        ]
-        if len(documents) < page:
-            return copies
-        low = {"$gt": str(documents[-1]["_id"])}
+        query = {"_id": {**bound, "$lt": high}}
+        part = await collection.find(query).sort("_id", 1).limit(page).to_list()
+        COPIES_READ.labels(region=region).inc(len(part))
+        await pacer.took(len(part))
+        documents += part
+        if len(part) < page:
+            return documents
+        bound = {"$gt": str(part[-1]["_id"])}
+
+
+def windows(
+    buckets: Sequence[str], differing: Set[str], sizes: Mapping[str, int], limit: int
+) -> list[list[str]]:
+    """The differing buckets, in order, grouped so each group is read as one range of ids: a
+    group never spans a bucket that agrees (its copies would be read for nothing), and holds
+    at most ``limit`` copies by ``sizes`` (a larger bucket is a group of its own)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for bucket in buckets:
+        if bucket not in differing or (current and size + sizes[bucket] > limit):
+            if current:
+                groups.append(current)
+            current, size = [], 0
+        if bucket in differing:
+            current.append(bucket)
+            size += sizes[bucket]
+    if current:
+        groups.append(current)
+    return groups
 
 
 async def region_summaries(
@@ -301,58 +329,110 @@ class Repairer:
     ) -> Report:
         """A whole pass; with ``only``, the findings of that region alone are repaired.
 
-        ``going`` is asked after every bucket: False stops the pass (a lost lease).
+        ``going`` is asked after every range of buckets read: False stops the pass (a lost
+        lease).
         """
         started = time.monotonic()
         options = self._options
-        names = tuple(self._collections)
-        report = Report(regions=names, only=only, dry_run=dry_run)
+        report = Report(regions=tuple(self._collections), only=only, dry_run=dry_run)
         pacer = Pacer(options.copies_per_s)
-        summaries: dict[str, dict[str, dict[str | None, Summary]]] = {}
-        for region, collection in self._collections.items():
-            summaries[region], report.summed[region] = await region_summaries(
-                collection, region, prefix=options.prefix, pacer=pacer
-            )
+        summaries = await self._summaries(report, pacer)
         every = sorted({bucket for held in summaries.values() for bucket in held})
         report.buckets = len(every)
-        pending: list[Finding] = []
+        report.summing_s = time.monotonic() - started
+        differing: set[str] = set()
+        sizes: dict[str, int] = {}
         for bucket in every:
             groups = {r: held[bucket] for r, held in summaries.items() if bucket in held}
-            if not groups_differ(groups, self._regions):
+            if groups_differ(groups, self._regions):
+                differing.add(bucket)
+                sizes[bucket] = sum(s[0] for held in groups.values() for s in held.values())
+            else:
                 BUCKETS.labels(differed="false").inc()
-                continue
-            shares = await self._read_bucket(bucket, report, pacer)
-            differs = bucket_differs({r: share_of(c) for r, c in shares.items()}, self._regions)
-            BUCKETS.labels(differed=str(differs).lower()).inc()
-            if differs:
-                report.buckets_differing += 1
-                pending += self._diverging(shares, report, only)
-            if len(pending) >= options.batch:
-                await self._act(pending, report, dry_run)
-                pending = []
-            if going is not None and not await going():
-                report.complete = False
-                break
-        if pending:
-            await self._act(pending, report, dry_run)
+        acting = _Acting(self._act, report, dry_run)
+        try:
+            for window in windows(every, differing, sizes, options.window):
+                read = await self._read_window(window, report, pacer)
+                for bucket in window:
+                    self._compare(bucket, read, report, only, acting)
+                if acting.gathered >= options.batch:
+                    await acting.flush()
+                if going is not None and not await going():
+                    report.complete = False
+                    break
+            await acting.flush()
+            await acting.done()
+        finally:
+            await acting.cancel()
         report.seconds = time.monotonic() - started
         if report.complete:
             LAST_PASS.set(self._clock())
         return report
 
-    async def _read_bucket(
-        self, bucket: str, report: Report, pacer: Pacer
-    ) -> dict[str, list[Copy]]:
-        """Every region's copies of a bucket (regions holding none left out)."""
-        shares: dict[str, list[Copy]] = {}
-        for region, collection in self._collections.items():
-            copies = await region_copies(
-                collection, region, bucket, page=self._options.page, pacer=pacer
+    async def _summaries(
+        self, report: Report, pacer: Pacer
+    ) -> dict[str, dict[str, dict[str | None, Summary]]]:
+        """Every region's sums, the regions' stores asked at once."""
+        names = list(self._collections)
+        results = await asyncio.gather(
+            *(
+                region_summaries(
+                    self._collections[region], region, prefix=self._options.prefix, pacer=pacer
+                )
+                for region in names
             )
-            report.copies_read[region] = report.copies_read.get(region, 0) + len(copies)
-            if copies:
-                shares[region] = copies
-        return shares
+        )
+        summaries: dict[str, dict[str, dict[str | None, Summary]]] = {}
+        for region, (held, counted) in zip(names, results, strict=True):
+            summaries[region], report.summed[region] = held, counted
+        return summaries
+
+    async def _read_window(self, window: Sequence[str], report: Report, pacer: Pacer) -> _Read:
+        """Every region's documents in a window's buckets, one range of ids per region, the
+        regions read at once."""
+        names = list(self._collections)
+        low, high = window[0], window[-1] + "\x7f"  # ids are ASCII: all of a bucket sorts below
+        results = await asyncio.gather(
+            *(
+                region_range(
+                    self._collections[region],
+                    region,
+                    low,
+                    high,
+                    page=self._options.page,
+                    pacer=pacer,
+                )
+                for region in names
+            )
+        )
+        wanted = set(window)
+        prefix = self._options.prefix
+        read = _Read()
+        for region, documents in zip(names, results, strict=True):
+            report.copies_read[region] = report.copies_read.get(region, 0) + len(documents)
+            for document in documents:
+                copy = copy_of(document)
+                # A shorter id is a bucket of its own, and the range also spans buckets where
+                # no region holds a live copy: neither is this window's.
+                bucket = bucket_of(copy.customer_id, prefix)
+                if bucket in wanted:
+                    read.shares.setdefault(bucket, {}).setdefault(region, []).append(copy)
+                    read.documents[(region, copy.customer_id)] = document
+        return read
+
+    def _compare(
+        self, bucket: str, read: _Read, report: Report, only: str | None, acting: _Acting
+    ) -> None:
+        """Compare one bucket's copies exactly, and gather what diverges for repair."""
+        shares = read.shares.get(bucket, {})
+        differs = bucket_differs({r: share_of(c) for r, c in shares.items()}, self._regions)
+        BUCKETS.labels(differed=str(differs).lower()).inc()
+        if not differs:
+            return
+        report.buckets_differing += 1
+        for finding in self._diverging(shares, report, only):
+            document = read.documents.get((finding.newest_region, finding.customer_id))
+            acting.gather(finding, document)
 
     def _diverging(
         self, shares: Mapping[str, list[Copy]], report: Report, only: str | None
@@ -380,7 +460,26 @@ class Repairer:
             found += wrong
         return found
 
-    async def _act(self, found: list[Finding], report: Report, dry_run: bool) -> None:
+    async def _act(
+        self,
+        found: list[Finding],
+        documents: Mapping[str, dict[str, Any]],
+        report: Report,
+        dry_run: bool,
+    ) -> None:
+        acted = time.monotonic()
+        try:
+            await self._acted(found, documents, report, dry_run)
+        finally:
+            report.acting_s += time.monotonic() - acted
+
+    async def _acted(
+        self,
+        found: list[Finding],
+        documents: Mapping[str, dict[str, Any]],
+        report: Report,
+        dry_run: bool,
+    ) -> None:
         acting = [f for f in found if f.kind is not Kind.LOST]
         for finding in found:
             REPAIRS.labels(
@@ -390,7 +489,7 @@ class Repairer:
             ).inc()
         if dry_run or not acting:
             return
-        plan = await self._plan(acting, report)
+        plan = self._plan(acting, documents, report)
         if not plan.commands and not plan.tombstones:
             return
         event = self._event(plan)
@@ -427,12 +526,14 @@ class Repairer:
                 await asyncio.sleep(wait)  # a backoff between tries
                 wait *= 2
 
-    async def _plan(self, acting: list[Finding], report: Report) -> _Plan:
-        """The commands to publish again and the tombstones to write, from the newest copies."""
+    def _plan(
+        self, acting: list[Finding], documents: Mapping[str, dict[str, Any]], report: Report
+    ) -> _Plan:
+        """The commands to publish again and the tombstones to write, from the newest copies
+        (``documents``: each customer's newest live copy in full, as read)."""
         by_customer: dict[str, list[Finding]] = {}
         for finding in acting:
             by_customer.setdefault(finding.customer_id, []).append(finding)
-        documents = await self._newest_documents(by_customer)
         plan = _Plan(customers=len(by_customer))
         for customer_id, wrong in by_customer.items():
             newest = wrong[0].newest
@@ -448,21 +549,6 @@ class Repairer:
             plan.regions.update(f.region for f in wrong)
         return plan
 
-    async def _newest_documents(
-        self, by_customer: Mapping[str, list[Finding]]
-    ) -> dict[str, dict[str, Any]]:
-        """The newest live copies in full, read from the regions that hold them."""
-        wanted: dict[str, list[str]] = {}
-        for customer_id, wrong in by_customer.items():
-            if not wrong[0].newest.deleted:
-                wanted.setdefault(wrong[0].newest_region, []).append(customer_id)
-        documents: dict[str, dict[str, Any]] = {}
-        for region, ids in wanted.items():
-            cursor = self._collections[region].find({"_id": {"$in": ids}})
-            async for document in cursor:
-                documents[str(document["_id"])] = document
-        return documents
-
     def _command(self, newest: Copy, document: dict[str, Any] | None) -> Command | None:
         """The command that wrote ``newest``, made again; None when it cannot be."""
         command_id = _uuid(newest.command_id)
@@ -476,7 +562,7 @@ class Repairer:
                 command_id=command_id,
             )
         if document is None or int(document[VERSION]) != newest.version:
-            return None  # overwritten since it was compared: the next pass sees the new one
+            return None
         try:
             customer = customer_from_document(document)
             return upsert_command(
@@ -500,6 +586,65 @@ class Repairer:
                 "tombstoned": len(plan.tombstones),
             },
         )
+
+
+@dataclass(slots=True)
+class _Read:
+    """A window's copies, by bucket and region, and the documents they were read from."""
+
+    shares: dict[str, dict[str, list[Copy]]] = field(default_factory=dict)
+    documents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+class _Acting:
+    """Diverging copies gathered into batches, each repaired in a task of its own while the
+    pass reads on; one batch at a time, in order, so the trail hears of each before its
+    repairs and a batch never overtakes the one before."""
+
+    def __init__(
+        self,
+        act: Callable[
+            [list[Finding], Mapping[str, dict[str, Any]], Report, bool], Coroutine[Any, Any, None]
+        ],
+        report: Report,
+        dry_run: bool,
+    ) -> None:
+        self._act = act
+        self._report = report
+        self._dry_run = dry_run
+        self._found: list[Finding] = []
+        self._documents: dict[str, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def gathered(self) -> int:
+        return len(self._found)
+
+    def gather(self, finding: Finding, document: dict[str, Any] | None) -> None:
+        self._found.append(finding)
+        if document is not None:
+            self._documents[finding.customer_id] = document
+
+    async def flush(self) -> None:
+        """Start repairing what was gathered, once the batch before is done."""
+        await self.done()
+        if not self._found:
+            return
+        found, documents = self._found, self._documents
+        self._found, self._documents = [], {}
+        self._task = asyncio.create_task(self._act(found, documents, self._report, self._dry_run))
+
+    async def done(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    async def cancel(self) -> None:
+        """Stop a batch under way (the pass failed or was cancelled)."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.wait([task])
 
 
 @dataclass(slots=True)
