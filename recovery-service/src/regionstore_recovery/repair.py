@@ -2,19 +2,25 @@
 
 **How a region is read.** Each region's store sums up its live copies per bucket of ids and
 placement group in one aggregation per first character of the ids (:mod:`.digests`; only a few
-numbers per bucket leave the store), paced to a number of copies per second over all regions.
-The buckets whose sums agree between the regions that must hold the same customers are done.
-From a bucket that differs, every region's copies are read as ``(_id, _v, _deleted, _home,
-_cmd, _applied_at)`` in ``_id`` order (a range of the ``_id`` index, a page at a time), checked
-again exactly, and compared customer by customer (:mod:`.divergence`). Only the newest copies of
-the customers to repair are read in full.
+numbers per bucket leave the store), the regions at once, paced to a number of copies per
+second over all regions. The buckets whose sums agree between the regions that must hold the
+same customers are done. Consecutive buckets that differ, in the same placement groups, make a
+*window*, read as one range of the ``_id`` index per region (the regions at once, a page at a
+time): only the copies of the groups that differ, and every tombstone. A wiped region is read
+in a few hundred ranges rather than one per bucket, and the groups it never held are not read.
+The copies are checked again exactly and compared customer by customer
+(:mod:`.divergence`). A customer about to be repaired is first looked up by id in the groups
+that agree (a region restored from an old backup can hold it under its home before a move):
+found there, it is read again whole, from every region.
+
+A window is compared and repaired while the next one is read, one at a time and in order.
 
 **How a customer is repaired.** Through the normal path:
 
-- a copy ``missing`` or ``older`` in its placement: the newest version known anywhere is read
-  in full and published again to the command topic as the command that wrote it (same command
-  id, same version, ``republished``), so the consumers route it through their placement tables
-  and the version guard decides (:func:`regionstore_shared.domain.republished`);
+- a copy ``missing`` or ``older`` in its placement: the newest version known anywhere (as
+  read in its window) is published again to the command topic as the command that wrote it
+  (same command id, same version, ``republished``), so the consumers route it through their
+  placement tables and the version guard decides (:func:`regionstore_shared.domain.republished`);
 - a live copy whose newest version is a delete: the delete is published again the same way;
 - a live copy ``outside`` the placement, or live after a delete: a tombstone at the newest
   version is written in that region by the one version-guarded apply
