@@ -255,24 +255,27 @@ async def region_range(
     page: int,
     pacer: Pacer,
 ) -> list[dict[str, Any]]:
-    """The documents a region holds in a window's range of ids, in ``_id`` order, a page per
-    request (a range of the ``_id`` index each): of the window's differing placement groups
-    and every tombstone, or all of them when the window's groups cannot be told."""
-    where: dict[str, Any] = {}
+    """The documents a region holds in a window's range of ids, in ``_id`` order: of the
+    window's differing placement groups and every tombstone, or all of them when the window's
+    groups cannot be told. One query (a range of the ``_id`` index), taken a page at a time:
+    a query per page (``_id`` above the last one read) took two to three times as long on
+    FerretDB 2, each one sorting what was left of the range again."""
+    query: dict[str, Any] = {
+        # ids are ASCII: every id that starts with the last bucket sorts below it + DEL
+        "_id": {"$gte": window.buckets[0], "$lt": window.buckets[-1] + "\x7f"}
+    }
     if window.groups is not None:
-        where["$or"] = [{HOME: {"$in": sorted(window.groups)}}, {DELETED: True}]
-    bound: dict[str, str] = {"$gte": window.buckets[0]}
-    high = window.buckets[-1] + "\x7f"  # ids are ASCII: all of a bucket sorts below
+        query["$or"] = [{HOME: {"$in": sorted(window.groups)}}, {DELETED: True}]
+    cursor = collection.find(query).sort("_id", 1).batch_size(page)
     documents: list[dict[str, Any]] = []
-    while True:
-        query = {"_id": {**bound, "$lt": high}, **where}
-        part = await collection.find(query).sort("_id", 1).limit(page).to_list()
-        COPIES_READ.labels(region=region).inc(len(part))
-        await pacer.took(len(part))
-        documents += part
-        if len(part) < page:
-            return documents
-        bound = {"$gt": str(part[-1]["_id"])}
+    try:
+        while part := await cursor.to_list(page):
+            COPIES_READ.labels(region=region).inc(len(part))
+            await pacer.took(len(part))
+            documents += part
+    finally:
+        await cursor.close()
+    return documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,21 +516,28 @@ class Repairer:
         could publish an older version than one a region holds. Such customers are read
         again from every region, in full."""
         names = list(self._collections)
-        ids = sorted(candidates)
         agreeing = sorted(window.agreeing)
+        # A group that agrees holds its customers live in its placement alone, and a region
+        # holds one copy of a customer: where one was read, no other is to be found.
+        could_hold = {r for group in agreeing for r in self._regions.placement_of_home(group)}
+        wanted: dict[str, list[str]] = {}
+        for customer_id, copies in candidates.items():
+            for region in could_hold - copies.keys():
+                wanted.setdefault(region, []).append(customer_id)
 
-        async def elsewhere(collection: Collection) -> set[str]:
+        async def elsewhere(region: str) -> set[str]:
+            ids = sorted(wanted.get(region, ()))
             found: set[str] = set()
             for start in range(0, len(ids), COMPLETE_CHUNK):
                 query = {
                     "_id": {"$in": ids[start : start + COMPLETE_CHUNK]},
                     HOME: {"$in": agreeing},
                 }
-                documents = await collection.find(query, {DELETED: 1}).to_list()
+                documents = await self._collections[region].find(query, {DELETED: 1}).to_list()
                 found.update(str(d["_id"]) for d in documents if not d.get(DELETED))
             return found
 
-        results = await asyncio.gather(*(elsewhere(self._collections[r]) for r in names))
+        results = await asyncio.gather(*(elsewhere(r) for r in wanted))
         whole = sorted(set[str]().union(*results))
         if not whole:
             return

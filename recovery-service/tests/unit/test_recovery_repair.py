@@ -33,18 +33,29 @@ LONG_AGO = datetime.fromtimestamp(NOW - 3600, UTC)
 
 
 class FakeCursor:
-    def __init__(self, documents: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, documents: list[dict[str, Any]], owner: FakeCollection | None = None
+    ) -> None:
         self._documents = documents
+        self._owner = owner
+        self.closed = False
 
     def sort(self, key: str, direction: int) -> FakeCursor:
         assert (key, direction) == ("_id", 1)
-        return FakeCursor(sorted(self._documents, key=lambda d: d["_id"]))
+        return FakeCursor(sorted(self._documents, key=lambda d: d["_id"]), self._owner)
 
-    def limit(self, count: int) -> FakeCursor:
-        return FakeCursor(self._documents[:count])
+    def batch_size(self, count: int) -> FakeCursor:
+        return self
 
-    async def to_list(self) -> list[dict[str, Any]]:
-        return list(self._documents)
+    async def to_list(self, length: int | None = None) -> list[dict[str, Any]]:
+        taken = self._documents[:length]
+        self._documents = self._documents[len(taken) :]
+        if self._owner is not None and taken:
+            self._owner.pages += 1
+        return taken
+
+    async def close(self) -> None:
+        self.closed = True
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         for document in self._documents:
@@ -78,12 +89,13 @@ class FakeCollection:
     def __init__(self, *documents: dict[str, Any]) -> None:
         self.documents = {d["_id"]: d for d in documents}
         self.requests = 0
+        self.pages = 0
         self.aggregations = 0
         self.indexed = False
 
     def find(self, query: dict[str, Any], projection: Any = None) -> FakeCursor:
         self.requests += 1
-        return FakeCursor(self._matching(query))
+        return FakeCursor(self._matching(query), self)
 
     async def aggregate(self, pipeline: list[dict[str, Any]]) -> FakeCursor:
         self.aggregations += 1
@@ -349,7 +361,7 @@ class TestWhatAPassLeaves:
         report = await repairer(sinks, region_1=region_1).run(dry_run=True)
         assert report.summed == {"region_1": 5, "region_2": 0, "region_3": 0}
         assert report.copies_read == {"region_1": 5, "region_2": 0, "region_3": 0}
-        assert region_1.requests == 3  # pages of 2, 2 and 1
+        assert (region_1.requests, region_1.pages) == (1, 3)  # one query, pages of 2, 2, 1
 
     async def test_agreeing_regions_are_compared_by_their_sums_alone(self) -> None:
         sinks = Sinks()
