@@ -151,22 +151,31 @@ def summarize(copies: Iterable[Copy], prefix: int) -> dict[str, dict[str | None,
 
 def groups_differ(groups: Mapping[str, Mapping[str | None, object]], regions: RegionMap) -> bool:
     """Whether regions disagree on a bucket, from each region's value per placement group
-    (regions holding nothing of the bucket may be left out).
+    (regions holding nothing of the bucket may be left out)."""
+    found = differing_groups(groups, regions)
+    return found is None or bool(found)
 
-    They do when a group's values differ between the regions of its placement, when a region
-    outside the placement holds one of its customers live, or when a group names no home the
-    map knows.
+
+def differing_groups(
+    groups: Mapping[str, Mapping[str | None, object]], regions: RegionMap
+) -> frozenset[str] | None:
+    """The placement groups regions disagree on in a bucket, from each region's value per
+    group; None when a group names no home the map knows (then no group can be trusted).
+
+    A group differs when its values differ between the regions of its placement, or when a
+    region outside the placement holds one of its customers live.
     """
     names = {group for held in groups.values() for group in held}
+    found: set[str] = set()
     for group in names:
         if group is None or group not in regions:
-            return True
+            return None
         placement = regions.placement_of_home(group)
-        if len({_value(groups, r, group) for r in placement}) != 1:
-            return True
-        if any(group in held for region, held in groups.items() if region not in placement):
-            return True
-    return False
+        if len({_value(groups, r, group) for r in placement}) != 1 or any(
+            group in held for region, held in groups.items() if region not in placement
+        ):
+            found.add(group)
+    return frozenset(found)
 
 
 def _value(groups: Mapping[str, Mapping[str | None, object]], region: str, group: str) -> object:

@@ -43,6 +43,7 @@ def start_repair(
         options=Options(
             prefix=config.bucket_prefix,
             page=config.page,
+            window=config.window,
             copies_per_s=config.copies_per_s,
             grace_s=config.grace_s,
             batch=config.batch,

@@ -42,12 +42,16 @@ class RepairSettings(BaseModel):
     # the cost is in docs/repair.md.
     copies_per_s: Annotated[float, Field(gt=0)] = 2000.0
     page: Annotated[int, Field(ge=10, le=10000)] = 1000
+    # Live copies of consecutive differing buckets read as one range of ids per region (the
+    # regions at once): a wiped region is read in a few hundred ranges, not one per bucket.
+    window: Annotated[int, Field(ge=1)] = 20000
     # Characters of the customer id that make its bucket: 3 hex characters, 4,096 buckets.
     bucket_prefix: Annotated[int, Field(ge=1, le=8)] = 3
     # Customers written this recently are left for the next pass (their writes may still be
     # on their way to a region).
     grace_s: Annotated[float, Field(ge=0)] = 60.0
-    batch: Annotated[int, Field(ge=1)] = 500
+    # Diverging copies repaired together: one audit event and one publishing round each.
+    batch: Annotated[int, Field(ge=1)] = 5000
     # A pass waits while the writer's or the replicator's lag is above this (and while any
     # region has parked commands): their customers would read as missing.
     max_lag: Annotated[int, Field(ge=0)] = 1000

@@ -7,6 +7,7 @@ from regionstore_recovery.digests import (
     Summary,
     bucket_differs,
     bucket_of,
+    differing_groups,
     groups_differ,
     merged,
     share_of,
@@ -105,6 +106,19 @@ class TestSummaries:
     def test_a_live_copy_outside_the_placement_differs(self) -> None:
         copies = [live("a001", 5)]
         summed = self.summed(region_2=copies, region_1=copies, region_3=copies)
+        assert groups_differ(summed, REGIONS)
+
+    def test_only_the_groups_that_differ_are_named(self) -> None:
+        own_1 = [live("a001", 5, home="region_1")]
+        own_2 = [live("a002", 5)]
+        # region_2 wiped: its group differs, region_1's (region_1 and region_3) agrees.
+        summed = self.summed(region_1=own_1 + own_2, region_3=own_1)
+        assert differing_groups(summed, REGIONS) == frozenset({"region_2"})
+        assert differing_groups(self.summed(region_1=own_1, region_3=own_1), REGIONS) == set()
+
+    def test_a_group_no_home_names_makes_every_group_suspect(self) -> None:
+        summed = self.summed(region_1=[live("a001", 5, home="region_9")])
+        assert differing_groups(summed, REGIONS) is None
         assert groups_differ(summed, REGIONS)
 
     def test_the_stores_rows_read_as_summaries(self) -> None:

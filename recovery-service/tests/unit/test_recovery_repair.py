@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -10,7 +11,15 @@ from typing import Any, cast
 import pytest
 
 from regionstore_recovery.digests import summarize
-from regionstore_recovery.repair import ID_FIRST, Options, Pacer, Repairer, Report, copy_of
+from regionstore_recovery.repair import (
+    ID_FIRST,
+    Options,
+    Pacer,
+    Repairer,
+    Report,
+    copy_of,
+    windows,
+)
 from regionstore_recovery.repair_loop import RepairLoop
 from regionstore_shared.apply import Collection
 from regionstore_shared.audit_trail import AuditAction, AuditEvent, AuditUnavailableError
@@ -24,34 +33,69 @@ LONG_AGO = datetime.fromtimestamp(NOW - 3600, UTC)
 
 
 class FakeCursor:
-    def __init__(self, documents: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, documents: list[dict[str, Any]], owner: FakeCollection | None = None
+    ) -> None:
         self._documents = documents
+        self._owner = owner
+        self.closed = False
 
     def sort(self, key: str, direction: int) -> FakeCursor:
         assert (key, direction) == ("_id", 1)
-        return FakeCursor(sorted(self._documents, key=lambda d: d["_id"]))
+        return FakeCursor(sorted(self._documents, key=lambda d: d["_id"]), self._owner)
 
-    def limit(self, count: int) -> FakeCursor:
-        return FakeCursor(self._documents[:count])
+    def batch_size(self, count: int) -> FakeCursor:
+        return self
 
-    async def to_list(self) -> list[dict[str, Any]]:
-        return list(self._documents)
+    async def to_list(self, length: int | None = None) -> list[dict[str, Any]]:
+        taken = self._documents[:length]
+        self._documents = self._documents[len(taken) :]
+        if self._owner is not None and taken:
+            self._owner.pages += 1
+        return taken
+
+    async def close(self) -> None:
+        self.closed = True
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         for document in self._documents:
             yield document
 
 
+TESTS = {
+    "$gt": lambda key, value: key is not None and key > value,
+    "$gte": lambda key, value: key is not None and key >= value,
+    "$lt": lambda key, value: key is not None and key < value,
+    "$in": lambda key, value: key in value,
+}
+
+
+def matches(document: dict[str, Any], query: dict[str, Any]) -> bool:
+    """The part of MongoDB's query language the repair speaks: ranges, $in, equality, $or."""
+    for name, condition in query.items():
+        if name == "$or":
+            if not any(matches(document, branch) for branch in condition):
+                return False
+        elif isinstance(condition, dict):
+            value = document.get(name)
+            if not all(TESTS[op](value, bound) for op, bound in condition.items()):
+                return False
+        elif document.get(name) != condition:
+            return False
+    return True
+
+
 class FakeCollection:
     def __init__(self, *documents: dict[str, Any]) -> None:
         self.documents = {d["_id"]: d for d in documents}
         self.requests = 0
+        self.pages = 0
         self.aggregations = 0
         self.indexed = False
 
     def find(self, query: dict[str, Any], projection: Any = None) -> FakeCursor:
         self.requests += 1
-        return FakeCursor(self._matching(query))
+        return FakeCursor(self._matching(query), self)
 
     async def aggregate(self, pipeline: list[dict[str, Any]]) -> FakeCursor:
         self.aggregations += 1
@@ -68,18 +112,7 @@ class FakeCollection:
         )
 
     def _matching(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        bound = query.get("_id", {})
-        tests = {
-            "$gt": lambda key, value: key > value,
-            "$gte": lambda key, value: key >= value,
-            "$lt": lambda key, value: key < value,
-            "$in": lambda key, value: key in value,
-        }
-        return [
-            d
-            for d in self.documents.values()
-            if all(tests[op](d["_id"], value) for op, value in bound.items())
-        ]
+        return [d for d in self.documents.values() if matches(d, query)]
 
     async def create_indexes(self, models: list[Any]) -> None:
         self.indexed = True
@@ -195,9 +228,24 @@ class TestWipedRegion:
 
     async def test_a_batch_is_repaired_at_a_time(self) -> None:
         sinks = Sinks()
-        options = Options(prefix=4, page=2, grace_s=0, batch=2)  # a bucket per customer
+        # A bucket per customer, a window per bucket.
+        options = Options(prefix=4, page=2, grace_s=0, batch=2, window=1)
         await repairer(sinks, options, region_1=FakeCollection(*region_2_customers(5))).run()
         assert [e.detail["customers"] for e in sinks.events] == [2, 2, 1]
+
+    async def test_a_batch_is_a_whole_window(self) -> None:
+        sinks = Sinks()
+        options = Options(prefix=4, page=2, grace_s=0, batch=2, window=3)
+        await repairer(sinks, options, region_1=FakeCollection(*region_2_customers(5))).run()
+        assert [e.detail["customers"] for e in sinks.events] == [3, 2]
+
+    async def test_every_batch_is_repaired_in_order_each_after_its_event(self) -> None:
+        sinks = Sinks()
+        options = Options(prefix=4, page=2, grace_s=0, batch=1, window=1)
+        held = region_2_customers(4)
+        await repairer(sinks, options, region_1=FakeCollection(*held)).run()
+        assert sinks.log == ["audit", "publish", "tombstone"] * 4
+        assert [c.key for c in sinks.published] == [d["_id"] for d in held]
 
     async def test_a_dry_run_changes_nothing(self) -> None:
         sinks = Sinks()
@@ -313,7 +361,7 @@ class TestWhatAPassLeaves:
         report = await repairer(sinks, region_1=region_1).run(dry_run=True)
         assert report.summed == {"region_1": 5, "region_2": 0, "region_3": 0}
         assert report.copies_read == {"region_1": 5, "region_2": 0, "region_3": 0}
-        assert region_1.requests == 3  # pages of 2, 2 and 1
+        assert (region_1.requests, region_1.pages) == (1, 3)  # one query, pages of 2, 2, 1
 
     async def test_agreeing_regions_are_compared_by_their_sums_alone(self) -> None:
         sinks = Sinks()
@@ -337,15 +385,174 @@ class TestWhatAPassLeaves:
         assert report.found == {"region_1": {"missing": 1}}
         assert [c.key for c in sinks.published] == ["ab"]
 
-    async def test_a_pass_told_to_stop_stops_after_the_bucket(self) -> None:
+    async def test_a_pass_told_to_stop_stops_after_the_window(self) -> None:
         sinks = Sinks()
         held = [doc(f"{letter}1", 5) for letter in "abc"]
 
         async def going() -> bool:
             return False
 
-        report = await repairer(sinks, region_1=FakeCollection(*held)).run(going=going)
-        assert (report.complete, report.buckets, report.buckets_differing) == (False, 3, 1)
+        options = Options(prefix=1, page=2, grace_s=60, window=2)
+        report = await repairer(sinks, options, region_1=FakeCollection(*held)).run(going=going)
+        assert (report.complete, report.buckets, report.buckets_differing) == (False, 3, 2)
+        assert [c.key for c in sinks.published] == ["a1", "b1"]
+
+    async def test_consecutive_differing_buckets_are_read_as_one_range(self) -> None:
+        sinks = Sinks()
+        region_1 = FakeCollection(*region_2_customers(6))  # c000..c005, buckets c000..c005
+        region_2 = FakeCollection()
+        options = Options(prefix=4, page=100, grace_s=60)
+        report = await repairer(sinks, options, region_1=region_1, region_2=region_2).run()
+        assert report.found == {"region_2": {"missing": 6}}
+        assert (report.buckets, report.buckets_differing) == (6, 6)
+        assert (region_1.requests, region_2.requests) == (1, 1)
+
+    async def test_an_agreeing_bucket_between_two_differing_ones_is_never_read(self) -> None:
+        sinks = Sinks()
+        agreeing = doc("b1", 5)
+        region_1 = FakeCollection(doc("a1", 5), agreeing, doc("c1", 5))
+        region_2 = FakeCollection(agreeing)
+        options = Options(prefix=1, page=100, grace_s=60)
+        report = await repairer(sinks, options, region_1=region_1, region_2=region_2).run()
+        assert report.copies_read == {"region_1": 2, "region_2": 0, "region_3": 0}
+        assert region_1.requests == 2
+        assert [c.key for c in sinks.published] == ["a1", "c1"]
+
+    async def test_copies_between_the_window_s_buckets_are_not_its_own(self) -> None:
+        sinks = Sinks()
+        # b1 is a tombstone alone: its bucket holds no live copy, so no region sums it, yet
+        # it lies in the range read for buckets a and c.
+        region_1 = FakeCollection(doc("a1", 5), doc("b1", 9, deleted=True, home=None), doc("c1", 5))
+        options = Options(prefix=1, page=100, grace_s=60)
+        report = await repairer(sinks, options, region_1=region_1).run()
+        assert report.buckets == 2
+        assert report.found == {"region_2": {"missing": 2}}
+        assert [c.key for c in sinks.published] == ["a1", "c1"]
+
+    @pytest.mark.timeout(30)  # without the overlap the pass would wait for ever
+    async def test_the_next_window_is_read_while_a_batch_is_published(self) -> None:
+        read_on = asyncio.Event()
+
+        class Watched(FakeCollection):
+            def find(self, query: dict[str, Any], projection: Any = None) -> FakeCursor:
+                if query["_id"].get("$gte") == "b":
+                    read_on.set()
+                return super().find(query, projection)
+
+        class Waiting(Sinks):
+            async def publish(self, commands: Sequence[Command]) -> None:
+                await read_on.wait()  # never set unless the pass reads on meanwhile
+                await super().publish(commands)
+
+        sinks = Waiting()
+        region_1 = Watched(doc("a1", 5), doc("b1", 5), doc("c1", 5))
+        options = Options(prefix=1, page=100, grace_s=60, batch=1, window=1)
+        report = await repairer(sinks, options, region_1=region_1).run()
+        assert report.republished == 3
+        assert [c.key for c in sinks.published] == ["a1", "b1", "c1"]
+
+    async def test_a_pass_that_fails_leaves_no_batch_behind(self) -> None:
+        started = asyncio.Event()
+        stopped: list[bool] = []
+
+        class Failing(FakeCollection):
+            def find(self, query: dict[str, Any], projection: Any = None) -> FakeCursor:
+                if query["_id"].get("$gte") == "b":
+                    raise ConnectionError("store gone")
+                return super().find(query, projection)
+
+        class Hanging(Sinks):
+            async def publish(self, commands: Sequence[Command]) -> None:
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    stopped.append(True)
+                    raise
+
+        sinks = Hanging()
+        region_1 = Failing(doc("a1", 5), doc("b1", 5))
+        options = Options(prefix=1, page=100, grace_s=60, batch=1, window=1)
+        with pytest.raises(ConnectionError):
+            await repairer(sinks, options, region_1=region_1).run()
+        assert started.is_set()
+        assert stopped == [True]
+
+    async def test_of_a_wiped_region_only_the_groups_it_held_are_read(self) -> None:
+        sinks = Sinks()
+        # Homes: region_1's customers live in region_1 and region_3, region_2's in region_2
+        # and region_1, region_3's in region_3 and region_2.
+        own_1 = [doc(f"a{i}", 5, home="region_1", zip_prefix=1310) for i in range(4)]
+        own_2 = [doc(f"b{i}", 5) for i in range(2)]
+        own_3 = [doc(f"c{i}", 5, home="region_3", zip_prefix=75000) for i in range(3)]
+        region_1 = FakeCollection(*own_1, *own_2)
+        region_3 = FakeCollection(*own_1, *own_3)
+        options = Options(prefix=1, page=100, grace_s=60)
+        report = await repairer(sinks, options, region_1=region_1, region_3=region_3).run()
+        assert report.found == {"region_2": {"missing": 5}}
+        assert report.copies_read == {"region_1": 2, "region_2": 0, "region_3": 3}
+        assert sorted(c.key for c in sinks.published) == ["b0", "b1", "c0", "c1", "c2"]
+
+    async def test_a_copy_in_a_group_that_agrees_is_read_before_a_repair(self) -> None:
+        sinks = Sinks()
+        # The customer moved from region_2's home to region_1's at version 7; region_2, then
+        # restored from a backup older than the move, holds it live at version 5, as a
+        # customer of region_2. Read alone, that copy would look missing in region_1.
+        moved = doc("m1", 7, home="region_1", zip_prefix=1310)
+        region_1 = FakeCollection(moved)
+        region_2 = FakeCollection(doc("m1", 5))
+        region_3 = FakeCollection(moved)
+        options = Options(prefix=1, page=100, grace_s=60)
+        report = await repairer(
+            sinks, options, region_1=region_1, region_2=region_2, region_3=region_3
+        ).run()
+        assert report.found == {"region_2": {"outside": 1}}
+        assert sinks.published == []
+        ((command, region),) = sinks.tombstoned
+        assert (command.key, command.version, region) == ("m1", 7, "region_2")
+
+    async def test_the_repair_publishes_the_copy_it_read(self) -> None:
+        sinks = Sinks()
+        region_1 = FakeCollection(doc("a1", 5, zip_prefix=45123))
+        options = Options(prefix=1, page=100, grace_s=60)
+        await repairer(sinks, options, region_1=region_1).run()
+        (command,) = sinks.published
+        assert isinstance(command, UpsertCustomer)
+        assert command.customer.customer_zip_code_prefix == 45123
+        assert region_1.requests == 1  # the range, and no second read of the customer
+
+
+G2 = frozenset({"region_2"})
+
+
+class TestWindows:
+    def test_consecutive_differing_buckets_make_one_window(self) -> None:
+        sizes = dict.fromkeys("abcde", 1)
+        differing = dict.fromkeys("abcde", G2)
+        assert windows(list("abcde"), differing, sizes, 10) == [list("abcde")]
+
+    def test_an_agreeing_bucket_ends_a_window(self) -> None:
+        sizes = dict.fromkeys("abde", 1)
+        differing = dict.fromkeys("abde", G2)
+        assert windows(list("abcde"), differing, sizes, 10) == [list("ab"), list("de")]
+
+    def test_buckets_differing_in_other_groups_are_other_windows(self) -> None:
+        sizes = dict.fromkeys("abcd", 1)
+        differing = {"a": G2, "b": G2, "c": None, "d": frozenset({"region_1"})}
+        assert windows(list("abcd"), differing, sizes, 10) == [list("ab"), ["c"], ["d"]]
+
+    def test_a_window_holds_at_most_its_limit_of_copies(self) -> None:
+        sizes = {"a": 4, "b": 4, "c": 4, "d": 1}
+        differing = dict.fromkeys("abcd", G2)
+        assert windows(list("abcd"), differing, sizes, 8) == [list("ab"), list("cd")]
+
+    def test_a_bucket_larger_than_the_limit_is_a_window_alone(self) -> None:
+        sizes = {"a": 1, "b": 50, "c": 1}
+        differing = dict.fromkeys("abc", G2)
+        assert windows(list("abc"), differing, sizes, 8) == [["a"], ["b"], ["c"]]
+
+    def test_nothing_differing_reads_nothing(self) -> None:
+        assert windows(list("abc"), {}, {}, 8) == []
 
 
 class TestPacer:

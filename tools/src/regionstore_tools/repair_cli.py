@@ -151,7 +151,8 @@ def rendered(report: Report) -> RenderableType:
     head = (
         f"{report.buckets:,} buckets compared, {report.buckets_differing:,} differing; "
         f"live copies summed on the stores: {summed}; copies read from differing buckets: "
-        f"{read}; {report.seconds:.1f} s"
+        f"{read}; {report.seconds:.1f} s (the sums {report.summing_s:.1f} s, repairing "
+        f"{report.acting_s:.1f} s while reading on)"
     )
     table = Table(title="Diverging copies", title_justify="left")
     table.add_column("Kind")
