@@ -43,9 +43,17 @@ class SmallDisk:
 
     path: Path
 
-    def grow(self, size_kib: int) -> None:
-        """Give the filesystem room again: ``size_kib`` in all."""
+    def grow(self, room_kib: int) -> None:
+        """Give the filesystem ``room_kib`` more room than it has (a size in all would be
+        refused as too small once the data outgrew it, as it does on a stack a whole suite
+        has loaded: "tmpfs: Too small a size for current use")."""
+        size_kib = self.size_kib() + room_kib
         _run("mount", "-o", f"remount,size={size_kib}k", str(self.path))
+
+    def size_kib(self) -> int:
+        """Its size, used or not."""
+        stats = os.statvfs(self.path)
+        return stats.f_blocks * stats.f_frsize // KIB
 
     def free_kib(self) -> int:
         """Room left on it."""

@@ -21,8 +21,7 @@ from tests.disks import small_disk
 from tests.regionstore_env import Env, customer, env
 from tests.stack import Stack
 
-# With the mixed chaos round in `make test-links`, not in `make test` yet: on the lead's stack
-# the tmpfs was gone from under PostgreSQL once (a restart of the store after its disk filled).
+# With the mixed chaos round in `make test-links`, on a stack with its Toxiproxy links.
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.faults,
@@ -34,6 +33,7 @@ __all__ = ["env"]
 REGION = "region_3"
 HEADROOM_KIB = 4 * 1024
 ROOM_KIB = 512 * 1024
+"""Room given back once the disk is full, beyond what the data holds by then."""
 BATCH = 100
 MOST_WRITES = 100_000
 FULL = "No space left on device"

@@ -36,6 +36,7 @@ __all__ = ["env"]
 
 HEADROOM_KIB = 4 * 1024
 ROOM_KIB = 1024 * 1024
+"""Room given back once the disk is full, beyond what the log holds by then."""
 BATCH = 100
 FULL = "No space left on device"
 FULL_FOR_S = 20.0
