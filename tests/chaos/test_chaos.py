@@ -1,7 +1,8 @@
-"""The chaos rounds of the test suite: every process kind SIGKILLed under load (in `make test`),
-and a seeded mix of link faults, pauses, clock steps (a gateway's and a writer's), a wiped
-region and those kills on a stack with its Toxiproxy links (`make test-links`); nothing lost,
-nothing overtaken, the wiped region repaired whole."""
+"""The chaos rounds of the test suite: every process kind SIGKILLed under load (`make test
+PYTEST_ARGS='-m kills'`, and `make chaos`), and a seeded mix of link faults, pauses, clock steps
+(a gateway's, a writer's and a replicator's), a wiped region and those kills on a stack with its
+Toxiproxy links (`make test-links`, in `make test`); nothing lost, nothing overtaken, the wiped
+region repaired whole."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.stack import Stack
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1500)]
 
 
+@pytest.mark.kills
 async def test_a_round_of_kills_and_a_skewed_clock_loses_and_overtakes_nothing(
     stack: Stack,
 ) -> None:
