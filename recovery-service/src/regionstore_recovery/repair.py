@@ -556,7 +556,11 @@ class Repairer:
         if batch.found:
             found, documents = batch.found, batch.documents
             batch.found, batch.documents = [], {}
-            await self._act(found, documents, report, dry_run)
+            acted = time.monotonic()
+            try:
+                await self._act(found, documents, report, dry_run)
+            finally:
+                report.acting_s += time.monotonic() - acted
 
     def _diverging(
         self, copies: Mapping[str, Copy], report: Report, only: str | None
@@ -584,19 +588,6 @@ class Repairer:
         return wrong
 
     async def _act(
-        self,
-        found: list[Finding],
-        documents: Mapping[str, dict[str, Any]],
-        report: Report,
-        dry_run: bool,
-    ) -> None:
-        acted = time.monotonic()
-        try:
-            await self._acted(found, documents, report, dry_run)
-        finally:
-            report.acting_s += time.monotonic() - acted
-
-    async def _acted(
         self,
         found: list[Finding],
         documents: Mapping[str, dict[str, Any]],
