@@ -29,7 +29,7 @@ KAFKA_BOOTSTRAP := $(subst $() ,$(shell printf ,),$(strip 127.0.0.1:$(KAFKA_PORT
 # One of each service, or two gateways (behind HAProxy on BALANCER_PORT), two writers and two
 # replicators (make up SCALE=2).
 SCALE ?= 1
-# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,wipe,kill`.
+# Faults beyond kills (docs/faults.md), as a list for `make chaos FAULTS=partition,pause,clock,disk,wipe,kill`.
 # With links among them (partition, all, or `make up FAULTS=1`), Toxiproxy runs in the stack and
 # the services reach Kafka, both Redis, every store and (SCALE=2) the gateways through it
 # (deploy/local/links.yaml). Without FAULTS the stack is as ever.
@@ -251,7 +251,7 @@ test-scale: ## the scale-out tests on two of each service behind HAProxy (stops 
 	@$(MAKE) down SCALE=2
 
 .PHONY: test-links
-test-links: ## the mixed chaos round (partitions, pauses, clock steps, a wipe, kills) and a store's full disk, on a stack with its Toxiproxy links [CHAOS_SEED=n] (stops a running stack first, and after)
+test-links: ## the mixed chaos round (partitions, pauses, clock steps, a full disk, a wipe, kills) and a store's full disk, on a stack with its Toxiproxy links [CHAOS_SEED=n] (stops a running stack first, and after)
 	@$(STACKCTL) down
 	@$(if $(CHAOS_SEED),REGIONSTORE_CHAOS_SEED=$(CHAOS_SEED)) $(MAKE) test FAULTS=1 PYTEST_ARGS='-m links'
 	@$(MAKE) down FAULTS=1
@@ -301,7 +301,7 @@ SEED ?=
 NEMESIS_FAULTS ?= 10
 
 .PHONY: chaos
-chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,wipe,kill|all] [SEED=n] [SKEW=-30ms,-10s]
+chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3 [FAULTS=partition,pause,clock,disk,wipe,kill|all] [SEED=n] [SKEW=-30ms,-10s]
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') \
 		uv run python -m tests.chaos --rounds $(ROUNDS) --writes $(WRITES) --skew='$(SKEW)' \
 		--faults='$(or $(FAULTS),kill)' --random-faults $(NEMESIS_FAULTS) $(if $(SEED),--seed $(SEED))

@@ -12,14 +12,16 @@ healed:
 - ``clock``: steps of the wall clock of a gateway, a writer or a replicator that run with
   libfaketime,
   ahead or behind, by milliseconds, seconds or a day;
+- ``disk``: one region's store data directory on a small filesystem that the load fills, once
+  a round; held full, then grown (:mod:`tests.chaos.disk`);
 - ``wipe``: one region's store processes stopped, its data directory deleted, and started again
   empty, once a round (a second region wiped would lose customers for good: docs/repair.md);
   the round runs ``regionstore repair`` before its audit;
 - ``kill``: SIGKILL of every process kind once (recovery in the middle of a drain).
 
 The same seed and kinds give the same schedule; what the stack does in between does not change
-which faults come. The wipe and the clock's target draw from streams of their own, so a seed
-that replayed a round before they existed still gives that round's other faults.
+which faults come. The wipe, the full disk and the clock's target draw from streams of their
+own, so a seed that replayed a round before they existed still gives that round's other faults.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from typing import Any
 import httpx
 
 from regionstore_shared.ports import port, service_url
-from tests.chaos import faults, wipe
+from tests.chaos import disk, faults, wipe
 from tests.stack import Stack
 
-KINDS = ("partition", "pause", "clock", "wipe", "kill")
-"""Every kind the nemesis can do (``disk`` is not one yet: docs/faults.md)."""
+KINDS = ("partition", "pause", "clock", "disk", "wipe", "kill")
+"""Every kind the nemesis can do."""
+ONCE_A_ROUND = ("disk", "wipe")
+"""The kinds done once a round, at a place of their own, rather than drawn among the others."""
 REGIONS = ("region_1", "region_2", "region_3")
 
 LINKS = ("kafka", "redis", "redis_idempotency", "region_1", "region_2", "region_3", "gateway")
@@ -114,6 +118,8 @@ class Fault:
             return f"clock step {self.how}{on}"
         if self.kind == "wipe":
             return f"wipe {self.target}"
+        if self.kind == "disk":
+            return f"disk full {self.target}"
         return f"kill {self.target}"
 
 
@@ -143,11 +149,11 @@ class Nemesis:
 
     def plan(self, processes: list[str], random_faults: int) -> None:
         """The kills (every process kind once), ``random_faults`` others, and with ``wipe``
-        one wiped region, mixed."""
+        one wiped region and with ``disk`` one full disk, mixed."""
         rng = random.Random(self.seed)
         targets = random.Random(f"{self.seed}:clock")
         steps = [Fault("kill", name) for name in processes] if "kill" in self.kinds else []
-        others = [kind for kind in self.kinds if kind not in ("kill", "wipe")]
+        others = [kind for kind in self.kinds if kind not in ("kill", *ONCE_A_ROUND)]
         for _ in range(random_faults if others else 0):
             steps.append(self._pick(rng, rng.choice(others), targets))
         rng.shuffle(steps)
@@ -155,6 +161,10 @@ class Nemesis:
             wiping = random.Random(f"{self.seed}:wipe")
             region = wiping.choice(REGIONS)
             steps.insert(wiping.randint(0, len(steps)), Fault("wipe", region))
+        if "disk" in self.kinds:
+            filling = random.Random(f"{self.seed}:disk")
+            region, hold = filling.choice(REGIONS), round(filling.uniform(*HOLD_S), 1)
+            steps.insert(filling.randint(0, len(steps)), Fault("disk", region, "full", hold))
         self.steps = steps
 
     def _pick(self, rng: random.Random, kind: str, targets: random.Random) -> Fault:
@@ -207,6 +217,9 @@ class Nemesis:
                         raise NemesisError(f"{self.wiped[0]} was wiped already: one a round")
                     self.wiped.append(fault.target)
                     note = await wipe.wipe(stack, control, fault.target)
+                    healed = time.monotonic()
+                elif fault.kind == "disk":
+                    note = await disk.fill(stack, fault.target, fault.hold_s)
                     healed = time.monotonic()
                 else:
                     note = await self._step_clock(fault)

@@ -12,6 +12,7 @@ from tests.chaos.nemesis import (
     CLOCK_REPLICATOR,
     CLOCK_WRITER,
     CONSUMERS,
+    HOLD_S,
     KAFKA_SESSION_TIMEOUT_S,
     KINDS,
     REGIONS,
@@ -52,8 +53,9 @@ def test_every_process_is_killed_once_among_the_random_faults() -> None:
     nemesis.plan(PROCESSES, random_faults=20)
     kills = [f.target for f in nemesis.steps if f.kind == "kill"]
     assert sorted(kills) == sorted(PROCESSES)
-    assert len(nemesis.steps) == len(PROCESSES) + 20 + 1
-    assert {f.kind for f in nemesis.steps} - {"kill"} <= {"partition", "pause", "clock", "wipe"}
+    assert len(nemesis.steps) == len(PROCESSES) + 20 + 2
+    kinds = {f.kind for f in nemesis.steps} - {"kill"}
+    assert kinds <= {"partition", "pause", "clock", "disk", "wipe"}
 
 
 def test_without_kill_nothing_is_killed_and_without_others_only_kills() -> None:
@@ -120,14 +122,33 @@ def test_the_wipe_comes_anywhere_among_the_other_faults_and_leaves_them_as_they_
     # A seed replayed from before the wipe existed still gives that round's other faults.
     positions = set()
     for seed in range(40):
-        wiping = Nemesis(seed, KINDS)
+        wiping = Nemesis(seed, tuple(k for k in KINDS if k != "disk"))
         wiping.plan(PROCESSES, random_faults=6)
-        before = Nemesis(seed, tuple(k for k in KINDS if k != "wipe"))
+        before = Nemesis(seed, tuple(k for k in KINDS if k not in ("disk", "wipe")))
         before.plan(PROCESSES, random_faults=6)
         assert [f for f in wiping.steps if f.kind != "wipe"] == before.steps
         positions.add(next(n for n, f in enumerate(wiping.steps) if f.kind == "wipe"))
     assert min(positions) == 0
     assert max(positions) == len(PROCESSES) + 6
+
+
+def test_a_round_fills_one_disk_and_leaves_the_other_faults_as_they_were() -> None:
+    # A seed replayed from before the disk fault existed still gives that round's other faults.
+    regions, positions = set(), set()
+    for seed in range(40):
+        filling = Nemesis(seed, KINDS)
+        filling.plan(PROCESSES, random_faults=6)
+        [full] = [f for f in filling.steps if f.kind == "disk"]
+        assert full.label == f"disk full {full.target}"
+        assert HOLD_S[0] <= full.hold_s <= HOLD_S[1]
+        regions.add(full.target)
+        positions.add(filling.steps.index(full))
+        before = Nemesis(seed, tuple(k for k in KINDS if k != "disk"))
+        before.plan(PROCESSES, random_faults=6)
+        assert [f for f in filling.steps if f.kind != "disk"] == before.steps
+    assert regions == set(REGIONS)
+    assert min(positions) == 0
+    assert max(positions) == len(PROCESSES) + 6 + 1
 
 
 def test_wipe_alone_is_one_wipe_whatever_the_random_faults() -> None:
