@@ -8,8 +8,10 @@ minute is the store's base; what a read takes above it is delay the region's loa
 LEDBAT does, the delay is taken from the least of the last few reads, so one slow read (a
 scheduler hiccup on a busy host) is not taken for a queue. Delay above the target halves the
 rate; delay within it adds a fixed step per second. The rate then
-saws just under what the region absorbs with live writes kept near their usual latency, and a
-drain alone, with nothing to yield to, climbs to its maximum.
+saws just under what the region absorbs with live writes kept near their usual latency. Until
+the first delay over the target, the rate doubles each second instead (TCP's slow start): a
+drain with nothing to yield to reaches its maximum within seconds, where a fixed step from the
+start took a short backlog's whole drain to climb (docs/parked-and-dead-letters.md).
 
 Measuring delay over a base, not the time itself, keeps the target the same on a fast store
 and a slow one: a busy two-core machine answers a point read in tens of milliseconds even
@@ -45,7 +47,9 @@ class PacingSettings(BaseModel):
     initial_rate: Annotated[float, Field(gt=0)] = 1000.0
     min_rate: Annotated[float, Field(gt=0)] = 500.0
     max_rate: Annotated[float, Field(gt=0)] = 20_000.0
-    # Added to the rate per second of batches within the target.
+    # Until the first delay over the target, the rate doubles per second of batches within it.
+    slow_start: bool = True
+    # Added to the rate per second of batches within the target, after the first delay over it.
     increase_per_s: Annotated[float, Field(ge=0)] = 500.0
     decrease_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
     # Commands polled per batch while paced (one store request at the default write_chunk),
@@ -88,6 +92,7 @@ class DrainPacer:
         self._settings = settings
         self._clock = clock
         self._rate = settings.initial_rate
+        self._slow_start = settings.slow_start
         self._base = WindowMin(settings.base_window_s)
         self._latest: deque[float] = deque(maxlen=settings.filter_samples)
         self._started: float | None = None
@@ -122,9 +127,14 @@ class DrainPacer:
         since = 0.0 if self._last_observed is None else now - self._last_observed
         self._last_observed = now
         if self.delay_s > settings.target_delay_s:
+            self._slow_start = False
             self._rate = max(settings.min_rate, self._rate * settings.decrease_factor)
             return
         # Per second, not per batch, so the climb does not speed up as batches come faster;
         # capped at a second so a drain back from a long idle does not leap.
-        step = settings.increase_per_s * min(since, 1.0)
-        self._rate = min(settings.max_rate, self._rate + step)
+        seconds = min(since, 1.0)
+        if self._slow_start:
+            climbed = self._rate * 2.0**seconds
+        else:
+            climbed = self._rate + settings.increase_per_s * seconds
+        self._rate = min(settings.max_rate, climbed)

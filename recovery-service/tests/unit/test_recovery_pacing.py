@@ -18,6 +18,8 @@ SETTINGS = PacingSettings(
     max_rate=3000.0,
     increase_per_s=200.0,
     decrease_factor=0.5,
+    # The additive climb on its own; TestSlowStart has the default's doubling.
+    slow_start=False,
 )
 # What a point read takes on an idle store in these tests.
 BASE_S = 0.02
@@ -92,6 +94,45 @@ class TestAdditiveIncrease:
         clock.now += 3600.0
         batch(pacer, clock, count=10)
         assert pacer.rate == pytest.approx(SETTINGS.initial_rate + SETTINGS.increase_per_s)
+
+
+class TestSlowStart:
+    SETTINGS = SETTINGS.model_copy(update={"slow_start": True, "max_rate": 20_000.0})
+
+    def test_the_rate_doubles_each_second_until_the_first_delay(self) -> None:
+        pacer, clock = pacer_with(self.SETTINGS)
+        pacer.started()
+        clock.now += 0.001
+        first = answered = clock.now
+        clock.now += pacer.applied(100, BASE_S)
+        while answered - first < 3.0:
+            answered = clock.now + 0.001
+            batch(pacer, clock, count=100, store_s=0.001)
+        # The first answer only starts the clock: the doubling counts from it to the last one.
+        doublings = answered - first
+        assert doublings == pytest.approx(3.0, abs=0.05)
+        assert pacer.rate == pytest.approx(SETTINGS.initial_rate * 2.0**doublings)
+
+    def test_after_the_first_delay_the_climb_is_additive(self) -> None:
+        pacer, clock = pacer_with(self.SETTINGS)
+        batch(pacer, clock)
+        pacer.started()
+        clock.now += 0.01
+        halved_at = answered = clock.now
+        clock.now += pacer.applied(250, BASE_S + 0.2)
+        halved = pacer.rate
+        while answered - halved_at < 3.0:
+            answered = clock.now + 0.001
+            batch(pacer, clock, count=100, store_s=0.001)
+        climbed = SETTINGS.increase_per_s * (answered - halved_at)
+        assert pacer.rate == pytest.approx(halved + climbed)
+
+    def test_a_drain_with_nothing_to_yield_to_reaches_its_maximum_within_seconds(self) -> None:
+        pacer, clock = pacer_with(self.SETTINGS)
+        while pacer.rate < self.SETTINGS.max_rate and clock.now < 110.0:
+            batch(pacer, clock, count=250, store_s=0.001)
+        # 1,000 to 20,000 is 4.3 doublings; the additive step would take 95 s.
+        assert clock.now < 100.0 + 5.5
 
 
 class TestMultiplicativeDecrease:
@@ -184,13 +225,14 @@ class TestWaits:
         assert pacer.applied(250, BASE_S) == 0.0
 
     def test_a_slow_batch_saves_no_credit_for_the_next(self) -> None:
-        pacer, clock = pacer_with(PacingSettings(increase_per_s=0.0))
+        pacer, clock = pacer_with(PacingSettings(increase_per_s=0.0, slow_start=False))
         batch(pacer, clock, store_s=1.0)
         # The next batch is paced from its own start: its full share, no burst.
         assert batch(pacer, clock, store_s=0.0) == pytest.approx(0.25)
 
     def test_the_pace_holds_over_many_batches(self) -> None:
-        pacer, clock = pacer_with(PacingSettings(increase_per_s=0.0, initial_rate=500.0))
+        steady = PacingSettings(increase_per_s=0.0, initial_rate=500.0, slow_start=False)
+        pacer, clock = pacer_with(steady)
         start = clock.now
         for _ in range(40):
             batch(pacer, clock, count=100, store_s=0.03)
