@@ -101,7 +101,9 @@ async def small_disk(
             shutil.rmtree(data)
             fresh.rename(data)
         shutil.rmtree(fresh, ignore_errors=True)
-        await stack.start(process)
+        if (await stack.state(process))["status"] != "Running":
+            await stack.start(process)
+        await stack.wait_ready(process)
 
 
 async def _stop_if_running(stack: Stack, process: str) -> None:

@@ -23,6 +23,8 @@ ROOM_KIB = 512 * 1024
 """Room given back beyond what the disk holds by then."""
 FULL_BELOW_KIB = 256
 """Less room than this is a full disk: a PostgreSQL page and its WAL no longer fit."""
+BACK_WITHIN_S = 300.0
+"""As long as the store may take to run again once it has room (crash recovery included)."""
 FILL_WITHIN_S = 120.0
 """As long as the load is given to fill the disk before the hold starts anyway."""
 WATCH_EVERY_S = 0.5
@@ -46,6 +48,9 @@ async def fill(stack: Stack, region: str, hold_s: float) -> str:
         await asyncio.sleep(hold_s)
         left_kib = disk.free_kib()
         disk.grow(ROOM_KIB)
+        # A PostgreSQL whose WAL could not be written stopped, and process-compose restarts it
+        # until it finds room: the data moves home only once it runs again (and is stopped).
+        await stack.wait_ready(process, within_s=BACK_WITHIN_S)
     how = f"not full within {FILL_WITHIN_S:.0f}s" if filled_s is None else f"full after {filled_s}s"
     return f"{region}'s disk {how}, held {hold_s:.1f}s ({left_kib} KiB free), then grown"
 
