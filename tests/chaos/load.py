@@ -43,6 +43,7 @@ class Ledger:
     prefix: str
     finals: dict[str, Expected] = field(default_factory=dict)
     acked_versions: dict[str, set[int]] = field(default_factory=dict)
+    acked_commands: dict[str, set[str]] = field(default_factory=dict)
     acknowledged: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     resolved_after_unknown: int = 0
@@ -77,6 +78,7 @@ class Ledger:
             earlier=earlier - {"", command_id},
         )
         self.acked_versions.setdefault(customer_id, set()).add(version)
+        self.acked_commands.setdefault(customer_id, set()).add(command_id)
         self.acknowledged[kind] += 1
 
 

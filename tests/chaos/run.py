@@ -199,7 +199,9 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             notes.append(f"clients spread over the stack's gateway and ones {labels}")
         report = await _audit(settings, ledger)
         settle_s = time.monotonic() - settled
-    topic = await check_topic(settings.kafka, start, prefix, ledger.acked_versions)
+    topic = await check_topic(
+        settings.kafka, start, prefix, ledger.acked_versions, ledger.acked_commands
+    )
     return RoundResult(
         prefix=prefix,
         acknowledged=dict(ledger.acknowledged),

@@ -3,6 +3,11 @@
 Every version that reached the command topic for the round's customers must be one the gateway
 acknowledged. A version nobody acknowledged is a write answered "not accepted" that was taken
 anyway, or a retry that published a second version instead of the first one again.
+
+The repair (after a wiped region) publishes again what a region holds, at the version the
+consumers applied it: above the gateway's when a gateway's clock was behind another's
+(docs/design.md). Its commands are told apart by their header, and each must be a write some
+gateway acknowledged, by command id.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from regionstore_recovery.repair_sinks import REPAIR_HEADER
 from regionstore_shared.clients import kafka_admin, kafka_connection
 from regionstore_shared.schemas import decode_command
 from regionstore_shared.settings import KafkaSettings
@@ -24,6 +30,8 @@ class TopicCheck:
     """The round's commands as the topic holds them, against the acknowledged versions."""
 
     commands: int = 0
+    repaired: int = 0
+    """The repair's commands, each an acknowledged write published again."""
     unacknowledged: int = 0
     missing: int = 0
     examples: list[str] = field(default_factory=list)
@@ -65,9 +73,14 @@ async def end_offsets(settings: KafkaSettings, topic: str | None = None) -> Offs
 
 
 async def check_topic(
-    settings: KafkaSettings, start: Offsets, prefix: str, acked: dict[str, set[int]]
+    settings: KafkaSettings,
+    start: Offsets,
+    prefix: str,
+    acked: dict[str, set[int]],
+    acked_commands: dict[str, set[str]],
 ) -> TopicCheck:
-    """Read the command topic from ``start`` to its end and compare with ``acked``."""
+    """Read the command topic from ``start`` to its end and compare with ``acked`` (versions)
+    and, for the repair's commands, ``acked_commands`` (command ids)."""
     published: dict[str, set[int]] = {}
     check = TopicCheck()
     consumer = _consumer(settings)
@@ -82,7 +95,11 @@ async def check_topic(
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
             for records in batches.values():
                 for record in records:
-                    if record.value is not None:
+                    if record.value is None:
+                        continue
+                    if any(name == REPAIR_HEADER for name, _ in record.headers or ()):
+                        _note_repair(record.value, prefix, acked_commands, check)
+                    else:
                         _note(record.value, prefix, published, check)
             for partition in list(remaining):
                 if await consumer.position(partition) >= end[partition]:
@@ -109,6 +126,18 @@ def _note(value: bytes, prefix: str, published: dict[str, set[int]], check: Topi
     if command.key.startswith(prefix):
         check.commands += 1
         published.setdefault(command.key, set()).add(command.version)
+
+
+def _note_repair(
+    value: bytes, prefix: str, acked_commands: dict[str, set[str]], check: TopicCheck
+) -> None:
+    command = decode_command(value)
+    if not command.key.startswith(prefix):
+        return
+    check.repaired += 1
+    if str(command.command_id) not in acked_commands.get(command.key, set()):
+        check.unacknowledged += 1
+        _example(check, f"{command.key} {command.command_id} republished by the repair, unacked")
 
 
 def _example(check: TopicCheck, text: str) -> None:
