@@ -129,7 +129,7 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             for node, offset in enumerate(plan.skews, start=SKEWED_NODE_IDS)
         ]
         clock_pid = None
-        consumer_pids: dict[str, int] = {}
+        restarts: list[str] = []
         if "clock" in plan.kinds:
             nemesis.clock_files = _clock_files(prefix)
             log = _run_dir() / "logs" / f"{CLOCK_GATEWAY}.log"
@@ -148,18 +148,9 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
                     httpx.AsyncClient(base_url=url, headers=headers(), timeout=30)
                 )
             )
-            # Their placement tables outlive the round: a later round's consumer starts from
-            # them, as a restarted one does.
             for name, service in CLOCK_CONSUMERS.items():
-                _, consumer_pids[name] = await gateways.enter_async_context(
-                    extra_consumer_process(
-                        stack,
-                        service,
-                        port=free_port(),
-                        state_dir=_run_dir() / "state" / name,
-                        log=_run_dir() / "logs" / f"{name}.log",
-                        clock_file=nemesis.clock_files[name],
-                    )
+                await gateways.enter_async_context(
+                    _supervised(stack, name, service, nemesis.clock_files[name], restarts)
                 )
         nemesis.plan(await faults.plan(stack), plan.random_faults)
         print(f"nemesis seed {seed} ({', '.join(plan.kinds)}): {len(nemesis.steps)} faults")
@@ -183,13 +174,8 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
             finally:
                 stop.set()
         load_s = time.monotonic() - began
-        for name, pid in consumer_pids.items():
-            if not alive(pid):
-                # Nothing restarts it, as process-compose would the stack's: a clock step
-                # that ends a consumer is a fault of the consumer, not of the nemesis.
-                ledger.errors.append(f"{name} exited during the round: {_last_error(name)}")
         settled = time.monotonic()
-        notes = [await _settle(http)]
+        notes = [*restarts, await _settle(http)]
         repaired = [await wipe.repair(region) for region in nemesis.wiped]
         if repaired:
             notes += [r.note for r in repaired]
@@ -229,6 +215,56 @@ async def run_round(stack: Stack, plan: RoundPlan) -> RoundResult:
 
 def _run_dir() -> Path:
     return Path(os.environ.get("RUN_DIR", ".run"))
+
+
+@contextlib.asynccontextmanager
+async def _supervised(
+    stack: Stack, name: str, service: str, clock_file: Path, restarts: list[str]
+) -> AsyncIterator[None]:
+    """One more ``service`` whose clock the nemesis steps, started again whenever it exits, as
+    process-compose does the stack's (a consumer ends itself when Kafka is gone past its
+    request timeout); each exit and its last error go into ``restarts``.
+
+    Its placement tables outlive the round: a later round's consumer starts from them, as a
+    restarted one does.
+    """
+    first = asyncio.Event()
+
+    async def keep() -> None:
+        while True:
+            consumer = extra_consumer_process(
+                stack,
+                service,
+                port=free_port(),
+                state_dir=_run_dir() / "state" / name,
+                log=_run_dir() / "logs" / f"{name}.log",
+                clock_file=clock_file,
+            )
+            async with consumer as (_, pid):
+                first.set()
+                await _gone(pid)
+            restarts.append(f"{name} exited and was started again ({_last_error(name)})")
+
+    task = asyncio.create_task(keep())
+    ready = asyncio.create_task(first.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if task.done():
+        task.result()  # it could not start: its error
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _gone(pid: int) -> None:
+    """Return once the process ``pid`` has exited."""
+    while True:
+        if not alive(pid):
+            return
+        await asyncio.sleep(faults.WATCH_EVERY_S)
 
 
 def _last_error(name: str) -> str:
