@@ -232,6 +232,9 @@ async def _supervised(
 
     async def keep() -> None:
         while True:
+            # It runs the stack's program with the stack's environment, read from the stack's
+            # own process: which Kafka's outage may have ended too, and is restarting.
+            await stack.wait_ready(service, within_s=faults.RESTART_WITHIN_S)
             consumer = extra_consumer_process(
                 stack,
                 service,
