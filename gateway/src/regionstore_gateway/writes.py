@@ -17,7 +17,7 @@ from regionstore_gateway.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
-from regionstore_shared.delivery import Delivery, Outcome, delivery_of
+from regionstore_shared.delivery import Delivery, Outcome, Outgoing, deliver
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.personal import KeyStore, seal_all
@@ -199,13 +199,8 @@ class Writes:
         return Written(command, applied, position)
 
     async def publish(self, commands: Sequence[Command]) -> list[Delivery]:
-        """Produce commands and wait, bounded, for Kafka's acknowledgement of each.
-
-        ``AIOKafkaProducer.send`` returns once the record is in the producer's buffer, and
-        raises only before that (no metadata for the topic, a full buffer, a closed or failed
-        producer): such a command is NOT_SENT. Once buffered, the idempotent producer retries it
-        until it is delivered, whatever the caller does, and a failed delivery may follow an
-        attempt the broker did append: without an acknowledgement its outcome is UNKNOWN.
+        """Produce commands and wait, bounded, for Kafka's acknowledgement of each (what
+        :func:`~regionstore_shared.delivery.deliver` says of every outcome).
 
         With tracing on, a producer span covers the publishing and every command carries it
         as its parent, in W3C ``traceparent`` headers.
@@ -225,20 +220,12 @@ class Writes:
             commands = await seal_all(commands, self._keyring)
         except KafkaError as error:
             return [Delivery(Outcome.NOT_SENT, error) for _ in commands]
-        pending: list[asyncio.Future[object] | BaseException] = []
-        for command in commands:
-            try:
-                value, key = encode_command(command), command.key.encode()
-                sent = await self._producer.send(topic, value=value, key=key, headers=headers)
-                pending.append(sent)
-            except KafkaError as error:
-                pending.append(error)
-        futures = [p for p in pending if not isinstance(p, BaseException)]
-        if futures:
-            # asyncio.wait, not a timeout around gather: the delivery futures belong to the
-            # producer and must not be cancelled by an impatient caller.
-            await asyncio.wait(futures, timeout=timeout)
-        deliveries = await self._destroy_keys(commands, [delivery_of(p) for p in pending])
+        outgoing = [
+            Outgoing(encode_command(command), command.key.encode(), headers or ())
+            for command in commands
+        ]
+        sent = await deliver(self._producer, topic, outgoing, timeout_s=timeout)
+        deliveries = await self._destroy_keys(commands, sent)
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
@@ -350,5 +337,4 @@ __all__ = [
     "OutcomeUnknownError",
     "Writes",
     "ZipOutOfRangeError",
-    "delivery_of",
 ]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
 from regionstore_shared.apply import Envelope
+from regionstore_shared.delivery import Outgoing, deliver, raise_unless_acknowledged
 from regionstore_shared.schemas import encode_command
 from regionstore_shared.settings import KafkaSettings
 
@@ -24,13 +24,12 @@ class KafkaParker:
         to the region's pending topic, with its trace headers: the drain continues its trace."""
         topic = self._settings.pending_topic(region)
         reason_header = ("regionstore-park-reason", reason.encode())
-        sent = [
-            await self._producer.send(
-                topic,
-                value=encode_command(envelope.command),
-                key=envelope.command.key.encode(),
-                headers=[reason_header, *envelope.trace],
+        outgoing = [
+            Outgoing(
+                encode_command(envelope.command),
+                envelope.command.key.encode(),
+                [reason_header, *envelope.trace],
             )
             for envelope in envelopes
         ]
-        await asyncio.gather(*sent)
+        raise_unless_acknowledged(await deliver(self._producer, topic, outgoing))
