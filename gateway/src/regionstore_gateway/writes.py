@@ -184,12 +184,17 @@ class Writes:
             raise KafkaUnavailableError(commands[0], error) from error
 
     async def send(self, command: Command, *, wait: bool) -> Written:
-        """Publish one command; raise unless Kafka acknowledged it.
+        """Publish one command; raise unless Kafka acknowledged it (see :meth:`settled`)."""
+        (delivery,) = await self.publish([command])
+        return await self.settled(command, delivery, wait=wait)
+
+    async def settled(self, command: Command, delivery: Delivery, *, wait: bool) -> Written:
+        """The published command, waited for until applied if asked; raise unless Kafka
+        acknowledged it.
 
         KafkaUnavailableError means Kafka certainly did not take it; OutcomeUnknownError that
         it may still be applied.
         """
-        (delivery,) = await self.publish([command])
         if delivery.outcome is Outcome.NOT_SENT:
             raise KafkaUnavailableError(command, delivery.error)
         if delivery.outcome is Outcome.UNKNOWN:

@@ -18,7 +18,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from regionstore_gateway.api.customers import accepted
 from regionstore_gateway.api.plain_create import (
     PlainCreates,
     create_route,
@@ -29,6 +28,7 @@ from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.deps import _customers
 from regionstore_gateway.models import Accepted
+from regionstore_gateway.services.publishing import accepted
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.writes import Written
 from regionstore_shared.schemas import Customer
