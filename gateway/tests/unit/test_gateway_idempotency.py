@@ -24,10 +24,7 @@ from app_fakes import (
 )
 from pymongo.errors import AutoReconnect
 
-from regionstore_gateway.api import customers as customers_api
-from regionstore_gateway.api import legacy as legacy_api
-from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.idempotency import (
+from regionstore_gateway.adapters.idempotency import (
     BatchRecord,
     Record,
     RecordState,
@@ -35,6 +32,9 @@ from regionstore_gateway.idempotency import (
     encode_record,
     request_hash,
 )
+from regionstore_gateway.api import customers as customers_api
+from regionstore_gateway.api import legacy as legacy_api
+from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.services.customers import WriteRequest
 from regionstore_gateway.services.publishing import pending
 from regionstore_gateway.settings import ApiSettings, GatewaySettings

@@ -14,11 +14,12 @@ from audit_fakes import AckingProducer, audit_trail, recent_changes
 from backpressure_fakes import idle_backpressure
 from prometheus_client import REGISTRY
 
+from regionstore_gateway.adapters.audit_trail import AuditUnavailableError
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.list_order import Key, Order
+from regionstore_gateway.adapters.repository import CustomerFilter, Found, Lookup, Page
 from regionstore_gateway.api.errors import refusal
-from regionstore_gateway.audit_trail import AuditUnavailableError
 from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.list_order import Key, Order
-from regionstore_gateway.repository import CustomerFilter, Found, Lookup, Page
 from regionstore_gateway.services.customers import CustomerService, WriteRequest, validate_filter
 from regionstore_gateway.services.errors import (
     CustomerExistsError,
@@ -32,7 +33,6 @@ from regionstore_gateway.services.paging import decode_cursor, encode_cursor, fi
 from regionstore_gateway.services.publishing import Answer
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_gateway.writes import Writes
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.schemas import Customer, UpsertCustomer, decode_command
 from regionstore_shared.status import NodeStatus, RegionStatus, SetBy, StatusRecord
@@ -133,7 +133,7 @@ class FakeApplied:
 
 
 class Rig:
-    """A CustomerService over real Writes, a fake repository and producers that acknowledge."""
+    """A CustomerService over a real CommandTopic, a fake repository and acking producers."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -142,7 +142,7 @@ class Rig:
         self.audit_producer = AckingProducer()
         self.board = FakeBoard()
         self.keyring = MemoryKeyring()
-        self.writes = Writes(
+        self.writes = CommandTopic(
             settings=settings,
             producer=cast(Any, self.producer),
             board=cast(Any, self.board),
@@ -153,7 +153,7 @@ class Rig:
         self.audit = audit_trail(settings, self.audit_producer)
         self.customers = CustomerService(
             settings=settings,
-            writes=self.writes,
+            topic=self.writes,
             repository=cast(Any, self.repository),
             board=cast(Any, self.board),
             keys=cast(Any, None),

@@ -7,6 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
+from regionstore_gateway.adapters.idempotency import request_hash
+from regionstore_gateway.adapters.repository import Found
+from regionstore_gateway.api.bodies import (
+    Accepted,
+    CustomerExport,
+    CustomerFields,
+    CustomerOut,
+    CustomerPage,
+    CustomerPatch,
+)
 from regionstore_gateway.api.errors import NOT_FOUND, UNREADABLE, message, write_responses
 from regionstore_gateway.auth import (
     PrincipalDep,
@@ -15,16 +25,6 @@ from regionstore_gateway.auth import (
     requires_writer,
 )
 from regionstore_gateway.deps import CustomersDep, ExportsDep, KeyHeader, SettingsDep, WaitQuery
-from regionstore_gateway.idempotency import request_hash
-from regionstore_gateway.models import (
-    Accepted,
-    CustomerExport,
-    CustomerFields,
-    CustomerOut,
-    CustomerPage,
-    CustomerPatch,
-)
-from regionstore_gateway.repository import Found
 from regionstore_gateway.services.customers import WriteRequest, parse_customer, validate_filter
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_gateway.services.publishing import Answer

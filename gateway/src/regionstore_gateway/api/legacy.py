@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from regionstore_gateway.adapters.idempotency import request_hash
+from regionstore_gateway.api.bodies import StatusBody
 from regionstore_gateway.api.customers import answered, customer_out
 from regionstore_gateway.api.errors import status_change_responses, write_responses
 from regionstore_gateway.auth import (
@@ -16,8 +18,6 @@ from regionstore_gateway.auth import (
     requires_writer,
 )
 from regionstore_gateway.deps import CustomersDep, KeyHeader, RegionsDep, SettingsDep
-from regionstore_gateway.idempotency import request_hash
-from regionstore_gateway.models import StatusBody
 from regionstore_gateway.services.customers import WriteRequest, validate_filter
 from regionstore_gateway.services.errors import InvalidInput, TooManyMatches
 from regionstore_gateway.services.paging import Listing

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from regionstore_gateway.api.bodies import RegionList, RegionOut, StatusBody
 from regionstore_gateway.api.errors import status_change_responses
 from regionstore_gateway.auth import PrincipalDep, requires_operator, requires_reader
 from regionstore_gateway.deps import RegionsDep
-from regionstore_gateway.models import RegionList, RegionOut, StatusBody
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from regionstore_gateway.auth import Principal, PrincipalDep, requires_reader
-from regionstore_gateway.auth.middleware import SESSION_COOKIE
+from regionstore_gateway.auth.authentication import SESSION_COOKIE
 from regionstore_gateway.auth.refusal import Refusal, over_rate, verified
 from regionstore_gateway.deps import AuthDep, SettingsDep
 

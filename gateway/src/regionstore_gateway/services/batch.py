@@ -6,11 +6,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from regionstore_gateway.audit_trail import Actor, AuditUnavailableError
-from regionstore_gateway.idempotency import KeyReusedError, request_hash
-from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
+from regionstore_gateway.adapters.audit_trail import Actor, AuditUnavailableError
+from regionstore_gateway.adapters.command_topic import CommandTopic, Delivery, Outcome
+from regionstore_gateway.adapters.idempotency import KeyReusedError, request_hash
+from regionstore_gateway.api.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
 from regionstore_gateway.services.publishing import Item, Publishing, Sent
-from regionstore_gateway.writes import Delivery, Outcome, Writes
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import Command, UpsertCustomer
 
@@ -24,7 +24,7 @@ _UNKNOWN = (
 
 
 async def write_batch(
-    writes: Writes, publishing: Publishing, actor: Actor, items: list[Any]
+    topic: CommandTopic, publishing: Publishing, actor: Actor, items: list[Any]
 ) -> BatchResult:
     """Every item's outcome: rejected, failed (not taken), unknown or accepted.
 
@@ -38,7 +38,7 @@ async def write_batch(
     held = await publishing.records(keyed)
     made: dict[int, Command] = {}
     for index, item in valid.items():
-        if index not in held and (command := _command(writes, index, item, results)) is not None:
+        if index not in held and (command := _command(topic, index, item, results)) is not None:
             made[index] = command
     answers: list[tuple[Sent, dict[str, Any]]] = []
     for sent in await publishing.publish(keyed, held, made, actor):
@@ -86,13 +86,13 @@ def _request(item: BatchItem) -> str:
 
 
 def _command(
-    writes: Writes, index: int, item: BatchItem, results: list[BatchItemResult]
+    topic: CommandTopic, index: int, item: BatchItem, results: list[BatchItemResult]
 ) -> Command | None:
     """A new command for an item; None, and a rejection, for a zip no region takes."""
     if isinstance(item, BatchDelete):
-        return writes.delete_command(item.customer_id)
+        return topic.delete_command(item.customer_id)
     try:
-        return writes.upsert_command(item.customer)
+        return topic.upsert_command(item.customer)
     except ZipOutOfRangeError as error:
         results.append(zip_rejected(index, item.customer.customer_id, error))
         return None

@@ -8,12 +8,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from regionstore_gateway.audit_trail import Actor, AuditTrail
-from regionstore_gateway.backpressure import Backpressure
-from regionstore_gateway.idempotency import IdempotencyStore, Record
-from regionstore_gateway.list_order import Key, Order
-from regionstore_gateway.models import BatchResult
-from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, Lookup
+from regionstore_gateway.adapters.audit_trail import Actor, AuditTrail
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.idempotency import IdempotencyStore, Record
+from regionstore_gateway.adapters.list_order import Key, Order
+from regionstore_gateway.adapters.repository import (
+    CustomerFilter,
+    CustomerRepository,
+    Found,
+    Lookup,
+)
+from regionstore_gateway.api.bodies import BatchResult
+from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.services.batch import write_batch
 from regionstore_gateway.services.errors import (
     CustomerNotFound,
@@ -25,7 +31,6 @@ from regionstore_gateway.services.keyed_batch import KeyedBatch, write_keyed_bat
 from regionstore_gateway.services.paging import Listing, decode_cursor, listing
 from regionstore_gateway.services.publishing import Answer, Item, Publishing, accepted
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.writes import Writes
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import UF_CODES, Command, Customer
 from regionstore_shared.status import StatusBoard
@@ -102,15 +107,16 @@ class CustomerService:
     """Reads customers across the regions and turns write requests into published commands.
 
     Reads go to the repository; writes, and the read a PATCH merges into (whose version the
-    clock must observe), go through Writes. A write is refused first, before anything is read,
-    claimed or published, while the consumers are too far behind (Backpressure).
+    clock must observe), go through the command topic, and are published by
+    :class:`Publishing`. A write is refused first, before anything is read, claimed or
+    published, while the consumers are too far behind (Backpressure).
     """
 
     def __init__(
         self,
         *,
         settings: GatewaySettings,
-        writes: Writes,
+        topic: CommandTopic,
         repository: CustomerRepository,
         board: StatusBoard,
         keys: IdempotencyStore,
@@ -118,10 +124,10 @@ class CustomerService:
         backpressure: Backpressure,
     ) -> None:
         self._settings = settings
-        self._writes = writes
+        self._topic = topic
         self._repository = repository
         self._board = board
-        self._publishing = Publishing(writes=writes, keys=keys, audit=audit)
+        self._publishing = Publishing(topic=topic, keys=keys, audit=audit)
         self._backpressure = backpressure
 
     async def get(self, customer_id: str) -> Found:
@@ -202,7 +208,7 @@ class CustomerService:
         held = await self._publishing.records([write.item])
         if held:
             return await self._publish_one(write, held, None)
-        current = self._live(customer_id, await self._writes.lookup(customer_id))
+        current = self._live(customer_id, await self._topic.lookup(customer_id))
         merged = parse_customer({**customer_of(current), **changes})
         return await self._publish_one(write, held, await self._upsert(merged, False))
 
@@ -210,20 +216,20 @@ class CustomerService:
         """Tombstone a customer everywhere, once the audit trail has recorded the delete."""
         self._backpressure.check()
         held = await self._publishing.records([write.item])
-        made = None if held else self._writes.delete_command(customer_id)
+        made = None if held else self._topic.delete_command(customer_id)
         return await self._publish_one(write, held, made, actor)
 
     async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
         """Many upserts and deletes, each answered alone; a 422 for too many of them."""
         self._check_batch_size(items)
         self._backpressure.check()
-        return await write_batch(self._writes, self._publishing, actor, items)
+        return await write_batch(self._topic, self._publishing, actor, items)
 
     async def keyed_batch(self, items: list[Any], actor: Actor, key: str) -> KeyedBatch:
         """A batch under one idempotency key for all its items (see keyed_batch)."""
         self._check_batch_size(items)
         self._backpressure.check()
-        return await write_keyed_batch(self._writes, self._publishing, actor, items, key)
+        return await write_keyed_batch(self._topic, self._publishing, actor, items, key)
 
     def _check_batch_size(self, items: list[Any]) -> None:
         limit = self._settings.api.max_batch_items
@@ -250,14 +256,14 @@ class CustomerService:
         if sent.answer is not None:
             return Answer(sent.answer, replayed=True, command=sent.command)
         assert sent.delivery is not None  # neither refused nor answered: produced
-        written = await self._writes.settled(sent.command, sent.delivery, wait=write.wait)
+        written = await self._topic.settled(sent.command, sent.delivery, wait=write.wait)
         body = accepted(written)
         await self._publishing.acknowledge([(sent, body)])
         return Answer(body, replayed=False, command=written.command)
 
     async def _upsert(self, new: Customer, create_only: bool) -> Command:
         try:
-            return await self._writes.prepare_upsert(new, create_only=create_only)
+            return await self._topic.prepare_upsert(new, create_only=create_only)
         except ZipOutOfRangeError as error:
             raise InvalidInput.field(_ZIP, str(error)) from error
 

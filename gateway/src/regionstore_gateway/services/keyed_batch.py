@@ -2,7 +2,7 @@
 
 A bulk load keys each request, not each customer. The first attempt reserves a run of versions
 from the clock and draws a seed for the command ids, and keeps only those in Redis
-(:class:`~regionstore_gateway.idempotency.BatchRecord`); a retry of the same request makes
+(:class:`~regionstore_gateway.adapters.idempotency.BatchRecord`); a retry of the same request makes
 every item's command again from them, so item ``i`` is published as the same command (same
 id, version and targets) whichever attempt publishes it. Items an earlier attempt got
 acknowledged are answered from the record and not published again; the others (failed,
@@ -17,15 +17,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from regionstore_gateway.audit_trail import Actor, AuditUnavailableError
-from regionstore_gateway.idempotency import (
+from regionstore_gateway.adapters.audit_trail import Actor, AuditUnavailableError
+from regionstore_gateway.adapters.command_topic import CommandTopic, Delivery, Outcome
+from regionstore_gateway.adapters.idempotency import (
     BatchRecord,
     IdempotencyStore,
     IdempotencyUnavailableError,
     KeyReusedError,
     request_hash,
 )
-from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
+from regionstore_gateway.api.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
 from regionstore_gateway.services.batch import (
     ROUTE,
     counted,
@@ -36,7 +37,6 @@ from regionstore_gateway.services.batch import (
 )
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_gateway.services.publishing import Publishing
-from regionstore_gateway.writes import Delivery, Outcome, Writes
 from regionstore_shared.clock import VERSION_STEP
 from regionstore_shared.domain import delete_command, republished, upsert_command
 from regionstore_shared.regions import ZipOutOfRangeError
@@ -57,7 +57,7 @@ class KeyedBatch:
 
 
 async def write_keyed_batch(
-    writes: Writes, publishing: Publishing, actor: Actor, items: list[Any], key: str
+    topic: CommandTopic, publishing: Publishing, actor: Actor, items: list[Any], key: str
 ) -> KeyedBatch:
     """Every item's outcome, as write_batch gives it, under one key for the whole request.
 
@@ -75,7 +75,7 @@ async def write_keyed_batch(
     record = await keys.find_batch(key)
     seen = record is not None
     if record is None:
-        new = _new_record(writes, request, len(items))
+        new = _new_record(topic, request, len(items))
         # Claimed with every item marked sent: from here a retry may find it with them in Kafka.
         new = new.marked(sent=[index for index, _ in valid])
         record = await keys.claim_batch(key, new)
@@ -87,7 +87,7 @@ async def write_keyed_batch(
         raise KeyReusedError("the key was already used with a different request")
     sends: list[tuple[int, Command]] = []
     for index, item in valid:
-        command = _command(writes, record, index, item, results)
+        command = _command(topic, record, index, item, results)
         if command is None:
             continue
         if record.is_acked(index):
@@ -134,17 +134,17 @@ def _no_item_keys(items: list[Any]) -> None:
         )
 
 
-def _new_record(writes: Writes, request: str, count: int) -> BatchRecord:
+def _new_record(topic: CommandTopic, request: str, count: int) -> BatchRecord:
     return BatchRecord(
         request_hash=request,
         seed=uuid.uuid4(),
-        first_version=writes.reserve_versions(max(count, 1)),
+        first_version=topic.reserve_versions(max(count, 1)),
         issued_at_ms=time.time_ns() // 1_000_000,
     )
 
 
 def _command(
-    writes: Writes,
+    topic: CommandTopic,
     record: BatchRecord,
     index: int,
     item: BatchItem,
@@ -157,7 +157,7 @@ def _command(
     if isinstance(item, BatchDelete):
         return delete_command(
             item.customer_id,
-            regions=writes.region_map,
+            regions=topic.region_map,
             version=version,
             issued_at_ms=record.issued_at_ms,
             command_id=command_id,
@@ -165,7 +165,7 @@ def _command(
     try:
         return upsert_command(
             item.customer,
-            regions=writes.region_map,
+            regions=topic.region_map,
             version=version,
             issued_at_ms=record.issued_at_ms,
             command_id=command_id,

@@ -21,15 +21,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from regionstore_gateway.audit_trail import Actor, AuditedBatch, AuditTrail, AuditUnavailableError
-from regionstore_gateway.idempotency import (
+from regionstore_gateway.adapters.audit_trail import (
+    Actor,
+    AuditedBatch,
+    AuditTrail,
+    AuditUnavailableError,
+)
+from regionstore_gateway.adapters.command_topic import CommandTopic, Published
+from regionstore_gateway.adapters.idempotency import (
     IdempotencyStore,
     IdempotencyUnavailableError,
     KeyReusedError,
     Record,
     RecordState,
 )
-from regionstore_gateway.writes import Writes, Written
 from regionstore_shared.delivery import Delivery, Outcome
 from regionstore_shared.domain import republished
 from regionstore_shared.schemas import Command, DeleteCustomer, UpsertCustomer
@@ -80,7 +85,7 @@ def pending(request: str, command: Command) -> Record:
     return Record(request_hash=request, state=RecordState.PENDING, command=command)
 
 
-def accepted(written: Written) -> dict[str, Any]:
+def accepted(written: Published) -> dict[str, Any]:
     """The 202 body of an acknowledged write: an ``Accepted``, field for field, in its order."""
     command = written.command
     return {
@@ -96,8 +101,8 @@ def accepted(written: Written) -> dict[str, Any]:
 class Publishing:
     """Publishes the writes of requests: claims keys, audits deletes, produces, acknowledges."""
 
-    def __init__(self, *, writes: Writes, keys: IdempotencyStore, audit: AuditTrail) -> None:
-        self._writes = writes
+    def __init__(self, *, topic: CommandTopic, keys: IdempotencyStore, audit: AuditTrail) -> None:
+        self._topic = topic
         self._keys = keys
         self._audit = audit
 
@@ -160,11 +165,11 @@ class Publishing:
         if actor is None:
             if any(isinstance(command, DeleteCustomer) for command in commands):
                 raise ValueError("a delete is published only with the actor it is audited by")
-            return list(await self._writes.publish(commands))
+            return list(await self._topic.publish(commands))
         audited = AuditedBatch(self._audit, actor)
         refusals = await audited.record(commands)
         taken = [c for c, refusal in zip(commands, refusals, strict=True) if refusal is None]
-        deliveries = await self._writes.publish(taken) if taken else []
+        deliveries = await self._topic.publish(taken) if taken else []
         audited.settle(taken, deliveries)
         delivered = iter(deliveries)
         return [refusal or next(delivered) for refusal in refusals]

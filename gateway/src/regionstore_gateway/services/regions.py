@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from regionstore_gateway.audit_tail import RecentChanges
-from regionstore_gateway.audit_trail import (
+from regionstore_gateway.adapters.audit_trail import (
     Actor,
     AuditAction,
     AuditTrail,
     new_event,
     request_id,
 )
-from regionstore_gateway.models import RegionList, RegionOut, StatusChangeOut
+from regionstore_gateway.adapters.status_history import RecentChanges
+from regionstore_gateway.api.bodies import RegionList, RegionOut, StatusChangeOut
 from regionstore_gateway.services.errors import RegionNotFound
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.applied import AppliedTotals

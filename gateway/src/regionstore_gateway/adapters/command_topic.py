@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
-from regionstore_gateway.repository import CustomerRepository, Lookup
+from regionstore_gateway.adapters.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
@@ -79,7 +79,7 @@ class CustomerUnreadableError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Written:
+class Published:
     """An acknowledged command, and whether it was seen applied when asked to wait."""
 
     command: Command
@@ -88,7 +88,7 @@ class Written:
     """Where Kafka appended it in its partition: after every write acknowledged before it."""
 
 
-class Writes:
+class CommandTopic:
     """Validates placement, versions commands and publishes them with acks=all."""
 
     def __init__(
@@ -183,12 +183,12 @@ class Writes:
         except KafkaError as error:
             raise KafkaUnavailableError(commands[0], error) from error
 
-    async def send(self, command: Command, *, wait: bool) -> Written:
+    async def send(self, command: Command, *, wait: bool) -> Published:
         """Publish one command; raise unless Kafka acknowledged it (see :meth:`settled`)."""
         (delivery,) = await self.publish([command])
         return await self.settled(command, delivery, wait=wait)
 
-    async def settled(self, command: Command, delivery: Delivery, *, wait: bool) -> Written:
+    async def settled(self, command: Command, delivery: Delivery, *, wait: bool) -> Published:
         """The published command, waited for until applied if asked; raise unless Kafka
         acknowledged it.
 
@@ -201,7 +201,7 @@ class Writes:
             raise OutcomeUnknownError(command, delivery.error)
         position = delivery.position
         applied = wait and position is not None and await self.wait_applied(command, position)
-        return Written(command, applied, position)
+        return Published(command, applied, position)
 
     async def publish(self, commands: Sequence[Command]) -> list[Delivery]:
         """Produce commands and wait, bounded, for Kafka's acknowledgement of each (what
@@ -334,12 +334,12 @@ class Writes:
 
 
 __all__ = [
+    "CommandTopic",
     "CustomerExistsError",
     "CustomerUnreadableError",
     "Delivery",
     "KafkaUnavailableError",
     "Outcome",
     "OutcomeUnknownError",
-    "Writes",
     "ZipOutOfRangeError",
 ]

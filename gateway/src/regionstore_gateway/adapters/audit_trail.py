@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
-from regionstore_gateway.writes import OutcomeUnknownError
+from regionstore_gateway.adapters.command_topic import OutcomeUnknownError
 from regionstore_shared import audit_trail
 from regionstore_shared.audit_trail import (
     Actor,
