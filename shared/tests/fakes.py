@@ -33,7 +33,7 @@ from pymongo.results import BulkWriteResult
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from regionstore_shared import service
+from regionstore_shared import command_consumer as service
 from regionstore_shared.apply import Envelope, RegionUnavailableError
 from regionstore_shared.documents import VERSION
 from regionstore_shared.domain import upsert_command

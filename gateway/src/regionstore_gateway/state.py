@@ -26,7 +26,7 @@ from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.export import ExportService, KafkaTopicReader
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core, redis_client
 from regionstore_shared.clock import HybridClock

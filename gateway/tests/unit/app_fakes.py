@@ -22,8 +22,9 @@ from regionstore_gateway.main import create_app
 from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import Clients, State, serving
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.documents import Collection
 from regionstore_shared.schemas import Command, decode_command
 from regionstore_shared.status import NodeStatus
 from regionstore_testing.keys import MemoryKeyring

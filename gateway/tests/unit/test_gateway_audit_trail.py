@@ -43,7 +43,7 @@ from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.services.regions import next_change
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import Clients, State, serving
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.audit_trail import DETECTOR
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard

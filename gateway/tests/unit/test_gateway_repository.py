@@ -38,7 +38,8 @@ from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.errors import RegionsUnreachable
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import indexes
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
+from regionstore_shared.documents import Collection
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
 from regionstore_shared.status import NodeStatus
 

@@ -29,8 +29,9 @@ from regionstore_gateway.adapters.command_topic import (
 )
 from regionstore_gateway.adapters.repository import CustomerRepository
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
 from regionstore_shared.clock import HybridClock, version_millis
+from regionstore_shared.documents import Collection
 from regionstore_shared.schemas import (
     Action,
     Applier,

@@ -15,8 +15,9 @@ from pymongo.errors import PyMongoError
 
 from regionstore_recovery.detection import PROBE_ID
 from regionstore_recovery.pacing import DrainPacer, PacingSettings
-from regionstore_shared.apply import BatchApplier, Collection, RegionUnavailableError
+from regionstore_shared.apply import BatchApplier, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
+from regionstore_shared.documents import Collection
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import (
     Batch,

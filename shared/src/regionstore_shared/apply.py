@@ -25,11 +25,10 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 from pymongo import InsertOne, ReplaceOne
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from regionstore_shared import metrics
-from regionstore_shared.documents import VERSION, live_document, tombstone_document
+from regionstore_shared.documents import VERSION, Collection, live_document, tombstone_document
 from regionstore_shared.failures import (
     WRITE_ERRORS,
     Failure,
@@ -63,8 +62,6 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 
-Collection = AsyncCollection[dict[str, Any]]
-"""A regional store's customers collection; the one spelling every module imports."""
 TargetSelector = Callable[[Command], Iterable[Target]]
 
 

@@ -13,13 +13,14 @@ from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeou
 
 from regionstore_gateway.adapters.list_order import Key, Order, Plan, Walk, merge, plans
 from regionstore_shared import metrics
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
 from regionstore_shared.documents import (
     COMMAND_ID,
     DELETED,
     HOME,
     POSITION,
     VERSION,
+    Collection,
     holds_write,
 )
 from regionstore_shared.failures import describe

@@ -15,7 +15,7 @@ from regionstore_gateway.adapters.status_history import RecentChanges
 from regionstore_gateway.api.bodies import RegionList, RegionOut, StatusChangeOut
 from regionstore_gateway.services.errors import RegionNotFound
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.status import NodeStatus, StatusBoard
 from regionstore_shared.status_events import StatusChanges

@@ -1,4 +1,5 @@
-"""The hint log: commands for a region that cannot take them wait in its pending topic."""
+"""Parking: commands for a region that cannot take them wait, parked, in its parking topic
+(``pending.<region>``) until recovery replays them."""
 
 from __future__ import annotations
 

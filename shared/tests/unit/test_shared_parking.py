@@ -8,7 +8,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from regionstore_shared.apply import Envelope
-from regionstore_shared.handoff import KafkaParker
+from regionstore_shared.parking import KafkaParker
 from regionstore_shared.schemas import Applier, encode_command
 from regionstore_shared.settings import KafkaSettings
 from shared.tests.fakes import FakeProducer, tombstone
