@@ -29,12 +29,12 @@ log = logging.getLogger(__name__)
 
 TRIMMED = Counter(
     "regionstore_pending_trimmed_messages_total",
-    "Drained commands deleted from a region's pending topic.",
+    "Drained commands deleted from a region's parking topic (pending.<region>).",
     ["region"],
 )
 HELD = Gauge(
     "regionstore_pending_held_messages",
-    "Commands a region's pending topic holds, drained or not, after the trim of each resync.",
+    "Commands a region's parking topic holds, drained or not, after the trim of each resync.",
     ["region"],
 )
 
