@@ -88,7 +88,7 @@ class AllAvailable:
 
 @dataclass
 class KeptParker:
-    """A pending topic in memory: what one consumer parked, replayed after the race."""
+    """A parking topic in memory: what one consumer parked, replayed after the race."""
 
     parked: list[Envelope] = field(default_factory=list)
 

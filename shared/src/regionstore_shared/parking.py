@@ -22,7 +22,7 @@ class KafkaParker:
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
         """Produce every envelope's command, as routed (its effective version and position),
-        to the region's pending topic, with its trace headers: the drain continues its trace."""
+        to the region's parking topic, with its trace headers: the drain continues its trace."""
         topic = self._settings.pending_topic(region)
         reason_header = ("regionstore-park-reason", reason.encode())
         outgoing = [

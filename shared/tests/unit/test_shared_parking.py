@@ -1,4 +1,4 @@
-"""Parking: commands for a region that cannot take them go to its pending topic, unchanged."""
+"""Parking: commands for a region that cannot take them go to its parking topic, unchanged."""
 
 from __future__ import annotations
 

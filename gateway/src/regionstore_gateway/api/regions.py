@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 @router.get("", dependencies=[requires_reader], response_model=RegionList)
 async def list_regions(regions: RegionsDep) -> RegionList:
-    """Status, replicas, pending backlog, applied total and recent changes of every region."""
+    """Status, replicas, parked backlog, applied total and recent changes of every region."""
     return await regions.regions()
 
 

@@ -48,7 +48,7 @@ class RegionService:
         return await self._board.all()
 
     async def regions(self) -> RegionList:
-        """Every region with its status, pending backlog and recent status changes."""
+        """Every region with its status, parked backlog and recent status changes."""
         return await region_list(
             self._settings, self._board, self._backlog, self._applied, self._recent
         )
@@ -91,7 +91,7 @@ async def region_list(
     applied: AppliedTotals,
     recent: RecentChanges,
 ) -> RegionList:
-    """Every region with its status (who set it, since when), pending backlog and recent
+    """Every region with its status (who set it, since when), parked backlog and recent
     status changes, and the consumers' lag.
 
     While Redis cannot be reached the statuses are the last ones read (see StatusBoard), and
