@@ -1,4 +1,4 @@
-"""Replays one region's pending topic into the region, from its recovery group's offsets."""
+"""Replays one region's parking topic into the region, from its recovery group's offsets."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ REGION_STATUS = Gauge(
 class TargetsIn:
     """Selects what a parked command does to its region, whatever the target's role.
 
-    A command is parked in a region's pending topic only where a consumer routed it, so the
+    A command is parked in a region's parking topic only where a consumer routed it, so the
     region must end in line with it: its own target there, or a tombstone if it names none
     (a region added to the map after the command was made, which the customer had left).
     """

@@ -1,5 +1,5 @@
 """Replays parked commands into regions that came back, woken by Redis keyspace events, and
-deletes them from the pending topics once drained."""
+deletes them from the parking topics once drained."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ async def _sample_backlog(
     outages: Outages,
 ) -> None:
     """Sample each region's backlog and its oldest command's age, and delete what its drains
-    took from its pending topic."""
+    took from its parking topic."""
     pending = await backlog.pending(settings.region_map.names)
     for region, offsets in pending.items():
         if offsets is None:

@@ -1,4 +1,4 @@
-"""Parked means until drained: a pending topic's records go once its region has taken them.
+"""Parked means until drained: a parking topic's records go once its region has taken them.
 
 A region's recovery group commits an offset only after every command below it was applied to
 the region (or dead-lettered), so everything below the group's committed offset is a command
@@ -40,7 +40,7 @@ HELD = Gauge(
 
 
 class Trimmer:
-    """Deletes the records of a pending topic that its recovery group has consumed."""
+    """Deletes the records of a parking topic that its recovery group has consumed."""
 
     def __init__(self, admin: AIOKafkaAdminClient, *, timeout_ms: int) -> None:
         self._admin = admin
