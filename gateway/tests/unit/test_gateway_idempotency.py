@@ -35,8 +35,7 @@ from regionstore_gateway.adapters.idempotency import (
 from regionstore_gateway.api import customers as customers_api
 from regionstore_gateway.api import legacy as legacy_api
 from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.services.customers import WriteRequest
-from regionstore_gateway.services.publishing import pending
+from regionstore_gateway.services.publishing import WriteRequest, pending
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.domain import republished
 from regionstore_shared.schemas import Command, Customer, UpsertCustomer

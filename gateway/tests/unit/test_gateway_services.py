@@ -20,7 +20,7 @@ from regionstore_gateway.adapters.list_order import Key, Order
 from regionstore_gateway.adapters.repository import CustomerFilter, Found, Lookup, Page
 from regionstore_gateway.api.errors import refusal
 from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.services.customers import CustomerService, WriteRequest, validate_filter
+from regionstore_gateway.services.customers import CustomerService, validate_filter
 from regionstore_gateway.services.errors import (
     CustomerExistsError,
     CustomerNotFound,
@@ -30,7 +30,7 @@ from regionstore_gateway.services.errors import (
     TooManyMatches,
 )
 from regionstore_gateway.services.paging import decode_cursor, encode_cursor, fingerprint
-from regionstore_gateway.services.publishing import Answer
+from regionstore_gateway.services.publishing import Answer, WriteRequest
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.clock import HybridClock

@@ -25,9 +25,9 @@ from regionstore_gateway.auth import (
     requires_writer,
 )
 from regionstore_gateway.deps import CustomersDep, ExportsDep, KeyHeader, SettingsDep, WaitQuery
-from regionstore_gateway.services.customers import WriteRequest, parse_customer, validate_filter
+from regionstore_gateway.services.customers import parse_customer, validate_filter
 from regionstore_gateway.services.errors import InvalidInput
-from regionstore_gateway.services.publishing import Answer
+from regionstore_gateway.services.publishing import Answer, WriteRequest
 from regionstore_shared.schemas import Customer, CustomerId, UniqueId
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])

@@ -18,9 +18,10 @@ from regionstore_gateway.auth import (
     requires_writer,
 )
 from regionstore_gateway.deps import CustomersDep, KeyHeader, RegionsDep, SettingsDep
-from regionstore_gateway.services.customers import WriteRequest, validate_filter
+from regionstore_gateway.services.customers import validate_filter
 from regionstore_gateway.services.errors import InvalidInput, TooManyMatches
 from regionstore_gateway.services.paging import Listing
+from regionstore_gateway.services.publishing import WriteRequest
 from regionstore_shared.schemas import Customer
 
 router = APIRouter(tags=["original routes"])

@@ -31,7 +31,8 @@ from regionstore_gateway.adapters.idempotency import HEADER
 from regionstore_gateway.api.customers import create_customer, router
 from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
-from regionstore_gateway.services.customers import CustomerService, WriteRequest
+from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.publishing import WriteRequest
 from regionstore_shared.schemas import Customer
 from regionstore_shared.tracing import name_request_span, tracing_enabled
 

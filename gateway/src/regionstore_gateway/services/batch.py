@@ -41,7 +41,7 @@ async def write_batch(
         if index not in held and (command := _command(topic, index, item, results)) is not None:
             made[index] = command
     answers: list[tuple[Sent, dict[str, Any]]] = []
-    for sent in await publishing.publish(keyed, held, made, actor):
+    for sent in await publishing.publish_batch(keyed, held, made, actor):
         result = _result(sent, valid[sent.item.index])
         results.append(result)
         if sent.delivery is not None and result.status == "accepted":

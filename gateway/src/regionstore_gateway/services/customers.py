@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from regionstore_gateway.adapters.audit_trail import Actor, AuditTrail
 from regionstore_gateway.adapters.command_topic import CommandTopic
-from regionstore_gateway.adapters.idempotency import IdempotencyStore, Record
+from regionstore_gateway.adapters.idempotency import IdempotencyStore
 from regionstore_gateway.adapters.list_order import Key, Order
 from regionstore_gateway.adapters.repository import (
     CustomerFilter,
@@ -29,7 +28,7 @@ from regionstore_gateway.services.errors import (
 )
 from regionstore_gateway.services.keyed_batch import KeyedBatch, write_keyed_batch
 from regionstore_gateway.services.paging import Listing, decode_cursor, listing
-from regionstore_gateway.services.publishing import Answer, Item, Publishing, accepted
+from regionstore_gateway.services.publishing import Answer, Publishing, WriteRequest
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import UF_CODES, Command, Customer
@@ -37,21 +36,6 @@ from regionstore_shared.status import StatusBoard
 
 _ZIP = ("body", "customer_zip_code_prefix")
 _UNIQUE_ID = re.compile(r"[0-9a-f]{32}")
-
-
-@dataclass(frozen=True, slots=True)
-class WriteRequest:
-    """How one write request is taken: its idempotency key, if any, with the hash of what it
-    asks for (only a keyed write needs one), and whether to wait until it is applied."""
-
-    key: str | None = None
-    request: str = ""
-    wait: bool = False
-
-    @property
-    def item(self) -> Item:
-        """The request as the one item of a batch of one."""
-        return Item(0, self.key, self.request)
 
 
 def customer_of(found: Found) -> dict[str, Any]:
@@ -191,13 +175,13 @@ class CustomerService:
             after, order = page.next_after, page.order
 
     async def upsert(
-        self, new: Customer, write: WriteRequest, *, create_only: bool = False
+        self, customer: Customer, write: WriteRequest, *, create_only: bool = False
     ) -> Answer:
         """Create or replace a customer; create-only refuses one that exists."""
         self._backpressure.check()
         held = await self._publishing.records([write.item])
-        made = None if held else await self._upsert(new, create_only)
-        return await self._publish_one(write, held, made)
+        made = None if held else await self._upsert(customer, create_only)
+        return await self._publishing.publish_one(write, held, made)
 
     async def patch(self, customer_id: str, changes: dict[str, Any], write: WriteRequest) -> Answer:
         """Change some fields of a live customer; a zip in another region moves it there.
@@ -207,17 +191,17 @@ class CustomerService:
         self._backpressure.check()
         held = await self._publishing.records([write.item])
         if held:
-            return await self._publish_one(write, held, None)
+            return await self._publishing.publish_one(write, held, None)
         current = self._live(customer_id, await self._topic.lookup(customer_id))
         merged = parse_customer({**customer_of(current), **changes})
-        return await self._publish_one(write, held, await self._upsert(merged, False))
+        return await self._publishing.publish_one(write, held, await self._upsert(merged, False))
 
     async def delete(self, customer_id: str, actor: Actor, write: WriteRequest) -> Answer:
         """Tombstone a customer everywhere, once the audit trail has recorded the delete."""
         self._backpressure.check()
         held = await self._publishing.records([write.item])
         made = None if held else self._topic.delete_command(customer_id)
-        return await self._publish_one(write, held, made, actor)
+        return await self._publishing.publish_one(write, held, made, actor)
 
     async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
         """Many upserts and deletes, each answered alone; a 422 for too many of them."""
@@ -238,32 +222,9 @@ class CustomerService:
                 ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
             )
 
-    async def _publish_one(
-        self,
-        write: WriteRequest,
-        held: dict[int, Record | Exception],
-        made: Command | None,
-        actor: Actor | None = None,
-    ) -> Answer:
-        """Publish a write as a batch of one; raise what refused it, or what Kafka did."""
-        item = write.item
-        (sent,) = await self._publishing.publish(
-            [item], held, {} if made is None else {item.index: made}, actor
-        )
-        if sent.refusal is not None:
-            raise sent.refusal
-        assert sent.command is not None  # only a refusal comes without its command
-        if sent.answer is not None:
-            return Answer(sent.answer, replayed=True, command=sent.command)
-        assert sent.delivery is not None  # neither refused nor answered: produced
-        written = await self._topic.settled(sent.command, sent.delivery, wait=write.wait)
-        body = accepted(written)
-        await self._publishing.acknowledge([(sent, body)])
-        return Answer(body, replayed=False, command=written.command)
-
-    async def _upsert(self, new: Customer, create_only: bool) -> Command:
+    async def _upsert(self, customer: Customer, create_only: bool) -> Command:
         try:
-            return await self._topic.prepare_upsert(new, create_only=create_only)
+            return await self._topic.prepare_upsert(customer, create_only=create_only)
         except ZipOutOfRangeError as error:
             raise InvalidInput.field(_ZIP, str(error)) from error
 

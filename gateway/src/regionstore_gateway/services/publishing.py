@@ -55,6 +55,21 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """How one write request is taken: its idempotency key, if any, with the hash of what it
+    asks for (only a keyed write needs one), and whether to wait until it is applied."""
+
+    key: str | None = None
+    request: str = ""
+    wait: bool = False
+
+    @property
+    def item(self) -> Item:
+        """The request as the one item of a batch of one."""
+        return Item(0, self.key, self.request)
+
+
+@dataclass(frozen=True, slots=True)
 class Sent:
     """What became of one item: produced (``delivery``), answered from its key's record
     (``answer``, nothing produced), or refused before anything was produced (``refusal``)."""
@@ -127,7 +142,32 @@ class Publishing:
             if record is not None
         }
 
-    async def publish(
+    async def publish_one(
+        self,
+        write: WriteRequest,
+        held: Mapping[int, Record | Exception],
+        made: Command | None,
+        actor: Actor | None = None,
+    ) -> Answer:
+        """Publish one write as a batch of one, ``made`` its new command unless ``held`` (from
+        :meth:`records`) answers for it; raise what refused it, or what Kafka did, as the
+        single-write routes answer it. With ``write.wait``, wait (bounded) until it is applied.
+        """
+        item = write.item
+        made_one = {} if made is None else {item.index: made}
+        (sent,) = await self.publish_batch([item], held, made_one, actor)
+        if sent.refusal is not None:
+            raise sent.refusal
+        assert sent.command is not None  # only a refusal comes without its command
+        if sent.answer is not None:
+            return Answer(sent.answer, replayed=True, command=sent.command)
+        assert sent.delivery is not None  # neither refused nor answered: produced
+        written = await self._topic.settled(sent.command, sent.delivery, wait=write.wait)
+        body = accepted(written)
+        await self.acknowledge([(sent, body)])
+        return Answer(body, replayed=False, command=written.command)
+
+    async def publish_batch(
         self,
         items: Sequence[Item],
         held: Mapping[int, Record | Exception],
