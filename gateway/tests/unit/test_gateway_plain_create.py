@@ -19,9 +19,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from regionstore_gateway.adapters.command_topic import Published
-from regionstore_gateway.api.bodies import Accepted
 from regionstore_gateway.auth import Principal, Role
 from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.bodies import Accepted
 from regionstore_gateway.deps import _customers
 from regionstore_gateway.edge.plain_create import (
     PlainCreates,

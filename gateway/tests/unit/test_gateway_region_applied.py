@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from regionstore_gateway.adapters.status_history import RecentChanges
-from regionstore_gateway.api.bodies import RegionList
+from regionstore_gateway.bodies import RegionList
 from regionstore_gateway.services.regions import region_list
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.applied_totals import AppliedTotals

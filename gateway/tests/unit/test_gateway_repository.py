@@ -31,9 +31,9 @@ from regionstore_gateway.adapters.repository import (
     _fresher,
     missed_deadline,
 )
-from regionstore_gateway.api.bodies import CustomerOut
 from regionstore_gateway.api.customers import customer_out
 from regionstore_gateway.api.errors import refusal
+from regionstore_gateway.bodies import CustomerOut
 from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.errors import RegionsUnreachable
 from regionstore_gateway.settings import GatewaySettings

@@ -9,20 +9,20 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from regionstore_gateway.adapters.idempotency import request_hash
 from regionstore_gateway.adapters.repository import Found
-from regionstore_gateway.api.bodies import (
-    Accepted,
-    CustomerExport,
-    CustomerFields,
-    CustomerOut,
-    CustomerPage,
-    CustomerPatch,
-)
 from regionstore_gateway.api.errors import NOT_FOUND, UNREADABLE, message, write_responses
 from regionstore_gateway.auth import (
     PrincipalDep,
     requires_operator,
     requires_reader,
     requires_writer,
+)
+from regionstore_gateway.bodies import (
+    Accepted,
+    CustomerExport,
+    CustomerFields,
+    CustomerOut,
+    CustomerPage,
+    CustomerPatch,
 )
 from regionstore_gateway.deps import CustomersDep, ExportsDep, KeyHeader, SettingsDep, WaitQuery
 from regionstore_gateway.services.customers import parse_customer, validate_filter

@@ -19,7 +19,7 @@ from regionstore_gateway.adapters.idempotency import (
     KeyReusedError,
 )
 from regionstore_gateway.adapters.node_lease import NoNodeIdError
-from regionstore_gateway.api.bodies import ErrorMessage, NotAccepted, OutcomeUnknown
+from regionstore_gateway.bodies import ErrorMessage, NotAccepted, OutcomeUnknown
 from regionstore_gateway.services.backpressure import ConsumersBehindError
 from regionstore_gateway.services.errors import (
     CustomerExistsError,

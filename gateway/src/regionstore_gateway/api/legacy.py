@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from regionstore_gateway.adapters.idempotency import request_hash
-from regionstore_gateway.api.bodies import StatusBody
 from regionstore_gateway.api.customers import answered, customer_out
 from regionstore_gateway.api.errors import status_change_responses, write_responses
 from regionstore_gateway.auth import (
@@ -17,6 +16,7 @@ from regionstore_gateway.auth import (
     requires_reader,
     requires_writer,
 )
+from regionstore_gateway.bodies import StatusBody
 from regionstore_gateway.deps import CustomersDep, KeyHeader, RegionsDep, SettingsDep
 from regionstore_gateway.services.customers import validate_filter
 from regionstore_gateway.services.errors import InvalidInput, TooManyMatches

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from regionstore_gateway.api.bodies import RegionList, RegionOut, StatusBody
 from regionstore_gateway.api.errors import status_change_responses
 from regionstore_gateway.auth import PrincipalDep, requires_operator, requires_reader
+from regionstore_gateway.bodies import RegionList, RegionOut, StatusBody
 from regionstore_gateway.deps import RegionsDep
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])

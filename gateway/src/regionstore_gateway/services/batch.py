@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 from regionstore_gateway.adapters.audit_trail import Actor, AuditUnavailableError
 from regionstore_gateway.adapters.command_topic import CommandTopic, Delivery, Outcome
 from regionstore_gateway.adapters.idempotency import KeyReusedError, request_hash
-from regionstore_gateway.api.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
+from regionstore_gateway.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
 from regionstore_gateway.services.publishing import Item, Publishing, Sent
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import Command, UpsertCustomer

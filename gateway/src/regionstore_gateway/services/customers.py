@@ -17,7 +17,7 @@ from regionstore_gateway.adapters.repository import (
     Found,
     Lookup,
 )
-from regionstore_gateway.api.bodies import BatchResult
+from regionstore_gateway.bodies import BatchResult
 from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.services.batch import write_batch
 from regionstore_gateway.services.errors import (

@@ -26,7 +26,7 @@ from regionstore_gateway.adapters.idempotency import (
     KeyReusedError,
     request_hash,
 )
-from regionstore_gateway.api.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
+from regionstore_gateway.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
 from regionstore_gateway.services.batch import (
     ROUTE,
     counted,

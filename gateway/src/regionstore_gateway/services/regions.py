@@ -12,7 +12,7 @@ from regionstore_gateway.adapters.audit_trail import (
     request_id,
 )
 from regionstore_gateway.adapters.status_history import RecentChanges
-from regionstore_gateway.api.bodies import RegionList, RegionOut, StatusChangeOut
+from regionstore_gateway.bodies import RegionList, RegionOut, StatusChangeOut
 from regionstore_gateway.services.errors import RegionNotFound
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.applied_totals import AppliedTotals
