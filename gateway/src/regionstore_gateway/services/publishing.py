@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from regionstore_gateway.adapters.audit_trail import (
     Actor,
@@ -83,6 +83,15 @@ class Sent:
     """The key's record, to acknowledge once the item is answered."""
     fresh: bool = True
     """A command made for this request, not one published before under its key."""
+
+
+class _Planned(NamedTuple):
+    """An item's command to produce, with its key's record and whether it is new."""
+
+    item: Item
+    command: Command
+    record: Record | None = None
+    fresh: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,19 +190,18 @@ class Publishing:
         produced; a request without deletes needs no actor.
         """
         sends, done = await self._claim(items, held, made)
-        produced = await self.produce([s.command for s in sends if s.command is not None], actor)
+        produced = await self.produce([send.command for send in sends], actor)
         unsent: list[str] = []
-        for send, outcome in zip(sends, produced, strict=True):
+        for (item, command, record, fresh), outcome in zip(sends, produced, strict=True):
             if isinstance(outcome, AuditUnavailableError):
-                done.append(replace(send, refusal=outcome))
+                done.append(Sent(item, command, refusal=outcome, record=record, fresh=fresh))
                 continue
-            done.append(replace(send, delivery=outcome))
-            key = send.item.key
-            if key is not None and send.fresh and outcome.outcome is Outcome.NOT_SENT:
-                unsent.append(key)
+            done.append(Sent(item, command, outcome, record=record, fresh=fresh))
+            if item.key is not None and fresh and outcome.outcome is Outcome.NOT_SENT:
+                unsent.append(item.key)
         if unsent:
             await self._release(unsent)
-        return sorted(done, key=lambda send: send.item.index)
+        return sorted(done, key=lambda send: send.item.index) if len(done) > 1 else done
 
     async def produce(
         self, commands: Sequence[Command], actor: Actor | None = None
@@ -237,10 +245,10 @@ class Publishing:
         items: Sequence[Item],
         held: Mapping[int, Record | Exception],
         made: Mapping[int, Command],
-    ) -> tuple[list[Sent], list[Sent]]:
+    ) -> tuple[list[_Planned], list[Sent]]:
         """What to produce, in item order, and what is settled without producing: answers
         from records, and refusals (a key used for another request, Redis unreachable)."""
-        sends: list[Sent] = []
+        sends: list[_Planned] = []
         claims: list[tuple[Item, Record]] = []
         found: list[tuple[Item, Record | Exception]] = []
         for item in items:
@@ -249,7 +257,7 @@ class Publishing:
                 if (record := held.get(item.index)) is not None:
                     found.append((item, record))
             elif item.key is None:
-                sends.append(Sent(item, command))
+                sends.append(_Planned(item, command))
             else:
                 claims.append((item, pending(item.request, command)))
         ours: set[object] = set()
@@ -271,10 +279,10 @@ class Publishing:
             elif record.answer is not None:
                 done.append(Sent(item, record.command, answer=record.answer, record=record))
             elif record.command.command_id in ours:
-                sends.append(Sent(item, record.command, record=record))
+                sends.append(_Planned(item, record.command, record))
             else:
-                sends.append(Sent(item, republished(record.command), record=record, fresh=False))
-        return sorted(sends, key=lambda send: send.item.index), done
+                sends.append(_Planned(item, republished(record.command), record, fresh=False))
+        return sorted(sends, key=lambda send: send.item.index) if len(sends) > 1 else sends, done
 
     async def _release(self, unsent: Sequence[str]) -> None:
         """Forget the keys of new commands Kafka never took; on failure a retry republishes
