@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from regionstore_shared.apply import Collection
 from regionstore_shared.clients import MongoClient, customers, mongo_client
+from regionstore_shared.documents import Collection
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, Expected, wait_for_clean

@@ -14,8 +14,8 @@ import httpx
 from redis.asyncio import Redis
 
 from regionstore_shared.api_key import api_key, auth_headers
-from regionstore_shared.apply import Collection
 from regionstore_shared.clients import MongoClient, customers, mongo_clients, redis_client
+from regionstore_shared.documents import Collection
 from regionstore_shared.ports import local_service_urls, port, service_url
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.settings import CommonSettings

@@ -2,7 +2,7 @@
 
 Recovery's pacing is a setting of the process, so each mode runs a writer and a recovery of its
 own (the services' code, as processes) beside the local stack, as the region-map scenario does:
-a command topic, pending topics, consumer groups, Redis status keys and databases of their own,
+a command topic, parking topics, consumer groups, Redis status keys and databases of their own,
 on a map of two regions whose first one (the one drained) lives in the stack's first store.
 
 Each mode:

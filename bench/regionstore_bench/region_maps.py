@@ -2,7 +2,7 @@
 
 The router's count (:mod:`.write_cost`) is exact for what a command asks of the stores; this
 scenario counts where the writes land. For each map it runs a writer and a replicator of its
-own (the services' code, as processes) on a command topic, groups and pending topics of its own,
+own (the services' code, as processes) on a command topic, groups and parking topics of its own,
 with the map's regions spread over the local stack's stores, one database a region. It publishes
 every customer's create, then every customer's move to another home, then every delete, straight
 to the command topic (the commands the gateway would make, from the same placement), waits after

@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, cast
 
-from regionstore_shared.apply import Collection
-from regionstore_shared.documents import APPLIED_AT, DELETED, HOME, VERSION
+from regionstore_shared.documents import APPLIED_AT, DELETED, HOME, VERSION, Collection
 from regionstore_shared.regions import RegionMap
 from regionstore_testing.audit import AuditReport, Expected, audit
 

@@ -33,7 +33,7 @@ from pymongo.results import BulkWriteResult
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from regionstore_shared import service
+from regionstore_shared import command_consumer as service
 from regionstore_shared.apply import Envelope, RegionUnavailableError
 from regionstore_shared.documents import VERSION
 from regionstore_shared.domain import upsert_command
@@ -264,7 +264,8 @@ class TopicConsumer:
 
 
 class FakeFuture:
-    """A send's acknowledgement: the message counts as sent once this is awaited.
+    """A send's acknowledgement: the message counts as sent once this runs (as a task, like
+    the future of Kafka's producer, which settles whether or not it is awaited).
 
     With ``error`` set, awaiting it raises instead, as a send Kafka refused does.
     """
@@ -297,11 +298,11 @@ class FakeProducer:
         self.queued: list[dict[str, Any]] = []
         self.refuse: list[Exception] = []
 
-    async def send(self, topic: str, **message: Any) -> FakeFuture:
+    async def send(self, topic: str, **message: Any) -> asyncio.Future[None]:
         queued = {"topic": topic, **message}
         self.queued.append(queued)
         error = self.refuse.pop(0) if self.refuse else None
-        return FakeFuture(self.sent, queued, error)
+        return asyncio.ensure_future(FakeFuture(self.sent, queued, error))
 
     async def send_and_wait(self, topic: str, **message: Any) -> None:
         await (await self.send(topic, **message))

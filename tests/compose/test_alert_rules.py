@@ -26,7 +26,10 @@ from tests.dashboards import (
 )
 
 COMPOSE_FILE = RULES_DIR.parents[1] / "compose.yaml"
-GATEWAY_METRIC_MODULES = ("regionstore_gateway.redis_budget", "regionstore_gateway.backpressure")
+GATEWAY_METRIC_MODULES = (
+    "regionstore_gateway.adapters.redis_budget",
+    "regionstore_gateway.services.backpressure",
+)
 SEVERITIES = ("warning", "critical")
 
 

@@ -51,8 +51,8 @@ HISTOGRAMS = (
 )
 METRIC_MODULES = (
     "regionstore_shared.metrics",
-    "regionstore_gateway.middleware",
-    "regionstore_gateway.writes",
+    "regionstore_gateway.edge.request_metrics",
+    "regionstore_gateway.adapters.command_topic",
     "regionstore_recovery.drainer",
 )
 # What an operator must be able to see, by the metric that shows it.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from regionstore_gateway import models
+from regionstore_gateway import bodies as models
 from regionstore_gateway.main import create_app
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import schemas

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from regionstore_gateway.idempotency import IdempotencyStore
+from regionstore_gateway.adapters.idempotency import IdempotencyStore
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.clients import kafka_connection, redis_client
 from regionstore_testing.ports import free_port

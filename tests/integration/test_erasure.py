@@ -28,7 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
-from regionstore_gateway.idempotency import BatchRecord, Record, decode_record
+from regionstore_gateway.adapters.idempotency import BatchRecord, Record, decode_record
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.apply import Envelope, Rejected
 from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer, redis_client

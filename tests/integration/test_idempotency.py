@@ -10,7 +10,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
-from regionstore_gateway.idempotency import IdempotencyStore
+from regionstore_gateway.adapters.idempotency import IdempotencyStore
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.clients import kafka_connection, redis_client
 from regionstore_shared.schemas import Command, decode_command

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from regionstore_gateway.list_order import Key, Order, Plan, plans
+from regionstore_gateway.adapters.list_order import Key, Order, Plan, plans
 from regionstore_shared.schemas import fold_text
 from tests.regionstore_env import Env, customer, env
 

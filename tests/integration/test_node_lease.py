@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from regionstore_gateway.node_lease import NodeIdLease, NoNodeIdError
+from regionstore_gateway.adapters.node_lease import NodeIdLease, NoNodeIdError
 from regionstore_shared.clock import MAX_NODE_ID
 from tests.stack import Stack
 

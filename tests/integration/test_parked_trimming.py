@@ -1,4 +1,4 @@
-"""Parked means until drained: recovery deletes what a region took from its pending topic, and
+"""Parked means until drained: recovery deletes what a region took from its parking topic, and
 never a command the region has not taken, even when it is killed in the middle of a trim."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ Positions = dict[TopicPartition, Offsets]
 
 
 async def positions(settings: CommonSettings, probe: BacklogProbe | None = None) -> Positions:
-    """The region's pending topic and where its recovery group stands in it."""
+    """The region's parking topic and where its recovery group stands in it."""
     kafka = settings.kafka
     if probe is not None:
         return await probe.offsets(kafka.pending_topic(REGION), kafka.recovery_group(REGION))

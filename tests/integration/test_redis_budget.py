@@ -21,8 +21,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from regionstore_gateway.idempotency import IdempotencyStore, Record, request_hash
-from regionstore_gateway.keyed_writes import pending
+from regionstore_gateway.adapters.idempotency import IdempotencyStore, Record, request_hash
+from regionstore_gateway.services.publishing import pending
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.clients import redis_client
 from regionstore_shared.domain import upsert_command

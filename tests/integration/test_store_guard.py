@@ -26,7 +26,6 @@ from regionstore_recovery.drainer import TargetsIn
 from regionstore_shared.apply import (
     BatchApplier,
     BatchOutcome,
-    Collection,
     Envelope,
     RegionUnavailableError,
     Rejected,
@@ -39,6 +38,7 @@ from regionstore_shared.documents import (
     COMMAND_ID,
     DELETED,
     VERSION,
+    Collection,
     live_document,
     tombstone_document,
 )
@@ -88,7 +88,7 @@ class AllAvailable:
 
 @dataclass
 class KeptParker:
-    """A pending topic in memory: what one consumer parked, replayed after the race."""
+    """A parking topic in memory: what one consumer parked, replayed after the race."""
 
     parked: list[Envelope] = field(default_factory=list)
 

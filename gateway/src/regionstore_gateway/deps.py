@@ -12,8 +12,8 @@ from typing import Annotated, Literal, cast
 
 from fastapi import Depends, Header, Query, Request
 
+from regionstore_gateway.adapters.idempotency import HEADER, IdempotencyKey
 from regionstore_gateway.auth import Authenticator
-from regionstore_gateway.idempotency import HEADER, IdempotencyKey
 from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.export import ExportService
 from regionstore_gateway.services.regions import RegionService

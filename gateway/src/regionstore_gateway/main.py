@@ -13,19 +13,20 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.types import Scope
 
-from regionstore_gateway.access_log import AccessLog
 from regionstore_gateway.api import batch, customers, errors, health, legacy, regions, session
-from regionstore_gateway.api.plain_create import PlainCreates, create_route
 from regionstore_gateway.api.query import each_parameter_once
 from regionstore_gateway.auth import check_routes
-from regionstore_gateway.auth.middleware import Authentication
-from regionstore_gateway.console import mount_console
-from regionstore_gateway.middleware import BodyLimit, RequestMetrics
-from regionstore_gateway.openapi import install as install_openapi
-from regionstore_gateway.security_headers import SecurityHeaders, docs_policies
+from regionstore_gateway.auth.authentication import Authentication
+from regionstore_gateway.edge.access_log import AccessLog
+from regionstore_gateway.edge.body_limit import BodyLimit
+from regionstore_gateway.edge.console import mount_console
+from regionstore_gateway.edge.openapi import install as install_openapi
+from regionstore_gateway.edge.plain_create import PlainCreates, create_route
+from regionstore_gateway.edge.request_metrics import RequestMetrics
+from regionstore_gateway.edge.security_headers import SecurityHeaders, docs_policies
+from regionstore_gateway.edge.timeouts import BodyTimeout, head_timeout_protocol
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State, lifespan
-from regionstore_gateway.timeouts import BodyTimeout, head_timeout_protocol
 from regionstore_shared.listening import STARTUP_FAILURE, listen
 from regionstore_shared.logs import configure_logging
 from regionstore_shared.tracing import configure_tracing, tracing_enabled

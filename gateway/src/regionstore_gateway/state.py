@@ -12,21 +12,21 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from regionstore_gateway.audit_tail import AuditTail, RecentChanges
-from regionstore_gateway.audit_trail import AuditTrail
+from regionstore_gateway.adapters.audit_trail import AuditTrail
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.idempotency import IdempotencyStore
+from regionstore_gateway.adapters.node_lease import LeasedClock, NodeIdLease
+from regionstore_gateway.adapters.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
+from regionstore_gateway.adapters.repository import CustomerRepository
+from regionstore_gateway.adapters.status_history import RecentChanges, StatusHistory
 from regionstore_gateway.auth import Authenticator
 from regionstore_gateway.auth.authenticator import redis_authenticator
-from regionstore_gateway.backpressure import Backpressure
-from regionstore_gateway.idempotency import IdempotencyStore
-from regionstore_gateway.node_lease import LeasedClock, NodeIdLease
-from regionstore_gateway.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
-from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.export import ExportService, KafkaTopicReader
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.writes import Writes
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import open_core, redis_client
 from regionstore_shared.clock import HybridClock
@@ -76,7 +76,7 @@ def serving(clients: Clients) -> State:
     would) costs CPU on every write and changes nothing.
     """
     settings, board, audit = clients["settings"], clients["board"], clients["audit"]
-    writes = Writes(
+    topic = CommandTopic(
         settings=settings,
         producer=clients["producer"],
         board=board,
@@ -88,7 +88,7 @@ def serving(clients: Clients) -> State:
         **clients,
         customers=CustomerService(
             settings=settings,
-            writes=writes,
+            topic=topic,
             repository=clients["repository"],
             board=board,
             keys=clients["idempotency"],
@@ -179,7 +179,7 @@ async def lifespan(settings: GatewaySettings, _: FastAPI) -> AsyncIterator[State
         )
         stack.push_async_callback(audit.close)
         recent = RecentChanges(settings.audit.recent_changes)
-        tail = AuditTail(settings.kafka, name, recent, tail_events=settings.audit.tail_events)
+        tail = StatusHistory(settings.kafka, name, recent, tail_events=settings.audit.tail_events)
         tail.start()
         stack.push_async_callback(tail.stop)
         clock = await _clock(stack, settings, redis)

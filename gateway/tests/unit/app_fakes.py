@@ -15,15 +15,16 @@ from auth_fakes import HEADERS, authenticator
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from regionstore_gateway.backpressure import Backpressure
-from regionstore_gateway.idempotency import IdempotencyStore, Record, decode_record
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.idempotency import IdempotencyStore, Record, decode_record
+from regionstore_gateway.adapters.repository import CustomerRepository
 from regionstore_gateway.main import create_app
-from regionstore_gateway.repository import CustomerRepository
+from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import Clients, State, serving
-from regionstore_gateway.writes import Writes
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
 from regionstore_shared.clock import HybridClock
+from regionstore_shared.documents import Collection
 from regionstore_shared.schemas import Command, decode_command
 from regionstore_shared.status import NodeStatus
 from regionstore_testing.keys import MemoryKeyring
@@ -209,7 +210,7 @@ class Gateway:
             read_deadline_s=settings.api.read_deadline_ms / 1000,
         )
         self.keyring = MemoryKeyring()
-        self.writes = Writes(
+        self.writes = CommandTopic(
             settings=settings,
             producer=cast(Any, self.producer),
             board=cast(Any, FakeBoard()),

@@ -6,8 +6,8 @@ import asyncio
 import json
 from typing import Any, cast
 
-from regionstore_gateway.audit_tail import RecentChanges
-from regionstore_gateway.audit_trail import AuditTrail
+from regionstore_gateway.adapters.audit_trail import AuditTrail
+from regionstore_gateway.adapters.status_history import RecentChanges
 from regionstore_gateway.settings import GatewaySettings
 
 

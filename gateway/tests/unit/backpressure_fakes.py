@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regionstore_gateway.backpressure import Backpressure
+from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.settings import GatewaySettings
 
 

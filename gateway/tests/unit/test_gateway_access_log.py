@@ -18,9 +18,9 @@ from auth_fakes import HEADERS, OPERATOR_KEY, authenticator
 from fastapi import FastAPI
 from starlette.types import Scope
 
-from regionstore_gateway.access_log import AccessLog, trace_id
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.auth.roles import Principal, Role
+from regionstore_gateway.edge.access_log import AccessLog, trace_id
 from regionstore_gateway.main import create_app
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import State

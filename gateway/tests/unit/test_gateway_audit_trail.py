@@ -29,21 +29,21 @@ from opentelemetry.trace import format_trace_id
 from redis.exceptions import OutOfMemoryError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from regionstore_gateway.api import batch, customers, errors, legacy, regions
-from regionstore_gateway.audit_tail import AuditTail, RecentChanges
-from regionstore_gateway.audit_trail import (
+from regionstore_gateway.adapters.audit_trail import (
     AuditAction,
     AuditEvent,
     AuditTrail,
     new_event,
     request_id,
 )
+from regionstore_gateway.adapters.status_history import RecentChanges, StatusHistory
+from regionstore_gateway.api import batch, customers, errors, legacy, regions
 from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.services.regions import next_change
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import Clients, State, serving
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.audit_trail import DETECTOR
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
@@ -703,7 +703,7 @@ class TestTail:
         log = [_event("region_1", "unavailable", key_id=f"old{i:09d}").encode() for i in range(8)]
         opened = Opened()
         recent = RecentChanges(keep=5)
-        tail = AuditTail(
+        tail = StatusHistory(
             rig.settings.kafka,
             "gateway",
             recent,
@@ -727,7 +727,7 @@ class TestTail:
         log = [_event("region_2", "unavailable", key_id="first0000000").encode()]
         opened = Opened()
         recent = RecentChanges(keep=5)
-        tail = AuditTail(
+        tail = StatusHistory(
             rig.settings.kafka,
             "gateway",
             recent,
@@ -758,7 +758,7 @@ class TestTail:
             consumer.start = _refuse  # type: ignore[method-assign]
             return consumer
 
-        tail = AuditTail(
+        tail = StatusHistory(
             rig.settings.kafka,
             "gateway",
             recent,

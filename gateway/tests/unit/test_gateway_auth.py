@@ -342,6 +342,34 @@ def bearer(key: str) -> dict[str, str]:
 CHALLENGE = 'Bearer realm="regionstore"'
 
 
+class TestSignInRefusals:
+    """Signing in refuses a key as every other request does: the same status, detail and
+    headers (auth/refusal.py), raised by the route instead of answered by the middleware."""
+
+    async def test_a_wrong_key_is_the_same_401_with_the_challenge(self, keys: MemoryKeys) -> None:
+        async with Api(keys).client() as client:
+            signing = await client.post("/v1/session", json={"key": new_key()[0]})
+            bearing = await client.get("/v1/session", headers=bearer(new_key()[0]))
+        assert signing.status_code == bearing.status_code == 401
+        assert signing.json()["detail"] == bearing.json()["detail"]
+        assert signing.headers["WWW-Authenticate"] == CHALLENGE
+
+    async def test_over_the_rate_is_a_429_with_retry_after(self, keys: MemoryKeys) -> None:
+        key = keys.issue(Role.READER, rate=5, burst=5)
+        async with Api(keys).client() as client:
+            codes = [(await client.post("/v1/session", json={"key": key})) for _ in range(6)]
+        assert [r.status_code for r in codes] == [200] * 5 + [429]
+        assert int(codes[-1].headers["Retry-After"]) >= 1
+
+    async def test_a_key_that_cannot_be_checked_is_a_503(self, keys: MemoryKeys) -> None:
+        key = keys.issue(Role.READER)
+        keys.error = RedisConnectionError("Connection refused")
+        async with Api(keys).client() as client:
+            response = await client.post("/v1/session", json={"key": key})
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) >= 1
+
+
 class TestMiddleware:
     async def test_no_key_is_a_401_with_the_challenge_before_the_body_is_read(
         self, keys: MemoryKeys

@@ -14,7 +14,7 @@ import pytest
 from app_fakes import CUSTOMER, Gateway, body
 from prometheus_client import REGISTRY
 
-from regionstore_gateway.backpressure import Backpressure, ConsumersBehindError
+from regionstore_gateway.services.backpressure import Backpressure, ConsumersBehindError
 from regionstore_gateway.settings import BackpressureSettings, GatewaySettings
 
 LIMITS = BackpressureSettings(

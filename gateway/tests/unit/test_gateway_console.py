@@ -11,7 +11,7 @@ import pytest_asyncio
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match, Route
 
-from regionstore_gateway.console import ConsoleMount
+from regionstore_gateway.edge.console import ConsoleMount
 from regionstore_gateway.main import STATIC_DIR, create_app
 from regionstore_gateway.settings import GatewaySettings
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from regionstore_gateway.list_order import Order
-from regionstore_gateway.repository import CustomerFilter
+from regionstore_gateway.adapters.list_order import Order
+from regionstore_gateway.adapters.repository import CustomerFilter
 from regionstore_gateway.services.customers import validate_filter
 from regionstore_gateway.services.paging import decode_cursor, encode_cursor
 

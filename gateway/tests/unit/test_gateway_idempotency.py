@@ -24,9 +24,7 @@ from app_fakes import (
 )
 from pymongo.errors import AutoReconnect
 
-from regionstore_gateway.api import customers as customers_api
-from regionstore_gateway.api import legacy as legacy_api
-from regionstore_gateway.idempotency import (
+from regionstore_gateway.adapters.idempotency import (
     BatchRecord,
     Record,
     RecordState,
@@ -34,7 +32,10 @@ from regionstore_gateway.idempotency import (
     encode_record,
     request_hash,
 )
-from regionstore_gateway.keyed_writes import pending, write_once
+from regionstore_gateway.api import customers as customers_api
+from regionstore_gateway.api import legacy as legacy_api
+from regionstore_gateway.auth import Principal, Role
+from regionstore_gateway.services.publishing import WriteRequest, pending
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.domain import republished
 from regionstore_shared.schemas import Command, Customer, UpsertCustomer
@@ -242,19 +243,10 @@ class TestRetryAfterUnknownOutcome:
 
         gateway.redis.after_mget = claim_first
 
-        async def ours() -> Command:
-            return gateway.writes.delete_command(CUSTOMER)
-
-        answer = await write_once(
-            gateway.writes,
-            keys=gateway.keys,
-            key="k-1",
-            request="same",
-            build=ours,
-            answer=lambda written: {"command_id": str(written.command.command_id)},
-            wait=False,
+        answer = await gateway.state["customers"].delete(
+            CUSTOMER, Principal("alice", Role.WRITER), WriteRequest(key="k-1", request="same")
         )
-        assert answer.body == {"command_id": str(rival.command_id)}
+        assert answer.body["command_id"] == str(rival.command_id)
         assert gateway.producer.commands() == [republished(rival)]
 
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka.errors import RequestTimedOutError
 from app_fakes import ACK, NEVER, SEND_FAILS, TTL_S, Document, Gateway, body
 
-from regionstore_gateway.idempotency import BatchRecord, decode_record, encode_record
+from regionstore_gateway.adapters.idempotency import BatchRecord, decode_record, encode_record
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.clock import VERSION_STEP
 from regionstore_shared.domain import republished

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from app_fakes import Gateway
 
+from regionstore_gateway.adapters.repository import CustomerFilter
 from regionstore_gateway.deps import _customers
-from regionstore_gateway.repository import CustomerFilter
 from regionstore_gateway.services.errors import TooManyMatches
 from regionstore_gateway.settings import GatewaySettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regionstore_gateway.list_order import Order, Plan, Walk, merge, plans
+from regionstore_gateway.adapters.list_order import Order, Plan, Walk, merge, plans
 from regionstore_shared import indexes
 from regionstore_shared.schemas import fold_text
 

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from redis.exceptions import LockError
 from test_gateway_redis_down import Gateway, _body
 
-from regionstore_gateway.node_lease import LeasedClock, NodeIdLease, NoNodeIdError
+from regionstore_gateway.adapters.node_lease import LeasedClock, NodeIdLease, NoNodeIdError
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.clock import NODE_BITS
 

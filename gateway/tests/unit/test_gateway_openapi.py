@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from regionstore_gateway.edge.openapi import IDEMPOTENCY_KEY_PATTERN
 from regionstore_gateway.main import create_app
-from regionstore_gateway.openapi import IDEMPOTENCY_KEY_PATTERN
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.regions import RegionMap, RegionSpec
 from regionstore_shared.schemas import UF_CODES

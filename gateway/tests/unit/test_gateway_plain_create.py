@@ -18,19 +18,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from regionstore_gateway.api.customers import accepted
-from regionstore_gateway.api.plain_create import (
+from regionstore_gateway.adapters.command_topic import Published
+from regionstore_gateway.auth import Principal, Role
+from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.bodies import Accepted
+from regionstore_gateway.deps import _customers
+from regionstore_gateway.edge.plain_create import (
     PlainCreates,
     create_route,
     customer_of,
     plain_head,
 )
-from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
-from regionstore_gateway.deps import _customers
-from regionstore_gateway.models import Accepted
+from regionstore_gateway.services.publishing import accepted
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_gateway.writes import Written
 from regionstore_shared.schemas import Customer
 
 JSON = (b"content-type", b"application/json")
@@ -199,7 +199,7 @@ class TestPlainCreates:
 def test_the_answer_is_an_accepted_field_for_field() -> None:
     # The short way sends this dict as it is; FastAPI's way validates it as Accepted first.
     command = Gateway(GatewaySettings()).writes.upsert_command(Customer.model_validate(body()))
-    answer = accepted(Written(command, applied=False))
+    answer = accepted(Published(command, applied=False))
     assert list(answer) == list(Accepted.model_fields)
     assert Accepted.model_validate(answer).model_dump(mode="json") == answer
 

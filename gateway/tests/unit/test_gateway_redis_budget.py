@@ -7,7 +7,7 @@ from typing import Any, cast
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from regionstore_gateway.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
+from regionstore_gateway.adapters.redis_budget import CONTROL, IDEMPOTENCY, RedisBudget
 
 
 class FakeRedis:

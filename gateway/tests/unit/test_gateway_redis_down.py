@@ -21,11 +21,11 @@ from fastapi import FastAPI
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from regionstore_gateway.adapters.repository import Found, Lookup
 from regionstore_gateway.main import create_app
-from regionstore_gateway.repository import Found, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_gateway.state import Clients, State, serving
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
 from regionstore_testing.keys import MemoryKeyring

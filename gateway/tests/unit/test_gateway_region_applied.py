@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import pytest
 
-from regionstore_gateway.audit_tail import RecentChanges
-from regionstore_gateway.models import RegionList
+from regionstore_gateway.adapters.status_history import RecentChanges
+from regionstore_gateway.bodies import RegionList
 from regionstore_gateway.services.regions import region_list
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.status import StatusBoard
 from shared.tests.fakes import FakeRedis
 

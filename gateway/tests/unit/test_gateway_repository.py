@@ -21,11 +21,9 @@ from pymongo.errors import (
     WaitQueueTimeoutError,
 )
 
-from regionstore_gateway.api.customers import customer_out
-from regionstore_gateway.api.errors import refusal
-from regionstore_gateway.list_order import Order
-from regionstore_gateway.models import CustomerOut
-from regionstore_gateway.repository import (
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.list_order import Order
+from regionstore_gateway.adapters.repository import (
     CustomerFilter,
     CustomerRepository,
     Found,
@@ -33,12 +31,15 @@ from regionstore_gateway.repository import (
     _fresher,
     missed_deadline,
 )
+from regionstore_gateway.api.customers import customer_out
+from regionstore_gateway.api.errors import refusal
+from regionstore_gateway.bodies import CustomerOut
 from regionstore_gateway.services.customers import CustomerService
 from regionstore_gateway.services.errors import RegionsUnreachable
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.writes import Writes
 from regionstore_shared import indexes
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
+from regionstore_shared.documents import Collection
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap, RegionSpec
 from regionstore_shared.status import NodeStatus
 
@@ -629,7 +630,7 @@ def deadline_misses(region: str) -> float:
 
 
 class FakeWrites:
-    """What the read route needs of Writes: the repository and the statuses."""
+    """What the read route needs of CommandTopic: the repository and the statuses."""
 
     def __init__(self, stores: Stores) -> None:
         self.repository = stores.repository
@@ -645,11 +646,11 @@ class EmptyBoard:
         return {}
 
 
-async def get_customer(customer_id: str, writes: Writes) -> CustomerOut:
+async def get_customer(customer_id: str, writes: CommandTopic) -> CustomerOut:
     """The read route's answer: the service's read, shaped as the route shapes it."""
     service = CustomerService(
         settings=cast(Any, None),
-        writes=writes,
+        topic=writes,
         repository=writes.repository,
         board=cast(Any, EmptyBoard()),
         keys=cast(Any, None),
@@ -697,7 +698,7 @@ class TestReadDeadline:
     ) -> None:
         place(stores)
         (stall,) = stores.stall("region_1")
-        answer = await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
+        answer = await get_customer(CUSTOMER, cast(CommandTopic, FakeWrites(stores)))
         assert (answer.served_by, answer.region, answer.fallback) == ("region_3", "region_1", True)
         assert stall.cancelled == 1
 
@@ -708,7 +709,7 @@ class TestReadDeadline:
         assert lookup.unreachable == {"region_1", "region_3"}
         assert lookup.newest[CUSTOMER].moved  # only region_2's pointer was read
         with pytest.raises(RegionsUnreachable) as caught:
-            await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
+            await get_customer(CUSTOMER, cast(CommandTopic, FakeWrites(stores)))
         assert refusal(caught.value, retry_after_s=1).status_code == 503
 
     async def test_an_unknown_customer_behind_two_late_regions_is_a_503_not_a_404(
@@ -716,7 +717,7 @@ class TestReadDeadline:
     ) -> None:
         stores.stall("region_1", "region_3")
         with pytest.raises(RegionsUnreachable) as caught:
-            await get_customer(CUSTOMER, cast(Writes, FakeWrites(stores)))
+            await get_customer(CUSTOMER, cast(CommandTopic, FakeWrites(stores)))
         assert refusal(caught.value, retry_after_s=1).status_code == 503
 
     async def test_a_late_region_is_not_held_suspect_and_is_read_again(

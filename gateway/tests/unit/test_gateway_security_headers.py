@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from starlette.types import Message, Receive, Scope, Send
 
+from regionstore_gateway.edge.security_headers import STRICT_CSP, SecurityHeaders, page_csp
 from regionstore_gateway.main import create_app
-from regionstore_gateway.security_headers import STRICT_CSP, SecurityHeaders, page_csp
 from regionstore_gateway.settings import GatewaySettings
 
 # MDN's CSP example: this script's sha256.

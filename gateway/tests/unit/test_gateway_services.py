@@ -14,12 +14,13 @@ from audit_fakes import AckingProducer, audit_trail, recent_changes
 from backpressure_fakes import idle_backpressure
 from prometheus_client import REGISTRY
 
+from regionstore_gateway.adapters.audit_trail import AuditUnavailableError
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.list_order import Key, Order
+from regionstore_gateway.adapters.repository import CustomerFilter, Found, Lookup, Page
 from regionstore_gateway.api.errors import refusal
-from regionstore_gateway.audit_trail import AuditUnavailableError
 from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.list_order import Key, Order
-from regionstore_gateway.repository import CustomerFilter, Found, Lookup, Page
-from regionstore_gateway.services.customers import CustomerService, Write, validate_filter
+from regionstore_gateway.services.customers import CustomerService, validate_filter
 from regionstore_gateway.services.errors import (
     CustomerExistsError,
     CustomerNotFound,
@@ -29,9 +30,9 @@ from regionstore_gateway.services.errors import (
     TooManyMatches,
 )
 from regionstore_gateway.services.paging import decode_cursor, encode_cursor, fingerprint
+from regionstore_gateway.services.publishing import Answer, WriteRequest
 from regionstore_gateway.services.regions import RegionService
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_gateway.writes import Writes, Written
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.schemas import Customer, UpsertCustomer, decode_command
 from regionstore_shared.status import NodeStatus, RegionStatus, SetBy, StatusRecord
@@ -132,7 +133,7 @@ class FakeApplied:
 
 
 class Rig:
-    """A CustomerService over real Writes, a fake repository and producers that acknowledge."""
+    """A CustomerService over a real CommandTopic, a fake repository and acking producers."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -141,7 +142,7 @@ class Rig:
         self.audit_producer = AckingProducer()
         self.board = FakeBoard()
         self.keyring = MemoryKeyring()
-        self.writes = Writes(
+        self.writes = CommandTopic(
             settings=settings,
             producer=cast(Any, self.producer),
             board=cast(Any, self.board),
@@ -152,7 +153,7 @@ class Rig:
         self.audit = audit_trail(settings, self.audit_producer)
         self.customers = CustomerService(
             settings=settings,
-            writes=self.writes,
+            topic=self.writes,
             repository=cast(Any, self.repository),
             board=cast(Any, self.board),
             keys=cast(Any, None),
@@ -173,13 +174,13 @@ class Rig:
         return self.producer.events()
 
 
-def command_of(written: Written) -> dict[str, Any]:
-    command = written.command
+def command_of(answer: Answer) -> dict[str, Any]:
+    command = answer.command
     home = command.home_region if isinstance(command, UpsertCustomer) else None
     return {"kind": command.kind, "key": command.key, "home": home}
 
 
-WRITE = Write(request="r", answer=command_of)
+WRITE = WriteRequest(request="r")
 
 
 @pytest.fixture
@@ -394,7 +395,7 @@ class TestPaging:
 class TestWrites:
     async def test_an_upsert_is_published_to_its_home(self, rig: Rig) -> None:
         answer = await rig.customers.upsert(customer(), WRITE)
-        assert answer.body == {"kind": "upsert", "key": CUSTOMER, "home": "region_1"}
+        assert command_of(answer) == {"kind": "upsert", "key": CUSTOMER, "home": "region_1"}
         assert [event["sealed"]["customer_id"] for event in rig.sent()] == [CUSTOMER]
         assert "customer" not in rig.sent()[0]  # never in clear on the wire
 
@@ -420,7 +421,7 @@ class TestWrites:
         merged = await customer_of(decode_command(json.dumps(sent).encode()), rig.keyring)
         assert merged.customer_city == "porto alegre"
         assert merged.customer_unique_id == "861eff4711a542e4b93843c6dd7febb0"
-        assert answer.body["home"] != "region_1"  # the new zip moved it
+        assert command_of(answer)["home"] != "region_1"  # the new zip moved it
 
     async def test_a_patch_of_an_unknown_customer_is_not_found(self, rig: Rig) -> None:
         with pytest.raises(CustomerNotFound):
@@ -436,7 +437,7 @@ class TestWrites:
 
     async def test_a_delete_is_audited_then_published(self, rig: Rig) -> None:
         answer = await rig.customers.delete(CUSTOMER, ALICE, WRITE)
-        assert answer.body["kind"] == "delete"
+        assert command_of(answer)["kind"] == "delete"
         (event,) = rig.audit_producer.events()
         assert (event["target"], event["key_id"]) == (CUSTOMER, "alice")
         assert len(rig.sent()) == 1

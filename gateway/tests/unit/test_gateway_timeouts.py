@@ -11,7 +11,7 @@ import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from regionstore_gateway.timeouts import BodyTimeout, head_timeout_protocol
+from regionstore_gateway.edge.timeouts import BodyTimeout, head_timeout_protocol
 
 # Short deadlines keep the tests quick; nothing asserts how fast anything happens.
 DEADLINE_S = 0.05

@@ -31,7 +31,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from regionstore_recovery.detector import Decision, Detector
-from regionstore_shared.apply import Collection
 from regionstore_shared.audit_trail import (
     DETECTOR,
     AuditAction,
@@ -39,6 +38,7 @@ from regionstore_shared.audit_trail import (
     AuditUnavailableError,
     new_event,
 )
+from regionstore_shared.documents import Collection
 from regionstore_shared.failures import describe
 from regionstore_shared.status import RegionStatus, StatusRecord, Transition
 

@@ -1,4 +1,4 @@
-"""Replays one region's pending topic into the region, from its recovery group's offsets."""
+"""Replays one region's parking topic into the region, from its recovery group's offsets."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pymongo.errors import PyMongoError
 
 from regionstore_recovery.detection import PROBE_ID
 from regionstore_recovery.pacing import DrainPacer, PacingSettings
-from regionstore_shared.apply import BatchApplier, Collection, RegionUnavailableError
+from regionstore_shared.apply import BatchApplier, RegionUnavailableError
 from regionstore_shared.clients import kafka_consumer
+from regionstore_shared.documents import Collection
 from regionstore_shared.logs import Outages
 from regionstore_shared.pipeline import (
     Batch,
@@ -69,7 +70,7 @@ REGION_STATUS = Gauge(
 class TargetsIn:
     """Selects what a parked command does to its region, whatever the target's role.
 
-    A command is parked in a region's pending topic only where a consumer routed it, so the
+    A command is parked in a region's parking topic only where a consumer routed it, so the
     region must end in line with it: its own target there, or a tombstone if it names none
     (a region added to the map after the command was made, which the customer had left).
     """

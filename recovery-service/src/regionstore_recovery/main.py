@@ -1,5 +1,5 @@
 """Replays parked commands into regions that came back, woken by Redis keyspace events, and
-deletes them from the pending topics once drained."""
+deletes them from the parking topics once drained."""
 
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from regionstore_recovery.settings import RecoverySettings
 from regionstore_recovery.supervisor import DrainSupervisor
 from regionstore_recovery.trimmer import HELD, Trimmer
 from regionstore_shared import metrics
-from regionstore_shared.applied import AppliedCounter
-from regionstore_shared.apply import BatchApplier, Collection
+from regionstore_shared.applied_totals import AppliedCounter
+from regionstore_shared.apply import BatchApplier
 from regionstore_shared.audit_trail import AuditTrail
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.clients import customers, kafka_admin, mongo_client, open_core
+from regionstore_shared.documents import Collection
 from regionstore_shared.health import HealthFeed, HealthReports, ReportingSuspicion
 from regionstore_shared.logs import Outages
 from regionstore_shared.parked import ParkedReader, parked_reader
@@ -193,7 +194,7 @@ async def _sample_backlog(
     outages: Outages,
 ) -> None:
     """Sample each region's backlog and its oldest command's age, and delete what its drains
-    took from its pending topic."""
+    took from its parking topic."""
     pending = await backlog.pending(settings.region_map.names)
     for region, offsets in pending.items():
         if offsets is None:

@@ -64,7 +64,6 @@ from regionstore_recovery.digests import (
     summary_rows,
 )
 from regionstore_recovery.divergence import Finding, Kind, findings
-from regionstore_shared.apply import Collection
 from regionstore_shared.audit_trail import (
     REPAIR,
     AuditAction,
@@ -79,6 +78,7 @@ from regionstore_shared.documents import (
     DELETED,
     HOME,
     VERSION,
+    Collection,
     customer_from_document,
 )
 from regionstore_shared.domain import delete_command, republished, upsert_command

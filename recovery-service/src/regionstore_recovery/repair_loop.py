@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from regionstore_recovery.repair import Repairer, Report
-from regionstore_shared.apply import Collection
+from regionstore_shared.documents import Collection
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.status import NodeStatus
 

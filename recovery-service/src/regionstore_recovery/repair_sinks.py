@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
 from regionstore_shared.apply import BatchApplier, Envelope
+from regionstore_shared.delivery import Outgoing, deliver, raise_unless_acknowledged
 from regionstore_shared.schemas import Action, Applier, Command, Target, encode_command
 
 # A header on every command the repair publishes, so a reader of the topic tells them apart.
@@ -25,23 +25,14 @@ class CommandTopic:
     async def publish(self, commands: Sequence[Command]) -> None:
         """Hand every command to the producer, then wait for all their acknowledgements
         (bounded): one round trip per batch, not per command. Raises the first failure."""
-        futures = [
-            await self._producer.send(
-                self._topic,
-                value=encode_command(command),
-                key=command.key.encode(),
-                headers=[(REPAIR_HEADER, b"1")],
-            )
+        outgoing = [
+            Outgoing(encode_command(command), command.key.encode(), [(REPAIR_HEADER, b"1")])
             for command in commands
         ]
-        if not futures:
-            return
-        done, waiting = await asyncio.wait(futures, timeout=self._timeout_s)
-        if waiting:
-            raise TimeoutError(f"{len(waiting)} repair commands not acknowledged in time")
-        for future in done:
-            if (error := future.exception()) is not None:
-                raise error
+        deliveries = await deliver(self._producer, self._topic, outgoing, timeout_s=self._timeout_s)
+        if waiting := sum(delivery.waiting for delivery in deliveries):
+            raise TimeoutError(f"{waiting} repair commands not acknowledged in time")
+        raise_unless_acknowledged(deliveries)
 
 
 class GuardedTombstones:

@@ -13,9 +13,10 @@ from regionstore_recovery.repair import Options, Repairer
 from regionstore_recovery.repair_loop import RepairLoop
 from regionstore_recovery.repair_sinks import CommandTopic, GuardedTombstones
 from regionstore_recovery.settings import RecoverySettings
-from regionstore_shared.apply import BatchApplier, Collection
+from regionstore_shared.apply import BatchApplier
 from regionstore_shared.audit_trail import AuditTrail
 from regionstore_shared.backlog import BacklogProbe
+from regionstore_shared.documents import Collection
 from regionstore_shared.runtime import ServiceState
 from regionstore_shared.status import StatusBoard
 

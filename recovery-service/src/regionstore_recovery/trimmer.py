@@ -1,4 +1,4 @@
-"""Parked means until drained: a pending topic's records go once its region has taken them.
+"""Parked means until drained: a parking topic's records go once its region has taken them.
 
 A region's recovery group commits an offset only after every command below it was applied to
 the region (or dead-lettered), so everything below the group's committed offset is a command
@@ -29,18 +29,18 @@ log = logging.getLogger(__name__)
 
 TRIMMED = Counter(
     "regionstore_pending_trimmed_messages_total",
-    "Drained commands deleted from a region's pending topic.",
+    "Drained commands deleted from a region's parking topic (pending.<region>).",
     ["region"],
 )
 HELD = Gauge(
     "regionstore_pending_held_messages",
-    "Commands a region's pending topic holds, drained or not, after the trim of each resync.",
+    "Commands a region's parking topic holds, drained or not, after the trim of each resync.",
     ["region"],
 )
 
 
 class Trimmer:
-    """Deletes the records of a pending topic that its recovery group has consumed."""
+    """Deletes the records of a parking topic that its recovery group has consumed."""
 
     def __init__(self, admin: AIOKafkaAdminClient, *, timeout_ms: int) -> None:
         self._admin = admin

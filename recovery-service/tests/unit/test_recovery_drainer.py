@@ -1,4 +1,4 @@
-"""The drainer: replays a region's pending topic into it, committing only what was applied."""
+"""The drainer: replays a region's parking topic into it, committing only what was applied."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class InstantPauses(asyncio.Event):
 
 
 class Harness:
-    """drain() over a fake pending topic, a fake applier and a fake producer."""
+    """drain() over a fake parking topic, a fake applier and a fake producer."""
 
     def __init__(
         self, monkeypatch: pytest.MonkeyPatch, records: list[Record], *, max_records: int = 2

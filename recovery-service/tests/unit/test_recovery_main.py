@@ -1,5 +1,5 @@
 """Recovery's loop: drains follow the statuses, on every status event and every resync, and
-every round deletes what the drains took from the pending topics."""
+every round deletes what the drains took from the parking topics."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from regionstore_recovery.repair import (
     windows,
 )
 from regionstore_recovery.repair_loop import RepairLoop
-from regionstore_shared.apply import Collection
 from regionstore_shared.audit_trail import AuditAction, AuditEvent, AuditUnavailableError
+from regionstore_shared.documents import Collection
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_shared.schemas import Action, Command, DeleteCustomer, UpsertCustomer
 from regionstore_shared.status import NodeStatus

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from regionstore_replicator.settings import ReplicatorSettings
+from regionstore_shared.command_consumer import consume_commands
 from regionstore_shared.runtime import ServiceState, run_service
 from regionstore_shared.schemas import Applier
-from regionstore_shared.service import consume_commands
 
 
 def main() -> None:

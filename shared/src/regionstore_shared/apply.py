@@ -2,7 +2,7 @@
 
 Writer, replicator and recovery all call :class:`BatchApplier`; they differ only in which targets
 they select and in what happens when a region cannot be written: the consumers park the commands
-in the region's pending topic and move on, recovery stops and tries again later. A command the
+in the region's parking topic and move on, recovery stops and tries again later. A command the
 region refuses for itself (see :mod:`regionstore_shared.failures`) is neither: it goes to the
 dead-letter topic alone, and the rest of the batch goes on.
 
@@ -25,11 +25,10 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 from pymongo import InsertOne, ReplaceOne
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from regionstore_shared import metrics
-from regionstore_shared.documents import VERSION, live_document, tombstone_document
+from regionstore_shared.documents import VERSION, Collection, live_document, tombstone_document
 from regionstore_shared.failures import (
     WRITE_ERRORS,
     Failure,
@@ -63,8 +62,6 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 
-Collection = AsyncCollection[dict[str, Any]]
-"""A regional store's customers collection; the one spelling every module imports."""
 TargetSelector = Callable[[Command], Iterable[Target]]
 
 
@@ -137,7 +134,7 @@ class StatusSource(Protocol):
 
 
 class Parker(Protocol):
-    """Keeps commands for a region that cannot take them now (its pending topic)."""
+    """Keeps commands for a region that cannot take them now (its parking topic)."""
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None: ...
 

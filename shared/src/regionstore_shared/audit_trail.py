@@ -25,10 +25,9 @@ from enum import StrEnum
 from typing import Literal, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field
 
-from regionstore_shared.delivery import Delivery, Outcome, delivery_of
+from regionstore_shared.delivery import Delivery, Outcome, Outgoing, deliver
 
 log = logging.getLogger(__name__)
 
@@ -169,21 +168,8 @@ class AuditTrail:
         Events are handed to the producer first and their acknowledgements awaited together,
         bounded, so a batch of them costs one round trip, not one each.
         """
-        pending: list[asyncio.Future[object] | BaseException] = []
-        for event in events:
-            try:
-                pending.append(
-                    await self._producer.send(
-                        self._topic, value=event.encode(), key=event.target.encode()
-                    )
-                )
-            except KafkaError as error:
-                pending.append(error)
-        futures = [p for p in pending if not isinstance(p, BaseException)]
-        if futures:
-            # The futures belong to the producer: waited for, never cancelled.
-            await asyncio.wait(futures, timeout=self._timeout_s)
-        return [delivery_of(p) for p in pending]
+        outgoing = [Outgoing(event.encode(), event.target.encode()) for event in events]
+        return await deliver(self._producer, self._topic, outgoing, timeout_s=self._timeout_s)
 
     async def record(self, event: AuditEvent) -> None:
         """Publish one event; raise AuditUnavailableError unless it was acknowledged."""

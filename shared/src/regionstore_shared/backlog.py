@@ -51,7 +51,7 @@ class Offsets:
 
 
 class BacklogProbe:
-    """Reads the pending topics' start and end offsets and the recovery groups' commits
+    """Reads the parking topics' start and end offsets and the recovery groups' commits
     (and the same of the command topic for the writer's and the replicator's groups)."""
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
@@ -85,7 +85,7 @@ class BacklogProbe:
     async def pending(
         self, regions: Iterable[str]
     ) -> dict[str, dict[TopicPartition, Offsets] | None]:
-        """Each region's pending topic and where its recovery group stands in it, by
+        """Each region's parking topic and where its recovery group stands in it, by
         partition; None where Kafka could not say."""
         found: dict[str, dict[TopicPartition, Offsets] | None] = {}
         for region in regions:

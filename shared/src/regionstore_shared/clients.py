@@ -11,7 +11,7 @@ from aiokafka.helpers import create_ssl_context
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from regionstore_shared.apply import Collection
+from regionstore_shared.documents import Collection
 from regionstore_shared.settings import CommonSettings, KafkaSettings, RedisSettings, StoreSettings
 
 MongoClient = AsyncMongoClient[dict[str, Any]]

@@ -12,7 +12,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from pymongo.asynchronous.collection import AsyncCollection
+
 from regionstore_shared.schemas import Command, Customer, UpsertCustomer, fold_text
+
+Collection = AsyncCollection[dict[str, Any]]
+"""A regional store's customers collection; the one spelling every module imports."""
 
 VERSION: Final = "_v"
 DELETED: Final = "_deleted"

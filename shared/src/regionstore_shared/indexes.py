@@ -26,8 +26,7 @@ from typing import Final
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure, PyMongoError
 
-from regionstore_shared.apply import Collection
-from regionstore_shared.documents import CITY_KEY, DELETED, HOME
+from regionstore_shared.documents import CITY_KEY, DELETED, HOME, Collection
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ COMMANDS_STALE = Counter(
 )
 COMMANDS_PARKED = Counter(
     "regionstore_commands_parked_total",
-    "Commands parked in a region's pending topic because the region was unavailable.",
+    "Commands parked in a region's parking topic (pending.<region>) because the region was"
+    " unavailable.",
     ["region", "reason"],
 )
 COMMANDS_DEADLETTERED = Counter(

@@ -1,6 +1,6 @@
 """What is parked for a region: how many commands, since when, and for which customers.
 
-A region's parked commands are the records of its pending topic past the committed offsets of
+A region's parked commands are the records of its parking topic past the committed offsets of
 the one recovery group that drains it. Reading them does not disturb the drain: the reader
 joins no group and commits nothing. Ages come from the records' Kafka timestamps, which are
 set when a consumer parked the command.
@@ -55,7 +55,7 @@ class ParkedBacklog:
 
 
 def parked_command(record: ConsumerRecord[bytes, bytes]) -> ParkedCommand:
-    """A pending topic's record as a parked command; a record that does not decode still shows
+    """A parking topic's record as a parked command; a record that does not decode still shows
     its key and timestamp."""
     kind: str | None = None
     try:

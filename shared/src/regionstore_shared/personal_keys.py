@@ -45,6 +45,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer
+from regionstore_shared.delivery import Outcome, Outgoing, deliver
 from regionstore_shared.personal import CustomerKey, KeyName, KeysUnreadableError
 from regionstore_shared.placement_local import StateInUse
 from regionstore_shared.settings import CommonSettings, KafkaSettings
@@ -523,17 +524,21 @@ class KafkaKeyring:
             return
         deadline = time.monotonic() + self._write_within_s
         while True:
-            futures = [
-                await producer.send(self._topic, key=key, value=value, partition=self._partition(c))
-                for c, key, value in records
+            outgoing = [
+                Outgoing(value, key, partition=self._partition(c)) for c, key, value in records
             ]
-            done, _ = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-            if len(done) < len(futures):
+            within = max(0.0, deadline - time.monotonic())
+            deliveries = await deliver(producer, self._topic, outgoing, timeout_s=within)
+            # A record the producer refused outright (send raised) fails the write at once.
+            for delivery in deliveries:
+                if delivery.outcome is Outcome.NOT_SENT and delivery.error is not None:
+                    raise delivery.error
+            if any(delivery.waiting for delivery in deliveries):
                 raise KafkaTimeoutError("a key record was not acknowledged in time")
             failed = [
-                (record, error)
-                for record, future in zip(records, futures, strict=True)
-                if (error := future.exception()) is not None
+                (record, delivery.error)
+                for record, delivery in zip(records, deliveries, strict=True)
+                if delivery.error is not None
             ]
             if not failed:
                 return

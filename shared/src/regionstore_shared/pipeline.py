@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from regionstore_shared import metrics
 from regionstore_shared.apply import BatchApplier, Envelope, Rejected, TargetSelector
+from regionstore_shared.delivery import Outgoing, deliver, raise_unless_acknowledged
 from regionstore_shared.logs import Outages
 from regionstore_shared.schemas import decode_command
 from regionstore_shared.tracing import trace_headers
@@ -57,9 +58,8 @@ class DeadLetters:
             ("regionstore-source-offset", str(record.offset).encode()),
             *trace_headers(record.headers),
         ]
-        await self._producer.send_and_wait(
-            self._topic, value=record.value, key=record.key, headers=headers
-        )
+        outgoing = Outgoing(record.value, record.key, headers)
+        raise_unless_acknowledged(await deliver(self._producer, self._topic, [outgoing]))
         metrics.COMMANDS_DEADLETTERED.labels(source_topic=record.topic, region="").inc()
         log.error(
             "message dead-lettered",
@@ -74,7 +74,7 @@ class DeadLetters:
     async def send_commands(self, region: str, rejected: Sequence[Rejected]) -> None:
         """Forward each refused command's original bytes, with the region and the store's
         reason; return once Kafka acknowledged all of them."""
-        sent = []
+        outgoing = []
         for failure in rejected:
             envelope = failure.envelope
             headers = [
@@ -84,15 +84,8 @@ class DeadLetters:
                 (SOURCE_TOPIC_HEADER, envelope.topic.encode()),
                 *envelope.trace,
             ]
-            sent.append(
-                await self._producer.send(
-                    self._topic,
-                    value=envelope.raw,
-                    key=envelope.command.key.encode(),
-                    headers=headers,
-                )
-            )
-        await asyncio.gather(*sent)
+            outgoing.append(Outgoing(envelope.raw, envelope.command.key.encode(), headers))
+        raise_unless_acknowledged(await deliver(self._producer, self._topic, outgoing))
         for failure in rejected:
             envelope = failure.envelope
             metrics.COMMANDS_DEADLETTERED.labels(source_topic=envelope.topic, region=region).inc()

@@ -135,7 +135,7 @@ class KafkaSettings(BaseModel):
         return self
 
     def pending_topic(self, region: str) -> str:
-        """The hint log of one region."""
+        """The topic that holds what is parked for one region (``pending.<region>``)."""
         return f"{self.pending_topic_prefix}{region}"
 
     def placement_topic(self, group: str) -> str:
@@ -143,7 +143,7 @@ class KafkaSettings(BaseModel):
         return f"{group}.placement"
 
     def recovery_group(self, region: str) -> str:
-        """The one stable consumer group that drains a region's hint log."""
+        """The one stable consumer group that drains what is parked for a region."""
         return f"{self.recovery_group_prefix}{region}"
 
     @property
@@ -163,7 +163,7 @@ class RedisSettings(BaseModel):
     username: str = ""
     password: SecretStr = SecretStr("")
     status_key_prefix: str = "regionstore:node:"
-    # A hash, one field per region: documents applied so far (regionstore_shared.applied).
+    # A hash, one field per region: documents applied so far (regionstore_shared.applied_totals).
     applied_key: str = "regionstore:applied"
     # A capped stream of "this service saw that region fail", which the failure detector
     # counts (regionstore_shared.health).

@@ -28,7 +28,7 @@ _DYNAMIC_TOPIC_CONFIG = 1
 
 
 def all_topics(settings: CommonSettings) -> list[str]:
-    """The command, dead-letter, redrive and audit topics, one pending topic per region, and
+    """The command, dead-letter, redrive and audit topics, one parking topic per region, and
     the writer's and the replicator's placement tables."""
     kafka = settings.kafka
     return [

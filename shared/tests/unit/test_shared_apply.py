@@ -25,7 +25,6 @@ from pymongo.errors import (
 from regionstore_shared.apply import (
     BatchApplier,
     BatchOutcome,
-    Collection,
     CommandRejectedError,
     Envelope,
     RegionResult,
@@ -40,6 +39,7 @@ from regionstore_shared.documents import (
     DELETED,
     HOME,
     VERSION,
+    Collection,
     customer_from_document,
 )
 from regionstore_shared.logs import Outages

@@ -8,7 +8,7 @@ from typing import Any, cast
 from pymongo import IndexModel
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from regionstore_shared.apply import Collection
+from regionstore_shared.documents import Collection
 from regionstore_shared.indexes import CUSTOMER_INDEXES, ensure_indexes
 
 

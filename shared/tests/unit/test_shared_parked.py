@@ -18,7 +18,7 @@ P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
 @dataclass
 class Parked:
-    """A pending topic's record with what the reader looks at."""
+    """A parking topic's record with what the reader looks at."""
 
     partition: int
     offset: int

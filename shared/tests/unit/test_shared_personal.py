@@ -11,8 +11,8 @@ from typing import cast
 import pytest
 from pydantic import ValidationError
 
-from regionstore_shared.apply import BatchApplier, Collection, Envelope, Suspicion
-from regionstore_shared.documents import DELETED, HOME, VERSION
+from regionstore_shared.apply import BatchApplier, Envelope, Suspicion
+from regionstore_shared.documents import DELETED, HOME, VERSION, Collection
 from regionstore_shared.personal import (
     CustomerKey,
     ErasedError,

@@ -21,13 +21,12 @@ from aiokafka.errors import (
 from regionstore_shared import personal_keys
 from regionstore_shared.apply import (
     BatchApplier,
-    Collection,
     Envelope,
     Parker,
     RegionUnavailableError,
     Suspicion,
 )
-from regionstore_shared.documents import DELETED
+from regionstore_shared.documents import DELETED, Collection
 from regionstore_shared.personal import CustomerKey, KeysUnreadableError, seal_all
 from regionstore_shared.personal_keys import (
     KafkaKeyring,

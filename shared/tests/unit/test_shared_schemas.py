@@ -319,7 +319,7 @@ class TestCommandWire:
 
 
 # A delete as the gateway published it before targets named their applier: bytes that may still
-# be parked in a pending topic.
+# be parked in a parking topic.
 PARKED_DELETE = (
     b'{"schema_version":1,"command_id":"6f1c1d5e-1a2b-4c3d-8e9f-001122334455",'
     b'"version":42,"issued_at_ms":1,"targets":['

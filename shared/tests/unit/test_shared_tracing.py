@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from regionstore_shared.apply import BatchApplier, Collection, Envelope, Suspicion
+from regionstore_shared.apply import BatchApplier, Envelope, Suspicion
+from regionstore_shared.documents import Collection
 from regionstore_shared.status import NodeStatus
 from regionstore_shared.tracing import (
     CommandTracer,

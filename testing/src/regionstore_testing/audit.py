@@ -32,8 +32,14 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from regionstore_shared.apply import Collection
-from regionstore_shared.documents import COMMAND_ID, CUSTOMER_FIELDS, DELETED, HOME, VERSION
+from regionstore_shared.documents import (
+    COMMAND_ID,
+    CUSTOMER_FIELDS,
+    DELETED,
+    HOME,
+    VERSION,
+    Collection,
+)
 from regionstore_shared.regions import RegionMap
 
 _POINT_READS = 200

@@ -10,8 +10,14 @@ from typing import Any, cast
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from regionstore_shared.apply import Collection
-from regionstore_shared.documents import COMMAND_ID, CUSTOMER_FIELDS, DELETED, HOME, VERSION
+from regionstore_shared.documents import (
+    COMMAND_ID,
+    CUSTOMER_FIELDS,
+    DELETED,
+    HOME,
+    VERSION,
+    Collection,
+)
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_testing.audit import AuditReport, Expected, audit, wait_for_clean
 

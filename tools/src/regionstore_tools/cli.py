@@ -112,7 +112,7 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     every: Every = 1.0,
 ) -> None:
-    """Regions: status, zip prefixes, replicas, pending backlog; and the consumers' lag."""
+    """Regions: status, zip prefixes, replicas, parked backlog; and the consumers' lag."""
     with _reported(), _gateway(ctx, url) as gateway:
         if not watch:
             body = gateway.regions()
@@ -371,7 +371,7 @@ def drain(
         float | None, typer.Option(min=0, help="With --watch: give up after this many seconds.")
     ] = None,
 ) -> None:
-    """Recovery's pending backlog per region; with --watch, follow it until it is drained.
+    """Recovery's parked backlog per region; with --watch, follow it until it is drained.
 
     Exit status 0 once every backlog is 0; 1 when --timeout passes first.
     """

@@ -1,4 +1,4 @@
-"""Recovery's drain as progress: each region's pending backlog against the largest one seen."""
+"""Recovery's drain as progress: each region's parked backlog against the largest one seen."""
 
 from __future__ import annotations
 

@@ -21,9 +21,10 @@ from rich.text import Text
 
 from regionstore_recovery.repair import Options, Repairer, Report
 from regionstore_recovery.repair_sinks import CommandTopic, GuardedTombstones
-from regionstore_shared.apply import BatchApplier, Collection, Suspicion
+from regionstore_shared.apply import BatchApplier, Suspicion
 from regionstore_shared.audit_trail import AuditTrail, SystemActor
 from regionstore_shared.clients import customers, kafka_producer, mongo_clients
+from regionstore_shared.documents import Collection
 from regionstore_shared.indexes import ensure_indexes
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import NodeStatus

@@ -23,9 +23,8 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from regionstore_shared.apply import Collection
 from regionstore_shared.clients import customers, mongo_clients
-from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION
+from regionstore_shared.documents import CUSTOMER_FIELDS, DELETED, HOME, VERSION, Collection
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.settings import CommonSettings
 from regionstore_testing.audit import AuditReport, Expected, audit

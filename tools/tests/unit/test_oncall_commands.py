@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from typer.testing import CliRunner, Result
 
-from regionstore_gateway.audit_trail import AuditAction, AuditEvent, new_event
+from regionstore_gateway.adapters.audit_trail import AuditAction, AuditEvent, new_event
 from regionstore_gateway.auth.apikeys import KeyHasher, KeyRecord
 from regionstore_gateway.auth.roles import Principal, Role
 from regionstore_shared.parked import ParkedBacklog, ParkedCommand

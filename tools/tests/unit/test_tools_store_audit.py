@@ -6,7 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from regionstore_shared.apply import Collection
+from regionstore_shared.documents import Collection
 from regionstore_shared.regions import DEFAULT_REGIONS, RegionMap
 from regionstore_tools.store_audit import audit_stores, newest_states
 

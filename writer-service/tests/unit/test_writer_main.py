@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
-from regionstore_shared import service
+from regionstore_shared import command_consumer as service
 from regionstore_shared.documents import DELETED, VERSION
 from regionstore_shared.pipeline import PartitionOwnership
 from regionstore_shared.schemas import Applier, decode_command

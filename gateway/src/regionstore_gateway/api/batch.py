@@ -9,8 +9,8 @@ from fastapi import APIRouter, Response, status
 from regionstore_gateway.api.customers import REPLAYED_HEADER
 from regionstore_gateway.api.errors import RETRY_AFTER
 from regionstore_gateway.auth import PrincipalDep, requires_writer
+from regionstore_gateway.bodies import BatchResult, NotAccepted
 from regionstore_gateway.deps import BatchKeyHeader, CustomersDep, SettingsDep
-from regionstore_gateway.models import BatchResult, NotAccepted
 from regionstore_gateway.services.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])

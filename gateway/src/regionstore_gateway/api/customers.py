@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
+from regionstore_gateway.adapters.idempotency import request_hash
+from regionstore_gateway.adapters.repository import Found
 from regionstore_gateway.api.errors import NOT_FOUND, UNREADABLE, message, write_responses
 from regionstore_gateway.auth import (
     PrincipalDep,
@@ -14,10 +16,7 @@ from regionstore_gateway.auth import (
     requires_reader,
     requires_writer,
 )
-from regionstore_gateway.deps import CustomersDep, ExportsDep, KeyHeader, SettingsDep, WaitQuery
-from regionstore_gateway.idempotency import request_hash
-from regionstore_gateway.keyed_writes import Answer
-from regionstore_gateway.models import (
+from regionstore_gateway.bodies import (
     Accepted,
     CustomerExport,
     CustomerFields,
@@ -25,11 +24,11 @@ from regionstore_gateway.models import (
     CustomerPage,
     CustomerPatch,
 )
-from regionstore_gateway.repository import Found
-from regionstore_gateway.services.customers import Write, parse_customer, validate_filter
+from regionstore_gateway.deps import CustomersDep, ExportsDep, KeyHeader, SettingsDep, WaitQuery
+from regionstore_gateway.services.customers import parse_customer, validate_filter
 from regionstore_gateway.services.errors import InvalidInput
-from regionstore_gateway.writes import Written
-from regionstore_shared.schemas import Customer, CustomerId, UniqueId, UpsertCustomer
+from regionstore_gateway.services.publishing import Answer, WriteRequest
+from regionstore_shared.schemas import Customer, CustomerId, UniqueId
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -44,19 +43,6 @@ CreateOnlyHeader = Annotated[
         "may both be accepted.",
     ),
 ]
-
-
-def accepted(written: Written) -> dict[str, Any]:
-    """The 202 body of an acknowledged write: an ``Accepted``, field for field, in its order."""
-    command = written.command
-    return {
-        "command_id": str(command.command_id),
-        "version": command.version,
-        "customer_id": command.key,
-        "region": command.home_region if isinstance(command, UpsertCustomer) else None,
-        "location": f"/v1/customers/{command.key}",
-        "applied": written.applied,
-    }
 
 
 def customer_out(found: Found) -> CustomerOut:
@@ -83,8 +69,10 @@ def answered(answer: Answer, response: Response) -> dict[str, Any]:
     return answer.body
 
 
-def _write(key: str | None, wait: WaitQuery, request: Callable[[], str]) -> Write:
-    return Write.of(accepted, key, request, wait=wait is not None)
+def _write(key: str | None, wait: WaitQuery, request: Callable[[], str]) -> WriteRequest:
+    # The request's hash tells a retry from another request under the same key: only a keyed
+    # write needs it, so it is made only then.
+    return WriteRequest(key, request() if key is not None else "", wait=wait is not None)
 
 
 @router.post(

@@ -12,11 +12,15 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from regionstore_gateway.audit_trail import AuditUnavailableError
-from regionstore_gateway.backpressure import ConsumersBehindError
-from regionstore_gateway.idempotency import HEADER, IdempotencyUnavailableError, KeyReusedError
-from regionstore_gateway.models import ErrorMessage, NotAccepted, OutcomeUnknown
-from regionstore_gateway.node_lease import NoNodeIdError
+from regionstore_gateway.adapters.audit_trail import AuditUnavailableError
+from regionstore_gateway.adapters.idempotency import (
+    HEADER,
+    IdempotencyUnavailableError,
+    KeyReusedError,
+)
+from regionstore_gateway.adapters.node_lease import NoNodeIdError
+from regionstore_gateway.bodies import ErrorMessage, NotAccepted, OutcomeUnknown
+from regionstore_gateway.services.backpressure import ConsumersBehindError
 from regionstore_gateway.services.errors import (
     CustomerExistsError,
     CustomerNotFound,

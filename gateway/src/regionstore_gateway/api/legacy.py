@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from regionstore_gateway.adapters.idempotency import request_hash
 from regionstore_gateway.api.customers import answered, customer_out
 from regionstore_gateway.api.errors import status_change_responses, write_responses
 from regionstore_gateway.auth import (
@@ -15,13 +16,12 @@ from regionstore_gateway.auth import (
     requires_reader,
     requires_writer,
 )
+from regionstore_gateway.bodies import StatusBody
 from regionstore_gateway.deps import CustomersDep, KeyHeader, RegionsDep, SettingsDep
-from regionstore_gateway.idempotency import request_hash
-from regionstore_gateway.models import StatusBody
-from regionstore_gateway.services.customers import Write, validate_filter
+from regionstore_gateway.services.customers import validate_filter
 from regionstore_gateway.services.errors import InvalidInput, TooManyMatches
 from regionstore_gateway.services.paging import Listing
-from regionstore_gateway.writes import Written
+from regionstore_gateway.services.publishing import WriteRequest
 from regionstore_shared.schemas import Customer
 
 router = APIRouter(tags=["original routes"])
@@ -78,21 +78,22 @@ async def create_customer(
     idempotency_key: KeyHeader = None,
 ) -> dict[str, object]:
     """Accept a customer (same as POST /v1/customers)."""
-    write = Write.of(
-        _accepted,
-        idempotency_key,
-        lambda: request_hash("POST /create-customer", customer=customer.model_dump(mode="json")),
+    request = (
+        request_hash("POST /create-customer", customer=customer.model_dump(mode="json"))
+        if idempotency_key is not None
+        else ""
     )
-    return answered(await customers.upsert(customer, write), response)
+    answer = await customers.upsert(customer, WriteRequest(idempotency_key, request))
+    return _accepted(answered(answer, response))
 
 
-def _accepted(written: Written) -> dict[str, object]:
-    command = written.command
+def _accepted(body: dict[str, Any]) -> dict[str, object]:
+    # From the 202 body (or a record this route stored before, in this very shape).
     return {
         "message": "customer accepted",
-        "customer_id": command.key,
-        "command_id": str(command.command_id),
-        "version": command.version,
+        "customer_id": body["customer_id"],
+        "command_id": body["command_id"],
+        "version": body["version"],
     }
 
 

@@ -9,15 +9,15 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from regionstore_gateway.api.errors import status_change_responses
 from regionstore_gateway.auth import PrincipalDep, requires_operator, requires_reader
+from regionstore_gateway.bodies import RegionList, RegionOut, StatusBody
 from regionstore_gateway.deps import RegionsDep
-from regionstore_gateway.models import RegionList, RegionOut, StatusBody
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
 
 @router.get("", dependencies=[requires_reader], response_model=RegionList)
 async def list_regions(regions: RegionsDep) -> RegionList:
-    """Status, replicas, pending backlog, applied total and recent changes of every region."""
+    """Status, replicas, parked backlog, applied total and recent changes of every region."""
     return await regions.regions()
 
 

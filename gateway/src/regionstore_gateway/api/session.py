@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from regionstore_gateway.auth import AuthUnavailableError, Principal, PrincipalDep, requires_reader
-from regionstore_gateway.auth.middleware import CHALLENGE, KEY_REFUSED, SESSION_COOKIE
-from regionstore_gateway.auth.ratelimit import retry_after
+from regionstore_gateway.auth import Principal, PrincipalDep, requires_reader
+from regionstore_gateway.auth.authentication import SESSION_COOKIE
+from regionstore_gateway.auth.refusal import Refusal, over_rate, verified
 from regionstore_gateway.deps import AuthDep, SettingsDep
 
 router = APIRouter(prefix="/v1/session", tags=["session"])
@@ -50,28 +50,20 @@ def _session(auth: AuthDep, principal: Principal) -> Session:
     )
 
 
+def _refused(refusal: Refusal) -> HTTPException:
+    return HTTPException(refusal.status, refusal.detail, headers=refusal.headers)
+
+
 @router.post("", response_model=Session, responses={401: UNAUTHENTICATED, 429: {}, 503: {}})
 async def sign_in(
     body: SignIn, request: Request, response: Response, auth: AuthDep, settings: SettingsDep
 ) -> Session:
     """Check a key and set it as the session cookie."""
-    try:
-        principal = await auth.authenticate(body.key)
-    except AuthUnavailableError as error:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            str(error),
-            headers={"Retry-After": str(settings.api.retry_after_s)},
-        ) from error
-    if principal is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, KEY_REFUSED, headers=CHALLENGE)
-    wait_s = auth.admit(principal)
-    if wait_s > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of API key {principal.key_id} exceeded",
-            headers={"Retry-After": str(retry_after(wait_s))},
-        )
+    principal = await verified(auth, body.key, retry_after_s=settings.api.retry_after_s)
+    if isinstance(principal, Refusal):
+        raise _refused(principal)
+    if (refusal := over_rate(auth, principal)) is not None:
+        raise _refused(refusal)
     response.set_cookie(
         SESSION_COOKIE,
         body.key,

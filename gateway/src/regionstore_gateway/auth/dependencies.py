@@ -16,13 +16,8 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute
 
-from regionstore_gateway.auth.middleware import (
-    CHALLENGE,
-    PRINCIPAL_SCOPE_KEY,
-    SESSION_COOKIE,
-    UNAUTHENTICATED,
-    is_open,
-)
+from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY, SESSION_COOKIE, is_open
+from regionstore_gateway.auth.refusal import CHALLENGE, UNAUTHENTICATED
 from regionstore_gateway.auth.roles import Principal, Role
 
 # Declared for OpenAPI (and /docs' Authorize button); the Authentication middleware has

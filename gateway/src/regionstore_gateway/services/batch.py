@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from regionstore_gateway.audit_trail import Actor, AuditedBatch, AuditTrail, AuditUnavailableError
-from regionstore_gateway.idempotency import (
-    IdempotencyStore,
-    IdempotencyUnavailableError,
-    Record,
-    request_hash,
-)
-from regionstore_gateway.keyed_writes import acknowledge, pending, release
-from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
-from regionstore_gateway.writes import Delivery, Outcome, Writes
-from regionstore_shared.domain import republished
+from regionstore_gateway.adapters.audit_trail import Actor, AuditUnavailableError
+from regionstore_gateway.adapters.command_topic import CommandTopic, Delivery, Outcome
+from regionstore_gateway.adapters.idempotency import KeyReusedError, request_hash
+from regionstore_gateway.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
+from regionstore_gateway.services.publishing import Item, Publishing, Sent
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import Command, UpsertCustomer
 
 _ITEM = TypeAdapter[BatchItem](BatchItem)
-_ROUTE = "POST /v1/customers:batch"
+ROUTE = "POST /v1/customers:batch"
 _KEY_REUSED = "was already used with a different request; use a new key for a new write"
 _UNKNOWN = (
     "Kafka did not acknowledge it in time; outcome unknown: it may or may not be applied; "
@@ -30,56 +23,35 @@ _UNKNOWN = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Keyed:
-    """A valid item with an idempotency key, and the hash of what it asks for."""
-
-    index: int
-    item: BatchItem
-    key: str
-    request: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    """A command to publish for one item, with the key record to acknowledge, if any."""
-
-    index: int
-    command: Command
-    key: str | None = None
-    record: Record | None = None
-    fresh: bool = True
-    """A command made for this request, not one published before under its key."""
-
-
 async def write_batch(
-    writes: Writes, keys: IdempotencyStore, audit: AuditTrail, actor: Actor, items: list[Any]
+    topic: CommandTopic, publishing: Publishing, actor: Actor, items: list[Any]
 ) -> BatchResult:
     """Every item's outcome: rejected, failed (not taken), unknown or accepted.
 
     Deletes are recorded in the audit trail, together, before anything is published; a delete
-    whose event is not recorded is ``failed``.
+    whose event is not recorded is ``failed``. New commands are made in item order, so two items
+    for one customer keep the order of the request in their versions.
     """
     results: list[BatchItemResult] = []
-    sends = await _plan(writes, keys, _validate(items, results), results)
-    audited = AuditedBatch(audit, actor)
-    refusals = await audited.record([s.command for s in sends])
-    results.extend(_unaudited(s, r) for s, r in zip(sends, refusals, strict=True) if r)
-    sends = [s for s, refusal in zip(sends, refusals, strict=True) if refusal is None]
-    deliveries = await writes.publish([s.command for s in sends]) if sends else []
-    audited.settle([s.command for s in sends], deliveries)
-    acks: list[tuple[str, Record]] = []
-    unsent: list[str] = []
-    for send, delivery in zip(sends, deliveries, strict=True):
-        result = _item_result(send, delivery)
+    valid = dict(validate_items(items, results))
+    keyed = [Item(index, item.idempotency_key, _request(item)) for index, item in valid.items()]
+    held = await publishing.records(keyed)
+    made: dict[int, Command] = {}
+    for index, item in valid.items():
+        if index not in held and (command := _command(topic, index, item, results)) is not None:
+            made[index] = command
+    answers: list[tuple[Sent, dict[str, Any]]] = []
+    for sent in await publishing.publish_batch(keyed, held, made, actor):
+        result = _result(sent, valid[sent.item.index])
         results.append(result)
-        if send.key is not None and send.record is not None and result.status == "accepted":
-            acks.append((send.key, send.record.acked(result.model_dump(exclude={"index"}))))
-        elif send.key is not None and send.fresh and delivery.outcome is Outcome.NOT_SENT:
-            unsent.append(send.key)
-    await acknowledge(keys, acks)
-    if unsent:
-        await release(keys, unsent)
+        if sent.delivery is not None and result.status == "accepted":
+            answers.append((sent, result.model_dump(exclude={"index"})))
+    await publishing.acknowledge(answers)
+    return counted(results)
+
+
+def counted(results: list[BatchItemResult]) -> BatchResult:
+    """The batch's answer: its items' results in item order, counted by status."""
     results.sort(key=lambda r: r.index)
     counts = {
         s: sum(r.status == s for r in results)
@@ -88,7 +60,8 @@ async def write_batch(
     return BatchResult(**counts, results=results)
 
 
-def _validate(items: list[Any], results: list[BatchItemResult]) -> list[tuple[int, BatchItem]]:
+def validate_items(items: list[Any], results: list[BatchItemResult]) -> list[tuple[int, BatchItem]]:
+    """The valid items with their indices; a rejection in ``results`` for each other one."""
     valid: list[tuple[int, BatchItem]] = []
     for index, raw in enumerate(items):
         if isinstance(raw, dict) and "op" not in raw:
@@ -105,19 +78,21 @@ def _validate(items: list[Any], results: list[BatchItemResult]) -> list[tuple[in
 
 
 def _request(item: BatchItem) -> str:
+    if item.idempotency_key is None:
+        return ""
     if isinstance(item, BatchDelete):
-        return request_hash(_ROUTE, op="delete", customer_id=item.customer_id)
-    return request_hash(_ROUTE, op="upsert", customer=item.customer.model_dump(mode="json"))
+        return request_hash(ROUTE, op="delete", customer_id=item.customer_id)
+    return request_hash(ROUTE, op="upsert", customer=item.customer.model_dump(mode="json"))
 
 
 def _command(
-    writes: Writes, index: int, item: BatchItem, results: list[BatchItemResult]
+    topic: CommandTopic, index: int, item: BatchItem, results: list[BatchItemResult]
 ) -> Command | None:
     """A new command for an item; None, and a rejection, for a zip no region takes."""
     if isinstance(item, BatchDelete):
-        return writes.delete_command(item.customer_id)
+        return topic.delete_command(item.customer_id)
     try:
-        return writes.upsert_command(item.customer)
+        return topic.upsert_command(item.customer)
     except ZipOutOfRangeError as error:
         results.append(zip_rejected(index, item.customer.customer_id, error))
         return None
@@ -134,75 +109,36 @@ def zip_rejected(index: int, customer_id: str, error: ZipOutOfRangeError) -> Bat
     )
 
 
-async def _plan(
-    writes: Writes,
-    keys: IdempotencyStore,
-    valid: list[tuple[int, BatchItem]],
-    results: list[BatchItemResult],
-) -> list[_Send]:
-    """What to publish, in item order; replays, conflicts and refusals go to ``results``.
-
-    New commands are made in item order, so two items for one customer keep the order of the
-    request in their versions.
-    """
-    keyed = {
-        index: _Keyed(index, item, item.idempotency_key, _request(item))
-        for index, item in valid
-        if item.idempotency_key is not None
-    }
-    try:
-        found = dict(zip(keyed, await keys.find([k.key for k in keyed.values()]), strict=True))
-    except IdempotencyUnavailableError as error:
-        results.extend(_redis_down(k, error) for k in keyed.values())
-        valid = [(index, item) for index, item in valid if index not in keyed]
-        found = {}
-    sends: list[_Send] = []
-    held: list[tuple[_Keyed, Record]] = []
-    claims: list[tuple[_Keyed, Record]] = []
-    ours: set[object] = set()
-    for index, item in valid:
-        record = found.get(index)
-        if record is not None:
-            held.append((keyed[index], record))
-        elif (command := _command(writes, index, item, results)) is None:
-            continue
-        elif index in keyed:
-            claims.append((keyed[index], pending(keyed[index].request, command)))
-        else:
-            sends.append(_Send(index, command))
-    try:
-        claimed = await keys.claim([(k.key, record) for k, record in claims])
-        held += zip([k for k, _ in claims], claimed, strict=True)
-        ours = {record.command.command_id for _, record in claims}
-    except IdempotencyUnavailableError as error:
-        results.extend(_redis_down(k, error) for k, _ in claims)
-    for k, record in held:
-        if record.request_hash != k.request:
-            results.append(_reused(k))
-        elif record.answer is not None:
-            results.append(BatchItemResult.model_validate({**record.answer, "index": k.index}))
-        elif record.command.command_id in ours:
-            sends.append(_Send(k.index, record.command, k.key, record))
-        else:
-            sends.append(_Send(k.index, republished(record.command), k.key, record, fresh=False))
-    return sorted(sends, key=lambda s: s.index)
+def _result(sent: Sent, item: BatchItem) -> BatchItemResult:
+    index, command, refusal = sent.item.index, sent.command, sent.refusal
+    if isinstance(refusal, KeyReusedError):
+        return _reused(index, item)
+    if isinstance(refusal, AuditUnavailableError) and command is not None:
+        return unaudited(index, command, refusal)
+    if refusal is not None:
+        return _redis_down(index, item, refusal)
+    if sent.answer is not None:
+        return BatchItemResult.model_validate({**sent.answer, "index": index})
+    assert command is not None  # produced: neither refused nor answered
+    assert sent.delivery is not None
+    return item_result(index, command, sent.delivery)
 
 
-def _reused(keyed: _Keyed) -> BatchItemResult:
-    loc = ["body", "items", keyed.index, "idempotency_key"]
+def _reused(index: int, item: BatchItem) -> BatchItemResult:
+    loc = ["body", "items", index, "idempotency_key"]
     return BatchItemResult(
-        index=keyed.index,
+        index=index,
         status="rejected",
-        customer_id=_customer_id(keyed.item),
+        customer_id=_customer_id(item),
         errors=[{"loc": loc, "msg": _KEY_REUSED, "type": "idempotency_key_reused"}],
     )
 
 
-def _redis_down(keyed: _Keyed, error: Exception) -> BatchItemResult:
+def _redis_down(index: int, item: BatchItem, error: Exception) -> BatchItemResult:
     return BatchItemResult(
-        index=keyed.index,
+        index=index,
         status="failed",
-        customer_id=_customer_id(keyed.item),
+        customer_id=_customer_id(item),
         errors=[
             {
                 "loc": ["redis"],
@@ -213,11 +149,12 @@ def _redis_down(keyed: _Keyed, error: Exception) -> BatchItemResult:
     )
 
 
-def _unaudited(send: _Send, error: AuditUnavailableError) -> BatchItemResult:
+def unaudited(index: int, command: Command, error: AuditUnavailableError) -> BatchItemResult:
+    """The failure of an item whose delete the audit trail did not record."""
     return BatchItemResult(
-        index=send.index,
+        index=index,
         status="failed",
-        customer_id=send.command.key,
+        customer_id=command.key,
         errors=[{"loc": ["audit"], "msg": str(error), "type": "audit_unavailable"}],
     )
 
@@ -226,18 +163,18 @@ def _customer_id(item: BatchItem) -> str:
     return item.customer_id if isinstance(item, BatchDelete) else item.customer.customer_id
 
 
-def _item_result(send: _Send, delivery: Delivery) -> BatchItemResult:
-    command = send.command
+def item_result(index: int, command: Command, delivery: Delivery) -> BatchItemResult:
+    """An item's result once its command was handed to Kafka."""
     if delivery.outcome is Outcome.NOT_SENT:
         return BatchItemResult(
-            index=send.index,
+            index=index,
             status="failed",
             customer_id=command.key,
             errors=[{"loc": ["kafka"], "msg": repr(delivery.error), "type": "kafka_error"}],
         )
     unknown = delivery.outcome is Outcome.UNKNOWN
     return BatchItemResult(
-        index=send.index,
+        index=index,
         status="unknown" if unknown else "accepted",
         customer_id=command.key,
         command_id=str(command.command_id),

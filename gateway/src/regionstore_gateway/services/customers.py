@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from regionstore_gateway.audit_trail import Actor, AuditedSender, AuditTrail
-from regionstore_gateway.backpressure import Backpressure
-from regionstore_gateway.idempotency import IdempotencyStore
-from regionstore_gateway.keyed_writes import Answer, Sender, write_once
-from regionstore_gateway.list_order import Key, Order
-from regionstore_gateway.models import BatchResult
-from regionstore_gateway.repository import CustomerFilter, CustomerRepository, Found, Lookup
+from regionstore_gateway.adapters.audit_trail import Actor, AuditTrail
+from regionstore_gateway.adapters.command_topic import CommandTopic
+from regionstore_gateway.adapters.idempotency import IdempotencyStore
+from regionstore_gateway.adapters.list_order import Key, Order
+from regionstore_gateway.adapters.repository import (
+    CustomerFilter,
+    CustomerRepository,
+    Found,
+    Lookup,
+)
+from regionstore_gateway.bodies import BatchResult
+from regionstore_gateway.services.backpressure import Backpressure
 from regionstore_gateway.services.batch import write_batch
 from regionstore_gateway.services.errors import (
     CustomerNotFound,
@@ -25,41 +28,14 @@ from regionstore_gateway.services.errors import (
 )
 from regionstore_gateway.services.keyed_batch import KeyedBatch, write_keyed_batch
 from regionstore_gateway.services.paging import Listing, decode_cursor, listing
+from regionstore_gateway.services.publishing import Answer, Publishing, WriteRequest
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_gateway.writes import Writes, Written
 from regionstore_shared.regions import ZipOutOfRangeError
 from regionstore_shared.schemas import UF_CODES, Command, Customer
 from regionstore_shared.status import StatusBoard
 
 _ZIP = ("body", "customer_zip_code_prefix")
 _UNIQUE_ID = re.compile(r"[0-9a-f]{32}")
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """How one write request is taken: the body to answer (and replay) once it is acknowledged,
-    its idempotency key and request hash, and whether to wait until applied.
-
-    The hash tells a retry from another request under the same key, so only a keyed write
-    needs one.
-    """
-
-    answer: Callable[[Written], dict[str, Any]]
-    key: str | None = None
-    request: str = ""
-    wait: bool = False
-
-    @classmethod
-    def of(
-        cls,
-        answer: Callable[[Written], dict[str, Any]],
-        key: str | None,
-        request: Callable[[], str],
-        *,
-        wait: bool = False,
-    ) -> Write:
-        """A write under ``key``, if any, with the hash ``request`` makes, made only if keyed."""
-        return cls(answer=answer, key=key, request=request() if key is not None else "", wait=wait)
 
 
 def customer_of(found: Found) -> dict[str, Any]:
@@ -115,15 +91,16 @@ class CustomerService:
     """Reads customers across the regions and turns write requests into published commands.
 
     Reads go to the repository; writes, and the read a PATCH merges into (whose version the
-    clock must observe), go through Writes. A write is refused first, before anything is read,
-    claimed or published, while the consumers are too far behind (Backpressure).
+    clock must observe), go through the command topic, and are published by
+    :class:`Publishing`. A write is refused first, before anything is read, claimed or
+    published, while the consumers are too far behind (Backpressure).
     """
 
     def __init__(
         self,
         *,
         settings: GatewaySettings,
-        writes: Writes,
+        topic: CommandTopic,
         repository: CustomerRepository,
         board: StatusBoard,
         keys: IdempotencyStore,
@@ -131,11 +108,10 @@ class CustomerService:
         backpressure: Backpressure,
     ) -> None:
         self._settings = settings
-        self._writes = writes
+        self._topic = topic
         self._repository = repository
         self._board = board
-        self._keys = keys
-        self._audit = audit
+        self._publishing = Publishing(topic=topic, keys=keys, audit=audit)
         self._backpressure = backpressure
 
     async def get(self, customer_id: str) -> Found:
@@ -198,42 +174,46 @@ class CustomerService:
                 ).counted()
             after, order = page.next_after, page.order
 
-    async def upsert(self, new: Customer, write: Write, *, create_only: bool = False) -> Answer:
+    async def upsert(
+        self, customer: Customer, write: WriteRequest, *, create_only: bool = False
+    ) -> Answer:
         """Create or replace a customer; create-only refuses one that exists."""
         self._backpressure.check()
-        return await self._send(self._writes, write, lambda: self._upsert(new, create_only))
+        held = await self._publishing.records([write.item])
+        made = None if held else await self._upsert(customer, create_only)
+        return await self._publishing.publish_one(write, held, made)
 
-    async def patch(self, customer_id: str, changes: dict[str, Any], write: Write) -> Answer:
-        """Change some fields of a live customer; a zip in another region moves it there."""
+    async def patch(self, customer_id: str, changes: dict[str, Any], write: WriteRequest) -> Answer:
+        """Change some fields of a live customer; a zip in another region moves it there.
+
+        A retry under a key seen before publishes the first attempt's merge, never merges again.
+        """
         self._backpressure.check()
+        held = await self._publishing.records([write.item])
+        if held:
+            return await self._publishing.publish_one(write, held, None)
+        current = self._live(customer_id, await self._topic.lookup(customer_id))
+        merged = parse_customer({**customer_of(current), **changes})
+        return await self._publishing.publish_one(write, held, await self._upsert(merged, False))
 
-        async def merged() -> Command:
-            current = self._live(customer_id, await self._writes.lookup(customer_id))
-            return await self._upsert(parse_customer({**customer_of(current), **changes}), False)
-
-        return await self._send(self._writes, write, merged)
-
-    async def delete(self, customer_id: str, actor: Actor, write: Write) -> Answer:
+    async def delete(self, customer_id: str, actor: Actor, write: WriteRequest) -> Answer:
         """Tombstone a customer everywhere, once the audit trail has recorded the delete."""
         self._backpressure.check()
-
-        async def tombstone() -> Command:
-            return self._writes.delete_command(customer_id)
-
-        sender = AuditedSender(self._writes, self._audit, actor)
-        return await self._send(sender, write, tombstone)
+        held = await self._publishing.records([write.item])
+        made = None if held else self._topic.delete_command(customer_id)
+        return await self._publishing.publish_one(write, held, made, actor)
 
     async def batch(self, items: list[Any], actor: Actor) -> BatchResult:
         """Many upserts and deletes, each answered alone; a 422 for too many of them."""
         self._check_batch_size(items)
         self._backpressure.check()
-        return await write_batch(self._writes, self._keys, self._audit, actor, items)
+        return await write_batch(self._topic, self._publishing, actor, items)
 
     async def keyed_batch(self, items: list[Any], actor: Actor, key: str) -> KeyedBatch:
         """A batch under one idempotency key for all its items (see keyed_batch)."""
         self._check_batch_size(items)
         self._backpressure.check()
-        return await write_keyed_batch(self._writes, self._keys, self._audit, actor, items, key)
+        return await write_keyed_batch(self._topic, self._publishing, actor, items, key)
 
     def _check_batch_size(self, items: list[Any]) -> None:
         limit = self._settings.api.max_batch_items
@@ -242,22 +222,9 @@ class CustomerService:
                 ("body", "items"), f"at most {limit} items per batch, got {len(items)}", "too_long"
             )
 
-    async def _send(
-        self, sender: Sender, write: Write, build: Callable[[], Awaitable[Command]]
-    ) -> Answer:
-        return await write_once(
-            sender,
-            keys=self._keys,
-            key=write.key,
-            request=write.request,
-            build=build,
-            answer=write.answer,
-            wait=write.wait,
-        )
-
-    async def _upsert(self, new: Customer, create_only: bool) -> Command:
+    async def _upsert(self, customer: Customer, create_only: bool) -> Command:
         try:
-            return await self._writes.prepare_upsert(new, create_only=create_only)
+            return await self._topic.prepare_upsert(customer, create_only=create_only)
         except ZipOutOfRangeError as error:
             raise InvalidInput.field(_ZIP, str(error)) from error
 

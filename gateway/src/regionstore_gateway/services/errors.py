@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
-from regionstore_gateway.writes import (
+from regionstore_gateway.adapters.command_topic import (
     CustomerExistsError,
     CustomerUnreadableError,
     KafkaUnavailableError,

@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from regionstore_gateway.audit_trail import AuditTrail
-from regionstore_gateway.repository import CustomerRepository, Document
+from regionstore_gateway.adapters.audit_trail import AuditTrail
+from regionstore_gateway.adapters.repository import CustomerRepository, Document
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.audit_trail import Actor, AuditAction, AuditEvent, new_event
 from regionstore_shared.clients import kafka_admin, kafka_connection

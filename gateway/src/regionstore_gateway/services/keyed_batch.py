@@ -2,7 +2,7 @@
 
 A bulk load keys each request, not each customer. The first attempt reserves a run of versions
 from the clock and draws a seed for the command ids, and keeps only those in Redis
-(:class:`~regionstore_gateway.idempotency.BatchRecord`); a retry of the same request makes
+(:class:`~regionstore_gateway.adapters.idempotency.BatchRecord`); a retry of the same request makes
 every item's command again from them, so item ``i`` is published as the same command (same
 id, version and targets) whichever attempt publishes it. Items an earlier attempt got
 acknowledged are answered from the record and not published again; the others (failed,
@@ -17,25 +17,26 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from regionstore_gateway.audit_trail import Actor, AuditedBatch, AuditTrail
-from regionstore_gateway.idempotency import (
+from regionstore_gateway.adapters.audit_trail import Actor, AuditUnavailableError
+from regionstore_gateway.adapters.command_topic import CommandTopic, Delivery, Outcome
+from regionstore_gateway.adapters.idempotency import (
     BatchRecord,
     IdempotencyStore,
     IdempotencyUnavailableError,
     KeyReusedError,
     request_hash,
 )
-from regionstore_gateway.models import BatchDelete, BatchItem, BatchItemResult, BatchResult
+from regionstore_gateway.bodies import BatchDelete, BatchItem, BatchItemResult, BatchResult
 from regionstore_gateway.services.batch import (
-    _ROUTE,
-    _item_result,
-    _Send,
-    _unaudited,
-    _validate,
+    ROUTE,
+    counted,
+    item_result,
+    unaudited,
+    validate_items,
     zip_rejected,
 )
 from regionstore_gateway.services.errors import InvalidInput
-from regionstore_gateway.writes import Delivery, Outcome, Writes
+from regionstore_gateway.services.publishing import Publishing
 from regionstore_shared.clock import VERSION_STEP
 from regionstore_shared.domain import delete_command, republished, upsert_command
 from regionstore_shared.regions import ZipOutOfRangeError
@@ -56,12 +57,7 @@ class KeyedBatch:
 
 
 async def write_keyed_batch(
-    writes: Writes,
-    keys: IdempotencyStore,
-    audit: AuditTrail,
-    actor: Actor,
-    items: list[Any],
-    key: str,
+    topic: CommandTopic, publishing: Publishing, actor: Actor, items: list[Any], key: str
 ) -> KeyedBatch:
     """Every item's outcome, as write_batch gives it, under one key for the whole request.
 
@@ -72,13 +68,14 @@ async def write_keyed_batch(
     a new command, ordered after every write acknowledged before it.
     """
     _no_item_keys(items)
-    request = request_hash(_ROUTE, batch=items)
+    request = request_hash(ROUTE, batch=items)
     results: list[BatchItemResult] = []
-    valid = _validate(items, results)
+    valid = validate_items(items, results)
+    keys = publishing.keys
     record = await keys.find_batch(key)
     seen = record is not None
     if record is None:
-        new = _new_record(writes, request, len(items))
+        new = _new_record(topic, request, len(items))
         # Claimed with every item marked sent: from here a retry may find it with them in Kafka.
         new = new.marked(sent=[index for index, _ in valid])
         record = await keys.claim_batch(key, new)
@@ -88,47 +85,38 @@ async def write_keyed_batch(
         before = record
     if record.request_hash != request:
         raise KeyReusedError("the key was already used with a different request")
-    sends: list[_Send] = []
+    sends: list[tuple[int, Command]] = []
     for index, item in valid:
-        command = _command(writes, record, index, item, results)
+        command = _command(topic, record, index, item, results)
         if command is None:
             continue
         if record.is_acked(index):
-            results.append(_item_result(_Send(index, command), Delivery(Outcome.ACCEPTED)))
+            results.append(item_result(index, command, Delivery(Outcome.ACCEPTED)))
         else:
-            sends.append(_Send(index, republished(command) if before.is_sent(index) else command))
-    fresh = [s.index for s in sends if not record.is_sent(s.index)]
+            sends.append((index, republished(command) if before.is_sent(index) else command))
+    fresh = [index for index, _ in sends if not record.is_sent(index)]
     if fresh:
         # Marked before they can reach Kafka, so that a retry after a crash republishes them.
         record = record.marked(sent=fresh)
         await keys.acknowledge_batch(key, record)
-    audited = AuditedBatch(audit, actor)
-    refusals = await audited.record([s.command for s in sends])
-    results.extend(_unaudited(s, r) for s, r in zip(sends, refusals, strict=True) if r)
-    # Refused or not taken now, and never before: a retry publishes it as a new command.
-    unsent = [
-        s.index
-        for s, refusal in zip(sends, refusals, strict=True)
-        if refusal and not before.is_sent(s.index)
-    ]
-    published = [s for s, refusal in zip(sends, refusals, strict=True) if refusal is None]
-    deliveries = await writes.publish([s.command for s in published]) if published else []
-    audited.settle([s.command for s in published], deliveries)
     acked: list[int] = []
-    for send, delivery in zip(published, deliveries, strict=True):
-        results.append(_item_result(send, delivery))
-        if delivery.outcome is Outcome.ACCEPTED:
-            acked.append(send.index)
-        elif delivery.outcome is Outcome.NOT_SENT and not before.is_sent(send.index):
-            unsent.append(send.index)
+    # Refused or not taken now, and never before: a retry publishes it as a new command.
+    unsent: list[int] = []
+    outcomes = await publishing.produce([command for _, command in sends], actor)
+    for (index, command), outcome in zip(sends, outcomes, strict=True):
+        if isinstance(outcome, AuditUnavailableError):
+            results.append(unaudited(index, command, outcome))
+            refused = True
+        else:
+            results.append(item_result(index, command, outcome))
+            if outcome.outcome is Outcome.ACCEPTED:
+                acked.append(index)
+            refused = outcome.outcome is Outcome.NOT_SENT
+        if refused and not before.is_sent(index):
+            unsent.append(index)
     if acked or unsent:
         await _acknowledge(keys, key, record.marked(acked=acked, unsent=unsent))
-    results.sort(key=lambda r: r.index)
-    counts = {
-        s: sum(r.status == s for r in results)
-        for s in ("accepted", "rejected", "unknown", "failed")
-    }
-    return KeyedBatch(BatchResult(**counts, results=results), replayed=seen and not sends)
+    return KeyedBatch(counted(results), replayed=seen and not sends)
 
 
 def _no_item_keys(items: list[Any]) -> None:
@@ -146,17 +134,17 @@ def _no_item_keys(items: list[Any]) -> None:
         )
 
 
-def _new_record(writes: Writes, request: str, count: int) -> BatchRecord:
+def _new_record(topic: CommandTopic, request: str, count: int) -> BatchRecord:
     return BatchRecord(
         request_hash=request,
         seed=uuid.uuid4(),
-        first_version=writes.reserve_versions(max(count, 1)),
+        first_version=topic.reserve_versions(max(count, 1)),
         issued_at_ms=time.time_ns() // 1_000_000,
     )
 
 
 def _command(
-    writes: Writes,
+    topic: CommandTopic,
     record: BatchRecord,
     index: int,
     item: BatchItem,
@@ -169,7 +157,7 @@ def _command(
     if isinstance(item, BatchDelete):
         return delete_command(
             item.customer_id,
-            regions=writes.region_map,
+            regions=topic.region_map,
             version=version,
             issued_at_ms=record.issued_at_ms,
             command_id=command_id,
@@ -177,7 +165,7 @@ def _command(
     try:
         return upsert_command(
             item.customer,
-            regions=writes.region_map,
+            regions=topic.region_map,
             version=version,
             issued_at_ms=record.issued_at_ms,
             command_id=command_id,

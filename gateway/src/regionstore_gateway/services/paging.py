@@ -18,8 +18,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from regionstore_gateway.list_order import Key, Order
-from regionstore_gateway.repository import CustomerFilter, Found, Page
+from regionstore_gateway.adapters.list_order import Key, Order
+from regionstore_gateway.adapters.repository import CustomerFilter, Found, Page
 from regionstore_gateway.services.errors import InvalidInput
 from regionstore_shared.schemas import fold_text
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from regionstore_gateway.audit_tail import RecentChanges
-from regionstore_gateway.audit_trail import (
+from regionstore_gateway.adapters.audit_trail import (
     Actor,
     AuditAction,
     AuditTrail,
     new_event,
     request_id,
 )
-from regionstore_gateway.models import RegionList, RegionOut, StatusChangeOut
+from regionstore_gateway.adapters.status_history import RecentChanges
+from regionstore_gateway.bodies import RegionList, RegionOut, StatusChangeOut
 from regionstore_gateway.services.errors import RegionNotFound
 from regionstore_gateway.settings import GatewaySettings
-from regionstore_shared.applied import AppliedTotals
+from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.backlog import BacklogProbe
 from regionstore_shared.status import NodeStatus, StatusBoard
 from regionstore_shared.status_events import StatusChanges
@@ -48,7 +48,7 @@ class RegionService:
         return await self._board.all()
 
     async def regions(self) -> RegionList:
-        """Every region with its status, pending backlog and recent status changes."""
+        """Every region with its status, parked backlog and recent status changes."""
         return await region_list(
             self._settings, self._board, self._backlog, self._applied, self._recent
         )
@@ -91,7 +91,7 @@ async def region_list(
     applied: AppliedTotals,
     recent: RecentChanges,
 ) -> RegionList:
-    """Every region with its status (who set it, since when), pending backlog and recent
+    """Every region with its status (who set it, since when), parked backlog and recent
     status changes, and the consumers' lag.
 
     While Redis cannot be reached the statuses are the last ones read (see StatusBoard), and

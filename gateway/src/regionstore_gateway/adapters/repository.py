@@ -11,15 +11,16 @@ from typing import Any, TypeVar
 import pymongo
 from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
-from regionstore_gateway.list_order import Key, Order, Plan, Walk, merge, plans
+from regionstore_gateway.adapters.list_order import Key, Order, Plan, Walk, merge, plans
 from regionstore_shared import metrics
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_shared.apply import Suspicion
 from regionstore_shared.documents import (
     COMMAND_ID,
     DELETED,
     HOME,
     POSITION,
     VERSION,
+    Collection,
     holds_write,
 )
 from regionstore_shared.failures import describe

@@ -13,11 +13,11 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
-from regionstore_gateway.repository import CustomerRepository, Lookup
+from regionstore_gateway.adapters.repository import CustomerRepository, Lookup
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared import metrics
 from regionstore_shared.clock import HybridClock
-from regionstore_shared.delivery import Delivery, Outcome, delivery_of
+from regionstore_shared.delivery import Delivery, Outcome, Outgoing, deliver
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.personal import KeyStore, seal_all
@@ -79,7 +79,7 @@ class CustomerUnreadableError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Written:
+class Published:
     """An acknowledged command, and whether it was seen applied when asked to wait."""
 
     command: Command
@@ -88,7 +88,7 @@ class Written:
     """Where Kafka appended it in its partition: after every write acknowledged before it."""
 
 
-class Writes:
+class CommandTopic:
     """Validates placement, versions commands and publishes them with acks=all."""
 
     def __init__(
@@ -183,29 +183,29 @@ class Writes:
         except KafkaError as error:
             raise KafkaUnavailableError(commands[0], error) from error
 
-    async def send(self, command: Command, *, wait: bool) -> Written:
-        """Publish one command; raise unless Kafka acknowledged it.
+    async def send(self, command: Command, *, wait: bool) -> Published:
+        """Publish one command; raise unless Kafka acknowledged it (see :meth:`settled`)."""
+        (delivery,) = await self.publish([command])
+        return await self.settled(command, delivery, wait=wait)
+
+    async def settled(self, command: Command, delivery: Delivery, *, wait: bool) -> Published:
+        """The published command, waited for until applied if asked; raise unless Kafka
+        acknowledged it.
 
         KafkaUnavailableError means Kafka certainly did not take it; OutcomeUnknownError that
         it may still be applied.
         """
-        (delivery,) = await self.publish([command])
         if delivery.outcome is Outcome.NOT_SENT:
             raise KafkaUnavailableError(command, delivery.error)
         if delivery.outcome is Outcome.UNKNOWN:
             raise OutcomeUnknownError(command, delivery.error)
         position = delivery.position
         applied = wait and position is not None and await self.wait_applied(command, position)
-        return Written(command, applied, position)
+        return Published(command, applied, position)
 
     async def publish(self, commands: Sequence[Command]) -> list[Delivery]:
-        """Produce commands and wait, bounded, for Kafka's acknowledgement of each.
-
-        ``AIOKafkaProducer.send`` returns once the record is in the producer's buffer, and
-        raises only before that (no metadata for the topic, a full buffer, a closed or failed
-        producer): such a command is NOT_SENT. Once buffered, the idempotent producer retries it
-        until it is delivered, whatever the caller does, and a failed delivery may follow an
-        attempt the broker did append: without an acknowledgement its outcome is UNKNOWN.
+        """Produce commands and wait, bounded, for Kafka's acknowledgement of each (what
+        :func:`~regionstore_shared.delivery.deliver` says of every outcome).
 
         With tracing on, a producer span covers the publishing and every command carries it
         as its parent, in W3C ``traceparent`` headers.
@@ -225,20 +225,12 @@ class Writes:
             commands = await seal_all(commands, self._keyring)
         except KafkaError as error:
             return [Delivery(Outcome.NOT_SENT, error) for _ in commands]
-        pending: list[asyncio.Future[object] | BaseException] = []
-        for command in commands:
-            try:
-                value, key = encode_command(command), command.key.encode()
-                sent = await self._producer.send(topic, value=value, key=key, headers=headers)
-                pending.append(sent)
-            except KafkaError as error:
-                pending.append(error)
-        futures = [p for p in pending if not isinstance(p, BaseException)]
-        if futures:
-            # asyncio.wait, not a timeout around gather: the delivery futures belong to the
-            # producer and must not be cancelled by an impatient caller.
-            await asyncio.wait(futures, timeout=timeout)
-        deliveries = await self._destroy_keys(commands, [delivery_of(p) for p in pending])
+        outgoing = [
+            Outgoing(encode_command(command), command.key.encode(), headers or ())
+            for command in commands
+        ]
+        sent = await deliver(self._producer, topic, outgoing, timeout_s=timeout)
+        deliveries = await self._destroy_keys(commands, sent)
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
         trace = log.isEnabledFor(logging.DEBUG)
@@ -342,13 +334,12 @@ class Writes:
 
 
 __all__ = [
+    "CommandTopic",
     "CustomerExistsError",
     "CustomerUnreadableError",
     "Delivery",
     "KafkaUnavailableError",
     "Outcome",
     "OutcomeUnknownError",
-    "Writes",
     "ZipOutOfRangeError",
-    "delivery_of",
 ]

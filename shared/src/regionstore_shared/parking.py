@@ -1,13 +1,14 @@
-"""The hint log: commands for a region that cannot take them wait in its pending topic."""
+"""Parking: commands for a region that cannot take them wait, parked, in its parking topic
+(``pending.<region>``) until recovery replays them."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
 from regionstore_shared.apply import Envelope
+from regionstore_shared.delivery import Outgoing, deliver, raise_unless_acknowledged
 from regionstore_shared.schemas import encode_command
 from regionstore_shared.settings import KafkaSettings
 
@@ -21,16 +22,15 @@ class KafkaParker:
 
     async def park(self, region: str, envelopes: Sequence[Envelope], reason: str) -> None:
         """Produce every envelope's command, as routed (its effective version and position),
-        to the region's pending topic, with its trace headers: the drain continues its trace."""
+        to the region's parking topic, with its trace headers: the drain continues its trace."""
         topic = self._settings.pending_topic(region)
         reason_header = ("regionstore-park-reason", reason.encode())
-        sent = [
-            await self._producer.send(
-                topic,
-                value=encode_command(envelope.command),
-                key=envelope.command.key.encode(),
-                headers=[reason_header, *envelope.trace],
+        outgoing = [
+            Outgoing(
+                encode_command(envelope.command),
+                envelope.command.key.encode(),
+                [reason_header, *envelope.trace],
             )
             for envelope in envelopes
         ]
-        await asyncio.gather(*sent)
+        raise_unless_acknowledged(await deliver(self._producer, topic, outgoing))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
-from regionstore_gateway.idempotency import IdempotencyKey
+from regionstore_gateway.adapters.idempotency import IdempotencyKey
 from regionstore_shared.schemas import (
     City,
     Customer,

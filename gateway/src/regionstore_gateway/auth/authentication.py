@@ -13,32 +13,33 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from regionstore_gateway.auth.authenticator import (
-    REFUSALS,
-    Authenticator,
-    AuthUnavailableError,
+from regionstore_gateway.auth.authenticator import REFUSALS, Authenticator
+from regionstore_gateway.auth.refusal import (
+    CHALLENGE,
+    UNAUTHENTICATED,
+    Refusal,
+    over_rate,
+    verified,
 )
-from regionstore_gateway.auth.ratelimit import retry_after
 from regionstore_gateway.auth.roles import Principal
 
 #: Where the authenticated principal is kept in the ASGI scope.
 PRINCIPAL_SCOPE_KEY = "regionstore.principal"
 SESSION_COOKIE = "regionstore_session"
 CSRF_HEADER = "X-CSRF-Token"
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="regionstore"'}
 SESSION_PATH = "/v1/session"
 #: Operations that authenticate by other means: signing in (the key is in the body) and out.
 OPEN_OPERATIONS = frozenset({("POST", SESSION_PATH), ("DELETE", SESSION_PATH)})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-UNAUTHENTICATED = "a valid API key is required: Authorization: Bearer <key>"
-KEY_REFUSED = "the API key is not valid (unknown, revoked or wrong)"
 BAD_CSRF = f"a request signed in by the session cookie must carry {CSRF_HEADER}"
 
 
-def unauthenticated(detail: str = UNAUTHENTICATED) -> JSONResponse:
-    """The 401 answer, with the challenge that says how to authenticate."""
-    return JSONResponse({"detail": detail}, status_code=401, headers=CHALLENGE)
+def refused(refusal: Refusal) -> JSONResponse:
+    """The answer to a refused key, counted by its reason."""
+    if refusal.reason is not None:
+        REFUSALS.labels(reason=refusal.reason).inc()
+    return JSONResponse({"detail": refusal.detail}, refusal.status, refusal.headers)
 
 
 def is_open(method: str, path: str, open_paths: Collection[str]) -> bool:
@@ -77,29 +78,18 @@ class Authentication:
     ) -> Principal | JSONResponse:
         key, by_cookie = _presented_key(connection)
         if key is None:
-            REFUSALS.labels(reason="no key").inc()
-            return unauthenticated()
-        try:
-            principal = await authenticator.authenticate(key)
-        except AuthUnavailableError as error:
-            REFUSALS.labels(reason="key store unreachable").inc()
-            retry = {"Retry-After": str(self.retry_after_s)}
-            return JSONResponse({"detail": str(error)}, status_code=503, headers=retry)
-        if principal is None:
-            return unauthenticated(KEY_REFUSED)
+            return refused(Refusal(401, UNAUTHENTICATED, CHALLENGE, reason="no key"))
+        principal = await verified(authenticator, key, retry_after_s=self.retry_after_s)
+        if isinstance(principal, Refusal):
+            return refused(principal)
         if by_cookie and method not in SAFE_METHODS:
             token = connection.headers.get(CSRF_HEADER, "")
             if not authenticator.hasher.csrf_ok(principal.key_id, token):
                 REFUSALS.labels(reason="csrf").inc()
                 return JSONResponse({"detail": BAD_CSRF}, status_code=403)
-        wait_s = authenticator.admit(principal)
-        if wait_s > 0:
-            REFUSALS.labels(reason="rate limit").inc()
-            return JSONResponse(
-                {"detail": f"rate limit of API key {principal.key_id} exceeded"},
-                status_code=429,
-                headers={"Retry-After": str(retry_after(wait_s))},
-            )
+        refusal = over_rate(authenticator, principal)
+        if refusal is not None:
+            return refused(refusal)
         return principal
 
 

@@ -20,8 +20,8 @@ from opentelemetry import trace as otel_trace
 from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
+from regionstore_gateway.edge.body_limit import BodyLimit
 from regionstore_gateway.main import create_app
-from regionstore_gateway.middleware import BodyLimit
 from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_gateway.state import State
 

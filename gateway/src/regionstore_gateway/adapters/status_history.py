@@ -137,7 +137,7 @@ def decode(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[AuditEvent]:
     return events
 
 
-class AuditTail:
+class StatusHistory:
     """Follows the audit topic into a RecentChanges, reconnecting whenever Kafka fails."""
 
     def __init__(

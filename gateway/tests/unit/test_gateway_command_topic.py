@@ -16,21 +16,22 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 
-from regionstore_gateway.repository import CustomerRepository
-from regionstore_gateway.settings import ApiSettings, GatewaySettings
-from regionstore_gateway.writes import (
+from regionstore_gateway.adapters.command_topic import (
+    CommandTopic,
     CustomerExistsError,
     CustomerUnreadableError,
     Delivery,
     KafkaUnavailableError,
     Outcome,
     OutcomeUnknownError,
-    Writes,
-    Written,
+    Published,
     ZipOutOfRangeError,
 )
-from regionstore_shared.apply import Collection, Suspicion
+from regionstore_gateway.adapters.repository import CustomerRepository
+from regionstore_gateway.settings import ApiSettings, GatewaySettings
+from regionstore_shared.apply import Suspicion
 from regionstore_shared.clock import HybridClock, version_millis
+from regionstore_shared.documents import Collection
 from regionstore_shared.schemas import (
     Action,
     Applier,
@@ -144,7 +145,7 @@ class Gateway:
             Suspicion(3.0),
             read_deadline_s=settings.api.read_deadline_ms / 1000,
         )
-        self.writes = Writes(
+        self.writes = CommandTopic(
             settings=settings,
             producer=cast(Any, self.producer),
             board=cast(Any, self.board),
@@ -203,11 +204,13 @@ def gateway(settings: GatewaySettings) -> Gateway:
     return Gateway(settings)
 
 
-def make_writes(settings: GatewaySettings, producer: FakeProducer) -> Writes:
+def make_writes(settings: GatewaySettings, producer: FakeProducer) -> CommandTopic:
     return Gateway(settings, producer=producer).writes
 
 
-async def upsert(writes: Writes, customer: Customer, *, create_only: bool, wait: bool) -> Written:
+async def upsert(
+    writes: CommandTopic, customer: Customer, *, create_only: bool, wait: bool
+) -> Published:
     command = await writes.prepare_upsert(customer, create_only=create_only)
     return await writes.send(command, wait=wait)
 
@@ -580,7 +583,7 @@ class TestPublish:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         producer = FakeProducer([None, None])
-        writes = Writes(
+        writes = CommandTopic(
             settings=settings,
             producer=cast(Any, producer),
             board=cast(Any, FakeBoard()),
@@ -656,7 +659,7 @@ class TestSend:
     async def test_acknowledged(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([None]))
         command = writes.delete_command(CUSTOMER)
-        assert await writes.send(command, wait=False) == Written(command, False, position=0)
+        assert await writes.send(command, wait=False) == Published(command, False, position=0)
 
     async def test_unknown_outcome_raises_with_the_command(self, settings: GatewaySettings) -> None:
         writes = make_writes(settings, FakeProducer([NotLeaderForPartitionError()]))

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from regionstore_gateway.idempotency import HEADER
-from regionstore_gateway.models import BatchItem, ErrorMessage
+from regionstore_gateway.adapters.idempotency import HEADER
+from regionstore_gateway.bodies import BatchItem, ErrorMessage
 from regionstore_gateway.settings import GatewaySettings
 from regionstore_shared.regions import RegionMap
 from regionstore_shared.schemas import UF_CODES

@@ -25,10 +25,9 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
-from regionstore_gateway.writes import OutcomeUnknownError, Writes, Written
+from regionstore_gateway.adapters.command_topic import OutcomeUnknownError
 from regionstore_shared import audit_trail
 from regionstore_shared.audit_trail import (
     Actor,
@@ -50,7 +49,6 @@ __all__ = [
     "AuditTrail",
     "AuditUnavailableError",
     "AuditedBatch",
-    "AuditedSender",
     "new_event",
 ]
 
@@ -81,30 +79,6 @@ def request_id() -> str:
 def delete_detail(command: DeleteCustomer) -> Detail:
     """What a delete's event records of its command."""
     return {"command_id": str(command.command_id), "version": command.version}
-
-
-@dataclass(frozen=True, slots=True)
-class AuditedSender:
-    """Sends commands like Writes.send, each delete only once its audit event is recorded."""
-
-    writes: Writes
-    trail: AuditTrail
-    actor: Actor
-    request_id: str = field(default_factory=request_id)
-
-    async def send(self, command: Command, *, wait: bool) -> Written:
-        """Record the delete's event, then publish the command."""
-        if not isinstance(command, DeleteCustomer):
-            return await self.writes.send(command, wait=wait)
-        event = new_event(
-            self.actor,
-            AuditAction.CUSTOMER_DELETE,
-            command.key,
-            delete_detail(command),
-            request_id=self.request_id,
-        )
-        async with self.trail.action(event):
-            return await self.writes.send(command, wait=wait)
 
 
 class AuditedBatch:

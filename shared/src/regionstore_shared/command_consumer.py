@@ -11,12 +11,12 @@ import contextlib
 import logging
 
 from regionstore_shared import metrics
-from regionstore_shared.applied import AppliedCounter
+from regionstore_shared.applied_totals import AppliedCounter
 from regionstore_shared.apply import BatchApplier
 from regionstore_shared.clients import kafka_consumer, open_core
-from regionstore_shared.handoff import KafkaParker
 from regionstore_shared.health import HealthReports, ReportingSuspicion
 from regionstore_shared.indexes import ensure_indexes
+from regionstore_shared.parking import KafkaParker
 from regionstore_shared.personal_keys import open_keyring
 from regionstore_shared.pipeline import DeadLetters, PartitionOwnership, run_batches
 from regionstore_shared.placement_local import LocalTables

@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from regionstore_shared.applied import AppliedCounter, AppliedTotals
+from regionstore_shared.applied_totals import AppliedCounter, AppliedTotals
 from regionstore_shared.logs import Outages
 from regionstore_shared.status import REDIS
 

@@ -1,4 +1,4 @@
-"""Parking: commands for a region that cannot take them go to its pending topic, unchanged."""
+"""Parking: commands for a region that cannot take them go to its parking topic, unchanged."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from regionstore_shared.apply import Envelope
-from regionstore_shared.handoff import KafkaParker
+from regionstore_shared.parking import KafkaParker
 from regionstore_shared.schemas import Applier, encode_command
 from regionstore_shared.settings import KafkaSettings
 from shared.tests.fakes import FakeProducer, tombstone

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from starlette.types import Scope
 
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
 from regionstore_gateway.auth.roles import Principal
 from regionstore_shared.logs import json_line, write_lines
 from regionstore_shared.tracing import current_trace_id, tracing_enabled

@@ -27,11 +27,12 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from regionstore_gateway.api.customers import accepted, create_customer, router
+from regionstore_gateway.adapters.idempotency import HEADER
+from regionstore_gateway.api.customers import create_customer, router
 from regionstore_gateway.auth import Principal, Role
-from regionstore_gateway.auth.middleware import PRINCIPAL_SCOPE_KEY
-from regionstore_gateway.idempotency import HEADER
-from regionstore_gateway.services.customers import CustomerService, Write
+from regionstore_gateway.auth.authentication import PRINCIPAL_SCOPE_KEY
+from regionstore_gateway.services.customers import CustomerService
+from regionstore_gateway.services.publishing import WriteRequest
 from regionstore_shared.schemas import Customer
 from regionstore_shared.tracing import name_request_span, tracing_enabled
 
@@ -118,7 +119,7 @@ class PlainCreates:
             name_request_span("POST", self.route.path)
         customers: CustomerService = scope["state"]["customers"]
         try:
-            answer = await customers.upsert(customer, Write(answer=accepted))
+            answer = await customers.upsert(customer, WriteRequest())
         except Exception as error:
             await self._refuse(request, error, send)
             return
