@@ -383,6 +383,12 @@ compose-engine: ## make sure a Docker engine answers: Debian's docker.io, instal
 compose-images: compose-engine tools ## build every image of COMPOSE_IMAGES=local with no registry (times and sizes printed)
 	@FERRETDB=$(FERRETDB) DOCDB_ROOT=$(DOCDB_ROOT) $(ROOT)/deploy/docker/build-images.sh $(ROOT) $(CACHE_DIR)
 
+# What needs nothing `make tools` makes (the base, uv, the service image, Redis, Kafka's JRE):
+# CI builds it in the background while the tools are built and the local stack's tests run.
+.PHONY: compose-images-early
+compose-images-early: compose-engine uv ## build the images that need no make tools (CI runs it in the background)
+	@$(ROOT)/deploy/docker/build-images.sh $(ROOT) $(CACHE_DIR) --early
+
 .PHONY: compose-up
 compose-up: compose-secrets $(if $(filter local,$(COMPOSE_IMAGES)),compose-images) ## the production shape in Docker (COMPOSE_IMAGES=local: built here)
 	@command -v docker >/dev/null || { echo "compose-up: no docker CLI here: install Docker (apt-get install docker.io), or run make compose-up COMPOSE_IMAGES=local as root" >&2; exit 1; }
