@@ -17,8 +17,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(1
 
 
 async def test_killed_containers_lose_and_overtake_nothing() -> None:
+    # REGIONSTORE_CHAOS_SEED replays a round's order of kills (its seed is in the report).
+    seed = os.environ.get("REGIONSTORE_CHAOS_SEED")
     plan = RoundPlan(
-        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "3000")), clients=8, pause_s=1.0
+        writes=int(os.environ.get("REGIONSTORE_CHAOS_WRITES", "3000")),
+        clients=8,
+        pause_s=1.0,
+        seed=int(seed) if seed else None,
     )
     kafka = CommonSettings().kafka
     dead_letters_before = await end_offsets(kafka, kafka.deadletter_topic)
