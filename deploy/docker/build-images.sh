@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every image deploy/compose.yaml + deploy/compose.local-images.yaml run, with no registry:
-#   build-images.sh REPO_ROOT CACHE_DIR
+#   build-images.sh REPO_ROOT CACHE_DIR [--early]
 #
 #   regionstore-base:local        Debian bookworm (minbase, python3), made with debootstrap and
 #                                 `docker import`ed: the base of everything below but the stores
@@ -11,15 +11,21 @@
 #   regionstore-docdb-root:local  the local stack's DocumentDB root (CACHE_DIR/docdb-root), imported
 #   regionstore-store:local       that root + FerretDB 2 (CACHE_DIR/bin): one region's store
 #
+# --early builds only what needs nothing `make tools` makes: the base, uv, the service image,
+# Redis and the JRE stage of the Kafka image (the slow, downloading part), so CI runs it while
+# the tools are built and the local stack's tests run; the full build then finds those in the
+# layer cache and adds the jars, the DocumentDB root and FerretDB (about 30 s).
+#
 # The debootstrapped root is kept as CACHE_DIR/docker/base-root.tar, and an imported image is
 # imported again only when missing; the builds use the engine's layer cache. Each step is timed.
 set -euo pipefail
 
-repo="${1:?usage: build-images.sh REPO_ROOT CACHE_DIR}"
-cache="${2:?usage: build-images.sh REPO_ROOT CACHE_DIR}"
+repo="${1:?usage: build-images.sh REPO_ROOT CACHE_DIR [--early]}"
+cache="${2:?usage: build-images.sh REPO_ROOT CACHE_DIR [--early]}"
+early="${3:-}"
 state="$cache/docker"
 here="$repo/deploy/docker"
-log="$state/build.log"
+log="$state/build${early:+-early}.log"
 
 fail() { echo "docker images: $*" >&2; exit 1; }
 step() {  # step NAME COMMAND...: runs it, logs it, times it
@@ -34,9 +40,11 @@ command -v docker >/dev/null || fail "no docker CLI here: make compose-engine (a
 docker info >/dev/null 2>&1 || fail "no Docker engine answers: make compose-engine (as root) starts Debian's"
 : "${FERRETDB:=$(ls "$cache"/bin/ferretdb-v2.* 2>/dev/null | tail -n 1)}"
 : "${DOCDB_ROOT:=$cache/docdb-root}"
-[[ -x "$FERRETDB" ]] || fail "no FerretDB binary in $cache/bin: run make tools STORE_IMPL=ferretdb"
-[[ -f "$DOCDB_ROOT/.complete" ]] || fail "no DocumentDB root at $DOCDB_ROOT: run make tools STORE_IMPL=ferretdb"
-[[ -f "$cache/kafka/libs/.complete" ]] || fail "no Kafka jars in $cache/kafka/libs: run make tools"
+if [[ -z "$early" ]]; then
+  [[ -x "$FERRETDB" ]] || fail "no FerretDB binary in $cache/bin: run make tools STORE_IMPL=ferretdb"
+  [[ -f "$DOCDB_ROOT/.complete" ]] || fail "no DocumentDB root at $DOCDB_ROOT: run make tools STORE_IMPL=ferretdb"
+  [[ -f "$cache/kafka/libs/.complete" ]] || fail "no Kafka jars in $cache/kafka/libs: run make tools"
+fi
 
 mkdir -p "$state"
 : >"$log"
@@ -97,16 +105,21 @@ missing regionstore-base:local && step "import base" docker import \
 missing regionstore-uv:local && step "import uv" uv_image
 step "regionstore:dev" build -f "$repo/deploy/Dockerfile" --build-arg PYTHON_IMAGE=regionstore-base:local \
   --build-arg UV_IMAGE=regionstore-uv:local --build-arg PYTHON=/usr/bin/python3 -t regionstore:dev "$repo"
-kafka_context="$(context kafka-context "$here/kafka/Dockerfile" "$here/kafka/bin" \
-  "$repo/deploy/local/kafka/log4j2.xml" "$cache/kafka/libs")"
-step "regionstore-kafka:local" build -t regionstore-kafka:local "$kafka_context"
 step "regionstore-redis:local" build -t regionstore-redis:local "$here/redis"
-if missing regionstore-docdb-root:local; then
-  step "import DocumentDB root" bash -c 'tar --numeric-owner -C "$1" -c . | docker import - regionstore-docdb-root:local' _ "$DOCDB_ROOT"
+if [[ -n "$early" ]]; then
+  # The JRE stage alone: its context needs no jars.
+  step "Kafka's JRE stage" build --target jre "$(context jre-context "$here/kafka/Dockerfile")"
+else
+  kafka_context="$(context kafka-context "$here/kafka/Dockerfile" "$here/kafka/bin" \
+    "$repo/deploy/local/kafka/log4j2.xml" "$cache/kafka/libs")"
+  step "regionstore-kafka:local" build -t regionstore-kafka:local "$kafka_context"
+  if missing regionstore-docdb-root:local; then
+    step "import DocumentDB root" bash -c 'tar --numeric-owner -C "$1" -c . | docker import - regionstore-docdb-root:local' _ "$DOCDB_ROOT"
+  fi
+  store_context="$(context store-context "$here/store/Dockerfile" "$here/store/start.sh" "$here/store/healthy.sh")"
+  cp "$FERRETDB" "$store_context/ferretdb"
+  step "regionstore-store:local" build -t regionstore-store:local "$store_context"
 fi
-store_context="$(context store-context "$here/store/Dockerfile" "$here/store/start.sh" "$here/store/healthy.sh")"
-cp "$FERRETDB" "$store_context/ferretdb"
-step "regionstore-store:local" build -t regionstore-store:local "$store_context"
 
 echo "image sizes:"
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^regionstore' | sort | sed 's/^/  /'

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # CI's Docker path (make test-docker): a Docker engine, every image built here with no registry,
-# deploy/compose.yaml + compose.local-images.yaml up on the ports of compose.ci-ports.env, the
-# integration tests and the container-kill test against it, then the stack down with its
-# volumes (a run starts from empty ones too). Each step is timed; the stack is brought down
-# whatever happens.
+# deploy/compose.yaml + compose.local-images.yaml up on the ports of COMPOSE_PORTS
+# (deploy/compose.ci-ports.env unless set), the integration tests and the container-kill test
+# against it, then the stack down with its volumes (a run starts from empty ones too). Each step
+# is timed; the stack is brought down whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # UP_TIMEOUT: three JVMs and three PostgreSQL on two shared cores take minutes to be healthy.
-settings=(COMPOSE_IMAGES=local COMPOSE_PORTS=deploy/compose.ci-ports.env UP_TIMEOUT=600)
+settings=(COMPOSE_IMAGES=local "COMPOSE_PORTS=${COMPOSE_PORTS:-deploy/compose.ci-ports.env}" UP_TIMEOUT=600)
 timings=()
 step() {  # step NAME COMMAND...
   local name="$1" start=$SECONDS status=0
@@ -23,6 +23,7 @@ report() {
   step "down" make compose-down "${settings[@]}" COMPOSE_DOWN_FLAGS=--volumes || true
   echo "=== docker: timings"
   printf '  %s\n' "${timings[@]}"
+  printf '  %-14s %4ds (exit %d)\n' total "$SECONDS" "$status"
   exit "$status"
 }
 

@@ -72,6 +72,20 @@ async def inspect(process: str) -> dict[str, Any]:
     return state
 
 
+def as_process(state: dict[str, Any]) -> dict[str, Any]:
+    """A container's State in process-compose's shape, as the chaos round reads a process's:
+    running or not, its pid, and its healthcheck as the readiness probe."""
+    health = state.get("Health")
+    healthy = health is not None and health["Status"] == "healthy"
+    running = state["Running"] and not state["Restarting"]
+    return {
+        "status": "Running" if running else str(state["Status"]).capitalize(),
+        "pid": int(state["Pid"]),
+        "has_ready_probe": health is not None,
+        "is_ready": "Ready" if healthy else "Not Ready",
+    }
+
+
 class ContainerStack(Stack):
     """The compose deployment: endpoints from the environment, processes as containers."""
 
@@ -79,7 +93,7 @@ class ContainerStack(Stack):
         super().__init__(Endpoints.from_env())
 
     async def processes(self) -> dict[str, dict[str, Any]]:
-        return {process: await inspect(process) for process in SERVICES}
+        return {process: as_process(await inspect(process)) for process in SERVICES}
 
     async def pid(self, process: str) -> int:
         state = await inspect(process)
