@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
@@ -345,7 +345,7 @@ class KafkaKeyring:
         await self._consumer.start()
         await self._ends.start()
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(numbers)]
-        ends = await self._ends.end_offsets(self._partitions)
+        ends = await self._end_offsets(self._partitions)
         past = {
             tp.partition: mark
             for tp, end in ends.items()
@@ -415,7 +415,7 @@ class KafkaKeyring:
         """Return once the table holds every key the topic held when this was called."""
         started = time.perf_counter()
         async with self._progress:
-            ends = await self._ends.end_offsets(self._partitions)
+            ends = await self._end_offsets(self._partitions)
             await self._progress.wait_for(
                 lambda: all(self._read.get(tp.partition, 0) >= end for tp, end in ends.items())
             )
@@ -423,6 +423,15 @@ class KafkaKeyring:
             "key table caught up",
             extra={"keys": len(self._table), "seconds": round(time.perf_counter() - started, 3)},
         )
+
+    async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        try:
+            return await self._ends.end_offsets(partitions)
+        except RuntimeError as error:
+            # aiokafka on uvloop: a request on a connection the broker closed raises
+            # "... the handler is closed" (aio-libs/aiokafka#1038), not a KafkaError; left
+            # as it is, a delete Kafka acknowledged was answered 500.
+            raise KafkaConnectionError(f"the key topic's ends are unreadable: {error}") from error
 
     def _partition(self, customer_id: str) -> int:
         return partition_of(customer_id, len(self._partitions))
@@ -434,7 +443,7 @@ class KafkaKeyring:
         if not wanted:
             return
         async with asyncio.timeout(within_s):
-            ends = await self._ends.end_offsets(list(wanted))
+            ends = await self._end_offsets(list(wanted))
             async with self._progress:
                 await self._progress.wait_for(
                     lambda: all(self._read.get(tp.partition, 0) >= end for tp, end in ends.items())

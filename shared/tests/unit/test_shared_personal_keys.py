@@ -173,6 +173,8 @@ class FakeLog:
         """Nothing is answered: no record is fetched, no partition's end told (the leaders
         cannot be reached)."""
         self.appended = asyncio.Event()
+        self.broken: BaseException | None = None
+        """What asking for a partition's end raises (a connection the broker closed)."""
 
 
 class FakeKeyProducer:
@@ -222,6 +224,8 @@ class FakeKeyConsumer:
         return self.at[tp]
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.log.broken is not None:
+            raise self.log.broken
         if self.log.silent:
             await asyncio.Event().wait()
         return {tp: len(self.log.records[tp.partition]) for tp in tps}
@@ -362,6 +366,19 @@ class TestKafkaKeyring:
             with pytest.raises(KeysUnreadableError) as raised:
                 await writer.find([(CUSTOMER, held.key_id), unseen])
             assert raised.value.found == {(CUSTOMER, held.key_id): held}
+            assert raised.value.unknown == {unseen}
+
+    async def test_a_connection_closed_under_uvloop_is_a_kafka_error(self, kafka: FakeLog) -> None:
+        # aiokafka on uvloop raises RuntimeError there (aio-libs/aiokafka#1038): a delete
+        # Kafka acknowledged must be answered as unknown, never as a 500.
+        async with keyring() as gateway:
+            held = (await gateway.obtain({CUSTOMER: 5}, newer_than={}))[CUSTOMER]
+            kafka.broken = RuntimeError("unable to perform operation; the handler is closed")
+            with pytest.raises(KafkaConnectionError):
+                await gateway.destroy({CUSTOMER: 9})
+            unseen = (CUSTOMER, CustomerKey.new().key_id)
+            with pytest.raises(KeysUnreadableError) as raised:
+                await gateway.find([(CUSTOMER, held.key_id), unseen])
             assert raised.value.unknown == {unseen}
 
 
