@@ -115,10 +115,22 @@ class KafkaSettings(BaseModel):
     # The writer and the replicator commit their placement tables and offsets at most this
     # often (a transaction per partition each time), whatever the number of batches between.
     commit_interval_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
+    # How the writer and the replicator fetch commands: the broker answers a fetch once it holds
+    # fetch_min_bytes for it, or after fetch_max_wait_ms. At low rates a batch then gathers the
+    # commands of that wait instead of one each, which is what a write costs there.
+    fetch_min_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 1
+    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 500
 
     writer_group: str = "regionstore.writer"
     replicator_group: str = "regionstore.replicator"
     recovery_group_prefix: str = "regionstore.recovery."
+
+    @property
+    def idle_poll_ms(self) -> int:
+        """How long a command consumer's poll waits before it counts the topic as idle (and
+        commits what it applied): longer than a fetch may wait, so a fetch still gathering
+        commands is never taken for an idle topic."""
+        return self.fetch_max_wait_ms + 500
 
     @property
     def uses_sasl(self) -> bool:
