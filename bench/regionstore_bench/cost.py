@@ -262,6 +262,8 @@ async def measure(seconds: float, timeout_s: float, idle_s: float, seed: int) ->
             await env.delete_customers(bodies)
         results["settings"] = {
             "commit_interval_ms": env.settings.kafka.commit_interval_ms,
+            "fetch_min_bytes": env.settings.kafka.fetch_min_bytes,
+            "fetch_max_wait_ms": env.settings.kafka.fetch_max_wait_ms,
             "round_s": seconds,
         }
 
