@@ -11,6 +11,11 @@ takes a few writes a second pays.
   connections sends it when due, so a slow answer does not slow the rate down.
 - At saturation, 32 connections send as fast as they are answered, as the gateway-alone round
   does.
+
+Before the rounds, the same processes are watched with nothing sent (the idle round): what they
+cost a second whatever the rate. Each round also records the machine's load average and how
+the consumers worked: writes per batch applied and per placement commit (a Kafka transaction
+per partition), the two costs that shrink as the rate grows.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +44,7 @@ from .ingest import (
     wait_applied,
     wanted_applies,
 )
-from .probes import ProcessSampler, cpu_seconds
+from .probes import ProcessSampler, cpu_seconds, total
 from .rawhttp import RawConnection, RawHttpError
 
 RATES = (20, 100, 1000)
@@ -48,6 +54,10 @@ PROCESSES = ("kafka", "gateway", "writer", "replicator")
 CONNECTIONS = 16
 """Connections of a fixed-rate round: enough that 1,000 writes a second are never queued."""
 SATURATION_CONCURRENCY = 32
+CONSUMERS = ("writer", "replicator")
+"""Whose batches and placement commits a round counts."""
+BATCHES = "regionstore_batch_apply_seconds_count"
+COMMITS = "regionstore_placement_commits_total"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
@@ -90,6 +100,45 @@ def cpu_used(pids: Mapping[str, int], before: Mapping[str, float]) -> dict[str, 
     return {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
 
 
+def load_1m() -> float:
+    """The machine's load average over the last minute."""
+    return os.getloadavg()[0]
+
+
+async def consumer_work(env: BenchEnv) -> dict[str, float]:
+    """Batches applied and placement commits made so far, per consumer service."""
+    counts: dict[str, float] = {}
+    for service in CONSUMERS:
+        samples = await env.metrics(service)
+        counts[f"{service}_batches"] = total(samples, BATCHES)
+        counts[f"{service}_commits"] = total(samples, COMMITS)
+    return counts
+
+
+def per_write(
+    done: Mapping[str, float], before: Mapping[str, float], writes: float
+) -> dict[str, float]:
+    """Writes per batch and per placement commit of each consumer, from two readings."""
+    result: dict[str, float] = {}
+    for name, after in done.items():
+        spent = after - before[name]
+        result[name] = writes / spent if spent > 0 else math.nan
+    return result
+
+
+async def idle_round(pids: Mapping[str, int], seconds: float) -> dict[str, Any]:
+    """CPU milliseconds each process uses a second with nothing sent, over ``seconds``."""
+    load = load_1m()
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    used = cpu_used(pids, before)
+    elapsed = time.perf_counter() - started
+    per_s = {name: 1000 * value / elapsed for name, value in used.items()}
+    per_s["all"] = sum(per_s.values())
+    return {"seconds": elapsed, "cpu_ms_per_s": per_s, "load_1m": (load + load_1m()) / 2}
+
+
 def percentile(values: Sequence[float], q: int) -> float:
     """The ``q``-th percentile (1-99) of ``values``; NaN when there are fewer than two."""
     if len(values) < 2:
@@ -109,6 +158,8 @@ async def one_round(
     """One round: at ``rate`` writes a second, or as fast as answered (None), for ``seconds``."""
     accepts = Accepts(customers.prefix)
     before_counts = await applied_counters(env)
+    before_work = await consumer_work(env)
+    load = load_1m()
     before_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     if rate is None:
@@ -122,7 +173,9 @@ async def one_round(
         env, accepts, before_counts, wanted_applies(env, accepts, customers.bodies), timeout_s
     )
     used = cpu_used(pids, before_cpu)
+    load = (load + load_1m()) / 2
     accepted = len(accepts.expected)
+    work = per_write(await consumer_work(env), before_work, accepted)
     latencies = applied_latencies(accepts, snapshot)["both"]
     total = sum(used.values())
     return {
@@ -140,6 +193,8 @@ async def one_round(
             name: 1000 * seconds_used / accepted if accepted else math.nan
             for name, seconds_used in {**used, "all": total}.items()
         },
+        "writes_per": work,
+        "load_1m": load,
         "audit": audit_counts(report),
     }
 
@@ -151,13 +206,17 @@ async def cost_rounds(
     *,
     seconds: float,
     timeout_s: float,
+    idle_s: float,
     rates: Sequence[float] = RATES,
 ) -> dict[str, Any]:
-    """The fixed-rate rounds, then the saturation round, on ``customers`` (enough for all)."""
+    """The idle round, the fixed-rate rounds, then the saturation round, on ``customers``
+    (enough for all)."""
     missing = [name for name in PROCESSES if name not in pids]
     if missing:
         raise RuntimeError(f"cannot measure CPU per write: no process found for {missing}")
     measured = {name: pids[name] for name in PROCESSES}
+    log.info("end to end, idle: %.0f s", idle_s)
+    idle = await idle_round(measured, idle_s)
     rounds: dict[str, Any] = {}
     start = 0
     for rate in [*rates, None]:
@@ -177,6 +236,7 @@ async def cost_rounds(
         )
     low, high = rounds[f"{min(rates):g}/s"], rounds["saturation"]
     return {
+        "idle": idle,
         "rounds": rounds,
         "low_rate_to_saturation_cpu_ratio": (
             low["cpu_ms_per_write"]["all"] / high["cpu_ms_per_write"]["all"]
@@ -184,7 +244,7 @@ async def cost_rounds(
     }
 
 
-async def measure(seconds: float, timeout_s: float, seed: int) -> dict[str, Any]:
+async def measure(seconds: float, timeout_s: float, idle_s: float, seed: int) -> dict[str, Any]:
     """Every round on the running local stack, its customers removed after."""
     # Imported here: the package's entry point imports this module.
     from .__main__ import infra_ports
@@ -195,29 +255,46 @@ async def measure(seconds: float, timeout_s: float, seed: int) -> dict[str, Any]
         count = sum(writes_for(rate, seconds) for rate in RATES) + round(3000 * seconds)
         bodies = customers(run_stamp(), "e", count, seed)
         try:
-            results = await cost_rounds(env, bodies, pids, seconds=seconds, timeout_s=timeout_s)
+            results = await cost_rounds(
+                env, bodies, pids, seconds=seconds, timeout_s=timeout_s, idle_s=idle_s
+            )
         finally:
             await env.delete_customers(bodies)
         results["settings"] = {
             "commit_interval_ms": env.settings.kafka.commit_interval_ms,
+            "fetch_min_bytes": env.settings.kafka.fetch_min_bytes,
+            "fetch_max_wait_ms": env.settings.kafka.fetch_max_wait_ms,
             "round_s": seconds,
         }
+
     return results
 
 
 def table(results: Mapping[str, Any]) -> str:
-    """The rounds as a Markdown table."""
+    """The rounds as a Markdown table, the idle round first."""
     lines = [
-        "| round | accepted/s | applied/s | accept→applied p50 / p99 | CPU ms per write: "
+        "| round | load 1 min | accepted/s | applied/s | accept→applied p50 / p99 | "
+        "writes per batch / per commit: writer, replicator | CPU ms per write: "
         "Kafka / gateway / writer / replicator / all |",
-        "| --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    idle = results["idle"]
+    lines.append(
+        f"| idle (CPU ms a second) | {idle['load_1m']:.2f} | | | | | "
+        + " / ".join(f"{idle['cpu_ms_per_s'][name]:.1f}" for name in (*PROCESSES, "all"))
+        + " |"
+    )
     for label, r in results["rounds"].items():
-        cpu = r["cpu_ms_per_write"]
+        cpu, per = r["cpu_ms_per_write"], r["writes_per"]
+        work = ", ".join(
+            f"{per[f'{service}_batches']:.1f} / {per[f'{service}_commits']:.1f}"
+            for service in CONSUMERS
+        )
         lines.append(
-            f"| {label} | {r['accepted_per_s']:.0f} | {r['applied_per_s']:.0f} | "
+            f"| {label} | {r['load_1m']:.2f} | {r['accepted_per_s']:.0f} | "
+            f"{r['applied_per_s']:.0f} | "
             f"{r['accept_to_applied_p50_s'] * 1000:.0f} / "
-            f"{r['accept_to_applied_p99_s'] * 1000:.0f} ms | "
+            f"{r['accept_to_applied_p99_s'] * 1000:.0f} ms | {work} | "
             + " / ".join(f"{cpu[name]:.2f}" for name in (*PROCESSES, "all"))
             + " |"
         )
@@ -230,13 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each round")
     parser.add_argument("--timeout", type=float, default=300.0, help="wait for applied, at most")
+    parser.add_argument("--idle", type=float, default=20.0, help="length of the idle round")
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--output", type=Path, default=RESULTS / "cost-latest.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench %(message)s", datefmt="%X")
     for noisy in ("aiokafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    results = asyncio.run(measure(args.seconds, args.timeout, args.seed))
+    results = asyncio.run(measure(args.seconds, args.timeout, args.idle, args.seed))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(table(results))

@@ -66,12 +66,24 @@ def kafka_consumer(
     group_id: str,
     client_id: str,
     listener: ConsumerRebalanceListener | None = None,
+    gather: bool = False,
 ) -> AIOKafkaConsumer:
     """A consumer that commits only when told to, after its batch is applied or parked.
 
     ``listener`` hears of every rebalance of the group (see
-    :class:`~regionstore_shared.pipeline.PartitionOwnership`).
+    :class:`~regionstore_shared.pipeline.PartitionOwnership`). With ``gather``, a fetch waits
+    for ``settings.fetch_min_bytes`` up to ``settings.fetch_max_wait_ms`` (the command
+    consumers: see :class:`~regionstore_shared.settings.KafkaSettings`); without, it is answered
+    as soon as anything comes.
     """
+    fetch = (
+        {
+            "fetch_min_bytes": settings.fetch_min_bytes,
+            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        }
+        if gather
+        else {}
+    )
     consumer = AIOKafkaConsumer(
         **kafka_connection(settings),
         group_id=group_id,
@@ -83,6 +95,7 @@ def kafka_consumer(
         request_timeout_ms=settings.request_timeout_ms,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
+        **fetch,
     )
     consumer.subscribe(list(topics), listener=listener)
     return consumer

@@ -60,6 +60,7 @@ async def consume_commands(
             group_id=group_id,
             client_id=name,
             listener=ownership,
+            gather=True,
         )
         # Stopped even when its start fails: a start that failed after bootstrapping leaves
         # connections and a metadata task behind.
@@ -99,5 +100,6 @@ async def consume_commands(
             role=role.value,
             ownership=ownership,
             outages=state.outages,
+            poll_timeout_ms=settings.kafka.idle_poll_ms,
             commit_interval_ms=settings.kafka.commit_interval_ms,
         )

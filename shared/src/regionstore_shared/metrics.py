@@ -85,6 +85,12 @@ PLACEMENT_ENTRIES = Gauge(
     "Customers in a consumer's placement table, by group and command partition.",
     ["group", "partition"],
 )
+PLACEMENT_COMMITS = Counter(
+    "regionstore_placement_commits_total",
+    "Kafka transactions that committed a partition's placement table with its offsets (one per"
+    " partition a commit covers): what a consumer pays per commit interval, not per batch.",
+    ["group"],
+)
 PLACEMENT_FENCED = Counter(
     "regionstore_placement_fenced_total",
     "Batch commits refused because another consumer had taken the partition (fenced).",

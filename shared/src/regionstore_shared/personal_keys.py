@@ -59,8 +59,8 @@ SEEN_EVERY_S = 60.0
 """How often a table that is following notes so, records or not."""
 RESEND_AFTER_S = 0.5
 """How long the gateway waits before it sends again a key record Kafka could not take."""
-FETCH_WAIT_MS = 20
-"""How long the broker may hold the follower's fetch when nothing is new."""
+FETCH_WAIT_MS = 500
+"""How long the broker may hold the follower's fetch when nothing is new (Kafka's default)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS key (
@@ -300,9 +300,12 @@ class KafkaKeyring:
             client_id=f"{client_id}-keys",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # A fetch the broker holds while nothing is new: at the default (500 ms), a key
-            # written just before the command that needs it could be seen that late.
+            # The broker answers a held fetch as soon as a key record comes (the minimum is one
+            # byte), so the wait delays no key: it only sets how often an idle follower asks.
+            # At 20 ms every process's follower asked 50 times a second, the largest idle cost
+            # of Kafka and of each service (docs/performance.md, "What a write costs").
             fetch_max_wait_ms=FETCH_WAIT_MS,
+            fetch_min_bytes=1,
             request_timeout_ms=settings.request_timeout_ms,
         )
         # Asks where the partitions end on a connection of its own: behind the follower's

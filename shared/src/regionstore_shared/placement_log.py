@@ -323,6 +323,7 @@ class PlacementLog:
             except BaseException:
                 table.discard()
                 raise
+            metrics.PLACEMENT_COMMITS.labels(group=self._group).inc()
             table.settle()
             partition.unwritten = {}
             partition.written_unknown = table.unknown

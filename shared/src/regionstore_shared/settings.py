@@ -113,12 +113,27 @@ class KafkaSettings(BaseModel):
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = 2
     max_batch_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
     # The writer and the replicator commit their placement tables and offsets at most this
-    # often (a transaction per partition each time), whatever the number of batches between.
-    commit_interval_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
+    # often (a transaction per partition each time, Kafka's largest cost at low rates), whatever
+    # the number of batches between; a crash or a rebalance replays what was applied since,
+    # harmlessly (docs/performance.md, "What a write costs").
+    commit_interval_ms: Annotated[int, Field(ge=0, le=60_000)] = 5000
+    # How the writer and the replicator fetch commands: the broker answers a fetch once it holds
+    # fetch_min_bytes for it, or after fetch_max_wait_ms. At low rates a batch then gathers the
+    # commands of that wait instead of one each (each batch costs a fetch, a routing, a bulk
+    # write per region, a status read), at the price of that wait in accept-to-applied time.
+    fetch_min_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 1024 * 1024
+    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 200
 
     writer_group: str = "regionstore.writer"
     replicator_group: str = "regionstore.replicator"
     recovery_group_prefix: str = "regionstore.recovery."
+
+    @property
+    def idle_poll_ms(self) -> int:
+        """How long a command consumer's poll waits before it counts the topic as idle (and
+        commits what it applied): longer than a fetch may wait, so a fetch still gathering
+        commands is never taken for an idle topic."""
+        return self.fetch_max_wait_ms + 500
 
     @property
     def uses_sasl(self) -> bool:

@@ -276,6 +276,21 @@ async def keyring(writes: bool = True) -> AsyncIterator[KafkaKeyring]:
 
 
 class TestKafkaKeyring:
+    async def test_the_follower_is_answered_at_once_and_asks_seldom_when_idle(
+        self, kafka: FakeLog, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        options: list[dict[str, Any]] = []
+
+        def consumer(**given: Any) -> FakeKeyConsumer:
+            options.append(given)
+            return FakeKeyConsumer(kafka)
+
+        monkeypatch.setattr(personal_keys, "AIOKafkaConsumer", consumer)
+        async with keyring(writes=False):
+            (follower,) = [o for o in options if o["client_id"].endswith("-keys")]
+            assert follower["fetch_min_bytes"] == 1
+            assert follower["fetch_max_wait_ms"] >= 500
+
     async def test_a_new_key_is_in_the_topic_before_obtain_returns(self, kafka: FakeLog) -> None:
         async with keyring() as gateway, keyring(writes=False) as writer:
             keys = await gateway.obtain({CUSTOMER: 5}, newer_than={})
