@@ -34,7 +34,7 @@ async def test_killed_containers_lose_and_overtake_nothing() -> None:
     print(report)
     # A dead-lettered command of the round is an acknowledged write some region never took:
     # the audit would call it lost or overtaken, this says why.
-    dead = await check_topic(kafka, dead_letters_before, result.prefix, {})
+    dead = await check_topic(kafka, dead_letters_before, result.prefix, {}, {})
     assert result.total_acknowledged >= plan.writes, report
     killed = {k.process for k in result.kills}
     assert killed >= {"gateway", "writer", "replicator", "kafka", "region_1"}, report

@@ -429,12 +429,13 @@ class KafkaKeyring:
 
     async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         try:
-            return await self._ends.end_offsets(partitions)
+            ends: dict[TopicPartition, int] = await self._ends.end_offsets(partitions)
         except RuntimeError as error:
             # aiokafka on uvloop: a request on a connection the broker closed raises
             # "... the handler is closed" (aio-libs/aiokafka#1038), not a KafkaError; left
             # as it is, a delete Kafka acknowledged was answered 500.
             raise KafkaConnectionError(f"the key topic's ends are unreadable: {error}") from error
+        return ends
 
     def _partition(self, customer_id: str) -> int:
         return partition_of(customer_id, len(self._partitions))
