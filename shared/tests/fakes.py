@@ -816,7 +816,9 @@ class ConsumerRig:
         group_id: str,
         client_id: str,
         listener: Any = None,
+        gather: bool = False,
     ) -> FakeConsumer:
+        del gather  # the fake hands over what it holds, gathering or not
         self.subscriptions.append(
             {"topics": topics, "group_id": group_id, "client_id": client_id, "listener": listener}
         )
