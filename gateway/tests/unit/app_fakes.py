@@ -58,6 +58,9 @@ class FakeProducer:
         self.sent: list[bytes] = []
         self.on_send: Callable[[Command], None] | None = None
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
     async def send(
         self,
         topic: str,

@@ -32,6 +32,7 @@ from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.apply import Suspicion
 from regionstore_shared.clock import HybridClock, version_millis
 from regionstore_shared.documents import Collection
+from regionstore_shared.personal_keys import partition_of
 from regionstore_shared.schemas import (
     Action,
     Applier,
@@ -68,6 +69,9 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes, bytes]] = []
         self.headers: list[list[tuple[str, bytes]] | None] = []
         self.on_send: Callable[[Command], None] | None = None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
 
     async def send(
         self,
@@ -507,6 +511,36 @@ class TestDelete:
         assert gateway.stores["region_1"].queries == []
 
 
+class TestAfter:
+    async def test_a_command_carries_the_offset_its_partition_certainly_reached(
+        self, settings: GatewaySettings
+    ) -> None:
+        producer = FakeProducer([None, None, None])
+        writes = make_writes(settings, producer)
+        first = writes.upsert_command(customer())
+        assert first.after is None  # nothing seen acknowledged yet
+        await writes.publish([first, writes.delete_command("x")])  # offsets 0 and 1
+        later = writes.upsert_command(customer())
+        assert later.after == 2
+        assert decode_command(encode_command(later)).after == 2
+
+    async def test_a_producer_that_places_keys_otherwise_gets_no_offset_vouched_for(
+        self, settings: GatewaySettings
+    ) -> None:
+        producer = FakeProducer([None] * 8)
+
+        async def two_partitions(topic: str) -> set[int]:
+            return {0, 1}
+
+        producer.partitions_for = two_partitions  # type: ignore[method-assign]
+        writes = make_writes(settings, producer)
+        # The fake appends everything to partition 0: a customer of partition 1 says so.
+        keys = [f"{n:032x}" for n in range(8)]
+        assert {partition_of(k, 2) for k in keys} == {0, 1}
+        await writes.publish([writes.delete_command(k) for k in keys])
+        assert all(writes.delete_command(k).after is None for k in keys)
+
+
 class TestPublish:
     async def test_every_command_acknowledged(self, settings: GatewaySettings) -> None:
         producer = FakeProducer([None, None])
@@ -516,8 +550,8 @@ class TestPublish:
             writes.delete_command("x"),
         ]
         assert await writes.publish(commands) == [
-            Delivery(Outcome.ACCEPTED, position=0),
-            Delivery(Outcome.ACCEPTED, position=1),
+            Delivery(Outcome.ACCEPTED, position=0, partition=0),
+            Delivery(Outcome.ACCEPTED, position=1, partition=0),
         ]
         topic, value, key = producer.sent[0]
         assert (topic, key) == ("customers.commands", CUSTOMER.encode())
@@ -611,7 +645,7 @@ class TestPublish:
         writes = make_writes(settings, FakeProducer([None, failure]))
         commands = [writes.upsert_command(customer()) for _ in range(2)]
         assert await writes.publish(commands) == [
-            Delivery(Outcome.ACCEPTED, position=0),
+            Delivery(Outcome.ACCEPTED, position=0, partition=0),
             Delivery(Outcome.UNKNOWN, failure),
         ]
 
@@ -637,7 +671,7 @@ class TestPublish:
         writes = make_writes(settings, producer)
         commands = [writes.upsert_command(customer()) for _ in range(2)]
         first, second = await writes.publish(commands)
-        assert first == Delivery(Outcome.ACCEPTED, position=0)
+        assert first == Delivery(Outcome.ACCEPTED, position=0, partition=0)
         assert second.outcome is Outcome.NOT_SENT
 
     async def test_counts_every_command_by_outcome(self, settings: GatewaySettings) -> None:

@@ -39,6 +39,9 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
     async def send(
         self,
         topic: str,

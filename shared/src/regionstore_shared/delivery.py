@@ -33,6 +33,8 @@ class Delivery:
     error: BaseException | None = None
     position: int | None = None
     """Where Kafka appended an ACCEPTED command in its partition."""
+    partition: int | None = None
+    """Which partition that is."""
     waiting: bool = False
     """Still in the producer's hands when the wait ended: neither acknowledged nor failed."""
 
@@ -59,8 +61,9 @@ def delivery_of(sent: asyncio.Future[Any] | BaseException) -> Delivery:
     if error is not None:
         return Delivery(Outcome.UNKNOWN, error)
     metadata = sent.result()
-    position = metadata.offset if isinstance(metadata, RecordMetadata) else None
-    return Delivery(Outcome.ACCEPTED, position=position)
+    if not isinstance(metadata, RecordMetadata):
+        return Delivery(Outcome.ACCEPTED)
+    return Delivery(Outcome.ACCEPTED, position=metadata.offset, partition=metadata.partition)
 
 
 async def deliver(

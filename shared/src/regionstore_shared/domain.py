@@ -69,15 +69,18 @@ def upsert_command(
     version: int,
     issued_at_ms: int,
     command_id: uuid.UUID | None = None,
+    after: int | None = None,
 ) -> UpsertCustomer:
     """An upsert making ``customer`` current at ``version``; raises ZipOutOfRangeError.
 
     A new command id unless ``command_id`` is given (a command made again, the same one).
+    ``after``: an offset its partition certainly reached already (see Command.after).
     """
     return UpsertCustomer(
         command_id=uuid.uuid4() if command_id is None else command_id,
         version=version,
         issued_at_ms=issued_at_ms,
+        after=after,
         targets=upsert_targets(regions, customer.customer_zip_code_prefix),
         customer=customer,
         home_region=regions.home_of(customer.customer_zip_code_prefix),
@@ -91,12 +94,14 @@ def delete_command(
     version: int,
     issued_at_ms: int,
     command_id: uuid.UUID | None = None,
+    after: int | None = None,
 ) -> DeleteCustomer:
     """A delete: a tombstone at ``version`` in every region (a new id unless ``command_id``)."""
     return DeleteCustomer(
         command_id=uuid.uuid4() if command_id is None else command_id,
         version=version,
         issued_at_ms=issued_at_ms,
+        after=after,
         targets=delete_targets(regions),
         customer_id=customer_id,
     )

@@ -23,10 +23,16 @@ was behind), the next version above that one. Both groups compute it alike from 
 partition, so every region agrees, and the version guard then keeps the partition's order.
 
 A command published again (``republished``: a retried idempotency key, a redriven dead letter, a
-repair) keeps its version and is never lifted: it is the same write as its first publishing,
-which may already stand in the partition before newer writes. The table remembers the versions of
-the last few republished commands of each customer, so a first publishing that lands late (still
-in a gateway's producer when the retry went through another) is known for what it is too.
+repair) keeps its version: it is the same write as its first publishing, which may already stand
+in the partition before newer writes, and must not be lifted over those. It is lifted only over
+a newest command appended before its ``after``, an offset its partition had certainly reached
+when its gateway made it: that command stood in the partition before the write was ever sent,
+and the write's first publishing, if it landed at all, landed after it (without this, a retry
+whose first attempt died with its gateway lost to an earlier write of a gateway whose clock ran
+ahead). The table keeps the offset of each customer's newest command for that. It remembers the
+versions of the last few republished commands of each customer, so a first publishing that
+lands late (still in a gateway's producer when the retry went through another) is known for
+what it is too.
 
 A customer the table has never seen may live nowhere yet (the table has the partition's whole
 history) or anywhere (it started on a partition with older commands): ``unknown`` says which.
@@ -68,6 +74,8 @@ class Placed:
     """The version the command was published with, when it was lifted to ``version``."""
     republished: tuple[int, ...] = ()
     """The versions of the customer's last republished commands, oldest first."""
+    position: int | None = None
+    """The offset of the newest command in the partition, when it was routed with one."""
 
     @property
     def published(self) -> int:
@@ -82,6 +90,12 @@ class Routed(NamedTuple):
     targets: tuple[Target, ...]
 
 
+def _appended_before(held: Placed, command: Command) -> bool:
+    """Whether the customer's newest command stood in the partition before ``command`` was
+    made, so before any publishing of it: known only when both offsets are."""
+    return held.position is not None and command.after is not None and held.position < command.after
+
+
 def lifted(above: int, version: int) -> int:
     """The version just above ``above``, with ``version``'s node bits (so still unique)."""
     return (((above >> NODE_BITS) + 1) << NODE_BITS) | (version & MAX_NODE_ID)
@@ -93,6 +107,7 @@ def placed_by(
     *,
     version: int | None = None,
     republished: tuple[int, ...] = (),
+    position: int | None = None,
 ) -> Placed:
     """The placement ``command`` makes at ``version`` (its own by default) when the customer
     may be live in ``before``."""
@@ -107,6 +122,7 @@ def placed_by(
         tuple(r for r in before if r not in regions),
         source=None if effective == command.version else command.version,
         republished=republished,
+        position=position,
     )
 
 
@@ -162,8 +178,9 @@ class PlacementTable:
         """The newest placement seen for a customer, changes of this batch included."""
         return self._changes.get(customer_id) or self._known.get(customer_id)
 
-    def route(self, command: Command) -> Routed:
-        """Where ``command`` goes and at which version, in the order the partition delivers.
+    def route(self, command: Command, position: int | None = None) -> Routed:
+        """Where ``command``, at offset ``position`` of the partition, goes and at which
+        version, in the order the partition delivers.
 
         No targets for a command superseded by the newest one seen (a republished command
         older than it), and for a delete of a customer live nowhere.
@@ -172,7 +189,7 @@ class PlacementTable:
         if held is None:
             self._added.add(command.key)
             first: tuple[int, ...] = (command.version,) if command.republished else ()
-            return self._place(command, command.version, self._unknown, first)
+            return self._place(command, command.version, self._unknown, first, position)
         if command.version == held.published:
             return Routed(held.version, targets_of(command, held))
         remembered = held.republished
@@ -180,7 +197,10 @@ class PlacementTable:
             remembered = (*remembered, command.version)[-REMEMBERED:]
         if command.republished or command.version in remembered:
             if command.version > held.version:
-                return self._place(command, command.version, held.regions, remembered)
+                return self._place(command, command.version, held.regions, remembered, position)
+            if _appended_before(held, command):
+                version = lifted(held.version, command.version)
+                return self._place(command, version, held.regions, remembered, position)
             if remembered is not held.republished:
                 self._changes[command.key] = replace(held, republished=remembered)
             if command.version == held.version:
@@ -191,12 +211,19 @@ class PlacementTable:
             if command.version > held.version
             else lifted(held.version, command.version)
         )
-        return self._place(command, version, held.regions, remembered)
+        return self._place(command, version, held.regions, remembered, position)
 
     def _place(
-        self, command: Command, version: int, before: tuple[str, ...], remembered: tuple[int, ...]
+        self,
+        command: Command,
+        version: int,
+        before: tuple[str, ...],
+        remembered: tuple[int, ...],
+        position: int | None,
     ) -> Routed:
-        placed = placed_by(command, before, version=version, republished=remembered)
+        placed = placed_by(
+            command, before, version=version, republished=remembered, position=position
+        )
         self._changes[command.key] = placed
         return Routed(version, targets_of(command, placed))
 

@@ -257,7 +257,7 @@ class PlacementLog:
             partition.known.prefetch([envelope.command.key for envelope in decoded])
             table = partition.table
             for envelope in decoded:
-                version, routed = table.route(envelope.command)
+                version, routed = table.route(envelope.command, envelope.offset)
                 mine = tuple(t for t in routed if t.role is self._role)
                 if not mine:
                     continue
@@ -613,7 +613,7 @@ class KafkaTableStore:
                 for tp, records in polled.items():
                     for record in records:
                         if record.offset < ends[tp]:
-                            _learn(routes[tp], record.value)
+                            _learn(routes[tp], record.value, record.offset)
                 left = [tp for tp in left if await consumer.position(tp) < ends[tp]]
         finally:
             await consumer.stop()
@@ -623,13 +623,13 @@ class KafkaTableStore:
         return history
 
 
-def _learn(table: PlacementTable, value: bytes | None) -> None:
+def _learn(table: PlacementTable, value: bytes | None, offset: int) -> None:
     """Route a command already applied, for the placement it left; skip what never decoded
     (the consumers dead-lettered it)."""
     if value is None:
         return
     try:
-        table.route(decode_command(value))
+        table.route(decode_command(value), offset)
     except ValidationError:
         return
 

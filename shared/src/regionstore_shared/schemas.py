@@ -181,6 +181,13 @@ class _CommandBase(BaseModel):
         description="The command's offset in its partition of the command topic, set with its "
         "effective version by the consumer that routed it; None as the gateway publishes it.",
     )
+    after: int | None = Field(
+        default=None,
+        ge=0,
+        description="An offset its partition had certainly reached when the gateway made the "
+        "command, before its first publishing: a republished command is lifted over a newer "
+        "one appended below it (see regionstore_shared.placement). None when not known.",
+    )
 
     @property
     def key(self) -> str:
@@ -280,15 +287,24 @@ def decode_command(raw: bytes) -> Command:
 
 
 def encode_command(command: Command) -> bytes:
-    """Encode a command for Kafka; ``republished`` and ``position`` only where set, so a plain
-    command reads as it did before they existed."""
-    unset = _UNSET[command.republished, command.position is None]
+    """Encode a command for Kafka; ``republished``, ``position`` and ``after`` only where set,
+    so a plain command reads as it did before they existed."""
+    unset = _UNSET[command.republished, command.position is None, command.after is None]
     return command.model_dump_json(exclude=unset).encode()
 
 
-_UNSET: dict[tuple[bool, bool], set[str] | None] = {
-    (False, True): {"republished", "position"},
-    (False, False): {"republished"},
-    (True, True): {"position"},
-    (True, False): None,
+_UNSET: dict[tuple[bool, bool, bool], set[str] | None] = {
+    (republished, no_position, no_after): {
+        name
+        for name, left in (
+            ("republished", not republished),
+            ("position", no_position),
+            ("after", no_after),
+        )
+        if left
+    }
+    or None
+    for republished in (False, True)
+    for no_position in (False, True)
+    for no_after in (False, True)
 }

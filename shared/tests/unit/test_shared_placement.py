@@ -299,6 +299,51 @@ def test_a_republished_command_older_than_the_newest_goes_nowhere() -> None:
     assert table.get(CUSTOMER).regions == ("r1", "r2")  # type: ignore[union-attr]
 
 
+def made_after(command: Command, offset: int) -> Command:
+    """The command as a gateway makes it once the partition reached ``offset``."""
+    return command.model_copy(update={"after": offset})
+
+
+def test_a_retry_whose_first_attempt_never_landed_is_lifted_over_an_earlier_write() -> None:
+    # A gateway whose clock ran a day ahead wrote first (offset 10). The next write was made
+    # once its gateway had seen offset 11 reached, and its first attempt died with that
+    # gateway: its retry, with the lower version, must still win.
+    regions = region_map(3, 1)
+    table = PlacementTable({}, unknown=())
+    ahead = upsert(regions, 0, 900 << 6 | 3)
+    table.route(ahead, 10)
+    later = made_after(upsert(regions, 1, 5 << 6 | 7), 11)
+    version, targets = table.route(republish(later), 14)
+    assert version == lifted(ahead.version, later.version)
+    assert ("r1", Action.UPSERT) in [(t.region, t.action) for t in targets]
+    assert table.get(CUSTOMER).position == 14  # type: ignore[union-attr]
+    # Its first attempt, had it landed after all, is the same write at the same place.
+    assert table.route(later, 15).version == version
+
+
+def test_a_retry_is_not_lifted_over_a_write_that_may_have_come_after_its_first_attempt() -> None:
+    # The newest write stands at or past where the retried one was made: the retried one's
+    # first attempt may stand before it, and a newer write is never overtaken.
+    regions = region_map(3, 1)
+    for newest_at in (11, 12):
+        table = PlacementTable({}, unknown=())
+        newer = upsert(regions, 0, 900 << 6 | 3)
+        table.route(newer, newest_at)
+        retried = made_after(upsert(regions, 1, 5 << 6 | 7), 11)
+        assert table.route(republish(retried), 20).targets == ()
+        assert table.get(CUSTOMER).regions == ("r0", "r1")  # type: ignore[union-attr]
+
+
+def test_a_retry_without_an_offset_or_over_a_newest_without_one_keeps_its_version() -> None:
+    regions = region_map(3, 1)
+    unplaced = PlacementTable({}, unknown=())
+    unplaced.route(upsert(regions, 0, 900))  # routed before offsets were kept
+    assert unplaced.route(republish(made_after(upsert(regions, 1, 5), 11)), 20).targets == ()
+    unstamped = PlacementTable({}, unknown=())
+    unstamped.route(upsert(regions, 0, 900), 10)
+    assert unstamped.route(republish(upsert(regions, 1, 5)), 20).targets == ()
+
+
 def test_a_first_publishing_that_lands_after_its_retry_and_a_newer_write_goes_nowhere() -> None:
     regions = region_map(3, 1)
     table = PlacementTable({}, unknown=())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from regionstore_shared.delivery import Delivery, Outcome, Outgoing, deliver
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.personal import KeyStore, seal_all
+from regionstore_shared.personal_keys import partition_of
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -110,6 +112,11 @@ class CommandTopic:
         self._board = board
         self._repository = repository
         self._clock = clock
+        # One past the last command seen acknowledged in each partition: an offset the
+        # partition certainly reached, stamped on every new command as its ``after``.
+        self._reached: dict[int, int] = {}
+        self._partitions: int | None = None
+        self._placed_as_expected = True
 
     @property
     def repository(self) -> CustomerRepository:
@@ -144,6 +151,7 @@ class CommandTopic:
             regions=self._settings.region_map,
             version=self._clock.now(),
             issued_at_ms=time.time_ns() // 1_000_000,
+            after=self.reached(customer.customer_id),
         )
 
     def delete_command(self, customer_id: str) -> DeleteCustomer:
@@ -153,7 +161,39 @@ class CommandTopic:
             regions=self._settings.region_map,
             version=self._clock.now(),
             issued_at_ms=time.time_ns() // 1_000_000,
+            after=self.reached(customer_id),
         )
+
+    def reached(self, customer_id: str) -> int | None:
+        """An offset the customer's partition certainly reached (one past the last command this
+        gateway saw acknowledged there), or None before any: a command made now is first
+        published above it (see Command.after)."""
+        if self._partitions is None or not self._placed_as_expected:
+            return None
+        return self._reached.get(partition_of(customer_id, self._partitions))
+
+    async def _note_reached(
+        self, commands: Sequence[Command], deliveries: Sequence[Delivery]
+    ) -> None:
+        if all(d.partition is None for d in deliveries):
+            return
+        if self._partitions is None:
+            # Known once the producer has the topic's metadata (after its first send).
+            with contextlib.suppress(KafkaError, TimeoutError):
+                topic = self._settings.kafka.command_topic
+                async with asyncio.timeout(self._settings.kafka.request_timeout_ms / 1000):
+                    self._partitions = len(await self._producer.partitions_for(topic))
+        if not self._partitions:
+            return
+        for command, delivery in zip(commands, deliveries, strict=True):
+            if delivery.partition is None or delivery.position is None:
+                continue
+            if partition_of(command.key, self._partitions) != delivery.partition:
+                # The producer places keys by another rule: no offset can be vouched for.
+                self._placed_as_expected = False
+                return
+            reached = self._reached.get(delivery.partition, 0)
+            self._reached[delivery.partition] = max(reached, delivery.position + 1)
 
     async def prepare_upsert(self, customer: Customer, *, create_only: bool) -> UpsertCustomer:
         """The command making ``customer`` current; create-only refuses a live customer.
@@ -230,6 +270,7 @@ class CommandTopic:
             for command in commands
         ]
         sent = await deliver(self._producer, topic, outgoing, timeout_s=timeout)
+        await self._note_reached(commands, sent)
         deliveries = await self._destroy_keys(commands, sent)
         # One line per command is the trail for following a write; at DEBUG, because at
         # INFO it was the largest single cost of accepting a write.
