@@ -67,6 +67,13 @@ def appended(topic: str, offset: int, partition: int = 0) -> RecordMetadata:
     return RecordMetadata(topic, partition, TopicPartition(topic, partition), offset, -1, 0, 0)
 
 
+class OnePartition:
+    """A fake producer's topics, each of one partition: where ``appended`` puts every record."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+
 # Kafka records and the consumer that hands them out.
 
 

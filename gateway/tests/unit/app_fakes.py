@@ -28,7 +28,7 @@ from regionstore_shared.documents import Collection
 from regionstore_shared.schemas import Command, decode_command
 from regionstore_shared.status import NodeStatus
 from regionstore_testing.keys import MemoryKeyring
-from shared.tests.fakes import appended
+from shared.tests.fakes import OnePartition, appended
 
 Document = dict[str, Any]
 NAMES = ("region_1", "region_2", "region_3")
@@ -50,16 +50,13 @@ def body(zip_prefix: int = 14409, customer_id: str = CUSTOMER, city: str = "fran
     }
 
 
-class FakeProducer:
+class FakeProducer(OnePartition):
     """One future per send, resolved as scripted (ACK once the script runs out)."""
 
     def __init__(self) -> None:
         self.script: list[object] = []
         self.sent: list[bytes] = []
         self.on_send: Callable[[Command], None] | None = None
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
 
     async def send(
         self,

@@ -32,7 +32,6 @@ from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.apply import Suspicion
 from regionstore_shared.clock import HybridClock, version_millis
 from regionstore_shared.documents import Collection
-from regionstore_shared.personal_keys import partition_of
 from regionstore_shared.schemas import (
     Action,
     Applier,
@@ -45,9 +44,10 @@ from regionstore_shared.schemas import (
 )
 from regionstore_shared.settings import KafkaSettings
 from regionstore_shared.status import NodeStatus
+from regionstore_shared.topics import partition_of
 from regionstore_shared.tracing import CommandTracer
 from regionstore_testing.keys import MemoryKeyring
-from shared.tests.fakes import appended
+from shared.tests.fakes import OnePartition, appended
 
 Document = dict[str, Any]
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
@@ -58,7 +58,7 @@ NEVER = object()  # handed over, never acknowledged
 NAMES = ("region_1", "region_2", "region_3")
 
 
-class FakeProducer:
+class FakeProducer(OnePartition):
     """Hands back one future per send, resolved as scripted; SEND_FAILS makes send raise.
 
     ``on_send`` sees each decoded command as Kafka takes it (a writer applying it, say).
@@ -69,9 +69,6 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes, bytes]] = []
         self.headers: list[list[tuple[str, bytes]] | None] = []
         self.on_send: Callable[[Command], None] | None = None
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
 
     async def send(
         self,

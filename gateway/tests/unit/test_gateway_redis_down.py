@@ -29,18 +29,15 @@ from regionstore_shared.applied_totals import AppliedTotals
 from regionstore_shared.clock import HybridClock
 from regionstore_shared.status import NodeStatus, StatusBoard
 from regionstore_testing.keys import MemoryKeyring
-from shared.tests.fakes import FakeRedis, appended
+from shared.tests.fakes import FakeRedis, OnePartition, appended
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"
 STATUS_STORE_DOWN = "node status store unavailable; the status was not changed"
 
 
-class FakeProducer:
+class FakeProducer(OnePartition):
     def __init__(self) -> None:
         self.sent: list[bytes] = []
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
 
     async def send(
         self,

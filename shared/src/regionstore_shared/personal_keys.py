@@ -41,7 +41,6 @@ from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from regionstore_shared.clients import kafka_admin, kafka_connection, kafka_producer
@@ -49,7 +48,7 @@ from regionstore_shared.delivery import Outcome, Outgoing, deliver
 from regionstore_shared.personal import CustomerKey, KeyName, KeysUnreadableError
 from regionstore_shared.placement_local import StateInUse
 from regionstore_shared.settings import CommonSettings, KafkaSettings
-from regionstore_shared.topics import key_tombstone_ms
+from regionstore_shared.topics import key_tombstone_ms, partition_of
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +96,6 @@ def parse_record(key: bytes, value: bytes | None) -> tuple[KeyName, Held | None]
 def record_value(key: CustomerKey, since: int) -> bytes:
     secret = base64.b64encode(key.secret).decode()
     return json.dumps({"since": since, "secret": secret}).encode()
-
-
-def partition_of(customer_id: str, partitions: int) -> int:
-    """The key partition of a customer (Kafka's default partitioner, on the customer id)."""
-    hashed: int = murmur2(customer_id.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class KeyTable:

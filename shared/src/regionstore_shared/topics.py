@@ -13,11 +13,20 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
+from aiokafka.partitioner import murmur2
 
 from regionstore_shared.clients import kafka_admin
 from regionstore_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed ``key`` (a customer id)
+    in a topic of ``partitions``."""
+    hashed: int = murmur2(key.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
 
 # The settings that say how long a topic keeps its records, and whose clock stamps them; the
 # only ones changed on a topic that already exists.

@@ -33,7 +33,6 @@ from regionstore_shared.personal_keys import (
     KeyTable,
     open_keyring,
     parse_record,
-    partition_of,
     record_key,
     record_value,
 )
@@ -48,6 +47,7 @@ from regionstore_shared.schemas import (
     encode_command,
 )
 from regionstore_shared.settings import CommonSettings
+from regionstore_shared.topics import partition_of
 from shared.tests.fakes import FakeCollection, FakeStatus
 
 CUSTOMER = "06b8999e2fba1a1fbc88172c00ba8bc7"

@@ -22,7 +22,6 @@ from regionstore_shared.delivery import Delivery, Outcome, Outgoing, deliver
 from regionstore_shared.documents import holds_write
 from regionstore_shared.domain import delete_command, upsert_command
 from regionstore_shared.personal import KeyStore, seal_all
-from regionstore_shared.personal_keys import partition_of
 from regionstore_shared.regions import RegionMap, ZipOutOfRangeError
 from regionstore_shared.schemas import (
     Action,
@@ -34,6 +33,7 @@ from regionstore_shared.schemas import (
     encode_command,
 )
 from regionstore_shared.status import NodeStatus, StatusBoard
+from regionstore_shared.topics import partition_of
 from regionstore_shared.tracing import CommandTracer, command_tracer
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,8 @@ import json
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from regionstore_gateway.edge.started import StartedSend
+
 
 class _TooLargeError(HTTPException):
     # An HTTPException, because FastAPI turns any other error raised while it reads the body
@@ -35,7 +37,6 @@ class BodyLimit:
             await self._reject(send)
             return
         seen = 0
-        started = False
 
         async def limited() -> Message:
             nonlocal seen
@@ -46,15 +47,11 @@ class BodyLimit:
                     raise _TooLargeError(self.max_bytes)
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracking = StartedSend(send)
         try:
             await self.app(scope, limited, tracking)
         except _TooLargeError:
-            if not started:
+            if not tracking.started:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:

@@ -20,6 +20,8 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from regionstore_gateway.edge.started import StartedSend
+
 log = logging.getLogger(__name__)
 
 
@@ -111,7 +113,6 @@ class BodyTimeout:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         body_done = False
-        started = False
 
         async def bounded() -> Message:
             nonlocal body_done
@@ -125,15 +126,11 @@ class BodyTimeout:
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracking = StartedSend(send)
         try:
             await self.app(scope, bounded, tracking)
         except _BodyLateError as error:
-            if started:
+            if tracking.started:
                 raise
             await _answer_late(send, error)
 
