@@ -647,19 +647,27 @@ function recordSample(list) {
   renderCharts();
 }
 
-/** Points {t, v} per region: documents applied per second between successive snapshots. */
+/** Points {t, v} per region: documents applied per second since the last known total.
+ *
+ * An unknown total (Redis did not answer that snapshot) is a gap in the line, and the next
+ * known one is measured from the last known one: the documents applied meanwhile still show,
+ * as the average rate over the longer span. A total that went down (the counter was reset)
+ * is a gap too, and the measure starts again from it. */
 function appliedRates(names) {
   const series = new Map(names.map((n) => [n, []]));
-  for (let i = 1; i < chart.samples.length; i += 1) {
-    const before = chart.samples[i - 1];
-    const after = chart.samples[i];
-    const seconds = (after.t - before.t) / 1000;
+  const known = new Map(); // region -> { t, total }: its last known total
+  for (const sample of chart.samples) {
     for (const name of names) {
-      const a = before.values.get(name)?.applied;
-      const b = after.values.get(name)?.applied;
-      // Unknown totals, or a total that went down (the counter was reset), leave a gap.
-      const v = a === null || a === undefined || b === null || b === undefined || b < a ? null : (b - a) / seconds;
-      series.get(name).push({ t: after.t, v });
+      const total = sample.values.get(name)?.applied ?? null;
+      const since = known.get(name);
+      if (total === null) {
+        if (since) series.get(name).push({ t: sample.t, v: null });
+        continue;
+      }
+      known.set(name, { t: sample.t, total });
+      if (!since) continue;
+      const v = total < since.total ? null : (total - since.total) / ((sample.t - since.t) / 1000);
+      series.get(name).push({ t: sample.t, v });
     }
   }
   return series;
