@@ -5,9 +5,9 @@ from the clock and draws a seed for the command ids, and keeps only those in Red
 (:class:`~regionstore_gateway.adapters.idempotency.BatchRecord`), with the offset each partition
 of the command topic had reached then; a retry of the same request makes every item's command
 again from them, so item ``i`` is published as the same command (same id, version, targets and
-``after``) whichever attempt publishes it. Items an earlier attempt got
-acknowledged are answered from the record and not published again; the others (failed,
-unknown, or never reached) are published, harmlessly twice if an earlier attempt did land.
+``after``) whichever attempt publishes it. Items an earlier attempt got acknowledged are
+answered from the record and not published again; the others (failed, unknown, or never
+reached) are published, harmlessly twice if an earlier attempt did land.
 """
 
 from __future__ import annotations
