@@ -521,6 +521,15 @@ class TestAfter:
         assert later.after == 2
         assert decode_command(encode_command(later)).after == 2
 
+    async def test_every_partitions_offset_is_known_once_the_partitions_are(
+        self, settings: GatewaySettings
+    ) -> None:
+        producer = FakeProducer([None, None])
+        writes = make_writes(settings, producer)
+        assert writes.reached_offsets() == ()  # the partitions are not known before a send
+        await writes.publish([writes.delete_command("x"), writes.delete_command("y")])
+        assert writes.reached_offsets() == (2,)
+
     async def test_a_producer_that_places_keys_otherwise_gets_no_offset_vouched_for(
         self, settings: GatewaySettings
     ) -> None:
@@ -536,6 +545,7 @@ class TestAfter:
         assert {partition_of(k, 2) for k in keys} == {0, 1}
         await writes.publish([writes.delete_command(k) for k in keys])
         assert all(writes.delete_command(k).after is None for k in keys)
+        assert writes.reached_offsets() == ()
 
 
 class TestPublish:

@@ -40,6 +40,7 @@ from regionstore_gateway.settings import ApiSettings, GatewaySettings
 from regionstore_shared.domain import republished
 from regionstore_shared.schemas import Command, Customer, UpsertCustomer
 from regionstore_shared.settings import KafkaSettings
+from regionstore_shared.topics import partition_of
 from regionstore_testing.keys import customer_of
 
 
@@ -632,6 +633,27 @@ class TestStoredFormat:
         assert decode_record(BatchRecord, encode_record(record)) == record
         assert [record.is_sent(i) for i in (0, 1, 999, 1000)] == [True, False, True, False]
         assert [record.is_acked(i) for i in (0, 3, 4, 1000)] == [True, True, False, False]
+
+    def test_a_batch_records_offsets_give_each_customer_its_partitions(self) -> None:
+        keys = [f"{n:032x}" for n in range(16)]
+        record = BatchRecord(
+            request_hash="a" * 64,
+            seed=uuid.uuid4(),
+            first_version=99,
+            issued_at_ms=5,
+            reached=(7, 0, 120_000),
+        )
+        assert decode_record(BatchRecord, encode_record(record)) == record
+        by_partition = {0: 7, 1: None, 2: 120_000}  # 0: nothing seen there yet
+        assert {partition_of(k, 3) for k in keys} == {0, 1, 2}
+        assert [record.after(k) for k in keys] == [by_partition[partition_of(k, 3)] for k in keys]
+        assert record.model_copy(update={"reached": ()}).after(keys[0]) is None
+
+    def test_a_batch_record_without_offsets_reads_as_not_known(self) -> None:
+        written = {"request_hash": "a" * 64, "seed": str(uuid.uuid4()), "first_version": 99}
+        record = decode_record(BatchRecord, json.dumps(written | {"issued_at_ms": 5}))
+        assert record.reached == ()
+        assert record.after("c1") is None
 
     async def test_a_damaged_record_refuses_the_write(
         self, gateway: Gateway, client: httpx.AsyncClient

@@ -3,6 +3,7 @@ command whichever attempt publishes it. The real app over fake Kafka, Redis and 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -191,6 +192,66 @@ class TestRetry:
         again = await post(client, items(1))
         assert again.json()["results"][0]["version"] > first.json()["results"][0]["version"]
         assert len(gateway.producer.sent) == 2
+
+
+class TestAfter:
+    """Every attempt stamps an item's command with the offset its partition had reached when
+    the batch was first made: a retry never claims a later place than its first attempt."""
+
+    async def test_the_first_attempt_stamps_what_its_gateway_had_seen_acknowledged(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers", json=body(customer_id="earlier"))  # offset 0
+        await post(client, [*items(2), {"op": "delete", "customer_id": "c9"}])
+        assert [c.after for c in gateway.producer.commands()[1:]] == [1, 1, 1]
+        assert record(gateway).reached == (1,)
+
+    async def test_nothing_seen_acknowledged_yet_stamps_nothing(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await post(client, items(2))
+        assert [c.after for c in gateway.producer.commands()] == [None, None]
+        assert record(gateway).reached == ()
+
+    async def test_a_retry_stamps_the_first_attempts_offset_though_its_gateway_saw_more(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers", json=body(customer_id="earlier"))  # offset 0
+        gateway.producer.script = [ACK, NEVER, SEND_FAILS]
+        await post(client, items(3))  # c0 at offset 1; c1 unknown; c2 never taken
+        first_sent = gateway.producer.commands()
+        for n in range(3):
+            await client.post("/v1/customers", json=body(customer_id=f"other{n}"))
+        # The gateway has seen offsets well past 1 acknowledged: a write made now says so.
+        assert gateway.producer.commands()[-1].after == len(gateway.producer.sent) - 1 == 5
+
+        await post(client, items(3))
+
+        again_sent = gateway.producer.commands()[len(first_sent) + 3 :]
+        assert [c.key for c in again_sent] == ["c1", "c2"]
+        assert [c.after for c in again_sent] == [1, 1]
+        assert again_sent[0] == republished(first_sent[2])
+        assert not again_sent[1].republished
+
+    async def test_a_record_kept_before_the_offsets_were_still_serves_a_retry(
+        self, gateway: Gateway, client: httpx.AsyncClient
+    ) -> None:
+        await client.post("/v1/customers", json=body(customer_id="earlier"))
+        await post(client, items(2))
+        first_sent = gateway.producer.commands()[1:]
+        # As an earlier release stored it (no offsets), its first attempt gone unanswered.
+        old = record(gateway).model_dump(mode="json", exclude={"reached"}) | {"acked": ""}
+        gateway.redis.values[gateway.keys.batch_redis_key(KEY)] = json.dumps(old)
+
+        again = await post(client, items(2))
+
+        assert [r["status"] for r in again.json()["results"]] == ["accepted", "accepted"]
+        again_sent = gateway.producer.commands()[3:]
+        assert [(c.command_id, c.version) for c in again_sent] == [
+            (c.command_id, c.version) for c in first_sent
+        ]
+        assert all(c.republished and c.after is None for c in again_sent)
+        assert record(gateway).reached == ()
 
 
 class TestRefusals:

@@ -5,8 +5,11 @@ older). Two consumers, a writer and a replicator, each with its own table, read 
 partition in batches; a batch may fail after writing part of its targets and is then routed and
 applied again; a region may be down, its targets parked and replayed at the end in any order;
 the gateways' clocks disagree (versions in any order), and some writes are retried (republished
-later, or their first publishing landing after the retry). Whatever happens, every region ends as
-the write acknowledged last says: the record in its placement, no live copy anywhere else.
+later, or their first publishing landing after the retry, or their first attempt lost with its
+gateway). Every command carries ``after``, an offset its partition had reached when it was made
+(at most where it first stands), the same on each of its publishings. Whatever happens, every
+region ends as the write acknowledged last says: the record in its placement, no live copy
+anywhere else.
 """
 
 from __future__ import annotations
@@ -95,8 +98,10 @@ def republish(command: Command) -> Command:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     """Writes acknowledged one after another by gateways whose clocks disagree (any versions),
-    some retried: a republished copy later in the partition, or a first publishing that lands
-    late, after its republished copy and newer writes."""
+    some retried: a republished copy later in the partition, a first publishing that lands
+    late, after its republished copy and newer writes, or a first attempt that never landed,
+    whose retry stands after writes of gateways whose clocks ran ahead, some appended before it
+    was made and some after."""
     count = draw(st.integers(3, 12))
     regions = region_map(count, draw(st.integers(1, min(2, count - 1))))
     writes = draw(
@@ -109,6 +114,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     versions = draw(
         st.lists(st.integers(1, 2**40), min_size=len(writes), max_size=len(writes), unique=True)
     )
+    lost = draw(st.lists(st.integers(0, len(writes) - 1), max_size=2, unique=True))
+    if draw(st.booleans()):
+        # Their gateways' clocks ran behind every other: they hold the lowest versions.
+        others = sorted((i for i in range(len(writes)) if i not in lost), key=versions.__getitem__)
+        for at, version in zip([*lost, *others], sorted(versions), strict=True):
+            versions[at] = version
     commands: list[Command] = [
         delete_command(CUSTOMER, regions=regions, version=v, issued_at_ms=0)
         if home is None
@@ -118,7 +129,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         for v, home in zip(versions, writes, strict=True)
     ]
     delivered = list(commands)
-    for at in draw(st.lists(st.integers(0, len(commands) - 1), max_size=3, unique=True)):
+    retried = [at for at in range(len(commands)) if at not in lost]
+    # At most REMEMBERED republished versions: a table knows a late first publishing by them.
+    retries = st.lists(st.sampled_from(retried), max_size=REMEMBERED - len(lost), unique=True)
+    for at in draw(retries) if retried else []:
         command = commands[at]
         index = delivered.index(command)
         if draw(st.booleans()):
@@ -126,15 +140,33 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         else:
             delivered[index] = republish(command)
             delivered.insert(draw(st.integers(index + 1, len(delivered))), command)
+    for at in lost:
+        delivered[delivered.index(commands[at])] = republish(commands[at])
     return Scenario(
         regions=regions,
-        delivered=delivered,
+        delivered=made_when(draw, delivered, {str(commands[at].command_id) for at in lost}),
         batch=draw(st.integers(1, 4)),
         failures=draw(st.lists(st.booleans(), max_size=len(delivered))),
         partial=draw(st.integers(0, 3)),
         down=draw(st.sets(st.sampled_from(regions.names), max_size=count - 1)),
         park_order=draw(st.randoms(use_true_random=False)),
     )
+
+
+def made_when(draw: st.DrawFn, delivered: list[Command], lost: set[str]) -> list[Command]:
+    """Every publishing of a write stamped with the same ``after``: at most where the write
+    first stands (it was made before any publishing), or none (a gateway that knew no offset);
+    always one for a write whose first attempt was lost, the case it is for."""
+    first: dict[str, int] = {}
+    for position, command in enumerate(delivered):
+        first.setdefault(str(command.command_id), position)
+    after = {
+        write: draw(
+            st.integers(0, position) if write in lost else st.none() | st.integers(0, position)
+        )
+        for write, position in first.items()
+    }
+    return [c.model_copy(update={"after": after[str(c.command_id)]}) for c in delivered]
 
 
 def consume(
@@ -156,8 +188,8 @@ def consume(
         chunk = delivered[start : start + batch]
         routed = [
             (c.model_copy(update={"version": version}), t)
-            for c in chunk
-            for version, targets in [table.route(c)]
+            for position, c in enumerate(chunk, start)
+            for version, targets in [table.route(c, position)]
             for t in targets
             if t.role is role
         ]
@@ -182,20 +214,23 @@ def acknowledged_last(delivered: list[Command]) -> Command:
     """What the customer must end as: the reference, with every command id remembered.
 
     Each write counts once, where it first stands in the partition: a fresh write there was
-    acknowledged after every write before it, so it wins; a republished one overlapped the
-    writes between its publishings, and wins only if its version is above the current one.
+    acknowledged after every write before it, so it wins. A republished one overlapped the
+    writes between its publishings, and wins only if its version is above the current one's,
+    or if the current write stands below its ``after``: that one was acknowledged before the
+    republished write was made, and a write acknowledged later wins.
     """
     seen: set[str] = set()
     current: Command | None = None
     version = 0
-    for command in delivered:
+    placed_at = 0
+    for position, command in enumerate(delivered):
         if str(command.command_id) in seen:
             continue
         seen.add(str(command.command_id))
         if current is None or command.version > version:
-            current, version = command, command.version
-        elif not command.republished:
-            current, version = command, lifted(version, command.version)
+            current, version, placed_at = command, command.version, position
+        elif not command.republished or (command.after is not None and placed_at < command.after):
+            current, version, placed_at = command, lifted(version, command.version), position
     assert current is not None
     return current
 

@@ -172,6 +172,15 @@ class CommandTopic:
             return None
         return self._reached.get(partition_of(customer_id, self._partitions))
 
+    def reached_offsets(self) -> tuple[int, ...]:
+        """What :meth:`reached` says of every partition, indexed by partition (0 where no
+        command was seen acknowledged yet); empty while no offset can be vouched for. A command
+        made again later from these (a keyed batch's item) gets the ``after`` it had when they
+        were taken, not a later one its first publishing may stand below."""
+        if not self._partitions or not self._placed_as_expected:
+            return ()
+        return tuple(self._reached.get(p, 0) for p in range(self._partitions))
+
     async def _note_reached(
         self, commands: Sequence[Command], deliveries: Sequence[Delivery]
     ) -> None:

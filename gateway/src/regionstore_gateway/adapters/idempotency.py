@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from regionstore_shared import schemas
+from regionstore_shared.topics import partition_of
 
 MAX_KEY_LENGTH = 200
 HEADER = "Idempotency-Key"
@@ -129,6 +130,12 @@ class BatchRecord(BaseModel):
     how far each item got: ``sent`` is set before its command is handed to Kafka and cleared if
     Kafka certainly did not take it, so a retry publishes a ``sent`` item again as republished
     and any other as a new command; ``acked`` once Kafka acknowledged it.
+
+    ``reached`` keeps, per partition of the command topic, the offset the first attempt's
+    gateway had seen the partition reach before anything of the batch was sent: every attempt
+    stamps item ``i``'s command with its partition's as ``after``. An offset taken at a retry
+    would be wrong: the first attempt may stand below it, before writes that must stay newer.
+    One number per partition, not one per item: a bulk load's record stays as small.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -143,10 +150,23 @@ class BatchRecord(BaseModel):
     acked: Base64Bytes = Field(
         default=b"", description="Bit i set: Kafka acknowledged item i's command."
     )
+    reached: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        default=(),
+        description="Index p: an offset partition p had certainly reached when the batch was "
+        "first made (0: none known); as many as the command topic has partitions. Empty when "
+        "not known, and in records written before it was kept: the commands carry no after.",
+    )
 
     def command_id(self, index: int) -> uuid.UUID:
         """The command id of item ``index``."""
         return uuid.uuid5(self.seed, str(index))
+
+    def after(self, customer_id: str) -> int | None:
+        """The ``after`` of every command of the batch for ``customer_id`` (see
+        Command.after), or None when not known."""
+        if not self.reached:
+            return None
+        return self.reached[partition_of(customer_id, len(self.reached))] or None
 
     def is_sent(self, index: int) -> bool:
         """Whether item ``index``'s command may have reached Kafka in an earlier attempt."""

@@ -2,11 +2,12 @@
 
 A bulk load keys each request, not each customer. The first attempt reserves a run of versions
 from the clock and draws a seed for the command ids, and keeps only those in Redis
-(:class:`~regionstore_gateway.adapters.idempotency.BatchRecord`); a retry of the same request makes
-every item's command again from them, so item ``i`` is published as the same command (same
-id, version and targets) whichever attempt publishes it. Items an earlier attempt got
-acknowledged are answered from the record and not published again; the others (failed,
-unknown, or never reached) are published, harmlessly twice if an earlier attempt did land.
+(:class:`~regionstore_gateway.adapters.idempotency.BatchRecord`), with the offset each partition
+of the command topic had reached then; a retry of the same request makes every item's command
+again from them, so item ``i`` is published as the same command (same id, version, targets and
+``after``) whichever attempt publishes it. Items an earlier attempt got acknowledged are
+answered from the record and not published again; the others (failed, unknown, or never
+reached) are published, harmlessly twice if an earlier attempt did land.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def _new_record(topic: CommandTopic, request: str, count: int) -> BatchRecord:
         seed=uuid.uuid4(),
         first_version=topic.reserve_versions(max(count, 1)),
         issued_at_ms=time.time_ns() // 1_000_000,
+        reached=topic.reached_offsets(),
     )
 
 
@@ -161,6 +163,7 @@ def _command(
             version=version,
             issued_at_ms=record.issued_at_ms,
             command_id=command_id,
+            after=record.after(item.customer_id),
         )
     try:
         return upsert_command(
@@ -169,6 +172,7 @@ def _command(
             version=version,
             issued_at_ms=record.issued_at_ms,
             command_id=command_id,
+            after=record.after(item.customer.customer_id),
         )
     except ZipOutOfRangeError as error:
         results.append(zip_rejected(index, item.customer.customer_id, error))
