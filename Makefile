@@ -421,18 +421,32 @@ compose-config: compose-tools sync ## validate deploy/compose.yaml and deploy/Do
 # key is made for them in deploy/secrets/tests_operator_key.
 COMPOSE_TESTS ?= tests/integration/test_smoke_stack.py tests/integration/test_write_path.py \
 	tests/integration/test_auth_matrix.py tests/integration/test_idempotency.py tests/docker
+# LEAN=1 (CI's make test-docker-ci): the smoke tests, a write applied in its home and replica
+# region and nowhere else, a read of one's own write, every identity refused or allowed as its
+# role says, then the short kill round (each kind of container once: tests/docker).
+LEAN ?=
+COMPOSE_LEAN_TESTS ?= tests/integration/test_smoke_stack.py \
+	tests/integration/test_write_path.py::test_a_write_reaches_home_and_replica_and_nothing_else \
+	tests/integration/test_write_path.py::test_wait_applied_gives_read_your_writes \
+	tests/integration/test_auth_matrix.py tests/docker
 .PHONY: test-compose
-test-compose: sync ## integration tests and the container-kill test against the compose deployment (after compose-up)
+test-compose: sync ## integration tests and the container-kill test against the compose deployment (after compose-up) [LEAN=1: CI's subset and short kill round]
 	@$(COMPOSE) exec -T gateway python -m regionstore_gateway.keys create --role operator --name tests \
 		2>/dev/null >deploy/secrets/tests_operator_key
 	set -a; $(if $(COMPOSE_PORTS),. $(COMPOSE_PORTS);) . deploy/compose.test.env; set +a; \
-		uv run pytest -m integration -p no:cacheprovider $(or $(PYTEST_ARGS),$(COMPOSE_TESTS))
+		REGIONSTORE_DOCKER_ROUND=$(if $(LEAN),short,full) uv run pytest -m integration -p no:cacheprovider \
+		$(or $(PYTEST_ARGS),$(if $(LEAN),$(COMPOSE_LEAN_TESTS),$(COMPOSE_TESTS)))
 
-# CI's Docker path: the engine, every image built here, the stack on the ports of
-# deploy/compose.ci-ports.env, the tests, then the stack down (volumes too). Each step is timed.
+# The Docker path: the engine, every image built here (none whose inputs are unchanged), the
+# stack on the ports of deploy/compose.ci-ports.env, the tests, then the stack down (volumes
+# too). Each step is timed. .ci/run runs the lean one after make test (docs/deploying.md).
 .PHONY: test-docker
 test-docker: ## the whole Docker path with images built here: engine, images, compose-up, test-compose, compose-down
 	@bash $(ROOT)/deploy/docker/test-docker.sh
+
+.PHONY: test-docker-ci
+test-docker-ci: ## CI's Docker path: as test-docker, with test-compose LEAN=1 (a subset and the short kill round)
+	@bash $(ROOT)/deploy/docker/test-docker.sh --lean
 
 ##@ Kubernetes (deploy/helm/regionstore; no cluster needed to check it)
 
