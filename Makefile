@@ -222,9 +222,10 @@ PYTEST_ARGS ?=
 # store's full disk (marker `links`) to `make test-links`, on a stack with its Toxiproxy links;
 # `make test` replays one schedule there (CHAOS_SEED, clean when chosen), `make test-links` by
 # hand draws a new one. That round kills every process kind too, so the round of kills alone
-# (marker `kills`) is left to `make chaos` and `make test PYTEST_ARGS='-m kills'`. One run is its own:
-# `make test-docker` (images built here, deploy/compose.yaml up, its tests, down), not in .ci/run
-# yet: its 8-11 minutes would take CI past its 30-minute budget (docs/deploying.md).
+# (marker `kills`) is left to `make chaos` and `make test PYTEST_ARGS='-m kills'`. The Docker path
+# is its own run, after this one: .ci/run runs `make test-docker-ci` (images built here,
+# deploy/compose.yaml up, a subset of its tests and a short kill round, down: about 4-5 minutes,
+# the early images built meanwhile); `make test-docker` runs all of them (docs/deploying.md#in-ci).
 # A mixed round's schedule replayed by `make test` (make chaos FAULTS=all NEMESIS_FAULTS=4 SEED=...
 # gives the same one): a fixed seed keeps a CI failure reproducible; new seeds are make chaos's.
 CI_CHAOS_SEED := 2284982464
