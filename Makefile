@@ -381,7 +381,7 @@ compose-engine: ## make sure a Docker engine answers: Debian's docker.io, instal
 	@$(ROOT)/deploy/docker/engine.sh $(DOCKER_STATE)/engine
 
 .PHONY: compose-images
-compose-images: compose-engine tools ## build every image of COMPOSE_IMAGES=local with no registry (times and sizes printed)
+compose-images: compose-engine tools ## build every image of COMPOSE_IMAGES=local with no registry, those whose inputs changed (times and sizes printed)
 	@FERRETDB=$(FERRETDB) DOCDB_ROOT=$(DOCDB_ROOT) $(ROOT)/deploy/docker/build-images.sh $(ROOT) $(CACHE_DIR)
 
 # What needs nothing `make tools` makes (the base, uv, the service image, Redis, Kafka's JRE):
