@@ -222,9 +222,10 @@ PYTEST_ARGS ?=
 # store's full disk (marker `links`) to `make test-links`, on a stack with its Toxiproxy links;
 # `make test` replays one schedule there (CHAOS_SEED, clean when chosen), `make test-links` by
 # hand draws a new one. That round kills every process kind too, so the round of kills alone
-# (marker `kills`) is left to `make chaos` and `make test PYTEST_ARGS='-m kills'`. One run is its own:
-# `make test-docker` (images built here, deploy/compose.yaml up, its tests, down), not in .ci/run
-# yet: its 8-11 minutes would take CI past its 30-minute budget (docs/deploying.md).
+# (marker `kills`) is left to `make chaos` and `make test PYTEST_ARGS='-m kills'`. The Docker path
+# is its own run, after this one: .ci/run runs `make test-docker-ci` (images built here,
+# deploy/compose.yaml up, a subset of its tests and a short kill round, down: about 4-5 minutes,
+# the early images built meanwhile); `make test-docker` runs all of them (docs/deploying.md#in-ci).
 # A mixed round's schedule replayed by `make test` (make chaos FAULTS=all NEMESIS_FAULTS=4 SEED=...
 # gives the same one): a fixed seed keeps a CI failure reproducible; new seeds are make chaos's.
 CI_CHAOS_SEED := 2284982464
@@ -380,7 +381,7 @@ compose-engine: ## make sure a Docker engine answers: Debian's docker.io, instal
 	@$(ROOT)/deploy/docker/engine.sh $(DOCKER_STATE)/engine
 
 .PHONY: compose-images
-compose-images: compose-engine tools ## build every image of COMPOSE_IMAGES=local with no registry (times and sizes printed)
+compose-images: compose-engine tools ## build every image of COMPOSE_IMAGES=local with no registry, those whose inputs changed (times and sizes printed)
 	@FERRETDB=$(FERRETDB) DOCDB_ROOT=$(DOCDB_ROOT) $(ROOT)/deploy/docker/build-images.sh $(ROOT) $(CACHE_DIR)
 
 # What needs nothing `make tools` makes (the base, uv, the service image, Redis, Kafka's JRE):
@@ -421,18 +422,32 @@ compose-config: compose-tools sync ## validate deploy/compose.yaml and deploy/Do
 # key is made for them in deploy/secrets/tests_operator_key.
 COMPOSE_TESTS ?= tests/integration/test_smoke_stack.py tests/integration/test_write_path.py \
 	tests/integration/test_auth_matrix.py tests/integration/test_idempotency.py tests/docker
+# LEAN=1 (CI's make test-docker-ci): the smoke tests, a write applied in its home and replica
+# region and nowhere else, a read of one's own write, every identity refused or allowed as its
+# role says, then the short kill round (each kind of container once: tests/docker).
+LEAN ?=
+COMPOSE_LEAN_TESTS ?= tests/integration/test_smoke_stack.py \
+	tests/integration/test_write_path.py::test_a_write_reaches_home_and_replica_and_nothing_else \
+	tests/integration/test_write_path.py::test_wait_applied_gives_read_your_writes \
+	tests/integration/test_auth_matrix.py tests/docker
 .PHONY: test-compose
-test-compose: sync ## integration tests and the container-kill test against the compose deployment (after compose-up)
+test-compose: sync ## integration tests and the container-kill test against the compose deployment (after compose-up) [LEAN=1: CI's subset and short kill round]
 	@$(COMPOSE) exec -T gateway python -m regionstore_gateway.keys create --role operator --name tests \
 		2>/dev/null >deploy/secrets/tests_operator_key
 	set -a; $(if $(COMPOSE_PORTS),. $(COMPOSE_PORTS);) . deploy/compose.test.env; set +a; \
-		uv run pytest -m integration -p no:cacheprovider $(or $(PYTEST_ARGS),$(COMPOSE_TESTS))
+		REGIONSTORE_DOCKER_ROUND=$(if $(LEAN),short,full) uv run pytest -m integration -p no:cacheprovider \
+		$(or $(PYTEST_ARGS),$(if $(LEAN),$(COMPOSE_LEAN_TESTS),$(COMPOSE_TESTS)))
 
-# CI's Docker path: the engine, every image built here, the stack on the ports of
-# deploy/compose.ci-ports.env, the tests, then the stack down (volumes too). Each step is timed.
+# The Docker path: the engine, every image built here (none whose inputs are unchanged), the
+# stack on the ports of deploy/compose.ci-ports.env, the tests, then the stack down (volumes
+# too). Each step is timed. .ci/run runs the lean one after make test (docs/deploying.md).
 .PHONY: test-docker
 test-docker: ## the whole Docker path with images built here: engine, images, compose-up, test-compose, compose-down
 	@bash $(ROOT)/deploy/docker/test-docker.sh
+
+.PHONY: test-docker-ci
+test-docker-ci: ## CI's Docker path: as test-docker, with test-compose LEAN=1 (a subset and the short kill round)
+	@bash $(ROOT)/deploy/docker/test-docker.sh --lean
 
 ##@ Kubernetes (deploy/helm/regionstore; no cluster needed to check it)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -89,11 +89,19 @@ async def extra_gateway(
     offset: Skew,
     log: Path,
     clock_file: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """Run one more gateway, ready, for the block; its base URL is yielded. With
-    ``clock_file``, its clock's offset is what the file says (``FAKETIME`` syntax) when read."""
+    ``clock_file``, its clock's offset is what the file says (``FAKETIME`` syntax) when read;
+    ``settings`` (``REGIONSTORE_*`` variables) change its own from the stack gateway's."""
     gateway = extra_gateway_process(
-        stack, port=port, node_id=node_id, offset=offset, log=log, clock_file=clock_file
+        stack,
+        port=port,
+        node_id=node_id,
+        offset=offset,
+        log=log,
+        clock_file=clock_file,
+        settings=settings,
     )
     async with gateway as (url, _):
         yield url
@@ -108,10 +116,13 @@ async def extra_gateway_process(
     offset: Skew,
     log: Path,
     clock_file: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
     """As :func:`extra_gateway`, yielding its pid too (to pause it)."""
-    settings = {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_NODE_ID": str(node_id)}
-    process = _extra_process(stack, "gateway", settings, port, offset, log, clock_file)
+    own = {"REGIONSTORE_HTTP__PORT": str(port), "REGIONSTORE_NODE_ID": str(node_id)}
+    process = _extra_process(
+        stack, "gateway", {**(settings or {}), **own}, port, offset, log, clock_file
+    )
     async with process as running:
         yield running
 

@@ -25,7 +25,7 @@ from regionstore_shared.status import NodeStatus
 from . import baselines, ingest, paced_drain, queries, recovery, region_maps, report, stores
 from .data import Customers, commands, customers, documents, encoded, run_stamp
 from .env import BenchEnv, compose_url, log, open_env, port_of
-from .plan import FULL, QUICK, Plan
+from .plan import FULL, QUICK, SMOKE, Plan
 from .probes import PhaseUsage, ProcessSampler
 from .profile import profiled
 from .write_cost import write_costs
@@ -38,8 +38,11 @@ IDLE_S = 3.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="regionstore_bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke-sized counts (< 2 minutes)")
-    parser.add_argument("--output", help="results file stem (default latest, or quick)")
+    parser.add_argument("--quick", action="store_true", help="small counts (< 2 minutes)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every scenario at its smallest, figures unfit to read"
+    )
+    parser.add_argument("--output", help="results file stem (default latest, quick or smoke)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--profile", action="store_true", help="py-spy the services meanwhile")
     parser.add_argument("--keep-data", action="store_true", help="leave the bench's customers")
@@ -197,12 +200,13 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                     holding=int(drained["store_documents_at_flip"]),
                 )
             del sample
-            log.info("6/7 store writes per customer write on maps of 3, 6 and 12 regions")
+            sizes = ", ".join(str(size) for size in plan.map_sizes)
+            log.info("6/7 store writes per customer write on maps of %s regions", sizes)
             async with sampler.phase("maps"):
                 logs = Path(tempfile.mkdtemp(prefix="regionstore-bench-maps-"))
                 log.info("the maps' writers and replicators log into %s", logs)
                 results["write_cost_measured"] = await region_maps.measure_all(
-                    plan.map_customers, logs
+                    plan.map_customers, logs, plan.map_sizes
                 )
             log.info("7/7 a parked backlog drained under live writes, paced and flat out")
             async with sampler.phase("paced_drain"):
@@ -259,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("aiokafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    plan = QUICK if args.quick else FULL
-    stem = args.output or ("quick" if args.quick else "latest")
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    stem = args.output or ("latest" if plan is FULL else plan.name)
     directory: Path = args.results_dir
     directory.mkdir(parents=True, exist_ok=True)
     if args.report_only is not None:

@@ -45,6 +45,7 @@ class Plan:
     apply_timeout_s: float = 600.0
     # 6. store writes per customer write on maps of 3, 6 and 12 regions: customers per map
     map_customers: int = 300
+    map_sizes: tuple[int, ...] = (3, 6, 12)
     # 7. a parked backlog drained while live writes go to the same region, paced and not:
     # commands parked, live commands per second, and seconds of live writes alone before.
     paced_backlog: int = 30_000
@@ -82,3 +83,32 @@ QUICK = Plan(
     paced_live_rate=100,
     paced_baseline_s=3.0,
 )
+SMOKE = Plan(
+    name="smoke",
+    baseline_runs=1,
+    rtt_messages=100,
+    insert_runs=1,
+    insert_documents=2000,
+    single_requests=400,
+    single_concurrency=16,
+    single_rounds=1,
+    single_budget_s=4.0,
+    unloaded_requests=20,
+    batch_customers=2000,
+    batch_size=500,
+    batch_concurrency=2,
+    recovery_writes=2000,
+    queries_per_shape=5,
+    query_concurrency=1,
+    query_budget_s=5.0,
+    query_timeout_s=15.0,
+    apply_timeout_s=240.0,
+    map_customers=20,
+    map_sizes=(3,),
+    paced_backlog=1000,
+    paced_live_rate=50,
+    paced_baseline_s=1.0,
+)
+"""Every scenario once at the smallest counts that still give each of its figures: what the
+bench's own test runs (``--smoke``), to prove the run and its results file whole, not to
+measure."""

@@ -193,7 +193,9 @@ async def _clean(settings: CommonSettings, run: MapRun) -> None:
         await admin.close()
 
 
-async def measure_all(customers: int, logs: Path) -> list[dict[str, Any]]:
-    """The live figures for every map size (one replica); the services log into ``logs``."""
+async def measure_all(
+    customers: int, logs: Path, sizes: tuple[int, ...] = SIZES
+) -> list[dict[str, Any]]:
+    """The live figures for each map size (one replica); the services log into ``logs``."""
     settings = CommonSettings()
-    return [await measure(settings, size, customers, logs) for size in SIZES]
+    return [await measure(settings, size, customers, logs) for size in sizes]

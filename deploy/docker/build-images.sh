@@ -16,8 +16,12 @@
 # the tools are built and the local stack's tests run; the full build then finds those in the
 # layer cache and adds the jars, the DocumentDB root and FerretDB (about 30 s).
 #
-# The debootstrapped root is kept as CACHE_DIR/docker/base-root.tar, and an imported image is
-# imported again only when missing; the builds use the engine's layer cache. Each step is timed.
+# Each image carries a label, regionstore.inputs, with a digest of everything it is made from
+# (deploy/docker/digest.sh: its Dockerfile and build context, its build arguments, the id of the
+# image it is built on; for the base, the function below that makes its root). An image whose
+# label matches is left as it is, so a second run builds nothing; a change to any input builds
+# that image and those built on it again. The debootstrapped root is kept as
+# CACHE_DIR/docker/base-root.tar with its digest. Each step is timed.
 set -euo pipefail
 
 repo="${1:?usage: build-images.sh REPO_ROOT CACHE_DIR [--early]}"
@@ -34,7 +38,15 @@ step() {  # step NAME COMMAND...: runs it, logs it, times it
   "$@" >>"$log" 2>&1 || fail "$name could not be built: see the end of $log, fix that, then make compose-images"
   printf '  %-26s %4ds\n' "$name" $((SECONDS - start))
 }
-missing() { ! docker image inspect "$1" >/dev/null 2>&1; }
+LABEL=regionstore.inputs
+# current IMAGE DIGEST: the image exists and was made from these inputs ("up to date" is printed).
+current() {
+  [[ "$(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null)" == "$2" ]] \
+    && printf '  %-26s up to date\n' "$1"
+}
+image_id() { docker image inspect -f '{{.Id}}' "$1"; }
+digest() { "$here/digest.sh" "$@"; }
+text_digest() { printf '%s\n' "$@" | sha256sum | cut -d' ' -f1; }
 
 command -v docker >/dev/null || fail "no docker CLI here: make compose-engine (as root) installs Debian's docker.io"
 docker info >/dev/null 2>&1 || fail "no Docker engine answers: make compose-engine (as root) starts Debian's"
@@ -53,7 +65,11 @@ mkdir -p "$state"
 build_cli=(docker)
 if ! docker buildx version >/dev/null 2>&1 && [[ -x /usr/bin/docker ]]; then build_cli=(/usr/bin/docker); fi
 # --network host: RUN steps reach PyPI and the Debian mirror as the host does.
-build() { DOCKER_BUILDKIT=1 "${build_cli[@]}" build --network host --progress plain "$@"; }
+build() {  # build DIGEST ARGS...
+  local inputs="$1"
+  shift
+  DOCKER_BUILDKIT=1 "${build_cli[@]}" build --network host --progress plain --label "$LABEL=$inputs" "$@"
+}
 
 base_root() {
   [[ $EUID -eq 0 ]] || fail "debootstrap needs root"
@@ -82,12 +98,11 @@ base_root() {
   rm -rf "$root"
 }
 
-uv_image() {
-  local uv dir="$state/uv"
-  uv="$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null)" || uv="$(command -v uv)"
+uv_image() {  # uv_image UV_BINARY DIGEST
+  local uv="$1" dir="$state/uv"
   file -L "$uv" | grep -q ELF || fail "no uv binary found (pip install uv)"
   rm -rf "$dir" && mkdir -p "$dir" && cp "$uv" "$dir/uv"
-  tar -C "$dir" -c uv | docker import -m "uv $("$uv" --version)" - regionstore-uv:local
+  tar -C "$dir" -c uv | docker import -m "uv $("$uv" --version)" -c "LABEL $LABEL=$2" - regionstore-uv:local
 }
 
 context() {  # context NAME FILES...: a fresh build context in CACHE_DIR/docker/NAME
@@ -98,27 +113,65 @@ context() {  # context NAME FILES...: a fresh build context in CACHE_DIR/docker/
 }
 
 echo "building the images (log: $log)"
-[[ -s "$state/base-root.tar" ]] || step "base root (debootstrap)" base_root
-# uv reads its CA bundle from SSL_CERT_FILE, as the system's Python does.
-missing regionstore-base:local && step "import base" docker import \
-  -c 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' "$state/base-root.tar" regionstore-base:local
-missing regionstore-uv:local && step "import uv" uv_image
-step "regionstore:dev" build -f "$repo/deploy/Dockerfile" --build-arg PYTHON_IMAGE=regionstore-base:local \
-  --build-arg UV_IMAGE=regionstore-uv:local --build-arg PYTHON=/usr/bin/python3 -t regionstore:dev "$repo"
-step "regionstore-redis:local" build -t regionstore-redis:local "$here/redis"
+# The base: the function that makes its root, the host's CA certificates it copies in, the
+# settings of the import.
+base_changes=(-c 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt')
+base_inputs="$(text_digest "$(declare -f base_root)" "${base_changes[*]}" \
+  "$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null)")"
+if ! current regionstore-base:local "$base_inputs"; then
+  [[ -s "$state/base-root.tar" && "$(cat "$state/base-root.digest" 2>/dev/null)" == "$base_inputs" ]] \
+    || { step "base root (debootstrap)" base_root && echo "$base_inputs" >"$state/base-root.digest"; }
+  step "import base" docker import "${base_changes[@]}" -c "LABEL $LABEL=$base_inputs" \
+    "$state/base-root.tar" regionstore-base:local
+fi
+base_id="$(image_id regionstore-base:local)"
+uv_bin="$(python3 -c 'import uv; print(uv.find_uv_bin())' 2>/dev/null)" || uv_bin="$(command -v uv)" \
+  || fail "no uv binary found (pip install uv)"
+uv_inputs="$(sha256sum <"$uv_bin" | cut -d' ' -f1)"
+current regionstore-uv:local "$uv_inputs" || step "import uv" uv_image "$uv_bin" "$uv_inputs"
+# The service image's context: the repository as deploy/Dockerfile and .dockerignore use it
+# (the tests aside); every file of it when the repository is not a git work tree.
+service_args=(--build-arg PYTHON_IMAGE=regionstore-base:local --build-arg UV_IMAGE=regionstore-uv:local
+  --build-arg PYTHON=/usr/bin/python3)
+members=(pyproject.toml uv.lock .dockerignore deploy/Dockerfile shared gateway writer-service
+  replicator-service recovery-service tools testing bench)
+if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  sources=(--git "$repo" "${members[@]}" ':(exclude)*/tests/*' ':(exclude)bench/results/*')
+else
+  sources=("$repo" "${members[@]}")
+fi
+service_inputs="$(digest --also "${service_args[*]}" --also "$base_id" --also "$(image_id regionstore-uv:local)" \
+  "${sources[@]}")"
+current regionstore:dev "$service_inputs" || step "regionstore:dev" build "$service_inputs" \
+  -f "$repo/deploy/Dockerfile" "${service_args[@]}" -t regionstore:dev "$repo"
+redis_inputs="$(digest --also "$base_id" "$here/redis")"
+current regionstore-redis:local "$redis_inputs" \
+  || step "regionstore-redis:local" build "$redis_inputs" -t regionstore-redis:local "$here/redis"
 if [[ -n "$early" ]]; then
-  # The JRE stage alone: its context needs no jars.
-  step "Kafka's JRE stage" build --target jre "$(context jre-context "$here/kafka/Dockerfile")"
+  # The JRE stage alone, tagged so that the next run finds it: its context needs no jars.
+  jre_context="$(context jre-context "$here/kafka/Dockerfile")"
+  jre_inputs="$(digest --also "$base_id" --also "target jre" "$jre_context")"
+  current regionstore-kafka-jre:local "$jre_inputs" \
+    || step "Kafka's JRE stage" build "$jre_inputs" --target jre -t regionstore-kafka-jre:local "$jre_context"
 else
   kafka_context="$(context kafka-context "$here/kafka/Dockerfile" "$here/kafka/bin" \
     "$repo/deploy/local/kafka/log4j2.xml" "$cache/kafka/libs")"
-  step "regionstore-kafka:local" build -t regionstore-kafka:local "$kafka_context"
-  if missing regionstore-docdb-root:local; then
-    step "import DocumentDB root" bash -c 'tar --numeric-owner -C "$1" -c . | docker import - regionstore-docdb-root:local' _ "$DOCDB_ROOT"
+  kafka_inputs="$(digest --also "$base_id" "$kafka_context")"
+  current regionstore-kafka:local "$kafka_inputs" \
+    || step "regionstore-kafka:local" build "$kafka_inputs" -t regionstore-kafka:local "$kafka_context"
+  # The DocumentDB root is hundreds of MB: its digest is its script's and its files' names,
+  # sizes and times (docdb-root.sh makes it anew, so a new root has new times).
+  docdb_inputs="$(digest --also "$(find "$DOCDB_ROOT" -printf '%P %s %T@ %m\n' | LC_ALL=C sort | sha256sum)" \
+    "$repo/deploy/local/bin" docdb-root.sh)"
+  if ! current regionstore-docdb-root:local "$docdb_inputs"; then
+    step "import DocumentDB root" bash -c 'tar --numeric-owner -C "$1" -c . | docker import -c "LABEL $2" - regionstore-docdb-root:local' \
+      _ "$DOCDB_ROOT" "$LABEL=$docdb_inputs"
   fi
   store_context="$(context store-context "$here/store/Dockerfile" "$here/store/start.sh" "$here/store/healthy.sh")"
   cp "$FERRETDB" "$store_context/ferretdb"
-  step "regionstore-store:local" build -t regionstore-store:local "$store_context"
+  store_inputs="$(digest --also "$(image_id regionstore-docdb-root:local)" "$store_context")"
+  current regionstore-store:local "$store_inputs" \
+    || step "regionstore-store:local" build "$store_inputs" -t regionstore-store:local "$store_context"
 fi
 
 echo "image sizes:"

@@ -23,6 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from regionstore_gateway.settings import GatewaySettings
+from regionstore_shared.ports import DEFAULT_PORTS
 from regionstore_shared.settings import CommonSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -884,6 +885,21 @@ class TestHostTestSettings:
             f"redis://{user}:{FAKE_SECRETS['idempotency_redis_password']}@127.0.0.1:"
             f"{published(services['redis-idempotency'])[6379][1]}/0"
         )
+
+    def test_the_round_never_reaches_a_local_stacks_toxiproxy(
+        self, services: dict[str, Service], host_env: dict[str, str]
+    ) -> None:
+        # The chaos round heals every link of the Toxiproxy on TOXIPROXY_PORT when it ends.
+        port = int(host_env["TOXIPROXY_PORT"])
+        published_ports = {hp for s in services.values() for _, hp in published(s).values()}
+        ci_ports = {
+            int(line.partition("=")[2])
+            for line in (DEPLOY / "compose.ci-ports.env").read_text().splitlines()
+            if line.startswith("HOST_PORT_")
+        }
+
+        assert port != DEFAULT_PORTS["TOXIPROXY_PORT"]
+        assert port not in published_ports | ci_ports | set(DEFAULT_PORTS.values())
 
     @pytest.mark.parametrize("region", REGIONS)
     def test_each_region_is_its_published_member_as_root(

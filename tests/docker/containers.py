@@ -87,13 +87,22 @@ def as_process(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class ContainerStack(Stack):
-    """The compose deployment: endpoints from the environment, processes as containers."""
+    """The compose deployment: endpoints from the environment, processes as containers.
 
-    def __init__(self) -> None:
+    ``stores`` narrows the regions' stores the round sees (and so kills) to those named; the
+    others keep running untouched.
+    """
+
+    def __init__(self, stores: tuple[str, ...] | None = None) -> None:
         super().__init__(Endpoints.from_env())
+        self._seen = tuple(
+            process
+            for process in SERVICES
+            if stores is None or not process.startswith("region_") or process in stores
+        )
 
     async def processes(self) -> dict[str, dict[str, Any]]:
-        return {process: as_process(await inspect(process)) for process in SERVICES}
+        return {process: as_process(await inspect(process)) for process in self._seen}
 
     async def pid(self, process: str) -> int:
         state = await inspect(process)

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +26,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner, Result
 
+from regionstore_testing.ports import free_port
 from regionstore_tools.cli import app
 from regionstore_tools.dataset.loader import BATCH_PATH
 from regionstore_tools.settings import ToolSettings
+from tests.gateways import extra_gateway, skew
 from tests.keys import headers, new_key
 from tests.stack import Stack
 
@@ -36,6 +39,9 @@ pytestmark = pytest.mark.integration
 WITHIN_S = 60.0
 POLL_S = 0.25
 HOME = "region_2"  # zip 40015
+KEY_CACHE_S = 2.0
+# Clock ids 0 and 1 are the stack's gateways', 62 and 63 other tests' (at most 63).
+KEYS_NODE_ID = 61
 runner = CliRunner()
 
 
@@ -53,6 +59,21 @@ def http(stack: Any) -> Iterator[httpx.Client]:
     """The gateway, with the stack's operator key."""
     with httpx.Client(base_url=ToolSettings().gateway_url, headers=headers(), timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+async def prompt_gateway(stack: Stack) -> AsyncIterator[str]:
+    """A second gateway of the stack's program that reads a verified key again after
+    KEY_CACHE_S (the stack's keeps one 30 s, which the revocation test would wait out)."""
+    async with extra_gateway(
+        stack,
+        port=free_port(),
+        node_id=KEYS_NODE_ID,
+        offset=skew("0"),
+        log=Path(".run/logs/gateway-oncall-keys.log"),
+        settings={"REGIONSTORE_AUTH__CACHE_REFRESH_S": str(KEY_CACHE_S)},
+    ) as url:
+        yield url
 
 
 def customers(count: int) -> list[dict[str, Any]]:
@@ -199,37 +220,38 @@ def test_the_audit_log_follows_until_ctrl_c(http: httpx.Client) -> None:
     assert err == ""
 
 
-def test_keys_create_list_and_revoke_as_the_gateway_sees_them(http: httpx.Client) -> None:
-    name = f"cli test {uuid.uuid4().hex[:8]}"
-    created = json_of(cli("keys", "create", "--role", "reader", "--name", name, "--json"))
-    key, key_id = created["key"], created["key_id"]
-    assert (created["role"], created["name"]) == ("reader", name)
-    answer = http.get("/v1/session", headers=headers(key))
-    assert (answer.status_code, answer.json()["role"]) == (200, "reader")
+def test_keys_create_list_and_revoke_as_the_gateway_sees_them(prompt_gateway: str) -> None:
+    with httpx.Client(base_url=prompt_gateway, timeout=30) as http:
+        name = f"cli test {uuid.uuid4().hex[:8]}"
+        created = json_of(cli("keys", "create", "--role", "reader", "--name", name, "--json"))
+        key, key_id = created["key"], created["key_id"]
+        assert (created["role"], created["name"]) == ("reader", name)
+        answer = http.get("/v1/session", headers=headers(key))
+        assert (answer.status_code, answer.json()["role"]) == (200, "reader")
 
-    listed = {k["key_id"]: k for k in json_of(cli("keys", "list", "--json"))}
-    assert listed[key_id]["name"] == name
-    assert listed[key_id]["revoked_at"] is None
-    assert key.split("_", 2)[2] not in cli("keys", "list").stdout
-    # The gateway's own key command sees the same record.
-    gateway_list = subprocess.run(
-        [sys.executable, "-m", "regionstore_gateway.keys", "list"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert key_id in gateway_list.stdout
+        listed = {k["key_id"]: k for k in json_of(cli("keys", "list", "--json"))}
+        assert listed[key_id]["name"] == name
+        assert listed[key_id]["revoked_at"] is None
+        assert key.split("_", 2)[2] not in cli("keys", "list").stdout
+        # The gateway's own key command sees the same record.
+        gateway_list = subprocess.run(
+            [sys.executable, "-m", "regionstore_gateway.keys", "list"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert key_id in gateway_list.stdout
 
-    revoked = json_of(cli("keys", "revoke", key_id, "--json"))
-    assert revoked["revoked_at"] is not None
-    # A verified key is trusted for the gateway's cache refresh time (30 s by default).
-    refused = eventually(
-        lambda: http.get("/v1/session", headers=headers(key)).status_code,
-        lambda code: code == 401,
-    )
-    assert refused == 401
-    unknown = cli("keys", "revoke", "ffffffffffff")
-    assert (unknown.exit_code, unknown.stderr) == (1, "error: no key ffffffffffff\n")
+        revoked = json_of(cli("keys", "revoke", key_id, "--json"))
+        assert revoked["revoked_at"] is not None
+        # A verified key is trusted for the gateway's cache refresh time (KEY_CACHE_S here).
+        refused = eventually(
+            lambda: http.get("/v1/session", headers=headers(key)).status_code,
+            lambda code: code == 401,
+        )
+        assert refused == 401
+        unknown = cli("keys", "revoke", "ffffffffffff")
+        assert (unknown.exit_code, unknown.stderr) == (1, "error: no key ffffffffffff\n")
 
 
 def test_kafka_out_of_reach_is_one_line() -> None:
