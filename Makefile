@@ -59,6 +59,9 @@ TOXIPROXY_VERSION := v2.12.0
 TOXIPROXY := $(CACHE_DIR)/bin/toxiproxy-server-$(TOXIPROXY_VERSION)
 LINK_TOOLS := $(if $(LINKS),$(TOXIPROXY))
 KAFKA_LIBS := $(CACHE_DIR)/kafka/libs
+# Named by the pom's content, not its time: a fresh checkout's pom is newer than the cache's jars
+# without being different, and must not fetch them again.
+KAFKA_LIBS_DONE := $(KAFKA_LIBS)/.complete-$(shell sha256sum $(ROOT)/deploy/local/pom.xml | cut -c1-16)
 PYTHON ?= $(ROOT)/.venv/bin/python
 PC_CONFIG := $(ROOT)/deploy/local/process-compose.yaml
 LOCAL := $(ROOT)/deploy/local/bin
@@ -153,7 +156,7 @@ prereqs: uv ## check (and where possible install) the tools the stack needs
 	@$(LOCAL)/prereqs.sh --install
 
 .PHONY: tools
-tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(LINK_TOOLS) $(KAFKA_LIBS)/.complete ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
+tools: $(PROCESS_COMPOSE) $(STORE_TOOLS) $(LINK_TOOLS) $(KAFKA_LIBS_DONE) ## fetch and build the stack's binaries, jars and store root into CACHE_DIR
 
 $(PROCESS_COMPOSE): | prereqs
 	@echo "building process-compose $(PROCESS_COMPOSE_VERSION) into $(@D)"
@@ -172,12 +175,12 @@ $(DOCDB_ROOT)/.complete: | prereqs
 	@touch $@
 
 # Fetched aside and swapped in, so a broker running from the old jars keeps working.
-$(KAFKA_LIBS)/.complete: $(ROOT)/deploy/local/pom.xml | prereqs
+$(KAFKA_LIBS_DONE): | prereqs
 	@echo "fetching Kafka jars into $(KAFKA_LIBS)"
 	@rm -rf "$(KAFKA_LIBS).new" && mkdir -p "$(KAFKA_LIBS).new"
-	@mvn -q -B -f $< dependency:copy-dependencies -DoutputDirectory="$(KAFKA_LIBS).new" \
+	@mvn -q -B -f $(ROOT)/deploy/local/pom.xml dependency:copy-dependencies -DoutputDirectory="$(KAFKA_LIBS).new" \
 		>"$(CACHE_DIR)/kafka/mvn.log" 2>&1 || { tail -n 30 "$(CACHE_DIR)/kafka/mvn.log"; exit 1; }
-	@touch "$(KAFKA_LIBS).new/.complete"
+	@touch "$(KAFKA_LIBS).new/$(notdir $(KAFKA_LIBS_DONE))"
 	@rm -rf "$(KAFKA_LIBS)" && mv "$(KAFKA_LIBS).new" "$(KAFKA_LIBS)"
 
 ##@ Python

@@ -55,7 +55,7 @@ docker info >/dev/null 2>&1 || fail "no Docker engine answers: make compose-engi
 if [[ -z "$early" ]]; then
   [[ -x "$FERRETDB" ]] || fail "no FerretDB binary in $cache/bin: run make tools STORE_IMPL=ferretdb"
   [[ -f "$DOCDB_ROOT/.complete" ]] || fail "no DocumentDB root at $DOCDB_ROOT: run make tools STORE_IMPL=ferretdb"
-  [[ -f "$cache/kafka/libs/.complete" ]] || fail "no Kafka jars in $cache/kafka/libs: run make tools"
+  compgen -G "$cache/kafka/libs/.complete-*" >/dev/null || fail "no Kafka jars in $cache/kafka/libs: run make tools"
 fi
 
 mkdir -p "$state"
