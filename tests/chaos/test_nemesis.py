@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.chaos.measure import measure, recovered_after
@@ -18,6 +19,7 @@ from tests.chaos.nemesis import (
     REGIONS,
     Fault,
     Happened,
+    Links,
     Nemesis,
     NemesisError,
     _toxics,
@@ -192,3 +194,29 @@ def test_a_repair_is_whole_only_when_it_exited_0_and_said_so() -> None:
     note = Repaired("region_2", 0, report, 1.0).note
     assert "found missing 12" in note
     assert "republished 12" in note
+
+
+def _toxiproxy(seen: list[str]) -> httpx.AsyncClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, json={})
+
+    return httpx.AsyncClient(base_url="http://toxiproxy", transport=httpx.MockTransport(answer))
+
+
+async def test_a_round_without_partitions_leaves_toxiproxy_alone() -> None:
+    seen: list[str] = []
+    links = Links()
+    links._http = _toxiproxy(seen)
+    async with links:
+        pass
+    assert seen == []
+
+
+async def test_a_round_that_faulted_a_link_heals_every_link_at_its_end() -> None:
+    seen: list[str] = []
+    links = Links()
+    links._http = _toxiproxy(seen)
+    async with links:
+        await links.fault("kafka", "down")
+    assert seen == ["POST /proxies/kafka", "POST /reset"]
