@@ -5,9 +5,9 @@ counting is best effort and never on the apply path's critical path: :meth:`Appl
 only adds to a dict in memory, and a background task sends the sums with one HINCRBY per
 region, at most once a second: the console reads the totals every few seconds, so a send per
 batch (two Redis round trips per write for the writer and the replicator at low rates, where
-each write is a batch of its own) bought nothing. While Redis cannot be reached the sums wait in memory and are sent when it answers
-again (an increment that timed out after Redis applied it may then count twice: a spike in a
-chart, nothing more).
+each write is a batch of its own) bought nothing. While Redis cannot be reached the sums wait
+in memory and are sent when it answers again (an increment that timed out after Redis applied
+it may then count twice: a spike in a chart, nothing more).
 """
 
 from __future__ import annotations

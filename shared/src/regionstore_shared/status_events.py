@@ -116,7 +116,7 @@ class WatchedStatuses:
         self._max_age_s = max_age_s
 
     async def all(self) -> dict[str, NodeStatus]:
-        """Every region's status, as the applier's :class:`~regionstore_shared.apply.StatusSource`."""
+        """Every region's status (the applier's ``StatusSource``)."""
         if self._changes.current and self._board.read_within(self._max_age_s):
             return self._board.last_known
         return await self._board.all()
