@@ -104,7 +104,7 @@ def handler_for(out: Path) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        # Keep-alive: each service exports every 200 ms, and under HTTP/1.0 (the default) every
+        # Keep-alive: each service exports every second, and under HTTP/1.0 (the default) every
         # export opened a TCP connection of its own, a cost the services paid for the sink.
         protocol_version = "HTTP/1.1"
 
