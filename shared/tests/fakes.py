@@ -769,7 +769,8 @@ class ConsumerRig:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, polls: list[list[Record]]) -> None:
         self.state = ServiceState()
-        self.redis = FakeRedis()
+        # The consumers listen for status changes: one subscription, quiet for good.
+        self.redis = PubSubRedis([FakePubSub(False, [], asyncio.Event())])
         self.stores = {region: FakeCollection() for region in REGIONS}
         self.producer = FakeProducer()
         self.polls = polls

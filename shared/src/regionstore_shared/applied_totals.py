@@ -3,9 +3,11 @@
 The totals are a view, not a record: the console turns successive totals into applied/s. So
 counting is best effort and never on the apply path's critical path: :meth:`AppliedCounter.add`
 only adds to a dict in memory, and a background task sends the sums with one HINCRBY per
-region. While Redis cannot be reached the sums wait in memory and are sent when it answers
-again (an increment that timed out after Redis applied it may then count twice: a spike in a
-chart, nothing more).
+region, at most once a second: the console reads the totals every few seconds, so a send per
+batch (two Redis round trips per write for the writer and the replicator at low rates, where
+each write is a batch of its own) bought nothing. While Redis cannot be reached the sums wait
+in memory and are sent when it answers again (an increment that timed out after Redis applied
+it may then count twice: a spike in a chart, nothing more).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ log = logging.getLogger(__name__)
 class AppliedCounter:
     """Adds applied documents to ``key`` (a Redis hash, one field per region), in the background.
 
-    Increments that arrive while a send is in flight are summed and go in the next one, so
-    Redis sees at most one HINCRBY per region per batch, and fewer under load. After a failed
-    send the next one waits ``retry_every_s``.
+    The first count after a quiet spell is sent at once; what follows within ``every_s`` of a
+    send is summed and goes in the next one, so Redis sees at most one HINCRBY per region per
+    ``every_s``. After a failed send the next one waits ``retry_every_s``.
     """
 
     def __init__(
@@ -38,10 +40,12 @@ class AppliedCounter:
         key: str,
         *,
         outages: Outages | None = None,
+        every_s: float = 1.0,
         retry_every_s: float = 1.0,
         stop_timeout_s: float = 1.0,
     ) -> None:
         self._redis = redis
+        self._every_s = every_s
         self._key = key
         self._outages = outages if outages is not None else Outages()
         self._retry_every_s = retry_every_s
@@ -101,6 +105,8 @@ class AppliedCounter:
             if not await self.flush():
                 await asyncio.sleep(self._retry_every_s)
                 self._wake.set()
+                continue
+            await asyncio.sleep(self._every_s)
 
 
 class AppliedTotals:

@@ -98,22 +98,52 @@ class BacklogProbe:
         return found
 
     async def command_lag(self, groups: Mapping[str, str]) -> dict[str, int | None]:
-        """Commands not yet applied by each consumer group, by name; None where unknown."""
-        topic = self._settings.command_topic
-        return {name: await self._lag_or_none(topic, group) for name, group in groups.items()}
+        """Commands not yet applied by each consumer group, by name; None where unknown.
 
-    async def _lag_or_none(self, topic: str, group: str) -> int | None:
+        Every group's commits are read first, then the topic's starts and ends once for them
+        all: the gateway reads this every second, and the groups share the topic.
+        """
+        topic = self._settings.command_topic
+        lag: dict[str, int | None] = dict.fromkeys(groups)
         try:
-            return await self._lag(topic, group)
+            tps = await self._topic_partitions(topic)
+            if not tps:
+                none: dict[str, int | None] = dict.fromkeys(groups, 0)
+                return none
+            committed: dict[str, dict[TopicPartition, int | None]] = {}
+            for name, group in groups.items():
+                try:
+                    committed[name] = await self._committed(group, tps)
+                except KafkaError as error:
+                    log.warning(
+                        "lag unavailable",
+                        extra={"topic": topic, "group": group, "error": str(error)},
+                    )
+            if not committed:
+                return lag
+            bounds = await self._bounds(tps)
         except KafkaError as error:
             log.warning("lag unavailable", extra={"topic": topic, "error": str(error)})
-            return None
+            return lag
+        for name, commits in committed.items():
+            lag[name] = sum(_offsets(tp, bounds, commits).backlog for tp in tps)
+        return lag
 
     async def offsets(self, topic: str, group: str) -> dict[TopicPartition, Offsets]:
         """Every partition of ``topic`` and where ``group`` stands in it; raises KafkaError.
 
         A topic that does not exist yet has no partitions.
         """
+        tps = await self._topic_partitions(topic)
+        if not tps:
+            return {}
+        # The commit first: read before the end, a real one is never past it.
+        committed = await self._committed(group, tps)
+        bounds = await self._bounds(tps)
+        return {tp: _offsets(tp, bounds, committed) for tp in tps}
+
+    async def _topic_partitions(self, topic: str) -> list[TopicPartition]:
+        """The topic's partitions, described once; none (asked again) while it does not exist."""
         tps = self._partitions.get(topic)
         if tps is None:
             described = await self._admin.describe_topics([topic])
@@ -123,20 +153,32 @@ class BacklogProbe:
                 if t["error_code"] == 0
                 for p in t["partitions"]
             )
-            if not tps:
-                return {}
-            self._partitions[topic] = tps
-        # The commit first: read before the end, a real one is never past it.
+            if tps:
+                self._partitions[topic] = tps
+        return tps
+
+    async def _committed(
+        self, group: str, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
         committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
-        starts = await self._offsets.beginning_offsets(tps)
-        ends = await self._offsets.end_offsets(tps)
-        found = {}
+        found: dict[TopicPartition, int | None] = {}
         for tp in tps:
             done = committed.get(tp)
             # Kafka answers -1 for a partition the group never committed.
-            offset = done.offset if done is not None and done.offset >= 0 else None
-            found[tp] = Offsets(start=starts[tp], end=ends[tp], committed=offset)
+            found[tp] = done.offset if done is not None and done.offset >= 0 else None
         return found
 
-    async def _lag(self, topic: str, group: str) -> int:
-        return sum(offsets.backlog for offsets in (await self.offsets(topic, group)).values())
+    async def _bounds(self, tps: list[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """Each partition's first record held and its end."""
+        starts = await self._offsets.beginning_offsets(tps)
+        ends = await self._offsets.end_offsets(tps)
+        return {tp: (starts[tp], ends[tp]) for tp in tps}
+
+
+def _offsets(
+    tp: TopicPartition,
+    bounds: Mapping[TopicPartition, tuple[int, int]],
+    committed: Mapping[TopicPartition, int | None],
+) -> Offsets:
+    start, end = bounds[tp]
+    return Offsets(start=start, end=end, committed=committed.get(tp))

@@ -25,6 +25,7 @@ from regionstore_shared.runtime import ServiceState
 from regionstore_shared.schemas import Applier
 from regionstore_shared.settings import CommonSettings
 from regionstore_shared.status import StatusBoard
+from regionstore_shared.status_events import StatusChanges, WatchedStatuses
 from regionstore_shared.topics import ensure_copartitioned, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,13 @@ async def consume_commands(
         reports = HealthReports(redis, settings.redis.health_key, name)
         reports.start()
         stack.push_async_callback(reports.stop)
+        board = StatusBoard(redis, settings.redis, settings.region_map.names, outages=state.outages)
+        changes = StatusChanges(redis, board)
+        changes.start()
+        stack.push_async_callback(changes.stop)
         applier = BatchApplier(
             collections=collections,
-            status=StatusBoard(
-                redis, settings.redis, settings.region_map.names, outages=state.outages
-            ),
+            status=WatchedStatuses(board, changes),
             suspicion=ReportingSuspicion(settings.store.suspect_for_s, reports),
             chunk=settings.store.write_chunk,
             parker=KafkaParker(producer, settings.kafka),

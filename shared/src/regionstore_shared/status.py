@@ -180,6 +180,7 @@ class StatusBoard:
         self._known: dict[str, NodeStatus] | None = None
         self._records: dict[str, StatusRecord] | None = None
         self._retry_at = 0.0
+        self._read_at = float("-inf")
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -190,6 +191,10 @@ class StatusBoard:
     def reachable(self) -> bool:
         """False from a failed read or write of Redis until the next successful one."""
         return not self._outages.is_down(REDIS)
+
+    def read_within(self, seconds: float) -> bool:
+        """Whether Redis answered a read of every status less than ``seconds`` ago."""
+        return self._clock() - self._read_at < seconds
 
     @property
     def last_known(self) -> dict[str, NodeStatus]:
@@ -211,6 +216,7 @@ class StatusBoard:
         values = await self._redis.mget([self.key(r) for r in self._regions])
         self._known = {r: NodeStatus.parse(v) for r, v in zip(self._regions, values, strict=True)}
         self._retry_at = 0.0
+        self._read_at = self._clock()
         self._outages.ok(REDIS)
         return dict(self._known)
 
@@ -239,6 +245,7 @@ class StatusBoard:
         self._records = records
         self._known = {r: record.status.traffic for r, record in records.items()}
         self._retry_at = 0.0
+        self._read_at = self._clock()
         self._outages.ok(REDIS)
         return dict(records)
 

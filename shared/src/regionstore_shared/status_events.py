@@ -9,7 +9,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from regionstore_shared.status import StatusBoard
+from regionstore_shared.status import NodeStatus, StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,14 @@ class StatusChanges:
         self._retry_s = retry_s
         self._changed = asyncio.Condition()
         self._generation = 0
+        self._current = False
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> bool:
+        """Whether the board holds what Redis holds, as far as the events tell: subscribed,
+        read since, and no event heard since the last read."""
+        return self._current
 
     @property
     def generation(self) -> int:
@@ -67,11 +74,49 @@ class StatusChanges:
                     # refreshes the board's last known statuses, which it may still be
                     # answering from after an outage, before any waiter looks at them.
                     await self._board.read()
+                    self._current = True
                     await self._bump()
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
+                            self._current = False
                             await self._board.read()
+                            self._current = True
                             await self._bump()
             except (RedisError, OSError) as error:
+                self._current = False
                 log.warning("status listener reconnecting", extra={"error": str(error)})
                 await asyncio.sleep(self._retry_s)
+            finally:
+                self._current = False
+
+
+class WatchedStatuses:
+    """The statuses an applier acts on, read from Redis only when the events may have missed
+    a change: the consumers' status source.
+
+    Reading every status once per batch was a Redis round trip per write for the writer and
+    the replicator at low rates, where each write is a batch of its own. While ``changes``
+    listens, every change to a status key is heard and read within milliseconds, as a batch
+    that read Redis just before the change would have acted on the old status too; the
+    statuses are also read again whenever the last read is ``max_age_s`` old, so a missed
+    event (a Redis without keyspace notifications) costs at most that long. While the
+    listener is not subscribed, every call reads Redis, as the board does (the last statuses
+    read while Redis cannot be).
+    """
+
+    def __init__(
+        self,
+        board: StatusBoard,
+        changes: StatusChanges,
+        *,
+        max_age_s: float = 1.0,
+    ) -> None:
+        self._board = board
+        self._changes = changes
+        self._max_age_s = max_age_s
+
+    async def all(self) -> dict[str, NodeStatus]:
+        """Every region's status (the applier's ``StatusSource``)."""
+        if self._changes.current and self._board.read_within(self._max_age_s):
+            return self._board.last_known
+        return await self._board.all()

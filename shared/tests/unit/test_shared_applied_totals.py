@@ -101,7 +101,7 @@ class TestBackground:
     async def test_counts_added_during_a_send_go_in_the_next_one(self) -> None:
         redis = FakeRedis()
         redis.gate = asyncio.Event()
-        applied = counter(redis)
+        applied = counter(redis, every_s=0)
         applied.start()
         try:
             applied.add("region_1", 1)
@@ -113,6 +113,24 @@ class TestBackground:
             assert [amount for _, _, amount in redis.calls] == [1, 110]
         finally:
             await applied.stop()
+
+    async def test_counts_within_the_interval_of_a_send_wait_for_the_next_one(self) -> None:
+        redis = FakeRedis()
+        applied = counter(redis, every_s=3600)
+        applied.start()
+        try:
+            applied.add("region_1", 1)
+            await redis.sent.wait()
+            redis.sent.clear()
+            applied.add("region_1", 2)
+            applied.add("region_2", 3)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert redis.calls == [(KEY, "region_1", 1)], "one send per interval"
+            assert applied.pending == {"region_1": 2, "region_2": 3}
+        finally:
+            await applied.stop()
+        assert redis.totals() == {"region_1": 3, "region_2": 3}
 
     async def test_stop_sends_what_is_left(self) -> None:
         redis = FakeRedis()

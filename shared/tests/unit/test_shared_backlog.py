@@ -27,6 +27,8 @@ class Cluster:
         self.failing_groups: set[str] = set()
         self.described: list[str] = []
         self.events: list[str] = []
+        self.asked: list[str] = []
+        """The offset requests made: commits (by group) and ends, in order."""
 
     def topic(self, name: str, ends: list[int], starts: list[int] | None = None) -> None:
         self.ends[name] = ends
@@ -62,6 +64,7 @@ class FakeAdmin:
     async def list_consumer_group_offsets(
         self, group: str, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, OffsetAndMetadata]:
+        self.cluster.asked.append(group)
         if group in self.cluster.failing_groups:
             raise KafkaConnectionError("Unable to bootstrap from 127.0.0.1:9092")
         # Kafka answers -1 for a partition the group never committed.
@@ -80,6 +83,7 @@ class FakeOffsets:
         self.cluster.events.append("offsets stopped")
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.cluster.asked.append("ends")
         return {tp: self.cluster.ends[tp.topic][tp.partition] for tp in partitions}
 
     async def beginning_offsets(
@@ -206,6 +210,32 @@ class TestCommandLag:
         cluster.topic("customers.commands", [100])
         cluster.failing_groups = {"regionstore.writer"}
         assert await probe.command_lag({"writer": "regionstore.writer"}) == {"writer": None}
+
+    async def test_one_group_unreadable_leaves_the_other_counted(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("customers.commands", [100])
+        cluster.commit("regionstore.replicator", "customers.commands", {0: 70})
+        cluster.failing_groups = {"regionstore.writer"}
+        lag = await probe.command_lag(
+            {"writer": "regionstore.writer", "replicator": "regionstore.replicator"}
+        )
+        assert lag == {"writer": None, "replicator": 30}
+
+    async def test_the_ends_are_read_once_for_every_group_after_their_commits(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        cluster.topic("customers.commands", [100, 50])
+        await probe.command_lag(
+            {"writer": "regionstore.writer", "replicator": "regionstore.replicator"}
+        )
+        # A commit read after the end could be past it; one read of the ends serves both.
+        assert cluster.asked == ["regionstore.writer", "regionstore.replicator", "ends"]
+
+    async def test_a_topic_not_created_yet_lags_nothing(
+        self, cluster: Cluster, probe: BacklogProbe
+    ) -> None:
+        assert await probe.command_lag({"writer": "regionstore.writer"}) == {"writer": 0}
 
 
 class TestOffsets:

@@ -31,6 +31,7 @@ from regionstore_shared.personal import CustomerKey, KeysUnreadableError, seal_a
 from regionstore_shared.personal_keys import (
     KafkaKeyring,
     KeyTable,
+    follower_wait_ms,
     open_keyring,
     parse_record,
     record_key,
@@ -46,7 +47,7 @@ from regionstore_shared.schemas import (
     decode_command,
     encode_command,
 )
-from regionstore_shared.settings import CommonSettings
+from regionstore_shared.settings import CommonSettings, KafkaSettings
 from regionstore_shared.topics import partition_of
 from shared.tests.fakes import FakeCollection, FakeStatus
 
@@ -290,6 +291,12 @@ class TestKafkaKeyring:
             (follower,) = [o for o in options if o["client_id"].endswith("-keys")]
             assert follower["fetch_min_bytes"] == 1
             assert follower["fetch_max_wait_ms"] >= 500
+            # The fetch is bounded by a request's timeout: held longer, an idle one would fail.
+            assert follower["fetch_max_wait_ms"] < follower["request_timeout_ms"]
+
+    def test_an_idle_follower_asks_every_5_s_within_half_a_request_timeout(self) -> None:
+        assert follower_wait_ms(KafkaSettings()) == 5000
+        assert follower_wait_ms(KafkaSettings(request_timeout_ms=4000)) == 2000
 
     async def test_a_new_key_is_in_the_topic_before_obtain_returns(self, kafka: FakeLog) -> None:
         async with keyring() as gateway, keyring(writes=False) as writer:

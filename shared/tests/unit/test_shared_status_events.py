@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from regionstore_shared.settings import RedisSettings
 from regionstore_shared.status import NodeStatus, StatusBoard
-from regionstore_shared.status_events import StatusChanges
+from regionstore_shared.status_events import StatusChanges, WatchedStatuses
 from shared.tests.fakes import REGIONS, FakePubSub, PubSubRedis
 
 SETTINGS = RedisSettings()
@@ -163,3 +163,72 @@ class TestWait:
             await changes.stop()
         assert not pending
         assert [waiter.result() for waiter in waiters] == [1, 1, 1]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watched(redis: PubSubRedis, clock: Clock) -> tuple[StatusChanges, WatchedStatuses]:
+    board = StatusBoard(cast(Any, redis), SETTINGS, REGIONS, clock=clock)
+    changes = StatusChanges(cast(Any, redis), board, retry_s=0)
+    return changes, WatchedStatuses(board, changes, max_age_s=1.0)
+
+
+class TestWatchedStatuses:
+    async def test_while_listening_a_batch_reads_no_redis(self) -> None:
+        idle = asyncio.Event()
+        redis = PubSubRedis([FakePubSub(False, [], idle)])
+        redis.mark("region_3", UNAVAILABLE)
+        changes, statuses = watched(redis, Clock())
+        changes.start()
+        try:
+            await asyncio.wait_for(idle.wait(), BOUND_S)
+            assert changes.current
+            read = redis.calls
+            for _ in range(5):
+                assert (await statuses.all())["region_3"] is UNAVAILABLE
+            assert redis.calls == read, "answered from the statuses the listener read"
+        finally:
+            await changes.stop()
+
+    async def test_statuses_older_than_the_bound_are_read_again(self) -> None:
+        idle = asyncio.Event()
+        redis = PubSubRedis([FakePubSub(False, [], idle)])
+        clock = Clock()
+        changes, statuses = watched(redis, clock)
+        changes.start()
+        try:
+            await asyncio.wait_for(idle.wait(), BOUND_S)
+            redis.mark("region_2", UNAVAILABLE)  # no event heard (notifications off)
+            assert (await statuses.all())["region_2"] is NodeStatus.AVAILABLE
+            clock.now += 1.0
+            read = redis.calls
+            assert (await statuses.all())["region_2"] is UNAVAILABLE
+            assert redis.calls == read + 1
+        finally:
+            await changes.stop()
+
+    async def test_without_a_listener_every_batch_reads_redis(self) -> None:
+        redis = PubSubRedis([])
+        changes, statuses = watched(redis, Clock())
+        await statuses.all()
+        redis.mark("region_1", UNAVAILABLE)
+        assert not changes.current
+        assert (await statuses.all())["region_1"] is UNAVAILABLE
+        assert redis.calls == 2
+
+    async def test_a_stopped_listener_is_not_current(self) -> None:
+        idle = asyncio.Event()
+        redis = PubSubRedis([FakePubSub(False, [], idle)])
+        changes, statuses = watched(redis, Clock())
+        changes.start()
+        await asyncio.wait_for(idle.wait(), BOUND_S)
+        await changes.stop()
+        assert not changes.current
+        redis.mark("region_1", UNAVAILABLE)
+        assert (await statuses.all())["region_1"] is UNAVAILABLE

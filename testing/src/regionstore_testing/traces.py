@@ -99,12 +99,15 @@ def read_spans(path: Path) -> list[SpanLine]:
     return [SpanLine(**json.loads(line)) for line in text.splitlines() if line.endswith("}")]
 
 
-def serve(port: int, out: Path) -> None:
-    """Receive OTLP/HTTP protobuf exports on ``port`` until killed, appending spans to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def handler_for(out: Path) -> type[BaseHTTPRequestHandler]:
+    """The request handler that appends the spans of each export to ``out``."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive: each service exports every second, and under HTTP/1.0 (the default) every
+        # export opened a TCP connection of its own, a cost the services paid for the sink.
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             self._answer(200 if self.path == "/healthz" else 404, b"", "text/plain")
 
@@ -130,7 +133,13 @@ def serve(port: int, out: Path) -> None:
         def log_message(self, format: str, *args: Any) -> None:
             return  # one line per export would drown the stack's logs
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    return Handler
+
+
+def serve(port: int, out: Path) -> None:
+    """Receive OTLP/HTTP protobuf exports on ``port`` until killed, appending spans to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ThreadingHTTPServer(("127.0.0.1", port), handler_for(out)).serve_forever()
 
 
 def main() -> None:

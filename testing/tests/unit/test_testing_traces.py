@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, format_span_id, format_trace_id
 
-from regionstore_testing.traces import SpanLine, read_spans, span_lines
+from regionstore_testing.traces import SpanLine, handler_for, read_spans, span_lines
 
 
 def test_keeps_the_service_ids_parent_links_and_attributes() -> None:
@@ -57,3 +57,8 @@ def test_reads_back_what_it_wrote_and_skips_a_line_cut_short(tmp_path: Path) -> 
 
 def test_nothing_written_yet(tmp_path: Path) -> None:
     assert read_spans(tmp_path / "spans.jsonl") == []
+
+
+def test_keeps_each_exporters_connection_open(tmp_path: Path) -> None:
+    # HTTP/1.0 closes the connection after every answer: each export would open a new one.
+    assert handler_for(tmp_path / "spans.jsonl").protocol_version == "HTTP/1.1"

@@ -158,3 +158,22 @@ def test_the_dead_letter_counters_exist_before_any_dead_letter(
         for region in ("", "region_1", "region_2", "region_3")
     }
     assert samples == dict.fromkeys(samples, 0.0)
+
+
+def test_batches_act_on_the_statuses_the_listener_read_not_one_redis_read_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = ConsumerRig(monkeypatch, [[created(f"c{i}", i)] for i in range(8)])
+    reads: list[list[str]] = []
+    read = rig.redis.mget
+
+    async def mget(keys: list[str]) -> list[str | None]:
+        reads.append(keys)
+        return await read(keys)
+
+    monkeypatch.setattr(rig.redis, "mget", mget)
+    monkeypatch.setattr(main, "run_service", rig.run_service)
+    main.main()
+    assert len(rig.stores["region_1"].docs) == 8
+    # The listener's read when it subscribed, and at most one batch's before that.
+    assert len(reads) <= 2
