@@ -438,7 +438,7 @@ test-compose: sync ## integration tests and the container-kill test against the 
 	@$(COMPOSE) exec -T gateway python -m regionstore_gateway.keys create --role operator --name tests \
 		2>/dev/null >deploy/secrets/tests_operator_key
 	set -a; $(if $(COMPOSE_PORTS),. $(COMPOSE_PORTS);) . deploy/compose.test.env; set +a; \
-		REGIONSTORE_DOCKER_ROUND=$(if $(LEAN),short,full) uv run pytest -m integration -p no:cacheprovider \
+		REGIONSTORE_DOCKER_ROUND=$(if $(LEAN),short,full) uv run pytest -m 'integration and not local_stack' -p no:cacheprovider \
 		$(or $(PYTEST_ARGS),$(if $(LEAN),$(COMPOSE_LEAN_TESTS),$(COMPOSE_TESTS)))
 
 # The Docker path: the engine, every image built here (none whose inputs are unchanged), the

@@ -134,6 +134,7 @@ async def test_each_service_is_alive_and_ready(stack: Stack, service: str) -> No
 
 
 @integration
+@pytest.mark.local_stack
 async def test_make_up_again_reuses_the_running_stack(stack: Stack) -> None:
     before = {name: proc["pid"] for name, proc in (await stack.processes()).items()}
     make = await asyncio.create_subprocess_exec(
