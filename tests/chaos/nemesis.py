@@ -306,8 +306,10 @@ async def _all_ready(stack: Stack) -> None:
 class Links:
     """The Toxiproxy links of ``make up FAULTS=...``, through its API."""
 
-    def __init__(self) -> None:
-        self._http = httpx.AsyncClient(base_url=service_url(port("TOXIPROXY_PORT")), timeout=10)
+    def __init__(self, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http or httpx.AsyncClient(
+            base_url=service_url(port("TOXIPROXY_PORT")), timeout=10
+        )
         # Only links this round faulted are healed at its end: a round without partitions must
         # not reset a Toxiproxy that answers on the port for another stack.
         self._faulted = False

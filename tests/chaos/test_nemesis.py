@@ -206,17 +206,13 @@ def _toxiproxy(seen: list[str]) -> httpx.AsyncClient:
 
 async def test_a_round_without_partitions_leaves_toxiproxy_alone() -> None:
     seen: list[str] = []
-    links = Links()
-    links._http = _toxiproxy(seen)
-    async with links:
+    async with Links(_toxiproxy(seen)):
         pass
     assert seen == []
 
 
 async def test_a_round_that_faulted_a_link_heals_every_link_at_its_end() -> None:
     seen: list[str] = []
-    links = Links()
-    links._http = _toxiproxy(seen)
-    async with links:
+    async with Links(_toxiproxy(seen)) as links:
         await links.fault("kafka", "down")
     assert seen == ["POST /proxies/kafka", "POST /reset"]
