@@ -122,6 +122,15 @@ class BackpressureSettings(BaseModel):
     refresh_s: Annotated[
         float, Field(gt=0, le=60, description="How often the lag is read from Kafka.")
     ] = 1.0
+    idle_refresh_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=60,
+            description="How often the lag is read while this gateway takes no write (at most "
+            "half of stale_after_s); the first write reads it at once.",
+        ),
+    ] = 5.0
     stale_after_s: Annotated[
         float,
         Field(

@@ -6,6 +6,7 @@ over fake Kafka, Redis and stores): a refused write publishes nothing and claims
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 
@@ -148,6 +149,58 @@ class TestCheck:
         lag.answer = {"writer": 10**9, "replicator": 0}
         await off.refresh()
         off.check()
+
+
+class CountedLag:
+    """A lag of 0, and how many times it was read: ``reads`` grows by one per reading."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self._read = asyncio.Condition()
+
+    async def __call__(self) -> Mapping[str, int | None]:
+        async with self._read:
+            self.reads += 1
+            self._read.notify_all()
+        return {"writer": 0, "replicator": 0}
+
+    async def until(self, reads: int) -> None:
+        async with asyncio.timeout(5), self._read:
+            await self._read.wait_for(lambda: self.reads >= reads)
+
+
+class TestRefresh:
+    """Every refresh_s while writes come; every idle_refresh_s while none does."""
+
+    PACE = BackpressureSettings(refresh_s=0.01, idle_refresh_s=60, stale_after_s=600)
+
+    async def test_writes_keep_the_lag_read_every_refresh(self) -> None:
+        lag = CountedLag()
+        backpressure = Backpressure(lag, self.PACE)
+        backpressure.start()
+        try:
+            for reads in range(1, 4):
+                backpressure.check()
+                await lag.until(reads + 1)
+        finally:
+            await backpressure.stop()
+
+    async def test_an_idle_gateway_reads_it_no_more_and_the_first_write_reads_it_at_once(
+        self,
+    ) -> None:
+        lag = CountedLag()
+        backpressure = Backpressure(lag, self.PACE)
+        backpressure.start()
+        try:
+            await lag.until(1)
+            # Twenty refresh periods with no write: no reading (each would be three requests
+            # to Kafka a second per gateway, whatever the traffic).
+            await asyncio.sleep(20 * self.PACE.refresh_s)
+            assert lag.reads == 1
+            backpressure.check()
+            await lag.until(2)
+        finally:
+            await backpressure.stop()
 
 
 @pytest.fixture

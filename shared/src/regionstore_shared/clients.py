@@ -71,19 +71,17 @@ def kafka_consumer(
     """A consumer that commits only when told to, after its batch is applied or parked.
 
     ``listener`` hears of every rebalance of the group (see
-    :class:`~regionstore_shared.pipeline.PartitionOwnership`). With ``gather``, a fetch waits
-    for ``settings.fetch_min_bytes`` up to ``settings.fetch_max_wait_ms`` (the command
-    consumers: see :class:`~regionstore_shared.settings.KafkaSettings`); without, it is answered
-    as soon as anything comes.
+    :class:`~regionstore_shared.pipeline.PartitionOwnership`). With ``gather`` and a
+    ``settings.fetch_min_bytes`` over one, a fetch waits for that many bytes up to
+    ``settings.fetch_max_wait_ms`` (the command consumers: see
+    :class:`~regionstore_shared.settings.KafkaSettings`); otherwise it is answered as soon as
+    anything comes, and held ``settings.held_fetch_ms`` while nothing does.
     """
-    fetch = (
-        {
-            "fetch_min_bytes": settings.fetch_min_bytes,
-            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
-        }
-        if gather
-        else {}
-    )
+    gathering = gather and settings.fetch_min_bytes > 1
+    fetch = {
+        "fetch_min_bytes": settings.fetch_min_bytes if gathering else 1,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms if gathering else settings.held_fetch_ms,
+    }
     consumer = AIOKafkaConsumer(
         **kafka_connection(settings),
         group_id=group_id,

@@ -58,9 +58,6 @@ SEEN_EVERY_S = 60.0
 """How often a table that is following notes so, records or not."""
 RESEND_AFTER_S = 0.5
 """How long the gateway waits before it sends again a key record Kafka could not take."""
-FETCH_WAIT_MS = 5000
-"""How long the broker may hold the follower's fetch when nothing is new, at most: never more
-than half a request's timeout, which bounds the fetch too."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS key (
@@ -273,11 +270,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def follower_wait_ms(settings: KafkaSettings) -> int:
-    """How long the broker may hold the key follower's fetch while nothing comes."""
-    return min(FETCH_WAIT_MS, settings.request_timeout_ms // 2)
-
-
 class KafkaKeyring:
     """The key topic, followed into a :class:`KeyTable`: finds keys for the appliers and the
     export, and (given ``writes``) makes and destroys them for the gateway."""
@@ -304,7 +296,7 @@ class KafkaKeyring:
             # At 20 ms every process's follower asked 50 times a second, the largest idle cost
             # of Kafka and of each service (docs/performance.md, "What a write costs"); at
             # Kafka's default (500 ms) the four followers still asked 8 times a second.
-            fetch_max_wait_ms=follower_wait_ms(settings),
+            fetch_max_wait_ms=settings.held_fetch_ms,
             fetch_min_bytes=1,
             request_timeout_ms=settings.request_timeout_ms,
         )

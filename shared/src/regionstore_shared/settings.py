@@ -48,6 +48,11 @@ SECRETS_DIR = "/run/secrets"
 # Values that stand in for a secret in templates and examples; production refuses them.
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "password", "secret"})
 
+# How long the broker may hold a fetch that nothing answers yet, when a record would answer it at
+# once: at Kafka's 500 ms the followers and idle consumers of one stack asked about 20 times a
+# second, most of Kafka's idle CPU (docs/performance.md, "What a write costs").
+HELD_FETCH_MS = 5000
+
 # Error messages show the settings' location and our text only, never the input (a secret).
 _SECTION_CONFIG = ConfigDict(hide_input_in_errors=True)
 
@@ -122,13 +127,21 @@ class KafkaSettings(BaseModel):
     # commands of that wait instead of one each (each batch costs a fetch, a routing, a bulk
     # write per region, a status read), at the price of that wait in accept-to-applied time.
     # Kafka's defaults (answered at the first byte): gathering (1 MiB, 200 ms) is a deployment's
-    # choice of CPU over latency, measured in docs/performance.md.
+    # choice of CPU over latency, measured in docs/performance.md. Without gathering the wait
+    # delays nothing, and held_fetch_ms is used instead.
     fetch_min_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 1
     fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 500
 
     writer_group: str = "regionstore.writer"
     replicator_group: str = "regionstore.replicator"
     recovery_group_prefix: str = "regionstore.recovery."
+
+    @property
+    def held_fetch_ms(self) -> int:
+        """How long the broker may hold a fetch that is answered at its first record (a
+        minimum of one byte): it delays no record, it only sets how often an idle consumer or
+        follower asks again. Within half a request's time, which bounds a fetch."""
+        return min(HELD_FETCH_MS, self.request_timeout_ms // 2)
 
     @property
     def idle_poll_ms(self) -> int:

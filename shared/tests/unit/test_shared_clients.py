@@ -23,6 +23,20 @@ class TestFetchGathering:
         consumer = kafka_consumer(SETTINGS, "topic", group_id="g", client_id="unit")
         try:
             assert consumer._fetch_min_bytes == 1
+            # Held while nothing comes: the wait then delays no record, and an idle consumer
+            # asks every few seconds instead of twice a second.
+            assert consumer._fetch_max_wait_ms == SETTINGS.held_fetch_ms > 500
+        finally:
+            await consumer.stop()
+
+    async def test_a_consumer_that_gathers_one_byte_is_held_as_any_other(self) -> None:
+        # Kafka's default minimum: the broker answers at the first record, so the settings'
+        # wait (tuned for gathering) would only make an idle consumer ask more often.
+        ungathered = KafkaSettings(fetch_max_wait_ms=150)
+        consumer = kafka_consumer(ungathered, "topic", group_id="g", client_id="unit", gather=True)
+        try:
+            assert consumer._fetch_min_bytes == 1
+            assert consumer._fetch_max_wait_ms == ungathered.held_fetch_ms
         finally:
             await consumer.stop()
 

@@ -31,7 +31,6 @@ from regionstore_shared.personal import CustomerKey, KeysUnreadableError, seal_a
 from regionstore_shared.personal_keys import (
     KafkaKeyring,
     KeyTable,
-    follower_wait_ms,
     open_keyring,
     parse_record,
     record_key,
@@ -295,8 +294,8 @@ class TestKafkaKeyring:
             assert follower["fetch_max_wait_ms"] < follower["request_timeout_ms"]
 
     def test_an_idle_follower_asks_every_5_s_within_half_a_request_timeout(self) -> None:
-        assert follower_wait_ms(KafkaSettings()) == 5000
-        assert follower_wait_ms(KafkaSettings(request_timeout_ms=4000)) == 2000
+        assert KafkaSettings().held_fetch_ms == 5000
+        assert KafkaSettings(request_timeout_ms=4000).held_fetch_ms == 2000
 
     async def test_a_new_key_is_in_the_topic_before_obtain_returns(self, kafka: FakeLog) -> None:
         async with keyring() as gateway, keyring(writes=False) as writer:

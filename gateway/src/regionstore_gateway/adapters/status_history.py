@@ -170,6 +170,7 @@ class StatusHistory:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             request_timeout_ms=self._settings.request_timeout_ms,
+            fetch_max_wait_ms=self._settings.held_fetch_ms,
         )
 
     def start(self) -> None:

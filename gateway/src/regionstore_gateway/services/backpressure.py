@@ -12,7 +12,9 @@ offsets, :class:`~regionstore_shared.backlog.BacklogProbe`), never per request; 
 judged by each group's last reading. A reading that fails keeps the one before, so a slow or
 briefly unreachable Kafka does not open the gate under load; once a group's last reading is
 older than ``stale_after_s`` it refuses nothing: the produce itself finds out whether Kafka
-takes writes.
+takes writes. While this gateway takes no write the lag is read every ``idle_refresh_s``
+instead (three Kafka requests a second per gateway were most of an idle stack's traffic); the
+first write after that wakes the reader at once.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class Backpressure:
         self._readings: dict[str, tuple[int, float]] = {}
         """Each group's last lag read, and when."""
         self._task: asyncio.Task[None] | None = None
+        self._written = asyncio.Event()
+        """Set by every write checked since the last reading."""
 
     @property
     def lag(self) -> dict[str, int | None]:
@@ -91,6 +95,7 @@ class Backpressure:
 
     def check(self) -> None:
         """Raise ConsumersBehindError when a group's last lag read is over its threshold."""
+        self._written.set()
         for group, lag in self.lag.items():
             limit = self._limits[group]
             if limit and lag is not None and lag > limit:
@@ -125,6 +130,13 @@ class Backpressure:
                 await self._task
 
     async def _run(self) -> None:
+        # Never longer than half the staleness: an idle gateway's readings stay usable.
+        idle_s = min(self._settings.idle_refresh_s, self._settings.stale_after_s / 2)
         while True:
             await self.refresh()
-            await asyncio.sleep(self._settings.refresh_s)
+            if self._written.is_set():
+                self._written.clear()
+                await asyncio.sleep(self._settings.refresh_s)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._written.wait(), idle_s)
