@@ -312,7 +312,7 @@ chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3
 
 .PHONY: bench
 bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench $(if $(OUTPUT),--output $(OUTPUT))
 
 .PHONY: bench-singles
 bench-singles: sync secrets ## the bench's single-write round alone, to compare two stacks: make bench-singles LABEL=tracing-on [QUICK=1]

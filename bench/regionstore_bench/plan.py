@@ -88,9 +88,9 @@ QUICK = Plan(
     paced_backlog=3000,
     paced_live_rate=100,
     paced_baseline_s=3.0,
-    e2e_idle_s=3.0,
-    e2e_round_s=3.0,
-    e2e_sustained_s=8.0,
+    e2e_idle_s=2.0,
+    e2e_round_s=2.0,
+    e2e_sustained_s=5.0,
 )
 SMOKE = Plan(
     name="smoke",
