@@ -248,9 +248,11 @@ async def run(
                 )
             log.info("8/8 end to end, every process running")
             written.append(e2e_set)
+            # The consumers were restarted after scenario 2: their pids as they are now.
+            pids = sampler.resolve()
             async with sampler.phase("end_to_end"):
                 results["end_to_end"] = await endtoend.end_to_end(
-                    env, plan, e2e_set, reference_set, sampler.resolve(), reference_url
+                    env, plan, e2e_set, reference_set, pids, reference_url
                 )
         finally:
             await env.restore_regions()
