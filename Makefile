@@ -311,7 +311,7 @@ chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3
 		--faults='$(or $(FAULTS),kill)' --random-faults $(NEMESIS_FAULTS) $(if $(SEED),--seed $(SEED))
 
 .PHONY: bench
-bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
+bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.* (OUTPUT=stem; REGIONSTORE_BENCH_REFERENCE_URL=url adds the original app's row, docs/performance.md)
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench $(if $(OUTPUT),--output $(OUTPUT))
 
 .PHONY: bench-singles
