@@ -321,7 +321,7 @@ bench-singles: sync secrets ## the bench's single-write round alone, to compare 
 		uv run python -m regionstore_bench.singles --label $(LABEL) $(if $(QUICK),--quick)
 
 .PHONY: bench-quick
-bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
+bench-quick: sync secrets ## a small benchmark (under 3 min on a busy 2-core machine): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
 .PHONY: bench-cost
