@@ -311,8 +311,8 @@ chaos: up ## faults under load, then prove nothing was lost: make chaos ROUNDS=3
 		--faults='$(or $(FAULTS),kill)' --random-faults $(NEMESIS_FAULTS) $(if $(SEED),--seed $(SEED))
 
 .PHONY: bench
-bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.*
-	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench
+bench: sync secrets ## the full benchmark on the local stack (under 15 min): bench/results/latest.* (OUTPUT=stem; REGIONSTORE_BENCH_REFERENCE_URL=url adds the original app's row, docs/performance.md)
+	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench $(if $(OUTPUT),--output $(OUTPUT))
 
 .PHONY: bench-singles
 bench-singles: sync secrets ## the bench's single-write round alone, to compare two stacks: make bench-singles LABEL=tracing-on [QUICK=1]
@@ -321,7 +321,7 @@ bench-singles: sync secrets ## the bench's single-write round alone, to compare 
 		uv run python -m regionstore_bench.singles --label $(LABEL) $(if $(QUICK),--quick)
 
 .PHONY: bench-quick
-bench-quick: sync secrets ## a small benchmark (under 2 min): bench/results/quick.*
+bench-quick: sync secrets ## a small benchmark (under 3 min on a busy 2-core machine): bench/results/quick.*
 	@env $(foreach var,$(TEST_ENV),$(var)='$($(var))') uv run python -m regionstore_bench --quick
 
 .PHONY: bench-cost

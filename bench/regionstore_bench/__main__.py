@@ -22,7 +22,18 @@ from pymongo.errors import PyMongoError
 
 from regionstore_shared.status import NodeStatus
 
-from . import baselines, ingest, paced_drain, queries, recovery, region_maps, report, stores
+from . import (
+    baselines,
+    endtoend,
+    ingest,
+    paced_drain,
+    queries,
+    recovery,
+    reference,
+    region_maps,
+    report,
+    stores,
+)
 from .data import Customers, commands, customers, documents, encoded, run_stamp
 from .env import BenchEnv, compose_url, log, open_env, port_of
 from .plan import FULL, QUICK, SMOKE, Plan
@@ -46,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--profile", action="store_true", help="py-spy the services meanwhile")
     parser.add_argument("--keep-data", action="store_true", help="leave the bench's customers")
+    parser.add_argument(
+        "--reference-url",
+        default=os.environ.get(reference.ENVIRONMENT) or None,
+        help="the original system's app, run apart (docs/performance.md), for a reference row "
+        f"(default: ${reference.ENVIRONMENT}; none: the row says not run)",
+    )
     parser.add_argument(
         "--report-only",
         type=Path,
@@ -112,7 +129,9 @@ def _usage(phases: dict[str, PhaseUsage]) -> tuple[dict[str, Any], dict[str, Any
     return rss, cpu
 
 
-async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
+async def run(
+    plan: Plan, *, profile: bool, keep_data: bool, reference_url: str | None = None
+) -> dict[str, Any]:
     """Every scenario in order; the results as a dict."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
@@ -135,6 +154,16 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
             stamp, "s", plan.single_requests + plan.unloaded_requests, plan.seed + 1
         )
         recovery_set = customers(stamp, "r", plan.recovery_writes, plan.seed + 2)
+        e2e_set = customers(
+            stamp,
+            "e",
+            endtoend.customers_needed(plan.e2e_round_s, plan.e2e_sustained_s),
+            plan.seed + 3,
+        )
+        # Written to the reference app's own databases, never to regionstore's.
+        reference_set = customers(
+            stamp, "o", endtoend.reference_needed(plan.e2e_sustained_s), plan.seed + 4
+        )
         baseline_commands = commands(batch_set.bodies, env.regions)
         messages = encoded(baseline_commands)
         docs = documents(baseline_commands)
@@ -158,7 +187,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
             async with sampler.phase("idle"):
                 await asyncio.sleep(IDLE_S)
             async with sampler.phase("baselines"):
-                log.info("1/7 baselines")
+                log.info("1/8 baselines")
                 results["baselines"] = await baselines.kafka_baselines(env.settings, plan, messages)
                 home = env.regions.names[0]
                 sample = docs[: plan.insert_documents]
@@ -166,7 +195,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                     env.settings, plan, sample, home
                 )
             del messages, docs
-            log.info("2/7 single-request ingest")
+            log.info("2/8 single-request ingest")
             written += [single_set, batch_set, recovery_set]
             async with (
                 sampler.phase("singles"),
@@ -175,7 +204,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                 results["ingest_single"] = await ingest.single_ingest(env, plan, single_set)
             if not keep_data:
                 await env.delete_customers(single_set)
-            log.info("3/7 batch ingest")
+            log.info("3/8 batch ingest")
             async with (
                 sampler.phase("batch"),
                 profiling("batch", ("gateway", "writer", "replicator")),
@@ -183,10 +212,10 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                 results["ingest_batch"] = await ingest.batch_ingest(env, plan, batch_set)
             # Queries right after the batch ingest: over its 100,000 customers, before the
             # recovery scenario adds 50,000 more.
-            log.info("4/7 queries")
+            log.info("4/8 queries")
             async with sampler.phase("queries"), profiling("queries", ("gateway",)):
                 results["queries"] = await queries.queries(env, plan, batch_set)
-            log.info("5/7 recovery")
+            log.info("5/8 recovery")
             async with sampler.phase("recovery"), profiling("recovery", ("recovery",)):
                 results["recovery"] = await recovery.recovery(env, plan, recovery_set)
             async with sampler.phase("baseline_full_store"):
@@ -201,14 +230,14 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                 )
             del sample
             sizes = ", ".join(str(size) for size in plan.map_sizes)
-            log.info("6/7 store writes per customer write on maps of %s regions", sizes)
+            log.info("6/8 store writes per customer write on maps of %s regions", sizes)
             async with sampler.phase("maps"):
                 logs = Path(tempfile.mkdtemp(prefix="regionstore-bench-maps-"))
                 log.info("the maps' writers and replicators log into %s", logs)
                 results["write_cost_measured"] = await region_maps.measure_all(
                     plan.map_customers, logs, plan.map_sizes
                 )
-            log.info("7/7 a parked backlog drained under live writes, paced and flat out")
+            log.info("7/8 a parked backlog drained under live writes, paced and flat out")
             async with sampler.phase("paced_drain"):
                 results["paced_drain"] = await paced_drain.measure_both(
                     backlog=plan.paced_backlog,
@@ -216,6 +245,14 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
                     baseline_s=plan.paced_baseline_s,
                     timeout_s=plan.apply_timeout_s,
                     logs=logs,
+                )
+            log.info("8/8 end to end, every process running")
+            written.append(e2e_set)
+            # The consumers were restarted after scenario 2: their pids as they are now.
+            pids = sampler.resolve()
+            async with sampler.phase("end_to_end"):
+                results["end_to_end"] = await endtoend.end_to_end(
+                    env, plan, e2e_set, reference_set, pids, reference_url
                 )
         finally:
             await env.restore_regions()
@@ -251,6 +288,7 @@ async def run(plan: Plan, *, profile: bool, keep_data: bool) -> dict[str, Any]:
     if profiles:
         results["profiles"] = profiles
     results["write_cost"] = write_costs()
+    results["end_to_end"]["restated"] = endtoend.restate(results)
     results["targets"] = report.targets(results)
     results["query_targets"] = report.query_targets(results)
     return results
@@ -269,11 +307,20 @@ def main(argv: list[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     if args.report_only is not None:
         results = json.loads(args.report_only.read_text())
+        if "end_to_end" in results:
+            results["end_to_end"]["restated"] = endtoend.restate(results)
         results["targets"] = report.targets(results)
         results["query_targets"] = report.query_targets(results)
         stem = args.output or args.report_only.stem
     else:
-        results = asyncio.run(run(plan, profile=args.profile, keep_data=args.keep_data))
+        results = asyncio.run(
+            run(
+                plan,
+                profile=args.profile,
+                keep_data=args.keep_data,
+                reference_url=args.reference_url,
+            )
+        )
     json_path, md_path, png_path = (directory / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
     chart = os.path.relpath(png_path, ROOT)
     report.write_json(results, json_path)

@@ -67,14 +67,19 @@ def writes_for(rate: float, seconds: float) -> int:
 
 
 async def post_at_rate(
-    env: BenchEnv, bodies: Sequence[dict[str, Any]], rate: float, accepts: Accepts
+    env: BenchEnv,
+    bodies: Sequence[dict[str, Any]],
+    rate: float,
+    accepts: Accepts,
+    key: str | None = None,
 ) -> float:
-    """POST the bodies, one every ``1/rate`` seconds; the seconds it took to send them all."""
+    """POST the bodies, one every ``1/rate`` seconds, with ``key`` (the bench's unless given);
+    the seconds it took to send them all."""
     started = time.perf_counter()
     due = iter(range(len(bodies)))
 
     async def worker() -> None:
-        async with RawConnection(env.urls["gateway"], env.api_key) as connection:
+        async with RawConnection(env.urls["gateway"], key or env.api_key) as connection:
             for index in due:
                 delay = started + index / rate - time.perf_counter()
                 if delay > 0:
@@ -154,8 +159,10 @@ async def one_round(
     rate: float | None,
     seconds: float,
     timeout_s: float,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """One round: at ``rate`` writes a second, or as fast as answered (None), for ``seconds``."""
+    """One round: at ``rate`` writes a second, or as fast as answered (None), for ``seconds``,
+    with ``key`` (the bench's unless given)."""
     accepts = Accepts(customers.prefix)
     before_counts = await applied_counters(env)
     before_work = await consumer_work(env)
@@ -164,10 +171,10 @@ async def one_round(
     started = time.perf_counter()
     if rate is None:
         sent, sending = await post_singles(
-            env, customers.bodies, SATURATION_CONCURRENCY, accepts, budget_s=seconds
+            env, customers.bodies, SATURATION_CONCURRENCY, accepts, budget_s=seconds, key=key
         )
     else:
-        sending = await post_at_rate(env, customers.bodies, rate, accepts)
+        sending = await post_at_rate(env, customers.bodies, rate, accepts, key)
         sent = len(customers.bodies)
     done, report, snapshot = await wait_applied(
         env, accepts, before_counts, wanted_applies(env, accepts, customers.bodies), timeout_s
@@ -180,6 +187,7 @@ async def one_round(
     total = sum(used.values())
     return {
         "rate_asked_per_s": rate,
+        "seconds": seconds,
         "sent": float(sent),
         "accepted": float(accepted),
         "failed": float(accepts.failed),
@@ -208,9 +216,12 @@ async def cost_rounds(
     timeout_s: float,
     idle_s: float,
     rates: Sequence[float] = RATES,
+    saturation_s: float | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """The idle round, the fixed-rate rounds, then the saturation round, on ``customers``
-    (enough for all)."""
+    """The idle round, the fixed-rate rounds of ``seconds``, then the saturation round of
+    ``saturation_s`` (``seconds`` unless given), on ``customers`` (enough for all), the writes
+    sent with ``key`` (the bench's unless given)."""
     missing = [name for name in PROCESSES if name not in pids]
     if missing:
         raise RuntimeError(f"cannot measure CPU per write: no process found for {missing}")
@@ -225,8 +236,9 @@ async def cost_rounds(
         start += count
         label = f"{rate:g}/s" if rate is not None else "saturation"
         log.info("end to end, %s: %d writes", label, len(part.bodies))
+        length = seconds if rate is not None or saturation_s is None else saturation_s
         rounds[label] = await one_round(
-            env, part, measured, rate=rate, seconds=seconds, timeout_s=timeout_s
+            env, part, measured, rate=rate, seconds=length, timeout_s=timeout_s, key=key
         )
         log.info(
             "end to end, %s: %.0f applied/s, %.2f ms CPU per write",
@@ -234,14 +246,19 @@ async def cost_rounds(
             rounds[label]["applied_per_s"],
             rounds[label]["cpu_ms_per_write"]["all"],
         )
-    low, high = rounds[f"{min(rates):g}/s"], rounds["saturation"]
     return {
         "idle": idle,
         "rounds": rounds,
-        "low_rate_to_saturation_cpu_ratio": (
-            low["cpu_ms_per_write"]["all"] / high["cpu_ms_per_write"]["all"]
-        ),
+        "low_rate_to_saturation_cpu_ratio": low_to_saturation(rounds, rates),
     }
+
+
+def low_to_saturation(rounds: Mapping[str, Any], rates: Sequence[float] = RATES) -> float:
+    """CPU per write (all processes) at the lowest rate over that at saturation; NaN when
+    either is missing or saturation cost nothing."""
+    low = rounds.get(f"{min(rates):g}/s", {}).get("cpu_ms_per_write", {}).get("all", math.nan)
+    high = rounds.get("saturation", {}).get("cpu_ms_per_write", {}).get("all", math.nan)
+    return float(low / high) if high and not math.isnan(high) else math.nan
 
 
 async def measure(seconds: float, timeout_s: float, idle_s: float, seed: int) -> dict[str, Any]:

@@ -51,6 +51,12 @@ class Plan:
     paced_backlog: int = 30_000
     paced_live_rate: int = 200
     paced_baseline_s: float = 10.0
+    # 8. end to end, every process running: seconds of the idle round, of each fixed-rate round
+    # (20, 100 and 1,000 writes/s), and of the sustained rounds (single creates from 32
+    # connections as fast as answered; the reference app, when given).
+    e2e_idle_s: float = 10.0
+    e2e_round_s: float = 10.0
+    e2e_sustained_s: float = 30.0
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as plain data, for the results file."""
@@ -82,6 +88,9 @@ QUICK = Plan(
     paced_backlog=3000,
     paced_live_rate=100,
     paced_baseline_s=3.0,
+    e2e_idle_s=2.0,
+    e2e_round_s=2.0,
+    e2e_sustained_s=5.0,
 )
 SMOKE = Plan(
     name="smoke",
@@ -108,6 +117,9 @@ SMOKE = Plan(
     paced_backlog=1000,
     paced_live_rate=50,
     paced_baseline_s=1.0,
+    e2e_idle_s=1.0,
+    e2e_round_s=0.5,
+    e2e_sustained_s=1.5,
 )
 """Every scenario once at the smallest counts that still give each of its figures: what the
 bench's own test runs (``--smoke``), to prove the run and its results file whole, not to

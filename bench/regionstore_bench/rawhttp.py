@@ -54,9 +54,13 @@ class RawConnection:
 
     async def post_json(self, path: str, payload: Any) -> tuple[int, Any]:
         """POST a JSON body; return (status, decoded JSON body)."""
+        return await self.send_json("POST", path, payload)
+
+    async def send_json(self, method: str, path: str, payload: Any) -> tuple[int, Any]:
+        """Send a JSON body with ``method``; return (status, decoded JSON body)."""
         body = json.dumps(payload).encode()
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{self._authorization}"
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{self._authorization}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         try:

@@ -18,10 +18,14 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 from . import stores
+from .cost import table as cost_table
 
 SERVICES = ("gateway", "writer", "replicator", "recovery")
 RSS_IDLE_MB = 150.0
 RSS_INGEST_MB = 300.0
+# End to end (issue 27): CPU per write at 20 writes/s against that at saturation, at most.
+LOW_RATE_CPU_VS_SATURATION = 3.0
+LOW_RATE = "20/s"
 # Every filtered list query's p99 against the point read's p50 of the same run.
 QUERY_VS_POINT_READ = 10.0
 POINT_READ = "point_read"
@@ -111,6 +115,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             _incomplete(results["queries"]),
         ),
     ]  # fmt: skip
+    found += end_to_end_targets(results.get("end_to_end"))
     rss = results["rss_mb"]
     for service in SERVICES:
         found.append(
@@ -126,6 +131,86 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )  # fmt: skip
     return found
+
+
+def end_to_end_targets(e2e: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The end-to-end step's targets (issue 27); none for results from before it ran."""
+    if not e2e:
+        return []
+    rounds = e2e["rounds"]
+    low = rounds.get(LOW_RATE, {}).get("cpu_ms_per_write", {}).get("all", math.nan)
+    high = rounds.get("saturation", {}).get("cpu_ms_per_write", {}).get("all", math.nan)
+    restated = e2e.get("restated", {})
+    live = restated.get("live_writes_per_s", math.nan)
+    return [
+        _target(
+            f"end to end: CPU per write at {LOW_RATE} <= {LOW_RATE_CPU_VS_SATURATION:g} x at "
+            "saturation (Kafka, gateway, writer, replicator, idle included)",
+            low, high, LOW_RATE_CPU_VS_SATURATION, "<=", "ms",
+        ),
+        _target(
+            f"end to end: drain under {_n(live)} live writes/s >= 0.8 x raw insert_many docs/s",
+            restated.get("drain_under_live_writes_per_s", math.nan),
+            restated.get("insert_many_docs_per_s", math.nan), 0.8, ">=", "/s",
+            "" if not math.isnan(live) else "no drain under live writes in these results",
+        ),
+        _target(
+            "end to end: single accepted/s, consumers running, >= 0.8 x a bare FastAPI "
+            "endpoint's requests/s",
+            restated.get("single_accepted_per_s", math.nan),
+            restated.get("bare_per_s", math.nan), 0.8, ">=", "/s",
+        ),
+    ]  # fmt: skip
+
+
+def end_to_end_lines(e2e: dict[str, Any] | None) -> list[str]:
+    """What a user gets: sustained workloads, the reference app, CPU per write at each rate."""
+    if not e2e:
+        return []
+    singles, restated, ref = e2e["singles"], e2e.get("restated", {}), e2e["reference"]
+    return [
+        "",
+        "## End to end, every process running",
+        "",
+        "| workload | accepted/s | applied/s end to end (audited) | accept→applied p50 / p99 |",
+        "| --- | --- | --- | --- |",
+        f"| single creates, {_n(singles['concurrency'])} connections, "
+        f"{_n(singles['seconds'], 1)} s | {_n(singles['accepted_per_s'])} | "
+        f"{_n(singles['applied_per_s'])} | {_n(singles['accept_to_applied_p50_ms'])} / "
+        f"{_n(singles['accept_to_applied_p99_ms'])} ms |",
+        f"| `:batch` ingest (scenario 3) | {_n(restated.get('batch_accepted_per_s'))} | "
+        f"{_n(restated.get('batch_applied_per_s'))} | "
+        f"{_n(restated.get('batch_accept_to_applied_p50_ms'))} / "
+        f"{_n(restated.get('batch_accept_to_applied_p99_ms'))} ms |",
+        reference_row(ref),
+        "",
+        f"Single creates applied end to end: {_n(restated.get('single_applied_to_reference'), 2)}"
+        " x the original app's requests/s; accepted with the consumers running: "
+        f"{_n(restated.get('single_accepted_to_bare'), 2)} x the bare endpoint's "
+        f"{_n(restated.get('bare_per_s'))} requests/s. Drain of a parked backlog while "
+        f"{_n(restated.get('live_writes_per_s'))} live writes/s are applied (scenario 7, flat "
+        f"out): {_n(restated.get('drain_under_live_writes_per_s'))}/s, "
+        f"{_n(restated.get('drain_under_live_writes_to_insert_many'), 2)} x raw insert_many.",
+        "",
+        "CPU per write, idle included, from /proc; writes per consumer batch and per placement "
+        "commit:",
+        "",
+        cost_table(e2e),
+    ]
+
+
+def reference_row(ref: dict[str, Any]) -> str:
+    """The original app's row of the end-to-end table; "not run" without a figure when it was
+    not given."""
+    if not ref["run"]:
+        return f"| original app | {ref['note']} | | |"
+    return (
+        f"| original app (`PUT /update-record`: home and backup written in the request), "
+        f"{_n(ref['concurrency'])} connections, {_n(ref['seconds'], 1)} s | "
+        f"{_n(ref['requests_per_s'])} | {_n(ref['requests_per_s'])} (in the request) | "
+        f"{_n(ref['latency']['p50_ms'], 1)} / {_n(ref['latency']['p99_ms'], 1)} ms "
+        f"(request) |"
+    )
 
 
 def _failures(figures: dict[str, Any]) -> float:
@@ -280,6 +365,9 @@ def write_markdown(results: dict[str, Any], path: Path, chart: str) -> None:
             for name, a in audits.items()
         )
         + ".",
+    ]
+    lines += end_to_end_lines(results.get("end_to_end"))
+    lines += [
         "",
         "## Targets",
         "",

@@ -77,8 +77,38 @@ SCENARIO_FIELDS: dict[str, list[str]] = {
         "one_down.p99_ms",
         "one_down.degraded_answers",
     ],
+    "end_to_end": [
+        "idle.cpu_ms_per_s.all",
+        *(
+            f"rounds.{label}.{field}"
+            for label in ("20/s", "100/s", "1000/s", "saturation")
+            for field in (
+                "accepted_per_s",
+                "applied_per_s",
+                "accept_to_applied_p50_s",
+                "accept_to_applied_p99_s",
+                "load_1m",
+                "cpu_ms_per_write.kafka",
+                "cpu_ms_per_write.gateway",
+                "cpu_ms_per_write.writer",
+                "cpu_ms_per_write.replicator",
+                "cpu_ms_per_write.all",
+            )
+        ),
+        "low_rate_to_saturation_cpu_ratio",
+        "singles.accepted_per_s",
+        "singles.applied_per_s",
+        "singles.accept_to_applied_p50_ms",
+        "singles.accept_to_applied_p99_ms",
+        "restated.batch_applied_per_s",
+        "restated.single_accepted_to_bare",
+        "restated.drain_under_live_writes_per_s",
+        "restated.drain_under_live_writes_to_insert_many",
+    ],
 }
 AUDITED = ("ingest_single", "ingest_batch", "recovery")
+END_TO_END_ROUNDS = ("20/s", "100/s", "1000/s", "saturation")
+END_TO_END_TARGETS = 3
 SERVICES = ("gateway", "writer", "replicator", "recovery")
 
 
@@ -98,6 +128,8 @@ def _is_number(value: Any) -> bool:
 def _stack_env(stack: Any) -> dict[str, str]:
     """The stack's endpoints in the variables the bench (like the services) reads."""
     env = dict(os.environ)
+    # The reference app is run by hand; the smoke run proves the row without it.
+    env.pop("REGIONSTORE_BENCH_REFERENCE_URL", None)
     endpoints = getattr(stack, "endpoints", None)
     if endpoints is not None:
         env["REGIONSTORE_KAFKA__BOOTSTRAP_SERVERS"] = endpoints.kafka_bootstrap
@@ -143,6 +175,11 @@ class TestQuickBench:
             assert audit["checked"] > 0, scenario
             for kind in ("lost", "duplicated", "stale", "resurrected"):
                 assert audit[kind] == 0, f"{scenario}: {kind} = {audit[kind]}"
+        for label in END_TO_END_ROUNDS:
+            audit = data["end_to_end"]["rounds"][label]["audit"]
+            assert audit["checked"] > 0, label
+            for kind in ("lost", "duplicated", "stale", "resurrected"):
+                assert audit[kind] == 0, f"end to end {label}: {kind} = {audit[kind]}"
 
     def test_memory_targets_and_settings_are_recorded(self, quick_results: Path) -> None:
         data = json.loads((quick_results / "smoke.json").read_text())
@@ -150,7 +187,7 @@ class TestQuickBench:
             assert _is_number(data["rss_mb"]["idle"][service]), service
             assert _is_number(data["rss_mb"]["batch_peak"][service]), service
         targets = data["targets"]
-        assert len(targets) == 6 + 2 * len(SERVICES)
+        assert len(targets) == 6 + END_TO_END_TARGETS + 2 * len(SERVICES)
         single = data["ingest_single"]
         assert single["bare_per_s"] > 0
         assert single["ratio_to_bare"] == single["accepted_per_s"] / single["bare_per_s"]
@@ -166,4 +203,13 @@ class TestQuickBench:
     def test_summary_and_chart_are_written(self, quick_results: Path) -> None:
         summary = (quick_results / "smoke.md").read_text()
         assert "## Targets" in summary
+        assert "## End to end, every process running" in summary
+
+    def test_the_reference_row_says_not_run_without_a_figure(self, quick_results: Path) -> None:
+        data = json.loads((quick_results / "smoke.json").read_text())
+        reference = data["end_to_end"]["reference"]
+        assert reference["run"] is False
+        assert "requests_per_s" not in reference
+        assert math.isnan(data["end_to_end"]["restated"]["reference_requests_per_s"])
+        assert "| original app | not run" in (quick_results / "smoke.md").read_text()
         assert (quick_results / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
