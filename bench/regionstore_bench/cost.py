@@ -253,12 +253,18 @@ async def cost_rounds(
     }
 
 
+def cpu_per_write(rounds: Mapping[str, Any], label: str) -> float:
+    """CPU ms per write of all processes in the round ``label`` ("20/s", "saturation"); NaN
+    when the round is missing."""
+    return float(rounds.get(label, {}).get("cpu_ms_per_write", {}).get("all", math.nan))
+
+
 def low_to_saturation(rounds: Mapping[str, Any], rates: Sequence[float] = RATES) -> float:
     """CPU per write (all processes) at the lowest rate over that at saturation; NaN when
     either is missing or saturation cost nothing."""
-    low = rounds.get(f"{min(rates):g}/s", {}).get("cpu_ms_per_write", {}).get("all", math.nan)
-    high = rounds.get("saturation", {}).get("cpu_ms_per_write", {}).get("all", math.nan)
-    return float(low / high) if high and not math.isnan(high) else math.nan
+    low = cpu_per_write(rounds, f"{min(rates):g}/s")
+    high = cpu_per_write(rounds, "saturation")
+    return low / high if high and not math.isnan(high) else math.nan
 
 
 async def measure(seconds: float, timeout_s: float, idle_s: float, seed: int) -> dict[str, Any]:

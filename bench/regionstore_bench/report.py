@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
 from . import stores
+from .cost import cpu_per_write
 from .cost import table as cost_table
 
 SERVICES = ("gateway", "writer", "replicator", "recovery")
@@ -138,8 +139,7 @@ def end_to_end_targets(e2e: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not e2e:
         return []
     rounds = e2e["rounds"]
-    low = rounds.get(LOW_RATE, {}).get("cpu_ms_per_write", {}).get("all", math.nan)
-    high = rounds.get("saturation", {}).get("cpu_ms_per_write", {}).get("all", math.nan)
+    low, high = cpu_per_write(rounds, LOW_RATE), cpu_per_write(rounds, "saturation")
     restated = e2e.get("restated", {})
     live = restated.get("live_writes_per_s", math.nan)
     return [
